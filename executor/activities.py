@@ -1,0 +1,145 @@
+"""Step activities: where side effects happen, and the one place errors become ApplicationError.
+
+Three activities serve every plan: ``duraplan.tool``, ``duraplan.code`` and ``duraplan.llm``.
+Each attempt runs once (``maximum_attempts=1``): the workflow owns retries so it can show them.
+Failures carry a ``type`` that plans name in ``retry.non_retryable`` and a ``non_retryable`` flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from executor.models import CodeCall, LlmCall, ToolCall
+from executor.sandbox import Sandbox, SandboxError, SandboxLimits
+from tools.errors import ToolError
+from tools.registry import ToolContext, ToolRegistry
+from tools.store import Store
+
+__all__ = [
+    "HEARTBEAT_TIMEOUT",
+    "MAX_OUTPUT_BYTES",
+    "StepActivities",
+    "run_code",
+    "run_llm",
+    "run_tool",
+]
+
+run_tool = "duraplan.tool"
+run_code = "duraplan.code"
+run_llm = "duraplan.llm"
+HEARTBEAT_TIMEOUT = 10.0
+MAX_OUTPUT_BYTES = 1024 * 1024  # the reference product's per-step result limit
+
+T = TypeVar("T")
+
+
+def _fail(message: str, error_type: str, *, retryable: bool, retry_after: float | None = None) -> ApplicationError:
+    return ApplicationError(message, {"retry_after": retry_after}, type=error_type, non_retryable=not retryable)
+
+
+def _checked_output(value: Any, what: str) -> Any:
+    """JSON-ready output under the size limit; anything else fails the step, not the worker."""
+    value = _jsonable(value)
+    try:
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise _fail(f"{what} output is not JSON: {exc}", "OutputNotJSON", retryable=False) from None
+    if size > MAX_OUTPUT_BYTES:
+        raise _fail(f"{what} output is {size} bytes; the limit is {MAX_OUTPUT_BYTES}", "OutputTooLarge", retryable=False)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):
+        items = [_jsonable(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+async def _heartbeating(work: Awaitable[T]) -> T:
+    """Heartbeat while regular activities run, so a killed worker is noticed within seconds."""
+    if activity.info().is_local:
+        return await work
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_TIMEOUT / 3)
+        if done:
+            return task.result()
+        activity.heartbeat()
+
+
+class StepActivities:
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        store: Store,
+        sandbox: Sandbox,
+        *,
+        default_model: str | None = None,
+        completion: Callable[..., Awaitable[Any]] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.sandbox = sandbox
+        self.default_model = default_model
+        self._completion = completion
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.tool, self.code, self.llm]
+
+    @activity.defn(name=run_tool)
+    async def tool(self, call: ToolCall) -> Any:
+        try:
+            tool = self.registry.get(call.tool)
+            tool.check_args(call.args)
+            ctx = ToolContext(
+                tenant=call.tenant,
+                run_id=call.run_id,
+                step_path=call.step_path,
+                attempt=call.attempt,
+                idempotency_key=call.idempotency_key,
+                store=self.store,
+            )
+            result = await _heartbeating(tool.handler(call.args, ctx))
+        except ToolError as exc:
+            raise _fail(exc.message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
+        return _checked_output(result, f"tool {call.tool!r}")
+
+    @activity.defn(name=run_code)
+    async def code(self, call: CodeCall) -> Any:
+        limits = SandboxLimits(
+            memory_mb=call.memory_mb or SandboxLimits.memory_mb,
+            cpu_seconds=call.cpu_seconds or SandboxLimits.cpu_seconds,
+        )
+        try:
+            result = await _heartbeating(self.sandbox.run(call.code, call.inputs, limits))
+        except SandboxError as exc:
+            raise _fail(f"code step failed: {exc}", exc.error_type, retryable=exc.retryable) from None
+        return _checked_output(result, "code step")
+
+    @activity.defn(name=run_llm)
+    async def llm(self, call: LlmCall) -> dict[str, Any]:
+        from executor.llm import complete
+
+        model = call.model or self.default_model
+        if not model:
+            raise _fail(
+                "llm step has no model: set the step's model or DURAPLAN_MODEL on the worker",
+                "LlmNotConfigured",
+                retryable=False,
+            )
+        result = await _heartbeating(complete(call, model, self._completion))
+        return dict(_checked_output(result, "llm step"))

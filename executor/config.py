@@ -1,0 +1,98 @@
+"""Configuration, resolved once at the edges: argument, then environment, then default.
+
+Workflow code never reads this; activities and clients get a resolved ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, TLSConfig
+from temporalio.common import SearchAttributeKey
+
+__all__ = [
+    "SA_PLAN_HASH",
+    "SA_PLAN_NAME",
+    "SA_SESSION",
+    "SA_STATUS",
+    "SA_TENANT",
+    "SEARCH_ATTRIBUTES",
+    "Settings",
+    "connect",
+]
+
+SA_TENANT = SearchAttributeKey.for_keyword("DuraplanTenant")
+SA_SESSION = SearchAttributeKey.for_keyword("DuraplanSession")
+SA_STATUS = SearchAttributeKey.for_keyword("DuraplanStatus")
+SA_PLAN_HASH = SearchAttributeKey.for_keyword("DuraplanPlanHash")
+SA_PLAN_NAME = SearchAttributeKey.for_keyword("DuraplanPlanName")
+SEARCH_ATTRIBUTES = (SA_TENANT, SA_SESSION, SA_STATUS, SA_PLAN_HASH, SA_PLAN_NAME)
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = "duraplan"
+    api_key: str | None = None
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    home: Path = Path(".duraplan")
+    default_model: str | None = None
+    tool_modules: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """DURAPLAN_* variables over defaults; explicit non-None overrides win over both."""
+        env: dict[str, Any] = {
+            "address": _env("DURAPLAN_ADDRESS") or _env("TEMPORAL_ADDRESS"),
+            "namespace": _env("DURAPLAN_NAMESPACE") or _env("TEMPORAL_NAMESPACE"),
+            "task_queue": _env("DURAPLAN_TASK_QUEUE"),
+            "api_key": _env("DURAPLAN_API_KEY") or _env("TEMPORAL_API_KEY"),
+            "tls": (_env("DURAPLAN_TLS") or "").lower() in ("1", "true", "yes") or None,
+            "tls_ca": _path(_env("DURAPLAN_TLS_CA")),
+            "tls_cert": _path(_env("DURAPLAN_TLS_CERT")),
+            "tls_key": _path(_env("DURAPLAN_TLS_KEY")),
+            "home": _path(_env("DURAPLAN_HOME")),
+            "default_model": _env("DURAPLAN_MODEL"),
+            "tool_modules": tuple(
+                m.strip() for m in (_env("DURAPLAN_TOOL_MODULES") or "").split(",") if m.strip()
+            )
+            or None,
+        }
+        values = {k: v for k, v in env.items() if v is not None}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+    def tls_config(self) -> TLSConfig | bool:
+        if not (self.tls or self.tls_ca or self.tls_cert):
+            # Temporal Cloud API keys imply TLS.
+            return self.api_key is not None
+        return TLSConfig(
+            server_root_ca_cert=self.tls_ca.read_bytes() if self.tls_ca else None,
+            client_cert=self.tls_cert.read_bytes() if self.tls_cert else None,
+            client_private_key=self.tls_key.read_bytes() if self.tls_key else None,
+        )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.address,
+        namespace=settings.namespace,
+        api_key=settings.api_key,
+        tls=settings.tls_config(),
+    )

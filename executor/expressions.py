@@ -1,0 +1,171 @@
+"""The one expression language of plans: JMESPath inside ``${...}`` templates.
+
+JMESPath is pure, deterministic and JSON-native, so the workflow can evaluate it during replay.
+
+- ``"${steps.fetch.output.items}"`` — the whole string is one template: the value keeps its type.
+- ``"Hello ${input.name}!"`` — embedded templates are rendered as text (non-strings as JSON).
+- Dicts and lists are rendered recursively; other JSON values pass through.
+
+Scope: ``input``, ``steps.<id>.output|status|error``, ``item``/``index`` inside a foreach, and
+``run`` (id, tenant, session, plan_hash). A name that does not exist is an error at validation,
+never silently ``""``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import jmespath.parser
+
+__all__ = [
+    "ExpressionError",
+    "compile_expression",
+    "evaluate",
+    "iter_expressions",
+    "references",
+    "render",
+    "strip_template",
+    "truthy",
+]
+
+_TEMPLATE = re.compile(r"\$\{(.*?)\}(?!\})", re.DOTALL)
+_WHOLE = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
+ROOT_NAMES = frozenset({"input", "steps", "item", "index", "run"})
+
+
+class ExpressionError(ValueError):
+    """An expression that does not parse or cannot be evaluated."""
+
+    def __init__(self, expression: str, message: str) -> None:
+        super().__init__(f"expression {expression!r}: {message}")
+        self.expression = expression
+
+
+def strip_template(expression: str) -> str:
+    """``${a.b}`` and ``a.b`` are the same expression where a bare expression is expected."""
+    match = _WHOLE.match(expression.strip())
+    return match.group(1) if match and "${" not in match.group(1) else expression
+
+
+@lru_cache(maxsize=4096)
+def compile_expression(expression: str) -> jmespath.parser.ParsedResult:
+    try:
+        return jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ExpressionError(expression, str(exc).replace("\n", " ")) from None
+
+
+def evaluate(expression: str, scope: dict[str, Any]) -> Any:
+    """Value of a bare expression (``${...}`` tolerated) in ``scope``."""
+    expression = strip_template(expression)
+    try:
+        return compile_expression(expression).search(scope)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ExpressionError(expression, str(exc).replace("\n", " ")) from None
+
+
+def truthy(value: Any) -> bool:
+    """JMESPath truthiness: false, null, empty string/list/object are false."""
+    return value not in (None, False, "", [], {})
+
+
+def render(value: Any, scope: dict[str, Any]) -> Any:
+    """Render templates inside ``value`` (recursively through lists and dicts)."""
+    if isinstance(value, str):
+        return _render_string(value, scope)
+    if isinstance(value, list):
+        return [render(v, scope) for v in value]
+    if isinstance(value, dict):
+        return {k: render(v, scope) for k, v in value.items()}
+    return value
+
+
+def _render_string(text: str, scope: dict[str, Any]) -> Any:
+    if "${" not in text:
+        return text
+    whole = _WHOLE.match(text)
+    if whole and "${" not in whole.group(1):
+        return evaluate(whole.group(1), scope)
+
+    def one(match: re.Match[str]) -> str:
+        result = evaluate(match.group(1), scope)
+        return result if isinstance(result, str) else json.dumps(result, sort_keys=True)
+
+    return _TEMPLATE.sub(one, text)
+
+
+def iter_expressions(value: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
+    """(JSON pointer, expression) for every template inside ``value``."""
+    if isinstance(value, str):
+        for match in _TEMPLATE.finditer(value):
+            yield pointer, match.group(1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from iter_expressions(v, f"{pointer}/{i}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from iter_expressions(v, f"{pointer}/{_escape(str(k))}")
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def references(expression: str) -> tuple[set[str], set[str]]:
+    """(root names used, step ids referenced as ``steps.<id>``) in a bare expression."""
+    tree = compile_expression(strip_template(expression)).parsed
+    roots: set[str] = set()
+    steps: set[str] = set()
+    _walk(tree, roots, steps, in_projection=False)
+    return roots, steps
+
+
+def _walk(node: dict[str, Any], roots: set[str], steps: set[str], in_projection: bool) -> None:
+    kind = node.get("type")
+    children: list[dict[str, Any]] = [c for c in node.get("children", []) if isinstance(c, dict)]
+    if kind == "field" and not in_projection:
+        roots.add(node["value"])
+        return
+    if kind == "subexpression" or kind == "index_expression":
+        chain = _flatten(node)
+        head = chain[0]
+        if head.get("type") == "field" and not in_projection:
+            roots.add(head["value"])
+            if head["value"] == "steps" and len(chain) > 1 and chain[1].get("type") == "field":
+                steps.add(chain[1]["value"])
+        elif head.get("type") != "field":
+            _walk(head, roots, steps, in_projection)
+        for rest in chain[1:]:
+            if rest.get("type") not in ("field", "index"):
+                _walk(rest, roots, steps, in_projection=True)
+        return
+    if kind in ("projection", "value_projection", "filter_projection", "flatten"):
+        # The left side is evaluated against the scope; the right side against each element.
+        if children:
+            _walk(children[0], roots, steps, in_projection)
+        for child in children[1:]:
+            _walk(child, roots, steps, in_projection=True)
+        return
+    if kind == "expref":
+        for child in children:
+            _walk(child, roots, steps, in_projection=True)
+        return
+    if kind == "current":
+        return
+    for child in children:
+        _walk(child, roots, steps, in_projection)
+
+
+def _flatten(node: dict[str, Any]) -> list[dict[str, Any]]:
+    if node.get("type") in ("subexpression", "index_expression"):
+        out: list[dict[str, Any]] = []
+        for child in node["children"]:
+            out.extend(_flatten(child))
+        return out
+    return [node]

@@ -1,0 +1,158 @@
+"""Data that crosses the Temporal boundary: workflow and activity inputs, step records, events.
+
+Plain dataclasses so Temporal's default JSON converter carries them; the plan itself travels as
+its JSON dict and is parsed into ``schemas.plan.Plan`` inside the workflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ACTIVE_STATES",
+    "TERMINAL_STATES",
+    "Carry",
+    "CodeCall",
+    "CompensationCall",
+    "EventRecord",
+    "LlmCall",
+    "RunInput",
+    "SendEventResult",
+    "StepError",
+    "StepRecord",
+    "StepState",
+    "ToolCall",
+    "plan_hash",
+]
+
+StepState = Literal[
+    "pending",
+    "running",
+    "retrying",
+    "sleeping",
+    "waiting",
+    "completed",
+    "failed",
+    "skipped",
+    "compensated",
+]
+TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "skipped", "compensated"})
+ACTIVE_STATES: frozenset[str] = frozenset({"running", "retrying", "sleeping", "waiting"})
+
+
+def plan_hash(plan: dict[str, Any]) -> str:
+    """Content hash pinned to every run: sha256 of the canonical JSON of the plan."""
+    canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class StepError:
+    type: str
+    message: str
+    retryable: bool = False
+
+
+@dataclass
+class StepRecord:
+    state: StepState = "pending"
+    attempts: int = 0
+    started_at: str | None = None
+    ended_at: str | None = None
+    error: StepError | None = None
+    output: Any = None
+    # foreach: number of items; switch: chosen branch; sleep: wake-up time (ISO).
+    detail: dict[str, Any] | None = None
+
+
+@dataclass
+class EventRecord:
+    type: str
+    payload: Any
+    event_id: str | None
+    received_at: str
+
+
+@dataclass
+class CompensationCall:
+    path: str
+    tool: str | None
+    args: dict[str, Any]
+    code: str | None
+    inputs: dict[str, Any]
+
+
+@dataclass
+class Carry:
+    """State handed to the next run on continue-as-new: nothing executed is executed again."""
+
+    records: dict[str, StepRecord] = field(default_factory=dict)
+    events: list[EventRecord] = field(default_factory=list)
+    seen_event_ids: list[str] = field(default_factory=list)
+    compensations: list[CompensationCall] = field(default_factory=list)
+    executed_steps: int = 0
+    paused: bool = False
+    started_at: str | None = None
+    continued: int = 0
+
+
+@dataclass
+class RunInput:
+    plan: dict[str, Any]
+    plan_hash: str
+    tenant: str
+    session: str
+    run_id: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    # Tools the submitter's registry marks short and bounded: run as local activities.
+    local_tools: list[str] = field(default_factory=list)
+    generation: int = 0
+    carry: Carry | None = None
+    # Continue-as-new once history reaches this many events (the server also suggests it).
+    history_limit: int = 8000
+
+
+@dataclass
+class ToolCall:
+    tenant: str
+    run_id: str
+    step_path: str
+    attempt: int
+    idempotency_key: str
+    tool: str
+    args: dict[str, Any]
+
+
+@dataclass
+class CodeCall:
+    tenant: str
+    run_id: str
+    step_path: str
+    code: str
+    inputs: dict[str, Any]
+    memory_mb: int | None = None
+    cpu_seconds: float | None = None
+
+
+@dataclass
+class LlmCall:
+    tenant: str
+    run_id: str
+    step_path: str
+    prompt: str
+    system: str | None = None
+    model: str | None = None
+    output_schema: dict[str, Any] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout_s: float | None = None
+
+
+@dataclass
+class SendEventResult:
+    accepted: bool
+    duplicate: bool
+    buffered: int

@@ -1,0 +1,392 @@
+"""Plan validation: every problem found at once, each with a JSON pointer and the step's id.
+
+Two passes: the schema (the pydantic model that generates ``schemas/plan.schema.json``), then the
+semantics a schema cannot express: unique ids, references that resolve and are visible, no cycles,
+known tools with valid literal arguments, expressions that parse, limits. An invalid plan never
+reaches Temporal.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+from pydantic import ValidationError
+
+from executor.errors import PlanInvalid, PlanIssue
+from executor.expressions import ExpressionError, compile_expression, iter_expressions, references
+from schemas.plan import (
+    CodeStep,
+    Compensation,
+    FailStep,
+    ForeachStep,
+    LlmStep,
+    Plan,
+    SetStep,
+    SleepStep,
+    Step,
+    SubplanStep,
+    SwitchStep,
+    ToolStep,
+    WaitForEventStep,
+    parse_duration,
+)
+
+if TYPE_CHECKING:
+    from tools.registry import ToolRegistry
+
+__all__ = ["MAX_DECLARED_STEPS", "MAX_NESTING", "check_plan", "step_references", "validate_plan"]
+
+MAX_DECLARED_STEPS = 10_000
+MAX_NESTING = 8
+MAX_WAIT_SECONDS = 365 * 86400.0  # the reference product's longest sleep
+MAX_STEP_TIMEOUT = 86400.0
+STEP_KINDS = frozenset({"tool", "llm", "code", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail"})
+
+
+def validate_plan(plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None) -> Plan:
+    """The parsed plan, or ``PlanInvalid`` listing every problem."""
+    parsed, issues = check_plan(plan, tools=tools)
+    if issues or parsed is None:
+        raise PlanInvalid(issues)
+    return parsed
+
+
+def check_plan(plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None) -> tuple[Plan | None, list[PlanIssue]]:
+    if isinstance(plan, Plan):
+        parsed = plan
+    else:
+        if not isinstance(plan, dict):
+            return None, [PlanIssue("", f"a plan is a JSON object, not {type(plan).__name__}", code="schema")]
+        try:
+            parsed = Plan.model_validate(plan)
+        except ValidationError as exc:
+            return None, _schema_issues(exc, plan)
+    checker = _Checker(tools)
+    checker.plan(parsed, "", depth=0)
+    return parsed, checker.issues
+
+
+# ---- schema errors ----------------------------------------------------------------------------
+
+
+def _schema_issues(exc: ValidationError, raw: dict[str, Any]) -> list[PlanIssue]:
+    issues = []
+    for err in exc.errors():
+        loc = [p for i, p in enumerate(err["loc"]) if not _is_union_tag(err["loc"], i)]
+        pointer = "".join(f"/{p}" for p in loc)
+        issues.append(PlanIssue(pointer, err["msg"], step=_step_at(raw, loc), code="schema"))
+    return issues
+
+
+def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:
+    # pydantic puts the discriminator value into the location: steps/0/tool/args -> steps/0/args
+    return isinstance(loc[i], str) and loc[i] in STEP_KINDS and i > 0 and isinstance(loc[i - 1], int)
+
+
+def _step_at(raw: Any, loc: list[Any]) -> str | None:
+    """The id of the innermost step on the path, if it has one."""
+    found, node = None, raw
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(node, dict) and isinstance(node.get("id"), str) and isinstance(part, int):
+            found = node["id"]
+    return found
+
+
+# ---- references -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Expr:
+    pointer: str  # relative to the step
+    expression: str
+    bare: bool  # a bare expression field (when, items, ...), not a template
+
+
+def _own_expressions(step: Step) -> Iterator[_Expr]:
+    """Expressions in the step's own fields (not in nested steps, not in a subplan's plan)."""
+    if step.when is not None:
+        yield _Expr("/when", step.when, True)
+    if step.compensate is not None:
+        yield from _templates(step.compensate.args, "/compensate/args")
+        yield from _templates(step.compensate.inputs, "/compensate/inputs")
+    match step:
+        case ToolStep():
+            yield from _templates(step.args, "/args")
+        case LlmStep():
+            yield from _templates(step.prompt, "/prompt")
+            yield from _templates(step.system, "/system")
+        case CodeStep():
+            yield from _templates(step.inputs, "/inputs")
+        case SleepStep():
+            yield from _templates(step.until, "/until")
+        case WaitForEventStep():
+            pass
+        case ForeachStep():
+            yield _Expr("/items", step.items, True)
+            if step.output is not None:
+                yield _Expr("/output", step.output, True)
+        case SwitchStep():
+            for i, case in enumerate(step.cases):
+                yield _Expr(f"/cases/{i}/when", case.when, True)
+        case SubplanStep():
+            yield from _templates(step.inputs, "/inputs")
+        case SetStep():
+            yield from _templates(step.value, "/value")
+        case FailStep():
+            yield from _templates(step.message, "/message")
+
+
+def _templates(value: Any, pointer: str) -> Iterator[_Expr]:
+    for sub, expression in iter_expressions(value, pointer):
+        yield _Expr(sub, expression, False)
+
+
+def _nested_blocks(step: Step) -> Iterator[tuple[str, list[Step]]]:
+    match step:
+        case ForeachStep():
+            yield "/steps", step.steps
+        case SwitchStep():
+            for i, case in enumerate(step.cases):
+                yield f"/cases/{i}/steps", case.steps
+            yield "/default", step.default
+        case _:
+            return
+
+
+def step_references(step: Step) -> set[str]:
+    """Ids this step must wait for: referenced as ``steps.<id>`` or in ``depends_on``, nested steps
+    included (a container waits for whatever its insides need from outside)."""
+    found = set(step.depends_on)
+    for expr in _own_expressions(step):
+        try:
+            found |= references(expr.expression)[1]
+        except ExpressionError:
+            pass  # reported by the validator
+    for _, block in _nested_blocks(step):
+        for nested in block:
+            found |= step_references(nested)
+    return found
+
+
+# ---- the semantic checker ---------------------------------------------------------------------
+
+
+class _Checker:
+    def __init__(self, tools: ToolRegistry | None) -> None:
+        self.tools = tools
+        self.issues: list[PlanIssue] = []
+
+    def add(self, pointer: str, message: str, step: str | None, code: str) -> None:
+        self.issues.append(PlanIssue(pointer, message, step=step, code=code))
+
+    def plan(self, plan: Plan, base: str, depth: int) -> None:
+        self._json_schema(plan.inputs, f"{base}/inputs", None)
+        all_steps = list(_flatten(plan.steps, f"{base}/steps"))
+        if len(all_steps) > MAX_DECLARED_STEPS:
+            self.add(f"{base}/steps", f"{len(all_steps)} steps declared; at most {MAX_DECLARED_STEPS}", None, "limit")
+        seen: dict[str, str] = {}
+        for pointer, step in all_steps:
+            if step.id in seen:
+                self.add(f"{pointer}/id", f"duplicate step id {step.id!r} (first at {seen[step.id]})", step.id, "duplicate_id")
+            else:
+                seen[step.id] = pointer
+        self._durations(plan, base)
+        self.block(plan.steps, f"{base}/steps", visible=set(), loop_depth=0, depth=depth, every=set(seen))
+        for expr in _templates(plan.output, f"{base}/output"):
+            self.expression(expr, None, visible={s.id for s in plan.steps}, in_loop=False, every=set(seen), pointer_base="")
+
+    def block(self, steps: list[Step], base: str, visible: set[str], loop_depth: int, depth: int, every: set[str]) -> None:
+        if depth > MAX_NESTING:
+            self.add(base, f"steps nested deeper than {MAX_NESTING} levels", None, "limit")
+            return
+        here = visible | {s.id for s in steps}
+        siblings = {s.id for s in steps}
+        for i, step in enumerate(steps):
+            self.step(step, f"{base}/{i}", here, siblings, loop_depth, depth, every)
+        self._cycles(steps, base, siblings)
+
+    def step(self, step: Step, ptr: str, visible: set[str], siblings: set[str], loop_depth: int, depth: int, every: set[str]) -> None:
+        for j, dep in enumerate(step.depends_on):
+            if dep == step.id:
+                self.add(f"{ptr}/depends_on/{j}", "a step cannot depend on itself", step.id, "cycle")
+            elif dep not in every:
+                self.add(f"{ptr}/depends_on/{j}", f"unknown step {dep!r}", step.id, "unknown_reference")
+            elif dep not in visible:
+                self.add(f"{ptr}/depends_on/{j}", f"step {dep!r} is nested in another block and not visible here", step.id, "not_visible")
+        for expr in _own_expressions(step):
+            self.expression(expr, step, visible, loop_depth > 0, every, ptr)
+        if step.timeout is not None and not isinstance(step, WaitForEventStep):
+            self._seconds(step.timeout, f"{ptr}/timeout", step.id, MAX_STEP_TIMEOUT)
+        if step.retry is not None:
+            r = step.retry
+            if parse_duration(r.initial_interval) > parse_duration(r.max_interval):
+                self.add(f"{ptr}/retry", "initial_interval is longer than max_interval", step.id, "invalid_value")
+        if step.compensate is not None:
+            self.compensation(step.compensate, f"{ptr}/compensate", step.id)
+        self.kind(step, ptr, visible, loop_depth, depth, every)
+
+    def kind(self, step: Step, ptr: str, visible: set[str], loop_depth: int, depth: int, every: set[str]) -> None:
+        match step:
+            case ToolStep():
+                self.tool_call(step.tool, step.args, ptr, step.id, "/tool", "/args")
+            case LlmStep():
+                if step.output_schema is not None:
+                    self._json_schema(step.output_schema, f"{ptr}/output_schema", step.id)
+            case CodeStep():
+                self.code(step.code, f"{ptr}/code", step.id)
+                for name in step.inputs:
+                    if not name.isidentifier():
+                        self.add(f"{ptr}/inputs/{name}", f"input name {name!r} is not a Python identifier", step.id, "invalid_value")
+            case SleepStep():
+                if (step.duration is None) == (step.until is None):
+                    self.add(ptr, "a sleep needs exactly one of duration or until", step.id, "invalid_value")
+                elif step.duration is not None:
+                    self._seconds(step.duration, f"{ptr}/duration", step.id, MAX_WAIT_SECONDS)
+                elif step.until is not None and "${" not in step.until:
+                    self._timestamp(step.until, f"{ptr}/until", step.id)
+            case WaitForEventStep():
+                if step.timeout is not None:
+                    self._seconds(step.timeout, f"{ptr}/timeout", step.id, MAX_WAIT_SECONDS)
+                if step.payload_schema is not None:
+                    self._json_schema(step.payload_schema, f"{ptr}/payload_schema", step.id)
+            case ForeachStep():
+                self.block(step.steps, f"{ptr}/steps", visible, loop_depth + 1, depth + 1, every)
+            case SwitchStep():
+                for block_ptr, block in _nested_blocks(step):
+                    self.block(block, f"{ptr}{block_ptr}", visible, loop_depth, depth + 1, every)
+            case SubplanStep():
+                if depth >= MAX_NESTING:
+                    self.add(f"{ptr}/plan", f"subplans nested deeper than {MAX_NESTING} levels", step.id, "limit")
+                else:
+                    self.plan(step.plan, f"{ptr}/plan", depth + 1)
+            case SetStep() | FailStep():
+                pass
+
+    def expression(self, expr: _Expr, step: Step | None, visible: set[str], in_loop: bool, every: set[str], pointer_base: str) -> None:
+        ptr = pointer_base + expr.pointer
+        sid = step.id if step else None
+        if expr.bare and "${" in expr.expression and not expr.expression.strip().startswith("${"):
+            self.add(ptr, "expected a bare expression, not text with ${...} inside", sid, "expression")
+            return
+        try:
+            compile_expression(expr.expression.strip().removeprefix("${").removesuffix("}") if expr.bare else expr.expression)
+            roots, refs = references(expr.expression)
+        except ExpressionError as exc:
+            self.add(ptr, str(exc), sid, "expression")
+            return
+        allowed = {"input", "steps", "run"} | ({"item", "index"} if in_loop else set())
+        for root in sorted(roots - allowed):
+            hint = " (item and index exist only inside a foreach)" if root in ("item", "index") else ""
+            self.add(ptr, f"unknown name {root!r} in {expr.expression!r}; use input, steps, run{hint}", sid, "unknown_reference")
+        for ref in sorted(refs):
+            if step is not None and ref == step.id:
+                self.add(ptr, f"step {ref!r} references its own output", sid, "cycle")
+            elif ref not in every:
+                self.add(ptr, f"unknown step {ref!r} in {expr.expression!r}", sid, "unknown_reference")
+            elif ref not in visible:
+                self.add(ptr, f"step {ref!r} is nested in another block and not visible here; reference its container", sid, "not_visible")
+
+    def tool_call(self, name: str, args: dict[str, Any], ptr: str, sid: str, tool_field: str, args_field: str) -> None:
+        if self.tools is None:
+            return
+        if name not in self.tools:
+            known = ", ".join(self.tools.names())
+            self.add(f"{ptr}{tool_field}", f"unknown tool {name!r} (registered: {known})", sid, "unknown_tool")
+            return
+        for sub, message in self.tools.get(name).argument_errors(args):
+            if _templated(args, sub):
+                continue  # the template's value is checked again at dispatch
+            self.add(f"{ptr}{args_field}{sub}", f"tool {name!r}: {message}", sid, "tool_args")
+
+    def compensation(self, c: Compensation, ptr: str, sid: str) -> None:
+        if (c.tool is None) == (c.code is None):
+            self.add(ptr, "a compensation needs exactly one of tool or code", sid, "invalid_value")
+        elif c.tool is not None:
+            self.tool_call(c.tool, c.args, ptr, sid, "/tool", "/args")
+        elif c.code is not None:
+            self.code(c.code, f"{ptr}/code", sid)
+
+    def code(self, source: str, ptr: str, sid: str) -> None:
+        try:
+            ast.parse(source)
+        except SyntaxError as exc:
+            self.add(ptr, f"Python syntax error at line {exc.lineno}: {exc.msg}", sid, "code_syntax")
+
+    def _cycles(self, steps: list[Step], base: str, siblings: set[str]) -> None:
+        deps = {s.id: (step_references(s) & siblings) - {s.id} for s in steps}
+        index = {s.id: i for i, s in enumerate(steps)}
+        state: dict[str, int] = {}  # 1 visiting, 2 done
+        for start in deps:
+            stack: list[tuple[str, Iterator[str]]] = [(start, iter(sorted(deps[start])))]
+            if state.get(start):
+                continue
+            state[start] = 1
+            while stack:
+                node, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    state[node] = 2
+                    stack.pop()
+                elif state.get(nxt) == 1:
+                    cycle = [n for n, _ in stack][[n for n, _ in stack].index(nxt) :] + [nxt]
+                    self.add(f"{base}/{index[nxt]}", "dependency cycle: " + " -> ".join(cycle), nxt, "cycle")
+                    return
+                elif not state.get(nxt):
+                    state[nxt] = 1
+                    stack.append((nxt, iter(sorted(deps[nxt]))))
+
+    def _durations(self, plan: Plan, base: str) -> None:
+        if plan.limits.deadline is not None:
+            self._seconds(plan.limits.deadline, f"{base}/limits/deadline", None, MAX_WAIT_SECONDS)
+
+    def _seconds(self, value: str | float, ptr: str, sid: str | None, maximum: float) -> None:
+        seconds = parse_duration(value)
+        if seconds <= 0:
+            self.add(ptr, f"duration {value!r} must be positive", sid, "invalid_value")
+        elif seconds > maximum:
+            self.add(ptr, f"duration {value!r} exceeds the limit of {maximum / 86400:g} days", sid, "limit")
+
+    def _timestamp(self, value: str, ptr: str, sid: str) -> None:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            self.add(ptr, f"{value!r} is not an ISO-8601 timestamp", sid, "invalid_value")
+            return
+        if parsed.tzinfo is None:
+            self.add(ptr, f"timestamp {value!r} needs a timezone (e.g. Z or +00:00)", sid, "invalid_value")
+
+    def _json_schema(self, schema: dict[str, Any], ptr: str, sid: str | None) -> None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = "".join(f"/{p}" for p in exc.path)
+            self.add(ptr + where, f"not a valid JSON Schema: {exc.message}", sid, "invalid_schema")
+
+
+def _flatten(steps: list[Step], base: str) -> Iterator[tuple[str, Step]]:
+    for i, step in enumerate(steps):
+        yield f"{base}/{i}", step
+        for block_ptr, block in _nested_blocks(step):
+            yield from _flatten(block, f"{base}/{i}{block_ptr}")
+
+
+def _templated(args: Any, pointer: str) -> bool:
+    """Whether the value at ``pointer`` inside ``args`` is a template (its type is known later)."""
+    node = args
+    for part in [p for p in pointer.split("/") if p]:
+        if isinstance(node, dict):
+            node = node.get(part.replace("~1", "/").replace("~0", "~"))
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return isinstance(node, str) and "${" in node

@@ -1,0 +1,28 @@
+"""Writes schemas/plan.schema.json from the pydantic model (``make schema``); a test checks drift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from schemas.plan import Plan
+
+__all__ = ["SCHEMA_ID", "SCHEMA_PATH", "plan_schema", "render"]
+
+SCHEMA_PATH = Path(__file__).with_name("plan.schema.json")
+SCHEMA_ID = "https://duraplan.dev/schemas/plan.schema.json"
+
+
+def plan_schema() -> dict[str, Any]:
+    schema = Plan.model_json_schema(by_alias=True, mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+
+
+def render() -> str:
+    return json.dumps(plan_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    SCHEMA_PATH.write_text(render(), encoding="utf-8")
+    print(f"wrote {SCHEMA_PATH}")

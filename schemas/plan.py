@@ -1,0 +1,244 @@
+"""Plan format v1: the typed model every duraplan plan is parsed into.
+
+A plan is data, written by a person, a pipeline config or a model. The model here is the single
+definition: ``schemas/plan.schema.json`` is generated from it (``make schema``) and a drift test
+keeps the two equal. Semantic checks that JSON Schema cannot express (references, cycles, tool
+arguments, limits) live in ``executor.validate``.
+
+Steps are a tagged union on ``kind``; the interpreter matches on it exhaustively.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "DURATION_PATTERN",
+    "STEP_ID_PATTERN",
+    "Case",
+    "CodeStep",
+    "Compensation",
+    "Duration",
+    "FailStep",
+    "ForeachStep",
+    "LlmStep",
+    "Plan",
+    "PlanLimits",
+    "Retry",
+    "SetStep",
+    "SleepStep",
+    "Step",
+    "SubplanStep",
+    "SwitchStep",
+    "ToolStep",
+    "WaitForEventStep",
+    "parse_duration",
+]
+
+STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# "90", "1.5s", "250ms", "10m", "2h", "3d", "1d12h30m": seconds when unitless.
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$|^\s*\d+(\.\d+)?\s*$"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+Duration = Annotated[
+    str | float,
+    Field(
+        description='A duration: seconds as a number, or "250ms", "30s", "10m", "2h", "3d", "1d12h".',
+        pattern=DURATION_PATTERN,
+    ),
+]
+Expression = Annotated[
+    str,
+    Field(description="A JMESPath expression, with or without a surrounding ${...}.", min_length=1),
+]
+StepId = Annotated[str, Field(pattern=STEP_ID_PATTERN, description="Unique across the whole plan.")]
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds in a duration; raises ValueError on anything the schema would reject."""
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"duration {value!r} is negative")
+        return float(value)
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"duration {value!r} is not like 30s, 10m, 2h, 3d or 1d12h")
+    total = 0.0
+    for amount, unit in _DURATION_PART.findall(value.replace(" ", "")):
+        total += float(amount) * _UNIT_SECONDS[unit or "s"]
+    return total
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Retry(_Model):
+    """How a failed attempt is retried. Defaults are bounded: nothing retries forever."""
+
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts in all, the first included.")
+    initial_interval: Duration = "1s"
+    backoff: float = Field(2.0, ge=1.0, le=10.0, description="Multiplier between intervals.")
+    max_interval: Duration = "60s"
+    non_retryable: list[str] = Field(
+        default_factory=list,
+        description="Error types (e.g. ValueError, HttpStatus404) that fail the step at once.",
+    )
+
+
+class Compensation(_Model):
+    """An action undone in reverse completion order when the run fails or is cancelled."""
+
+    tool: str | None = Field(None, description="A registered tool to call.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Tool arguments (templates).")
+    code: str | None = Field(None, description="A sandboxed Python snippet to run instead.")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="Named inputs for `code`.")
+
+
+class _StepBase(_Model):
+    id: StepId
+    description: str | None = None
+    depends_on: list[StepId] = Field(
+        default_factory=list,
+        description="Steps that must finish first, besides those this step's templates reference.",
+    )
+    when: Expression | None = Field(None, description="Run only when this is truthy; else skipped.")
+    retry: Retry | None = Field(None, description="Retry policy; defaults apply to activity steps.")
+    timeout: Duration | None = Field(None, description="Per-attempt time limit.")
+    on_error: Literal["fail", "continue"] = Field(
+        "fail", description="continue: record the error, output null, and go on."
+    )
+    compensate: Compensation | None = None
+    execution: Literal["auto", "local", "remote"] = Field(
+        "auto",
+        description="local: a Temporal local activity (no server round trip, for short steps); "
+        "remote: a regular activity; auto: local for code and short tools.",
+    )
+
+
+class ToolStep(_StepBase):
+    kind: Literal["tool"]
+    tool: str = Field(description="Name of a registered tool.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments; values may be templates.")
+
+
+class LlmStep(_StepBase):
+    kind: Literal["llm"]
+    prompt: str = Field(description="User prompt template.")
+    system: str | None = Field(None, description="System prompt template.")
+    model: str | None = Field(None, description="litellm model name; the worker's default when absent.")
+    output_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema the answer must satisfy; the answer is then parsed JSON."
+    )
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=200_000)
+
+
+class CodeStep(_StepBase):
+    kind: Literal["code"]
+    code: str = Field(description="Python snippet; the value of its last expression is the output.")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Globals bound before the snippet runs (templates)."
+    )
+    memory_mb: int | None = Field(None, ge=1, le=1024)
+    cpu_seconds: float | None = Field(None, gt=0, le=300)
+
+
+class SleepStep(_StepBase):
+    kind: Literal["sleep"]
+    duration: Duration | None = None
+    until: str | None = Field(None, description="ISO-8601 timestamp, or a template giving one.")
+
+
+class WaitForEventStep(_StepBase):
+    kind: Literal["wait_for_event"]
+    event: str = Field(min_length=1, max_length=200, description="Event type to wait for.")
+    timeout: Duration | None = Field("24h", description="How long to wait.")
+    payload_schema: dict[str, Any] | None = Field(None, description="JSON Schema for the payload.")
+    on_timeout: Literal["fail", "continue"] = Field(
+        "fail", description="continue: output is null and the run goes on."
+    )
+
+
+class ForeachStep(_StepBase):
+    kind: Literal["foreach"]
+    items: Expression = Field(description="Expression giving the list to iterate.")
+    steps: list[Step] = Field(min_length=1, description="Run per item with `item` and `index`.")
+    max_concurrency: int = Field(10, ge=1, le=1000)
+    output: Expression | None = Field(
+        None, description="Per-item output; the last nested step's output when absent."
+    )
+
+
+class Case(_Model):
+    when: Expression
+    steps: list[Step] = Field(min_length=1)
+
+
+class SwitchStep(_StepBase):
+    kind: Literal["switch"]
+    cases: list[Case] = Field(min_length=1, description="The first case whose `when` holds runs.")
+    default: list[Step] = Field(default_factory=list)
+
+
+class SubplanStep(_StepBase):
+    kind: Literal["subplan"]
+    plan: Plan = Field(description="The child plan, run as its own durable run.")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="Child inputs (templates).")
+
+
+class SetStep(_StepBase):
+    kind: Literal["set"]
+    value: Any = Field(description="A template or any JSON value with templates inside.")
+
+
+class FailStep(_StepBase):
+    kind: Literal["fail"]
+    message: str = Field(description="Error message template.")
+    error_type: str = "PlanFailed"
+
+
+Step = Annotated[
+    ToolStep
+    | LlmStep
+    | CodeStep
+    | SleepStep
+    | WaitForEventStep
+    | ForeachStep
+    | SwitchStep
+    | SubplanStep
+    | SetStep
+    | FailStep,
+    Field(discriminator="kind"),
+]
+
+
+class PlanLimits(_Model):
+    max_parallel: int = Field(10, ge=1, le=1000, description="Steps running at once.")
+    max_steps: int = Field(10_000, ge=1, le=25_000, description="Executed steps per run.")
+    deadline: Duration | None = Field(None, description="Wall-clock limit for the whole run.")
+
+
+class Plan(_Model):
+    schema_: str | None = Field(None, alias="$schema")
+    name: str = Field(min_length=1, max_length=200)
+    version: str = "1"
+    description: str | None = None
+    inputs: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        description="JSON Schema that run inputs must satisfy.",
+    )
+    steps: list[Step] = Field(min_length=1)
+    output: Any = Field(None, description="The run's result: a template or JSON with templates.")
+    limits: PlanLimits = Field(default_factory=PlanLimits)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+ForeachStep.model_rebuild()
+Case.model_rebuild()
+SwitchStep.model_rebuild()
+SubplanStep.model_rebuild()

@@ -1,0 +1,38 @@
+"""Tools that plan steps call: the registry, the built-in catalog, and the tenant store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tools.builtin import builtin_tools
+from tools.egress import HttpPolicy
+from tools.errors import ToolArgumentsError, ToolError, UnknownToolError
+from tools.registry import Tool, ToolContext, ToolRegistry, load_tool_modules
+from tools.store import Store
+
+__all__ = [
+    "HttpPolicy",
+    "Store",
+    "Tool",
+    "ToolArgumentsError",
+    "ToolContext",
+    "ToolError",
+    "ToolRegistry",
+    "UnknownToolError",
+    "builtin_tools",
+    "default_registry",
+    "load_tool_modules",
+]
+
+
+def default_registry(
+    http_policy: HttpPolicy | None = None, extra_modules: Iterable[str] = ()
+) -> ToolRegistry:
+    """The built-in tools plus those registered by ``extra_modules``.
+
+    ``extra_modules`` are import paths of modules with a ``register(registry)`` function,
+    usually ``Settings.tool_modules`` (from ``DURAPLAN_TOOL_MODULES``).
+    """
+    registry = ToolRegistry(builtin_tools(http_policy))
+    load_tool_modules(registry, extra_modules)
+    return registry

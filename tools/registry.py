@@ -1,0 +1,128 @@
+"""The tool registry: named tools with JSON-Schema'd arguments, looked up by plans.
+
+A tool is an async function ``handler(args, ctx)``. The registry validates arguments against the
+tool's schema before the call, both at plan validation (for literal arguments) and at dispatch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+
+from tools.errors import ToolArgumentsError, UnknownToolError
+
+if TYPE_CHECKING:
+    from tools.store import Store
+
+__all__ = [
+    "TOOL_NAME_PATTERN",
+    "Tool",
+    "ToolContext",
+    "ToolHandler",
+    "ToolRegistry",
+    "load_tool_modules",
+]
+
+# Lower-case dotted names ("http.request", "kv.get"): plans refer to tools by these.
+TOOL_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool knows about the call. Nothing here comes from the plan's author."""
+
+    tenant: str
+    run_id: str
+    step_path: str
+    attempt: int
+    # Stable across retries and re-runs of the same step (run, step, loop index):
+    # side-effecting tools use it so an effect happens once.
+    idempotency_key: str
+    store: Store
+
+
+ToolHandler = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    args_schema: dict[str, Any]
+    handler: ToolHandler
+    side_effects: bool = False
+    # Short and bounded: may run as a Temporal local activity (no extra server round trip).
+    local: bool = True
+    _validator: jsonschema.Draft202012Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not TOOL_NAME_PATTERN.fullmatch(self.name):
+            raise ValueError(f"tool name {self.name!r} does not match {TOOL_NAME_PATTERN.pattern}")
+        jsonschema.Draft202012Validator.check_schema(self.args_schema)
+        object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.args_schema))
+
+    def argument_errors(self, args: dict[str, Any]) -> list[tuple[str, str]]:
+        """(JSON pointer inside args, message) for each schema violation."""
+        out = []
+        for err in sorted(self._validator.iter_errors(args), key=lambda e: list(e.path)):
+            pointer = "".join(f"/{p}" for p in err.path)
+            out.append((pointer, err.message))
+        return out
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        errors = self.argument_errors(args)
+        if errors:
+            detail = "; ".join(f"{p or '/'}: {m}" for p, m in errors)
+            raise ToolArgumentsError(f"tool {self.name!r} arguments invalid: {detail}")
+
+
+class ToolRegistry:
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for t in tools:
+            self.register(t)
+
+    def register(self, tool: Tool) -> Tool:
+        if tool.name in self._tools:
+            raise ValueError(f"tool {tool.name!r} is already registered")
+        self._tools[tool.name] = tool
+        return tool
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise UnknownToolError(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """Names, descriptions and argument schemas, e.g. for a planner's prompt."""
+        return [
+            {
+                "name": t.name,
+                "description": t.description,
+                "args_schema": t.args_schema,
+                "side_effects": t.side_effects,
+            }
+            for t in (self._tools[n] for n in self.names())
+        ]
+
+
+def load_tool_modules(registry: ToolRegistry, modules: Iterable[str]) -> None:
+    """Import modules that define ``register(registry)``: how deployments add their own tools."""
+    for name in modules:
+        module = importlib.import_module(name)
+        register = getattr(module, "register", None)
+        if not callable(register):
+            raise ValueError(f"tool module {name!r} has no register(registry) function")
+        register(registry)
