@@ -32,6 +32,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 @dataclass
 class WorkerDeps:
+    settings: Settings
     registry: ToolRegistry
     store: Store
     sandbox: Sandbox
@@ -66,7 +67,7 @@ async def running_worker(
                 **worker_options,
             )
             async with worker:
-                yield WorkerDeps(registry, store, sandbox, activities)
+                yield WorkerDeps(settings, registry, store, sandbox, activities)
     finally:
         if own_store:
             store.close()

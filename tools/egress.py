@@ -118,13 +118,13 @@ def why_not_public(ip: IPAddress) -> str | None:
 
 def _classify(ip: IPAddress) -> str | None:
     checks = (
-        ("loopback", ip.is_loopback),
-        ("unspecified", ip.is_unspecified),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("private", ip.is_private),
-        ("reserved", ip.is_reserved),
-        ("not globally routable", not ip.is_global),
+        ("a loopback address", ip.is_loopback),
+        ("the unspecified address", ip.is_unspecified),
+        ("a link-local address", ip.is_link_local),
+        ("a multicast address", ip.is_multicast),
+        ("a private address", ip.is_private),
+        ("a reserved address", ip.is_reserved),
+        ("not a globally routable address", not ip.is_global),
     )
     return next((name for name, hit in checks if hit), None)
 
@@ -168,9 +168,9 @@ class HttpPolicy:
     async def check(self, url: httpx.URL | str) -> EgressTarget:
         """Vet one URL (each redirect hop goes through here too); raise EgressDenied if refused."""
         url = httpx.URL(url) if isinstance(url, str) else url
-        if not url.is_absolute_url:
-            raise _denied(url, "the URL is not absolute (it needs a scheme and a host)")
         scheme = url.scheme.lower()
+        if not scheme:
+            raise _denied(url, "the URL is not absolute (it needs a scheme and a host)")
         if scheme not in self.allowed_schemes:
             allowed = ", ".join(self.allowed_schemes)
             raise _denied(url, f"scheme {scheme!r} is not allowed (allowed: {allowed})")
@@ -194,7 +194,7 @@ class HttpPolicy:
             reason = why_not_public(ip)
             if reason is not None:
                 shown = host if literal is not None else f"{host} resolves to {ip}, which"
-                raise _denied(url, f"{shown} is a {reason} address")
+                raise _denied(url, f"{shown} is {reason}")
         return EgressTarget(url=url, host=host, port=port, addresses=tuple(addresses))
 
     def _host_allowed(self, host: str) -> bool:
