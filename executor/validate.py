@@ -18,7 +18,13 @@ import jsonschema
 from pydantic import ValidationError
 
 from executor.errors import PlanInvalid, PlanIssue
-from executor.expressions import ExpressionError, compile_expression, iter_expressions, references
+from executor.expressions import (
+    ExpressionError,
+    compile_expression,
+    iter_expressions,
+    references,
+    strip_template,
+)
 from schemas.plan import (
     CodeStep,
     Compensation,
@@ -109,6 +115,7 @@ class _Expr:
     pointer: str  # relative to the step
     expression: str
     bare: bool  # a bare expression field (when, items, ...), not a template
+    inner: bool = False  # evaluated inside the step's own block (a foreach's per-item output)
 
 
 def _own_expressions(step: Step) -> Iterator[_Expr]:
@@ -133,7 +140,7 @@ def _own_expressions(step: Step) -> Iterator[_Expr]:
         case ForeachStep():
             yield _Expr("/items", step.items, True)
             if step.output is not None:
-                yield _Expr("/output", step.output, True)
+                yield _Expr("/output", step.output, True, inner=True)
         case SwitchStep():
             for i, case in enumerate(step.cases):
                 yield _Expr(f"/cases/{i}/when", case.when, True)
@@ -223,7 +230,11 @@ class _Checker:
             elif dep not in visible:
                 self.add(f"{ptr}/depends_on/{j}", f"step {dep!r} is nested in another block and not visible here", step.id, "not_visible")
         for expr in _own_expressions(step):
-            self.expression(expr, step, visible, loop_depth > 0, every, ptr)
+            if expr.inner and isinstance(step, ForeachStep):
+                inside = visible | {s.id for s in step.steps}
+                self.expression(expr, None, inside, True, every, ptr)
+            else:
+                self.expression(expr, step, visible, loop_depth > 0, every, ptr)
         if step.timeout is not None and not isinstance(step, WaitForEventStep):
             self._seconds(step.timeout, f"{ptr}/timeout", step.id, MAX_STEP_TIMEOUT)
         if step.retry is not None:
@@ -278,7 +289,7 @@ class _Checker:
             self.add(ptr, "expected a bare expression, not text with ${...} inside", sid, "expression")
             return
         try:
-            compile_expression(expr.expression.strip().removeprefix("${").removesuffix("}") if expr.bare else expr.expression)
+            compile_expression(strip_template(expr.expression))
             roots, refs = references(expr.expression)
         except ExpressionError as exc:
             self.add(ptr, str(exc), sid, "expression")

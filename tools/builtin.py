@@ -17,7 +17,7 @@ import httpx
 import jmespath
 import jmespath.exceptions
 
-from tools.egress import HttpPolicy
+from tools.egress import HttpPolicy, redact_url
 from tools.errors import ToolArgumentsError, ToolError
 from tools.registry import Tool, ToolContext
 
@@ -151,7 +151,7 @@ def _http_request_tool(policy: HttpPolicy) -> Tool:
             timeout_s=float(args.get("timeout_s", DEFAULT_TIMEOUT_S)),
             max_bytes=int(args.get("max_bytes", DEFAULT_MAX_BYTES)),
         )
-        _raise_for_status(response, method, ok_below=400)
+        _raise_for_status(response, ok_below=400)
         return response.as_result()
 
     return Tool(
@@ -204,10 +204,6 @@ class _Fetched:
         except LookupError:
             return self.body.decode("utf-8", errors="replace")
 
-    def safe_url(self) -> str:
-        # Userinfo and query may carry credentials; errors land in workflow history.
-        return str(self.url.copy_with(userinfo=b"", query=None, fragment=None))
-
 
 def _is_json(content_type: str) -> bool:
     mime = content_type.split(";", 1)[0].strip().lower()
@@ -244,18 +240,21 @@ async def _fetch(
                     follow = response.next_request if policy.follow_redirects else None
                     if follow is None:
                         return _Fetched(
-                            method=method,
+                            method=request.method,
                             url=request.url,
                             status=response.status_code,
                             headers=response.headers,
                             encoding=response.encoding or "utf-8",
-                            body=await _read_capped(response, max_bytes),
+                            # HEAD: Content-Length describes a body that never comes.
+                            body=b""
+                            if request.method == "HEAD"
+                            else await _read_capped(response, max_bytes),
                         )
                 finally:
                     await response.aclose()
                 request = follow
             raise ToolError(
-                f"more than {policy.max_redirects} redirects from {method} {url}",
+                f"more than {policy.max_redirects} redirects, last to {redact_url(request.url)}",
                 retryable=False,
                 error_type="HttpTooManyRedirects",
             )
@@ -299,7 +298,8 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(response, max_bytes)
     chunks = bytearray()
-    # aiter_bytes yields decompressed bytes: the cap also bounds compression bombs.
+    # aiter_bytes yields decompressed bytes, so the cap also stops compression bombs (checked
+    # per decoded chunk: one chunk may overshoot before the check).
     async for chunk in response.aiter_bytes():
         chunks += chunk
         if len(chunks) > max_bytes:
@@ -309,20 +309,20 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
 
 def _too_large(response: httpx.Response, max_bytes: int) -> ToolError:
     return ToolError(
-        f"response from {response.request.method} {response.request.url.copy_with(query=None)} "
+        f"response from {response.request.method} {redact_url(response.request.url)} "
         f"exceeds max_bytes={max_bytes}",
         retryable=False,
         error_type="HttpResponseTooLarge",
     )
 
 
-def _raise_for_status(response: _Fetched, method: str, *, ok_below: int) -> None:
+def _raise_for_status(response: _Fetched, *, ok_below: int) -> None:
     """Raise for a status at or above ``ok_below``: retryable for 429 and 5xx, else permanent."""
     code = response.status
     if code < ok_below:
         return
     snippet = response.text()[:300]
-    message = f"HTTP {code} from {method} {response.safe_url()}: {snippet}"
+    message = f"HTTP {code} from {response.method} {redact_url(response.url)}: {snippet}"
     retryable = code == 429 or code >= 500
     raise ToolError(
         message,
@@ -522,7 +522,7 @@ def _notify_tool(policy: HttpPolicy) -> Tool:
                 timeout_s=DEFAULT_TIMEOUT_S,
                 max_bytes=WEBHOOK_MAX_BYTES,
             )
-            _raise_for_status(response, "POST", ok_below=300)
+            _raise_for_status(response, ok_below=300)
             await ctx.store.outbox_mark_delivered(ctx.tenant, ctx.idempotency_key)
             delivered = True
         return {

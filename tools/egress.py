@@ -30,6 +30,7 @@ __all__ = [
     "IPAddress",
     "Resolver",
     "parse_ip_literal",
+    "redact_url",
     "resolve_host",
     "why_not_public",
 ]
@@ -99,7 +100,7 @@ def why_not_public(ip: IPAddress) -> str | None:
     IPv6 forms that embed an IPv4 address (mapped, 6to4, Teredo, NAT64) are judged by the IPv4
     address as well, because that is where the packets may end up.
     """
-    candidates: list[IPAddress] = [ip]
+    candidates: list[IPAddress] = []
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             candidates.append(ip.ipv4_mapped)
@@ -109,6 +110,8 @@ def why_not_public(ip: IPAddress) -> str | None:
             candidates.extend(ip.teredo)
         if any(ip in net for net in _NAT64):
             candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    # Embedded addresses first: "loopback (127.0.0.1 embedded)" says more than "private".
+    candidates.append(ip)
     for candidate in candidates:
         reason = _classify(candidate)
         if reason is not None:
@@ -227,9 +230,17 @@ def _norm_host(host: str) -> str:
     return host.strip().lower().rstrip(".")
 
 
+def redact_url(url: httpx.URL) -> str:
+    """``url`` for messages: userinfo and query may carry credentials, and errors land in
+    workflow history."""
+    if url.userinfo or url.query or url.fragment:
+        return str(url.copy_with(userinfo=b"", query=None, fragment=None))
+    return str(url)
+
+
 def _denied(url: httpx.URL, reason: str) -> ToolError:
-    # Userinfo and query may carry credentials; keep them out of errors (they land in history).
-    shown = url.copy_with(userinfo=b"", query=None, fragment=None)
     return ToolError(
-        f"egress denied for {shown}: {reason}", retryable=False, error_type="EgressDenied"
+        f"egress denied for {redact_url(url)}: {reason}",
+        retryable=False,
+        error_type="EgressDenied",
     )

@@ -120,7 +120,9 @@ async def test_429_and_5xx_are_retryable(
     assert "busy" in err.message
 
 
-async def test_retry_after_http_date_is_ignored(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
+async def test_retry_after_http_date_is_ignored(
+    policy: HttpPolicy, make_ctx: ContextFactory
+) -> None:
     with respx.mock:
         route = respx.get("https://api.example.com/x").respond(
             503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}
@@ -258,7 +260,9 @@ async def test_egress_denied(url: str, policy: HttpPolicy, make_ctx: ContextFact
     assert "egress denied" in err.message
 
 
-async def test_redirect_to_private_ip_is_denied(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
+async def test_redirect_to_private_ip_is_denied(
+    policy: HttpPolicy, make_ctx: ContextFactory
+) -> None:
     with respx.mock:
         hop = respx.get("https://api.example.com/go").respond(
             302, headers={"Location": "http://169.254.169.254/latest/meta-data/iam"}
@@ -286,9 +290,7 @@ async def test_redirects_are_followed_and_rechecked(
 
 async def test_too_many_redirects(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
-        loop = respx.get("https://api.example.com/loop").respond(
-            302, headers={"Location": "/loop"}
-        )
+        loop = respx.get("https://api.example.com/loop").respond(302, headers={"Location": "/loop"})
         err = await expect_error(policy, make_ctx(), url="https://api.example.com/loop")
     assert loop.call_count == policy.max_redirects + 1
     assert (err.retryable, err.error_type) == (False, "HttpTooManyRedirects")
@@ -416,3 +418,32 @@ def test_why_not_public(ip: str, public: bool) -> None:
 
 async def test_default_resolver_handles_numeric_hosts() -> None:
     assert "127.0.0.1" in await resolve_host("127.0.0.1", 80)
+
+
+async def test_denial_messages_explain_why(policy: HttpPolicy) -> None:
+    cases = {
+        "http://[::ffff:127.0.0.1]/": "a loopback address (127.0.0.1 embedded)",
+        "http://metadata.example.com/x?key=secret": "resolves to 169.254.169.254",
+        "http://localhost/": "is a local name",
+        "gopher://api.example.com/": "scheme 'gopher' is not allowed",
+    }
+    for url, fragment in cases.items():
+        with pytest.raises(ToolError) as info:
+            await policy.check(url)
+        assert fragment in info.value.message
+        assert "secret" not in info.value.message
+    target = await policy.check("https://api.example.com:8443/x")
+    assert (target.host, target.port) == ("api.example.com", 8443)
+    assert [str(a) for a in target.addresses] == ["93.184.216.34"]
+
+
+async def test_head_ignores_content_length(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
+    with respx.mock:
+        route = respx.head("https://api.example.com/file").respond(
+            200, headers={"Content-Length": str(50 * 1024 * 1024)}
+        )
+        out = await call(policy, make_ctx(), method="HEAD", url="https://api.example.com/file")
+    assert route.called
+    assert out["status"] == 200
+    assert out["headers"]["content-length"] == str(50 * 1024 * 1024)
+    assert "idempotency-key" not in route.calls.last.request.headers

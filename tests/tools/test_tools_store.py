@@ -82,9 +82,7 @@ async def test_once_runs_effect_once_and_replays_result(store: Store) -> None:
 
 async def test_once_effect_and_record_share_a_transaction(store: Store) -> None:
     def write_then_fail(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "INSERT INTO kv (tenant, key, value, updated_at) VALUES ('acme', 'x', '1', 0)"
-        )
+        conn.execute("INSERT INTO kv (tenant, key, value, updated_at) VALUES ('acme', 'x', '1', 0)")
         raise RuntimeError("crash after the write")
 
     with pytest.raises(RuntimeError, match="crash after the write"):
@@ -94,9 +92,7 @@ async def test_once_effect_and_record_share_a_transaction(store: Store) -> None:
     assert await store.effect_count("acme") == 0
 
     def write(conn: sqlite3.Connection) -> str:
-        conn.execute(
-            "INSERT INTO kv (tenant, key, value, updated_at) VALUES ('acme', 'x', '1', 0)"
-        )
+        conn.execute("INSERT INTO kv (tenant, key, value, updated_at) VALUES ('acme', 'x', '1', 0)")
         return "done"
 
     assert await store.once("acme", "key", write) == "done"

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): duraplan's latency and throughput against hand-written Temporal workflows."""

@@ -1,0 +1,57 @@
+"""The hand-written floor: a workflow that calls duraplan's own tool activity N times in a row.
+
+It sends the same ``ToolCall`` to the same ``duraplan.tool`` activity (the built-in ``debug.echo``)
+with the same timeouts and retry policy as duraplan's interpreter, chaining each output into the
+next call like a plan chains ``${steps.<prev>.output.value}``. Kept free of heavy imports: it runs
+in the same workflow sandbox as duraplan's workflow, on the same worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from executor.models import ToolCall
+
+__all__ = ["BASELINE_WORKFLOW", "BaselineInput", "BaselineWorkflow"]
+
+BASELINE_WORKFLOW = "BenchBaseline"
+TOOL_ACTIVITY = "duraplan.tool"  # executor.activities.run_tool
+
+
+@dataclass
+class BaselineInput:
+    tenant: str
+    run_id: str
+    steps: int
+    local: bool
+    value: Any
+
+
+@workflow.defn(name=BASELINE_WORKFLOW)
+class BaselineWorkflow:
+    @workflow.run
+    async def run(self, inp: BaselineInput) -> Any:
+        once = RetryPolicy(maximum_attempts=1)  # what duraplan passes: the workflow owns retries
+        out: Any = {"value": inp.value}
+        for i in range(inp.steps):
+            path = f"s{i}"
+            call = ToolCall(inp.tenant, inp.run_id, path, 1, f"{inp.tenant}/{inp.run_id}/0/{path}", "debug.echo", {"value": out["value"]})
+            if inp.local:
+                out = await workflow.execute_local_activity(
+                    TOOL_ACTIVITY, call, start_to_close_timeout=timedelta(seconds=30), retry_policy=once
+                )
+            else:
+                out = await workflow.execute_activity(
+                    TOOL_ACTIVITY,
+                    call,
+                    start_to_close_timeout=timedelta(seconds=600),
+                    heartbeat_timeout=timedelta(seconds=10),
+                    retry_policy=once,
+                )
+        return out

@@ -1,0 +1,240 @@
+"""Shared set-up for the benchmarks: one dev server, one client, one worker, two kinds of runs.
+
+- The dev server is the Temporal CLI's, on SQLite in WAL mode on disk (as the reference numbers).
+- One worker in this process serves both duraplan's ``PlanWorkflow`` and the hand-written
+  ``BaselineWorkflow``, with duraplan's own activities, workflow runner and sandbox pool
+  (mirroring ``executor.worker.running_worker``), on one task queue: eager start reaches it.
+- ``debug.echo`` is wrapped so each call stamps ``time.perf_counter()`` per run: that is
+  "first step running" for both sides, measured inside the same activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, Interceptor, OutboundInterceptor, StartWorkflowInput, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from bench.baseline import BaselineInput, BaselineWorkflow
+from executor.activities import StepActivities
+from executor.client import Duraplan
+from executor.config import SEARCH_ATTRIBUTES, Settings
+from executor.sandbox import Sandbox
+from executor.worker import workflow_runner
+from executor.workflow import PlanWorkflow
+from tools import Store, ToolContext, ToolRegistry, builtin_tools
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPORAL_CLI = ROOT / ".venv" / "bin" / "temporal"
+TENANT = "bench"
+
+# run id -> perf_counter() of each debug.echo call, in order
+MARKS: dict[str, list[float]] = {}
+
+
+# ---- timing hook -------------------------------------------------------------------------------
+
+
+def timed_registry() -> ToolRegistry:
+    """The built-in tools, with ``debug.echo`` stamping the time it starts running."""
+    tools = []
+    for tool in builtin_tools():
+        if tool.name == "debug.echo":
+            inner = tool.handler
+
+            async def handler(args: dict[str, Any], ctx: ToolContext, _inner: Any = inner) -> Any:
+                MARKS.setdefault(ctx.run_id, []).append(time.perf_counter())
+                return await _inner(args, ctx)
+
+            tool = dataclasses.replace(tool, handler=handler)
+        tools.append(tool)
+    return ToolRegistry(tools)
+
+
+# ---- eager-start probe -------------------------------------------------------------------------
+
+
+class EagerProbe(Interceptor):
+    """Counts, per workflow type, how many eager-start requests the server honoured."""
+
+    def __init__(self) -> None:
+        self.requested: Counter[str] = Counter()
+        self.eager: Counter[str] = Counter()
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _EagerOutbound(next, self)
+
+
+class _EagerOutbound(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, probe: EagerProbe) -> None:
+        super().__init__(next)
+        self._probe = probe
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        handle = await super().start_workflow(input)
+        if input.request_eager_start:
+            self._probe.requested[input.workflow] += 1
+            if getattr(handle, "__temporal_eagerly_started", False):
+                self._probe.eager[input.workflow] += 1
+        return handle
+
+
+# ---- server + worker ---------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    client: Client
+    dp: Duraplan
+    task_queue: str
+    probe: EagerProbe
+    server: str
+    prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    _seq: int = 0
+
+    def run_id(self, tag: str) -> str:
+        self._seq += 1
+        return f"{tag}-{self.prefix}-{self._seq}"
+
+
+def bench_runner(extra_passthrough: tuple[str, ...] = ("bench",)) -> SandboxedWorkflowRunner:
+    """duraplan's own workflow runner, with the benchmark's module passed through as well."""
+    base = workflow_runner()
+    return dataclasses.replace(base, restrictions=base.restrictions.with_passthrough_modules(*extra_passthrough))
+
+
+@contextlib.asynccontextmanager
+async def dev_server(db_file: Path, interceptors: list[Interceptor]) -> AsyncIterator[tuple[Client, str]]:
+    """The Temporal CLI dev server on SQLite (WAL) at ``db_file``; yields a client and a label."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(TEMPORAL_CLI),
+        dev_server_database_filename=str(db_file),
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=WAL"],
+        search_attributes=SEARCH_ATTRIBUTES,
+        interceptors=interceptors,
+    )
+    try:
+        yield env.client, f"temporal CLI dev server, SQLite WAL at {db_file}"
+    finally:
+        await env.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def bench_env(
+    *, runner: SandboxedWorkflowRunner | None = None, worker_options: dict[str, Any] | None = None
+) -> AsyncIterator[Bench]:
+    probe = EagerProbe()
+    with tempfile.TemporaryDirectory(prefix="duraplan-bench-") as tmp:
+        home = Path(tmp)
+        async with dev_server(home / "temporal.db", [probe]) as (client, label):
+            task_queue = f"bench-{uuid.uuid4().hex[:8]}"
+            settings = Settings(home=home, task_queue=task_queue)
+            registry = timed_registry()
+            store = Store(home / "store.db")
+            try:
+                async with Sandbox() as sandbox:
+                    activities = StepActivities(registry, store, sandbox, default_model=None)
+                    worker = Worker(
+                        client,
+                        task_queue=task_queue,
+                        workflows=[PlanWorkflow, BaselineWorkflow],
+                        activities=activities.all(),
+                        workflow_runner=runner or bench_runner(),
+                        **(worker_options or {}),
+                    )
+                    async with worker:
+                        yield Bench(client, Duraplan(client, settings, registry), task_queue, probe, label)
+            finally:
+                store.close()
+
+
+# ---- the two kinds of runs ---------------------------------------------------------------------
+
+
+def chain_plan(steps: int, execution: str) -> dict[str, Any]:
+    """``steps`` debug.echo tool steps, each taking the previous one's output by reference."""
+    plan_steps = []
+    for i in range(steps):
+        value = "${input.x}" if i == 0 else f"${{steps.s{i - 1}.output.value}}"
+        plan_steps.append(
+            {"id": f"s{i}", "kind": "tool", "tool": "debug.echo", "args": {"value": value}, "execution": execution}
+        )
+    return {"name": f"bench-chain-{steps}-{execution}", "steps": plan_steps, "output": f"${{steps.s{steps - 1}.output}}"}
+
+
+@dataclass
+class Sample:
+    submit_s: float  # time spent in the submit call (validation + start RPC incl. eager task)
+    first_step_s: float  # submit -> first debug.echo running
+    e2e_s: float  # submit -> result received
+
+
+async def run_duraplan(bench: Bench, plan: dict[str, Any], *, wait_result: bool = True) -> Sample:
+    run_id = bench.run_id("dp")
+    t0 = time.perf_counter()
+    handle = await bench.dp.submit_plan(plan, tenant=TENANT, session="bench", inputs={"x": 1}, run_id=run_id)
+    t1 = time.perf_counter()
+    result = await handle.result() if wait_result else None
+    t2 = time.perf_counter()
+    if wait_result:
+        assert result == {"value": 1}, result
+    return _sample(run_id, t0, t1, t2)
+
+
+async def run_baseline(bench: Bench, steps: int, local: bool, *, wait_result: bool = True) -> Sample:
+    run_id = bench.run_id("hw")
+    t0 = time.perf_counter()
+    handle = await bench.client.start_workflow(
+        BaselineWorkflow.run,
+        BaselineInput(TENANT, run_id, steps, local, 1),
+        id=f"{TENANT}/{run_id}",
+        task_queue=bench.task_queue,
+        request_eager_start=True,
+    )
+    t1 = time.perf_counter()
+    result = await handle.result() if wait_result else None
+    t2 = time.perf_counter()
+    if wait_result:
+        assert result == {"value": 1}, result
+    return _sample(run_id, t0, t1, t2)
+
+
+def _sample(run_id: str, t0: float, t1: float, t2: float) -> Sample:
+    marks = MARKS.pop(run_id, None)
+    first = marks[0] - t0 if marks else float("nan")
+    return Sample(t1 - t0, first, t2 - t0)
+
+
+async def throughput(make_run: Callable[[], Awaitable[Any]], total: int, concurrency: int) -> float:
+    """Runs completed per second, ``total`` runs with at most ``concurrency`` in flight."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with sem:
+            await make_run()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(total)))
+    return total / (time.perf_counter() - t0)
+
+
+def cores() -> tuple[int, int]:
+    """(CPUs this process may use, CPUs on the machine)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count() or 1
+    return usable, os.cpu_count() or 1
