@@ -16,6 +16,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from executor.config import SA_STATUS
     from executor.models import ToolCall
 
 __all__ = ["BASELINE_WORKFLOW", "BaselineInput", "BaselineWorkflow"]
@@ -31,6 +32,8 @@ class BaselineInput:
     steps: int
     local: bool
     value: Any
+    # Only for bench.overhead: end like duraplan does, by upserting the status search attribute.
+    upsert_status: bool = False
 
 
 @workflow.defn(name=BASELINE_WORKFLOW)
@@ -54,4 +57,6 @@ class BaselineWorkflow:
                     heartbeat_timeout=timedelta(seconds=10),
                     retry_policy=once,
                 )
+        if inp.upsert_status:
+            workflow.upsert_search_attributes([SA_STATUS.value_set("completed")])
         return out

@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class EagerProbe(Interceptor):
     def __init__(self) -> None:
         self.requested: Counter[str] = Counter()
         self.eager: Counter[str] = Counter()
+        self.rpc_s: dict[str, float] = {}  # workflow id -> time inside client.start_workflow
 
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
         return _EagerOutbound(next, self)
@@ -84,7 +86,11 @@ class _EagerOutbound(OutboundInterceptor):
         self._probe = probe
 
     async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        t0 = time.perf_counter()
         handle = await super().start_workflow(input)
+        self._probe.rpc_s[input.id] = time.perf_counter() - t0
+        if len(self._probe.rpc_s) > 10_000:
+            self._probe.rpc_s.clear()
         if input.request_eager_start:
             self._probe.requested[input.workflow] += 1
             if getattr(handle, "__temporal_eagerly_started", False):
@@ -116,16 +122,32 @@ def bench_runner(extra_passthrough: tuple[str, ...] = ("bench",)) -> SandboxedWo
     return dataclasses.replace(base, restrictions=base.restrictions.with_passthrough_modules(*extra_passthrough))
 
 
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Point fd 1 at /dev/null while a child process is spawned (it keeps that stdout)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 @contextlib.asynccontextmanager
 async def dev_server(db_file: Path, interceptors: list[Interceptor]) -> AsyncIterator[tuple[Client, str]]:
     """The Temporal CLI dev server on SQLite (WAL) at ``db_file``; yields a client and a label."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(TEMPORAL_CLI),
-        dev_server_database_filename=str(db_file),
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=WAL"],
-        search_attributes=SEARCH_ATTRIBUTES,
-        interceptors=interceptors,
-    )
+    with _quiet_stdout():  # the CLI prints a banner to the stdout it inherits
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(TEMPORAL_CLI),
+            dev_server_database_filename=str(db_file),
+            dev_server_extra_args=["--sqlite-pragma", "journal_mode=WAL"],
+            search_attributes=SEARCH_ATTRIBUTES,
+            interceptors=interceptors,
+        )
     try:
         yield env.client, f"temporal CLI dev server, SQLite WAL at {db_file}"
     finally:
@@ -238,3 +260,69 @@ def cores() -> tuple[int, int]:
     except AttributeError:  # pragma: no cover - not Linux
         usable = os.cpu_count() or 1
     return usable, os.cpu_count() or 1
+
+
+# ---- CPU accounting ----------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _server_pids() -> list[int]:
+    """Child processes of this one that are the Temporal CLI (not the code-step sandbox pool)."""
+    pids: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+            with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
+                pids.extend(int(p) for p in f.read().split())
+    except OSError:
+        return []
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip().startswith("temporal"):
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def cpu_snapshot() -> tuple[float, float]:
+    """(CPU seconds used by this process — worker and client —, by its children — the dev server)."""
+    t = os.times()
+    return t.user + t.system, sum(_proc_cpu(p) for p in _server_pids())
+
+
+def system_busy_s() -> float:
+    """CPU seconds all processes on the machine have used since boot (from /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return float("nan")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    guest = sum(fields[8:10]) if len(fields) > 9 else 0  # already counted in user/nice
+    return (sum(fields) - idle - guest) / _TICK
+
+
+class ForeignLoad:
+    """How many cores other processes (not this one, not its dev server) kept busy meanwhile."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+        self._sys0 = system_busy_s()
+        self._own0 = sum(cpu_snapshot())
+
+    def cores(self) -> float:
+        wall = time.perf_counter() - self._t0
+        foreign = (system_busy_s() - self._sys0) - (sum(cpu_snapshot()) - self._own0)
+        return max(foreign, 0.0) / wall if wall > 0 else float("nan")

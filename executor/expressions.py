@@ -14,7 +14,6 @@ never silently ``""``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -34,8 +33,6 @@ __all__ = [
     "truthy",
 ]
 
-_TEMPLATE = re.compile(r"\$\{(.*?)\}(?!\})", re.DOTALL)
-_WHOLE = re.compile(r"^\$\{(.*)\}$", re.DOTALL)
 ROOT_NAMES = frozenset({"input", "steps", "item", "index", "run"})
 
 
@@ -49,8 +46,11 @@ class ExpressionError(ValueError):
 
 def strip_template(expression: str) -> str:
     """``${a.b}`` and ``a.b`` are the same expression where a bare expression is expected."""
-    match = _WHOLE.match(expression.strip())
-    return match.group(1) if match and "${" not in match.group(1) else expression
+    text = expression.strip()
+    spans = _spans(text)
+    if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == len(text):
+        return spans[0][2]
+    return expression
 
 
 @lru_cache(maxsize=4096)
@@ -72,7 +72,9 @@ def evaluate(expression: str, scope: dict[str, Any]) -> Any:
 
 def truthy(value: Any) -> bool:
     """JMESPath truthiness: false, null, empty string/list/object are false."""
-    return value not in (None, False, "", [], {})
+    if value is None or value is False:
+        return False
+    return not (isinstance(value, str | list | dict) and not value)
 
 
 def render(value: Any, scope: dict[str, Any]) -> Any:
@@ -87,24 +89,54 @@ def render(value: Any, scope: dict[str, Any]) -> Any:
 
 
 def _render_string(text: str, scope: dict[str, Any]) -> Any:
-    if "${" not in text:
+    spans = _spans(text)
+    if not spans:
         return text
-    whole = _WHOLE.match(text)
-    if whole and "${" not in whole.group(1):
-        return evaluate(whole.group(1), scope)
+    if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == len(text):
+        return evaluate(spans[0][2], scope)
+    parts, last = [], 0
+    for start, end, expression in spans:
+        result = evaluate(expression, scope)
+        parts.append(text[last:start])
+        parts.append(result if isinstance(result, str) else json.dumps(result, sort_keys=True))
+        last = end
+    parts.append(text[last:])
+    return "".join(parts)
 
-    def one(match: re.Match[str]) -> str:
-        result = evaluate(match.group(1), scope)
-        return result if isinstance(result, str) else json.dumps(result, sort_keys=True)
 
-    return _TEMPLATE.sub(one, text)
+def _spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, expression) of each ``${...}``; braces inside literals and quotes don't end it."""
+    out: list[tuple[int, int, str]] = []
+    i = text.find("${")
+    while i != -1:
+        depth, j, quote = 1, i + 2, ""
+        while j < len(text) and depth:
+            ch = text[j]
+            if quote:
+                if ch == "\\":
+                    j += 1
+                elif ch == quote:
+                    quote = ""
+            elif ch in "`'\"":
+                quote = ch
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+            j += 1
+        if depth:  # unterminated: the rest is the expression, and it will not parse
+            out.append((i, len(text), text[i + 2 :]))
+            break
+        out.append((i, j, text[i + 2 : j - 1]))
+        i = text.find("${", j)
+    return out
 
 
 def iter_expressions(value: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
     """(JSON pointer, expression) for every template inside ``value``."""
     if isinstance(value, str):
-        for match in _TEMPLATE.finditer(value):
-            yield pointer, match.group(1)
+        for _, _, expression in _spans(value):
+            yield pointer, expression
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from iter_expressions(v, f"{pointer}/{i}")
@@ -151,6 +183,11 @@ def _walk(node: dict[str, Any], roots: set[str], steps: set[str], in_projection:
             _walk(children[0], roots, steps, in_projection)
         for child in children[1:]:
             _walk(child, roots, steps, in_projection=True)
+        return
+    if kind == "pipe":
+        # The right side of a pipe is evaluated against the left side's result.
+        _walk(children[0], roots, steps, in_projection)
+        _walk(children[1], roots, steps, in_projection=True)
         return
     if kind == "expref":
         for child in children:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -20,29 +20,49 @@ def load_plan(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     """A plan as a dict, from a mapping, a file path, or JSON/YAML text."""
     if isinstance(source, Mapping):
         return dict(source)
-    if isinstance(source, Path) or (
-        "\n" not in source and (source.endswith(_SUFFIXES) or Path(source).is_file())
-    ):
+    if isinstance(source, Path) or _looks_like_path(source):
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PlanInvalid([PlanIssue("", f"cannot read plan file {str(path)!r}: {exc.strerror}", code="parse")]) from None
+        except UnicodeDecodeError as exc:
+            raise PlanInvalid([PlanIssue("", f"plan file {str(path)!r} is not UTF-8: {exc.reason}", code="parse")]) from None
         return _parse(text, str(path))
     return _parse(source, "<text>")
 
 
-def _parse(text: str, origin: str) -> dict[str, Any]:
-    stripped = text.lstrip()
+def _looks_like_path(source: str) -> bool:
+    text = source.strip()
+    if "\n" in text or text.startswith(("{", "[")):
+        return False
+    if text.endswith(_SUFFIXES):
+        return True
     try:
-        data = json.loads(text) if stripped.startswith("{") else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise PlanInvalid([PlanIssue("", f"{origin}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", code="parse")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PlanInvalid([PlanIssue("", f"{origin}: invalid YAML{where}: {problem}", code="parse")]) from None
+        return Path(text).is_file()
+    except (OSError, ValueError):  # e.g. a name too long to be a path: it is text
+        return False
+
+
+def _parse(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as json_error:
+        # YAML is a superset of JSON: try it, and blame JSON only for text that is JSON-shaped.
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            if text.lstrip().startswith("{"):
+                e = json_error
+                raise PlanInvalid([PlanIssue("", f"{origin}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}", code="parse")]) from None
+            _raise_yaml(exc, origin)
     if not isinstance(data, dict):
         raise PlanInvalid([PlanIssue("", f"{origin}: a plan is a mapping/object, not {type(data).__name__}", code="parse")])
     return data
+
+
+def _raise_yaml(exc: yaml.YAMLError, origin: str) -> NoReturn:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    raise PlanInvalid([PlanIssue("", f"{origin}: invalid YAML{where}: {problem}", code="parse")]) from None

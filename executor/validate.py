@@ -83,7 +83,7 @@ def check_plan(plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None
 def _schema_issues(exc: ValidationError, raw: dict[str, Any]) -> list[PlanIssue]:
     issues = []
     for err in exc.errors():
-        loc = [p for i, p in enumerate(err["loc"]) if not _is_union_tag(err["loc"], i)]
+        loc = _real_path(raw, [p for i, p in enumerate(err["loc"]) if not _is_union_tag(err["loc"], i)])
         pointer = "".join(f"/{p}" for p in loc)
         issues.append(PlanIssue(pointer, err["msg"], step=_step_at(raw, loc), code="schema"))
     return issues
@@ -92,6 +92,23 @@ def _schema_issues(exc: ValidationError, raw: dict[str, Any]) -> list[PlanIssue]
 def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:
     # pydantic puts the discriminator value into the location: steps/0/tool/args -> steps/0/args
     return isinstance(loc[i], str) and loc[i] in STEP_KINDS and i > 0 and isinstance(loc[i - 1], int)
+
+
+def _real_path(raw: Any, loc: list[Any]) -> list[Any]:
+    """Drop pydantic's union-member labels (``str``, ``float``...) that are not keys of the plan."""
+    out: list[Any] = []
+    node = raw
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and i == len(loc) - 1:
+            pass  # a missing required key: keep it in the pointer
+        else:
+            continue
+        out.append(part)
+    return out
 
 
 def _step_at(raw: Any, loc: list[Any]) -> str | None:
@@ -191,11 +208,19 @@ class _Checker:
     def __init__(self, tools: ToolRegistry | None) -> None:
         self.tools = tools
         self.issues: list[PlanIssue] = []
+        self.ancestors: list[str] = []  # containers enclosing the step being checked
 
     def add(self, pointer: str, message: str, step: str | None, code: str) -> None:
         self.issues.append(PlanIssue(pointer, message, step=step, code=code))
 
     def plan(self, plan: Plan, base: str, depth: int) -> None:
+        outer, self.ancestors = self.ancestors, []  # a subplan is a namespace of its own
+        try:
+            self._plan(plan, base, depth)
+        finally:
+            self.ancestors = outer
+
+    def _plan(self, plan: Plan, base: str, depth: int) -> None:
         self._json_schema(plan.inputs, f"{base}/inputs", None)
         all_steps = list(_flatten(plan.steps, f"{base}/steps"))
         if len(all_steps) > MAX_DECLARED_STEPS:
@@ -225,6 +250,8 @@ class _Checker:
         for j, dep in enumerate(step.depends_on):
             if dep == step.id:
                 self.add(f"{ptr}/depends_on/{j}", "a step cannot depend on itself", step.id, "cycle")
+            elif dep in self.ancestors:
+                self.add(f"{ptr}/depends_on/{j}", f"step {step.id!r} is inside {dep!r} and cannot depend on it", step.id, "cycle")
             elif dep not in every:
                 self.add(f"{ptr}/depends_on/{j}", f"unknown step {dep!r}", step.id, "unknown_reference")
             elif dep not in visible:
@@ -270,10 +297,14 @@ class _Checker:
                 if step.payload_schema is not None:
                     self._json_schema(step.payload_schema, f"{ptr}/payload_schema", step.id)
             case ForeachStep():
+                self.ancestors.append(step.id)
                 self.block(step.steps, f"{ptr}/steps", visible, loop_depth + 1, depth + 1, every)
+                self.ancestors.pop()
             case SwitchStep():
+                self.ancestors.append(step.id)
                 for block_ptr, block in _nested_blocks(step):
                     self.block(block, f"{ptr}{block_ptr}", visible, loop_depth, depth + 1, every)
+                self.ancestors.pop()
             case SubplanStep():
                 if depth >= MAX_NESTING:
                     self.add(f"{ptr}/plan", f"subplans nested deeper than {MAX_NESTING} levels", step.id, "limit")
@@ -301,6 +332,8 @@ class _Checker:
         for ref in sorted(refs):
             if step is not None and ref == step.id:
                 self.add(ptr, f"step {ref!r} references its own output", sid, "cycle")
+            elif step is not None and ref in self.ancestors:
+                self.add(ptr, f"step {sid!r} is inside {ref!r} and cannot use its output", sid, "cycle")
             elif ref not in every:
                 self.add(ptr, f"unknown step {ref!r} in {expr.expression!r}", sid, "unknown_reference")
             elif ref not in visible:
@@ -350,7 +383,9 @@ class _Checker:
                 elif state.get(nxt) == 1:
                     cycle = [n for n, _ in stack][[n for n, _ in stack].index(nxt) :] + [nxt]
                     self.add(f"{base}/{index[nxt]}", "dependency cycle: " + " -> ".join(cycle), nxt, "cycle")
-                    return
+                    for n, _ in stack:  # report each independent cycle once, then move on
+                        state[n] = 2
+                    break
                 elif not state.get(nxt):
                     state[nxt] = 1
                     stack.append((nxt, iter(sorted(deps[nxt]))))

@@ -303,9 +303,7 @@ class PlanWorkflow:
     def _deps(self, step: Step, siblings: set[str]) -> set[str]:
         key = id(step)
         if key not in self._deps_cache:
-            self._deps_cache[key] = {d for d in step.depends_on if d in siblings} | (
-                _step_refs(step) & siblings
-            )
+            self._deps_cache[key] = (_step_refs(step) & siblings) - {step.id}
         return self._deps_cache[key]
 
     def _done(self, path: str) -> bool:

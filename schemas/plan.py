@@ -45,11 +45,8 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 Duration = Annotated[
-    str | float,
-    Field(
-        description='A duration: seconds as a number, or "250ms", "30s", "10m", "2h", "3d", "1d12h".',
-        pattern=DURATION_PATTERN,
-    ),
+    Annotated[str, Field(pattern=DURATION_PATTERN)] | Annotated[float, Field(ge=0)],
+    Field(description='A duration: seconds as a number, or "250ms", "30s", "10m", "2h", "3d", "1d12h".'),
 ]
 Expression = Annotated[
     str,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable as _Iterable
 
 from tools.builtin import builtin_tools
 from tools.egress import HttpPolicy
@@ -26,7 +26,7 @@ __all__ = [
 
 
 def default_registry(
-    http_policy: HttpPolicy | None = None, extra_modules: Iterable[str] = ()
+    http_policy: HttpPolicy | None = None, extra_modules: _Iterable[str] = ()
 ) -> ToolRegistry:
     """The built-in tools plus those registered by ``extra_modules``.
 

@@ -70,7 +70,7 @@ class Tool:
         """(JSON pointer inside args, message) for each schema violation."""
         out = []
         for err in sorted(self._validator.iter_errors(args), key=lambda e: list(e.path)):
-            pointer = "".join(f"/{p}" for p in err.path)
+            pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in err.path)
             out.append((pointer, err.message))
         return out
 

@@ -1,0 +1,53 @@
+"""Session-wide fixtures: one Temporal dev server (and its client) per test process.
+
+Under pytest-xdist every worker is its own process, so each gets its own server on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+# Before anything can import litellm: use the bundled model cost map, never fetch it.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+# Works whether or not the project is pip-installed (e.g. a bare `pytest` in a fresh checkout).
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import pytest  # noqa: E402
+import pytest_asyncio  # noqa: E402
+from temporalio.client import Client  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from executor.devserver import DevServer, start_time_skipping  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevServer]:
+    """An in-memory dev server on a free port, UI off; logs in a session tmp dir."""
+    home = tmp_path_factory.mktemp("temporal-dev")
+    async with DevServer(home, port=0, ui=False, in_memory=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def client(dev_server: DevServer) -> Client:
+    return dev_server.client
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (bundled binary), shut down at session end."""
+    env = await start_time_skipping()
+    try:
+        yield env
+    finally:
+        await env.shutdown()
