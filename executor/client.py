@@ -113,11 +113,14 @@ class Duraplan:
             run_id=run_id,
             inputs=inputs,
             local_tools=[n for n in self.registry.names() if self.registry.get(n).local],
+            search_attributes=self.settings.search_attributes,
         )
         memo = {"plan_hash": digest, "inputs_hash": _digest(inputs), "plan_name": parsed.name}
         handle = RunHandle(self, tenant, run_id)
         try:
-            await self._start(arg, memo, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL)
+            handle._started = await self._start(
+                arg, memo, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
+            )
         except WorkflowAlreadyStartedError:
             existing = await handle._describe()
             if existing.memo != memo:  # type: ignore[comparison-overlap]
@@ -133,14 +136,16 @@ class Duraplan:
         plan_name: str,
         reuse: WorkflowIDReusePolicy,
         conflict: WorkflowIDConflictPolicy,
-    ) -> None:
-        await self.client.start_workflow(
+    ) -> WorkflowHandle[Any, Any]:
+        return await self.client.start_workflow(
             PlanWorkflow.run,
             arg,
             id=f"{arg.tenant}/{arg.run_id}",
             task_queue=self.settings.task_queue,
             memo=memo,
-            search_attributes=TypedSearchAttributes(
+            search_attributes=None
+            if not arg.search_attributes
+            else TypedSearchAttributes(
                 [
                     SearchAttributePair(SA_TENANT, arg.tenant),
                     SearchAttributePair(SA_SESSION, arg.session),
@@ -167,6 +172,8 @@ class Duraplan:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Runs of one tenant, newest first, optionally of one session and in one status."""
+        if not self.settings.search_attributes:
+            raise RunStateError("listing runs needs search attributes (Settings.search_attributes)")
         clauses = [f"DuraplanTenant = {json.dumps(_check_name('tenant', tenant))}", f"WorkflowType = '{WORKFLOW_NAME}'"]
         if session is not None:
             clauses.append(f"DuraplanSession = {json.dumps(_check_name('session', session))}")
@@ -203,13 +210,16 @@ class RunHandle:
         self.tenant = tenant
         self.run_id = run_id
         self.workflow_id = f"{tenant}/{run_id}"
+        # The handle start_workflow returned, when this process started the run: client
+        # interceptors (e.g. the time-skipping test server's) attach to it.
+        self._started: WorkflowHandle[Any, Any] | None = None
 
     def __repr__(self) -> str:
         return f"RunHandle(tenant={self.tenant!r}, run_id={self.run_id!r})"
 
     @property
     def _handle(self) -> WorkflowHandle[Any, Any]:
-        return self._dp.client.get_workflow_handle(self.workflow_id)
+        return self._dp.client.get_workflow_handle(self.workflow_id)  # latest run of the chain
 
     async def _describe(self) -> Any:
         try:
@@ -245,7 +255,7 @@ class RunHandle:
         """The run's output; ``RunFailed`` if it failed, was cancelled or terminated."""
         await self._describe()
         try:
-            return await self._handle.result(rpc_timeout=timedelta(seconds=timeout) if timeout else None)
+            return await (self._started or self._handle).result(rpc_timeout=timedelta(seconds=timeout) if timeout else None)
         except WorkflowFailureError as exc:
             desc = await self._describe()
             state = _STATUS.get(desc.status, "failed")
@@ -294,7 +304,7 @@ class RunHandle:
         first.carry = None
         first.generation = first.generation + 1
         reuse, conflict = WorkflowIDReusePolicy.ALLOW_DUPLICATE, WorkflowIDConflictPolicy.TERMINATE_EXISTING
-        await self._dp._start(first, dict(desc.memo), first.plan.get("name", ""), reuse, conflict)
+        self._started = await self._dp._start(first, dict(desc.memo), first.plan.get("name", ""), reuse, conflict)
         return self
 
     async def _first_input(self) -> RunInput:

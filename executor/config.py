@@ -50,6 +50,9 @@ class Settings:
     home: Path = Path(".duraplan")
     default_model: str | None = None
     tool_modules: tuple[str, ...] = field(default_factory=tuple)
+    # Tag runs with tenant/session/status search attributes (needs them registered on the server;
+    # ``duraplan dev`` does). Off only for servers without them, e.g. the time-skipping test server.
+    search_attributes: bool = True
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -69,6 +72,7 @@ class Settings:
                 m.strip() for m in (_env("DURAPLAN_TOOL_MODULES") or "").split(",") if m.strip()
             )
             or None,
+            "search_attributes": (_env("DURAPLAN_SEARCH_ATTRIBUTES") or "1").lower() not in ("0", "false", "no"),
         }
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})

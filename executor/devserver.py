@@ -79,10 +79,35 @@ test_server_path.__test__ = False  # type: ignore[attr-defined]  # not a pytest 
 
 
 async def start_time_skipping(**kwargs: Any) -> WorkflowEnvironment:
-    """A time-skipping test environment on the bundled test server (never downloads)."""
+    """A time-skipping test environment on the bundled test server (never downloads).
+
+    The test server has no custom search attributes: use ``Settings(search_attributes=False)``."""
     return await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=test_server_path(), **kwargs
     )
+
+
+async def register_search_attributes(client: Client, namespace: str = "default") -> None:
+    """Register duraplan's search attributes on a server (idempotent): what ``duraplan dev``
+    does through flags, for test servers and existing clusters."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in existing.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(search_attributes=missing, namespace=namespace)
+        )
 
 
 def _free_port(ip: str) -> int:
@@ -155,7 +180,7 @@ class DevServer:
     def ui_url(self) -> str | None:
         if not self.ui:
             return None
-        host = "localhost" if self.ip in ("127.0.0.1", "0.0.0.0") else self.ip
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(self.ip, self.address.rsplit(":", 1)[0])
         return f"http://{host}:{self.ui_port}"
 
     @property

@@ -26,6 +26,8 @@ __all__ = [
     "StepState",
     "ToolCall",
     "plan_hash",
+    "record_from_json",
+    "record_to_json",
 ]
 
 StepState = Literal[
@@ -85,11 +87,43 @@ class CompensationCall:
     inputs: dict[str, Any]
 
 
+def record_to_json(rec: StepRecord) -> dict[str, Any]:
+    """Compact plain-JSON form: tens of thousands of these cross continue-as-new, and plain dicts
+    decode an order of magnitude faster than dataclasses inside the workflow sandbox."""
+    out: dict[str, Any] = {"s": rec.state}
+    if rec.attempts:
+        out["a"] = rec.attempts
+    if rec.started_at:
+        out["t0"] = rec.started_at
+    if rec.ended_at:
+        out["t1"] = rec.ended_at
+    if rec.error is not None:
+        out["e"] = [rec.error.type, rec.error.message, rec.error.retryable]
+    if rec.output is not None:
+        out["o"] = rec.output
+    if rec.detail is not None:
+        out["d"] = rec.detail
+    return out
+
+
+def record_from_json(data: dict[str, Any]) -> StepRecord:
+    error = data.get("e")
+    return StepRecord(
+        state=data["s"],
+        attempts=data.get("a", 0),
+        started_at=data.get("t0"),
+        ended_at=data.get("t1"),
+        error=StepError(error[0], error[1], error[2]) if error else None,
+        output=data.get("o"),
+        detail=data.get("d"),
+    )
+
+
 @dataclass
 class Carry:
     """State handed to the next run on continue-as-new: nothing executed is executed again."""
 
-    records: dict[str, StepRecord] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> record_to_json
     events: list[EventRecord] = field(default_factory=list)
     seen_event_ids: list[str] = field(default_factory=list)
     compensations: list[CompensationCall] = field(default_factory=list)
@@ -113,6 +147,7 @@ class RunInput:
     carry: Carry | None = None
     # Continue-as-new once history reaches this many events (the server also suggests it).
     history_limit: int = 8000
+    search_attributes: bool = True
 
 
 @dataclass

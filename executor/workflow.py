@@ -37,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
         StepState,
         ToolCall,
         plan_hash,
+        record_from_json,
+        record_to_json,
     )
     from executor.validate import step_references
     from schemas.plan import (
@@ -118,7 +120,7 @@ class PlanWorkflow:
         self.inp = inp
         self.plan = Plan.model_validate(inp.plan)
         carry = inp.carry or Carry()
-        self.records: dict[str, StepRecord] = carry.records
+        self.records: dict[str, StepRecord] = {k: record_from_json(v) for k, v in carry.records.items()}
         self.events: list[EventRecord] = carry.events
         self.seen_event_ids: list[str] = carry.seen_event_ids
         self._seen = set(carry.seen_event_ids)
@@ -625,9 +627,10 @@ class PlanWorkflow:
                     local_tools=self.inp.local_tools,
                     generation=self.inp.generation,
                     history_limit=self.inp.history_limit,
+                    search_attributes=self.inp.search_attributes,
                 ),
                 id=f"{self.inp.tenant}/{child_id}/{self.inp.generation}",
-                search_attributes=workflow.info().typed_search_attributes,
+                search_attributes=workflow.info().typed_search_attributes if self.inp.search_attributes else None,
             )
         except ChildWorkflowError as exc:
             error, _ = _failure(exc)
@@ -686,7 +689,8 @@ class PlanWorkflow:
 
     def _set_state(self, state: str) -> None:
         self.state = state
-        workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
+        if self.inp.search_attributes:
+            workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
 
     def _carry_input(self) -> RunInput:
         return RunInput(
@@ -699,8 +703,9 @@ class PlanWorkflow:
             local_tools=self.inp.local_tools,
             generation=self.inp.generation,
             history_limit=self.inp.history_limit,
+            search_attributes=self.inp.search_attributes,
             carry=Carry(
-                records=_compact(self.records),
+                records={k: record_to_json(v) for k, v in _compact(self.records).items()},
                 events=self.events,
                 seen_event_ids=self.seen_event_ids,
                 compensations=self.compensations,

@@ -36,7 +36,9 @@ async def test_foreach_bounded_concurrency_keeps_item_order(dp: Duraplan, tenant
     handle = await dp.submit_plan(plan, tenant=tenant, session="fe", inputs={"items": items})
     assert await handle.result() == [i["name"] for i in items]
     records = await step_records(handle)
-    intervals = [(ts(records[f"each[{i}].work"]["started_at"]), ts(records[f"each[{i}].work"]["ended_at"])) for i in range(6)]
+    intervals = [
+        (ts(records[f"each[{i}].work"]["started_at"]), ts(records[f"each[{i}].work"]["ended_at"])) for i in range(6)
+    ]
     assert max_overlap(intervals) == 2  # bounded, and the bound was actually used
     each = steps_by_id(await handle.status())["each"]
     assert each["state"] == "completed"
@@ -116,7 +118,9 @@ def switch_plan() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("n", "chosen"), [(20, "big"), (7, "medium"), (1, "small")])
-async def test_switch_runs_first_matching_case_or_default(dp: Duraplan, tenant: str, worker_deps: Any, n: int, chosen: str) -> None:
+async def test_switch_runs_first_matching_case_or_default(
+    dp: Duraplan, tenant: str, worker_deps: Any, n: int, chosen: str
+) -> None:
     handle = await dp.submit_plan(switch_plan(), tenant=tenant, session="sw", inputs={"n": n})
     # The output is the chosen branch's last step output.
     assert await handle.result() == f"{chosen}:{n}"
@@ -178,13 +182,25 @@ async def test_subplan_gets_inputs_and_returns_its_output(dp: Duraplan, tenant: 
 def failing_child_plan(on_error: str) -> dict[str, Any]:
     child = {
         "name": "failing-child",
-        "steps": [{"id": "bad", "kind": "tool", "tool": "debug.fail", "args": {"message": "child broke", "error_type": "ChildBroke"}}],
+        "steps": [
+            {
+                "id": "bad",
+                "kind": "tool",
+                "tool": "debug.fail",
+                "args": {"message": "child broke", "error_type": "ChildBroke"},
+            }
+        ],
     }
     return {
         "name": "parent",
         "steps": [
             {"id": "child", "kind": "subplan", "plan": child, "on_error": on_error},
-            {"id": "after", "kind": "set", "value": {"status": "${steps.child.status}", "error": "${steps.child.error.type}"}, "depends_on": ["child"]},
+            {
+                "id": "after",
+                "kind": "set",
+                "value": {"status": "${steps.child.status}", "error": "${steps.child.error.type}"},
+                "depends_on": ["child"],
+            },
         ],
         "output": "${steps.after.output}",
     }
@@ -227,14 +243,18 @@ async def test_subplan_child_runs_are_not_listed_as_runs(dp: Duraplan, tenant: s
 )
 async def test_subplan_with_a_null_literal_runs(dp: Duraplan, tenant: str) -> None:
     child = {"name": "null-child", "steps": [{"id": "nothing", "kind": "set", "value": None}], "output": {"ok": True}}
-    plan = {"name": "parent", "steps": [{"id": "child", "kind": "subplan", "plan": child}], "output": "${steps.child.output}"}
+    plan = {
+        "name": "parent",
+        "steps": [{"id": "child", "kind": "subplan", "plan": child}],
+        "output": "${steps.child.output}",
+    }
     handle = await dp.submit_plan(plan, tenant=tenant, session="sub")
     try:
 
         async def done() -> bool:
             return (await handle.status())["state"] == "completed"
 
-        await wait_for(done, timeout=8)
+        await wait_for(done, timeout=5)
         assert await handle.result() == {"ok": True}
     finally:
         if (await handle.status())["state"] not in ("completed", "failed"):

@@ -18,7 +18,13 @@ def two_step_plan(first_seconds: float = 1.0) -> dict[str, Any]:
         "inputs": {"type": "object", "properties": {"n": {"type": "integer"}}},
         "steps": [
             {"id": "first", "kind": "tool", "tool": "debug.sleep", "args": {"seconds": first_seconds}},
-            {"id": "second", "kind": "tool", "tool": "debug.echo", "args": {"n": "${input.n}"}, "depends_on": ["first"]},
+            {
+                "id": "second",
+                "kind": "tool",
+                "tool": "debug.echo",
+                "args": {"n": "${input.n}"},
+                "depends_on": ["first"],
+            },
         ],
         "output": "${steps.second.output.n}",
     }

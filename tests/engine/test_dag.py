@@ -8,7 +8,7 @@ import pytest
 
 from executor import Duraplan
 
-from .conftest import max_overlap, steps_by_id, ts
+from .conftest import step_state, steps_by_id, ts, wait_step_state
 
 
 def sleep_step(step_id: str, seconds: float, **extra: Any) -> dict[str, Any]:
@@ -96,19 +96,32 @@ async def test_max_parallel_one_serialises_steps_ready_together(dp: Duraplan, te
     assert (ends[1] - ends[0]).total_seconds() >= 0.45
 
 
-async def test_max_parallel_one_queues_a_step_that_becomes_ready_later(dp: Duraplan, tenant: str) -> None:
-    # b becomes ready (after a 200ms timer) while a holds the only slot: it must wait for a.
-    plan = {
+def queued_plan() -> dict[str, Any]:
+    # b becomes ready when the test sends "open", while a holds the only slot: it must wait for a.
+    return {
         "name": "queued",
         "limits": {"max_parallel": 1},
         "steps": [
-            sleep_step("a", 1),
-            {"id": "gate", "kind": "sleep", "duration": "200ms"},
+            sleep_step("a", 1.5),
+            {"id": "gate", "kind": "wait_for_event", "event": "open", "timeout": "30s"},
             sleep_step("b", 0.5, depends_on=["gate"]),
         ],
     }
-    _, status = await run_to_status(dp, tenant, plan)
-    steps = steps_by_id(status)
+
+
+async def open_gate_while_a_runs(dp: Duraplan, tenant: str) -> dict[str, Any]:
+    handle = await dp.submit_plan(queued_plan(), tenant=tenant, session="dag")
+    await wait_step_state(handle, "gate", "waiting")
+    await wait_step_state(handle, "a", "running")
+    await handle.send_event("open")
+    await wait_step_state(handle, "gate", "completed")
+    assert await step_state(handle, "a") == "running"  # b is ready now and a still holds the slot
+    await handle.result()
+    return steps_by_id(await handle.status())
+
+
+async def test_max_parallel_one_queues_a_step_that_becomes_ready_later(dp: Duraplan, tenant: str) -> None:
+    steps = await open_gate_while_a_runs(dp, tenant)
     gap = (ts(steps["b"]["ended_at"]) - ts(steps["a"]["ended_at"])).total_seconds()
     assert gap >= 0.45, f"b ended {gap:.2f}s after a: it ran alongside a"
 
@@ -120,18 +133,8 @@ async def test_max_parallel_one_queues_a_step_that_becomes_ready_later(dp: Durap
     "it was only waiting",
 )
 async def test_queued_step_reports_start_when_it_gets_a_slot(dp: Duraplan, tenant: str) -> None:
-    plan = {
-        "name": "queued-start",
-        "limits": {"max_parallel": 1},
-        "steps": [
-            sleep_step("a", 1),
-            {"id": "gate", "kind": "sleep", "duration": "200ms"},
-            sleep_step("b", 0.3, depends_on=["gate"]),
-        ],
-    }
-    _, status = await run_to_status(dp, tenant, plan)
-    steps = steps_by_id(status)
-    assert max_overlap([(ts(s["started_at"]), ts(s["ended_at"])) for s in (steps["a"], steps["b"])]) == 1
+    steps = await open_gate_while_a_runs(dp, tenant)
+    assert ts(steps["b"]["started_at"]) >= ts(steps["a"]["ended_at"])
 
 
 async def test_when_false_skips_and_dependents_see_null(dp: Duraplan, tenant: str) -> None:
@@ -141,7 +144,11 @@ async def test_when_false_skips_and_dependents_see_null(dp: Duraplan, tenant: st
         "steps": [
             echo_step("maybe", "ran", when="${input.go}"),
             echo_step("always", "ran", when="${input.go == `false`}"),
-            {"id": "after", "kind": "set", "value": {"maybe": "${steps.maybe.output}", "status": "${steps.maybe.status}"}},
+            {
+                "id": "after",
+                "kind": "set",
+                "value": {"maybe": "${steps.maybe.output}", "status": "${steps.maybe.status}"},
+            },
         ],
         "output": "${steps.after.output}",
     }

@@ -16,7 +16,13 @@ from .conftest import wait_step_state
 MIXED = {
     "name": "mixed",
     "steps": [
-        {"id": "flaky", "kind": "tool", "tool": "debug.flaky", "args": {"fail_times": 1}, "retry": {"initial_interval": "100ms"}},
+        {
+            "id": "flaky",
+            "kind": "tool",
+            "tool": "debug.flaky",
+            "args": {"fail_times": 1},
+            "retry": {"initial_interval": "100ms"},
+        },
         {"id": "bad", "kind": "tool", "tool": "debug.fail", "args": {"message": "x"}, "on_error": "continue"},
         {"id": "nap", "kind": "sleep", "duration": "100ms"},
         {"id": "slow", "kind": "tool", "tool": "debug.sleep", "args": {"seconds": 0.1}},
@@ -29,16 +35,31 @@ MIXED = {
                 {
                     "id": "route",
                     "kind": "switch",
-                    "cases": [{"when": "${item > `1`}", "steps": [{"id": "big", "kind": "code", "code": "n * 10", "inputs": {"n": "${item}"}}]}],
+                    "cases": [
+                        {
+                            "when": "${item > `1`}",
+                            "steps": [{"id": "big", "kind": "code", "code": "n * 10", "inputs": {"n": "${item}"}}],
+                        }
+                    ],
                     "default": [{"id": "small", "kind": "set", "value": "${item}"}],
                 }
             ],
         },
-        {"id": "wait", "kind": "wait_for_event", "event": "go", "timeout": "30s", "depends_on": ["each", "flaky", "bad", "nap", "slow"]},
+        {
+            "id": "wait",
+            "kind": "wait_for_event",
+            "event": "go",
+            "timeout": "30s",
+            "depends_on": ["each", "flaky", "bad", "nap", "slow"],
+        },
         {
             "id": "child",
             "kind": "subplan",
-            "plan": {"name": "c", "steps": [{"id": "x", "kind": "set", "value": "${input.v}"}], "output": "${steps.x.output}"},
+            "plan": {
+                "name": "c",
+                "steps": [{"id": "x", "kind": "set", "value": "${input.v}"}],
+                "output": "${steps.x.output}",
+            },
             "inputs": {"v": "${steps.wait.output}"},
         },
     ],
@@ -48,7 +69,13 @@ MIXED = {
 FAILED = {
     "name": "failed-saga",
     "steps": [
-        {"id": "a", "kind": "tool", "tool": "kv.incr", "args": {"key": "n"}, "compensate": {"tool": "kv.incr", "args": {"key": "n", "by": -1}}},
+        {
+            "id": "a",
+            "kind": "tool",
+            "tool": "kv.incr",
+            "args": {"key": "n"},
+            "compensate": {"tool": "kv.incr", "args": {"key": "n", "by": -1}},
+        },
         {"id": "boom", "kind": "tool", "tool": "debug.fail", "args": {"message": "x"}, "depends_on": ["a"]},
     ],
 }
@@ -74,8 +101,15 @@ async def test_controlled_run_replays(dp: Duraplan, tenant: str, control: str) -
     plan: dict[str, Any] = {
         "name": "controlled",
         "steps": [
-            {"id": "a", "kind": "tool", "tool": "kv.incr", "args": {"key": "n"}, "compensate": {"tool": "kv.incr", "args": {"key": "n", "by": -1}}},
+            {
+                "id": "a",
+                "kind": "tool",
+                "tool": "kv.incr",
+                "args": {"key": "n"},
+                "compensate": {"tool": "kv.incr", "args": {"key": "n", "by": -1}},
+            },
             {"id": "wait", "kind": "wait_for_event", "event": "go", "timeout": "30s", "depends_on": ["a"]},
+            {"id": "after", "kind": "set", "value": 1, "depends_on": ["wait"]},
         ],
     }
     handle = await dp.submit_plan(plan, tenant=tenant, session="replay")
@@ -87,6 +121,7 @@ async def test_controlled_run_replays(dp: Duraplan, tenant: str, control: str) -
     else:
         await handle.pause()
         await handle.send_event("go", 1, event_id="e")
+        await wait_step_state(handle, "wait", "completed")
         await handle.resume()
         await handle.result()
     await assert_replays(handle)

@@ -25,7 +25,11 @@ async def test_set_step_and_plan_output_templates(dp: Duraplan, tenant: str) -> 
         "name": "set-output",
         "inputs": {"type": "object", "properties": {"name": {"type": "string"}, "n": {"type": "integer"}}},
         "steps": [
-            {"id": "info", "kind": "set", "value": {"who": "${input.name}", "n": "${input.n}", "list": ["${input.n}", 2]}},
+            {
+                "id": "info",
+                "kind": "set",
+                "value": {"who": "${input.name}", "n": "${input.n}", "list": ["${input.n}", 2]},
+            },
         ],
         "output": {
             "greeting": "Hello ${input.name}!",
@@ -53,7 +57,13 @@ async def test_fail_step_fails_the_run_with_its_error_type_and_message(dp: Durap
         "name": "fail",
         "steps": [
             {"id": "check", "kind": "set", "value": "${input.count}"},
-            {"id": "stop", "kind": "fail", "message": "too many: ${steps.check.output}", "error_type": "TooMany", "when": "${steps.check.output > `3`}"},
+            {
+                "id": "stop",
+                "kind": "fail",
+                "message": "too many: ${steps.check.output}",
+                "error_type": "TooMany",
+                "when": "${steps.check.output > `3`}",
+            },
             {"id": "after", "kind": "set", "value": 1, "depends_on": ["stop"]},
         ],
     }
@@ -142,7 +152,12 @@ async def test_resubmitting_with_different_inputs_conflicts(dp: Duraplan, tenant
 
 
 async def test_list_runs_by_tenant_session_and_status(dp: Duraplan, tenant: str) -> None:
-    done = await dp.submit_plan({"name": "quick", "steps": [{"id": "a", "kind": "set", "value": 1}]}, tenant=tenant, session="s-one", run_id="done")
+    done = await dp.submit_plan(
+        {"name": "quick", "steps": [{"id": "a", "kind": "set", "value": 1}]},
+        tenant=tenant,
+        session="s-one",
+        run_id="done",
+    )
     await done.result()
     waiting = await dp.submit_plan(waiting_plan(), tenant=tenant, session="s-two", run_id="waiting")
     other = await dp.submit_plan(waiting_plan(), tenant=f"{tenant}-other", session="s-one", run_id="elsewhere")
@@ -226,7 +241,13 @@ async def test_status_reports_per_step_state_attempts_timings_errors_and_preview
                 "retry": {"max_attempts": 2, "initial_interval": "100ms"},
             },
             {"id": "broken", "kind": "tool", "tool": "debug.fail", "args": {"message": "bad"}, "on_error": "continue"},
-            {"id": "gate", "kind": "wait_for_event", "event": "go", "timeout": "60s", "depends_on": ["short", "long", "flaky", "broken"]},
+            {
+                "id": "gate",
+                "kind": "wait_for_event",
+                "event": "go",
+                "timeout": "60s",
+                "depends_on": ["short", "long", "flaky", "broken"],
+            },
             {"id": "later", "kind": "set", "value": 1, "depends_on": ["gate"]},
         ],
     }

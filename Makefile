@@ -1,0 +1,45 @@
+# The one task runner: README, CI (.ci/run) and developers all go through these targets.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SRC := executor planner schemas tools evals tests bench
+STAMP := $(VENV)/.duraplan-installed
+
+.PHONY: setup demo test lint typecheck schema bench clean distclean
+
+setup: $(STAMP)
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# Reinstall only when the dependencies (pyproject.toml) change; the install is editable.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/duraplan dev --run examples/quickstart.yaml
+
+test: setup lint typecheck
+	$(BIN)/pytest -n 2 --dist loadfile -q
+
+lint: setup
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+
+typecheck: setup
+	$(BIN)/mypy --strict
+
+schema: setup
+	$(BIN)/python -m schemas.generate
+
+bench: setup
+	$(BIN)/python -m bench.latency
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find $(SRC) -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also the venv and the local dev server's data (.duraplan: persisted workflows, temporal.log).
+distclean: clean
+	rm -rf $(VENV) .duraplan

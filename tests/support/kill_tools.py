@@ -1,0 +1,37 @@
+"""Tools for the worker-kill test, loaded into a worker subprocess via DURAPLAN_TOOL_MODULES."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tools import Tool, ToolContext, ToolRegistry
+
+
+async def charge_then_hold(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """Take effect once (idempotent on the step's key), then hold until a release file appears:
+    the test kills the worker while this step is in flight."""
+    total = await ctx.store.kv_incr(ctx.tenant, args["key"], idempotency_key=ctx.idempotency_key)
+    release = Path(args["release_file"])
+    while not release.exists():
+        await asyncio.sleep(0.05)
+    return {"total": total, "attempt": ctx.attempt}
+
+
+def register(registry: ToolRegistry) -> None:
+    registry.register(
+        Tool(
+            name="test.charge_then_hold",
+            description="Increment a counter once per idempotency key, then wait for a file.",
+            args_schema={
+                "type": "object",
+                "required": ["key", "release_file"],
+                "additionalProperties": False,
+                "properties": {"key": {"type": "string"}, "release_file": {"type": "string"}},
+            },
+            handler=charge_then_hold,
+            side_effects=True,
+            local=False,
+        )
+    )

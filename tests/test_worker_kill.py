@@ -1,0 +1,95 @@
+"""A worker SIGKILLed mid-step: a new worker finishes the run, and the step's effect happened once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from executor import Duraplan, Settings
+from executor.devserver import DevServer
+from tools import Store, default_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+SUPPORT = Path(__file__).resolve().parent / "support"
+
+
+def _start_worker(server: DevServer, home: Path, queue: str) -> subprocess.Popen[bytes]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{SUPPORT}",
+        "DURAPLAN_ADDRESS": server.address,
+        "DURAPLAN_TASK_QUEUE": queue,
+        "DURAPLAN_HOME": str(home),
+        "DURAPLAN_TOOL_MODULES": "kill_tools",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "executor.cli", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+async def _until(probe: Callable[[], Awaitable[Any]], timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await probe():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_killed_worker_resumes_and_effect_happens_once(dev_server: DevServer, tmp_path: Path) -> None:
+    queue = f"kill-{uuid.uuid4().hex[:8]}"
+    release = tmp_path / "release"
+    if str(SUPPORT) not in sys.path:
+        sys.path.insert(0, str(SUPPORT))
+    registry = default_registry(extra_modules=["kill_tools"])
+    dp = Duraplan(dev_server.client, Settings(home=tmp_path, task_queue=queue), registry)
+    plan = {
+        "name": "charge-after-crash",
+        "steps": [
+            {
+                "id": "charge",
+                "kind": "tool",
+                "tool": "test.charge_then_hold",
+                "args": {"key": "charges", "release_file": str(release)},
+                "retry": {"max_attempts": 3, "initial_interval": "100ms"},
+            },
+            {"id": "after", "kind": "code", "code": "total + 1", "inputs": {"total": "${steps.charge.output.total}"}},
+        ],
+        "output": {"charge": "${steps.charge.output}", "after": "${steps.after.output}"},
+    }
+    first = _start_worker(dev_server, tmp_path, queue)
+    second = None
+    store = Store(tmp_path / "store.db")
+    try:
+        handle = await dp.submit_plan(plan, tenant="acme", session="s1")
+        # The effect has happened and the step is holding: kill the worker mid-step.
+        await _until(lambda: store.kv_get("acme", "charges"), timeout=60)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        release.touch()
+        second = _start_worker(dev_server, tmp_path, queue)
+        result = await handle.result(timeout=120)
+        assert result["charge"]["total"] == 1, "the retried step must not charge again"
+        assert result["charge"]["attempt"] == 2, "the step ran again on the new worker"
+        assert result["after"] == 2
+        assert await store.kv_get("acme", "charges") == 1
+        status = await handle.status()
+        charge = next(s for s in status["steps"] if s["id"] == "charge")
+        assert charge["attempts"] == 2
+    finally:
+        store.close()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=15)
