@@ -44,7 +44,15 @@ class BaselineWorkflow:
         out: Any = {"value": inp.value}
         for i in range(inp.steps):
             path = f"s{i}"
-            call = ToolCall(inp.tenant, inp.run_id, path, 1, f"{inp.tenant}/{inp.run_id}/0/{path}", "debug.echo", {"value": out["value"]})
+            call = ToolCall(
+                inp.tenant,
+                inp.run_id,
+                path,
+                1,
+                f"{inp.tenant}/{inp.run_id}/0/{path}",
+                "debug.echo",
+                {"value": out["value"]},
+            )
             if inp.local:
                 out = await workflow.execute_local_activity(
                     TOOL_ACTIVITY, call, start_to_close_timeout=timedelta(seconds=30), retry_policy=once

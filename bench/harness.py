@@ -138,30 +138,51 @@ def _quiet_stdout() -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def dev_server(db_file: Path, interceptors: list[Interceptor]) -> AsyncIterator[tuple[Client, str]]:
-    """The Temporal CLI dev server on SQLite (WAL) at ``db_file``; yields a client and a label."""
+async def dev_server(
+    home: Path, interceptors: list[Interceptor], kind: str = "devserver"
+) -> AsyncIterator[tuple[Client, str, int | None]]:
+    """A Temporal CLI dev server on SQLite (WAL) under ``home``: (client, description, pid).
+
+    ``devserver`` is duraplan's own ``executor.devserver.DevServer`` (what ``duraplan dev`` runs);
+    ``testing`` is ``temporalio.testing.WorkflowEnvironment.start_local`` with only the WAL pragma.
+    """
+    if kind == "devserver":
+        from executor.devserver import DevServer
+
+        async with DevServer(home, port=0, ui=False, db_file=home / "temporal.db") as server:
+            config = server.client.config()
+            config["interceptors"] = interceptors
+            yield (
+                Client(**config),
+                f"executor.devserver.DevServer, SQLite WAL at {server.db_file}",
+                server.pid,
+            )
+        return
     with _quiet_stdout():  # the CLI prints a banner to the stdout it inherits
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(TEMPORAL_CLI),
-            dev_server_database_filename=str(db_file),
+            dev_server_database_filename=str(home / "temporal.db"),
             dev_server_extra_args=["--sqlite-pragma", "journal_mode=WAL"],
             search_attributes=SEARCH_ATTRIBUTES,
             interceptors=interceptors,
         )
     try:
-        yield env.client, f"temporal CLI dev server, SQLite WAL at {db_file}"
+        yield env.client, f"WorkflowEnvironment.start_local, SQLite WAL at {home / 'temporal.db'}", None
     finally:
         await env.shutdown()
 
 
 @contextlib.asynccontextmanager
 async def bench_env(
-    *, runner: SandboxedWorkflowRunner | None = None, worker_options: dict[str, Any] | None = None
+    *,
+    server: str = "devserver",
+    runner: SandboxedWorkflowRunner | None = None,
+    worker_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Bench]:
     probe = EagerProbe()
     with tempfile.TemporaryDirectory(prefix="duraplan-bench-") as tmp:
         home = Path(tmp)
-        async with dev_server(home / "temporal.db", [probe]) as (client, label):
+        async with dev_server(home, [probe], server) as (client, label, _pid):
             task_queue = f"bench-{uuid.uuid4().hex[:8]}"
             settings = Settings(home=home, task_queue=task_queue)
             registry = timed_registry()
@@ -194,7 +215,11 @@ def chain_plan(steps: int, execution: str) -> dict[str, Any]:
         plan_steps.append(
             {"id": f"s{i}", "kind": "tool", "tool": "debug.echo", "args": {"value": value}, "execution": execution}
         )
-    return {"name": f"bench-chain-{steps}-{execution}", "steps": plan_steps, "output": f"${{steps.s{steps - 1}.output}}"}
+    return {
+        "name": f"bench-chain-{steps}-{execution}",
+        "steps": plan_steps,
+        "output": f"${{steps.s{steps - 1}.output}}",
+    }
 
 
 @dataclass

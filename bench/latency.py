@@ -80,7 +80,9 @@ def environment() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        cli = subprocess.run([str(TEMPORAL_CLI), "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        cli = subprocess.run(
+            [str(TEMPORAL_CLI), "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         cli = "unknown"
 
@@ -161,9 +163,10 @@ async def throughputs(bench: Bench, runs: int, concurrency: int) -> dict[str, di
                 "cpu_worker_ms": (own1 - own0) * 1e3 / runs,
                 "cpu_server_ms": (server1 - server0) * 1e3 / runs,
             }
+            cell = out[system][strategy]
             console.log(
-                f"throughput {strategy:6} {system:12}: {rate:.1f} runs/s; CPU per run {out[system][strategy]['cpu_worker_ms']:.1f} ms "
-                f"worker+client, {out[system][strategy]['cpu_server_ms']:.1f} ms server"
+                f"throughput {strategy:6} {system:12}: {rate:.1f} runs/s; CPU per run "
+                f"{cell['cpu_worker_ms']:.1f} ms worker+client, {cell['cpu_server_ms']:.1f} ms server"
             )
     return out
 
@@ -248,6 +251,7 @@ def build_report(
             "throughput_runs": args.throughput_runs,
             "concurrency": args.concurrency,
             "sizes": list(SIZES),
+            "server": args.server,
         },
         "eager_start": eager,
         "rows": rows,
@@ -277,15 +281,17 @@ def _verdict(ok: bool | None, text: str | None) -> str:
 def print_report(report: dict[str, Any]) -> None:
     env = report["environment"]
     console.print(
-        f"[bold]machine[/]: {env['cores_usable']} usable cores of {env['cores_total']} ({env['cpu']}), {env['platform']}; "
-        f"load avg {env['loadavg_start'][0]:.2f} at start, {env['loadavg_end'][0]:.2f} at end"
+        f"[bold]machine[/]: {env['cores_usable']} usable cores of {env['cores_total']} ({env['cpu']}), "
+        f"{env['platform']}; load avg {env['loadavg_start'][0]:.2f} at start, {env['loadavg_end'][0]:.2f} at end"
     )
+    console.print(f"[bold]server[/]: {env.get('server')}, worker in this process")
     console.print(
         f"[bold]versions[/]: Python {env['python']}, temporalio {env['temporalio']}, {env['temporal_cli']}, "
         f"pydantic {env['pydantic']}, duraplan {env['duraplan']}"
     )
     console.print(
-        f"[bold]other load[/]: other processes kept {env['foreign_cores']:.2f} of {env['cores_usable']} cores busy on average during the run"
+        f"[bold]other load[/]: other processes kept {env['foreign_cores']:.2f} of {env['cores_usable']} cores "
+        "busy on average during the run"
     )
     if env["foreign_cores"] > 0.25:
         console.print(
@@ -317,8 +323,13 @@ def print_report(report: dict[str, Any]) -> None:
             dp, hw = _pct(row["duraplan"]) + " ms", _pct(row["hand_written"]) + " ms"
             ratio = f"{row['ratio_p50']:.2f}"
         table.add_row(
-            row["metric"], row["strategy"], dp, hw, ratio,
-            _verdict(row["abs_pass"], row["abs_target"]), _verdict(row["ratio_pass"], row["ratio_target"]),
+            row["metric"],
+            row["strategy"],
+            dp,
+            hw,
+            ratio,
+            _verdict(row["abs_pass"], row["abs_target"]),
+            _verdict(row["ratio_pass"], row["ratio_target"]),
         )
     console.print(table)
 
@@ -333,6 +344,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrency", type=int, default=50, help="runs in flight during throughput (default 50)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up runs per cell (default 5)")
     ap.add_argument("--quick", action="store_true", help="small samples: a smoke run (~30 s)")
+    ap.add_argument(
+        "--server",
+        choices=("devserver", "testing"),
+        default="devserver",
+        help="devserver: executor.devserver.DevServer (default); testing: WorkflowEnvironment.start_local",
+    )
     ap.add_argument("--json", metavar="PATH", help="also write every number (and raw samples) as JSON here")
     args = ap.parse_args(argv)
     quick = args.quick
@@ -347,14 +364,16 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = environment()
     t0 = time.perf_counter()
     foreign = ForeignLoad()
-    async with bench_env() as bench:
+    async with bench_env(server=args.server) as bench:
         console.log(f"server up: {bench.server}")
+        env["server"] = bench.server
         await warm_up(bench, args.warmup)
         console.log(f"warmed up ({time.perf_counter() - t0:.1f}s)")
         lat = await latencies(bench, args.samples)
         thr = await throughputs(bench, args.throughput_runs, args.concurrency)
         eager = {
-            wf: {"requested": bench.probe.requested[wf], "eager": bench.probe.eager[wf]} for wf in sorted(bench.probe.requested)
+            wf: {"requested": bench.probe.requested[wf], "eager": bench.probe.eager[wf]}
+            for wf in sorted(bench.probe.requested)
         }
     report = build_report(env, lat, thr, args, eager, foreign)
     report["elapsed_s"] = round(time.perf_counter() - t0, 1)

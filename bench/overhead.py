@@ -34,13 +34,28 @@ from typing import Any
 import jsonschema
 from rich.console import Console
 from rich.table import Table
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.converter import DataConverter
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from bench.baseline import BaselineInput, BaselineWorkflow
-from bench.harness import MARKS, TENANT, Bench, bench_env, bench_runner, chain_plan, cpu_snapshot, throughput, timed_registry
+from bench.harness import (
+    MARKS,
+    TENANT,
+    Bench,
+    bench_env,
+    bench_runner,
+    chain_plan,
+    cpu_snapshot,
+    throughput,
+    timed_registry,
+)
 from executor.client import _digest
 from executor.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT
 from executor.loader import load_plan
@@ -67,7 +82,12 @@ def submit_phases() -> list[dict[str, Any]]:
         parsed = validate_plan(load_plan(plan), tools=reg)
         body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
         run_input = RunInput(
-            plan=body, plan_hash=plan_hash(body), tenant=TENANT, session="bench", run_id="r", inputs={"x": 1},
+            plan=body,
+            plan_hash=plan_hash(body),
+            tenant=TENANT,
+            session="bench",
+            run_id="r",
+            inputs={"x": 1},
             local_tools=[t for t in reg.names() if reg.get(t).local],
         )
         dp_payload = pc.to_payloads([run_input])
@@ -76,10 +96,14 @@ def submit_phases() -> list[dict[str, Any]]:
             {
                 "steps": n,
                 "validate_plan_us": _us(lambda p=plan: validate_plan(load_plan(p), tools=reg)),
-                "  of which check_schema(inputs)_us": _us(lambda: jsonschema.Draft202012Validator.check_schema(parsed.inputs)),
+                "  of which check_schema(inputs)_us": _us(
+                    lambda pp=parsed: jsonschema.Draft202012Validator.check_schema(pp.inputs)
+                ),
                 "  of which Plan.model_validate_us": _us(lambda p=plan: Plan.model_validate(p)),
-                "model_dump_us": _us(lambda: parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)),
-                "inputs_jsonschema_us": _us(lambda: list(jsonschema.Draft202012Validator(parsed.inputs).iter_errors({"x": 1}))),
+                "model_dump_us": _us(lambda pp=parsed: pp.model_dump(mode="json", by_alias=True, exclude_unset=True)),
+                "inputs_jsonschema_us": _us(
+                    lambda pp=parsed: list(jsonschema.Draft202012Validator(pp.inputs).iter_errors({"x": 1}))
+                ),
                 "plan_hash+inputs_digest_us": _us(lambda b=body: (plan_hash(b), _digest({"x": 1}))),
                 "wf: decode RunInput_us": _us(lambda p=dp_payload: pc.from_payloads(p, [RunInput])),
                 "wf: decode BaselineInput_us": _us(lambda p=hw_payload: pc.from_payloads(p, [BaselineInput])),
@@ -171,7 +195,9 @@ async def run_variant(bench: Bench, variant: str, steps: int, strategy: str) -> 
     wid = f"{TENANT}/{run_id}"
     t0 = time.perf_counter()
     if variant.startswith("dp"):
-        handle = await bench.dp.submit_plan(chain_plan(steps, strategy), tenant=TENANT, session="bench", inputs={"x": 1}, run_id=run_id)
+        handle = await bench.dp.submit_plan(
+            chain_plan(steps, strategy), tenant=TENANT, session="bench", inputs={"x": 1}, run_id=run_id
+        )
         t1 = time.perf_counter()
         if variant == "dp":
             result = await handle.result()
@@ -230,14 +256,16 @@ async def cpu_per_run(rounds: int, burst: int, concurrency: int) -> dict[str, An
         for strategy in ("local", "remote"):
             cells = out.setdefault(strategy, {v: [] for v in CPU_VARIANTS})
             for v in CPU_VARIANTS:  # warm-up
-                await throughput(lambda v=v: run_variant(bench, v, 1, strategy), 30, concurrency)  # type: ignore[misc]
+                await throughput(lambda v=v, st=strategy: run_variant(bench, v, 1, st), 30, concurrency)  # type: ignore[misc]
             for r in range(rounds):
                 order = CPU_VARIANTS if r % 2 == 0 else tuple(reversed(CPU_VARIANTS))
                 for v in order:
                     own0, srv0 = cpu_snapshot()
-                    rate = await throughput(lambda v=v: run_variant(bench, v, 1, strategy), burst, concurrency)  # type: ignore[misc]
+                    rate = await throughput(lambda v=v, st=strategy: run_variant(bench, v, 1, st), burst, concurrency)  # type: ignore[misc]
                     own1, srv1 = cpu_snapshot()
-                    cells[v].append({"rate": rate, "own_ms": (own1 - own0) * 1e3 / burst, "server_ms": (srv1 - srv0) * 1e3 / burst})
+                    cells[v].append(
+                        {"rate": rate, "own_ms": (own1 - own0) * 1e3 / burst, "server_ms": (srv1 - srv0) * 1e3 / burst}
+                    )
             console.log(f"cpu per run, {strategy} done")
     TIMINGS.clear()
     return out
@@ -250,7 +278,14 @@ def report_cpu(data: dict[str, Any]) -> None:
     for strategy, cells in data.items():
         for v, rows in cells.items():
             own, srv = statistics.median(r["own_ms"] for r in rows), statistics.median(r["server_ms"] for r in rows)
-            t.add_row(strategy, v, f"{statistics.median(r['rate'] for r in rows):.1f}", f"{own:.2f}", f"{srv:.2f}", f"{own + srv:.2f}")
+            t.add_row(
+                strategy,
+                v,
+                f"{statistics.median(r['rate'] for r in rows):.1f}",
+                f"{own:.2f}",
+                f"{srv:.2f}",
+                f"{own + srv:.2f}",
+            )
     console.print(t)
 
 
@@ -277,7 +312,9 @@ async def live(runs: int, sizes: tuple[int, ...]) -> dict[str, Any]:
                         r = await run_variant(bench, v, steps, strategy)
                         results[f"{strategy}/{steps}/{v}"].append(r)
                 for v in VARIANTS:
-                    histories[f"{strategy}/{steps}/{v}"] = await history_of(bench, results[f"{strategy}/{steps}/{v}"][-1]["wid"])
+                    histories[f"{strategy}/{steps}/{v}"] = await history_of(
+                        bench, results[f"{strategy}/{steps}/{v}"][-1]["wid"]
+                    )
                 console.log(f"{strategy} {steps}-step done")
     return {"runs": results, "histories": histories}
 
@@ -298,13 +335,29 @@ def report(phases: list[dict[str, Any]], data: dict[str, Any]) -> None:
     console.print(t)
 
     t = Table(title="per-run medians (ms) — variants interleaved on one server and worker")
-    for c in ("cell", "submit", "start RPC", "first step", "e2e", "create inst.", "#act", "act wall", "act CPU", "1st act", "hist events", "hist bytes"):
+    for c in (
+        "cell",
+        "submit",
+        "start RPC",
+        "first step",
+        "e2e",
+        "create inst.",
+        "#act",
+        "act wall",
+        "act CPU",
+        "1st act",
+        "hist events",
+        "hist bytes",
+    ):
         t.add_column(c, justify="right" if c != "cell" else "left")
     for cell, rows in data["runs"].items():
         h = data["histories"][cell]
         t.add_row(
             cell,
-            *(f"{med(rows, k):.1f}" for k in ("submit_ms", "start_rpc_ms", "first_step_ms", "e2e_ms", "create_instance_ms")),
+            *(
+                f"{med(rows, k):.1f}"
+                for k in ("submit_ms", "start_rpc_ms", "first_step_ms", "e2e_ms", "create_instance_ms")
+            ),
             f"{med(rows, 'activations'):.0f}",
             *(f"{med(rows, k):.2f}" for k in ("activation_wall_ms", "activation_cpu_ms", "first_activation_ms")),
             str(h["events"]),

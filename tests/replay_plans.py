@@ -1,0 +1,98 @@
+"""Plans whose recorded histories are committed in tests/histories and replayed by test_replay.
+
+Re-record after an intentional, versioned change to the interpreter:
+``.venv/bin/python tests/replay_plans.py`` (starts its own dev server).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] = {
+    # name: (plan, inputs, events sent after start)
+    "dag_foreach_switch": (
+        {
+            "name": "replay-dag",
+            "steps": [
+                {"id": "nums", "kind": "code", "code": "list(range(n))", "inputs": {"n": "${input.n}"}},
+                {
+                    "id": "loop",
+                    "kind": "foreach",
+                    "items": "${steps.nums.output}",
+                    "max_concurrency": 2,
+                    "steps": [
+                        {"id": "sq", "kind": "code", "code": "i * i", "inputs": {"i": "${item}"}},
+                        {"id": "echo", "kind": "tool", "tool": "debug.echo", "args": {"value": "${steps.sq.output}"}},
+                    ],
+                    "output": "steps.echo.output.value",
+                },
+                {"id": "flaky", "kind": "tool", "tool": "debug.flaky", "args": {"fail_times": 1},
+                 "retry": {"max_attempts": 3, "initial_interval": "100ms"}},
+                {
+                    "id": "route",
+                    "kind": "switch",
+                    "cases": [{"when": "length(steps.loop.output) > `2`", "steps": [
+                        {"id": "big", "kind": "set", "value": "big"}]}],
+                    "default": [{"id": "small", "kind": "set", "value": "small"}],
+                },
+                {"id": "skipped", "kind": "set", "value": 1, "when": "input.never"},
+                {"id": "bad", "kind": "tool", "tool": "debug.fail", "args": {"message": "nope"}, "on_error": "continue"},
+            ],
+            "output": {"loop": "${steps.loop.output}", "route": "${steps.route.output}"},
+        },
+        {"n": 4},
+        [],
+    ),
+    "events_sleep_compensation": (
+        {
+            "name": "replay-events",
+            "steps": [
+                {"id": "hold", "kind": "tool", "tool": "kv.put", "args": {"key": "hold", "value": 1},
+                 "compensate": {"tool": "kv.delete", "args": {"key": "hold"}}},
+                {"id": "nap", "kind": "sleep", "duration": "1s", "depends_on": ["hold"]},
+                {"id": "approval", "kind": "wait_for_event", "event": "approval", "timeout": "1h",
+                 "depends_on": ["nap"]},
+                {"id": "deny", "kind": "fail", "message": "denied by ${steps.approval.output.by}",
+                 "when": "!(steps.approval.output.ok)"},
+            ],
+        },
+        {},
+        [("approval", {"ok": False, "by": "ann"})],
+    ),
+}
+
+
+async def _record() -> None:
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from executor import Duraplan, RunFailed, Settings, running_worker
+    from executor.devserver import DevServer
+
+    out = Path(__file__).with_name("histories")
+    with tempfile.TemporaryDirectory() as tmp:
+        async with DevServer(tmp, port=0, ui=False, in_memory=True) as server:
+            settings = Settings(home=Path(tmp), task_queue="record")
+            async with running_worker(server.client, settings):
+                dp = Duraplan(server.client, settings)
+                for name, (plan, inputs, events) in PLANS.items():
+                    handle = await dp.submit_plan(plan, tenant="replay", session="s", inputs=inputs, run_id=name)
+                    for event_type, payload in events:
+                        await handle.send_event(event_type, payload)
+                    try:
+                        await handle.result()
+                    except RunFailed:
+                        pass  # failures are part of what is replayed
+                    history = await server.client.get_workflow_handle(handle.workflow_id).fetch_history()
+                    (out / f"{name}.json").write_text(json.dumps(history.to_json_dict(), indent=1))
+                    print(f"recorded {name}")
+
+
+if __name__ == "__main__":
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    asyncio.run(_record())

@@ -1,0 +1,57 @@
+"""Determinism: committed histories replay against the current interpreter, and plans complete on
+a worker that replays every workflow task from the start (``max_cached_workflows=0``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from executor import Duraplan, RunFailed, Settings, running_worker
+from executor.devserver import DevServer
+from executor.worker import workflow_runner
+from executor.workflow import PlanWorkflow
+
+sys.path.insert(0, str(Path(__file__).parent))
+from replay_plans import PLANS  # noqa: E402
+
+HISTORIES = sorted(Path(__file__).with_name("histories").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_committed_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"{path.stem}", json.loads(path.read_text()))
+    replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
+
+
+def test_every_plan_has_a_committed_history() -> None:
+    assert {p.stem for p in HISTORIES} == set(PLANS), "run `python tests/replay_plans.py` to record"
+
+
+async def test_plans_complete_with_every_task_replayed(dev_server: DevServer, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, task_queue=f"replay-{uuid.uuid4().hex[:8]}")
+    async with running_worker(dev_server.client, settings, max_cached_workflows=0):
+        dp = Duraplan(dev_server.client, settings)
+        plan, inputs, _ = PLANS["dag_foreach_switch"]
+        handle = await dp.submit_plan(plan, tenant="replay", session="s", inputs=inputs)
+        assert await handle.result() == {"loop": [0, 1, 4, 9], "route": "big"}
+        plan, inputs, events = PLANS["events_sleep_compensation"]
+        handle = await dp.submit_plan(plan, tenant="replay", session="s", inputs=inputs)
+        for event_type, payload in events:
+            await handle.send_event(event_type, payload)
+        with pytest.raises(RunFailed, match="denied by ann"):
+            await handle.result()
+        status = await handle.status()
+        assert {s["id"]: s["state"] for s in status["steps"]} == {
+            "hold": "compensated",
+            "nap": "completed",
+            "approval": "completed",
+            "deny": "failed",
+        }
