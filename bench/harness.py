@@ -110,10 +110,12 @@ class Bench:
     server: str
     prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _seq: int = 0
+    last_run_id: str = ""
 
     def run_id(self, tag: str) -> str:
         self._seq += 1
-        return f"{tag}-{self.prefix}-{self._seq}"
+        self.last_run_id = f"{tag}-{self.prefix}-{self._seq}"
+        return self.last_run_id
 
 
 def bench_runner(extra_passthrough: tuple[str, ...] = ("bench",)) -> SandboxedWorkflowRunner:

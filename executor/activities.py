@@ -51,7 +51,9 @@ def _checked_output(value: Any, what: str) -> Any:
     except (TypeError, ValueError) as exc:
         raise _fail(f"{what} output is not JSON: {exc}", "OutputNotJSON", retryable=False) from None
     if size > MAX_OUTPUT_BYTES:
-        raise _fail(f"{what} output is {size} bytes; the limit is {MAX_OUTPUT_BYTES}", "OutputTooLarge", retryable=False)
+        raise _fail(
+            f"{what} output is {size} bytes; the limit is {MAX_OUTPUT_BYTES}", "OutputTooLarge", retryable=False
+        )
     return value
 
 

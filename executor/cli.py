@@ -113,7 +113,11 @@ def _steps_table(status: dict[str, Any]) -> Table:
         elif step.get("output_preview"):
             detail = step["output_preview"]
         table.add_row(
-            step["id"], step["kind"], f"[{colors.get(state, 'white')}]{state}[/]", str(step["attempts"] or ""), detail[:80]
+            step["id"],
+            step["kind"],
+            f"[{colors.get(state, 'white')}]{state}[/]",
+            str(step["attempts"] or ""),
+            detail[:80],
         )
     return table
 
@@ -182,11 +186,15 @@ def validate(plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML)
 @command
 async def run(
     plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")],
-    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="KEY=VALUE (VALUE parsed as JSON if it is).")] = None,
+    input: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="KEY=VALUE (VALUE parsed as JSON if it is).")
+    ] = None,
     inputs: Annotated[str | None, typer.Option("--inputs", help="All inputs as a JSON object, or @file.json.")] = None,
     tenant: Tenant = "default",
     session: Session = "default",
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Idempotency: the same id returns the same run.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Idempotency: the same id returns the same run.")
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow progress until the run ends.")] = True,
     as_json: JsonOut = False,
     address: Address = None,
@@ -231,7 +239,9 @@ async def status(
 async def runs(
     tenant: Tenant = "default",
     session: Annotated[str | None, typer.Option("--session", "-s", help="Only this session.")] = None,
-    state: Annotated[str | None, typer.Option("--status", help="running, paused, completed, failed, cancelled, terminated")] = None,
+    state: Annotated[
+        str | None, typer.Option("--status", help="running, paused, completed, failed, cancelled, terminated")
+    ] = None,
     limit: int = 50,
     as_json: JsonOut = False,
     address: Address = None,
@@ -347,5 +357,7 @@ async def dev(
 
 def main() -> None:  # pragma: no cover - console script entry
     app()
+
+
 if __name__ == "__main__":
     main()

@@ -25,7 +25,12 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -123,7 +128,7 @@ class Duraplan:
             )
         except WorkflowAlreadyStartedError:
             existing = await handle._describe()
-            if existing.memo != memo:  # type: ignore[comparison-overlap]
+            if existing.memo != memo:
                 raise RunConflict(
                     f"run {run_id!r} already exists for tenant {tenant!r} with a different plan or inputs"
                 ) from None
@@ -158,6 +163,7 @@ class Duraplan:
             id_conflict_policy=conflict,
             # Start the first workflow task on this process's worker, if it has one: saves a hop.
             request_eager_start=True,
+            task_timeout=timedelta(seconds=self.settings.workflow_task_timeout),
         )
 
     def get_run(self, run_id: str, *, tenant: str) -> RunHandle:
@@ -255,11 +261,13 @@ class RunHandle:
         """The run's output; ``RunFailed`` if it failed, was cancelled or terminated."""
         await self._describe()
         try:
-            return await (self._started or self._handle).result(rpc_timeout=timedelta(seconds=timeout) if timeout else None)
+            return await (self._started or self._handle).result(
+                rpc_timeout=timedelta(seconds=timeout) if timeout else None
+            )
         except WorkflowFailureError as exc:
             desc = await self._describe()
             state = _STATUS.get(desc.status, "failed")
-            cause = exc.cause
+            cause: BaseException | None = exc.cause
             details = None
             while cause is not None:
                 if isinstance(cause, ApplicationError) and cause.details:
@@ -358,7 +366,12 @@ async def submit_plan(
 
 
 async def list_runs(
-    *, tenant: str, session: str | None = None, status: str | None = None, limit: int = 100, duraplan: Duraplan | None = None
+    *,
+    tenant: str,
+    session: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    duraplan: Duraplan | None = None,
 ) -> list[dict[str, Any]]:
     dp = duraplan or await _default_dp()
     return await dp.list_runs(tenant=tenant, session=session, status=status, limit=limit)

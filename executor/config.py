@@ -53,6 +53,10 @@ class Settings:
     # Tag runs with tenant/session/status search attributes (needs them registered on the server;
     # ``duraplan dev`` does). Off only for servers without them, e.g. the time-skipping test server.
     search_attributes: bool = True
+    # How long one workflow task may take. Local activities run inside workflow tasks, so long
+    # fan-outs of local steps need headroom on a loaded machine; a crashed worker's in-flight
+    # local steps are retried after this long.
+    workflow_task_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -68,9 +72,7 @@ class Settings:
             "tls_key": _path(_env("DURAPLAN_TLS_KEY")),
             "home": _path(_env("DURAPLAN_HOME")),
             "default_model": _env("DURAPLAN_MODEL"),
-            "tool_modules": tuple(
-                m.strip() for m in (_env("DURAPLAN_TOOL_MODULES") or "").split(",") if m.strip()
-            )
+            "tool_modules": tuple(m.strip() for m in (_env("DURAPLAN_TOOL_MODULES") or "").split(",") if m.strip())
             or None,
             "search_attributes": (_env("DURAPLAN_SEARCH_ATTRIBUTES") or "1").lower() not in ("0", "false", "no"),
         }

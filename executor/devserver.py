@@ -82,9 +82,7 @@ async def start_time_skipping(**kwargs: Any) -> WorkflowEnvironment:
     """A time-skipping test environment on the bundled test server (never downloads).
 
     The test server has no custom search attributes: use ``Settings(search_attributes=False)``."""
-    return await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=test_server_path(), **kwargs
-    )
+    return await WorkflowEnvironment.start_time_skipping(test_server_existing_path=test_server_path(), **kwargs)
 
 
 async def register_search_attributes(client: Client, namespace: str = "default") -> None:
@@ -96,9 +94,7 @@ async def register_search_attributes(client: Client, namespace: str = "default")
         ListSearchAttributesRequest,
     )
 
-    existing = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
+    existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
     missing = {
         key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
         for key in SEARCH_ATTRIBUTES

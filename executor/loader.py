@@ -25,9 +25,13 @@ def load_plan(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise PlanInvalid([PlanIssue("", f"cannot read plan file {str(path)!r}: {exc.strerror}", code="parse")]) from None
+            raise PlanInvalid(
+                [PlanIssue("", f"cannot read plan file {str(path)!r}: {exc.strerror}", code="parse")]
+            ) from None
         except UnicodeDecodeError as exc:
-            raise PlanInvalid([PlanIssue("", f"plan file {str(path)!r} is not UTF-8: {exc.reason}", code="parse")]) from None
+            raise PlanInvalid(
+                [PlanIssue("", f"plan file {str(path)!r} is not UTF-8: {exc.reason}", code="parse")]
+            ) from None
         return _parse(text, str(path))
     return _parse(source, "<text>")
 
@@ -54,10 +58,18 @@ def _parse(text: str, origin: str) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             if text.lstrip().startswith("{"):
                 e = json_error
-                raise PlanInvalid([PlanIssue("", f"{origin}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}", code="parse")]) from None
+                raise PlanInvalid(
+                    [
+                        PlanIssue(
+                            "", f"{origin}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}", code="parse"
+                        )
+                    ]
+                ) from None
             _raise_yaml(exc, origin)
     if not isinstance(data, dict):
-        raise PlanInvalid([PlanIssue("", f"{origin}: a plan is a mapping/object, not {type(data).__name__}", code="parse")])
+        raise PlanInvalid(
+            [PlanIssue("", f"{origin}: a plan is a mapping/object, not {type(data).__name__}", code="parse")]
+        )
     return data
 
 

@@ -9,6 +9,7 @@ reaches Temporal.
 from __future__ import annotations
 
 import ast
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,7 +52,9 @@ MAX_DECLARED_STEPS = 10_000
 MAX_NESTING = 8
 MAX_WAIT_SECONDS = 365 * 86400.0  # the reference product's longest sleep
 MAX_STEP_TIMEOUT = 86400.0
-STEP_KINDS = frozenset({"tool", "llm", "code", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail"})
+STEP_KINDS = frozenset(
+    {"tool", "llm", "code", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail"}
+)
 
 
 def validate_plan(plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None) -> Plan:
@@ -62,7 +65,9 @@ def validate_plan(plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = N
     return parsed
 
 
-def check_plan(plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None) -> tuple[Plan | None, list[PlanIssue]]:
+def check_plan(
+    plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None
+) -> tuple[Plan | None, list[PlanIssue]]:
     if isinstance(plan, Plan):
         parsed = plan
     else:
@@ -99,9 +104,9 @@ def _real_path(raw: Any, loc: list[Any]) -> list[Any]:
     out: list[Any] = []
     node = raw
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             node = node[part]
         elif isinstance(node, dict) and i == len(loc) - 1:
             pass  # a missing required key: keep it in the pointer
@@ -191,10 +196,8 @@ def step_references(step: Step) -> set[str]:
     included (a container waits for whatever its insides need from outside)."""
     found = set(step.depends_on)
     for expr in _own_expressions(step):
-        try:
+        with contextlib.suppress(ExpressionError):  # reported by the validator
             found |= references(expr.expression)[1]
-        except ExpressionError:
-            pass  # reported by the validator
     for _, block in _nested_blocks(step):
         for nested in block:
             found |= step_references(nested)
@@ -228,15 +231,24 @@ class _Checker:
         seen: dict[str, str] = {}
         for pointer, step in all_steps:
             if step.id in seen:
-                self.add(f"{pointer}/id", f"duplicate step id {step.id!r} (first at {seen[step.id]})", step.id, "duplicate_id")
+                self.add(
+                    f"{pointer}/id",
+                    f"duplicate step id {step.id!r} (first at {seen[step.id]})",
+                    step.id,
+                    "duplicate_id",
+                )
             else:
                 seen[step.id] = pointer
         self._durations(plan, base)
         self.block(plan.steps, f"{base}/steps", visible=set(), loop_depth=0, depth=depth, every=set(seen))
         for expr in _templates(plan.output, f"{base}/output"):
-            self.expression(expr, None, visible={s.id for s in plan.steps}, in_loop=False, every=set(seen), pointer_base="")
+            self.expression(
+                expr, None, visible={s.id for s in plan.steps}, in_loop=False, every=set(seen), pointer_base=""
+            )
 
-    def block(self, steps: list[Step], base: str, visible: set[str], loop_depth: int, depth: int, every: set[str]) -> None:
+    def block(
+        self, steps: list[Step], base: str, visible: set[str], loop_depth: int, depth: int, every: set[str]
+    ) -> None:
         if depth > MAX_NESTING:
             self.add(base, f"steps nested deeper than {MAX_NESTING} levels", None, "limit")
             return
@@ -246,16 +258,28 @@ class _Checker:
             self.step(step, f"{base}/{i}", here, siblings, loop_depth, depth, every)
         self._cycles(steps, base, siblings)
 
-    def step(self, step: Step, ptr: str, visible: set[str], siblings: set[str], loop_depth: int, depth: int, every: set[str]) -> None:
+    def step(
+        self, step: Step, ptr: str, visible: set[str], siblings: set[str], loop_depth: int, depth: int, every: set[str]
+    ) -> None:
         for j, dep in enumerate(step.depends_on):
             if dep == step.id:
                 self.add(f"{ptr}/depends_on/{j}", "a step cannot depend on itself", step.id, "cycle")
             elif dep in self.ancestors:
-                self.add(f"{ptr}/depends_on/{j}", f"step {step.id!r} is inside {dep!r} and cannot depend on it", step.id, "cycle")
+                self.add(
+                    f"{ptr}/depends_on/{j}",
+                    f"step {step.id!r} is inside {dep!r} and cannot depend on it",
+                    step.id,
+                    "cycle",
+                )
             elif dep not in every:
                 self.add(f"{ptr}/depends_on/{j}", f"unknown step {dep!r}", step.id, "unknown_reference")
             elif dep not in visible:
-                self.add(f"{ptr}/depends_on/{j}", f"step {dep!r} is nested in another block and not visible here", step.id, "not_visible")
+                self.add(
+                    f"{ptr}/depends_on/{j}",
+                    f"step {dep!r} is nested in another block and not visible here",
+                    step.id,
+                    "not_visible",
+                )
         for expr in _own_expressions(step):
             if expr.inner and isinstance(step, ForeachStep):
                 inside = visible | {s.id for s in step.steps}
@@ -283,7 +307,12 @@ class _Checker:
                 self.code(step.code, f"{ptr}/code", step.id)
                 for name in step.inputs:
                     if not name.isidentifier():
-                        self.add(f"{ptr}/inputs/{name}", f"input name {name!r} is not a Python identifier", step.id, "invalid_value")
+                        self.add(
+                            f"{ptr}/inputs/{name}",
+                            f"input name {name!r} is not a Python identifier",
+                            step.id,
+                            "invalid_value",
+                        )
             case SleepStep():
                 if (step.duration is None) == (step.until is None):
                     self.add(ptr, "a sleep needs exactly one of duration or until", step.id, "invalid_value")
@@ -313,7 +342,9 @@ class _Checker:
             case SetStep() | FailStep():
                 pass
 
-    def expression(self, expr: _Expr, step: Step | None, visible: set[str], in_loop: bool, every: set[str], pointer_base: str) -> None:
+    def expression(
+        self, expr: _Expr, step: Step | None, visible: set[str], in_loop: bool, every: set[str], pointer_base: str
+    ) -> None:
         ptr = pointer_base + expr.pointer
         sid = step.id if step else None
         if expr.bare and "${" in expr.expression and not expr.expression.strip().startswith("${"):
@@ -328,7 +359,12 @@ class _Checker:
         allowed = {"input", "steps", "run"} | ({"item", "index"} if in_loop else set())
         for root in sorted(roots - allowed):
             hint = " (item and index exist only inside a foreach)" if root in ("item", "index") else ""
-            self.add(ptr, f"unknown name {root!r} in {expr.expression!r}; use input, steps, run{hint}", sid, "unknown_reference")
+            self.add(
+                ptr,
+                f"unknown name {root!r} in {expr.expression!r}; use input, steps, run{hint}",
+                sid,
+                "unknown_reference",
+            )
         for ref in sorted(refs):
             if step is not None and ref == step.id:
                 self.add(ptr, f"step {ref!r} references its own output", sid, "cycle")
@@ -337,7 +373,12 @@ class _Checker:
             elif ref not in every:
                 self.add(ptr, f"unknown step {ref!r} in {expr.expression!r}", sid, "unknown_reference")
             elif ref not in visible:
-                self.add(ptr, f"step {ref!r} is nested in another block and not visible here; reference its container", sid, "not_visible")
+                self.add(
+                    ptr,
+                    f"step {ref!r} is nested in another block and not visible here; reference its container",
+                    sid,
+                    "not_visible",
+                )
 
     def tool_call(self, name: str, args: dict[str, Any], ptr: str, sid: str, tool_field: str, args_field: str) -> None:
         if self.tools is None:
@@ -381,7 +422,8 @@ class _Checker:
                     state[node] = 2
                     stack.pop()
                 elif state.get(nxt) == 1:
-                    cycle = [n for n, _ in stack][[n for n, _ in stack].index(nxt) :] + [nxt]
+                    path = [n for n, _ in stack]
+                    cycle = [*path[path.index(nxt) :], nxt]
                     self.add(f"{base}/{index[nxt]}", "dependency cycle: " + " -> ".join(cycle), nxt, "cycle")
                     for n, _ in stack:  # report each independent cycle once, then move on
                         state[n] = 2

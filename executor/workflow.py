@@ -8,6 +8,8 @@ path (``fetch``, ``each[3].summarize``), so a continued-as-new run skips what al
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
 
     from executor import activities as act
     from executor.config import SA_STATUS
-    from executor.expressions import ExpressionError, evaluate, references, render, truthy
+    from executor.expressions import ExpressionError, evaluate, render, truthy
     from executor.models import (
         TERMINAL_STATES,
         Carry,
@@ -61,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["WORKFLOW_NAME", "PlanWorkflow"]
 
 WORKFLOW_NAME = "DuraplanRun"
-DEFAULT_RETRY = Retry()
+DEFAULT_RETRY = Retry.model_validate({})
 REMOTE_TIMEOUT = 600.0  # the reference product's default step timeout
 LOCAL_TIMEOUT = 30.0
 LOCAL_TIMEOUT_MAX = 60.0  # longer steps are never run as local activities
@@ -185,7 +187,7 @@ class PlanWorkflow:
         remaining = max((deadline - workflow.now()).total_seconds(), 0.001)
         try:
             await asyncio.wait_for(work, timeout=remaining)
-        except asyncio.TimeoutError:
+        except builtins.TimeoutError:
             raise _StepFailed(
                 "(run)", StepError("DeadlineExceeded", f"run exceeded its deadline of {self.plan.limits.deadline}")
             ) from None
@@ -217,9 +219,12 @@ class PlanWorkflow:
 
     def _public_state(self) -> str:
         """running, or waiting when nothing executes and something sleeps or waits for an event."""
-        if self.state == "running" and self._active == 0:
-            if any(r.state in ("sleeping", "waiting") for r in self.records.values()):
-                return "waiting"
+        if (
+            self.state == "running"
+            and self._active == 0
+            and any(r.state in ("sleeping", "waiting") for r in self.records.values())
+        ):
+            return "waiting"
         return self.state
 
     @workflow.query
@@ -291,7 +296,9 @@ class PlanWorkflow:
                             running[sid] = asyncio.create_task(self._run_step(step, frame))
                 if not running:
                     if not self._draining:  # unreachable for validated plans (no cycles)
-                        raise _StepFailed(frame.prefix or "(plan)", StepError("Deadlock", f"steps {sorted(waiting)} can never start"))
+                        raise _StepFailed(
+                            frame.prefix or "(plan)", StepError("Deadlock", f"steps {sorted(waiting)} can never start")
+                        )
                     raise _Drained()
                 done, _ = await workflow.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
                 for sid, task in list(running.items()):
@@ -400,7 +407,9 @@ class PlanWorkflow:
 
     # ---- activity steps ----------------------------------------------------------------------
 
-    async def _activity_step(self, step: ToolStep | CodeStep | LlmStep, path: str, frame: _Frame, rec: StepRecord) -> Any:
+    async def _activity_step(
+        self, step: ToolStep | CodeStep | LlmStep, path: str, frame: _Frame, rec: StepRecord
+    ) -> Any:
         local = self._is_local(step)
         timeout = parse_duration(step.timeout) if step.timeout is not None else None
         policy = step.retry or DEFAULT_RETRY
@@ -447,7 +456,13 @@ class PlanWorkflow:
                 return False
 
     async def _call(
-        self, step: ToolStep | CodeStep | LlmStep, path: str, frame: _Frame, attempt: int, local: bool, timeout: float | None
+        self,
+        step: ToolStep | CodeStep | LlmStep,
+        path: str,
+        frame: _Frame,
+        attempt: int,
+        local: bool,
+        timeout: float | None,
     ) -> Any:
         run_id, tenant = self.inp.run_id, self.inp.tenant
         arg: ToolCall | CodeCall | LlmCall
@@ -455,25 +470,40 @@ class PlanWorkflow:
             case ToolStep():
                 name = act.run_tool
                 arg = ToolCall(
-                    tenant, run_id, path, attempt, self._idempotency_key(path), step.tool,
+                    tenant,
+                    run_id,
+                    path,
+                    attempt,
+                    self._idempotency_key(path),
+                    step.tool,
                     self._render(step.args, frame, "/args"),
                 )
             case CodeStep():
                 name = act.run_code
                 arg = CodeCall(
-                    tenant, run_id, path, step.code, self._render(step.inputs, frame, "/inputs"),
-                    step.memory_mb, step.cpu_seconds,
+                    tenant,
+                    run_id,
+                    path,
+                    step.code,
+                    self._render(step.inputs, frame, "/inputs"),
+                    step.memory_mb,
+                    step.cpu_seconds,
                 )
                 if timeout is None and step.cpu_seconds is not None:
                     timeout = step.cpu_seconds + 5.0
             case LlmStep():
                 name = act.run_llm
                 arg = LlmCall(
-                    tenant, run_id, path,
+                    tenant,
+                    run_id,
+                    path,
                     prompt=str(self._render(step.prompt, frame, "/prompt")),
                     system=None if step.system is None else str(self._render(step.system, frame, "/system")),
-                    model=step.model, output_schema=step.output_schema,
-                    temperature=step.temperature, max_tokens=step.max_tokens, timeout_s=timeout,
+                    model=step.model,
+                    output_schema=step.output_schema,
+                    temperature=step.temperature,
+                    max_tokens=step.max_tokens,
+                    timeout_s=timeout,
                 )
         return await self._dispatch(name, arg, local, timeout)
 
@@ -512,7 +542,7 @@ class PlanWorkflow:
         if remaining > 0:
             try:
                 await workflow.wait_condition(lambda: self._draining, timeout=remaining)
-            except asyncio.TimeoutError:
+            except builtins.TimeoutError:
                 return None
             raise _Drained()
         return None
@@ -533,11 +563,13 @@ class PlanWorkflow:
                 await workflow.wait_condition(
                     lambda: self._draining or any(e.type == step.event for e in self.events), timeout=remaining
                 )
-            except asyncio.TimeoutError:
+            except builtins.TimeoutError:
                 if step.on_timeout == "continue":
                     rec.detail["timed_out"] = True
                     return None
-                raise _StepFailed(path, StepError("EventTimeout", f"no {step.event!r} event within {step.timeout}")) from None
+                raise _StepFailed(
+                    path, StepError("EventTimeout", f"no {step.event!r} event within {step.timeout}")
+                ) from None
             found = self._take_event(step.event)
             if found is None:
                 raise _Drained()
@@ -661,8 +693,13 @@ class PlanWorkflow:
             try:
                 if call.tool is not None:
                     arg: ToolCall | CodeCall = ToolCall(
-                        self.inp.tenant, self.inp.run_id, f"{call.path}#compensate", attempt,
-                        self._idempotency_key(f"{call.path}#compensate"), call.tool, call.args,
+                        self.inp.tenant,
+                        self.inp.run_id,
+                        f"{call.path}#compensate",
+                        attempt,
+                        self._idempotency_key(f"{call.path}#compensate"),
+                        call.tool,
+                        call.args,
                     )
                     await self._dispatch(act.run_tool, arg, call.tool in self._local_tools, None)
                 else:
@@ -721,7 +758,10 @@ class PlanWorkflow:
         view = {"id": step.id, "kind": step.kind, **_record_dict(rec)}
         if isinstance(step, ForeachStep) and rec.detail and "items" in rec.detail:
             done = sum(1 for i in range(rec.detail["items"]) if self._done(f"{path}[{i}]"))
-            view["progress"] = {"done": done if rec.state != "completed" else rec.detail["items"], "total": rec.detail["items"]}
+            view["progress"] = {
+                "done": done if rec.state != "completed" else rec.detail["items"],
+                "total": rec.detail["items"],
+            }
         return view
 
 
@@ -754,10 +794,8 @@ async def _cancel_all(tasks: Any) -> None:
     for t in pending:
         t.cancel()
     for t in pending:
-        try:
+        with contextlib.suppress(BaseException):  # the first failure is already propagating
             await t
-        except BaseException:  # noqa: S110 - the first failure is already propagating
-            pass
 
 
 def _failure(exc: BaseException) -> tuple[StepError, float | None]:

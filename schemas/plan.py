@@ -155,9 +155,7 @@ class WaitForEventStep(_StepBase):
     event: str = Field(min_length=1, max_length=200, description="Event type to wait for.")
     timeout: Duration | None = Field("24h", description="How long to wait.")
     payload_schema: dict[str, Any] | None = Field(None, description="JSON Schema for the payload.")
-    on_timeout: Literal["fail", "continue"] = Field(
-        "fail", description="continue: output is null and the run goes on."
-    )
+    on_timeout: Literal["fail", "continue"] = Field("fail", description="continue: output is null and the run goes on.")
 
 
 class ForeachStep(_StepBase):
@@ -165,9 +163,7 @@ class ForeachStep(_StepBase):
     items: Expression = Field(description="Expression giving the list to iterate.")
     steps: list[Step] = Field(min_length=1, description="Run per item with `item` and `index`.")
     max_concurrency: int = Field(10, ge=1, le=1000)
-    output: Expression | None = Field(
-        None, description="Per-item output; the last nested step's output when absent."
-    )
+    output: Expression | None = Field(None, description="Per-item output; the last nested step's output when absent.")
 
 
 class Case(_Model):
@@ -230,7 +226,7 @@ class Plan(_Model):
     )
     steps: list[Step] = Field(min_length=1)
     output: Any = Field(None, description="The run's result: a template or JSON with templates.")
-    limits: PlanLimits = Field(default_factory=PlanLimits)
+    limits: PlanLimits = Field(default_factory=lambda: PlanLimits.model_validate({}))
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

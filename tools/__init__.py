@@ -25,9 +25,7 @@ __all__ = [
 ]
 
 
-def default_registry(
-    http_policy: HttpPolicy | None = None, extra_modules: _Iterable[str] = ()
-) -> ToolRegistry:
+def default_registry(http_policy: HttpPolicy | None = None, extra_modules: _Iterable[str] = ()) -> ToolRegistry:
     """The built-in tools plus those registered by ``extra_modules``.
 
     ``extra_modules`` are import paths of modules with a ``register(registry)`` function,

@@ -36,9 +36,7 @@ _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "
 _MISSING = object()
 
 
-def builtin_tools(
-    http_policy: HttpPolicy | None = None, *, include_debug: bool = True
-) -> list[Tool]:
+def builtin_tools(http_policy: HttpPolicy | None = None, *, include_debug: bool = True) -> list[Tool]:
     """All built-in tools; HTTP-making tools (``http.request``, ``notify``) obey ``http_policy``.
 
     ``include_debug=False`` leaves out the ``debug.*`` tools, which exist for tests and
@@ -59,9 +57,7 @@ def builtin_tools(
 # -- schema helpers ------------------------------------------------------------------------------
 
 
-def _obj(
-    properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any
-) -> dict[str, Any]:
+def _obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": properties,
@@ -246,9 +242,7 @@ async def _fetch(
                             headers=response.headers,
                             encoding=response.encoding or "utf-8",
                             # HEAD: Content-Length describes a body that never comes.
-                            body=b""
-                            if request.method == "HEAD"
-                            else await _read_capped(response, max_bytes),
+                            body=b"" if request.method == "HEAD" else await _read_capped(response, max_bytes),
                         )
                 finally:
                     await response.aclose()
@@ -261,13 +255,9 @@ async def _fetch(
     except ToolError:
         raise
     except (TimeoutError, httpx.TimeoutException) as exc:
-        raise ToolError(
-            f"{method} timed out after {timeout_s}s", retryable=True, error_type="HttpTimeout"
-        ) from exc
+        raise ToolError(f"{method} timed out after {timeout_s}s", retryable=True, error_type="HttpTimeout") from exc
     except httpx.ConnectError as exc:
-        raise ToolError(
-            f"{method} could not connect: {exc}", retryable=True, error_type="HttpConnectError"
-        ) from exc
+        raise ToolError(f"{method} could not connect: {exc}", retryable=True, error_type="HttpConnectError") from exc
     except httpx.UnsupportedProtocol as exc:
         raise ToolError(str(exc), retryable=False, error_type="EgressDenied") from exc
     except httpx.InvalidURL as exc:
@@ -309,8 +299,7 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
 
 def _too_large(response: httpx.Response, max_bytes: int) -> ToolError:
     return ToolError(
-        f"response from {response.request.method} {redact_url(response.request.url)} "
-        f"exceeds max_bytes={max_bytes}",
+        f"response from {response.request.method} {redact_url(response.request.url)} exceeds max_bytes={max_bytes}",
         retryable=False,
         error_type="HttpResponseTooLarge",
     )
@@ -394,23 +383,17 @@ async def _kv_put(args: dict[str, Any], ctx: ToolContext) -> Any:
             f"value is {size} bytes; kv values are limited to {MAX_KV_VALUE_BYTES}",
             error_type="KvValueTooLarge",
         )
-    await ctx.store.kv_put(
-        ctx.tenant, args["key"], args["value"], idempotency_key=ctx.idempotency_key
-    )
+    await ctx.store.kv_put(ctx.tenant, args["key"], args["value"], idempotency_key=ctx.idempotency_key)
     return {"key": args["key"]}
 
 
 async def _kv_delete(args: dict[str, Any], ctx: ToolContext) -> Any:
-    deleted = await ctx.store.kv_delete(
-        ctx.tenant, args["key"], idempotency_key=ctx.idempotency_key
-    )
+    deleted = await ctx.store.kv_delete(ctx.tenant, args["key"], idempotency_key=ctx.idempotency_key)
     return {"key": args["key"], "deleted": deleted}
 
 
 async def _kv_list(args: dict[str, Any], ctx: ToolContext) -> Any:
-    keys = await ctx.store.kv_list(
-        ctx.tenant, args.get("prefix", ""), limit=int(args.get("limit", 1000))
-    )
+    keys = await ctx.store.kv_list(ctx.tenant, args.get("prefix", ""), limit=int(args.get("limit", 1000)))
     return {"keys": keys}
 
 
@@ -499,9 +482,7 @@ def _kv_tools() -> list[Tool]:
 
 def _notify_tool(policy: HttpPolicy) -> Tool:
     async def notify(args: dict[str, Any], ctx: ToolContext) -> Any:
-        entry = await ctx.store.outbox_add(
-            ctx.tenant, ctx.idempotency_key, args["channel"], args["message"]
-        )
+        entry = await ctx.store.outbox_add(ctx.tenant, ctx.idempotency_key, args["channel"], args["message"])
         delivered = entry["delivered_at"] is not None
         webhook_url = args.get("webhook_url")
         if webhook_url is not None and not delivered:
@@ -608,8 +589,7 @@ def _debug_tools() -> list[Tool]:
     return [
         Tool(
             name="debug.echo",
-            description="Testing/diagnostics: return the arguments unchanged. Accepts any "
-            "properties.",
+            description="Testing/diagnostics: return the arguments unchanged. Accepts any properties.",
             # The one schema that is open: echo exists to pass arbitrary data through.
             args_schema={
                 "type": "object",

@@ -49,9 +49,7 @@ _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:
 
 async def resolve_host(host: str, port: int) -> list[str]:
     """Every address the system resolver gives for ``host`` (the client may connect to any)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     return [str(info[4][0]) for info in infos]
 
 
@@ -204,9 +202,7 @@ class HttpPolicy:
         assert self.allowed_hosts is not None
         if host in self.allowed_hosts:
             return True
-        return any(
-            entry.startswith("*.") and host.endswith(entry[1:]) for entry in self.allowed_hosts
-        )
+        return any(entry.startswith("*.") and host.endswith(entry[1:]) for entry in self.allowed_hosts)
 
     async def _resolve(self, url: httpx.URL, host: str, port: int) -> list[IPAddress]:
         resolver = self.resolver or resolve_host

@@ -73,9 +73,7 @@ class Store:
         self._lock = threading.Lock()
         self._closed = False
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below.
-        self._conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
+        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")  # ":memory:" stays in "memory" mode
             # FULL: a committed effect record must survive power loss, or its effect repeats.
@@ -99,9 +97,7 @@ class Store:
 
     # -- exactly-once effects ------------------------------------------------------------------
 
-    async def once(
-        self, tenant: str, idempotency_key: str, effect: Callable[[sqlite3.Connection], Any]
-    ) -> Any:
+    async def once(self, tenant: str, idempotency_key: str, effect: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``effect(conn)`` once per (tenant, idempotency_key); return its recorded result.
 
         ``effect`` runs inside the transaction that records its JSON-serializable result, on a
@@ -136,16 +132,12 @@ class Store:
         _check_tenant(tenant)
 
         def get(conn: sqlite3.Connection) -> Any:
-            row = conn.execute(
-                "SELECT value FROM kv WHERE tenant = ? AND key = ?", (tenant, key)
-            ).fetchone()
+            row = conn.execute("SELECT value FROM kv WHERE tenant = ? AND key = ?", (tenant, key)).fetchone()
             return default if row is None else json.loads(row[0])
 
         return await self._read(get)
 
-    async def kv_put(
-        self, tenant: str, key: str, value: Any, *, idempotency_key: str | None = None
-    ) -> None:
+    async def kv_put(self, tenant: str, key: str, value: Any, *, idempotency_key: str | None = None) -> None:
         _check_tenant(tenant)
         encoded = _dumps(value)  # fail on unserializable values before touching the database
 
@@ -164,25 +156,19 @@ class Store:
 
         return bool(await self._maybe_once(tenant, "kv.delete", key, idempotency_key, delete))
 
-    async def kv_list(
-        self, tenant: str, prefix: str = "", *, limit: int | None = None
-    ) -> list[str]:
+    async def kv_list(self, tenant: str, prefix: str = "", *, limit: int | None = None) -> list[str]:
         """Keys starting with ``prefix``, sorted."""
         _check_tenant(tenant)
 
         def keys(conn: sqlite3.Connection) -> list[str]:
             # substr rather than LIKE: no wildcard escaping, and exact (case-sensitive) matching.
-            sql = (
-                "SELECT key FROM kv WHERE tenant = ? AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?"
-            )
+            sql = "SELECT key FROM kv WHERE tenant = ? AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?"
             rows = conn.execute(sql, (tenant, len(prefix), prefix, -1 if limit is None else limit))
             return [r[0] for r in rows]
 
         return await self._read(keys)
 
-    async def kv_incr(
-        self, tenant: str, key: str, by: int = 1, *, idempotency_key: str | None = None
-    ) -> int:
+    async def kv_incr(self, tenant: str, key: str, by: int = 1, *, idempotency_key: str | None = None) -> int:
         """Add ``by`` to an integer value (absent counts as 0); return the new value.
 
         Raises TypeError if the stored value is not an integer.
@@ -190,9 +176,7 @@ class Store:
         _check_tenant(tenant)
 
         def incr(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT value FROM kv WHERE tenant = ? AND key = ?", (tenant, key)
-            ).fetchone()
+            row = conn.execute("SELECT value FROM kv WHERE tenant = ? AND key = ?", (tenant, key)).fetchone()
             current = 0 if row is None else json.loads(row[0])
             if isinstance(current, bool) or not isinstance(current, int):
                 raise TypeError(f"kv key {key!r} holds {type(current).__name__}, not an integer")
@@ -204,9 +188,7 @@ class Store:
 
     # -- outbox --------------------------------------------------------------------------------
 
-    async def outbox_add(
-        self, tenant: str, idempotency_key: str, channel: str, message: Any
-    ) -> dict[str, Any]:
+    async def outbox_add(self, tenant: str, idempotency_key: str, channel: str, message: Any) -> dict[str, Any]:
         """Record ``message`` once per idempotency key.
 
         Returns the outbox entry (as it is now, so ``delivered_at`` is current) plus
@@ -219,8 +201,7 @@ class Store:
 
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO outbox (tenant, idempotency_key, channel, message, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO outbox (tenant, idempotency_key, channel, message, created_at) VALUES (?, ?, ?, ?, ?)",
                 (tenant, idempotency_key, channel, encoded, time.time()),
             )
 
@@ -239,8 +220,7 @@ class Store:
 
         def mark(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "UPDATE outbox SET delivered_at = coalesce(delivered_at, ?) "
-                "WHERE tenant = ? AND idempotency_key = ?",
+                "UPDATE outbox SET delivered_at = coalesce(delivered_at, ?) WHERE tenant = ? AND idempotency_key = ?",
                 (time.time(), tenant, idempotency_key),
             )
             return cur.rowcount > 0
