@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from executor.client import Duraplan, RunHandle
@@ -99,7 +100,8 @@ def _print_json(value: Any) -> None:
 
 
 def _steps_table(status: dict[str, Any]) -> Table:
-    table = Table(title=f"{status.get('plan_name')}  run {status.get('run_id')}  [{status.get('state')}]")
+    title = f"{status.get('plan_name')}  run {status.get('run_id')}  ({status.get('state')})"
+    table = Table(title=escape(title))
     for col in ("step", "kind", "state", "tries", "detail"):
         table.add_column(col)
     colors = {"completed": "green", "failed": "red", "running": "cyan", "retrying": "yellow", "waiting": "magenta"}

@@ -68,6 +68,10 @@ REMOTE_TIMEOUT = 600.0  # the reference product's default step timeout
 LOCAL_TIMEOUT = 30.0
 LOCAL_TIMEOUT_MAX = 60.0  # longer steps are never run as local activities
 EVENT_ID_MEMORY = 10_000
+# Local activities run inside one workflow task, which stays open while any is in flight. A
+# steady stream of them (a big foreach) would keep it open past its timeout, so after this many
+# in one task the next steps go to regular activities, letting the task complete.
+LOCAL_PER_TASK = 200
 
 
 class _StepFailed(Exception):
@@ -148,6 +152,8 @@ class PlanWorkflow:
         }
         self._event_schemas = _event_schemas(self.plan.steps)
         self._deps_cache: dict[int, set[str]] = {}
+        self._task_mark = -1  # history length when the current workflow task started
+        self._local_in_task = 0
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -423,7 +429,7 @@ class PlanWorkflow:
                 rec.attempts = attempt
                 rec.state = "running"
                 try:
-                    result = await self._call(step, path, frame, attempt, local, timeout)
+                    result = await self._call(step, path, frame, attempt, local and self._local_slot(), timeout)
                     if isinstance(step, LlmStep):
                         rec.detail = {"model": result.get("model"), "usage": result.get("usage")}
                         return result.get("content")
@@ -441,6 +447,15 @@ class PlanWorkflow:
                 await workflow.sleep(max(delay, retry_after or 0.0))
         finally:
             self._active -= 1
+
+    def _local_slot(self) -> bool:
+        length = workflow.info().get_current_history_length()
+        if length != self._task_mark:
+            self._task_mark, self._local_in_task = length, 0
+        if self._local_in_task >= LOCAL_PER_TASK:
+            return False
+        self._local_in_task += 1
+        return True
 
     def _is_local(self, step: ToolStep | CodeStep | LlmStep) -> bool:
         if step.execution != "auto":
