@@ -74,7 +74,8 @@ class EagerProbe(Interceptor):
     def __init__(self) -> None:
         self.requested: Counter[str] = Counter()
         self.eager: Counter[str] = Counter()
-        self.rpc_s: dict[str, float] = {}  # workflow id -> time inside client.start_workflow
+        # workflow id -> (perf_counter entering, leaving) client.start_workflow: the start RPC
+        self.rpc: dict[str, tuple[float, float]] = {}
 
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
         return _EagerOutbound(next, self)
@@ -88,9 +89,9 @@ class _EagerOutbound(OutboundInterceptor):
     async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
         t0 = time.perf_counter()
         handle = await super().start_workflow(input)
-        self._probe.rpc_s[input.id] = time.perf_counter() - t0
-        if len(self._probe.rpc_s) > 10_000:
-            self._probe.rpc_s.clear()
+        if len(self._probe.rpc) > 10_000:
+            self._probe.rpc.clear()
+        self._probe.rpc[input.id] = (t0, time.perf_counter())
         if input.request_eager_start:
             self._probe.requested[input.workflow] += 1
             if getattr(handle, "__temporal_eagerly_started", False):

@@ -53,6 +53,7 @@ from bench.harness import (
     bench_runner,
     chain_plan,
     cpu_snapshot,
+    run_duraplan,
     throughput,
     timed_registry,
 )
@@ -126,6 +127,9 @@ class WfTiming:
     act_wall_s: float = 0.0
     act_cpu_s: float = 0.0
     first_act_wall_s: float = 0.0
+    created_at: float = 0.0  # perf_counter when the instance was created
+    first_act_start: float = 0.0
+    first_act_end: float = 0.0
     jobs: list[str] = field(default_factory=list)
 
 
@@ -147,6 +151,7 @@ class _TimedInstance(WorkflowInstance):
             with _lock:
                 if self._t.activations == 0:
                     self._t.first_act_wall_s = w
+                    self._t.first_act_start, self._t.first_act_end = w0, w0 + w
                 self._t.activations += 1
                 self._t.act_wall_s += w
                 self._t.act_cpu_s += c
@@ -174,7 +179,7 @@ class TimingRunner(SandboxedWorkflowRunner):
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
         t0 = time.perf_counter()
         inner = super().create_instance(det)
-        timing = WfTiming(det.defn.name or "?", create_s=time.perf_counter() - t0)
+        timing = WfTiming(det.defn.name or "?", create_s=time.perf_counter() - t0, created_at=t0)
         if det.info.workflow_id != "fake":
             TIMINGS[det.info.workflow_id] = timing
         return _TimedInstance(inner, timing)
@@ -234,10 +239,22 @@ async def run_variant(bench: Bench, variant: str, steps: int, strategy: str) -> 
     assert result == {"value": 1}, result
     marks = MARKS.pop(run_id, [])
     timing = TIMINGS.pop(wid, None)
+    nan = float("nan")
+    rpc0, rpc1 = bench.probe.rpc.pop(wid, (nan, nan))
+    timeline = {
+        "client prep (validate, encode)": rpc0 - t0,
+        "start RPC (eager)": rpc1 - rpc0,
+        "RPC return -> instance created": (timing.created_at - rpc1) if timing else nan,
+        "create instance": timing.create_s if timing else nan,
+        "-> first activation starts": (timing.first_act_start - timing.created_at - timing.create_s) if timing else nan,
+        "first activation": (timing.first_act_end - timing.first_act_start) if timing else nan,
+        "-> first step running": (marks[0] - timing.first_act_end) if timing and marks else nan,
+    }
     return {
         "wid": wid,
+        "timeline_ms": {k: v * 1e3 for k, v in timeline.items()},
         "submit_ms": (t1 - t0) * 1e3,
-        "start_rpc_ms": bench.probe.rpc_s.pop(wid, float("nan")) * 1e3,
+        "start_rpc_ms": (rpc1 - rpc0) * 1e3,
         "first_step_ms": (marks[0] - t0) * 1e3 if marks else float("nan"),
         "e2e_ms": (t2 - t0) * 1e3,
         "create_instance_ms": timing.create_s * 1e3 if timing else float("nan"),
@@ -286,6 +303,68 @@ def report_cpu(data: dict[str, Any]) -> None:
                 f"{srv:.2f}",
                 f"{own + srv:.2f}",
             )
+    console.print(t)
+
+
+RPC_VARIANTS = ("plain", "memo", "search attrs", "memo+attrs", "memo+attrs+policies", "padded input 1.5KB", "duraplan")
+
+
+async def start_rpc(rounds: int) -> dict[str, list[float]]:
+    """Time inside the start RPC (eager) per start option, 1-step local runs, interleaved."""
+    memo = {"plan_hash": "sha256:" + "0" * 64, "inputs_hash": "sha256:" + "1" * 64, "plan_name": "bench"}
+    attrs = TypedSearchAttributes(
+        [
+            SearchAttributePair(SA_TENANT, TENANT),
+            SearchAttributePair(SA_SESSION, "bench"),
+            SearchAttributePair(SA_STATUS, "running"),
+            SearchAttributePair(SA_PLAN_HASH, "sha256:" + "0" * 64),
+            SearchAttributePair(SA_PLAN_NAME, "bench"),
+        ]
+    )
+    out: dict[str, list[float]] = {v: [] for v in RPC_VARIANTS}
+    async with bench_env(runner=timing_runner()) as bench:
+        for r in range(rounds + 3):
+            order = RPC_VARIANTS if r % 2 == 0 else tuple(reversed(RPC_VARIANTS))
+            for v in order:
+                if v == "duraplan":
+                    await run_duraplan(bench, chain_plan(1, "local"))
+                    wid = f"{TENANT}/{bench.last_run_id}"
+                else:
+                    run_id = bench.run_id("rpc")
+                    wid = f"{TENANT}/{run_id}"
+                    kwargs: dict[str, Any] = {}
+                    if "memo" in v:
+                        kwargs["memo"] = memo
+                    if "attrs" in v:
+                        kwargs["search_attributes"] = attrs
+                    if "policies" in v:
+                        kwargs["id_reuse_policy"] = WorkflowIDReusePolicy.REJECT_DUPLICATE
+                        kwargs["id_conflict_policy"] = WorkflowIDConflictPolicy.FAIL
+                    value: Any = "x" * 1400 if v.startswith("padded") else 1
+                    handle = await bench.client.start_workflow(
+                        BaselineWorkflow.run,
+                        BaselineInput(TENANT, run_id, 1, True, value),
+                        id=wid,
+                        task_queue=bench.task_queue,
+                        request_eager_start=True,
+                        **kwargs,
+                    )
+                    await handle.result()
+                    MARKS.pop(run_id, None)
+                t0, t1 = bench.probe.rpc.pop(wid)
+                TIMINGS.pop(wid, None)
+                if r >= 3:  # the first rounds warm up
+                    out[v].append((t1 - t0) * 1e3)
+    return out
+
+
+def report_rpc(data: dict[str, list[float]]) -> None:
+    t = Table(title="start RPC (eager) by start option, 1-step local runs (ms)")
+    for c in ("option", "p50", "p95", "mean", "n"):
+        t.add_column(c, justify="left" if c == "option" else "right")
+    for v, xs in data.items():
+        qs = statistics.quantiles(xs, n=20)
+        t.add_row(v, f"{statistics.median(xs):.2f}", f"{qs[18]:.2f}", f"{statistics.mean(xs):.2f}", str(len(xs)))
     console.print(t)
 
 
@@ -364,6 +443,18 @@ def report(phases: list[dict[str, Any]], data: dict[str, Any]) -> None:
             str(h["bytes"]),
         )
     console.print(t)
+    t = Table(title="submit -> first step running, medians per phase (ms)")
+    t.add_column("phase")
+    cells = [c for c in data["runs"] if c.split("/")[1] == "1"]
+    for c in cells:
+        t.add_column(c, justify="right")
+    if cells:
+        for phase in data["runs"][cells[0]][0]["timeline_ms"]:
+            t.add_row(
+                phase, *(f"{statistics.median(r['timeline_ms'][phase] for r in data['runs'][c]):.2f}" for c in cells)
+            )
+        t.add_row("= first step running", *(f"{med(data['runs'][c], 'first_step_ms'):.2f}" for c in cells))
+    console.print(t)
     for cell in data["histories"]:
         if cell.endswith("/dp") or cell.endswith("/hw"):
             jobs = data["runs"][cell][-1]["jobs"]
@@ -377,6 +468,7 @@ async def main() -> None:
     ap.add_argument("--cpu-rounds", type=int, default=4, help="bursts per variant for CPU per run (0: skip)")
     ap.add_argument("--cpu-burst", type=int, default=150)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--rpc-rounds", type=int, default=0, help="rounds of the start-RPC experiment (0: skip)")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
     phases = submit_phases()
@@ -384,12 +476,17 @@ async def main() -> None:
     if not args.skip_latency:
         data = await live(args.runs, tuple(int(s) for s in args.sizes.split(",")))
     cpu = await cpu_per_run(args.cpu_rounds, args.cpu_burst, 50) if args.cpu_rounds else {}
+    rpc = await start_rpc(args.rpc_rounds) if args.rpc_rounds else {}
     report(phases, data)
     if cpu:
         report_cpu(cpu)
+    if rpc:
+        report_rpc(rpc)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"submit_phases": phases, **data, "cpu_per_run": cpu}, f, indent=1, default=str)
+            json.dump(
+                {"submit_phases": phases, **data, "cpu_per_run": cpu, "start_rpc_ms": rpc}, f, indent=1, default=str
+            )
 
 
 if __name__ == "__main__":
