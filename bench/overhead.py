@@ -306,7 +306,17 @@ def report_cpu(data: dict[str, Any]) -> None:
     console.print(t)
 
 
-RPC_VARIANTS = ("plain", "memo", "search attrs", "memo+attrs", "memo+attrs+policies", "padded input 1.5KB", "duraplan")
+RPC_VARIANTS = (
+    "plain",
+    "memo",
+    "search attrs",
+    "memo+attrs",
+    "reuse policy REJECT_DUPLICATE",
+    "conflict policy FAIL",
+    "memo+attrs+policies",
+    "padded input 1.5KB",
+    "duraplan",
+)
 
 
 async def start_rpc(rounds: int) -> dict[str, list[float]]:
@@ -337,8 +347,9 @@ async def start_rpc(rounds: int) -> dict[str, list[float]]:
                         kwargs["memo"] = memo
                     if "attrs" in v:
                         kwargs["search_attributes"] = attrs
-                    if "policies" in v:
+                    if "policies" in v or "REJECT_DUPLICATE" in v:
                         kwargs["id_reuse_policy"] = WorkflowIDReusePolicy.REJECT_DUPLICATE
+                    if "policies" in v or "conflict" in v:
                         kwargs["id_conflict_policy"] = WorkflowIDConflictPolicy.FAIL
                     value: Any = "x" * 1400 if v.startswith("padded") else 1
                     handle = await bench.client.start_workflow(

@@ -71,7 +71,7 @@ EVENT_ID_MEMORY = 10_000
 # Local activities run inside one workflow task, which stays open while any is in flight. A
 # steady stream of them (a big foreach) would keep it open past its timeout, so after this many
 # in one task the next steps go to regular activities, letting the task complete.
-LOCAL_PER_TASK = 200
+LOCAL_PER_TASK = 100
 
 
 class _StepFailed(Exception):
@@ -335,7 +335,8 @@ class PlanWorkflow:
             if step.when is not None and not truthy(self._eval(step.when, frame, "/when")):
                 rec.state, rec.ended_at = "skipped", workflow.now().isoformat()
                 return
-            await workflow.wait_condition(lambda: not self.paused or self._draining)
+            if self.paused:
+                await workflow.wait_condition(lambda: not self.paused or self._draining)
             if self._draining:
                 raise _Drained()
             rec.started_at = rec.started_at or workflow.now().isoformat()
@@ -419,7 +420,8 @@ class PlanWorkflow:
         local = self._is_local(step)
         timeout = parse_duration(step.timeout) if step.timeout is not None else None
         policy = step.retry or DEFAULT_RETRY
-        await workflow.wait_condition(lambda: self._active < self._max_parallel)
+        if self._active >= self._max_parallel:
+            await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
         try:
             self._count_step(path)
@@ -659,7 +661,8 @@ class PlanWorkflow:
         if problems:
             raise _StepFailed(path, StepError("InputsInvalid", "; ".join(problems)))
         child_id = f"{self.inp.run_id}.{path}"
-        await workflow.wait_condition(lambda: self._active < self._max_parallel)
+        if self._active >= self._max_parallel:
+            await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
         try:
             return await workflow.execute_child_workflow(

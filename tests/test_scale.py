@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
+
 from executor import Duraplan, Settings, running_worker
 from executor.devserver import DevServer
 
 N = 10_000
 
 
+@pytest.mark.timeout(900)
 async def test_ten_thousand_steps_continue_as_new(dev_server: DevServer, tmp_path: Path) -> None:
     plan = {
         "name": "ten-thousand",
@@ -22,7 +25,12 @@ async def test_ten_thousand_steps_continue_as_new(dev_server: DevServer, tmp_pat
                 "items": "${steps.nums.output}",
                 "max_concurrency": 20,
                 "steps": [
-                    {"id": "double", "kind": "tool", "tool": "transform", "args": {"data": "${item}", "expression": "@"}}
+                    {
+                        "id": "double",
+                        "kind": "tool",
+                        "tool": "transform",
+                        "args": {"data": "${item}", "expression": "@"},
+                    }
                 ],
             },
             {"id": "total", "kind": "code", "code": "(len(xs), sum(xs))", "inputs": {"xs": "${steps.each.output}"}},
