@@ -26,17 +26,32 @@ PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] =
                     ],
                     "output": "steps.echo.output.value",
                 },
-                {"id": "flaky", "kind": "tool", "tool": "debug.flaky", "args": {"fail_times": 1},
-                 "retry": {"max_attempts": 3, "initial_interval": "100ms"}},
+                {
+                    "id": "flaky",
+                    "kind": "tool",
+                    "tool": "debug.flaky",
+                    "args": {"fail_times": 1},
+                    "retry": {"max_attempts": 3, "initial_interval": "100ms"},
+                },
                 {
                     "id": "route",
                     "kind": "switch",
-                    "cases": [{"when": "length(steps.loop.output) > `2`", "steps": [
-                        {"id": "big", "kind": "set", "value": "big"}]}],
+                    "cases": [
+                        {
+                            "when": "length(steps.loop.output) > `2`",
+                            "steps": [{"id": "big", "kind": "set", "value": "big"}],
+                        }
+                    ],
                     "default": [{"id": "small", "kind": "set", "value": "small"}],
                 },
                 {"id": "skipped", "kind": "set", "value": 1, "when": "input.never"},
-                {"id": "bad", "kind": "tool", "tool": "debug.fail", "args": {"message": "nope"}, "on_error": "continue"},
+                {
+                    "id": "bad",
+                    "kind": "tool",
+                    "tool": "debug.fail",
+                    "args": {"message": "nope"},
+                    "on_error": "continue",
+                },
             ],
             "output": {"loop": "${steps.loop.output}", "route": "${steps.route.output}"},
         },
@@ -47,13 +62,27 @@ PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] =
         {
             "name": "replay-events",
             "steps": [
-                {"id": "hold", "kind": "tool", "tool": "kv.put", "args": {"key": "hold", "value": 1},
-                 "compensate": {"tool": "kv.delete", "args": {"key": "hold"}}},
+                {
+                    "id": "hold",
+                    "kind": "tool",
+                    "tool": "kv.put",
+                    "args": {"key": "hold", "value": 1},
+                    "compensate": {"tool": "kv.delete", "args": {"key": "hold"}},
+                },
                 {"id": "nap", "kind": "sleep", "duration": "1s", "depends_on": ["hold"]},
-                {"id": "approval", "kind": "wait_for_event", "event": "approval", "timeout": "1h",
-                 "depends_on": ["nap"]},
-                {"id": "deny", "kind": "fail", "message": "denied by ${steps.approval.output.by}",
-                 "when": "!(steps.approval.output.ok)"},
+                {
+                    "id": "approval",
+                    "kind": "wait_for_event",
+                    "event": "approval",
+                    "timeout": "1h",
+                    "depends_on": ["nap"],
+                },
+                {
+                    "id": "deny",
+                    "kind": "fail",
+                    "message": "denied by ${steps.approval.output.by}",
+                    "when": "!(steps.approval.output.ok)",
+                },
             ],
         },
         {},
@@ -63,6 +92,7 @@ PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] =
 
 
 async def _record() -> None:
+    import contextlib
     import json
     import tempfile
     from pathlib import Path
@@ -80,10 +110,8 @@ async def _record() -> None:
                     handle = await dp.submit_plan(plan, tenant="replay", session="s", inputs=inputs, run_id=name)
                     for event_type, payload in events:
                         await handle.send_event(event_type, payload)
-                    try:
+                    with contextlib.suppress(RunFailed):  # failures are part of what is replayed
                         await handle.result()
-                    except RunFailed:
-                        pass  # failures are part of what is replayed
                     history = await server.client.get_workflow_handle(handle.workflow_id).fetch_history()
                     (out / f"{name}.json").write_text(json.dumps(history.to_json_dict(), indent=1))
                     print(f"recorded {name}")

@@ -18,7 +18,7 @@ from executor.worker import workflow_runner
 from executor.workflow import PlanWorkflow
 
 sys.path.insert(0, str(Path(__file__).parent))
-from replay_plans import PLANS  # noqa: E402
+from replay_plans import PLANS
 
 HISTORIES = sorted(Path(__file__).with_name("histories").glob("*.json"))
 
