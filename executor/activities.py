@@ -27,12 +27,14 @@ __all__ = [
     "StepActivities",
     "run_code",
     "run_llm",
+    "run_replan",
     "run_tool",
 ]
 
 run_tool = "duraplan.tool"
 run_code = "duraplan.code"
 run_llm = "duraplan.llm"
+run_replan = "duraplan.replan"
 HEARTBEAT_TIMEOUT = 10.0
 MAX_OUTPUT_BYTES = 1024 * 1024  # the reference product's per-step result limit
 

@@ -19,6 +19,8 @@ __all__ = [
     "CompensationCall",
     "EventRecord",
     "LlmCall",
+    "ReplanRequest",
+    "Revision",
     "RunInput",
     "SendEventResult",
     "StepError",
@@ -148,6 +150,7 @@ class RunInput:
     # Continue-as-new once history reaches this many events (the server also suggests it).
     history_limit: int = 8000
     search_attributes: bool = True
+    revisions: list[Revision] = field(default_factory=list)
 
 
 @dataclass
@@ -184,6 +187,27 @@ class LlmCall:
     temperature: float | None = None
     max_tokens: int | None = None
     timeout_s: float | None = None
+
+
+@dataclass
+class ReplanRequest:
+    tenant: str
+    run_id: str
+    goal: str
+    plan: dict[str, Any]
+    failed_step: str
+    error: StepError
+    completed: dict[str, Any]  # step path -> output of every completed step
+    revision: int
+    model: str | None = None
+
+
+@dataclass
+class Revision:
+    revision: int
+    plan_hash: str
+    reason: str | None
+    at: str
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     import jsonschema
 
     from executor import activities as act
-    from executor.config import SA_STATUS
+    from executor.config import SA_PLAN_HASH, SA_STATUS
     from executor.expressions import ExpressionError, evaluate, render, truthy
     from executor.models import (
         TERMINAL_STATES,
@@ -32,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
         CompensationCall,
         EventRecord,
         LlmCall,
+        ReplanRequest,
+        Revision,
         RunInput,
         SendEventResult,
         StepError,
@@ -125,6 +128,12 @@ class PlanWorkflow:
     def __init__(self, inp: RunInput) -> None:
         self.inp = inp
         self.plan = Plan.model_validate(inp.plan)
+        self.plan_json = inp.plan
+        self.current_hash = inp.plan_hash
+        self.revisions: list[Revision] = list(inp.revisions) or [
+            Revision(revision=1, plan_hash=inp.plan_hash, reason=None, at=workflow.now().isoformat())
+        ]
+        self.replan_errors: list[dict[str, str]] = []
         carry = inp.carry or Carry()
         self.records: dict[str, StepRecord] = {k: record_from_json(v) for k, v in carry.records.items()}
         self.events: list[EventRecord] = carry.events
@@ -159,10 +168,8 @@ class PlanWorkflow:
 
     @workflow.run
     async def run(self, inp: RunInput) -> Any:
-        frame = _Frame("", {s.id: s.id for s in self.plan.steps})
         try:
-            await self._with_deadline(self._run_block(self.plan.steps, frame))
-            output = self._render(self.plan.output, frame, "/output")
+            output = await self._run_plan()
         except _Drained:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(self._carry_input())
@@ -182,6 +189,75 @@ class PlanWorkflow:
         self._set_state("completed")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return output
+
+    async def _run_plan(self) -> Any:
+        """Run the current revision; on terminal failure, replan (if the plan opts in) and go on."""
+        while True:
+            frame = _Frame("", {s.id: s.id for s in self.plan.steps})
+            try:
+                await self._with_deadline(self._run_block(self.plan.steps, frame))
+                return self._render(self.plan.output, frame, "/output")
+            except _StepFailed as failure:
+                replan = self.plan.replan
+                if replan is None or len(self.revisions) > replan.max_revisions or failure.path == "(run)":
+                    raise
+                revised = await self._replan(failure)
+                if revised is None:
+                    raise
+                self._adopt(revised, failure)
+
+    async def _replan(self, failure: _StepFailed) -> dict[str, Any] | None:
+        """Ask the planner for a revised plan; None when it cannot give one (the run then fails)."""
+        replan = self.plan.replan
+        assert replan is not None
+        completed = {k: r.output for k, r in self.records.items() if r.state == "completed" and "." not in k}
+        request = ReplanRequest(
+            tenant=self.inp.tenant,
+            run_id=self.inp.run_id,
+            goal=replan.goal or self.plan.description or self.plan.name,
+            plan=self.plan_json,
+            failed_step=failure.path,
+            error=failure.error,
+            completed=completed,
+            revision=len(self.revisions) + 1,
+            model=replan.model,
+        )
+        self._set_state("replanning")
+        try:
+            revised: dict[str, Any] = await workflow.execute_activity(
+                act.run_replan,
+                request,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["RepairExhausted"]),
+            )
+        except ActivityError as exc:
+            error, _ = _failure(exc)
+            self.replan_errors.append({"type": error.type, "message": error.message})
+            self._set_state("running")
+            return None
+        self._set_state("running")
+        return revised
+
+    def _adopt(self, revised: dict[str, Any], failure: _StepFailed) -> None:
+        """Switch to a revision: completed steps keep their records (never re-run), the rest retry."""
+        self.plan = Plan.model_validate(revised)
+        self.plan_json = revised
+        self.current_hash = plan_hash(revised)
+        self._run_meta["plan_hash"] = self.current_hash
+        self.revisions.append(
+            Revision(
+                revision=len(self.revisions) + 1,
+                plan_hash=self.current_hash,
+                reason=f"step {failure.path!r} failed: {failure.error.type}: {failure.error.message}",
+                at=workflow.now().isoformat(),
+            )
+        )
+        self.records = {k: r for k, r in self.records.items() if r.state == "completed"}
+        self._deps_cache.clear()
+        self._event_schemas = _event_schemas(self.plan.steps)
+        self._max_parallel = self.plan.limits.max_parallel
+        if self.inp.search_attributes:
+            workflow.upsert_search_attributes([SA_PLAN_HASH.value_set(self.current_hash)])
 
     async def _with_deadline(self, work: Any) -> None:
         if self.plan.limits.deadline is None:
@@ -209,7 +285,10 @@ class PlanWorkflow:
             "session": self.inp.session,
             "plan_name": self.plan.name,
             "plan_version": self.plan.version,
-            "plan_hash": self.inp.plan_hash,
+            "plan_hash": self.current_hash,
+            "revision": len(self.revisions),
+            "revisions": [dataclasses.asdict(r) for r in self.revisions],
+            "replan_errors": self.replan_errors,
             "state": self._public_state(),
             "paused": self.paused,
             "started_at": self.started_at,
@@ -749,8 +828,8 @@ class PlanWorkflow:
 
     def _carry_input(self) -> RunInput:
         return RunInput(
-            plan=self.inp.plan,
-            plan_hash=self.inp.plan_hash,
+            plan=self.plan_json,
+            plan_hash=self.current_hash,
             tenant=self.inp.tenant,
             session=self.inp.session,
             run_id=self.inp.run_id,
@@ -759,6 +838,7 @@ class PlanWorkflow:
             generation=self.inp.generation,
             history_limit=self.inp.history_limit,
             search_attributes=self.inp.search_attributes,
+            revisions=self.revisions,
             carry=Carry(
                 records={k: record_to_json(v) for k, v in _compact(self.records).items()},
                 events=self.events,

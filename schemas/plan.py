@@ -27,6 +27,7 @@ __all__ = [
     "LlmStep",
     "Plan",
     "PlanLimits",
+    "Replan",
     "Retry",
     "SetStep",
     "SleepStep",
@@ -215,6 +216,14 @@ class PlanLimits(_Model):
     deadline: Duration | None = Field(None, description="Wall-clock limit for the whole run.")
 
 
+class Replan(_Model):
+    """Opt-in durable replanning: when the run fails terminally, the planner revises the rest."""
+
+    max_revisions: int = Field(2, ge=1, le=10, description="Revisions allowed per run.")
+    goal: str | None = Field(None, description="What the plan is for; the description when absent.")
+    model: str | None = Field(None, description="litellm model for replanning; the worker's default when absent.")
+
+
 class Plan(_Model):
     schema_: str | None = Field(None, alias="$schema")
     name: str = Field(min_length=1, max_length=200)
@@ -227,6 +236,10 @@ class Plan(_Model):
     steps: list[Step] = Field(min_length=1)
     output: Any = Field(None, description="The run's result: a template or JSON with templates.")
     limits: PlanLimits = Field(default_factory=lambda: PlanLimits.model_validate({}))
+    replan: Replan | None = Field(
+        None,
+        description="Revise the plan on terminal failure; completed steps (by id) are reused, never re-run.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
