@@ -3,7 +3,8 @@
     PYTHONPATH=. .venv/bin/python -m bench.whatif [--samples N] [--throughput-runs N]
 
 Nothing in executor/ is edited. The fixes are monkeypatched *inside this process only*, and only
-for runs whose run id starts with ``fx`` (so as-is and fixed runs interleave on one worker):
+for runs whose run id starts with ``fx<digits>`` (so as-is and fixed runs interleave on one
+worker); ``--each`` also measures every fix alone:
 
 - F1 ``RunHandle.result()`` without the DescribeWorkflowExecution before the long poll
 - F2 the plan's ``inputs`` JSON Schema checked against the metaschema once per distinct schema
@@ -47,7 +48,14 @@ from executor.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_TENANT
 from executor.workflow import PlanWorkflow
 
 console = Console(width=160)
-FIXED: contextvars.ContextVar[bool] = contextvars.ContextVar("FIXED", default=False)
+FIXES: contextvars.ContextVar[str] = contextvars.ContextVar("FIXES", default="")
+ALL_FIXES = "1234"
+
+
+def _fixes_of(run_id: str) -> str:
+    """Run ids of patched runs start with ``fx<fix digits>-``."""
+    tag = run_id.split("-", 1)[0]
+    return tag[2:] if tag.startswith("fx") else ""
 
 
 # ---- the prototyped fixes ----------------------------------------------------------------------
@@ -67,7 +75,7 @@ def install() -> None:
     orig_json_schema = checker._json_schema
 
     def _json_schema(self: Any, schema: dict[str, Any], ptr: str, sid: str | None) -> None:  # F2
-        if FIXED.get() and _schema_ok(json.dumps(schema, sort_keys=True)):
+        if "2" in FIXES.get() and _schema_ok(json.dumps(schema, sort_keys=True)):
             return
         orig_json_schema(self, schema, ptr, sid)
 
@@ -76,7 +84,7 @@ def install() -> None:
     orig_set_state = PlanWorkflow._set_state
 
     def _set_state(self: Any, state: str) -> None:  # F3
-        if self.inp.run_id.startswith("fx") and state == "completed":
+        if "3" in _fixes_of(self.inp.run_id) and state == "completed":
             self.state = state
             return
         orig_set_state(self, state)
@@ -86,7 +94,7 @@ def install() -> None:
     orig_start = dp_client.Duraplan._start
 
     async def _start(self: Any, arg: Any, memo: Any, plan_name: str, reuse: Any, conflict: Any) -> None:  # F4
-        if not arg.run_id.startswith("fx"):
+        if "4" not in _fixes_of(arg.run_id):
             return await orig_start(self, arg, memo, plan_name, reuse, conflict)
         await self.client.start_workflow(
             PlanWorkflow.run,
@@ -110,17 +118,20 @@ def install() -> None:
     dp_client.Duraplan._start = _start  # type: ignore[method-assign]
 
 
-async def run_fixed(bench: Bench, plan: dict[str, Any]) -> Sample:
-    run_id = bench.run_id("fx")
-    token = FIXED.set(True)
+async def run_fixed(bench: Bench, plan: dict[str, Any], fixes: str = ALL_FIXES) -> Sample:
+    run_id = bench.run_id(f"fx{fixes}")
+    token = FIXES.set(fixes)
     try:
         t0 = time.perf_counter()
-        await bench.dp.submit_plan(plan, tenant=TENANT, session="bench", inputs={"x": 1}, run_id=run_id)
+        handle = await bench.dp.submit_plan(plan, tenant=TENANT, session="bench", inputs={"x": 1}, run_id=run_id)
         t1 = time.perf_counter()
-        result = await bench.client.get_workflow_handle(f"{TENANT}/{run_id}").result()  # F1
+        if "1" in fixes:
+            result = await bench.client.get_workflow_handle(f"{TENANT}/{run_id}").result()  # F1
+        else:
+            result = await handle.result()
         t2 = time.perf_counter()
     finally:
-        FIXED.reset(token)
+        FIXES.reset(token)
     assert result == {"value": 1}, result
     marks = MARKS.pop(run_id, None)
     return Sample(t1 - t0, (marks[0] - t0) if marks else float("nan"), t2 - t0)
@@ -129,6 +140,7 @@ async def run_fixed(bench: Bench, plan: dict[str, Any]) -> Sample:
 # ---- measurement -------------------------------------------------------------------------------
 
 SYSTEMS = ("hand-written", "duraplan", "duraplan+fixes")
+EACH = ("hand-written", "duraplan", "+F1", "+F2", "+F3", "+F4", "duraplan+fixes")
 
 
 async def one(bench: Bench, system: str, steps: int, strategy: str) -> Sample:
@@ -136,7 +148,8 @@ async def one(bench: Bench, system: str, steps: int, strategy: str) -> Sample:
         return await run_baseline(bench, steps, strategy == "local")
     if system == "duraplan":
         return await run_duraplan(bench, chain_plan(steps, strategy))
-    return await run_fixed(bench, chain_plan(steps, strategy))
+    fixes = system.removeprefix("+F") if system.startswith("+F") else ALL_FIXES
+    return await run_fixed(bench, chain_plan(steps, strategy), fixes)
 
 
 async def main() -> None:
@@ -144,25 +157,29 @@ async def main() -> None:
     ap.add_argument("--samples", type=int, default=60)
     ap.add_argument("--throughput-runs", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2, help="throughput bursts per system and strategy")
+    ap.add_argument("--each", action="store_true", help="also each fix alone (local 1-step only)")
     args = ap.parse_args()
     install()
-    lat: dict[str, dict[str, list[Sample]]] = {s: {} for s in SYSTEMS}
-    thr: dict[str, dict[str, list[dict[str, float]]]] = {s: {"local": [], "remote": []} for s in SYSTEMS}
+    systems = EACH if args.each else SYSTEMS
+    cells = (("local", 1),) if args.each else (("local", 1), ("local", 3), ("remote", 1))
+    strategies = ("local",) if args.each else ("local", "remote")
+    lat: dict[str, dict[str, list[Sample]]] = {s: {} for s in systems}
+    thr: dict[str, dict[str, list[dict[str, float]]]] = {s: {"local": [], "remote": []} for s in systems}
     async with bench_env() as bench:
-        for strategy, steps in (("local", 1), ("local", 3), ("remote", 1)):
+        for strategy, steps in cells:
             cell = f"{strategy}/{steps}"
-            for system in SYSTEMS:
+            for system in systems:
                 lat[system][cell] = []
                 for _ in range(5):
                     await one(bench, system, steps, strategy)
             for i in range(args.samples):
-                order = SYSTEMS if i % 2 == 0 else tuple(reversed(SYSTEMS))
+                order = systems if i % 2 == 0 else tuple(reversed(systems))
                 for system in order:
                     lat[system][cell].append(await one(bench, system, steps, strategy))
             console.log(f"latency {cell} done")
-        for strategy in ("local", "remote"):
+        for strategy in strategies:
             for r in range(args.rounds):
-                order = SYSTEMS if r % 2 == 0 else tuple(reversed(SYSTEMS))
+                order = systems if r % 2 == 0 else tuple(reversed(systems))
                 for system in order:
                     own0, srv0 = cpu_snapshot()
                     rate = await throughput(
@@ -177,17 +194,21 @@ async def main() -> None:
 
     t = Table(title="as-is vs with fixes F1-F4 (p50 ms; throughput: median of bursts)")
     t.add_column("metric")
-    for s in SYSTEMS:
+    for s in systems:
         t.add_column(s, justify="right")
     t.add_column("fixes/hand-written", justify="right")
     for cell in lat["duraplan"]:
-        for field, label in (("first_step_s", "first step running"), ("e2e_s", "end-to-end")):
-            vals = [statistics.median(getattr(x, field) for x in lat[s][cell]) * 1e3 for s in SYSTEMS]
-            t.add_row(f"{label}, {cell}", *(f"{v:.1f}" for v in vals), f"{vals[2] / vals[0]:.2f}")
-    for strategy in ("local", "remote"):
+        for field, label in (
+            ("submit_s", "submit call"),
+            ("first_step_s", "first step running"),
+            ("e2e_s", "end-to-end"),
+        ):
+            vals = [statistics.median(getattr(x, field) for x in lat[s][cell]) * 1e3 for s in systems]
+            t.add_row(f"{label}, {cell}", *(f"{v:.1f}" for v in vals), f"{vals[-1] / vals[0]:.2f}")
+    for strategy in strategies:
         for key, label in (("rate", "runs/s"), ("own", "CPU ms/run worker+client"), ("server", "CPU ms/run server")):
-            vals = [statistics.median(x[key] for x in thr[s][strategy]) for s in SYSTEMS]
-            t.add_row(f"{label}, {strategy} 1-step", *(f"{v:.1f}" for v in vals), f"{vals[2] / vals[0]:.2f}")
+            vals = [statistics.median(x[key] for x in thr[s][strategy]) for s in systems]
+            t.add_row(f"{label}, {strategy} 1-step", *(f"{v:.1f}" for v in vals), f"{vals[-1] / vals[0]:.2f}")
     console.print(t)
 
 

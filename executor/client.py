@@ -128,7 +128,7 @@ class Duraplan:
             )
         except WorkflowAlreadyStartedError:
             existing = await handle._describe()
-            if existing.memo != memo:
+            if dict(await existing.memo()) != memo:
                 raise RunConflict(
                     f"run {run_id!r} already exists for tenant {tenant!r} with a different plan or inputs"
                 ) from None
@@ -312,7 +312,9 @@ class RunHandle:
         first.carry = None
         first.generation = first.generation + 1
         reuse, conflict = WorkflowIDReusePolicy.ALLOW_DUPLICATE, WorkflowIDConflictPolicy.TERMINATE_EXISTING
-        self._started = await self._dp._start(first, dict(desc.memo), first.plan.get("name", ""), reuse, conflict)
+        self._started = await self._dp._start(
+            first, dict(await desc.memo()), first.plan.get("name", ""), reuse, conflict
+        )
         return self
 
     async def _first_input(self) -> RunInput:

@@ -138,6 +138,7 @@ class _Expr:
     expression: str
     bare: bool  # a bare expression field (when, items, ...), not a template
     inner: bool = False  # evaluated inside the step's own block (a foreach's per-item output)
+    after: bool = False  # evaluated once the step completed (compensation): its own output is there
 
 
 def _own_expressions(step: Step) -> Iterator[_Expr]:
@@ -145,8 +146,11 @@ def _own_expressions(step: Step) -> Iterator[_Expr]:
     if step.when is not None:
         yield _Expr("/when", step.when, True)
     if step.compensate is not None:
-        yield from _templates(step.compensate.args, "/compensate/args")
-        yield from _templates(step.compensate.inputs, "/compensate/inputs")
+        for expr in (
+            *_templates(step.compensate.args, "/compensate/args"),
+            *_templates(step.compensate.inputs, "/compensate/inputs"),
+        ):
+            yield _Expr(expr.pointer, expr.expression, expr.bare, after=True)
     match step:
         case ToolStep():
             yield from _templates(step.args, "/args")
@@ -367,7 +371,8 @@ class _Checker:
             )
         for ref in sorted(refs):
             if step is not None and ref == step.id:
-                self.add(ptr, f"step {ref!r} references its own output", sid, "cycle")
+                if not expr.after:
+                    self.add(ptr, f"step {ref!r} references its own output", sid, "cycle")
             elif step is not None and ref in self.ancestors:
                 self.add(ptr, f"step {sid!r} is inside {ref!r} and cannot use its output", sid, "cycle")
             elif ref not in every:

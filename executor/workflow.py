@@ -18,7 +18,13 @@ from typing import Any, assert_never
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    TimeoutError,
+)
 
 with workflow.unsafe.imports_passed_through():
     import jsonschema
@@ -418,8 +424,9 @@ class PlanWorkflow:
                 await workflow.wait_condition(lambda: not self.paused or self._draining)
             if self._draining:
                 raise _Drained()
-            rec.started_at = rec.started_at or workflow.now().isoformat()
-            rec.state = "running"
+            if not isinstance(step, ToolStep | CodeStep | LlmStep):  # those start when they get a slot
+                rec.started_at = rec.started_at or workflow.now().isoformat()
+                rec.state = "running"
             rec.output = await self._execute(step, path, frame, rec)
         except _StepFailed as failure:
             if step.on_error == "continue":
@@ -499,9 +506,12 @@ class PlanWorkflow:
         local = self._is_local(step)
         timeout = parse_duration(step.timeout) if step.timeout is not None else None
         policy = step.retry or DEFAULT_RETRY
-        if self._active >= self._max_parallel:
+        # `while`: every waiter whose condition holds wakes in the same pass; recheck after waking.
+        while self._active >= self._max_parallel:
             await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
+        rec.started_at = rec.started_at or workflow.now().isoformat()
+        rec.state = "running"
         try:
             self._count_step(path)
             attempt = rec.attempts
@@ -515,7 +525,10 @@ class PlanWorkflow:
                         rec.detail = {"model": result.get("model"), "usage": result.get("usage")}
                         return result.get("content")
                     return result
-                except (ActivityError, ApplicationError) as exc:
+                except (ActivityError, ApplicationError, TimeoutError) as exc:
+                    # (a replayed local activity timeout arrives as a bare TimeoutError)
+                    if _cancelled(exc):
+                        raise asyncio.CancelledError() from None  # the run is being cancelled: no retry
                     error, retry_after = _failure(exc)
                 rec.error = error
                 if not error.retryable or error.type in policy.non_retryable or attempt >= policy.max_attempts:
@@ -734,13 +747,13 @@ class PlanWorkflow:
 
     async def _subplan(self, step: SubplanStep, path: str, frame: _Frame, rec: StepRecord) -> Any:
         self._count_step(path)
-        child_plan = step.plan.model_dump(mode="json", by_alias=True, exclude_none=True)
+        child_plan = step.plan.model_dump(mode="json", by_alias=True, exclude_unset=True)
         inputs = self._render(step.inputs, frame, "/inputs")
         problems = [e.message for e in jsonschema.Draft202012Validator(step.plan.inputs).iter_errors(inputs)]
         if problems:
             raise _StepFailed(path, StepError("InputsInvalid", "; ".join(problems)))
         child_id = f"{self.inp.run_id}.{path}"
-        if self._active >= self._max_parallel:
+        while self._active >= self._max_parallel:
             await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
         try:
@@ -804,7 +817,7 @@ class PlanWorkflow:
                     arg = CodeCall(self.inp.tenant, self.inp.run_id, f"{call.path}#compensate", call.code, call.inputs)
                     await self._dispatch(act.run_code, arg, True, None)
                 return
-            except (ActivityError, ApplicationError) as exc:
+            except (ActivityError, ApplicationError, TimeoutError) as exc:
                 error, _ = _failure(exc)
                 if not error.retryable or attempt == DEFAULT_RETRY.max_attempts:
                     raise _StepFailed(call.path, error) from None
@@ -894,6 +907,15 @@ async def _cancel_all(tasks: Any) -> None:
     for t in pending:
         with contextlib.suppress(BaseException):  # the first failure is already propagating
             await t
+
+
+def _cancelled(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, CancelledError):
+            return True
+        cause = cause.cause if isinstance(cause, ActivityError | ChildWorkflowError) else None
+    return False
 
 
 def _failure(exc: BaseException) -> tuple[StepError, float | None]:

@@ -234,13 +234,6 @@ async def test_subplan_child_runs_are_not_listed_as_runs(dp: Duraplan, tenant: s
     assert await wait_for(listed, timeout=15) == [handle.run_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor/workflow.py _subplan dumps the child plan with exclude_none=True, dropping "
-    "required fields whose value is null (set.value: null): the child's Plan.model_validate fails "
-    "in PlanWorkflow.__init__, a workflow-task failure Temporal retries forever, so the run hangs; "
-    "dump with exclude_unset=True as client.submit_plan does",
-)
 async def test_subplan_with_a_null_literal_runs(dp: Duraplan, tenant: str) -> None:
     child = {"name": "null-child", "steps": [{"id": "nothing", "kind": "set", "value": None}], "output": {"ok": True}}
     plan = {

@@ -83,13 +83,6 @@ async def test_cancel_fails_result_with_status_cancelled(dp: Duraplan, tenant: s
         await handle.send_event("go")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor/workflow.py _activity_step (line ~422) catches the ActivityError(cause="
-    "CancelledError) that cancelling the workflow delivers to the running activity, and _failure "
-    "(line ~772) turns it into a retryable StepError('CancelledError'): the step is retried and "
-    "the cancel only takes effect after the re-run completes (its side effects repeated)",
-)
 async def test_cancel_stops_a_running_activity_step_without_retrying_it(dp: Duraplan, tenant: str) -> None:
     plan = two_step_plan(first_seconds=3)
     plan["steps"][0]["retry"] = {"max_attempts": 2, "initial_interval": "100ms"}
@@ -118,13 +111,6 @@ async def test_terminate_stops_the_run_at_once(dp: Duraplan, tenant: str) -> Non
         await handle.pause()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="executor/client.py RunHandle.restart: `dict(desc.memo)`, but "
-    "WorkflowExecutionDescription.memo is an async method in temporalio 1.35 "
-    "(TypeError: 'method' object is not iterable); should be `dict(await desc.memo())`",
-)
 async def test_restart_runs_again_with_the_same_inputs_under_the_same_id(dp: Duraplan, tenant: str) -> None:
     handle = await dp.submit_plan(two_step_plan(first_seconds=0.1), tenant=tenant, session="ctl", inputs={"n": 42})
     assert await handle.result() == 42

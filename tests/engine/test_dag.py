@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import pytest
-
 from executor import Duraplan
 
 from .conftest import step_state, steps_by_id, ts, wait_step_state
@@ -90,13 +88,6 @@ async def test_max_parallel_one_serialises_steps_ready_together(dp: Duraplan, te
     assert (ends[1] - ends[0]).total_seconds() >= 0.45
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor/workflow.py _activity_step/_subplan: `if _active >= max_parallel: await "
-    "wait_condition(_active < max_parallel)` then `_active += 1` does not re-check after waking; "
-    "the SDK resolves every true condition in one pass, so when a slot frees, all queued steps "
-    "wake and start together (b and c overlap under max_parallel 1). Use `while` instead of `if`",
-)
 async def test_max_parallel_one_serialises_three_steps(dp: Duraplan, tenant: str) -> None:
     plan = {
         "name": "serial3",
@@ -139,12 +130,6 @@ async def test_max_parallel_one_queues_a_step_that_becomes_ready_later(dp: Durap
     assert gap >= 0.45, f"b ended {gap:.2f}s after a: it ran alongside a"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor/workflow.py _run_step sets started_at and state 'running' before "
-    "_activity_step waits for a max_parallel slot, so a queued step reports a start time while "
-    "it was only waiting",
-)
 async def test_queued_step_reports_start_when_it_gets_a_slot(dp: Duraplan, tenant: str) -> None:
     steps = await open_gate_while_a_runs(dp, tenant)
     assert ts(steps["b"]["started_at"]) >= ts(steps["a"]["ended_at"])

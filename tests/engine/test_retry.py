@@ -138,15 +138,6 @@ async def test_remote_step_timeout_status(dp: Duraplan, tenant: str) -> None:
     assert (ts(slow["ended_at"]) - ts(slow["started_at"])).total_seconds() < 3.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor/workflow.py _activity_step (line ~422) catches only (ActivityError, "
-    "ApplicationError); replaying a local activity timeout from its marker yields a bare "
-    "temporalio.exceptions.TimeoutError, which escapes and fails the workflow without the "
-    "'failed' search-attribute upsert the original execution made: every replay (status() query, "
-    "cache eviction) hits [TMPRL1100] nondeterminism. Also catch temporalio TimeoutError there "
-    "and in _compensate_one",
-)
 async def test_local_step_timeout_replays_deterministically(dp: Duraplan, tenant: str) -> None:
     handle = await dp.submit_plan(plan_of(slow_step("local")), tenant=tenant, session="r")
     await run_failure(handle)

@@ -125,13 +125,6 @@ async def test_deadline_exceeded(dp: Duraplan, tenant: str) -> None:
 # ---- submit, list, tenancy ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RunConflict,
-    reason="executor/client.py Duraplan.submit_plan compares `existing.memo != memo`, but "
-    "WorkflowExecutionDescription.memo is an async method in temporalio 1.35, so the comparison is "
-    "always unequal and every resubmission raises RunConflict; should be `await existing.memo()`",
-)
 async def test_resubmitting_the_same_run_returns_the_same_run(dp: Duraplan, tenant: str) -> None:
     plan = {"name": "idem", "steps": [{"id": "a", "kind": "set", "value": "${input.x}"}], "output": "${steps.a.output}"}
     first = await dp.submit_plan(plan, tenant=tenant, session="st", inputs={"x": 1}, run_id="idem-1")
