@@ -76,6 +76,8 @@ class EagerProbe(Interceptor):
         self.eager: Counter[str] = Counter()
         # workflow id -> (perf_counter entering, leaving) client.start_workflow: the start RPC
         self.rpc: dict[str, tuple[float, float]] = {}
+        # bench.whatif: may rewrite a start request before it is sent
+        self.rewrite: Callable[[StartWorkflowInput], None] | None = None
 
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
         return _EagerOutbound(next, self)
@@ -87,6 +89,8 @@ class _EagerOutbound(OutboundInterceptor):
         self._probe = probe
 
     async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        if self._probe.rewrite is not None:
+            self._probe.rewrite(input)
         t0 = time.perf_counter()
         handle = await super().start_workflow(input)
         if len(self._probe.rpc) > 10_000:
@@ -157,7 +161,7 @@ async def dev_server(
             config["interceptors"] = interceptors
             yield (
                 Client(**config),
-                f"executor.devserver.DevServer, SQLite WAL at {server.db_file}",
+                "executor.devserver.DevServer (SQLite on disk, WAL)",
                 server.pid,
             )
         return
@@ -170,7 +174,7 @@ async def dev_server(
             interceptors=interceptors,
         )
     try:
-        yield env.client, f"WorkflowEnvironment.start_local, SQLite WAL at {home / 'temporal.db'}", None
+        yield env.client, "WorkflowEnvironment.start_local (SQLite on disk, WAL)", None
     finally:
         await env.shutdown()
 

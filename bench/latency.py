@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -124,8 +125,8 @@ async def warm_up(bench: Bench, runs: int) -> None:
     # and a short burst, so the concurrent path (pollers, slots, caches) is warm too
     for strategy in STRATEGIES:
         plan = chain_plan(1, strategy)
-        await throughput(lambda p=plan: run_duraplan(bench, p), 50, 25)  # type: ignore[misc]
-        await throughput(lambda s=strategy: run_baseline(bench, 1, s == "local"), 50, 25)  # type: ignore[misc]
+        await throughput(functools.partial(run_duraplan, bench, plan), 50, 25)
+        await throughput(functools.partial(run_baseline, bench, 1, strategy == "local"), 50, 25)
 
 
 async def latencies(bench: Bench, samples: int) -> dict[str, dict[str, dict[int, list[Sample]]]]:
@@ -153,10 +154,10 @@ async def throughputs(bench: Bench, runs: int, concurrency: int) -> dict[str, di
             own0, server0 = cpu_snapshot()
             if system == "duraplan":
                 plan = chain_plan(1, strategy)
-                rate = await throughput(lambda p=plan: run_duraplan(bench, p), runs, concurrency)  # type: ignore[misc]
+                rate = await throughput(functools.partial(run_duraplan, bench, plan), runs, concurrency)
             else:
                 local = strategy == "local"
-                rate = await throughput(lambda lo=local: run_baseline(bench, 1, lo), runs, concurrency)  # type: ignore[misc]
+                rate = await throughput(functools.partial(run_baseline, bench, 1, local), runs, concurrency)
             own1, server1 = cpu_snapshot()
             out[system][strategy] = {
                 "rate": rate,
@@ -278,6 +279,48 @@ def _verdict(ok: bool | None, text: str | None) -> str:
     return f"[green]PASS[/] {text}" if ok else f"[red]MISS[/] {text}"
 
 
+def _cells(row: dict[str, Any]) -> tuple[str, str, str]:
+    if row["unit"] == "runs/s":
+        return (
+            f"{row['duraplan']['rate']:.1f} runs/s",
+            f"{row['hand_written']['rate']:.1f} runs/s",
+            f"{row['ratio']:.2f}",
+        )
+    if row["unit"] == "cpu-ms":
+        return (
+            f"{row['duraplan']['value']:.1f} CPU ms",
+            f"{row['hand_written']['value']:.1f} CPU ms",
+            f"{row['ratio']:.2f}",
+        )
+    return _pct(row["duraplan"]) + " ms", _pct(row["hand_written"]) + " ms", f"{row['ratio_p50']:.2f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results table as GitHub markdown, with the run's environment (for bench/README.md)."""
+    env, p = report["environment"], report["parameters"]
+    lines = [
+        f"{env['cores_usable']} cores ({env['cpu']}), Python {env['python']}, temporalio {env['temporalio']}, "
+        f"{env['temporal_cli']}; {env.get('server')}; {p['samples']} interleaved samples per cell, "
+        f"throughput {p['throughput_runs']} runs at {p['concurrency']} in flight; other processes kept "
+        f"{env['foreign_cores']:.2f} cores busy during the run.",
+        "",
+        "| metric | strategy | duraplan p50 / p95 / p99 | hand-written p50 / p95 / p99 | ratio "
+        "| absolute target | ratio target |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+
+    def verdict(ok: bool | None, text: str | None) -> str:
+        return "—" if ok is None or text is None else f"{'PASS' if ok else 'MISS'} ({text})"
+
+    for row in report["rows"]:
+        dp, hw, ratio = _cells(row)
+        lines.append(
+            f"| {row['metric'].strip()} | {row['strategy']} | {dp} | {hw} | {ratio} | "
+            f"{verdict(row['abs_pass'], row['abs_target'])} | {verdict(row['ratio_pass'], row['ratio_target'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def print_report(report: dict[str, Any]) -> None:
     env = report["environment"]
     console.print(
@@ -313,15 +356,7 @@ def print_report(report: dict[str, Any]) -> None:
     table.add_column("absolute target")
     table.add_column("ratio target")
     for row in report["rows"]:
-        if row["unit"] == "runs/s":
-            dp, hw = f"{row['duraplan']['rate']:.1f} runs/s", f"{row['hand_written']['rate']:.1f} runs/s"
-            ratio = f"{row['ratio']:.2f}"
-        elif row["unit"] == "cpu-ms":
-            dp, hw = f"{row['duraplan']['value']:.2f} CPU ms", f"{row['hand_written']['value']:.2f} CPU ms"
-            ratio = f"{row['ratio']:.2f}"
-        else:
-            dp, hw = _pct(row["duraplan"]) + " ms", _pct(row["hand_written"]) + " ms"
-            ratio = f"{row['ratio_p50']:.2f}"
+        dp, hw, ratio = _cells(row)
         table.add_row(
             row["metric"],
             row["strategy"],
@@ -343,7 +378,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--throughput-runs", type=int, default=None, help="1-step runs per throughput cell (default 300)")
     ap.add_argument("--concurrency", type=int, default=50, help="runs in flight during throughput (default 50)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up runs per cell (default 5)")
-    ap.add_argument("--quick", action="store_true", help="small samples: a smoke run (~30 s)")
+    ap.add_argument("--quick", action="store_true", help="small samples: a smoke run (about a minute)")
     ap.add_argument(
         "--server",
         choices=("devserver", "testing"),
@@ -351,6 +386,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="devserver: executor.devserver.DevServer (default); testing: WorkflowEnvironment.start_local",
     )
     ap.add_argument("--json", metavar="PATH", help="also write every number (and raw samples) as JSON here")
+    ap.add_argument("--markdown", metavar="PATH", help="also write the results table as markdown here")
     args = ap.parse_args(argv)
     quick = args.quick
     args.samples = args.samples or (10 if quick else 40)
@@ -383,6 +419,10 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
         console.print(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(report))
+        console.print(f"wrote {args.markdown}")
     return report
 
 

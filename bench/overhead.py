@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import threading
@@ -225,7 +226,7 @@ async def run_variant(bench: Bench, variant: str, steps: int, strategy: str) -> 
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )
-        handle = await bench.client.start_workflow(
+        hw_handle = await bench.client.start_workflow(
             BaselineWorkflow.run,
             BaselineInput(TENANT, run_id, steps, local, 1, upsert_status=variant == "hw+sa"),
             id=wid,
@@ -234,7 +235,7 @@ async def run_variant(bench: Bench, variant: str, steps: int, strategy: str) -> 
             **kwargs,
         )
         t1 = time.perf_counter()
-        result = await handle.result()
+        result = await hw_handle.result()
     t2 = time.perf_counter()
     assert result == {"value": 1}, result
     marks = MARKS.pop(run_id, [])
@@ -273,12 +274,12 @@ async def cpu_per_run(rounds: int, burst: int, concurrency: int) -> dict[str, An
         for strategy in ("local", "remote"):
             cells = out.setdefault(strategy, {v: [] for v in CPU_VARIANTS})
             for v in CPU_VARIANTS:  # warm-up
-                await throughput(lambda v=v, st=strategy: run_variant(bench, v, 1, st), 30, concurrency)  # type: ignore[misc]
+                await throughput(functools.partial(run_variant, bench, v, 1, strategy), 30, concurrency)
             for r in range(rounds):
                 order = CPU_VARIANTS if r % 2 == 0 else tuple(reversed(CPU_VARIANTS))
                 for v in order:
                     own0, srv0 = cpu_snapshot()
-                    rate = await throughput(lambda v=v, st=strategy: run_variant(bench, v, 1, st), burst, concurrency)  # type: ignore[misc]
+                    rate = await throughput(functools.partial(run_variant, bench, v, 1, strategy), burst, concurrency)
                     own1, srv1 = cpu_snapshot()
                     cells[v].append(
                         {"rate": rate, "own_ms": (own1 - own0) * 1e3 / burst, "server_ms": (srv1 - srv0) * 1e3 / burst}
@@ -410,7 +411,7 @@ async def live(runs: int, sizes: tuple[int, ...]) -> dict[str, Any]:
 
 
 def med(rows: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in rows)
+    return float(statistics.median(r[key] for r in rows))
 
 
 def report(phases: list[dict[str, Any]], data: dict[str, Any]) -> None:

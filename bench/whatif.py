@@ -28,9 +28,9 @@ from typing import Any
 import jsonschema
 from rich.console import Console
 from rich.table import Table
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.client import StartWorkflowInput
+from temporalio.common import TypedSearchAttributes
 
-import executor.client as dp_client
 import executor.validate as dp_validate
 from bench.harness import (
     MARKS,
@@ -44,7 +44,7 @@ from bench.harness import (
     run_duraplan,
     throughput,
 )
-from executor.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_TENANT
+from executor.config import SA_STATUS
 from executor.workflow import PlanWorkflow
 
 console = Console(width=160)
@@ -91,31 +91,15 @@ def install() -> None:
 
     PlanWorkflow._set_state = _set_state  # type: ignore[method-assign]
 
-    orig_start = dp_client.Duraplan._start
 
-    async def _start(self: Any, arg: Any, memo: Any, plan_name: str, reuse: Any, conflict: Any) -> None:  # F4
-        if "4" not in _fixes_of(arg.run_id):
-            return await orig_start(self, arg, memo, plan_name, reuse, conflict)
-        await self.client.start_workflow(
-            PlanWorkflow.run,
-            arg,
-            id=f"{arg.tenant}/{arg.run_id}",
-            task_queue=self.settings.task_queue,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SA_TENANT, arg.tenant),
-                    SearchAttributePair(SA_SESSION, arg.session),
-                    SearchAttributePair(SA_PLAN_HASH, arg.plan_hash),
-                    SearchAttributePair(SA_PLAN_NAME, plan_name[:200]),
-                ]
-            ),
-            id_reuse_policy=reuse,
-            id_conflict_policy=conflict,
-            request_eager_start=True,
+def f4_rewrite(input: StartWorkflowInput) -> None:  # F4, as a client interceptor hook
+    if "4" not in _fixes_of(input.id.split("/", 1)[-1]):
+        return
+    input.memo = None
+    if input.search_attributes is not None and isinstance(input.search_attributes, TypedSearchAttributes):
+        input.search_attributes = TypedSearchAttributes(
+            [p for p in input.search_attributes.search_attributes if p.key.name != SA_STATUS.name]
         )
-        return None
-
-    dp_client.Duraplan._start = _start  # type: ignore[method-assign]
 
 
 async def run_fixed(bench: Bench, plan: dict[str, Any], fixes: str = ALL_FIXES) -> Sample:
@@ -166,6 +150,7 @@ async def main() -> None:
     lat: dict[str, dict[str, list[Sample]]] = {s: {} for s in systems}
     thr: dict[str, dict[str, list[dict[str, float]]]] = {s: {"local": [], "remote": []} for s in systems}
     async with bench_env() as bench:
+        bench.probe.rewrite = f4_rewrite
         for strategy, steps in cells:
             cell = f"{strategy}/{steps}"
             for system in systems:
@@ -183,8 +168,8 @@ async def main() -> None:
                 for system in order:
                     own0, srv0 = cpu_snapshot()
                     rate = await throughput(
-                        lambda s=system, st=strategy: one(bench, s, 1, st), args.throughput_runs, 50
-                    )  # type: ignore[misc]
+                        functools.partial(one, bench, system, 1, strategy), args.throughput_runs, 50
+                    )
                     own1, srv1 = cpu_snapshot()
                     n = args.throughput_runs
                     thr[system][strategy].append(

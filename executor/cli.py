@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -44,26 +45,44 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def command(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
-    """Run an async command; turn expected errors into one line and an exit code."""
+def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async command; turn expected errors into one line and an exit code.
+
+    The process ends with ``os._exit`` once output is flushed: the Temporal runtime's native
+    threads can crash the interpreter while it finalizes (seen as SIGSEGV after a clean run), and
+    nothing is left to clean up by then."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        code = 0
         try:
-            return asyncio.run(fn(*args, **kwargs))
+            asyncio.run(fn(*args, **kwargs))
+        except typer.Exit as exc:
+            code = exc.exit_code
         except PlanInvalid as exc:
             err.print(f"[red]error:[/red] plan is invalid ({len(exc.issues)} problem(s))", highlight=False)
             for issue in exc.issues:
                 err.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            code = 2
         except DuraplanError as exc:
-            raise _fail(str(exc)) from None
+            code = _fail(str(exc)).exit_code
         except RuntimeError as exc:
-            if "connect" in str(exc).lower():
-                raise _fail(f"cannot reach Temporal: {exc} (start one with `duraplan dev`)") from None
-            raise
+            if "connect" not in str(exc).lower():
+                raise
+            code = _fail(f"cannot reach Temporal: {exc} (start one with `duraplan dev`)").exit_code
+        except KeyboardInterrupt:
+            code = 130
+        _exit(code)
 
     return wrapper
+
+
+def _exit(code: int) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.environ.get("DURAPLAN_CLI_IN_PROCESS"):  # tests that call the app in-process
+        raise typer.Exit(code)
+    os._exit(code)
 
 
 async def _dp(address: str | None, namespace: str | None) -> Duraplan:

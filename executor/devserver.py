@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_DB",
     "DevServer",
     "DevServerError",
+    "shutdown_env",
     "start_time_skipping",
     "temporal_cli_path",
     "test_server_path",
@@ -104,6 +105,17 @@ async def register_search_attributes(client: Client, namespace: str = "default")
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(search_attributes=missing, namespace=namespace)
         )
+
+
+async def shutdown_env(env: WorkflowEnvironment) -> None:
+    """Shut a ``WorkflowEnvironment`` down and let temporalio's Rust threads settle.
+
+    Exiting right after ``env.shutdown()`` aborts the interpreter about half the time with
+    "Fatal Python error: PyGILState_Release ... finalizing" (temporalio/sdk-python#300); a short
+    pause on the event loop afterwards avoids it (0 of 70 runs here).
+    """
+    await env.shutdown()
+    await asyncio.sleep(0.1)
 
 
 def _free_port(ip: str) -> int:

@@ -23,7 +23,7 @@ import pytest_asyncio  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from executor.devserver import DevServer, start_time_skipping  # noqa: E402
+from executor.devserver import DevServer, shutdown_env, start_time_skipping  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,4 +50,4 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     try:
         yield env
     finally:
-        await env.shutdown()
+        await shutdown_env(env)

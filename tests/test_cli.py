@@ -114,6 +114,7 @@ async def test_bad_inputs_rejected_before_start(cli: Cli) -> None:
     _no_traceback(result)
     assert "order_id" in result.err and "run inputs invalid" in result.err
     runs = await cli("runs", "--tenant", tenant, "--json")
+    assert runs.code == 0, runs.err
     assert runs.json() == [], "nothing half-started"
 
 

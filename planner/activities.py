@@ -1,0 +1,104 @@
+"""The ``duraplan.plan`` activity: ``plan_goal`` on a worker, its errors as Temporal failures.
+
+One activity execution is one ``plan_goal`` (its repair loop included). Temporal owns retries:
+``PlannerError.retryable`` becomes the ``ApplicationError``'s ``non_retryable`` flag (429 and 5xx
+retried, with the provider's Retry-After as the next delay; 4xx, missing configuration, exhausted
+repairs or budget fail at once), and the error's ``details()`` travel as the first detail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from planner.core import plan_goal
+from planner.errors import PlannerError, RateLimited
+from planner.models import PlanOutput, PlanRequest
+from planner.provider import Completion
+from tools.registry import Tool, ToolContext, ToolRegistry
+
+__all__ = ["HEARTBEAT_SECONDS", "PLAN_ACTIVITY", "PlannerActivities", "registry_from_catalog", "to_application_error"]
+
+PLAN_ACTIVITY = "duraplan.plan"
+HEARTBEAT_SECONDS = 30.0
+T = TypeVar("T")
+
+
+def to_application_error(exc: PlannerError) -> ApplicationError:
+    delay = None
+    if isinstance(exc, RateLimited) and exc.retry_after:
+        delay = timedelta(seconds=exc.retry_after)
+    return ApplicationError(
+        str(exc), exc.details(), type=type(exc).__name__, non_retryable=not exc.retryable, next_retry_delay=delay
+    )
+
+
+async def _not_callable(args: dict[str, Any], ctx: ToolContext) -> Any:  # pragma: no cover - never dispatched
+    raise RuntimeError("catalog entries only validate plans")
+
+
+def registry_from_catalog(catalog: Sequence[Mapping[str, Any]]) -> ToolRegistry:
+    """A registry that validates plans against a catalog (``ToolRegistry.catalog()`` entries)."""
+    return ToolRegistry(
+        Tool(
+            name=str(entry["name"]),
+            description=str(entry.get("description", "")),
+            args_schema=dict(entry.get("args_schema") or {"type": "object"}),
+            handler=_not_callable,
+            side_effects=bool(entry.get("side_effects", False)),
+        )
+        for entry in catalog
+    )
+
+
+async def _heartbeating(work: Awaitable[T]) -> T:
+    """Heartbeat while the model thinks, so a lost worker is noticed long before the timeout."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS / 3)
+        if done:
+            return task.result()
+        activity.heartbeat()
+
+
+class PlannerActivities:
+    def __init__(
+        self, registry: ToolRegistry, *, default_model: str | None = None, completion: Completion | None = None
+    ) -> None:
+        self.registry = registry
+        self.default_model = default_model
+        self._completion = completion
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.plan]
+
+    @activity.defn(name=PLAN_ACTIVITY)
+    async def plan(self, request: PlanRequest) -> PlanOutput:
+        tools = self.registry if request.catalog is None else registry_from_catalog(request.catalog)
+        try:
+            result = await _heartbeating(
+                plan_goal(
+                    request.goal,
+                    tools=tools,
+                    model=request.model or self.default_model,
+                    max_attempts=request.max_attempts,
+                    completion=self._completion,
+                    budget_usd=request.budget_usd,
+                    previous=request.previous_plan,
+                )
+            )
+        except PlannerError as exc:
+            raise to_application_error(exc) from None
+        return PlanOutput(
+            plan=result.plan_json,
+            model=result.model,
+            attempts=[a.to_dict() for a in result.attempts],
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost_usd=result.cost_usd,
+        )

@@ -1,0 +1,153 @@
+"""Errors of the planner: one tree, with retry semantics in the types.
+
+    DuraplanError                  (executor.errors) the root of everything duraplan raises on purpose
+    └── PlannerError               planning failed; ``retryable`` says whether another try may help
+        ├── ModelNotConfigured     no model, or its provider key is missing; ``variable`` names the env var
+        ├── ProviderUnreachable    5xx, timeouts, lost connections                           retryable
+        ├── RateLimited            429; ``retry_after`` seconds when the provider said        retryable
+        ├── ProviderRejected       other 4xx (400 bad request, 401/403 credentials, 404 model)
+        ├── RepairExhausted        no valid plan within ``attempts``; ``last_issues`` says why
+        └── BudgetExhausted        the attempts so far cost ``spent_usd`` of ``budget_usd``
+
+Only ``ProviderUnreachable`` and ``RateLimited`` are retryable. Across Temporal every error travels
+as an ``ApplicationError`` whose ``type`` is the class name and whose first detail is
+``details()``; ``error_from_failure`` rebuilds the typed error on the client side.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from executor.errors import DuraplanError, PlanIssue
+
+__all__ = [
+    "BudgetExhausted",
+    "ModelNotConfigured",
+    "PlannerError",
+    "ProviderRejected",
+    "ProviderUnreachable",
+    "RateLimited",
+    "RepairExhausted",
+    "error_from_failure",
+]
+
+EXAMPLE_MODELS = "e.g. openai/gpt-4o-mini or anthropic/claude-sonnet-4-5"
+
+
+class PlannerError(DuraplanError):
+    """Root of the planner's errors. Not retryable unless a subclass says so."""
+
+    retryable: ClassVar[bool] = False
+
+    def details(self) -> dict[str, Any]:
+        """What crosses Temporal besides the message (JSON)."""
+        return {}
+
+
+class ModelNotConfigured(PlannerError):
+    """No model is configured, or the configured model's provider key is missing."""
+
+    def __init__(self, variable: str = "DURAPLAN_MODEL", model: str | None = None) -> None:
+        self.variable = variable
+        self.model = model
+        if model is None:
+            message = f"no model configured: set {variable} ({EXAMPLE_MODELS}) or pass a model"
+        else:
+            message = f"model {model!r} needs {variable}: set it in the environment (of the worker, when durable)"
+        super().__init__(message)
+
+    def details(self) -> dict[str, Any]:
+        return {"variable": self.variable, "model": self.model}
+
+
+class ProviderUnreachable(PlannerError):
+    """The provider failed on its side (5xx), timed out or could not be reached."""
+
+    retryable = True
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+    def details(self) -> dict[str, Any]:
+        return {"status": self.status}
+
+
+class RateLimited(PlannerError):
+    """The provider answered 429; ``retry_after`` is its hint in seconds, if any."""
+
+    retryable = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def details(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after}
+
+
+class ProviderRejected(PlannerError):
+    """The provider refused the request (400, 401, 403, 404...): another try gets the same answer."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+    def details(self) -> dict[str, Any]:
+        return {"status": self.status}
+
+
+class RepairExhausted(PlannerError):
+    """Every attempt produced an invalid plan; ``last_issues`` are the validator's last findings."""
+
+    def __init__(self, attempts: int, last_issues: list[PlanIssue]) -> None:
+        self.attempts = attempts
+        self.last_issues = list(last_issues)
+        lines = "".join(f"\n  {issue}" for issue in self.last_issues)
+        super().__init__(
+            f"no valid plan after {attempts} attempt(s); last problem(s) ({len(self.last_issues)}):{lines}"
+        )
+
+    def details(self) -> dict[str, Any]:
+        return {"attempts": self.attempts, "last_issues": [i.to_dict() for i in self.last_issues]}
+
+
+class BudgetExhausted(PlannerError):
+    """The attempts so far cost the whole budget before a valid plan came back."""
+
+    def __init__(self, spent_usd: float, budget_usd: float, attempts: int = 0) -> None:
+        self.spent_usd = spent_usd
+        self.budget_usd = budget_usd
+        self.attempts = attempts
+        super().__init__(
+            f"planning budget exhausted: spent ${spent_usd:.6f} of ${budget_usd:.6f} in {attempts} attempt(s)"
+        )
+
+    def details(self) -> dict[str, Any]:
+        return {"spent_usd": self.spent_usd, "budget_usd": self.budget_usd, "attempts": self.attempts}
+
+
+def error_from_failure(error_type: str | None, message: str, details: dict[str, Any] | None = None) -> PlannerError:
+    """The typed error for an ``ApplicationError`` raised by the planning activity."""
+    d = details or {}
+    match error_type:
+        case "ModelNotConfigured":
+            return ModelNotConfigured(d.get("variable") or "DURAPLAN_MODEL", d.get("model"))
+        case "ProviderUnreachable":
+            return ProviderUnreachable(message, d.get("status"))
+        case "RateLimited":
+            return RateLimited(message, d.get("retry_after"))
+        case "ProviderRejected":
+            return ProviderRejected(message, d.get("status"))
+        case "RepairExhausted":
+            issues = [
+                PlanIssue(i.get("pointer", ""), i.get("message", ""), i.get("step"), i.get("code", "invalid"))
+                for i in d.get("last_issues", [])
+            ]
+            return RepairExhausted(int(d.get("attempts", 0)), issues)
+        case "BudgetExhausted":
+            return BudgetExhausted(
+                float(d.get("spent_usd", 0.0)), float(d.get("budget_usd", 0.0)), int(d.get("attempts", 0))
+            )
+        case _:
+            return PlannerError(message)
