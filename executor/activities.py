@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from executor.models import CodeCall, LlmCall, ToolCall
+from executor.models import CodeCall, LlmCall, ReplanRequest, ToolCall
 from executor.sandbox import Sandbox, SandboxError, SandboxLimits
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolRegistry
@@ -102,7 +102,7 @@ class StepActivities:
         self._completion = completion
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.tool, self.code, self.llm]
+        return [self.tool, self.code, self.llm, self.replan]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
@@ -147,3 +147,35 @@ class StepActivities:
             )
         result = await _heartbeating(complete(call, model, self._completion))
         return dict(_checked_output(result, "llm step"))
+
+    @activity.defn(name=run_replan)
+    async def replan(self, request: ReplanRequest) -> dict[str, Any]:
+        """A revised plan for the rest of a failed run, validated against this worker's tools."""
+        from planner.activities import to_application_error
+        from planner.core import plan_goal
+        from planner.errors import PlannerError
+
+        try:
+            result = await _heartbeating(
+                plan_goal(
+                    _replan_request_text(request),
+                    tools=self.registry,
+                    model=request.model or self.default_model,
+                    previous=request.plan,
+                    completion=self._completion,
+                )
+            )
+        except PlannerError as exc:
+            raise to_application_error(exc) from None
+        return result.plan_json
+
+
+def _replan_request_text(request: ReplanRequest) -> str:
+    done = json.dumps(request.completed, default=str)[:20_000]
+    return (
+        f"Goal: {request.goal}\n"
+        f"The run failed at step {request.failed_step!r}: {request.error.type}: {request.error.message}\n"
+        "Revise the plan so the remaining work succeeds. Steps that already completed are listed with "
+        "their outputs; keep their ids and definitions unchanged: they will not run again and their "
+        f"outputs are reused.\nCompleted: {done}"
+    )

@@ -202,15 +202,7 @@ class DevServer:
         return self._proc.pid if self._proc is not None else None
 
     def _args(self) -> list[str]:
-        args = [
-            temporal_cli_path(),
-            "server",
-            "start-dev",
-            "--ip",
-            self.ip,
-            "--port",
-            str(self.port),
-        ]
+        args = [temporal_cli_path(), "server", "start-dev", "--ip", self.ip, "--port", str(self.port)]
         args += ["--namespace", self.namespace, "--log-level", self.log_level]
         args += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
         if self.db_file is not None:

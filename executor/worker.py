@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +47,12 @@ async def running_worker(
     registry: ToolRegistry | None = None,
     store: Store | None = None,
     task_queue: str | None = None,
+    completion: Callable[..., Awaitable[Any]] | None = None,
     **worker_options: Any,
 ) -> AsyncIterator[WorkerDeps]:
-    """Run a worker until the block exits; shuts down the worker, sandbox pool and store cleanly."""
+    """Run a worker until the block exits; shuts down the worker, sandbox pool and store cleanly.
+
+    ``completion`` replaces ``litellm.acompletion`` for llm steps and replanning (tests)."""
     registry = registry or default_registry(extra_modules=settings.tool_modules)
     own_store = store is None
     if store is None:
@@ -57,7 +60,9 @@ async def running_worker(
         store = Store(settings.home / "store.db")
     try:
         async with Sandbox() as sandbox:
-            activities = StepActivities(registry, store, sandbox, default_model=settings.default_model)
+            activities = StepActivities(
+                registry, store, sandbox, default_model=settings.default_model, completion=completion
+            )
             worker = Worker(
                 client,
                 task_queue=task_queue or settings.task_queue,
