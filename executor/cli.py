@@ -22,12 +22,14 @@ from executor.config import Settings
 from executor.errors import DuraplanError, PlanInvalid
 from executor.loader import load_plan
 from executor.validate import check_plan
+from planner.cli import app as planner_app
 
 __all__ = ["app"]
 
 app = typer.Typer(help="duraplan: durable execution of runtime-supplied plans on Temporal.", no_args_is_help=True)
 events_app = typer.Typer(help="Send events to runs.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
 out = Console()
 err = Console(stderr=True)
 

@@ -15,6 +15,7 @@ from executor.activities import StepActivities
 from executor.config import Settings
 from executor.sandbox import Sandbox
 from executor.workflow import PlanWorkflow
+from planner.worker import worker_parts
 from tools import Store, ToolRegistry, default_registry
 
 __all__ = ["WorkerDeps", "running_worker", "workflow_runner"]
@@ -63,11 +64,12 @@ async def running_worker(
             activities = StepActivities(
                 registry, store, sandbox, default_model=settings.default_model, completion=completion
             )
+            planner_workflows, planner_activities = worker_parts(settings, registry=registry, completion=completion)
             worker = Worker(
                 client,
                 task_queue=task_queue or settings.task_queue,
-                workflows=[PlanWorkflow],
-                activities=activities.all(),
+                workflows=[PlanWorkflow, *planner_workflows],
+                activities=[*activities.all(), *planner_activities],
                 workflow_runner=workflow_runner(),
                 **worker_options,
             )

@@ -9,6 +9,8 @@ repairs or budget fail at once), and the error's ``details()`` travel as the fir
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -66,6 +68,12 @@ async def _heartbeating(work: Awaitable[T]) -> T:
         activity.heartbeat()
 
 
+async def _litellm_loaded() -> None:
+    """litellm takes seconds to import: do it off the event loop (workflows and heartbeats go on)."""
+    if "litellm" not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, "litellm")
+
+
 class PlannerActivities:
     def __init__(
         self, registry: ToolRegistry, *, default_model: str | None = None, completion: Completion | None = None
@@ -80,6 +88,7 @@ class PlannerActivities:
     @activity.defn(name=PLAN_ACTIVITY)
     async def plan(self, request: PlanRequest) -> PlanOutput:
         tools = self.registry if request.catalog is None else registry_from_catalog(request.catalog)
+        await _litellm_loaded()
         try:
             result = await _heartbeating(
                 plan_goal(

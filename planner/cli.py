@@ -36,6 +36,17 @@ def _say(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _quiet_litellm() -> None:
+    """litellm prints help banners and warnings of its own; the CLI's output is its own lines only."""
+    import logging
+
+    import litellm
+
+    litellm.suppress_debug_info = True
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _fail(exc: BaseException) -> typer.Exit:
     """One line for the error (and its findings when repairs ran out); the exit code."""
     lines = str(exc).splitlines() or [type(exc).__name__]
@@ -63,6 +74,7 @@ def plan(
     settings = Settings.from_env()
     try:
         chosen = resolve_model(model or settings.default_model)  # fails fast, before importing litellm
+        _quiet_litellm()
         result = asyncio.run(
             plan_goal(
                 goal,
@@ -129,7 +141,7 @@ async def _chat(settings: Settings, tenant: str, session: str, model: str | None
     _say(f'planning session {chat.workflow_id}: type a goal, then changes; "submit" runs the plan, "quit" ends.')
     while True:
         if interactive:
-            _say("> ")
+            typer.echo("> ", err=True, nl=False)
         line = sys.stdin.readline()
         if not line:
             return

@@ -24,9 +24,6 @@ def worker_parts(
     from planner.activities import PlannerActivities
     from planner.workflows import PlanningSession
 
-    if completion is None:
-        import litellm  # noqa: F401  # a slow import: pay it at worker start, not inside the first activity
-
     if registry is None:
         from tools import default_registry
 

@@ -70,9 +70,7 @@ async def test_sqlite_store_survives_restart(tmp_path: Path) -> None:
     workflow_id = f"persist-{uuid.uuid4().hex}"
 
     async with DevServer(tmp_path, port=0, ui=False, db_file=db) as server:
-        await server.client.start_workflow(
-            UNREGISTERED_WORKFLOW, id=workflow_id, task_queue=_queue()
-        )
+        await server.client.start_workflow(UNREGISTERED_WORKFLOW, id=workflow_id, task_queue=_queue())
     assert db.exists()
     assert (tmp_path / "temporal.log").exists()
 

@@ -28,6 +28,7 @@ from tools import ToolRegistry, default_registry
 litellm.disable_aiohttp_transport = True
 litellm.suppress_debug_info = True
 
+
 @pytest.fixture(scope="session")
 def registry() -> ToolRegistry:
     return default_registry()
@@ -72,21 +73,21 @@ async def planner_workers(
     registry = default_registry()
     slot = CompletionSlot()
     workflows, activities = worker_parts(plan_settings, registry=registry, completion=slot)
-    async with running_worker(client, run_settings, registry=registry):
-        async with Worker(
-            client,
-            task_queue=plan_settings.task_queue,
-            workflows=workflows,
-            activities=activities,
-            workflow_runner=workflow_runner(),
-        ):
-            yield PlannerEnv(
-                Duraplan(client, plan_settings, registry),
-                slot,
-                run_settings.task_queue,
-                plan_settings.task_queue,
-                dev_server.address,
-            )
+    planner_worker = Worker(
+        client,
+        task_queue=plan_settings.task_queue,
+        workflows=workflows,
+        activities=activities,
+        workflow_runner=workflow_runner(),
+    )
+    async with running_worker(client, run_settings, registry=registry), planner_worker:
+        yield PlannerEnv(
+            Duraplan(client, plan_settings, registry),
+            slot,
+            run_settings.task_queue,
+            plan_settings.task_queue,
+            dev_server.address,
+        )
 
 
 @pytest.fixture

@@ -58,7 +58,9 @@ async def test_three_turns_record_three_revisions_with_diffs_then_the_run_comple
     # Revisions revise: the model saw the latest plan and the request.
     request = model.calls[3].last_user_message
     shown = request.removeprefix("Current plan:\n").split("\n\nRevise it")[0]
-    assert json.loads(shown) == v2 and shown.startswith('{\n  "name": "echo_and_count",\n  "steps": [\n    {\n      "id"')
+    assert json.loads(shown) == v2 and shown.startswith(
+        '{\n  "name": "echo_and_count",\n  "steps": [\n    {\n      "id"'
+    )
     assert request.endswith("Request:\ngreet in French")
 
     recorded = await chat.revisions()
@@ -81,7 +83,12 @@ async def test_submit_goal_plans_durably_then_runs(env: Any, tenant: str) -> Non
     env.slot.target = model = ScriptedModel(GOOD_PLAN)
     with model:
         run = await submit_goal(
-            "greet and count", tenant=tenant, session="one-shot", duraplan=env.dp, model=MODEL, run_task_queue=env.run_queue
+            "greet and count",
+            tenant=tenant,
+            session="one-shot",
+            duraplan=env.dp,
+            model=MODEL,
+            run_task_queue=env.run_queue,
         )
     assert run.tenant == tenant
     assert await run.result(timeout=60) == GOOD_OUTPUT
@@ -118,6 +125,21 @@ async def test_submit_checks_inputs_against_the_plan(env: Any, tenant: str) -> N
     run = await chat.submit({"who": "ann"}, run_id="greet-ann")
     assert await run.result(timeout=60) == {"said": "ann", "n": 3}
     assert (await chat.submit({"who": "ann"}, run_id="greet-ann")).run_id == "greet-ann"  # same run again
+
+
+async def test_a_tenant_catalog_limits_the_tools(env: Any, tenant: str) -> None:
+    catalog = [t for t in env.dp.registry.catalog() if t["name"] in ("debug.echo", "kv.get")]
+    only_echo = good_plan()
+    only_echo["steps"][1] = {"id": "count", "kind": "code", "code": "len(xs)", "inputs": {"xs": [1, 2, 3]}}
+    env.slot.target = model = ScriptedModel(GOOD_PLAN, only_echo)
+    chat = session_for(env, tenant, catalog=catalog)
+    with model:
+        revision = await chat.send("greet and count")
+    system = model.calls[0].messages[0]["content"]
+    assert "- debug.echo" in system and "- kv.get" in system and "- transform" not in system
+    assert "/steps/1/tool (step 'count'): unknown tool 'transform'" in model.calls[1].last_user_message
+    assert len(revision.attempts) == 2
+    assert await (await chat.submit()).result(timeout=60) == GOOD_OUTPUT
 
 
 @pytest.mark.usefixtures("provider_keys")
