@@ -69,8 +69,7 @@ def test_all_matches_the_public_names(name: str) -> None:
     modules = {n for n, v in vars(module).items() if isinstance(v, types.ModuleType)}
     in_source = _public_names_bound_in_source(module) - modules
     assert in_source == exported, (
-        f"not exported: {sorted(in_source - exported)}; "
-        f"exported but not bound: {sorted(exported - in_source)}"
+        f"not exported: {sorted(in_source - exported)}; exported but not bound: {sorted(exported - in_source)}"
     )
     at_run_time = _public_names_at_run_time(module)
     assert at_run_time == exported, (
@@ -85,9 +84,7 @@ def test_exported_objects_come_from_the_package(name: str) -> None:
         value = getattr(module, member)
         if inspect.isclass(value) or inspect.isfunction(value):
             origin = value.__module__
-            assert origin == name or origin.startswith(f"{name}."), (
-                f"{name}.{member} comes from {origin}"
-            )
+            assert origin == name or origin.startswith(f"{name}."), f"{name}.{member} comes from {origin}"
 
 
 @pytest.mark.parametrize("name", ALL_PACKAGES)

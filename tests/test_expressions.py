@@ -38,9 +38,7 @@ SCOPE: dict[str, Any] = {
         "tags": ["x", "y"],
         "user": {"id": 7, "roles": ["admin"]},
     },
-    "steps": {
-        "fetch": {"output": {"items": [{"n": 1}, {"n": 2}]}, "status": "completed", "error": None}
-    },
+    "steps": {"fetch": {"output": {"items": [{"n": 1}, {"n": 2}]}, "status": "completed", "error": None}},
     "run": {"id": "r-1", "tenant": "t", "session": "s", "plan_hash": "abc"},
 }
 
@@ -115,9 +113,7 @@ def test_render_does_not_mutate_its_input() -> None:
     assert value == {"a": ["${input.count}"]}
 
 
-@pytest.mark.parametrize(
-    "value", [None, True, 0, 1.5, "", "$", "{x}", "$ {input.name}", "cost: $5"]
-)
+@pytest.mark.parametrize("value", [None, True, 0, 1.5, "", "$", "{x}", "$ {input.name}", "cost: $5"])
 def test_non_templates_pass_through(value: Any) -> None:
     assert render(value, SCOPE) == value
 
@@ -248,9 +244,7 @@ def test_identifiers_inside_projections_and_filters_are_not_roots(
         ("input.x | steps.b.output", {"input"}, set()),
     ],
 )
-def test_right_side_of_a_pipe_is_not_a_root(
-    expression: str, roots: set[str], steps: set[str]
-) -> None:
+def test_right_side_of_a_pipe_is_not_a_root(expression: str, roots: set[str], steps: set[str]) -> None:
     assert references(expression) == (roots, steps)
 
 
@@ -303,9 +297,7 @@ def test_iter_expressions_multiselect_hash() -> None:
     assert list(iter_expressions("${{a: input.x}}")) == [("", "{a: input.x}")]
 
 
-@pytest.mark.parametrize(
-    "template", ["${input.x || `{}`}", "${ {a: input.x} }", "${input.x || '}'}"]
-)
+@pytest.mark.parametrize("template", ["${input.x || `{}`}", "${ {a: input.x} }", "${input.x || '}'}"])
 def test_validation_sees_the_expression_render_evaluates(template: str) -> None:
     render(template, SCOPE)  # fine
     for _, expression in iter_expressions(template):
@@ -332,9 +324,7 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
     if kind == "list":
         return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
     # keys are never rendered, so they may even look like templates
-    return {
-        f"{_random_text(rng)}{i}": _random_json(rng, depth + 1) for i in range(rng.randint(0, 4))
-    }
+    return {f"{_random_text(rng)}{i}": _random_json(rng, depth + 1) for i in range(rng.randint(0, 4))}
 
 
 def _random_text(rng: random.Random) -> str:

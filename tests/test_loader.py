@@ -120,10 +120,7 @@ def test_long_single_line_json_text() -> None:
 
 
 def test_yaml_flow_mapping() -> None:
-    assert (
-        load_plan('{name: loaded, steps: [{id: a, kind: set, value: {n: 1, s: "${input.x}"}}]}')
-        == PLAN
-    )
+    assert load_plan('{name: loaded, steps: [{id: a, kind: set, value: {n: 1, s: "${input.x}"}}]}') == PLAN
 
 
 # ---- files ------------------------------------------------------------------------------------

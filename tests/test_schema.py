@@ -60,16 +60,12 @@ def test_schema_describes_every_step_kind(committed: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("path", EXAMPLES or [None], ids=lambda p: p.name if p else "none")
-def test_example_matches_the_committed_schema(
-    path: Path | None, validator: jsonschema.Draft202012Validator
-) -> None:
+def test_example_matches_the_committed_schema(path: Path | None, validator: jsonschema.Draft202012Validator) -> None:
     if path is None:
         pytest.skip("no example plans in examples/ yet")
     raw = load_plan(path)
     assert isinstance(raw.get("$schema"), str), f"{path.name} has no $schema"
-    errors = [
-        f"/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(raw)
-    ]
+    errors = [f"/{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(raw)]
     assert errors == []
     Plan.model_validate(raw)
 
@@ -99,9 +95,7 @@ INVALID: dict[str, dict[str, Any]] = {
     "empty event": _plan({"id": "a", "kind": "wait_for_event", "event": ""}),
     "on_error enum": _plan(_set(on_error="ignore")),
     "empty when": _plan(_set(when="")),
-    "nested extra in foreach": _plan(
-        {"id": "f", "kind": "foreach", "items": "input.x", "steps": [_set("b", zz=1)]}
-    ),
+    "nested extra in foreach": _plan({"id": "f", "kind": "foreach", "items": "input.x", "steps": [_set("b", zz=1)]}),
     "extra in a switch case": _plan(
         {"id": "w", "kind": "switch", "cases": [{"when": "input.x", "steps": [_set("b")], "zz": 1}]}
     ),

@@ -190,25 +190,17 @@ def test_out_of_range_retry() -> None:
             "c",
         ),
         (
-            plan(
-                tool_step(
-                    "a", "transform", TRANSFORM_ARGS, compensate={"tool": "kv.delete", "zz": 1}
-                )
-            ),
+            plan(tool_step("a", "transform", TRANSFORM_ARGS, compensate={"tool": "kv.delete", "zz": 1})),
             "/steps/0/compensate/zz",
             "a",
         ),
     ],
     ids=["foreach", "switch", "subplan", "compensation"],
 )
-def test_nested_schema_error_points_at_the_innermost_step(
-    raw: dict[str, Any], pointer: str, step: str
-) -> None:
+def test_nested_schema_error_points_at_the_innermost_step(raw: dict[str, Any], pointer: str, step: str) -> None:
     issue = schema_issue_at(raw, pointer)
     assert issue.step == step
-    assert not any(
-        f"/{kind}/" in issue.pointer for kind in ("set", "foreach", "switch", "subplan", "tool")
-    )
+    assert not any(f"/{kind}/" in issue.pointer for kind in ("set", "foreach", "switch", "subplan", "tool"))
 
 
 def test_several_schema_errors_at_once() -> None:
@@ -222,9 +214,7 @@ def test_numeric_duration_is_accepted() -> None:
 
 
 def test_negative_numeric_duration_is_a_schema_issue() -> None:
-    issue = schema_issue_at(
-        plan({"id": "nap", "kind": "sleep", "duration": -5}), "/steps/0/duration"
-    )
+    issue = schema_issue_at(plan({"id": "nap", "kind": "sleep", "duration": -5}), "/steps/0/duration")
     assert issue.step == "nap"
 
 
@@ -239,16 +229,12 @@ def test_union_member_label_not_in_pointer() -> None:
 
 def test_duplicate_ids() -> None:
     issue = only_issue(plan(set_step("a"), set_step("a")))
-    assert_issue(
-        issue, code="duplicate_id", pointer="/steps/1/id", step="a", mentions=("'a'", "/steps/0")
-    )
+    assert_issue(issue, code="duplicate_id", pointer="/steps/1/id", step="a", mentions=("'a'", "/steps/0"))
 
 
 def test_duplicate_id_nested_in_foreach() -> None:
     issue = only_issue(plan(set_step("a"), foreach("loop", "input.xs", set_step("a"))))
-    assert_issue(
-        issue, code="duplicate_id", pointer="/steps/1/steps/0/id", step="a", mentions=("'a'",)
-    )
+    assert_issue(issue, code="duplicate_id", pointer="/steps/1/steps/0/id", step="a", mentions=("'a'",))
 
 
 def test_duplicate_id_across_switch_branches() -> None:
@@ -278,9 +264,7 @@ def test_duplicate_of_a_container_id_inside_it() -> None:
 
 def test_unknown_step_in_a_template() -> None:
     issue = only_issue(plan(set_step("a", "${steps.nope.output}")))
-    assert_issue(
-        issue, code="unknown_reference", pointer="/steps/0/value", step="a", mentions=("'nope'",)
-    )
+    assert_issue(issue, code="unknown_reference", pointer="/steps/0/value", step="a", mentions=("'nope'",))
 
 
 def test_unknown_step_deep_inside_a_value() -> None:
@@ -296,16 +280,12 @@ def test_unknown_step_deep_inside_a_value() -> None:
 
 def test_unknown_root_name() -> None:
     issue = only_issue(plan(set_step("a", "hello ${foo.bar}")))
-    assert_issue(
-        issue, code="unknown_reference", pointer="/steps/0/value", step="a", mentions=("'foo'",)
-    )
+    assert_issue(issue, code="unknown_reference", pointer="/steps/0/value", step="a", mentions=("'foo'",))
 
 
 def test_unknown_root_name_in_a_when() -> None:
     issue = only_issue(plan(set_step("a", when="inputs.flag")))
-    assert_issue(
-        issue, code="unknown_reference", pointer="/steps/0/when", step="a", mentions=("'inputs'",)
-    )
+    assert_issue(issue, code="unknown_reference", pointer="/steps/0/when", step="a", mentions=("'inputs'",))
 
 
 @pytest.mark.parametrize("name", ["item", "index"])
@@ -322,16 +302,12 @@ def test_loop_variable_outside_a_foreach(name: str) -> None:
 
 def test_item_in_the_foreach_items_itself_is_outside_the_loop() -> None:
     issue = only_issue(plan(foreach("loop", "item.children", set_step("x"))))
-    assert_issue(
-        issue, code="unknown_reference", pointer="/steps/0/items", step="loop", mentions=("'item'",)
-    )
+    assert_issue(issue, code="unknown_reference", pointer="/steps/0/items", step="loop", mentions=("'item'",))
 
 
 def test_item_in_the_plan_output() -> None:
     issue = only_issue(plan(set_step("a"), output="${item}"))
-    assert_issue(
-        issue, code="unknown_reference", pointer="/output", step=None, mentions=("'item'",)
-    )
+    assert_issue(issue, code="unknown_reference", pointer="/output", step=None, mentions=("'item'",))
 
 
 def test_unknown_step_in_the_plan_output() -> None:
@@ -345,9 +321,7 @@ def test_nested_step_not_visible_from_outside() -> None:
         set_step("after", "${steps.inner.output}"),
     )
     issue = only_issue(raw)
-    assert_issue(
-        issue, code="not_visible", pointer="/steps/1/value", step="after", mentions=("'inner'",)
-    )
+    assert_issue(issue, code="not_visible", pointer="/steps/1/value", step="after", mentions=("'inner'",))
 
 
 def test_nested_step_not_visible_from_a_sibling_branch() -> None:
@@ -374,9 +348,7 @@ def test_nested_step_not_visible_from_the_plan_output() -> None:
 
 
 def test_depends_on_a_nested_step_is_not_visible() -> None:
-    raw = plan(
-        foreach("loop", "input.xs", set_step("inner")), set_step("after", depends_on=["inner"])
-    )
+    raw = plan(foreach("loop", "input.xs", set_step("inner")), set_step("after", depends_on=["inner"]))
     issue = only_issue(raw)
     assert_issue(
         issue,
@@ -416,9 +388,7 @@ def test_depends_on_unknown() -> None:
 
 def test_depends_on_itself() -> None:
     issue = only_issue(plan(set_step("a", depends_on=["a"])))
-    assert_issue(
-        issue, code="cycle", pointer="/steps/0/depends_on/0", step="a", mentions=("itself",)
-    )
+    assert_issue(issue, code="cycle", pointer="/steps/0/depends_on/0", step="a", mentions=("itself",))
 
 
 def test_references_its_own_output() -> None:
@@ -471,11 +441,7 @@ def test_cycle_through_a_container() -> None:
 
 
 def test_cycle_inside_a_nested_block() -> None:
-    raw = plan(
-        foreach(
-            "loop", "input.xs", set_step("x", depends_on=["y"]), set_step("y", "${steps.x.output}")
-        )
-    )
+    raw = plan(foreach("loop", "input.xs", set_step("x", depends_on=["y"]), set_step("y", "${steps.x.output}")))
     issue = only_issue(raw)
     assert issue.code == "cycle"
     assert issue.pointer in ("/steps/0/steps/0", "/steps/0/steps/1")
@@ -503,9 +469,7 @@ def test_nested_step_referencing_its_container_is_a_cycle() -> None:
 
 def test_unknown_tool_lists_the_registered_tools() -> None:
     issue = only_issue(plan(tool_step("call", "http.fetch", {"url": "https://example.com"})))
-    assert_issue(
-        issue, code="unknown_tool", pointer="/steps/0/tool", step="call", mentions=("'http.fetch'",)
-    )
+    assert_issue(issue, code="unknown_tool", pointer="/steps/0/tool", step="call", mentions=("'http.fetch'",))
     for name in REGISTRY.names():
         assert name in issue.message
 
@@ -538,9 +502,7 @@ def test_literal_tool_argument_of_the_wrong_type() -> None:
 
 def test_unexpected_tool_argument() -> None:
     issue = only_issue(plan(tool_step("get", "kv.get", {"key": "k", "colour": "red"})))
-    assert_issue(
-        issue, code="tool_args", pointer="/steps/0/args", step="get", mentions=("'colour'",)
-    )
+    assert_issue(issue, code="tool_args", pointer="/steps/0/args", step="get", mentions=("'colour'",))
 
 
 def test_templated_tool_arguments_are_not_type_checked() -> None:
@@ -556,9 +518,7 @@ def test_templated_tool_arguments_are_not_type_checked() -> None:
 
 def test_templated_argument_does_not_excuse_a_missing_one() -> None:
     issue = only_issue(plan(tool_step("t", "transform", {"data": "${input.data}"})))
-    assert_issue(
-        issue, code="tool_args", pointer="/steps/0/args", step="t", mentions=("'expression'",)
-    )
+    assert_issue(issue, code="tool_args", pointer="/steps/0/args", step="t", mentions=("'expression'",))
 
 
 def test_tool_argument_pointer_escapes_slashes() -> None:
@@ -599,9 +559,7 @@ def test_unknown_compensation_tool() -> None:
 def test_compensation_tool_arguments_are_checked() -> None:
     comp = {"tool": "kv.delete", "args": {}}
     issue = only_issue(plan(tool_step("t", "transform", TRANSFORM_ARGS, compensate=comp)))
-    assert_issue(
-        issue, code="tool_args", pointer="/steps/0/compensate/args", step="t", mentions=("'key'",)
-    )
+    assert_issue(issue, code="tool_args", pointer="/steps/0/compensate/args", step="t", mentions=("'key'",))
 
 
 def test_compensation_code_syntax() -> None:
@@ -615,9 +573,7 @@ def test_compensation_code_syntax() -> None:
 
 def test_bad_jmespath_in_a_template() -> None:
     issue = only_issue(plan(set_step("a", "${input.items[}")))
-    assert_issue(
-        issue, code="expression", pointer="/steps/0/value", step="a", mentions=("input.items[",)
-    )
+    assert_issue(issue, code="expression", pointer="/steps/0/value", step="a", mentions=("input.items[",))
 
 
 @pytest.mark.parametrize(
@@ -626,9 +582,7 @@ def test_bad_jmespath_in_a_template() -> None:
         (plan(set_step("a", when="input.x ==")), "/steps/0/when", "a", "input.x =="),
         (plan(foreach("loop", "input.[", set_step("x"))), "/steps/0/items", "loop", "input.["),
         (
-            plan(
-                {"id": "sw", "kind": "switch", "cases": [{"when": "a[?", "steps": [set_step("x")]}]}
-            ),
+            plan({"id": "sw", "kind": "switch", "cases": [{"when": "a[?", "steps": [set_step("x")]}]}),
             "/steps/0/cases/0/when",
             "sw",
             "a[?",
@@ -642,9 +596,7 @@ def test_bad_jmespath_in_a_template() -> None:
     ],
     ids=["when", "items", "case-when", "foreach-output"],
 )
-def test_bad_jmespath_in_a_bare_expression(
-    raw: dict[str, Any], pointer: str, step: str | None, text: str
-) -> None:
+def test_bad_jmespath_in_a_bare_expression(raw: dict[str, Any], pointer: str, step: str | None, text: str) -> None:
     issue = only_issue(raw)
     assert issue.code == "expression" and issue.pointer == pointer, str(issue)
     if step is not None:
@@ -660,9 +612,7 @@ def test_bare_expression_field_with_embedded_template() -> None:
 def test_code_syntax_error() -> None:
     raw = plan({"id": "py", "kind": "code", "code": "x = 1\ndef broken(:\n    pass"})
     issue = only_issue(raw)
-    assert_issue(
-        issue, code="code_syntax", pointer="/steps/0/code", step="py", mentions=("line 2",)
-    )
+    assert_issue(issue, code="code_syntax", pointer="/steps/0/code", step="py", mentions=("line 2",))
 
 
 def test_code_input_name_must_be_an_identifier() -> None:
@@ -683,23 +633,17 @@ def test_code_input_name_must_be_an_identifier() -> None:
 def test_sleep_with_both_duration_and_until() -> None:
     raw = plan({"id": "nap", "kind": "sleep", "duration": "1m", "until": "2030-01-01T00:00:00Z"})
     issue = only_issue(raw)
-    assert_issue(
-        issue, code="invalid_value", pointer="/steps/0", step="nap", mentions=("duration", "until")
-    )
+    assert_issue(issue, code="invalid_value", pointer="/steps/0", step="nap", mentions=("duration", "until"))
 
 
 def test_sleep_with_neither_duration_nor_until() -> None:
     issue = only_issue(plan({"id": "nap", "kind": "sleep"}))
-    assert_issue(
-        issue, code="invalid_value", pointer="/steps/0", step="nap", mentions=("duration", "until")
-    )
+    assert_issue(issue, code="invalid_value", pointer="/steps/0", step="nap", mentions=("duration", "until"))
 
 
 def test_sleep_longer_than_a_year() -> None:
     issue = only_issue(plan({"id": "nap", "kind": "sleep", "duration": "366d"}))
-    assert_issue(
-        issue, code="limit", pointer="/steps/0/duration", step="nap", mentions=("'366d'", "365")
-    )
+    assert_issue(issue, code="limit", pointer="/steps/0/duration", step="nap", mentions=("'366d'", "365"))
 
 
 def test_sleep_of_exactly_a_year_is_fine() -> None:
@@ -708,9 +652,7 @@ def test_sleep_of_exactly_a_year_is_fine() -> None:
 
 def test_zero_sleep() -> None:
     issue = only_issue(plan({"id": "nap", "kind": "sleep", "duration": "0s"}))
-    assert_issue(
-        issue, code="invalid_value", pointer="/steps/0/duration", step="nap", mentions=("'0s'",)
-    )
+    assert_issue(issue, code="invalid_value", pointer="/steps/0/duration", step="nap", mentions=("'0s'",))
 
 
 def test_wait_for_event_longer_than_a_year() -> None:
@@ -762,9 +704,7 @@ def test_until_not_a_timestamp() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "until", ["2030-01-01T09:00:00Z", "2030-01-01T09:00:00+02:00", "${input.when}"]
-)
+@pytest.mark.parametrize("until", ["2030-01-01T09:00:00Z", "2030-01-01T09:00:00+02:00", "${input.when}"])
 def test_until_fine(until: str) -> None:
     assert issues_of(plan({"id": "nap", "kind": "sleep", "until": until})) == []
 
@@ -773,9 +713,7 @@ def test_until_fine(until: str) -> None:
 
 
 def test_invalid_payload_schema() -> None:
-    raw = plan(
-        {"id": "w", "kind": "wait_for_event", "event": "ok", "payload_schema": {"type": "objekt"}}
-    )
+    raw = plan({"id": "w", "kind": "wait_for_event", "event": "ok", "payload_schema": {"type": "objekt"}})
     issue = only_issue(raw)
     assert_issue(
         issue,
@@ -796,9 +734,7 @@ def test_invalid_output_schema() -> None:
 
 def test_invalid_inputs_schema() -> None:
     issue = only_issue(plan(set_step("a"), inputs={"type": "object", "required": "name"}))
-    assert_issue(
-        issue, code="invalid_schema", pointer="/inputs/required", step=None, mentions=("name",)
-    )
+    assert_issue(issue, code="invalid_schema", pointer="/inputs/required", step=None, mentions=("name",))
 
 
 def test_invalid_subplan_inputs_schema() -> None:
@@ -990,9 +926,7 @@ def test_loop_variables_in_nested_loops_and_switches() -> None:
 
 
 def test_inner_step_sees_enclosing_blocks() -> None:
-    raw = plan(
-        set_step("top"), foreach("loop", "input.xs", set_step("inner", "${steps.top.output}"))
-    )
+    raw = plan(set_step("top"), foreach("loop", "input.xs", set_step("inner", "${steps.top.output}")))
     assert issues_of(raw) == []
 
 

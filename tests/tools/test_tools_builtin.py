@@ -62,9 +62,7 @@ def test_catalog_names_flags_and_strict_schemas() -> None:
             assert schema["additionalProperties"] is False, name
             with pytest.raises(ToolArgumentsError, match="Additional properties"):
                 tool.check_args({"definitely_not_an_arg": 1})
-    assert {t.name for t in builtin_tools(include_debug=False)} == {
-        n for n in EXPECTED if not n.startswith("debug.")
-    }
+    assert {t.name for t in builtin_tools(include_debug=False)} == {n for n in EXPECTED if not n.startswith("debug.")}
     # The catalog (what a planner sees) is JSON.
     json.dumps(default_registry().catalog())
 
@@ -128,9 +126,7 @@ async def test_kv_tools(make_ctx: ContextFactory, store: Store) -> None:
         "found": False,
         "value": None,
     }
-    assert await run("kv.put", make_ctx(idempotency_key="s1"), key="cfg", value={"x": 1}) == {
-        "key": "cfg"
-    }
+    assert await run("kv.put", make_ctx(idempotency_key="s1"), key="cfg", value={"x": 1}) == {"key": "cfg"}
     assert await run("kv.get", make_ctx(), key="cfg") == {
         "key": "cfg",
         "found": True,
@@ -180,9 +176,7 @@ async def test_kv_errors(make_ctx: ContextFactory) -> None:
 # -- notify --------------------------------------------------------------------------------------
 
 
-async def test_notify_records_once_per_idempotency_key(
-    make_ctx: ContextFactory, store: Store
-) -> None:
+async def test_notify_records_once_per_idempotency_key(make_ctx: ContextFactory, store: Store) -> None:
     ctx = make_ctx(idempotency_key="run-1/notify")
     first = await run("notify", ctx, channel="ops", message="deployed")
     assert first == {"id": "run-1/notify", "channel": "ops", "delivered": False, "duplicate": False}
@@ -201,9 +195,7 @@ async def test_notify_records_once_per_idempotency_key(
     ]
 
 
-async def test_notify_webhook_delivery_and_dedupe(
-    policy: HttpPolicy, make_ctx: ContextFactory, store: Store
-) -> None:
+async def test_notify_webhook_delivery_and_dedupe(policy: HttpPolicy, make_ctx: ContextFactory, store: Store) -> None:
     with respx.mock:
         hook = respx.post("https://api.example.com/hooks/ops").respond(200, json={"ok": True})
         args = {
@@ -267,9 +259,7 @@ async def test_notify_failed_webhook_is_retried_without_a_second_record(
     assert len(await store.outbox_list("acme")) == 1
 
 
-async def test_notify_webhook_obeys_egress_policy(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_notify_webhook_obeys_egress_policy(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         catch_all = respx.route().respond(200)
         with pytest.raises(ToolError) as info:
@@ -285,9 +275,7 @@ async def test_notify_webhook_obeys_egress_policy(
     assert info.value.error_type == "EgressDenied"
 
 
-async def test_notify_webhook_4xx_is_permanent(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_notify_webhook_4xx_is_permanent(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         hook = respx.post("https://api.example.com/gone").respond(404)
         with pytest.raises(ToolError) as info:

@@ -66,9 +66,7 @@ async def test_text_response(policy: HttpPolicy, make_ctx: ContextFactory) -> No
     assert out["text"] == "<h1>hi</h1>"
 
 
-async def test_post_sends_json_and_idempotency_key(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_post_sends_json_and_idempotency_key(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         route = respx.post("https://api.example.com/orders").respond(201, json={"id": 7})
         out = await call(
@@ -95,9 +93,7 @@ async def test_post_sends_json_and_idempotency_key(
 async def test_raw_body(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         route = respx.put("https://api.example.com/doc").respond(204)
-        out = await call(
-            policy, make_ctx(), method="PUT", url="https://api.example.com/doc", body="plain é"
-        )
+        out = await call(policy, make_ctx(), method="PUT", url="https://api.example.com/doc", body="plain é")
     assert route.called
     assert out["status"] == 204
     assert route.calls.last.request.content == "plain é".encode()
@@ -105,13 +101,9 @@ async def test_raw_body(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
-async def test_429_and_5xx_are_retryable(
-    status: int, policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_429_and_5xx_are_retryable(status: int, policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
-        route = respx.get("https://api.example.com/x").respond(
-            status, text="busy", headers={"Retry-After": "7"}
-        )
+        route = respx.get("https://api.example.com/x").respond(status, text="busy", headers={"Retry-After": "7"})
         err = await expect_error(policy, make_ctx(), url="https://api.example.com/x")
     assert route.called
     assert err.retryable is True
@@ -120,9 +112,7 @@ async def test_429_and_5xx_are_retryable(
     assert "busy" in err.message
 
 
-async def test_retry_after_http_date_is_ignored(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_retry_after_http_date_is_ignored(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         route = respx.get("https://api.example.com/x").respond(
             503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}
@@ -133,9 +123,7 @@ async def test_retry_after_http_date_is_ignored(
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
-async def test_other_4xx_are_not_retryable(
-    status: int, policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_other_4xx_are_not_retryable(status: int, policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         route = respx.get("https://api.example.com/x").respond(status, json={"error": "no"})
         err = await expect_error(policy, make_ctx(), url="https://api.example.com/x?token=s3cret")
@@ -145,20 +133,14 @@ async def test_other_4xx_are_not_retryable(
     assert "s3cret" not in err.message  # query strings stay out of error messages
 
 
-async def test_connect_and_timeout_errors_are_retryable(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_connect_and_timeout_errors_are_retryable(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
-        route = respx.get("https://api.example.com/down").mock(
-            side_effect=httpx.ConnectError("connection refused")
-        )
+        route = respx.get("https://api.example.com/down").mock(side_effect=httpx.ConnectError("connection refused"))
         err = await expect_error(policy, make_ctx(), url="https://api.example.com/down")
         assert route.called
         assert (err.retryable, err.error_type) == (True, "HttpConnectError")
 
-        route = respx.get("https://api.example.com/slow").mock(
-            side_effect=httpx.ReadTimeout("read timed out")
-        )
+        route = respx.get("https://api.example.com/slow").mock(side_effect=httpx.ReadTimeout("read timed out"))
         err = await expect_error(policy, make_ctx(), url="https://api.example.com/slow")
         assert route.called
         assert (err.retryable, err.error_type) == (True, "HttpTimeout")
@@ -171,9 +153,7 @@ async def test_connect_and_timeout_errors_are_retryable(
         assert (err.retryable, err.error_type) == (True, "HttpTransportError")
 
 
-async def test_unresolvable_host_is_a_retryable_connect_error(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_unresolvable_host_is_a_retryable_connect_error(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         catch_all = respx.route().respond(200)
         err = await expect_error(policy, make_ctx(), url="https://nxdomain.example.com/")
@@ -193,30 +173,20 @@ class Chunks(httpx.AsyncByteStream):
             yield b"x" * self.size
 
 
-async def test_response_size_cap_when_streaming(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_response_size_cap_when_streaming(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     stream = Chunks(count=100, size=1000)
     with respx.mock:
-        route = respx.get("https://api.example.com/big").mock(
-            return_value=httpx.Response(200, stream=stream)
-        )
-        err = await expect_error(
-            policy, make_ctx(), url="https://api.example.com/big", max_bytes=2500
-        )
+        route = respx.get("https://api.example.com/big").mock(return_value=httpx.Response(200, stream=stream))
+        err = await expect_error(policy, make_ctx(), url="https://api.example.com/big", max_bytes=2500)
     assert route.called
     assert (err.retryable, err.error_type) == (False, "HttpResponseTooLarge")
     assert stream.sent == 3  # stopped reading right after passing the cap
 
 
-async def test_response_size_cap_from_content_length(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_response_size_cap_from_content_length(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         route = respx.get("https://api.example.com/big").respond(200, content=b"y" * 5000)
-        err = await expect_error(
-            policy, make_ctx(), url="https://api.example.com/big", max_bytes=4999
-        )
+        err = await expect_error(policy, make_ctx(), url="https://api.example.com/big", max_bytes=4999)
         assert route.called
         assert err.error_type == "HttpResponseTooLarge"
         out = await call(policy, make_ctx(), url="https://api.example.com/big", max_bytes=5000)
@@ -260,9 +230,7 @@ async def test_egress_denied(url: str, policy: HttpPolicy, make_ctx: ContextFact
     assert "egress denied" in err.message
 
 
-async def test_redirect_to_private_ip_is_denied(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_redirect_to_private_ip_is_denied(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         hop = respx.get("https://api.example.com/go").respond(
             302, headers={"Location": "http://169.254.169.254/latest/meta-data/iam"}
@@ -275,9 +243,7 @@ async def test_redirect_to_private_ip_is_denied(
     assert "169.254.169.254" in err.message
 
 
-async def test_redirects_are_followed_and_rechecked(
-    policy: HttpPolicy, make_ctx: ContextFactory
-) -> None:
+async def test_redirects_are_followed_and_rechecked(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
     with respx.mock:
         first = respx.post("https://api.example.com/a").respond(
             303, headers={"Location": "https://other.example.com/b"}
@@ -299,13 +265,9 @@ async def test_too_many_redirects(policy: HttpPolicy, make_ctx: ContextFactory) 
 async def test_redirects_not_followed_when_disabled(
     fake_resolver: Callable[[dict[str, list[str]]], Resolver], make_ctx: ContextFactory
 ) -> None:
-    policy = HttpPolicy(
-        follow_redirects=False, resolver=fake_resolver({"api.example.com": ["93.184.216.34"]})
-    )
+    policy = HttpPolicy(follow_redirects=False, resolver=fake_resolver({"api.example.com": ["93.184.216.34"]}))
     with respx.mock:
-        route = respx.get("https://api.example.com/go").respond(
-            302, headers={"Location": "http://10.0.0.1/"}
-        )
+        route = respx.get("https://api.example.com/go").respond(302, headers={"Location": "http://10.0.0.1/"})
         out = await call(policy, make_ctx(), url="https://api.example.com/go")
     assert route.called
     assert out["status"] == 302
