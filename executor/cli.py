@@ -158,6 +158,7 @@ async def _follow(handle: RunHandle, live_output: bool) -> dict[str, Any]:
             await asyncio.sleep(0.2)
             status = await handle.status()
             live.update(_steps_table(status))
+    out.print()
     return status
 
 
