@@ -4,7 +4,7 @@
 
 Nothing in executor/ is edited. The fixes are monkeypatched *inside this process only*, and only
 for runs whose run id starts with ``fx<digits>`` (so as-is and fixed runs interleave on one
-worker); ``--each`` also measures every fix alone:
+worker); ``--each`` also measures every fix alone, and ``Settings(search_attributes=False)``:
 
 - F1 ``RunHandle.result()`` without the DescribeWorkflowExecution before the long poll
 - F2 the plan's ``inputs`` JSON Schema checked against the metaschema once per distinct schema
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import json
 import statistics
@@ -44,6 +45,7 @@ from bench.harness import (
     run_duraplan,
     throughput,
 )
+from executor.client import Duraplan
 from executor.config import SA_STATUS
 from executor.workflow import PlanWorkflow
 
@@ -124,7 +126,7 @@ async def run_fixed(bench: Bench, plan: dict[str, Any], fixes: str = ALL_FIXES) 
 # ---- measurement -------------------------------------------------------------------------------
 
 SYSTEMS = ("hand-written", "duraplan", "duraplan+fixes")
-EACH = ("hand-written", "duraplan", "+F1", "+F2", "+F3", "+F4", "duraplan+fixes")
+EACH = ("hand-written", "duraplan", "+F1", "+F2", "+F3", "+F4", "no search attrs", "duraplan+fixes")
 
 
 async def one(bench: Bench, system: str, steps: int, strategy: str) -> Sample:
@@ -132,6 +134,13 @@ async def one(bench: Bench, system: str, steps: int, strategy: str) -> Sample:
         return await run_baseline(bench, steps, strategy == "local")
     if system == "duraplan":
         return await run_duraplan(bench, chain_plan(steps, strategy))
+    if system == "no search attrs":  # a supported setting, not a patch: no attributes, no upserts
+        as_is = bench.dp
+        bench.dp = Duraplan(as_is.client, dataclasses.replace(as_is.settings, search_attributes=False), as_is.registry)
+        try:
+            return await run_duraplan(bench, chain_plan(steps, strategy))
+        finally:
+            bench.dp = as_is
     fixes = system.removeprefix("+F") if system.startswith("+F") else ALL_FIXES
     return await run_fixed(bench, chain_plan(steps, strategy), fixes)
 
@@ -190,7 +199,7 @@ async def main() -> None:
         ):
             vals = [statistics.median(getattr(x, field) for x in lat[s][cell]) * 1e3 for s in systems]
             t.add_row(f"{label}, {cell}", *(f"{v:.1f}" for v in vals), f"{vals[-1] / vals[0]:.2f}")
-    for strategy in strategies:
+    for strategy in strategies if args.rounds else ():
         for key, label in (("rate", "runs/s"), ("own", "CPU ms/run worker+client"), ("server", "CPU ms/run server")):
             vals = [statistics.median(x[key] for x in thr[s][strategy]) for s in systems]
             t.add_row(f"{label}, {strategy} 1-step", *(f"{v:.1f}" for v in vals), f"{vals[-1] / vals[0]:.2f}")

@@ -4,22 +4,26 @@ Plans (and the models that write them) choose URLs, so every URL a tool is about
 every redirect hop, is checked here first. A refusal is ``ToolError(error_type="EgressDenied")``,
 never retryable: the same URL will be refused again.
 
-``HttpPolicy.check`` returns the addresses it vetted. Today the HTTP client resolves the host
-again when it connects, which leaves a DNS-rebinding window; the planned hardening is a transport
-that connects to exactly ``EgressTarget.addresses`` (keeping Host/SNI), which needs no change to
-callers.
+``HttpPolicy.check`` resolves the host once and vets every address it gets. ``PinnedTransport``
+then connects to exactly those addresses, never resolving the name again, while the name is
+still what goes into the Host header, the TLS SNI and certificate verification. So a DNS answer
+that changes between check and connect (DNS rebinding) cannot steer a request anywhere the
+policy did not see.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
+import httpcore
 import httpx
 
 from tools.errors import ToolError
@@ -28,6 +32,8 @@ __all__ = [
     "EgressTarget",
     "HttpPolicy",
     "IPAddress",
+    "IPNetwork",
+    "PinnedTransport",
     "Resolver",
     "parse_ip_literal",
     "redact_url",
@@ -36,14 +42,15 @@ __all__ = [
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# (host, port) -> IP address strings. Injectable so tests (and later, a pinned resolver) can
-# control name resolution.
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# (host, port) -> IP address strings. Injectable so tests can control name resolution.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HEX = re.compile(r"0[xX][0-9a-fA-F]+")
 _OCT = re.compile(r"0[0-7]*")
 _DEC = re.compile(r"[1-9][0-9]*")
+_PORT = re.compile(r"[0-9]{1,5}")
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 
 
@@ -132,7 +139,11 @@ def _classify(ip: IPAddress) -> str | None:
 
 @dataclass(frozen=True)
 class EgressTarget:
-    """A URL that passed the policy, with the addresses that were vetted for it."""
+    """A URL that passed the policy, with the addresses that were vetted for it.
+
+    ``addresses`` is empty only when the policy does not vet addresses (``block_private=False``);
+    the connection then resolves the name itself.
+    """
 
     url: httpx.URL
     host: str
@@ -141,34 +152,146 @@ class EgressTarget:
 
 
 @dataclass(frozen=True)
+class _HostRule:
+    """One parsed ``allowed_hosts`` entry; None scheme or port means any."""
+
+    scheme: str | None
+    host: str
+    wildcard: bool
+    port: int | None
+    ip: IPAddress | None
+
+    def matches(self, scheme: str, host: str, port: int) -> bool:
+        if self.scheme is not None and scheme != self.scheme:
+            return False
+        if self.port is not None and port != self.port:
+            return False
+        if self.wildcard:
+            return host.endswith("." + self.host)
+        if self.ip is not None:
+            return parse_ip_literal(host) == self.ip
+        return host == self.host
+
+
+def _parse_host_rule(entry: str) -> _HostRule:
+    """``[scheme://](host|*.domain)[:port]``; with a scheme and no port, the scheme's default port."""
+    text = entry.strip()
+    scheme: str | None = None
+    if "://" in text:
+        given, text = text.split("://", 1)
+        scheme = given.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise ValueError(f"allowed_hosts entry {entry!r}: scheme must be http or https")
+    wildcard = text.startswith("*.")
+    if wildcard:
+        text = text[2:]
+    port_text: str | None = None
+    if text.startswith("["):  # [IPv6] or [IPv6]:port
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"allowed_hosts entry {entry!r} is not [scheme://]host[:port]")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host = text  # a bare IPv6 address, or a name without a port
+    if not host or any(c in host for c in "/?#@*\\ \t") or (port_text is not None and not _PORT.fullmatch(port_text)):
+        raise ValueError(f"allowed_hosts entry {entry!r} is not [scheme://]host[:port] or [scheme://]*.domain[:port]")
+    port = int(port_text) if port_text is not None else None
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"allowed_hosts entry {entry!r}: port out of range")
+    if port is None and scheme is not None:
+        port = _DEFAULT_PORTS[scheme]
+    # Spell the host as check() sees it (lowercase, IDNA decoded, no brackets or trailing dot).
+    try:
+        normalized = _norm_host(httpx.URL(f"http://[{host}]/" if ":" in host else f"http://{host}/").host)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"allowed_hosts entry {entry!r}: {exc}") from exc
+    ip = None if wildcard else parse_ip_literal(normalized)
+    return _HostRule(scheme=scheme, host=normalized, wildcard=wildcard, port=port, ip=ip)
+
+
+@dataclass(frozen=True)
 class HttpPolicy:
     """Where HTTP tools may go.
 
-    ``allowed_hosts`` entries are exact host names (or IP literals) or ``*.example.com`` for any
-    subdomain; None allows any host. ``block_private`` refuses hosts that are, or resolve to,
-    non-public addresses (loopback, private, link-local incl. cloud metadata, reserved,
-    multicast), and local names such as ``localhost``.
+    ``allowed_hosts`` (None allows any host) entries are ``[scheme://]host[:port]`` where host is
+    a name, an IP literal, or ``*.example.com`` for any subdomain (not the apex). A missing scheme
+    allows http and https; a missing port allows any port, except that an entry with a scheme
+    and no port means that scheme's default port (``https://api.example.com`` is port 443 only).
+
+    ``block_private`` refuses hosts that are, or resolve to, non-public addresses (loopback,
+    private, link-local incl. cloud metadata, reserved, multicast, CGNAT), and local names such as
+    ``localhost``. ``allowed_networks`` (CIDR strings) are non-public networks it lets through
+    anyway, e.g. a tenant's internal API; connections to them are still pinned.
+
+    ``resolver`` and ``network_backend`` replace name resolution and the socket layer (tests).
     """
 
     allowed_schemes: tuple[str, ...] = ("http", "https")
     allowed_hosts: frozenset[str] | None = None
     block_private: bool = True
+    allowed_networks: frozenset[str] = frozenset()
     follow_redirects: bool = True
     max_redirects: int = 5
     resolver: Resolver | None = field(default=None, compare=False, repr=False)
+    network_backend: httpcore.AsyncNetworkBackend | None = field(default=None, compare=False, repr=False)
+    _host_rules: tuple[_HostRule, ...] = field(default=(), init=False, compare=False, repr=False)
+    _networks: tuple[IPNetwork, ...] = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Accept any iterable of strings but keep the dataclass hashable and normalized.
         object.__setattr__(self, "allowed_schemes", tuple(s.lower() for s in self.allowed_schemes))
         if self.allowed_hosts is not None:
             hosts: Iterable[str] = self.allowed_hosts
-            object.__setattr__(self, "allowed_hosts", frozenset(_norm_host(h) for h in hosts))
+            if isinstance(hosts, str):
+                raise TypeError("allowed_hosts must be a collection of entries, not one string")
+            entries = frozenset(h.strip().lower() for h in hosts)
+            object.__setattr__(self, "allowed_hosts", entries)
+            object.__setattr__(self, "_host_rules", tuple(_parse_host_rule(h) for h in sorted(entries)))
+        networks: Iterable[str] = self.allowed_networks
+        if isinstance(networks, str):
+            raise TypeError("allowed_networks must be a collection of CIDR strings, not one string")
+        parsed = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in networks)
+        object.__setattr__(self, "allowed_networks", frozenset(str(n) for n in parsed))
+        object.__setattr__(self, "_networks", parsed)
         if self.max_redirects < 0:
             raise ValueError("max_redirects must be >= 0")
 
-    async def check(self, url: httpx.URL | str) -> EgressTarget:
-        """Vet one URL (each redirect hop goes through here too); raise EgressDenied if refused."""
-        url = httpx.URL(url) if isinstance(url, str) else url
+    def precheck(self, url: str) -> None:
+        """The checks that need no DNS, on a URL as given, before the HTTP client parses it.
+
+        httpx turns ``file:///etc/passwd`` into the relative ``/etc/passwd`` and rejects
+        ``http://0177.0.0.1/`` outright; both should be reported as what they are, an attempt
+        to leave the policy (EgressDenied). A URL that httpx cannot parse and this policy has no
+        objection to raises ``httpx.InvalidURL``.
+        """
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            self._precheck_unparsable(url)
+            raise
+        self._vet_form(parsed)
+
+    def _precheck_unparsable(self, url: str) -> None:
+        try:
+            parts = urlsplit(url)
+            host = _norm_host(parts.hostname or "")
+        except ValueError:
+            return
+        scheme = parts.scheme.lower()
+        if scheme and scheme not in self.allowed_schemes:
+            raise _denied_host(host, f"scheme {scheme!r} is not allowed")
+        if not self.block_private or not host:
+            return
+        if host == "localhost" or host.endswith(".localhost"):
+            raise _denied_host(host, "it is a local name")
+        literal = parse_ip_literal(host)
+        if literal is not None and not self._address_allowed(literal):
+            raise _denied_host(host, f"it is {why_not_public(literal)}")
+
+    def _vet_form(self, url: httpx.URL) -> tuple[str, str, int, IPAddress | None]:
+        """Scheme, host, allowed hosts, local names and IP literals: (scheme, host, port, literal)."""
         scheme = url.scheme.lower()
         if not scheme:
             raise _denied(url, "the URL is not absolute (it needs a scheme and a host)")
@@ -178,31 +301,37 @@ class HttpPolicy:
         host = _norm_host(url.host)
         if not host:
             raise _denied(url, "the URL has no host")
-        if self.allowed_hosts is not None and not self._host_allowed(host):
-            raise _denied(url, f"host {host!r} is not in the allowed hosts")
         port = url.port or _DEFAULT_PORTS.get(scheme, 0)
+        if self.allowed_hosts is not None and not any(r.matches(scheme, host, port) for r in self._host_rules):
+            raise _denied(url, f"{scheme}://{host}:{port} is not in the allowed hosts")
+        literal = parse_ip_literal(host)
+        if self.block_private:
+            if literal is None and (host == "localhost" or host.endswith(".localhost")):
+                raise _denied(url, f"host {host!r} is a local name")
+            if literal is not None and not self._address_allowed(literal):
+                raise _denied(url, f"{host} is {why_not_public(literal)}")
+        return scheme, host, port, literal
+
+    async def check(self, url: httpx.URL | str) -> EgressTarget:
+        """Vet one URL (each redirect hop goes through here too); raise EgressDenied if refused.
+
+        The host is resolved once and every address must pass; the returned target carries
+        them for ``PinnedTransport.pin``.
+        """
+        url = httpx.URL(url) if isinstance(url, str) else url
+        _, host, port, literal = self._vet_form(url)
         if not self.block_private:
             return EgressTarget(url=url, host=host, port=port, addresses=())
-
-        literal = parse_ip_literal(host)
         if literal is not None:
-            addresses: list[IPAddress] = [literal]
-        else:
-            if host == "localhost" or host.endswith(".localhost"):
-                raise _denied(url, f"host {host!r} is a local name")
-            addresses = await self._resolve(url, host, port)
+            return EgressTarget(url=url, host=host, port=port, addresses=(literal,))
+        addresses = await self._resolve(url, host, port)
         for ip in addresses:
-            reason = why_not_public(ip)
-            if reason is not None:
-                shown = host if literal is not None else f"{host} resolves to {ip}, which"
-                raise _denied(url, f"{shown} is {reason}")
+            if not self._address_allowed(ip):
+                raise _denied(url, f"{host} resolves to {ip}, which is {why_not_public(ip)}")
         return EgressTarget(url=url, host=host, port=port, addresses=tuple(addresses))
 
-    def _host_allowed(self, host: str) -> bool:
-        assert self.allowed_hosts is not None
-        if host in self.allowed_hosts:
-            return True
-        return any(entry.startswith("*.") and host.endswith(entry[1:]) for entry in self.allowed_hosts)
+    def _address_allowed(self, ip: IPAddress) -> bool:
+        return any(ip in net for net in self._networks) or why_not_public(ip) is None
 
     async def _resolve(self, url: httpx.URL, host: str, port: int) -> list[IPAddress]:
         resolver = self.resolver or resolve_host
@@ -219,7 +348,96 @@ class HttpPolicy:
         addresses = [parse_ip_literal(a) for a in raw]
         if not addresses or any(a is None for a in addresses):
             raise _denied(url, f"host {host!r} did not resolve to usable addresses: {raw}")
-        return [a for a in addresses if a is not None]
+        # Deduplicated, order kept: getaddrinfo lists each address once per socket type.
+        return list(dict.fromkeys(a for a in addresses if a is not None))
+
+
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """An httpx transport that connects only where ``HttpPolicy.check`` said it may.
+
+    Call ``pin(target)`` with the ``EgressTarget`` of each request (each redirect hop) before
+    sending it. The connection goes to ``target.addresses`` in order, never to a fresh lookup
+    of the name; the URL is untouched, so the Host header, TLS SNI and certificate checks all
+    use the host name. A connection for any other host or port is refused (EgressDenied), and
+    nothing is kept alive, so every hop gets a new connection to the addresses vetted for it.
+
+    The pinning sits in the httpcore network backend, below the connection pool that respx
+    patches: with respx active no connection is made at all, without it every one is pinned.
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        # verify=False: the parent's pool is replaced below, don't load a CA bundle for it.
+        super().__init__(verify=False, trust_env=False)
+        self._backend = _PinnedBackend(network_backend if network_backend is not None else httpcore.AnyIOBackend())
+        # The pool httpx builds (no proxy, no HTTP/2), on our backend and without keep-alive.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=_default_ssl_context() if verify is True else httpx.create_ssl_context(verify=verify),
+            max_keepalive_connections=0,
+            network_backend=self._backend,
+        )
+
+    def pin(self, target: EgressTarget) -> None:
+        """Allow the next connection to ``target``'s host and port, to its vetted addresses only."""
+        self._backend.pin(target)
+
+
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes tens of milliseconds; a context can serve many connections.
+    return httpx.create_ssl_context(verify=True, trust_env=False)
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+        self._pinned: tuple[str, int, tuple[IPAddress, ...]] | None = None
+
+    def pin(self, target: EgressTarget) -> None:
+        # httpcore connects to the URL's raw (IDNA-encoded) host: key the pin the same way.
+        self._pinned = (_norm_host(target.url.raw_host.decode("ascii")), target.port, target.addresses)
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        pinned = self._pinned
+        if pinned is None or (_norm_host(host), port) != pinned[:2]:
+            raise ToolError(
+                f"egress denied: connection to {host}:{port} was not vetted by the egress policy",
+                retryable=False,
+                error_type="EgressDenied",
+            )
+        addresses = pinned[2]
+        if not addresses:  # block_private=False: the name was vetted, not its addresses
+            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for ip in addresses:
+            try:
+                return await self._inner.connect_tcp(str(ip), port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise ToolError("egress denied: unix sockets are not allowed", retryable=False, error_type="EgressDenied")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
 
 
 def _norm_host(host: str) -> str:
@@ -232,6 +450,11 @@ def redact_url(url: httpx.URL) -> str:
     if url.userinfo or url.query or url.fragment:
         return str(url.copy_with(userinfo=b"", query=None, fragment=None))
     return str(url)
+
+
+def _denied_host(host: str, reason: str) -> ToolError:
+    # For URLs httpx cannot parse: name only the host, the rest may carry credentials.
+    return ToolError(f"egress denied for host {host!r}: {reason}", retryable=False, error_type="EgressDenied")
 
 
 def _denied(url: httpx.URL, reason: str) -> ToolError:

@@ -1,0 +1,585 @@
+"""The tenant registry (executor.tenants) and ``duraplan tenants`` (executor.tenants_cli) on real SQLite files."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import os
+import stat
+import threading
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from executor import tenants as tenants_mod
+from executor.client import NAME_PATTERN
+from executor.errors import DuraplanError
+from executor.tenants import (
+    DEFAULT_TOOL_GRANTS,
+    AuthenticationFailed,
+    QuotaExceeded,
+    Quotas,
+    TenantError,
+    TenantRegistry,
+    ToolNotGranted,
+    UnknownKey,
+    UnknownSecret,
+    UnknownTenant,
+)
+from executor.tenants_cli import app
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DURAPLAN_SECRETS_KEY", raising=False)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "tenants.db"
+
+
+@pytest.fixture
+def reg(db: Path) -> Any:
+    registry = TenantRegistry(db)
+    yield registry
+    registry.close()
+
+
+def _db_bytes(db: Path) -> bytes:
+    """The database and any WAL/SHM files beside it."""
+    return b"".join(p.read_bytes() for p in sorted(db.parent.glob(db.name + "*")))
+
+
+# ---- tenants -----------------------------------------------------------------------------------
+
+
+def test_create_get_list_delete(reg: TenantRegistry) -> None:
+    acme = reg.create("acme", display_name="Acme Inc.")
+    reg.create("beta")
+    assert reg.get("acme") == acme
+    assert acme.display_name == "Acme Inc."
+    assert [t.tenant_id for t in reg.list()] == ["acme", "beta"]
+    with pytest.raises(TenantError, match="already exists"):
+        reg.create("acme")
+    with pytest.raises(ValueError, match="tenant id"):
+        reg.create("bad/id")
+    reg.issue_key("beta", label="ci")
+    reg.set_secret("beta", "TOKEN", "s3cret")
+    reg.delete("beta")
+    with pytest.raises(UnknownTenant):
+        reg.get("beta")
+    with pytest.raises(UnknownTenant):
+        reg.delete("beta")
+    assert [t.tenant_id for t in reg.list()] == ["acme"]
+
+
+def test_error_tree() -> None:
+    for cls in (UnknownTenant, AuthenticationFailed, QuotaExceeded, UnknownSecret, ToolNotGranted, UnknownKey):
+        assert issubclass(cls, TenantError)
+    assert issubclass(TenantError, DuraplanError)
+    exc = QuotaExceeded("runs_per_second", 0.25, tenant="acme")
+    assert (exc.limit, exc.retry_after_s) == ("runs_per_second", 0.25)
+    assert "runs_per_second" in str(exc) and "retry in 0.250s" in str(exc)
+    assert "raised" in str(QuotaExceeded("max_concurrent_runs", None))
+    denied = ToolNotGranted("debug.echo", "acme")
+    assert (denied.tool, denied.tenant) == ("debug.echo", "acme")
+
+
+def test_tenant_id_rule_matches_the_client() -> None:
+    assert tenants_mod._TENANT_ID.pattern == NAME_PATTERN.pattern
+
+
+def test_file_is_private(db: Path, reg: TenantRegistry) -> None:
+    reg.create("acme")
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    assert reg._rows("PRAGMA journal_mode")[0][0] == "wal"
+
+
+# ---- API keys ----------------------------------------------------------------------------------
+
+
+def test_keys_are_hashed_at_rest(db: Path) -> None:
+    with TenantRegistry(db) as reg:
+        reg.create("acme")
+        token = reg.issue_key("acme", label="ci")
+        assert token.startswith("dp_")
+        _, key_id, secret = token.split("_", 2)
+        assert len(key_id) == 16 and len(secret) >= 43
+        stored = _db_bytes(db)  # while open: WAL included
+        assert token.encode() not in stored and secret.encode() not in stored
+    stored = _db_bytes(db)  # after close: checkpointed into the main file
+    assert token.encode() not in stored and secret.encode() not in stored
+    assert key_id.encode() in stored  # the lookup id is stored, only the secret part is not
+
+
+def test_authenticate_and_revoke(reg: TenantRegistry) -> None:
+    reg.create("acme")
+    token = reg.issue_key("acme", label="ci")
+    other = reg.issue_key("acme", label="agent")
+    assert reg.authenticate(token).tenant_id == "acme"
+    key_id = token.split("_")[1]
+    keys = reg.list_keys("acme")
+    assert {k.label for k in keys} == {"ci", "agent"}
+    assert all(k.active for k in keys)
+
+    bad = [
+        "",
+        "nope",
+        token[:-1],
+        token[:-1] + ("A" if token[-1] != "A" else "B"),
+        "dp_" + "0" * 16 + "_" + token.split("_", 2)[2],
+        token + "x",
+    ]
+    for candidate in bad:
+        with pytest.raises(AuthenticationFailed) as info:
+            reg.authenticate(candidate)
+        assert str(info.value) == "invalid or revoked API key"  # never echoes the token
+
+    reg.revoke_key(key_id)
+    reg.revoke_key(key_id)  # idempotent
+    with pytest.raises(AuthenticationFailed):
+        reg.authenticate(token)
+    assert reg.authenticate(other).tenant_id == "acme"
+    revoked = next(k for k in reg.list_keys("acme") if k.key_id == key_id)
+    assert not revoked.active and revoked.revoked_at is not None
+    with pytest.raises(UnknownKey):
+        reg.revoke_key("0" * 16)
+
+
+def test_authenticate_uses_constant_time_compare(reg: TenantRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg.create("acme")
+    token = reg.issue_key("acme", label="ci")
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(tenants_mod.hmac, "compare_digest", spy)
+    reg.authenticate(token)
+    assert len(calls) == 1
+    with pytest.raises(AuthenticationFailed):
+        reg.authenticate("dp_" + "f" * 16 + "_" + "x" * 43)  # unknown key id: still compared
+    assert len(calls) == 2
+
+
+def test_keys_are_isolated_per_tenant(reg: TenantRegistry) -> None:
+    reg.create("a")
+    reg.create("b")
+    token_a = reg.issue_key("a", label="a-key")
+    token_b = reg.issue_key("b", label="b-key")
+    assert reg.authenticate(token_a).tenant_id == "a"
+    assert reg.authenticate(token_b).tenant_id == "b"
+    assert [k.label for k in reg.list_keys("a")] == ["a-key"]
+    # Tenant-scoped revocation cannot touch another tenant's key.
+    with pytest.raises(UnknownKey):
+        reg.revoke_key(token_b.split("_")[1], tenant_id="a")
+    assert reg.authenticate(token_b).tenant_id == "b"
+    reg.delete("a")
+    with pytest.raises(AuthenticationFailed):
+        reg.authenticate(token_a)
+
+
+def test_key_metadata_never_holds_secrets(reg: TenantRegistry) -> None:
+    reg.create("acme")
+    token = reg.issue_key("acme", label="ci")
+    secret = token.split("_", 2)[2]
+    for key in reg.list_keys("acme"):
+        assert secret not in repr(key) and secret not in str(key) and secret not in json.dumps(key.to_dict())
+
+
+# ---- quotas ------------------------------------------------------------------------------------
+
+
+def test_quota_defaults_and_overrides(reg: TenantRegistry) -> None:
+    reg.create("acme")
+    q = reg.quotas("acme")
+    assert q == Quotas()
+    assert (q.runs_per_second, q.runs_burst, q.max_concurrent_runs, q.max_steps_per_run) == (300, 300, 50_000, 10_000)
+    assert (q.max_step_output_bytes, q.max_event_bytes, q.code_cpu_seconds, q.code_memory_mb) == (MiB, MiB, 30, 256)
+
+    changed = reg.set_quotas("acme", runs_per_second=2.5, max_concurrent_runs=10)
+    assert changed == reg.quotas("acme")
+    assert changed.runs_per_second == 2.5 and changed.max_concurrent_runs == 10
+    assert isinstance(changed.max_concurrent_runs, int)
+    assert changed.runs_burst == 300
+
+    assert reg.set_quotas("acme", runs_per_second=None).runs_per_second == 300
+    with pytest.raises(ValueError, match="unknown quota"):
+        reg.set_quotas("acme", nope=1)
+    with pytest.raises(ValueError, match="positive"):
+        reg.set_quotas("acme", runs_burst=0)
+    with pytest.raises(ValueError, match="whole number"):
+        reg.set_quotas("acme", runs_burst=1.5)
+    with pytest.raises(UnknownTenant):
+        reg.quotas("ghost")
+    with pytest.raises(FrozenInstanceError):
+        q.runs_burst = 1  # type: ignore[misc]
+
+
+# ---- run-creation token bucket -----------------------------------------------------------------
+
+
+def test_bucket_burst_then_refusal_then_refill(reg: TenantRegistry) -> None:
+    reg.create("acme")
+    reg.set_quotas("acme", runs_per_second=2, runs_burst=5)
+    t0 = 1_000_000.0
+    assert all(reg.take_run_tokens("acme", now=t0).allowed for _ in range(5))
+    refused = reg.take_run_tokens("acme", now=t0)
+    assert not refused.allowed
+    assert refused.retry_after_s == pytest.approx(0.5)  # one token at 2/s
+
+    assert not reg.take_run_tokens("acme", now=t0 + 0.25).allowed
+    assert reg.take_run_tokens("acme", now=t0 + 0.5).allowed
+    # After a long idle period the bucket is full again, but never more than the burst.
+    assert reg.take_run_tokens("acme", 5, now=t0 + 1000).allowed
+    assert not reg.take_run_tokens("acme", now=t0 + 1000).allowed
+    # Batches: all-or-nothing, and more than the burst can never be granted.
+    decision = reg.take_run_tokens("acme", 3, now=t0 + 1001)  # 2 tokens refilled
+    assert not decision.allowed and decision.retry_after_s == pytest.approx(0.5)
+    assert reg.take_run_tokens("acme", 6, now=t0 + 5000).retry_after_s == math.inf
+    # A clock that steps back refills nothing.
+    reg.take_run_tokens("acme", 5, now=t0 + 6000)
+    assert not reg.take_run_tokens("acme", now=t0 + 10).allowed
+
+
+def test_require_run_tokens_raises_quota_exceeded(reg: TenantRegistry) -> None:
+    reg.create("acme")
+    reg.set_quotas("acme", runs_per_second=1, runs_burst=1)
+    reg.require_run_tokens("acme", now=50.0)
+    with pytest.raises(QuotaExceeded) as info:
+        reg.require_run_tokens("acme", now=50.0)
+    assert info.value.limit == "runs_per_second"
+    assert info.value.retry_after_s == pytest.approx(1.0)
+    assert "acme" in str(info.value) and "retry in 1.000s" in str(info.value)
+    with pytest.raises(QuotaExceeded) as never:
+        reg.require_run_tokens("acme", 2, now=500.0)
+    assert never.value.retry_after_s is None
+
+
+def test_bucket_survives_a_restart(db: Path) -> None:
+    t0 = 2_000_000.0
+    with TenantRegistry(db) as first:
+        first.create("acme")
+        first.set_quotas("acme", runs_per_second=1, runs_burst=3)
+        assert [first.take_run_tokens("acme", now=t0).allowed for _ in range(4)] == [True, True, True, False]
+    # The service restarts: a new registry on the same file continues the same (empty) bucket.
+    with TenantRegistry(db) as second:
+        decision = second.take_run_tokens("acme", now=t0 + 0.4)
+        assert not decision.allowed and decision.retry_after_s == pytest.approx(0.6)
+        assert second.take_run_tokens("acme", now=t0 + 2).allowed
+        assert second.take_run_tokens("acme", now=t0 + 2).allowed
+        assert not second.take_run_tokens("acme", now=t0 + 2).allowed
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-registry", "registry-per-thread"])
+def test_concurrent_takers_never_over_grant(db: Path, shared: bool) -> None:
+    burst, threads, attempts = 40, 8, 25
+    with TenantRegistry(db) as setup:
+        setup.create("acme")
+        # Refill so slow it cannot add a whole token during the test.
+        setup.set_quotas("acme", runs_per_second=0.0001, runs_burst=burst)
+    shared_reg = TenantRegistry(db) if shared else None
+    granted: list[int] = []
+    start = threading.Barrier(threads)
+
+    def worker() -> None:
+        reg = shared_reg or TenantRegistry(db)
+        try:
+            start.wait()
+            mine = sum(reg.take_run_tokens("acme").allowed for _ in range(attempts))
+            granted.append(mine)
+        finally:
+            if reg is not shared_reg:
+                reg.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if shared_reg is not None:
+        shared_reg.close()
+    assert len(granted) == threads
+    assert sum(granted) == burst
+
+
+def test_buckets_are_per_tenant(reg: TenantRegistry) -> None:
+    reg.create("a")
+    reg.create("b")
+    for tenant in ("a", "b"):
+        reg.set_quotas(tenant, runs_per_second=1, runs_burst=1)
+    assert reg.take_run_tokens("a", now=10.0).allowed
+    assert not reg.take_run_tokens("a", now=10.0).allowed
+    assert reg.take_run_tokens("b", now=10.0).allowed
+
+
+# ---- tool grants -------------------------------------------------------------------------------
+
+
+def test_default_grants_exclude_debug(reg: TenantRegistry) -> None:
+    reg.create("acme")
+    assert reg.granted_tools("acme") == sorted(DEFAULT_TOOL_GRANTS)
+    for tool in ("http.request", "kv.get", "kv.put", "kv.incr", "notify", "transform"):
+        assert reg.is_tool_granted("acme", tool), tool
+    for tool in ("debug.echo", "debug.fail", "custom.tool", "KV.get"):
+        assert not reg.is_tool_granted("acme", tool), tool
+    with pytest.raises(ToolNotGranted, match=r"debug\.echo"):
+        reg.require_tool("acme", "debug.echo")
+
+
+def test_grant_and_revoke_patterns(reg: TenantRegistry) -> None:
+    reg.create("acme")
+    reg.revoke_tools("acme", list(DEFAULT_TOOL_GRANTS))
+    assert reg.granted_tools("acme") == []
+    assert not reg.is_tool_granted("acme", "kv.get")
+    reg.grant_tools("acme", ["kv.*", "http.request"])
+    reg.grant_tools("acme", ["kv.*"])  # idempotent
+    assert reg.granted_tools("acme") == ["http.request", "kv.*"]
+    assert reg.is_tool_granted("acme", "kv.get") and reg.is_tool_granted("acme", "http.request")
+    assert not reg.is_tool_granted("acme", "http.other")
+    reg.revoke_tools("acme", ["kv.get"])  # not a granted pattern: kv.* stays
+    assert reg.is_tool_granted("acme", "kv.get")
+    reg.grant_tools("acme", ["*"])
+    assert reg.is_tool_granted("acme", "debug.echo")
+    with pytest.raises(ValueError):
+        reg.grant_tools("acme", ["kv get"])
+    with pytest.raises(TypeError):
+        reg.grant_tools("acme", "kv.*")
+    with pytest.raises(UnknownTenant):
+        reg.grant_tools("ghost", ["*"])
+
+
+def test_grants_are_isolated_per_tenant(reg: TenantRegistry) -> None:
+    reg.create("a")
+    reg.create("b")
+    reg.grant_tools("a", ["debug.*"])
+    assert reg.is_tool_granted("a", "debug.echo")
+    assert not reg.is_tool_granted("b", "debug.echo")
+    assert "debug.*" not in reg.granted_tools("b")
+
+
+# ---- egress ------------------------------------------------------------------------------------
+
+
+def test_egress_allowlist(reg: TenantRegistry) -> None:
+    reg.create("a")
+    reg.create("b")
+    assert reg.egress("a") == []
+    stored = reg.set_egress("a", ["https://API.example.com", "*.example.com:443", " https://api.example.com "])
+    assert stored == ["*.example.com:443", "https://api.example.com"]
+    assert reg.egress("a") == stored
+    assert reg.egress("b") == []
+    with pytest.raises(ValueError):
+        reg.set_egress("a", ["ftp://x.example.com"])
+    with pytest.raises(ValueError):
+        reg.set_egress("a", ["https://x.example.com/path"])
+    assert reg.egress("a") == stored  # a refused update changes nothing
+    assert reg.set_egress("a", []) == []
+
+
+# ---- secrets -----------------------------------------------------------------------------------
+
+
+def test_secrets_resolve_and_never_show(reg: TenantRegistry, db: Path) -> None:
+    value = "hunter2-very-secret-value"
+    acme = reg.create("acme")
+    reg.set_secret("acme", "API_TOKEN", value)
+    reg.set_secret("acme", "other", "x")
+    assert reg.resolve_secret("acme", "API_TOKEN") == value
+    assert reg.secret_names("acme") == ["API_TOKEN", "other"]
+    reg.set_secret("acme", "API_TOKEN", value + "-2")
+    assert reg.resolve_secret("acme", "API_TOKEN") == value + "-2"
+
+    with pytest.raises(UnknownSecret) as info:
+        reg.resolve_secret("acme", "missing")
+    shown = [repr(reg), str(reg), repr(acme), str(acme), repr(reg.quotas("acme")), str(info.value)]
+    shown += [repr(k) for k in reg.list_keys("acme")]
+    assert not any(value in text for text in shown)
+
+    reg.delete_secret("acme", "other")
+    assert reg.secret_names("acme") == ["API_TOKEN"]
+    with pytest.raises(UnknownSecret):
+        reg.delete_secret("acme", "other")
+    with pytest.raises(ValueError):
+        reg.set_secret("acme", "bad name", "v")
+    with pytest.raises(ValueError):
+        reg.set_secret("acme", "EMPTY", "")
+
+
+def test_secrets_are_isolated_per_tenant(reg: TenantRegistry) -> None:
+    reg.create("a")
+    reg.create("b")
+    reg.set_secret("a", "TOKEN", "a-value")
+    assert reg.secret_names("b") == []
+    with pytest.raises(UnknownSecret):
+        reg.resolve_secret("b", "TOKEN")
+    with pytest.raises(UnknownSecret):
+        reg.delete_secret("b", "TOKEN")
+    assert reg.resolve_secret("a", "TOKEN") == "a-value"
+
+
+def test_secrets_key_without_cryptography_is_an_error(db: Path) -> None:
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("cryptography is installed: encryption is covered by test_secrets_encrypted_at_rest")
+    with TenantRegistry(db, secrets_key="not-used") as reg:
+        reg.create("acme")
+        with pytest.raises(TenantError, match="cryptography"):
+            reg.set_secret("acme", "TOKEN", "v")
+        assert "not-used" not in repr(reg)
+
+
+def test_secrets_encrypted_at_rest(db: Path) -> None:
+    fernet = pytest.importorskip("cryptography.fernet")
+    key = fernet.Fernet.generate_key().decode()
+    value = "plain-text-that-must-not-be-on-disk"
+    with TenantRegistry(db, secrets_key=key) as reg:
+        reg.create("acme")
+        reg.set_secret("acme", "TOKEN", value)
+        assert reg.resolve_secret("acme", "TOKEN") == value
+        assert key not in repr(reg)
+    assert value.encode() not in _db_bytes(db)
+    with TenantRegistry(db) as no_key, pytest.raises(TenantError, match="encrypted"):
+        no_key.resolve_secret("acme", "TOKEN")
+    wrong = fernet.Fernet.generate_key().decode()
+    with TenantRegistry(db, secrets_key=wrong) as other, pytest.raises(TenantError, match="decrypt"):
+        other.resolve_secret("acme", "TOKEN")
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    home = tmp_path / "home"
+    monkeypatch.setenv("DURAPLAN_HOME", str(home))
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(app, list(args), input=input)
+
+    invoke.db = home / "tenants.db"  # type: ignore[attr-defined]
+    return invoke
+
+
+def _one_line_error(result: Result) -> None:
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_cli_create_issue_key_show(cli: Any) -> None:
+    r = cli("create", "acme", "--display-name", "Acme")
+    assert r.exit_code == 0, r.output
+    r = cli("issue-key", "acme", "--label", "ci")
+    assert r.exit_code == 0, r.output
+    token = r.stdout.strip()
+    assert token.startswith("dp_") and r.stdout.count("dp_") == 1  # printed once, alone on stdout
+    assert "not be shown again" in r.stderr
+
+    with TenantRegistry(cli.db) as reg:
+        assert reg.authenticate(token).tenant_id == "acme"
+
+    r = cli("secret", "set", "acme", "API_TOKEN", input="s3cr3t-value\n")
+    assert r.exit_code == 0, r.output
+    with TenantRegistry(cli.db) as reg:
+        assert reg.resolve_secret("acme", "API_TOKEN") == "s3cr3t-value"
+
+    secret_part = token.split("_", 2)[2]
+    for args in (("show", "acme"), ("show", "acme", "--json")):
+        r = cli(*args)
+        assert r.exit_code == 0, r.output
+        assert secret_part not in r.output and "s3cr3t-value" not in r.output
+        assert "API_TOKEN" in r.output and token.split("_")[1] in r.output
+    data = json.loads(cli("show", "acme", "--json").stdout)
+    assert data["quotas"]["runs_per_second"] == 300
+    assert data["tool_grants"] == sorted(DEFAULT_TOOL_GRANTS)
+    assert data["secrets"] == ["API_TOKEN"]
+    assert [k["label"] for k in data["keys"]] == ["ci"]
+
+    assert json.loads(cli("list", "--json").stdout)[0]["tenant_id"] == "acme"
+    issued = json.loads(cli("issue-key", "acme", "--label", "agent", "--json").stdout)
+    assert issued["key"].startswith(f"dp_{issued['key_id']}_")
+
+
+def test_cli_quota_grants_egress_secrets(cli: Any, tmp_path: Path) -> None:
+    assert cli("create", "acme").exit_code == 0
+    r = cli("set-quota", "acme", "--runs-per-second", "10", "--max-concurrent-runs", "5", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["runs_per_second"] == 10
+    assert json.loads(r.stdout)["max_concurrent_runs"] == 5
+    r = cli("set-quota", "acme", "--reset", "runs_per_second", "--json")
+    assert json.loads(r.stdout)["runs_per_second"] == 300
+
+    assert cli("grant", "acme", "debug.*", "custom.*").exit_code == 0
+    assert cli("revoke", "acme", "custom.*").exit_code == 0
+    with TenantRegistry(cli.db) as reg:
+        assert reg.is_tool_granted("acme", "debug.echo") and not reg.is_tool_granted("acme", "custom.x")
+
+    r = cli("egress", "acme", "https://api.example.com", "*.example.com:443")
+    assert r.exit_code == 0, r.output
+    assert json.loads(cli("egress", "acme", "--json").stdout) == ["*.example.com:443", "https://api.example.com"]
+    assert json.loads(cli("egress", "acme", "--clear", "--json").stdout) == []
+
+    value_file = tmp_path / "value.txt"
+    value_file.write_text("from-file\n")
+    assert cli("secret", "set", "acme", "F", "--value-file", str(value_file)).exit_code == 0
+    assert cli("secret", "set", "acme", "V", "--value", "from-flag").exit_code == 0
+    with TenantRegistry(cli.db) as reg:
+        assert reg.resolve_secret("acme", "F") == "from-file"
+        assert reg.resolve_secret("acme", "V") == "from-flag"
+    assert cli("secret", "rm", "acme", "V").exit_code == 0
+    with TenantRegistry(cli.db) as reg:
+        assert reg.secret_names("acme") == ["F"]
+
+    key = cli("issue-key", "acme", "--label", "ci").stdout.strip()
+    assert cli("revoke-key", key.split("_")[1]).exit_code == 0
+    with TenantRegistry(cli.db) as reg, pytest.raises(AuthenticationFailed):
+        reg.authenticate(key)
+    r = cli("delete", "acme", "--yes")
+    assert r.exit_code == 0, r.output
+    assert json.loads(cli("list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("show", "ghost"),
+        ("issue-key", "ghost", "--label", "x"),
+        ("create", "bad/id"),
+        ("revoke-key", "0000000000000000"),
+        ("set-quota", "acme"),
+        ("set-quota", "acme", "--runs-burst", "0"),
+        ("set-quota", "acme", "--reset", "nope"),
+        ("grant", "acme", "bad pattern"),
+        ("egress", "acme", "ftp://nope.example.com"),
+        ("secret", "rm", "acme", "missing"),
+        ("secret", "set", "acme", "bad name", "--value", "v"),
+        ("secret", "set", "acme", "X", "--value-file", "/nonexistent/file"),
+        ("delete", "acme"),
+    ],
+)
+def test_cli_user_errors_are_one_line(cli: Any, args: tuple[str, ...]) -> None:
+    assert cli("create", "acme").exit_code == 0
+    _one_line_error(cli(*args))
+
+
+def test_cli_create_twice_is_one_line(cli: Any) -> None:
+    assert cli("create", "acme").exit_code == 0
+    r = cli("create", "acme")
+    _one_line_error(r)
+    assert "already exists" in r.stderr
