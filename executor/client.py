@@ -120,15 +120,16 @@ class Duraplan:
             local_tools=[n for n in self.registry.names() if self.registry.get(n).local],
             search_attributes=self.settings.search_attributes,
         )
-        memo = {"plan_hash": digest, "inputs_hash": _digest(inputs), "plan_name": parsed.name}
         handle = RunHandle(self, tenant, run_id)
         try:
             handle._started = await self._start(
-                arg, memo, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
+                arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
             )
         except WorkflowAlreadyStartedError:
-            existing = await handle._describe()
-            if dict(await existing.memo()) != memo:
+            # Rare path: compare with what the existing run was started with (no memo on the hot path).
+            existing = await handle._first_input()
+            original = existing.revisions[0].plan_hash if existing.revisions else existing.plan_hash
+            if (original, _digest(existing.inputs)) != (digest, _digest(inputs)):
                 raise RunConflict(
                     f"run {run_id!r} already exists for tenant {tenant!r} with a different plan or inputs"
                 ) from None
@@ -137,7 +138,6 @@ class Duraplan:
     async def _start(
         self,
         arg: RunInput,
-        memo: dict[str, Any],
         plan_name: str,
         reuse: WorkflowIDReusePolicy,
         conflict: WorkflowIDConflictPolicy,
@@ -147,14 +147,12 @@ class Duraplan:
             arg,
             id=f"{arg.tenant}/{arg.run_id}",
             task_queue=self.settings.task_queue,
-            memo=memo,
             search_attributes=None
             if not arg.search_attributes
             else TypedSearchAttributes(
                 [
                     SearchAttributePair(SA_TENANT, arg.tenant),
                     SearchAttributePair(SA_SESSION, arg.session),
-                    SearchAttributePair(SA_STATUS, "running"),
                     SearchAttributePair(SA_PLAN_HASH, arg.plan_hash),
                     SearchAttributePair(SA_PLAN_NAME, plan_name[:200]),
                 ]
@@ -259,11 +257,14 @@ class RunHandle:
 
     async def result(self, timeout: float | None = None) -> Any:
         """The run's output; ``RunFailed`` if it failed, was cancelled or terminated."""
-        await self._describe()
         try:
             return await (self._started or self._handle).result(
                 rpc_timeout=timedelta(seconds=timeout) if timeout else None
             )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(self.tenant, self.run_id) from None
+            raise
         except WorkflowFailureError as exc:
             desc = await self._describe()
             state = _STATUS.get(desc.status, "failed")
@@ -307,14 +308,11 @@ class RunHandle:
         """A fresh run of the same plan and inputs under the same run id (running one terminated).
 
         Effects happen again: idempotency keys include the restart generation."""
-        desc = await self._describe()
         first = await self._first_input()
         first.carry = None
         first.generation = first.generation + 1
         reuse, conflict = WorkflowIDReusePolicy.ALLOW_DUPLICATE, WorkflowIDConflictPolicy.TERMINATE_EXISTING
-        self._started = await self._dp._start(
-            first, dict(await desc.memo()), first.plan.get("name", ""), reuse, conflict
-        )
+        self._started = await self._dp._start(first, first.plan.get("name", ""), reuse, conflict)
         return self
 
     async def _first_input(self) -> RunInput:

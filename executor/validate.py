@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -458,11 +460,20 @@ class _Checker:
             self.add(ptr, f"timestamp {value!r} needs a timezone (e.g. Z or +00:00)", sid, "invalid_value")
 
     def _json_schema(self, schema: dict[str, Any], ptr: str, sid: str | None) -> None:
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            where = "".join(f"/{p}" for p in exc.path)
-            self.add(ptr + where, f"not a valid JSON Schema: {exc.message}", sid, "invalid_schema")
+        problem = _schema_problem(json.dumps(schema, sort_keys=True, default=str))
+        if problem is not None:
+            where, message = problem
+            self.add(ptr + where, f"not a valid JSON Schema: {message}", sid, "invalid_schema")
+
+
+@lru_cache(maxsize=1024)
+def _schema_problem(schema_json: str) -> tuple[str, str] | None:
+    """Checking against the metaschema is most of a submit's validation time; plans reuse schemas."""
+    try:
+        jsonschema.Draft202012Validator.check_schema(json.loads(schema_json))
+    except jsonschema.SchemaError as exc:
+        return "".join(f"/{p}" for p in exc.path), exc.message
+    return None
 
 
 def _flatten(steps: list[Step], base: str) -> Iterator[tuple[str, Step]]:

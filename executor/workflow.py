@@ -81,6 +81,7 @@ EVENT_ID_MEMORY = 10_000
 # steady stream of them (a big foreach) would keep it open past its timeout, so after this many
 # in one task the next steps go to regular activities, letting the task complete.
 LOCAL_PER_TASK = 100
+_PATCH_NO_FINAL_UPSERT = "no-final-status-upsert"
 
 
 class _StepFailed(Exception):
@@ -836,7 +837,10 @@ class PlanWorkflow:
 
     def _set_state(self, state: str) -> None:
         self.state = state
-        if self.inp.search_attributes:
+        # Closed runs are listed by Temporal's own execution status: no upsert (and no history
+        # event) for final states. Runs recorded before this change did upsert: keep replaying them.
+        final = state in ("completed", "failed", "cancelled")
+        if self.inp.search_attributes and not (final and workflow.patched(_PATCH_NO_FINAL_UPSERT)):
             workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
 
     def _carry_input(self) -> RunInput:

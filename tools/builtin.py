@@ -127,7 +127,7 @@ HTTP_REQUEST_SCHEMA = _obj(
             "minimum": 1,
             "maximum": 10 * MIB,
             "default": DEFAULT_MAX_BYTES,
-            "description": "Largest response body accepted (after decompression).",
+            "description": "Largest response body accepted, counted both as received and after decompression.",
         },
     },
     required=("url",),

@@ -361,8 +361,10 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
     use the host name. A connection for any other host or port is refused (EgressDenied), and
     nothing is kept alive, so every hop gets a new connection to the addresses vetted for it.
 
-    The pinning sits in the httpcore network backend, below the connection pool that respx
-    patches: with respx active no connection is made at all, without it every one is pinned.
+    One transport serves one exchange (a request and its redirects), one request at a time:
+    the pin is per transport. The pinning sits in the httpcore network backend, below the
+    connection pool that respx patches: with respx active no connection is made at all,
+    without it every one is pinned.
     """
 
     def __init__(

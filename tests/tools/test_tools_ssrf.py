@@ -687,3 +687,15 @@ async def test_unknown_coding_passes_through_and_accept_encoding_is_bounded(
         out = await call(api, make_ctx(), url="https://api.example.com/br")
     assert out["text"] == "opaque"
     assert route.calls.last.request.headers["accept-encoding"] == "gzip, deflate"
+
+
+async def test_unvetted_policy_still_only_connects_to_the_checked_origin(net: NetLog, make_ctx: ContextFactory) -> None:
+    """block_private=False vets names, not addresses: the connection resolves the name itself,
+    and still only for the host and port that were checked."""
+    policy = HttpPolicy(block_private=False, allowed_hosts=frozenset({"127.0.0.1"}))
+    async with LocalServer({"/": http_response(200, b"open")}) as srv:
+        out = await call(policy, make_ctx(), url=srv.url("127.0.0.1"))
+        err = await expect_error(policy, make_ctx(), url=srv.url("localhost"))
+    assert out["text"] == "open"
+    assert_denied(err)
+    assert net.connects == [("127.0.0.1", srv.port)]
