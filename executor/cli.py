@@ -27,6 +27,10 @@ from planner.cli import app as planner_app
 
 __all__ = ["app"]
 
+# litellm fetches its model price map from the internet at import unless told otherwise; the
+# bundled copy is enough for cost accounting and keeps start-up fast on closed networks.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 app = typer.Typer(help="duraplan: durable execution of runtime-supplied plans on Temporal.", no_args_is_help=True)
 events_app = typer.Typer(help="Send events to runs.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
