@@ -63,7 +63,7 @@ class WorkerLimits:
 
     address_space_mb: int = _ADDRESS_SPACE_BASE_MB + _ADDRESS_SPACE_PER_HEAP_MB * 1024
     cpu_seconds: int = 310
-    open_files: int = 32
+    open_files: int = 16
     processes: int | None = None
     """RLIMIT_NPROC. Off by default: Linux counts it per real user id, across the host's own processes and
     threads, and does not enforce it for root, so a fixed value is either meaningless or starves the worker
@@ -133,9 +133,7 @@ def _ulimit_value(name: str, value: int) -> int:
     return value // 1024 if name == "AS" else value  # -v is in KiB; the others are counts/seconds/0
 
 
-def write_launcher(
-    directory: Path, binary: str, limits: WorkerLimits, *, shell: str | None = None
-) -> Path:
+def write_launcher(directory: Path, binary: str, limits: WorkerLimits, *, shell: str | None = None) -> Path:
     """Write the executable that the pool spawns instead of ``binary``; returns its path.
 
     ``shell`` is ``"bash"`` or ``"sh"``; by default bash when it is installed (it also closes inherited
@@ -148,21 +146,15 @@ def write_launcher(
     if bash is not None:
         ulimits = " ".join(f"{_BASH_FLAGS[n]} {_ulimit_value(n, v)}" for n, v in rlimits.items())
         script = _BASH_SCRIPT.format(ulimits=ulimits)
-        body = f"exec {_quote(bash)} --noprofile --norc -c {_quote(script)} {_quote(binary)} \"$@\"\n"
+        body = f'exec {_quote(bash)} --noprofile --norc -c {_quote(script)} {_quote(binary)} "$@"\n'
     else:
         env = shutil.which("env") or "/usr/bin/env"
         ulimits = " && ".join(f"ulimit {_SH_FLAGS[n]} {_ulimit_value(n, v)}" for n, v in rlimits.items())
         closes = " ".join(f"{fd}>&-" for fd in range(3, 10))
-        body = (
-            "trap '' XFSZ\n"
-            f"{ulimits} || exit 126\n"
-            f"exec {closes}\n"
-            f"exec {_quote(env)} -i {_quote(binary)} \"$@\"\n"
-        )
+        body = f"trap '' XFSZ\n{ulimits} || exit 126\nexec {closes}\nexec {_quote(env)} -i {_quote(binary)} \"$@\"\n"
     path = directory / "monty-worker"
     path.write_text(
-        "#!/bin/sh\n# Written by executor.sandbox: a monty worker with an empty environment and OS limits.\n"
-        + body
+        "#!/bin/sh\n# Written by executor.sandbox: a monty worker with an empty environment and OS limits.\n" + body
     )
     path.chmod(stat.S_IRWXU)
     return path
@@ -321,4 +313,3 @@ class Sandbox:
                 "OutputTooLarge", f"code step result exceeds {self.max_output_bytes} bytes", retryable=False
             )
         return result
-
