@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from executor.models import CodeCall, LlmCall, ReplanRequest, ToolCall
 from executor.sandbox import Sandbox, SandboxError, SandboxLimits
+from executor.tenants import TenantError, TenantRegistry
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolRegistry
 from tools.store import Store
@@ -94,12 +95,14 @@ class StepActivities:
         *,
         default_model: str | None = None,
         completion: Callable[..., Awaitable[Any]] | None = None,
+        tenants: TenantRegistry | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.sandbox = sandbox
         self.default_model = default_model
         self._completion = completion
+        self.tenants = tenants
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.tool, self.code, self.llm, self.replan]
@@ -107,6 +110,8 @@ class StepActivities:
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
         try:
+            if self.tenants is not None:  # the grant is checked again here, whoever submitted the plan
+                self.tenants.require_tool(call.tenant, call.tool)
             tool = self.registry.get(call.tool)
             tool.check_args(call.args)
             ctx = ToolContext(
@@ -120,6 +125,8 @@ class StepActivities:
             result = await _heartbeating(tool.handler(call.args, ctx))
         except ToolError as exc:
             raise _fail(exc.message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
+        except TenantError as exc:
+            raise _fail(str(exc), type(exc).__name__, retryable=False) from None
         return _checked_output(result, f"tool {call.tool!r}")
 
     @activity.defn(name=run_code)

@@ -345,7 +345,7 @@ async def worker(address: Address = None, namespace: Namespace = None) -> None:
 
     settings = Settings.from_env(address=address, namespace=namespace)
     client = await connect(settings)
-    async with running_worker(client, settings):
+    async with running_worker(client, settings, tenants=settings.tenant_registry()):
         out.print(f"worker polling task queue {settings.task_queue!r} on {settings.address} ({settings.namespace})")
         await asyncio.Event().wait()
 
@@ -373,12 +373,12 @@ async def dev(
     ) as server:
         settings = Settings.from_env(home=home, address=server.address)
         out.print(f"Temporal {server.address}   UI {server.ui_url}   data {settings.home}", highlight=False)
-        async with running_worker(server.client, settings):
+        async with running_worker(server.client, settings, tenants=settings.tenant_registry()):
             if run_plan is None:
                 out.print("worker ready; Ctrl-C to stop")
                 await asyncio.Event().wait()
                 return
-            dp = Duraplan(server.client, settings)
+            dp = Duraplan(server.client, settings, tenants=settings.tenant_registry())
             values = _parse_inputs(input or [], None)
             handle = await dp.submit_plan(run_plan, tenant=tenant, session=session, inputs=values)
             out.print(f"run {handle.run_id} started (tenant {tenant}, session {session})", highlight=False)

@@ -7,6 +7,7 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -38,6 +39,7 @@ from executor.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, S
 from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
 from executor.loader import load_plan
 from executor.models import EventRecord, RunInput, plan_hash
+from executor.tenants import TenantRegistry
 from executor.validate import validate_plan
 from executor.workflow import WORKFLOW_NAME, PlanWorkflow
 from schemas.plan import Plan
@@ -77,15 +79,23 @@ def _digest(value: Any) -> str:
 class Duraplan:
     """A connection to Temporal plus the tool registry plans are validated against."""
 
-    def __init__(self, client: Client, settings: Settings | None = None, registry: ToolRegistry | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings | None = None,
+        registry: ToolRegistry | None = None,
+        tenants: TenantRegistry | None = None,
+    ) -> None:
+        """``tenants``: enforce the tenant registry (known tenant, tool grants, run-creation rate)."""
         self.client = client
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
+        self.tenants = tenants
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:
         settings = settings or Settings.from_env()
-        return cls(await connect(settings), settings, registry)
+        return cls(await connect(settings), settings, registry, settings.tenant_registry())
 
     async def submit_plan(
         self,
@@ -100,7 +110,13 @@ class Duraplan:
         _check_name("tenant", tenant)
         _check_name("session", session)
         run_id = _check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
-        parsed = validate_plan(plan if isinstance(plan, Plan) else load_plan(plan), tools=self.registry)
+        granted = None
+        if self.tenants is not None:
+            self.tenants.get(tenant)  # UnknownTenant before anything else
+            granted = functools.partial(self.tenants.is_tool_granted, tenant)
+        parsed = validate_plan(
+            plan if isinstance(plan, Plan) else load_plan(plan), tools=self.registry, granted=granted
+        )
         body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
         inputs = dict(inputs or {})
         problems = [
@@ -120,6 +136,8 @@ class Duraplan:
             local_tools=[n for n in self.registry.names() if self.registry.get(n).local],
             search_attributes=self.settings.search_attributes,
         )
+        if self.tenants is not None:  # after validation: an invalid plan costs no quota
+            self.tenants.require_run_tokens(tenant)
         handle = RunHandle(self, tenant, run_id)
         try:
             handle._started = await self._start(

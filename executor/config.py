@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client, TLSConfig
 from temporalio.common import SearchAttributeKey
+
+if TYPE_CHECKING:
+    from executor.tenants import TenantRegistry
 
 __all__ = [
     "SA_PLAN_HASH",
@@ -57,6 +60,8 @@ class Settings:
     # fan-outs of local steps need headroom on a loaded machine; a crashed worker's in-flight
     # local steps are retried after this long.
     workflow_task_timeout: float = 10.0
+    # Enforce the tenant registry (<home>/tenants.db): known tenants, tool grants, rate quotas.
+    tenancy: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -75,10 +80,19 @@ class Settings:
             "tool_modules": tuple(m.strip() for m in (_env("DURAPLAN_TOOL_MODULES") or "").split(",") if m.strip())
             or None,
             "search_attributes": (_env("DURAPLAN_SEARCH_ATTRIBUTES") or "1").lower() not in ("0", "false", "no"),
+            "tenancy": (_env("DURAPLAN_TENANCY") or "0").lower() in ("1", "true", "yes"),
         }
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **values)
+
+    def tenant_registry(self) -> TenantRegistry | None:
+        """The tenant registry when tenancy is enforced, else None (single-tenant development)."""
+        if not self.tenancy:
+            return None
+        from executor.tenants import TenantRegistry
+
+        return TenantRegistry(self.home / "tenants.db")
 
     def tls_config(self) -> TLSConfig | bool:
         if not (self.tls or self.tls_ca or self.tls_cert):

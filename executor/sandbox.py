@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import pydantic_monty
 
@@ -133,7 +133,9 @@ def _ulimit_value(name: str, value: int) -> int:
     return value // 1024 if name == "AS" else value  # -v is in KiB; the others are counts/seconds/0
 
 
-def write_launcher(directory: Path, binary: str, limits: WorkerLimits, *, shell: str | None = None) -> Path:
+def write_launcher(
+    directory: Path, binary: str, limits: WorkerLimits, *, shell: Literal["bash", "sh"] | None = None
+) -> Path:
     """Write the executable that the pool spawns instead of ``binary``; returns its path.
 
     ``shell`` is ``"bash"`` or ``"sh"``; by default bash when it is installed (it also closes inherited
@@ -203,7 +205,7 @@ class Sandbox:
         max_output_bytes: int = 4 * _MB,
         max_print_bytes: int = _MB,
         binary_path: str | None = None,
-        launcher_shell: str | None = None,
+        launcher_shell: Literal["bash", "sh"] | None = None,
     ) -> None:
         self.worker_limits = worker_limits or WorkerLimits()
         self._ceilings = self.worker_limits.rlimits()
@@ -216,10 +218,6 @@ class Sandbox:
         self._launcher_shell = launcher_shell
         self._launcher_dir: str | None = None
         self._pool: pydantic_monty.AsyncMonty | None = None
-
-    @property
-    def launcher(self) -> Path | None:
-        return Path(self._launcher_dir) / "monty-worker" if self._launcher_dir else None
 
     async def __aenter__(self) -> Sandbox:
         self._launcher_dir = tempfile.mkdtemp(prefix="duraplan-sandbox-")
@@ -260,24 +258,32 @@ class Sandbox:
             shutil.rmtree(self._launcher_dir, ignore_errors=True)
             self._launcher_dir = None
 
-    def step_rlimits(self, limits: SandboxLimits) -> dict[int, int]:
-        """The OS limits a worker is lowered to for a step: room for its heap, its CPU time plus slack."""
-        ceiling = self._ceilings
+    def step_rlimits(self, limits: SandboxLimits, cpu_used: float = 0.0) -> dict[str, int]:
+        """The OS limits a worker is lowered to for a step: room for its heap and its result, and the CPU
+        time the worker has used so far plus the step's, with two seconds' slack (monty's own limits
+        fire first; these catch what escapes them)."""
         address_space = (_ADDRESS_SPACE_BASE_MB + _ADDRESS_SPACE_PER_HEAP_MB * limits.memory_mb) * _MB
-        cpu = math.ceil(limits.cpu_seconds) + 2
+        cpu = math.ceil(cpu_used + limits.cpu_seconds) + 2
         return {
-            resource.RLIMIT_AS: min(address_space, ceiling["AS"]),
-            resource.RLIMIT_CPU: min(cpu, ceiling["CPU"]),
+            "AS": min(address_space, self._ceilings["AS"]),
+            "CPU": min(cpu, self._ceilings["CPU"]),
         }
 
     def _tighten(self, pid: int | None, limits: SandboxLimits) -> None:
+        """Lower the checked-out worker's limits to the step's. A worker that serves one step only gets
+        hard limits (which it can never raise again); a reused worker gets soft ones, since the next
+        step on it may need more."""
         if pid is None:  # no local worker attached: the launcher's ceilings still hold
             return
-        for which, value in self.step_rlimits(limits).items():
-            try:
-                resource.prlimit(pid, which, (value, value))
-            except (ProcessLookupError, PermissionError, ValueError):
-                return  # the worker is already gone (its step will fail) or is not ours to limit
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu_used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for name, value in self.step_rlimits(limits, cpu_used).items():
+                hard = value if self._recycle_after == 1 else self._ceilings[name]
+                resource.prlimit(pid, getattr(resource, f"RLIMIT_{name}"), (value, hard))
+        except (OSError, ValueError, IndexError):
+            return  # the worker is already gone (its step fails with it) or is not ours to limit
 
     async def run(self, code: str, inputs: dict[str, Any], limits: SandboxLimits) -> Any:
         """Value of the snippet's last expression."""

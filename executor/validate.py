@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -59,17 +59,20 @@ STEP_KINDS = frozenset(
 )
 
 
-def validate_plan(plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None) -> Plan:
+def validate_plan(
+    plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None, granted: Callable[[str], bool] | None = None
+) -> Plan:
     """The parsed plan, or ``PlanInvalid`` listing every problem."""
-    parsed, issues = check_plan(plan, tools=tools)
+    parsed, issues = check_plan(plan, tools=tools, granted=granted)
     if issues or parsed is None:
         raise PlanInvalid(issues)
     return parsed
 
 
 def check_plan(
-    plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None
+    plan: dict[str, Any] | Plan, *, tools: ToolRegistry | None = None, granted: Callable[[str], bool] | None = None
 ) -> tuple[Plan | None, list[PlanIssue]]:
+    """``granted(tool_name)``: whether the submitting tenant may use a tool (checked again at dispatch)."""
     if isinstance(plan, Plan):
         parsed = plan
     else:
@@ -79,7 +82,7 @@ def check_plan(
             parsed = Plan.model_validate(plan)
         except ValidationError as exc:
             return None, _schema_issues(exc, plan)
-    checker = _Checker(tools)
+    checker = _Checker(tools, granted)
     checker.plan(parsed, "", depth=0)
     return parsed, checker.issues
 
@@ -214,8 +217,9 @@ def step_references(step: Step) -> set[str]:
 
 
 class _Checker:
-    def __init__(self, tools: ToolRegistry | None) -> None:
+    def __init__(self, tools: ToolRegistry | None, granted: Callable[[str], bool] | None = None) -> None:
         self.tools = tools
+        self.granted = granted
         self.issues: list[PlanIssue] = []
         self.ancestors: list[str] = []  # containers enclosing the step being checked
 
@@ -394,6 +398,8 @@ class _Checker:
             known = ", ".join(self.tools.names())
             self.add(f"{ptr}{tool_field}", f"unknown tool {name!r} (registered: {known})", sid, "unknown_tool")
             return
+        if self.granted is not None and not self.granted(name):
+            self.add(f"{ptr}{tool_field}", f"tool {name!r} is not granted to this tenant", sid, "tool_not_granted")
         for sub, message in self.tools.get(name).argument_errors(args):
             if _templated(args, sub):
                 continue  # the template's value is checked again at dispatch

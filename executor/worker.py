@@ -14,6 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from executor.activities import StepActivities
 from executor.config import Settings
 from executor.sandbox import Sandbox
+from executor.tenants import TenantRegistry
 from executor.workflow import PlanWorkflow
 from planner.worker import worker_parts
 from tools import Store, ToolRegistry, default_registry
@@ -49,11 +50,13 @@ async def running_worker(
     store: Store | None = None,
     task_queue: str | None = None,
     completion: Callable[..., Awaitable[Any]] | None = None,
+    tenants: TenantRegistry | None = None,
     **worker_options: Any,
 ) -> AsyncIterator[WorkerDeps]:
     """Run a worker until the block exits; shuts down the worker, sandbox pool and store cleanly.
 
-    ``completion`` replaces ``litellm.acompletion`` for llm steps and replanning (tests)."""
+    ``completion`` replaces ``litellm.acompletion`` for llm steps and replanning (tests); ``tenants``
+    enforces tool grants at dispatch."""
     registry = registry or default_registry(extra_modules=settings.tool_modules)
     own_store = store is None
     if store is None:
@@ -62,7 +65,7 @@ async def running_worker(
     try:
         async with Sandbox() as sandbox:
             activities = StepActivities(
-                registry, store, sandbox, default_model=settings.default_model, completion=completion
+                registry, store, sandbox, default_model=settings.default_model, completion=completion, tenants=tenants
             )
             planner_workflows, planner_activities = worker_parts(settings, registry=registry, completion=completion)
             worker = Worker(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -316,9 +315,10 @@ async def test_worker_processes_have_empty_environment_and_rlimits(
     # The busy worker was lowered to its step's own budget.
     proc = _proc_limits(busy)
     expected = sandbox.step_rlimits(limits)
-    assert proc["Max address space"] == (str(expected[resource.RLIMIT_AS]),) * 2
-    assert proc["Max cpu time"] == (str(expected[resource.RLIMIT_CPU]),) * 2
-    assert expected[resource.RLIMIT_AS] < ceilings.address_space_mb * 1024 * 1024
+    assert proc["Max address space"] == (str(expected["AS"]),) * 2
+    soft, hard = (int(v) for v in proc["Max cpu time"])
+    assert soft == hard and expected["CPU"] <= soft <= expected["CPU"] + 1  # + the CPU it used to start
+    assert expected["AS"] < ceilings.address_space_mb * 1024 * 1024
     with pytest.raises(SandboxError) as info:
         await step
     assert info.value.error_type == "TimeoutError"
@@ -370,6 +370,19 @@ def test_launcher_clears_environment_and_descriptors(tmp_path: Path, shell: str)
     finally:
         worker.kill()
         worker.communicate(timeout=10)
+
+
+async def test_reused_worker_gets_each_steps_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With recycle_after > 1 a step lowers only the soft limits, so a bigger step can follow on that worker."""
+    async with Sandbox(max_processes=1, recycle_after=10) as sandbox:
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        assert await sandbox.run("len('x' * 1000)", {}, SandboxLimits(memory_mb=16)) == 1000
+        big = "len('x' * (200 * 1024 * 1024))"
+        assert await sandbox.run(big, {}, SandboxLimits(memory_mb=256)) == 200 * 1024 * 1024
+        assert pids[0] == pids[1]
+        soft, hard = (int(v) for v in _proc_limits(pids[0])["Max address space"])
+        assert soft == sandbox.step_rlimits(SandboxLimits(memory_mb=256))["AS"]
+        assert hard == sandbox.worker_limits.address_space_mb * 1024 * 1024
 
 
 # -- OS limits backstop the sandbox's own limits ----------------------------------------------------------

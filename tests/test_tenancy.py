@@ -1,0 +1,62 @@
+"""Tenant registry enforcement: unknown tenants, tool grants at validation and at dispatch, and the
+run-creation rate quota, which survives a restart of the service."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from executor import Duraplan, PlanInvalid, RunFailed, RunNotFound, Settings, running_worker
+from executor.devserver import DevServer
+from executor.tenants import QuotaExceeded, TenantRegistry, UnknownTenant
+
+PLAN = {
+    "name": "greet",
+    "steps": [
+        {"id": "count", "kind": "tool", "tool": "kv.incr", "args": {"key": "greetings"}},
+        {"id": "tell", "kind": "tool", "tool": "notify", "args": {"channel": "ops", "message": "hi"}},
+    ],
+}
+
+
+async def test_grants_quotas_and_unknown_tenants(dev_server: DevServer, tmp_path: Path) -> None:
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create("acme")
+    tenants.revoke_tools("acme", ["notify"])  # acme may count, not notify
+    tenants.set_quotas("acme", runs_per_second=0.001, runs_burst=2)
+    settings = Settings(home=tmp_path, task_queue=f"tenancy-{uuid.uuid4().hex[:8]}")
+    async with running_worker(dev_server.client, settings, tenants=tenants) as deps:
+        dp = Duraplan(dev_server.client, settings, tenants=tenants)
+        with pytest.raises(UnknownTenant):
+            await dp.submit_plan(PLAN, tenant="nobody", session="s")
+
+        # Validation: the ungranted tool is named, with its pointer; no quota is spent on it.
+        with pytest.raises(PlanInvalid) as invalid:
+            await dp.submit_plan(PLAN, tenant="acme", session="s")
+        [issue] = invalid.value.issues
+        assert (issue.code, issue.pointer, issue.step) == ("tool_not_granted", "/steps/1/tool", "tell")
+
+        # Dispatch: a plan that slipped past validation (a client without the registry) still fails.
+        unchecked = Duraplan(dev_server.client, settings)
+        handle = await unchecked.submit_plan(PLAN, tenant="acme", session="s")
+        with pytest.raises(RunFailed, match="ToolNotGranted"):
+            await handle.result()
+        assert await deps.store.outbox_list("acme") == [], "the ungranted tool never ran"
+
+        # Quota: a burst of 2, then a clear refusal naming the limit; nothing half-starts.
+        allowed = {"name": "count", "steps": [PLAN["steps"][0]]}
+        for _ in range(2):
+            await dp.submit_plan(allowed, tenant="acme", session="q")
+        with pytest.raises(QuotaExceeded, match="runs_per_second") as refused:
+            await dp.submit_plan(allowed, tenant="acme", session="q", run_id="refused")
+        assert refused.value.retry_after_s is not None and refused.value.retry_after_s > 0
+        with pytest.raises(RunNotFound):
+            await dp.get_run("refused", tenant="acme").status()
+    tenants.close()
+
+    # A restarted service sees the same, still-empty bucket.
+    reopened = TenantRegistry(tmp_path / "tenants.db")
+    assert not reopened.take_run_tokens("acme").allowed
+    reopened.close()
