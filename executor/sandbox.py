@@ -89,7 +89,8 @@ class WorkerLimits:
 
 
 class SandboxError(Exception):
-    """A snippet failed. ``error_type`` is the sandboxed exception's name (or SandboxCrashed)."""
+    """A snippet failed. ``error_type`` is the sandboxed exception's name, or SandboxCrashed (its worker
+    died or was killed at its deadline), SandboxUnavailable (no worker could be started) or OutputTooLarge."""
 
     def __init__(self, error_type: str, message: str, *, retryable: bool) -> None:
         super().__init__(message)
@@ -148,7 +149,8 @@ def write_launcher(
     if bash is not None:
         ulimits = " ".join(f"{_BASH_FLAGS[n]} {_ulimit_value(n, v)}" for n, v in rlimits.items())
         script = _BASH_SCRIPT.format(ulimits=ulimits)
-        body = f'exec {_quote(bash)} --noprofile --norc -c {_quote(script)} {_quote(binary)} "$@"\n'
+        # (BASH_ENV would make a non-interactive bash source a file before the script.)
+        body = f'unset BASH_ENV ENV\nexec {_quote(bash)} --noprofile --norc -c {_quote(script)} {_quote(binary)} "$@"\n'
     else:
         env = shutil.which("env") or "/usr/bin/env"
         ulimits = " && ".join(f"ulimit {_SH_FLAGS[n]} {_ulimit_value(n, v)}" for n, v in rlimits.items())
@@ -188,7 +190,8 @@ class Sandbox:
     """A pool of sandbox workers. ``run`` executes one step on a worker of its own.
 
     ``recycle_after`` is how many steps a worker serves before it is replaced; 1 (the default) gives every
-    step a fresh process, at the cost of a worker spawn per step (a few milliseconds, see the tests).
+    step a fresh process, at the cost of a worker spawn per step (the pool spawns on demand: ~5-10 ms on
+    top of a warm worker's ~1 ms).
     ``request_timeout`` is the pool's hard per-request deadline in seconds, the backstop behind each
     step's own deadline (its ``cpu_seconds`` plus a grace second), sized for the longest step allowed.
     ``max_output_bytes`` bounds a step's result on its way to the host (results beyond it fail the step
@@ -219,12 +222,14 @@ class Sandbox:
         self._launcher_dir: str | None = None
         self._pool: pydantic_monty.AsyncMonty | None = None
 
+    def _write_launcher(self) -> Path:
+        assert self._launcher_dir is not None
+        return write_launcher(Path(self._launcher_dir), self._binary, self.worker_limits, shell=self._launcher_shell)
+
     async def __aenter__(self) -> Sandbox:
         self._launcher_dir = tempfile.mkdtemp(prefix="duraplan-sandbox-")
         try:
-            launcher = write_launcher(
-                Path(self._launcher_dir), self._binary, self.worker_limits, shell=self._launcher_shell
-            )
+            launcher = self._write_launcher()
             self._pool = pydantic_monty.AsyncMonty(
                 binary_path=launcher,
                 min_processes=1,
@@ -299,6 +304,11 @@ class Sandbox:
         }
         os_policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds}
         printed = pydantic_monty.CollectString(max_bytes=self.max_print_bytes)
+        if self._launcher_dir is not None and not os.path.exists(os.path.join(self._launcher_dir, "monty-worker")):
+            # A temp-dir cleaner removed the launcher under a long-running pool: put it back, or no new
+            # worker could start.
+            os.makedirs(self._launcher_dir, mode=0o700, exist_ok=True)
+            self._write_launcher()
         try:
             async with self._pool.checkout(
                 script_name="step.py", limits=resource_limits, os_policy=os_policy
@@ -314,6 +324,8 @@ class Sandbox:
             text = str(exc)
             match = _EXC_NAME.match(text)
             raise SandboxError(match.group(1) if match else "CodeError", text, retryable=False) from None
+        except (RuntimeError, TimeoutError) as exc:  # the pool could not start a worker, or had none free
+            raise SandboxError("SandboxUnavailable", f"no sandbox worker: {exc}", retryable=True) from None
         if _output_too_large(result, self.max_output_bytes):
             raise SandboxError(
                 "OutputTooLarge", f"code step result exceeds {self.max_output_bytes} bytes", retryable=False

@@ -48,7 +48,7 @@ from schemas.plan import (
 if TYPE_CHECKING:
     from tools.registry import ToolRegistry
 
-__all__ = ["MAX_DECLARED_STEPS", "MAX_NESTING", "check_plan", "step_references", "validate_plan"]
+__all__ = ["MAX_DECLARED_STEPS", "MAX_NESTING", "all_steps", "check_plan", "step_references", "validate_plan"]
 
 MAX_DECLARED_STEPS = 10_000
 MAX_NESTING = 8
@@ -480,6 +480,11 @@ def _schema_problem(schema_json: str) -> tuple[str, str] | None:
     except jsonschema.SchemaError as exc:
         return "".join(f"/{p}" for p in exc.path), exc.message
     return None
+
+
+def all_steps(steps: list[Step]) -> Iterator[Step]:
+    """Every step, nested ones (foreach, switch) included; not the steps of subplans."""
+    return (step for _, step in _flatten(steps, ""))
 
 
 def _flatten(steps: list[Step], base: str) -> Iterator[tuple[str, Step]]:

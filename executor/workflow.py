@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         record_from_json,
         record_to_json,
     )
-    from executor.validate import step_references
+    from executor.validate import all_steps, step_references
     from schemas.plan import (
         CodeStep,
         FailStep,
@@ -944,24 +944,11 @@ def _step_refs(step: Step) -> set[str]:
 
 def _event_schemas(steps: list[Step]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
-    for step in _walk_steps(steps):
+    for step in all_steps(steps):
         if isinstance(step, WaitForEventStep):
             schemas = out.setdefault(step.event, [])
             if step.payload_schema is not None:
                 schemas.append(step.payload_schema)
-    return out
-
-
-def _walk_steps(steps: list[Step]) -> list[Step]:
-    out: list[Step] = []
-    for s in steps:
-        out.append(s)
-        if isinstance(s, ForeachStep):
-            out.extend(_walk_steps(s.steps))
-        elif isinstance(s, SwitchStep):
-            for case in s.cases:
-                out.extend(_walk_steps(case.steps))
-            out.extend(_walk_steps(s.default))
     return out
 
 
