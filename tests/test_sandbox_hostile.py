@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import pytest_asyncio
@@ -305,7 +307,9 @@ async def test_worker_processes_have_empty_environment_and_rlimits(
     for pid in workers:
         assert _stat(pid)[1] == os.getpid()
         assert Path(f"/proc/{pid}/environ").read_bytes() == b"", "workers get an empty environment"
-        assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2], "no inherited descriptors"
+        fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+        # Without bash the POSIX-sh launcher can only close descriptors 3-9.
+        assert fds == [0, 1, 2] or (shutil.which("bash") is None and fds[:3] == [0, 1, 2] and min(fds[3:]) >= 10)
         proc = _proc_limits(pid)
         assert proc["Max file size"] == ("0", "0")
         assert proc["Max core file size"] == ("0", "0")
@@ -325,7 +329,7 @@ async def test_worker_processes_have_empty_environment_and_rlimits(
 
 
 @pytest.mark.parametrize("shell", ["bash", "sh"])
-def test_launcher_clears_environment_and_descriptors(tmp_path: Path, shell: str) -> None:
+def test_launcher_clears_environment_and_descriptors(tmp_path: Path, shell: Literal["bash", "sh"]) -> None:
     """The launcher alone, spawned with a secret in its environment and an inheritable descriptor."""
     limits = WorkerLimits(address_space_mb=512, cpu_seconds=20, open_files=12)
     launcher = write_launcher(tmp_path, MONTY, limits, shell=shell)
@@ -383,6 +387,29 @@ async def test_reused_worker_gets_each_steps_limits(monkeypatch: pytest.MonkeyPa
         soft, hard = (int(v) for v in _proc_limits(pids[0])["Max address space"])
         assert soft == sandbox.step_rlimits(SandboxLimits(memory_mb=256))["AS"]
         assert hard == sandbox.worker_limits.address_space_mb * 1024 * 1024
+
+
+async def test_launcher_removed_by_a_temp_cleaner_is_rewritten() -> None:
+    async with Sandbox() as sandbox:
+        assert sandbox._launcher_dir is not None
+        await _still_serves(sandbox)  # no worker is being spawned while the launcher goes
+        shutil.rmtree(sandbox._launcher_dir)
+        for _ in range(2):
+            await _still_serves(sandbox)
+
+
+async def test_worker_that_cannot_start_fails_only_its_own_step() -> None:
+    async with Sandbox() as sandbox:
+        assert sandbox._launcher_dir is not None
+        launcher = Path(sandbox._launcher_dir) / "monty-worker"
+        launcher.chmod(0o600)
+        with pytest.raises(SandboxError) as info:
+            for _ in range(2):  # the first step may still find the worker spawned at start
+                await sandbox.run("1 + 1", {}, SandboxLimits())
+        assert info.value.error_type == "SandboxUnavailable"
+        assert info.value.retryable
+        launcher.chmod(0o700)
+        await _still_serves(sandbox)
 
 
 # -- OS limits backstop the sandbox's own limits ----------------------------------------------------------
