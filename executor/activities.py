@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from executor.models import CodeCall, LlmCall, ReplanRequest, ToolCall
 from executor.sandbox import Sandbox, SandboxError, SandboxLimits
 from executor.tenants import TenantError, TenantRegistry
+from tools.egress import HttpPolicy
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolRegistry
 from tools.store import Store
@@ -121,6 +122,7 @@ class StepActivities:
                 attempt=call.attempt,
                 idempotency_key=call.idempotency_key,
                 store=self.store,
+                http_policy=self._egress(call.tenant),
             )
             result = await _heartbeating(tool.handler(call.args, ctx))
         except ToolError as exc:
@@ -128,6 +130,12 @@ class StepActivities:
         except TenantError as exc:
             raise _fail(str(exc), type(exc).__name__, retryable=False) from None
         return _checked_output(result, f"tool {call.tool!r}")
+
+    def _egress(self, tenant: str) -> HttpPolicy | None:
+        """With tenancy, HTTP goes only where the tenant's allowlist says (empty: nowhere)."""
+        if self.tenants is None:
+            return None
+        return HttpPolicy(allowed_hosts=frozenset(self.tenants.egress(tenant)))
 
     @activity.defn(name=run_code)
     async def code(self, call: CodeCall) -> Any:

@@ -27,6 +27,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    Priority,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -175,6 +176,9 @@ class Duraplan:
                     SearchAttributePair(SA_PLAN_NAME, plan_name[:200]),
                 ]
             ),
+            # Weighted round-robin per tenant when tasks queue up: a flood from one tenant waits
+            # its turn behind others' work (the server needs matching.enableFairness; dev sets it).
+            priority=Priority(fairness_key=arg.tenant),
             id_reuse_policy=reuse,
             id_conflict_policy=conflict,
             # Start the first workflow task on this process's worker, if it has one: saves a hop.

@@ -60,3 +60,25 @@ async def test_grants_quotas_and_unknown_tenants(dev_server: DevServer, tmp_path
     reopened = TenantRegistry(tmp_path / "tenants.db")
     assert not reopened.take_run_tokens("acme").allowed
     reopened.close()
+
+
+async def test_http_egress_follows_the_tenants_allowlist(dev_server: DevServer, tmp_path: Path) -> None:
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create("acme")
+    tenants.set_egress("acme", ["https://api.partner.example"])
+    settings = Settings(home=tmp_path, task_queue=f"egress-{uuid.uuid4().hex[:8]}")
+    plan = {
+        "name": "fetch",
+        "steps": [
+            {"id": "get", "kind": "tool", "tool": "http.request", "args": {"url": "https://elsewhere.example/x"}}
+        ],
+    }
+    async with running_worker(dev_server.client, settings, tenants=tenants):
+        dp = Duraplan(dev_server.client, settings, tenants=tenants)
+        handle = await dp.submit_plan(plan, tenant="acme", session="s")
+        with pytest.raises(RunFailed, match="EgressDenied") as failed:
+            await handle.result()
+        assert "elsewhere.example" in str(failed.value)
+        status = await handle.status()
+        assert status["steps"][0]["attempts"] == 1, "a denied destination is not retried"
+    tenants.close()

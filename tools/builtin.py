@@ -140,7 +140,7 @@ def _http_request_tool(policy: HttpPolicy) -> Tool:
         method = args.get("method", "GET")
         headers = _request_headers(args.get("headers", {}), method, ctx.idempotency_key)
         response = await _fetch(
-            policy,
+            ctx.http_policy or policy,
             method,
             args["url"],
             headers=headers,
@@ -590,7 +590,7 @@ def _notify_tool(policy: HttpPolicy) -> Tool:
                 "idempotency_key": ctx.idempotency_key,
             }
             response = await _fetch(
-                policy,
+                ctx.http_policy or policy,
                 "POST",
                 webhook_url,
                 headers={"Idempotency-Key": ctx.idempotency_key},

@@ -17,6 +17,7 @@ import jsonschema
 from tools.errors import ToolArgumentsError, UnknownToolError
 
 if TYPE_CHECKING:
+    from tools.egress import HttpPolicy
     from tools.store import Store
 
 __all__ = [
@@ -44,6 +45,8 @@ class ToolContext:
     # side-effecting tools use it so an effect happens once.
     idempotency_key: str
     store: Store
+    # The calling tenant's egress policy when tenancy is enforced; HTTP tools use it over their own.
+    http_policy: HttpPolicy | None = None
 
 
 ToolHandler = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]
