@@ -39,6 +39,7 @@ run_llm = "duraplan.llm"
 run_replan = "duraplan.replan"
 HEARTBEAT_TIMEOUT = 10.0
 MAX_OUTPUT_BYTES = 1024 * 1024  # the reference product's per-step result limit
+SECRET_KEY = "$secret"  # {"$secret": "NAME"} in tool arguments: resolved only inside the activity
 
 T = TypeVar("T")
 
@@ -58,6 +59,21 @@ def _checked_output(value: Any, what: str) -> Any:
         raise _fail(
             f"{what} output is {size} bytes; the limit is {MAX_OUTPUT_BYTES}", "OutputTooLarge", retryable=False
         )
+    return value
+
+
+def _redact(value: Any, secrets: list[str]) -> Any:
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, list | tuple):
+        return [_redact(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact(v, secrets) for k, v in value.items()}
     return value
 
 
@@ -114,7 +130,8 @@ class StepActivities:
             if self.tenants is not None:  # the grant is checked again here, whoever submitted the plan
                 self.tenants.require_tool(call.tenant, call.tool)
             tool = self.registry.get(call.tool)
-            tool.check_args(call.args)
+            args, secrets = self._resolve_secrets(call.tenant, call.args)
+            tool.check_args(args)
             ctx = ToolContext(
                 tenant=call.tenant,
                 run_id=call.run_id,
@@ -124,12 +141,33 @@ class StepActivities:
                 store=self.store,
                 http_policy=self._egress(call.tenant),
             )
-            result = await _heartbeating(tool.handler(call.args, ctx))
+            result = await _heartbeating(tool.handler(args, ctx))
         except ToolError as exc:
-            raise _fail(exc.message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
+            message = _redact(exc.message, secrets)
+            raise _fail(message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
         except TenantError as exc:
             raise _fail(str(exc), type(exc).__name__, retryable=False) from None
-        return _checked_output(result, f"tool {call.tool!r}")
+        # Secret values never leave the activity: not in outputs, so not in history or status.
+        return _checked_output(_redact(result, secrets), f"tool {call.tool!r}")
+
+    def _resolve_secrets(self, tenant: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Replace ``{"$secret": "NAME"}`` values with the tenant's secret, here and nowhere else."""
+        found: list[str] = []
+
+        def resolve(value: Any) -> Any:
+            if isinstance(value, dict):
+                if set(value) == {SECRET_KEY}:
+                    if self.tenants is None:
+                        raise ToolError("secrets need the tenant registry (DURAPLAN_TENANCY=1)", error_type="NoSecrets")
+                    secret = self.tenants.resolve_secret(tenant, str(value[SECRET_KEY]))
+                    found.append(secret)
+                    return secret
+                return {k: resolve(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [resolve(v) for v in value]
+            return value
+
+        return resolve(args), found
 
     def _egress(self, tenant: str) -> HttpPolicy | None:
         """With tenancy, HTTP goes only where the tenant's allowlist says (empty: nowhere)."""

@@ -495,7 +495,8 @@ def _flatten(steps: list[Step], base: str) -> Iterator[tuple[str, Step]]:
 
 
 def _templated(args: Any, pointer: str) -> bool:
-    """Whether the value at ``pointer`` inside ``args`` is a template (its type is known later)."""
+    """Whether the value at ``pointer`` inside ``args`` is a template or a secret reference (its
+    value is known only later)."""
     node = args
     for part in [p for p in pointer.split("/") if p]:
         if isinstance(node, dict):
@@ -504,4 +505,6 @@ def _templated(args: Any, pointer: str) -> bool:
             node = node[int(part)]
         else:
             return False
+    if isinstance(node, dict) and set(node) == {"$secret"}:
+        return True  # resolved inside the activity, checked against the tool's schema there
     return isinstance(node, str) and "${" in node

@@ -3,6 +3,7 @@ run-creation rate quota, which survives a restart of the service."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -81,4 +82,35 @@ async def test_http_egress_follows_the_tenants_allowlist(dev_server: DevServer, 
         assert "elsewhere.example" in str(failed.value)
         status = await handle.status()
         assert status["steps"][0]["attempts"] == 1, "a denied destination is not retried"
+    tenants.close()
+
+
+async def test_secrets_are_resolved_in_the_activity_and_never_recorded(dev_server: DevServer, tmp_path: Path) -> None:
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create("acme")
+    tenants.grant_tools("acme", ["debug.echo"])
+    tenants.set_secret("acme", "api_token", "tok-5up3r-s3cr3t")
+    settings = Settings(home=tmp_path, task_queue=f"secrets-{uuid.uuid4().hex[:8]}")
+    plan = {
+        "name": "uses-a-secret",
+        "steps": [
+            {
+                "id": "call",
+                "kind": "tool",
+                "tool": "debug.echo",
+                "args": {"value": {"$secret": "api_token"}, "note": "sent with a secret"},
+            }
+        ],
+        "output": "${steps.call.output}",
+    }
+    async with running_worker(dev_server.client, settings, tenants=tenants):
+        dp = Duraplan(dev_server.client, settings, tenants=tenants)
+        handle = await dp.submit_plan(plan, tenant="acme", session="s")
+        output = await handle.result()
+        status = await handle.status()
+        history = await dev_server.client.get_workflow_handle(handle.workflow_id).fetch_history()
+    # The tool saw the value (it echoed it back), but the output is redacted before it is recorded.
+    assert output == {"value": "***", "note": "sent with a secret"}
+    assert "tok-5up3r-s3cr3t" not in json.dumps(history.to_json_dict())
+    assert "tok-5up3r-s3cr3t" not in json.dumps(status)
     tenants.close()
