@@ -40,7 +40,7 @@ from executor.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, S
 from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
 from executor.loader import load_plan
 from executor.models import EventRecord, RunInput, plan_hash
-from executor.tenants import TenantRegistry
+from executor.tenants import QuotaExceeded, TenantRegistry
 from executor.validate import validate_plan
 from executor.workflow import WORKFLOW_NAME, PlanWorkflow
 from schemas.plan import Plan
@@ -138,6 +138,7 @@ class Duraplan:
             search_attributes=self.settings.search_attributes,
         )
         if self.tenants is not None:  # after validation: an invalid plan costs no quota
+            await self._check_concurrency(tenant)
             self.tenants.require_run_tokens(tenant)
         handle = RunHandle(self, tenant, run_id)
         try:
@@ -153,6 +154,21 @@ class Duraplan:
                     f"run {run_id!r} already exists for tenant {tenant!r} with a different plan or inputs"
                 ) from None
         return handle
+
+    async def _check_concurrency(self, tenant: str) -> None:
+        """The tenant's running-run cap. Visibility is eventually consistent: a burst may overshoot
+        by the runs started in the last moment; the rate quota bounds that burst."""
+        assert self.tenants is not None
+        cap = self.tenants.quotas(tenant).max_concurrent_runs
+        if not self.settings.search_attributes:
+            return
+        query = (
+            f"DuraplanTenant = {json.dumps(tenant)} AND ExecutionStatus = 'Running' "
+            f"AND WorkflowType = '{WORKFLOW_NAME}'"
+        )
+        running = (await self.client.count_workflows(query)).count
+        if running >= cap:
+            raise QuotaExceeded("max_concurrent_runs", None, tenant=tenant, detail=f"{running} running, cap {cap}")
 
     async def _start(
         self,

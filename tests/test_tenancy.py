@@ -3,6 +3,7 @@ run-creation rate quota, which survives a restart of the service."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -113,4 +114,24 @@ async def test_secrets_are_resolved_in_the_activity_and_never_recorded(dev_serve
     assert output == {"value": "***", "note": "sent with a secret"}
     assert "tok-5up3r-s3cr3t" not in json.dumps(history.to_json_dict())
     assert "tok-5up3r-s3cr3t" not in json.dumps(status)
+    tenants.close()
+
+
+async def test_concurrent_run_cap(dev_server: DevServer, tmp_path: Path) -> None:
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create("acme")
+    tenants.set_quotas("acme", max_concurrent_runs=1)
+    settings = Settings(home=tmp_path, task_queue=f"cap-{uuid.uuid4().hex[:8]}")
+    waits = {"name": "waits", "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+    async with running_worker(dev_server.client, settings, tenants=tenants):
+        dp = Duraplan(dev_server.client, settings, tenants=tenants)
+        first = await dp.submit_plan(waits, tenant="acme", session="s")
+        with pytest.raises(QuotaExceeded, match="max_concurrent_runs"):
+            await dp.submit_plan(waits, tenant="acme", session="s", run_id="second")
+        await first.send_event("go", {})
+        await first.result()
+        while await dp.list_runs(tenant="acme", status="running"):  # visibility catches up
+            await asyncio.sleep(0.05)
+        again = await dp.submit_plan(waits, tenant="acme", session="s", run_id="third")  # room again
+        await again.cancel()
     tenants.close()
