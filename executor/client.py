@@ -354,12 +354,17 @@ class RunHandle:
         return self
 
     async def _first_input(self) -> RunInput:
-        async for event in self._handle.fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-                payloads = event.workflow_execution_started_event_attributes.input.payloads
-                [value] = self._dp.client.data_converter.payload_converter.from_payloads(payloads, [RunInput])
-                assert isinstance(value, RunInput)
-                return value
+        try:
+            async for event in self._handle.fetch_history_events():
+                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+                    payloads = event.workflow_execution_started_event_attributes.input.payloads
+                    [value] = self._dp.client.data_converter.payload_converter.from_payloads(payloads, [RunInput])
+                    assert isinstance(value, RunInput)
+                    return value
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(self.tenant, self.run_id) from None
+            raise
         raise RunStateError(f"run {self.run_id!r} has no start event")
 
     async def _update(self, update: Any, *args: Any) -> Any:

@@ -191,6 +191,10 @@ async def test_run_of_another_tenant_is_not_found(dp: Duraplan, tenant: str) -> 
             await intruder.send_event("go", {})
         with pytest.raises(RunNotFound):
             await intruder.cancel()
+        for operation in (intruder.pause, intruder.resume, intruder.terminate, intruder.restart):
+            with pytest.raises(RunNotFound):
+                await operation()
+        assert await dp.list_runs(tenant=f"{tenant}-b") == []
         # The owner's run is untouched and still receives events.
         await handle.send_event("go", "mine")
         await handle.result()
