@@ -21,6 +21,7 @@ from executor.client import Duraplan, RunHandle
 from executor.config import Settings
 from executor.errors import DuraplanError, PlanInvalid
 from executor.loader import load_plan
+from executor.mcp_server import app as mcp_app
 from executor.tenants_cli import app as tenants_app
 from executor.validate import check_plan
 from planner.cli import app as planner_app
@@ -36,6 +37,7 @@ events_app = typer.Typer(help="Send events to runs.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(mcp_app)  # `duraplan mcp`
 out = Console()
 err = Console(stderr=True)
 

@@ -145,17 +145,16 @@ def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 
 _ARG_ERRORS = re.compile(r"^Error executing tool (\S+): \d+ validation errors? for \S+$")
+_SDK_PREFIX = re.compile(r"^Error executing tool \S+: ")
 _PYDANTIC_TYPE = re.compile(r"\s*\[type=[^\]]*\]$")
 
 
 def _flatten(text: str) -> str:
-    """One line: the SDK's argument-validation errors (pydantic's multi-line report) included."""
+    """One line, without the SDK's ``Error executing tool X:`` prefix; pydantic's argument report flattened."""
     lines = [line for line in text.splitlines() if line.strip() and "errors.pydantic.dev" not in line]
-    if len(lines) <= 1:
-        return text.strip()
-    header = _ARG_ERRORS.match(lines[0])
+    header = _ARG_ERRORS.match(lines[0]) if lines else None
     if header is None:
-        return " ".join(line.strip() for line in lines)
+        return _SDK_PREFIX.sub("", " ".join(line.strip() for line in lines))
     parts: list[str] = []
     loc: str | None = None
     for line in lines[1:]:
@@ -282,9 +281,9 @@ def create_server(
             ),
         ] = 0,
     ) -> dict[str, Any]:
-        """A run's state (running, paused, completed, failed, cancelled, terminated), each step's state, attempts,
-        timings, error and output preview, the plan hash and revisions; `result` holds the plan's output once
-        the run completed, `error` says why it failed."""
+        """A run's state (running, waiting, paused, completed, failed, cancelled, terminated), each step's state,
+        attempts, timings, error and output preview, the plan hash and revisions; `result` holds the plan's output
+        once the run completed, `error` says why it failed."""
         handle = dp.get_run(run_id, tenant=tenant)
         status = await handle.status()
         if wait_seconds > 0 and status.get("state") not in ("completed", "failed", "cancelled", "terminated"):
@@ -351,7 +350,7 @@ async def serve(
         await server.run_streamable_http_async(host=host, port=port)
 
 
-app = typer.Typer(help="Serve duraplan to agents over MCP.", no_args_is_help=False)
+app = typer.Typer(help="Serve duraplan to agents over MCP.", no_args_is_help=False, add_completion=False)
 
 
 @app.command("mcp")
@@ -378,7 +377,8 @@ def mcp_command(
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # cannot connect to Temporal, port in use, ...: one line, no traceback
-        typer.echo(f"error: {_one_line(exc)}", err=True)
+        hint = " (start one with `duraplan dev`)" if "connect" in str(exc).lower() else ""
+        typer.echo(f"error: {_one_line(exc)}{hint}", err=True)
         code = 1
     # As in the CLI: skip interpreter finalization, where the Temporal runtime's threads can crash it.
     sys.stdout.flush()
