@@ -104,7 +104,7 @@ class RunStatus(BaseModel):
 
     run_id: str
     tenant: str
-    state: str = Field(description="running, paused, compensating, completed, failed, cancelled or terminated")
+    state: str = Field(description="running, waiting, paused, compensating, completed, failed, cancelled or terminated")
     session: str | None = None
     plan_name: str | None = None
     plan_hash: str | None = None

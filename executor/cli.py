@@ -359,6 +359,7 @@ async def dev(
     ui_port: Annotated[int | None, typer.Option(help="Temporal UI port (default port+1000).")] = None,
     home: Annotated[Path | None, typer.Option(help="Data directory (DURAPLAN_HOME, default ./.duraplan).")] = None,
     in_memory: Annotated[bool, typer.Option(help="Keep nothing on disk.")] = False,
+    api_port: Annotated[int, typer.Option(help="HTTP API port (served unless --run is given).")] = 8000,
     run_plan: Annotated[Path | None, typer.Option("--run", help="Run this plan to completion, then exit.")] = None,
     input: Annotated[list[str] | None, typer.Option("--input", "-i", help="KEY=VALUE inputs for --run.")] = None,
     tenant: Tenant = "default",
@@ -377,14 +378,36 @@ async def dev(
         out.print(f"Temporal {server.address}   UI {server.ui_url}   data {settings.home}", highlight=False)
         async with running_worker(server.client, settings, tenants=settings.tenant_registry()):
             if run_plan is None:
+                from executor.api import serve
+
+                api = asyncio.create_task(serve(settings, host="127.0.0.1", port=api_port, log_level="warning"))
+                out.print(
+                    f"HTTP API http://127.0.0.1:{api_port}   docs http://127.0.0.1:{api_port}/docs   "
+                    f"OpenAPI http://127.0.0.1:{api_port}/openapi.json",
+                    highlight=False,
+                )
                 out.print("worker ready; Ctrl-C to stop")
-                await asyncio.Event().wait()
+                await api  # serves until interrupted
                 return
             dp = Duraplan(server.client, settings, tenants=settings.tenant_registry())
             values = _parse_inputs(input or [], None)
             handle = await dp.submit_plan(run_plan, tenant=tenant, session=session, inputs=values)
             out.print(f"run {handle.run_id} started (tenant {tenant}, session {session})", highlight=False)
             await _finish(handle, as_json=False)
+
+
+@app.command()
+@command
+async def api(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) against a Temporal cluster."""
+    from executor.api import serve
+
+    await serve(Settings.from_env(address=address, namespace=namespace), host=host, port=port)
 
 
 def main() -> None:  # pragma: no cover - console script entry
