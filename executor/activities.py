@@ -27,6 +27,7 @@ __all__ = [
     "HEARTBEAT_TIMEOUT",
     "MAX_OUTPUT_BYTES",
     "StepActivities",
+    "heartbeating",
     "run_code",
     "run_llm",
     "run_replan",
@@ -91,7 +92,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-async def _heartbeating(work: Awaitable[T]) -> T:
+async def heartbeating(work: Awaitable[T]) -> T:
     """Heartbeat while regular activities run, so a killed worker is noticed within seconds."""
     if activity.info().is_local:
         return await work
@@ -141,7 +142,7 @@ class StepActivities:
                 store=self.store,
                 http_policy=self._egress(call.tenant),
             )
-            result = await _heartbeating(tool.handler(args, ctx))
+            result = await heartbeating(tool.handler(args, ctx))
         except ToolError as exc:
             message = _redact(exc.message, secrets)
             raise _fail(message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
@@ -182,7 +183,7 @@ class StepActivities:
             cpu_seconds=call.cpu_seconds or SandboxLimits.cpu_seconds,
         )
         try:
-            result = await _heartbeating(self.sandbox.run(call.code, call.inputs, limits))
+            result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits))
         except SandboxError as exc:
             raise _fail(f"code step failed: {exc}", exc.error_type, retryable=exc.retryable) from None
         return _checked_output(result, "code step")
@@ -198,7 +199,7 @@ class StepActivities:
                 "LlmNotConfigured",
                 retryable=False,
             )
-        result = await _heartbeating(complete(call, model, self._completion))
+        result = await heartbeating(complete(call, model, self._completion))
         return dict(_checked_output(result, "llm step"))
 
     @activity.defn(name=run_replan)
@@ -209,7 +210,7 @@ class StepActivities:
         from planner.errors import PlannerError
 
         try:
-            result = await _heartbeating(
+            result = await heartbeating(
                 plan_goal(
                     _replan_request_text(request),
                     tools=self.registry,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from executor.activities import heartbeating
 from planner.core import plan_goal
 from planner.errors import PlannerError, RateLimited
 from planner.models import PlanOutput, PlanRequest
@@ -58,16 +59,6 @@ def registry_from_catalog(catalog: Sequence[Mapping[str, Any]]) -> ToolRegistry:
     )
 
 
-async def _heartbeating(work: Awaitable[T]) -> T:
-    """Heartbeat while the model thinks, so a lost worker is noticed long before the timeout."""
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_SECONDS / 3)
-        if done:
-            return task.result()
-        activity.heartbeat()
-
-
 async def _litellm_loaded() -> None:
     """litellm takes seconds to import: do it off the event loop (workflows and heartbeats go on)."""
     if "litellm" not in sys.modules:
@@ -90,7 +81,7 @@ class PlannerActivities:
         tools = self.registry if request.catalog is None else registry_from_catalog(request.catalog)
         await _litellm_loaded()
         try:
-            result = await _heartbeating(
+            result = await heartbeating(
                 plan_goal(
                     request.goal,
                     tools=tools,
