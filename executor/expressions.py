@@ -42,6 +42,7 @@ class ExpressionError(ValueError):
     def __init__(self, expression: str, message: str) -> None:
         super().__init__(f"expression {expression!r}: {message}")
         self.expression = expression
+        self.message = message
 
 
 def strip_template(expression: str) -> str:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
-    "ACTIVE_STATES",
     "TERMINAL_STATES",
     "Carry",
     "CodeCall",
@@ -44,7 +43,6 @@ StepState = Literal[
     "compensated",
 ]
 TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "skipped", "compensated"})
-ACTIVE_STATES: frozenset[str] = frozenset({"running", "retrying", "sleeping", "waiting"})
 
 
 def plan_hash(plan: dict[str, Any]) -> str:

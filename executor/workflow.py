@@ -830,10 +830,16 @@ class PlanWorkflow:
         return {"input": self.inp.inputs, "steps": _StepsView(self, frame), "run": self._run_meta, **frame.extras}
 
     def _eval(self, expression: str, frame: _Frame, where: str) -> Any:
-        return evaluate(expression, self._scope(frame))
+        try:
+            return evaluate(expression, self._scope(frame))
+        except ExpressionError as exc:  # name the field: a step has several expressions
+            raise ExpressionError(exc.expression, f"{exc.message} (in {where})") from None
 
     def _render(self, value: Any, frame: _Frame, where: str) -> Any:
-        return render(value, self._scope(frame))
+        try:
+            return render(value, self._scope(frame))
+        except ExpressionError as exc:
+            raise ExpressionError(exc.expression, f"{exc.message} (in {where})") from None
 
     def _set_state(self, state: str) -> None:
         self.state = state

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from executor import Duraplan, RunConflict, RunNotFound, validate_plan
+from executor import Duraplan, RunConflict, RunFailed, RunNotFound, validate_plan
 from executor.models import plan_hash
 
 from .conftest import run_failure, steps_by_id, ts, wait_for, wait_step_state
@@ -287,3 +287,10 @@ async def test_status_reports_per_step_state_attempts_timings_errors_and_preview
     assert final["state"] == "completed"
     assert final["closed_at"] is not None
     assert steps_by_id(final)["later"]["state"] == "completed"
+
+
+async def test_runtime_expression_error_names_the_field(dp: Duraplan, tenant: str) -> None:
+    plan = {"name": "bad-expr", "steps": [{"id": "n", "kind": "set", "value": {"len": "${length(input.x)}"}}]}
+    handle = await dp.submit_plan(plan, tenant=tenant, session="expr", inputs={"x": 3})
+    with pytest.raises(RunFailed, match=r"ExpressionError.*invalid type for value: 3.*\(in /value\)"):
+        await handle.result()
