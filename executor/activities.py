@@ -8,14 +8,16 @@ Failures carry a ``type`` that plans name in ``retry.non_retryable`` and a ``non
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from executor.models import CodeCall, LlmCall, ReplanRequest, ToolCall
+from executor.fairness import TENANT_BUSY, TenantGate
+from executor.models import CodeCall, LlmCall, ReplanRequest, StepQuota, ToolCall
 from executor.sandbox import Sandbox, SandboxError, SandboxLimits
 from executor.tenants import TenantError, TenantRegistry
 from tools.egress import HttpPolicy
@@ -49,18 +51,37 @@ def _fail(message: str, error_type: str, *, retryable: bool, retry_after: float 
     return ApplicationError(message, {"retry_after": retry_after}, type=error_type, non_retryable=not retryable)
 
 
-def _checked_output(value: Any, what: str) -> Any:
-    """JSON-ready output under the size limit; anything else fails the step, not the worker."""
+def _checked_output(value: Any, what: str, quota: StepQuota | None = None) -> Any:
+    """JSON-ready output under the size limit (the tenant's, else 1 MiB); anything else fails the
+    step, not the worker."""
     value = _jsonable(value)
+    limit = quota.max_output_bytes if quota is not None and quota.max_output_bytes else MAX_OUTPUT_BYTES
     try:
         size = len(json.dumps(value, ensure_ascii=False).encode())
     except (TypeError, ValueError) as exc:
         raise _fail(f"{what} output is not JSON: {exc}", "OutputNotJSON", retryable=False) from None
-    if size > MAX_OUTPUT_BYTES:
+    if size > limit:
         raise _fail(
-            f"{what} output is {size} bytes; the limit is {MAX_OUTPUT_BYTES}", "OutputTooLarge", retryable=False
+            f"{what} output is {size} bytes; the limit is {limit} (quota max_step_output_bytes)",
+            "OutputTooLarge",
+            retryable=False,
         )
     return value
+
+
+@contextlib.contextmanager
+def _admitted(gate: TenantGate, tenant: str, quota: StepQuota | None) -> Iterator[None]:
+    """Hold a slot of the tenant's in-flight cap; over the cap, fail fast with ``TenantBusy``
+    (retryable; the workflow re-dispatches the step later without counting an attempt)."""
+    cap = quota.max_inflight if quota is not None else None
+    if not gate.try_enter(tenant, cap):
+        message = f"tenant {tenant!r} already has {cap} step(s) running on this worker (quota max_inflight_steps)"
+        # BENIGN: an expected refusal, logged at debug level, not as a failure with a traceback
+        raise ApplicationError(message, type=TENANT_BUSY, category=ApplicationErrorCategory.BENIGN)
+    try:
+        yield
+    finally:
+        gate.leave(tenant)
 
 
 def _redact(value: Any, secrets: list[str]) -> Any:
@@ -121,12 +142,18 @@ class StepActivities:
         self.default_model = default_model
         self._completion = completion
         self.tenants = tenants
+        self.gate = TenantGate()
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.tool, self.code, self.llm, self.replan]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
+        with _admitted(self.gate, call.tenant, call.quota):
+            return await self._tool(call)
+
+    async def _tool(self, call: ToolCall) -> Any:
+        secrets: list[str] = []
         try:
             if self.tenants is not None:  # the grant is checked again here, whoever submitted the plan
                 self.tenants.require_tool(call.tenant, call.tool)
@@ -149,7 +176,7 @@ class StepActivities:
         except TenantError as exc:
             raise _fail(str(exc), type(exc).__name__, retryable=False) from None
         # Secret values never leave the activity: not in outputs, so not in history or status.
-        return _checked_output(_redact(result, secrets), f"tool {call.tool!r}")
+        return _checked_output(_redact(result, secrets), f"tool {call.tool!r}", call.quota)
 
     def _resolve_secrets(self, tenant: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Replace ``{"$secret": "NAME"}`` values with the tenant's secret, here and nowhere else."""
@@ -183,10 +210,11 @@ class StepActivities:
             cpu_seconds=call.cpu_seconds or SandboxLimits.cpu_seconds,
         )
         try:
-            result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits))
+            with _admitted(self.gate, call.tenant, call.quota):
+                result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits))
         except SandboxError as exc:
             raise _fail(f"code step failed: {exc}", exc.error_type, retryable=exc.retryable) from None
-        return _checked_output(result, "code step")
+        return _checked_output(result, "code step", call.quota)
 
     @activity.defn(name=run_llm)
     async def llm(self, call: LlmCall) -> dict[str, Any]:
@@ -199,8 +227,9 @@ class StepActivities:
                 "LlmNotConfigured",
                 retryable=False,
             )
-        result = await heartbeating(complete(call, model, self._completion))
-        return dict(_checked_output(result, "llm step"))
+        with _admitted(self.gate, call.tenant, call.quota):
+            result = await heartbeating(complete(call, model, self._completion))
+        return dict(_checked_output(result, "llm step", call.quota))
 
     @activity.defn(name=run_replan)
     async def replan(self, request: ReplanRequest) -> dict[str, Any]:

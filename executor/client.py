@@ -127,6 +127,11 @@ class Duraplan:
         if problems:
             raise InputsInvalid("run inputs", problems)
         digest = plan_hash(body)
+        quotas = None
+        if self.tenants is not None:
+            tenant_quotas = self.tenants.quotas(tenant)
+            tenant_quotas.check_plan(parsed, tenant)
+            quotas = tenant_quotas.for_run()
         arg = RunInput(
             plan=body,
             plan_hash=digest,
@@ -136,15 +141,24 @@ class Duraplan:
             inputs=inputs,
             local_tools=[n for n in self.registry.names() if self.registry.get(n).local],
             search_attributes=self.settings.search_attributes,
+            quotas=quotas,
         )
-        if self.tenants is not None:  # after validation: an invalid plan costs no quota
-            await self._check_concurrency(tenant)
+        # After validation (an invalid plan costs no quota); the rate token first: refusing a
+        # flood must cost a local SQLite update, not a visibility query per request.
+        token = self.tenants is not None
+        if self.tenants is not None:
             self.tenants.require_run_tokens(tenant)
+            try:
+                await self._check_concurrency(tenant)
+            except BaseException:
+                self.tenants.return_run_tokens(tenant)
+                raise
         handle = RunHandle(self, tenant, run_id)
         try:
             handle._started = await self._start(
                 arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
             )
+            token = False
         except WorkflowAlreadyStartedError:
             # Rare path: compare with what the existing run was started with (no memo on the hot path).
             existing = await handle._first_input()
@@ -153,6 +167,9 @@ class Duraplan:
                 raise RunConflict(
                     f"run {run_id!r} already exists for tenant {tenant!r} with a different plan or inputs"
                 ) from None
+        finally:
+            if token and self.tenants is not None:  # nothing started: the token goes back
+                self.tenants.return_run_tokens(tenant)
         return handle
 
     async def _check_concurrency(self, tenant: str) -> None:
@@ -319,7 +336,13 @@ class RunHandle:
     async def send_event(self, type: str, payload: Any = None, event_id: str | None = None) -> dict[str, Any]:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
         size = len(json.dumps(payload).encode())
-        if size > MAX_EVENT_BYTES:
+        tenants = self._dp.tenants
+        if tenants is not None:
+            cap = tenants.quotas(self.tenant).max_event_bytes
+            if size > cap:
+                detail = f"event {type!r} payload is {size} bytes; the cap is {cap}"
+                raise QuotaExceeded("max_event_bytes", None, tenant=self.tenant, detail=detail)
+        elif size > MAX_EVENT_BYTES:
             raise InputsInvalid("event payload", [f"{size} bytes; the limit is {MAX_EVENT_BYTES}"])
         event = EventRecord(type=type, payload=payload, event_id=event_id, received_at="")
         result = await self._update(PlanWorkflow.send_event, event)
@@ -379,6 +402,8 @@ class RunHandle:
             kind = getattr(cause, "type", None)
             if kind in ("EventPayloadInvalid", "UnknownEventType"):
                 raise InputsInvalid("event", [message]) from None
+            if kind == "EventTooLarge":  # the run's pinned quota (the client's check saw a newer one)
+                raise QuotaExceeded("max_event_bytes", None, tenant=self.tenant, detail=message) from None
             raise RunStateError(message) from None
 
 

@@ -21,8 +21,10 @@ __all__ = [
     "ReplanRequest",
     "Revision",
     "RunInput",
+    "RunQuotas",
     "SendEventResult",
     "StepError",
+    "StepQuota",
     "StepRecord",
     "StepState",
     "ToolCall",
@@ -35,6 +37,7 @@ StepState = Literal[
     "pending",
     "running",
     "retrying",
+    "throttled",
     "sleeping",
     "waiting",
     "completed",
@@ -134,6 +137,27 @@ class Carry:
 
 
 @dataclass
+class RunQuotas:
+    """The submitting tenant's limits, resolved from the registry at submit and pinned to the run
+    (child runs and continued runs keep them): a quota change applies to runs started after it."""
+
+    max_steps: int
+    max_step_output_bytes: int
+    max_event_bytes: int
+    code_cpu_seconds: float
+    code_memory_mb: int
+    max_inflight_steps: int
+
+
+@dataclass
+class StepQuota:
+    """What an activity enforces for one step: the tenant's in-flight cap and output size limit."""
+
+    max_inflight: int | None = None
+    max_output_bytes: int | None = None
+
+
+@dataclass
 class RunInput:
     plan: dict[str, Any]
     plan_hash: str
@@ -149,6 +173,8 @@ class RunInput:
     history_limit: int = 8000
     search_attributes: bool = True
     revisions: list[Revision] = field(default_factory=list)
+    # None without tenancy: plan limits and built-in defaults only.
+    quotas: RunQuotas | None = None
 
 
 @dataclass
@@ -160,6 +186,7 @@ class ToolCall:
     idempotency_key: str
     tool: str
     args: dict[str, Any]
+    quota: StepQuota | None = None
 
 
 @dataclass
@@ -171,6 +198,7 @@ class CodeCall:
     inputs: dict[str, Any]
     memory_mb: int | None = None
     cpu_seconds: float | None = None
+    quota: StepQuota | None = None
 
 
 @dataclass
@@ -185,6 +213,7 @@ class LlmCall:
     temperature: float | None = None
     max_tokens: int | None = None
     timeout_s: float | None = None
+    quota: StepQuota | None = None
 
 
 @dataclass

@@ -58,6 +58,9 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from executor.errors import DuraplanError
+from executor.models import RunQuotas
+from executor.validate import all_steps
+from schemas.plan import CodeStep, Plan, SubplanStep
 
 __all__ = [
     "DEFAULT_TOOL_GRANTS",
@@ -191,9 +194,45 @@ class Quotas:
     max_event_bytes: int = 1 * MiB
     code_cpu_seconds: float = 30.0
     code_memory_mb: int = 256
+    # Steps of this tenant running at once on one worker process (tool, code and llm steps); more
+    # wait their turn, so a tenant's fan-out cannot take every slot (see executor/fairness.py).
+    max_inflight_steps: int = 32
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def for_run(self) -> RunQuotas:
+        """The limits a run carries (and enforces inside the workflow and its activities)."""
+        return RunQuotas(
+            max_steps=self.max_steps_per_run,
+            max_step_output_bytes=self.max_step_output_bytes,
+            max_event_bytes=self.max_event_bytes,
+            code_cpu_seconds=self.code_cpu_seconds,
+            code_memory_mb=self.code_memory_mb,
+            max_inflight_steps=self.max_inflight_steps,
+        )
+
+    def check_plan(self, plan: Plan, tenant: str) -> None:
+        """QuotaExceeded, naming the step and the limit, for a plan that asks for more than the
+        tenant may have; before anything starts. Unset limits are lowered to the quota instead."""
+        if "max_steps" in plan.limits.model_fields_set and plan.limits.max_steps > self.max_steps_per_run:
+            raise QuotaExceeded(
+                "max_steps_per_run",
+                None,
+                tenant=tenant,
+                detail=f"the plan sets limits.max_steps={plan.limits.max_steps}; the cap is {self.max_steps_per_run}",
+            )
+        for step in all_steps(plan.steps):
+            if isinstance(step, SubplanStep):
+                self.check_plan(step.plan, tenant)
+            if not isinstance(step, CodeStep):
+                continue
+            if step.memory_mb is not None and step.memory_mb > self.code_memory_mb:
+                detail = f"step {step.id!r} asks memory_mb={step.memory_mb}; the cap is {self.code_memory_mb}"
+                raise QuotaExceeded("code_memory_mb", None, tenant=tenant, detail=detail)
+            if step.cpu_seconds is not None and step.cpu_seconds > self.code_cpu_seconds:
+                detail = f"step {step.id!r} asks cpu_seconds={step.cpu_seconds:g}; the cap is {self.code_cpu_seconds:g}"
+                raise QuotaExceeded("code_cpu_seconds", None, tenant=tenant, detail=detail)
 
 
 _QUOTA_TYPES: dict[str, type] = {f.name: get_type_hints(Quotas)[f.name] for f in dataclasses.fields(Quotas)}
@@ -471,6 +510,16 @@ class TenantRegistry:
             return RateDecision(True, 0.0, tokens)
         retry = math.inf if n > burst else (n - tokens) / rate
         return RateDecision(False, retry, tokens)
+
+    def return_run_tokens(self, tenant_id: str, n: int = 1) -> None:
+        """Give back tokens taken for runs that did not start after all (refused later, or an
+        idempotent re-submit of a run that exists): the quota counts started runs only."""
+        with self._tx() as db:
+            burst = float(self._quotas(db, tenant_id).runs_burst)
+            db.execute(
+                "UPDATE rate_buckets SET tokens = MIN(?, tokens + ?) WHERE tenant_id = ? AND bucket = ?",
+                (burst, n, tenant_id, _RUN_BUCKET),
+            )
 
     def require_run_tokens(self, tenant_id: str, n: int = 1, *, now: float | None = None) -> None:
         """``take_run_tokens`` that raises QuotaExceeded("runs_per_second", retry_after_s) on refusal."""

@@ -212,6 +212,7 @@ def set_quota(
     max_event_bytes: Annotated[int | None, _quota_option("max_event_bytes")] = None,
     code_cpu_seconds: Annotated[float | None, _quota_option("code_cpu_seconds")] = None,
     code_memory_mb: Annotated[int | None, _quota_option("code_memory_mb")] = None,
+    max_inflight_steps: Annotated[int | None, _quota_option("max_inflight_steps")] = None,
     reset: Annotated[
         list[str] | None, typer.Option("--reset", help="Reset a quota (by field name) to its default; repeatable.")
     ] = None,
@@ -229,6 +230,7 @@ def set_quota(
             "max_event_bytes": max_event_bytes,
             "code_cpu_seconds": code_cpu_seconds,
             "code_memory_mb": code_memory_mb,
+            "max_inflight_steps": max_inflight_steps,
         }.items()
         if value is not None
     }

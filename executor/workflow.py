@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from executor import activities as act
     from executor.config import SA_PLAN_HASH, SA_STATUS
     from executor.expressions import ExpressionError, evaluate, render, truthy
+    from executor.fairness import TENANT_BUSY, throttle_delay
     from executor.models import (
         TERMINAL_STATES,
         Carry,
@@ -44,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         RunInput,
         SendEventResult,
         StepError,
+        StepQuota,
         StepRecord,
         StepState,
         ToolCall,
@@ -51,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         record_from_json,
         record_to_json,
     )
+    from executor.sandbox import SandboxLimits
     from executor.validate import all_steps, step_references
     from schemas.plan import (
         CodeStep,
@@ -159,6 +162,10 @@ class PlanWorkflow:
         self._draining = False
         self._max_parallel = self.plan.limits.max_parallel
         self._local_tools = set(inp.local_tools)
+        self._quotas = inp.quotas
+        self._step_quota = (
+            None if inp.quotas is None else StepQuota(inp.quotas.max_inflight_steps, inp.quotas.max_step_output_bytes)
+        )
         self._run_meta = {
             "id": inp.run_id,
             "tenant": inp.tenant,
@@ -348,6 +355,14 @@ class PlanWorkflow:
                 f"no wait_for_event step waits for event type {event.type!r} (waited types: {known})",
                 type="UnknownEventType",
             )
+        if self._quotas is not None:
+            size = len(json.dumps(event.payload).encode())
+            if size > self._quotas.max_event_bytes:
+                raise ApplicationError(
+                    f"payload of event {event.type!r} is {size} bytes; the tenant's quota max_event_bytes "
+                    f"is {self._quotas.max_event_bytes}",
+                    type="EventTooLarge",
+                )
         for schema in schemas:
             errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(event.payload), key=str)
             if errors:
@@ -494,6 +509,14 @@ class PlanWorkflow:
                 path,
                 StepError("StepBudgetExceeded", f"run exceeded limits.max_steps={self.plan.limits.max_steps}"),
             )
+        if self._quotas is not None and self.executed > self._quotas.max_steps:
+            raise _StepFailed(
+                path,
+                StepError(
+                    "StepBudgetExceeded",
+                    f"run exceeded the tenant's quota max_steps_per_run={self._quotas.max_steps}",
+                ),
+            )
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -516,6 +539,7 @@ class PlanWorkflow:
         try:
             self._count_step(path)
             attempt = rec.attempts
+            throttled = 0
             while True:
                 attempt += 1
                 rec.attempts = attempt
@@ -531,6 +555,15 @@ class PlanWorkflow:
                     if _cancelled(exc):
                         raise asyncio.CancelledError() from None  # the run is being cancelled: no retry
                     error, retry_after = _failure(exc)
+                if error.type == TENANT_BUSY:
+                    # Refused before it ran (the tenant is at its in-flight cap on that worker):
+                    # not an attempt; wait and dispatch again.
+                    attempt -= 1
+                    rec.attempts = attempt
+                    rec.state = "throttled"
+                    throttled += 1
+                    await workflow.sleep(throttle_delay(throttled))
+                    continue
                 rec.error = error
                 if not error.retryable or error.type in policy.non_retryable or attempt >= policy.max_attempts:
                     raise _StepFailed(path, error)
@@ -587,6 +620,7 @@ class PlanWorkflow:
                     self._idempotency_key(path),
                     step.tool,
                     self._render(step.args, frame, "/args"),
+                    self._step_quota,
                 )
             case CodeStep():
                 name = act.run_code
@@ -596,8 +630,11 @@ class PlanWorkflow:
                     path,
                     step.code,
                     self._render(step.inputs, frame, "/inputs"),
-                    step.memory_mb,
-                    step.cpu_seconds,
+                    # a step's own limits were checked against the quotas at submit; unset ones
+                    # default to the sandbox's, lowered to the tenant's quota
+                    step.memory_mb or self._code_default("code_memory_mb", SandboxLimits.memory_mb),
+                    step.cpu_seconds or self._code_default("code_cpu_seconds", SandboxLimits.cpu_seconds),
+                    self._step_quota,
                 )
                 if timeout is None and step.cpu_seconds is not None:
                     timeout = step.cpu_seconds + 5.0
@@ -614,6 +651,7 @@ class PlanWorkflow:
                     temperature=step.temperature,
                     max_tokens=step.max_tokens,
                     timeout_s=timeout,
+                    quota=self._step_quota,
                 )
         return await self._dispatch(name, arg, local, timeout)
 
@@ -631,6 +669,11 @@ class PlanWorkflow:
             heartbeat_timeout=timedelta(seconds=act.HEARTBEAT_TIMEOUT),
             retry_policy=once,
         )
+
+    def _code_default(self, quota: str, default: float) -> Any:
+        if self._quotas is None:
+            return None
+        return min(default, getattr(self._quotas, quota))
 
     def _idempotency_key(self, path: str) -> str:
         return f"{self.inp.tenant}/{self.inp.run_id}/{self.inp.generation}/{path}"
@@ -771,6 +814,7 @@ class PlanWorkflow:
                     generation=self.inp.generation,
                     history_limit=self.inp.history_limit,
                     search_attributes=self.inp.search_attributes,
+                    quotas=self.inp.quotas,
                 ),
                 id=f"{self.inp.tenant}/{child_id}/{self.inp.generation}",
                 search_attributes=workflow.info().typed_search_attributes if self.inp.search_attributes else None,
@@ -862,6 +906,7 @@ class PlanWorkflow:
             history_limit=self.inp.history_limit,
             search_attributes=self.inp.search_attributes,
             revisions=self.revisions,
+            quotas=self.inp.quotas,
             carry=Carry(
                 records={k: record_to_json(v) for k, v in _compact(self.records).items()},
                 events=self.events,

@@ -1,0 +1,237 @@
+"""Per-tenant quotas from the registry, one test per limit, on the real engine: steps per run,
+step output size, event size, code CPU and memory, in-flight steps per worker, and the run rate
+across a restart of the service. Over a limit: a clear error naming it, and nothing half-done."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+
+from executor import Duraplan, RunFailed, RunNotFound, Settings, running_worker
+from executor.tenants import QuotaExceeded, TenantRegistry
+from executor.worker import WorkerDeps
+from tests.engine.conftest import wait_for
+from tools import Tool, ToolContext, default_registry
+
+HELD: dict[str, asyncio.Event] = {}  # tenant -> released when set
+PEAK: dict[str, int] = {}
+NOW: dict[str, int] = {}
+
+
+async def _hold(args: dict[str, Any], ctx: ToolContext) -> Any:
+    """Counts concurrent calls per tenant, and blocks until the test releases the tenant."""
+    NOW[ctx.tenant] = NOW.get(ctx.tenant, 0) + 1
+    PEAK[ctx.tenant] = max(PEAK.get(ctx.tenant, 0), NOW[ctx.tenant])
+    try:
+        await HELD.setdefault(ctx.tenant, asyncio.Event()).wait()
+        return args.get("n")
+    finally:
+        NOW[ctx.tenant] -= 1
+
+
+@dataclass
+class Env:
+    dp: Duraplan
+    tenants: TenantRegistry
+    deps: WorkerDeps
+    db: Path
+
+    def tenant(self, **quotas: float) -> str:
+        name = f"q-{uuid.uuid4().hex[:8]}"
+        self.tenants.create(name)
+        self.tenants.grant_tools(name, ["debug.*", "test.*"])
+        if quotas:
+            self.tenants.set_quotas(name, **quotas)
+        return name
+
+
+@pytest_asyncio.fixture(scope="module")
+async def env(client: Client, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    home = tmp_path_factory.mktemp("quotas")
+    tenants = TenantRegistry(home / "tenants.db")
+    registry = default_registry()
+    registry.register(
+        Tool("test.hold", "Blocks until released.", {"type": "object"}, _hold, local=False)  # remote activity
+    )
+    settings = Settings(home=home, task_queue=f"quotas-{uuid.uuid4().hex[:8]}")
+    async with running_worker(client, settings, registry=registry, tenants=tenants) as deps:
+        yield Env(Duraplan(client, settings, registry, tenants=tenants), tenants, deps, home / "tenants.db")
+    tenants.close()
+
+
+def _echoes(n: int) -> dict[str, Any]:
+    return {
+        "name": "echoes",
+        "steps": [
+            {"id": f"s{i}", "kind": "tool", "tool": "debug.echo", "args": {"value": i}}
+            | ({"depends_on": [f"s{i - 1}"]} if i else {})
+            for i in range(n)
+        ],
+    }
+
+
+async def test_max_steps_per_run(env: Env) -> None:
+    tenant = env.tenant(max_steps_per_run=3)
+    # A plan that asks for more than the cap is refused before anything starts.
+    asks_more = {**_echoes(2), "limits": {"max_steps": 50}}
+    with pytest.raises(QuotaExceeded, match="max_steps_per_run") as refused:
+        await env.dp.submit_plan(asks_more, tenant=tenant, session="s", run_id="asks-more")
+    assert "limits.max_steps=50" in str(refused.value) and refused.value.retry_after_s is None
+    with pytest.raises(RunNotFound):
+        await env.dp.get_run("asks-more", tenant=tenant).status()
+    # A plan that leaves the limit unset runs under the tenant's cap: the 4th step fails the run.
+    handle = await env.dp.submit_plan(_echoes(5), tenant=tenant, session="s")
+    with pytest.raises(RunFailed, match="max_steps_per_run=3"):
+        await handle.result()
+    status = await handle.status()
+    assert [s["state"] for s in status["steps"]] == ["completed"] * 3 + ["failed", "pending"]
+    # Within the cap, fine; a quota raised later applies to new runs.
+    assert await (await env.dp.submit_plan(_echoes(3), tenant=tenant, session="s")).result() is None
+    env.tenants.set_quotas(tenant, max_steps_per_run=10)
+    await (await env.dp.submit_plan(_echoes(5), tenant=tenant, session="s")).result()
+
+
+async def test_max_step_output_bytes(env: Env) -> None:
+    tenant = env.tenant(max_step_output_bytes=1000)
+    plan = {
+        "name": "big",
+        "steps": [
+            {"id": "small", "kind": "tool", "tool": "debug.echo", "args": {"value": "x" * 100}},
+            {"id": "big", "kind": "tool", "tool": "debug.echo", "args": {"value": "x" * 2000}},
+        ],
+    }
+    handle = await env.dp.submit_plan(plan, tenant=tenant, session="s")
+    with pytest.raises(RunFailed, match="OutputTooLarge"):
+        await handle.result()
+    steps = {s["id"]: s for s in (await handle.status())["steps"]}
+    assert steps["small"]["state"] == "completed"
+    assert steps["big"]["state"] == "failed" and steps["big"]["attempts"] == 1, "not retried"
+    assert "the limit is 1000" in steps["big"]["error"]["message"]
+    assert "max_step_output_bytes" in steps["big"]["error"]["message"]
+    # The default tenant's 1 MiB admits the same output.
+    other = env.tenant()
+    assert await (await env.dp.submit_plan(plan, tenant=other, session="s")).result() is None
+
+
+async def test_max_event_bytes(env: Env) -> None:
+    tenant = env.tenant(max_event_bytes=200)
+    plan = {
+        "name": "waits",
+        "steps": [{"id": "w", "kind": "wait_for_event", "event": "go", "timeout": "1h"}],
+        "output": "${steps.w.output}",
+    }
+    handle = await env.dp.submit_plan(plan, tenant=tenant, session="s")
+    with pytest.raises(QuotaExceeded, match="max_event_bytes") as refused:
+        await handle.send_event("go", {"blob": "y" * 500})
+    assert "is 5" in str(refused.value) and "cap is 200" in str(refused.value)
+    # A client without the registry is stopped by the run itself (its quota is pinned at submit).
+    unchecked = Duraplan(env.dp.client, env.dp.settings, env.dp.registry)
+    with pytest.raises(QuotaExceeded, match="max_event_bytes"):
+        await unchecked.get_run(handle.run_id, tenant=tenant).send_event("go", {"blob": "y" * 500})
+    status = await handle.status()
+    assert status["state"] == "waiting" and status["buffered_events"] == 0, "nothing was taken in"
+    await handle.send_event("go", {"ok": True})
+    assert await handle.result() == {"ok": True}
+
+
+async def test_code_cpu_and_memory(env: Env) -> None:
+    tenant = env.tenant(code_memory_mb=64, code_cpu_seconds=1)
+    hungry = {"name": "hungry", "steps": [{"id": "c", "kind": "code", "code": "1", "memory_mb": 128}]}
+    with pytest.raises(QuotaExceeded, match="code_memory_mb") as refused:
+        await env.dp.submit_plan(hungry, tenant=tenant, session="s")
+    assert "step 'c' asks memory_mb=128" in str(refused.value)
+    slow = {"name": "slow", "steps": [{"id": "c", "kind": "code", "code": "1", "cpu_seconds": 3}]}
+    with pytest.raises(QuotaExceeded, match="code_cpu_seconds"):
+        await env.dp.submit_plan(slow, tenant=tenant, session="s")
+    # A step that sets no limit gets the tenant's cap (1 s), not the sandbox default (5 s).
+    spin = {
+        "name": "spin",
+        "steps": [{"id": "c", "kind": "code", "code": "n = 0\nwhile True:\n    n += 1", "retry": {"max_attempts": 1}}],
+    }
+    handle = await env.dp.submit_plan(spin, tenant=tenant, session="s")
+    with pytest.raises(RunFailed, match="TimeoutError") as failed:
+        await handle.result()
+    assert "1" in str(failed.value)
+    [step] = (await handle.status())["steps"]
+    started, ended = step["started_at"], step["ended_at"]
+    assert (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds() < 4.5
+
+
+async def test_max_inflight_steps_per_worker(env: Env) -> None:
+    noisy = env.tenant(max_inflight_steps=2)
+    quiet = env.tenant()
+    fan_out = {
+        "name": "fan-out",
+        "steps": [
+            {
+                "id": "each",
+                "kind": "foreach",
+                "items": "${input.items}",
+                "max_concurrency": 6,
+                "steps": [{"id": "h", "kind": "tool", "tool": "test.hold", "args": {"n": "${item}"}}],
+            }
+        ],
+        "inputs": {"type": "object"},
+        "output": "${steps.each.output}",
+    }
+    gate = env.deps.activities.gate
+    busy = await env.dp.submit_plan(fan_out, tenant=noisy, session="s", inputs={"items": list(range(6))})
+    await wait_for(lambda: NOW.get(noisy) == 2)
+
+    async def throttled() -> bool:
+        records = await env.dp.client.get_workflow_handle(busy.workflow_id).query("step_records")
+        return bool(sum(r["state"] == "throttled" for r in records.values()) >= 4)
+
+    await wait_for(throttled)  # the other four were refused, and wait to be dispatched again
+    assert gate.running(noisy) == 2
+    # Another tenant is not held back by the noisy one's cap.
+    calm = await env.dp.submit_plan(
+        {
+            "name": "one",
+            "steps": [{"id": "h", "kind": "tool", "tool": "test.hold", "args": {"n": 1}}],
+            "output": "${steps.h.output}",
+        },
+        tenant=quiet,
+        session="s",
+    )
+    await wait_for(lambda: NOW.get(quiet) == 1)
+    HELD.setdefault(quiet, asyncio.Event()).set()
+    assert await calm.result() == 1
+    assert NOW[noisy] == 2, "still capped while the quiet tenant ran"
+    HELD.setdefault(noisy, asyncio.Event()).set()
+    assert await busy.result() == list(range(6)), "every throttled step ran, once"
+    assert PEAK[noisy] == 2
+    records = await env.dp.client.get_workflow_handle(busy.workflow_id).query("step_records")
+    holds = [r for path, r in records.items() if path.endswith(".h")]
+    assert len(holds) == 6 and all(r["attempts"] == 1 for r in holds), "a refusal is not an attempt"
+
+
+async def test_run_rate_survives_a_restart_between_bursts(env: Env) -> None:
+    tenant = env.tenant(runs_per_second=0.001, runs_burst=3)
+    plan = _echoes(1)
+    # Two bursts of the same bucket (3 runs), a restart between them. A re-submit of an existing
+    # run starts nothing, so it costs no token.
+    first = await env.dp.submit_plan(plan, tenant=tenant, session="s", run_id="r1")
+    await first.result()
+    again = await env.dp.submit_plan(plan, tenant=tenant, session="s", run_id="r1")  # idempotent
+    assert again.run_id == "r1"
+    await env.dp.submit_plan(plan, tenant=tenant, session="s", run_id="r2")
+    # The service restarts: a new registry and client on the same file.
+    restarted = TenantRegistry(env.db)
+    dp = Duraplan(env.dp.client, env.dp.settings, env.dp.registry, tenants=restarted)
+    await dp.submit_plan(plan, tenant=tenant, session="s", run_id="r3")
+    with pytest.raises(QuotaExceeded, match="runs_per_second") as refused:
+        await dp.submit_plan(plan, tenant=tenant, session="s", run_id="r4")
+    assert refused.value.retry_after_s is not None and refused.value.retry_after_s > 100
+    with pytest.raises(RunNotFound):
+        await dp.get_run("r4", tenant=tenant).status()
+    restarted.close()
