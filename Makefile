@@ -32,6 +32,7 @@ typecheck: setup
 
 schema: setup
 	$(BIN)/python -m schemas.generate
+	$(BIN)/python -m evals.schema
 
 bench: setup
 	$(BIN)/python -m bench.latency
