@@ -44,7 +44,7 @@ class RecordedAnswer(BaseModel):
     latency_ms: float = 0.0
     # sha256 of the request messages when recorded live: replay notes prompt drift (a changed planner)
     prompt_sha256: str | None = None
-    flaw: str | None = Field(None, description="Authored recordings: the mistake this answer makes on purpose.")
+    flaw: str | None = Field(default=None, description="Authored recordings: the mistake this answer makes on purpose.")
 
 
 class Recording(BaseModel):
@@ -52,7 +52,7 @@ class Recording(BaseModel):
 
     case: str
     model: str
-    authored: bool = Field(False, description="Written by hand, not captured from a provider.")
+    authored: bool = Field(default=False, description="Written by hand, not captured from a provider.")
     note: str | None = None
     recorded_at: str | None = None
     planner: list[RecordedAnswer] = Field(default_factory=list)

@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from evals.cli import app as evals_app
 from executor.client import Duraplan, RunHandle
 from executor.config import Settings
 from executor.errors import DuraplanError, PlanInvalid
@@ -36,6 +37,7 @@ app = typer.Typer(help="duraplan: durable execution of runtime-supplied plans on
 events_app = typer.Typer(help="Send events to runs.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
+app.add_typer(evals_app)  # `duraplan eval` and `duraplan eval-compare`
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(mcp_app)  # `duraplan mcp`
 out = Console()

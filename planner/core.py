@@ -158,7 +158,7 @@ async def plan_goal(
             raise BudgetExhausted(spent, budget_usd, number)
         messages.append({"role": "assistant", "content": text})
         messages.append({"role": "user", "content": repair_prompt(issues)})
-    raise RepairExhausted(max_attempts, issues)
+    raise RepairExhausted(max_attempts, issues, attempts)
 
 
 def _content(response: Any) -> str:

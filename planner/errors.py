@@ -16,9 +16,13 @@ as an ``ApplicationError`` whose ``type`` is the class name and whose first deta
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from executor.errors import DuraplanError, PlanIssue
+
+if TYPE_CHECKING:
+    from planner.core import Attempt
 
 __all__ = [
     "BudgetExhausted",
@@ -100,9 +104,10 @@ class ProviderRejected(PlannerError):
 class RepairExhausted(PlannerError):
     """Every attempt produced an invalid plan; ``last_issues`` are the validator's last findings."""
 
-    def __init__(self, attempts: int, last_issues: list[PlanIssue]) -> None:
+    def __init__(self, attempts: int, last_issues: list[PlanIssue], history: Sequence[Attempt] = ()) -> None:
         self.attempts = attempts
         self.last_issues = list(last_issues)
+        self.history = list(history)  # every attempt with its findings, tokens and cost
         lines = "".join(f"\n  {issue}" for issue in self.last_issues)
         super().__init__(
             f"no valid plan after {attempts} attempt(s); last problem(s) ({len(self.last_issues)}):{lines}"

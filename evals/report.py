@@ -1,0 +1,307 @@
+"""Eval reports: per-case results, a summary, JSON and Markdown files, a terminal table, and a
+side-by-side comparison of two reports (two models, or two planner versions).
+
+Everything in a report is a function of the dataset, the model's answers and the engine, except
+``timings`` and ``started_at``: ``Report.comparable()`` drops those, so a replay can be checked
+against the report it should reproduce.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.table import Table
+
+from evals.evaluators import CHECKS
+
+__all__ = ["CaseResult", "CheckResult", "Report", "compare", "compare_markdown", "load_report", "print_compare"]
+
+REPORT_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CheckResult(_Model):
+    name: str
+    status: str
+    detail: str = ""
+
+
+class CaseResult(_Model):
+    id: str
+    category: str
+    goal: str
+    checks: list[CheckResult]
+    plan: dict[str, Any] | None = None
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    planning_error: str | None = None
+    run_state: str | None = None
+    run_output: Any = None
+    run_error: str | None = None
+    step_count: int | None = None
+    critical_path: int | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    model_latency_ms: float = 0.0
+    prompt_drift: int = 0
+    judge_score: float | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    def status(self, check: str) -> str:
+        return next((c.status for c in self.checks if c.name == check), "skip")
+
+    @property
+    def passed(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+
+class Report(_Model):
+    version: int = REPORT_VERSION
+    dataset: str
+    model: str
+    mode: str
+    planner_prompt_sha256: str
+    started_at: str
+    cases: list[CaseResult]
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    # ---- summary ------------------------------------------------------------------------------
+
+    def rate(self, check: str) -> tuple[int, int]:
+        """(passed, applicable) for one check; skipped cases do not count."""
+        statuses = [c.status(check) for c in self.cases]
+        applicable = [s for s in statuses if s != "skip"]
+        return sum(s == "pass" for s in applicable), len(applicable)
+
+    def summary(self) -> dict[str, Any]:
+        rounds = [len(c.attempts) for c in self.cases if c.plan is not None]
+        return {
+            "cases": len(self.cases),
+            "passed": sum(c.passed for c in self.cases),
+            "checks": {name: dict(zip(("passed", "of"), self.rate(name), strict=True)) for name in CHECKS},
+            "mean_rounds": round(sum(rounds) / len(rounds), 3) if rounds else None,
+            "prompt_tokens": sum(c.prompt_tokens for c in self.cases),
+            "completion_tokens": sum(c.completion_tokens for c in self.cases),
+            "cost_usd": round(sum(c.cost_usd for c in self.cases), 6),
+            "by_category": {
+                cat: {
+                    "cases": sum(c.category == cat for c in self.cases),
+                    "passed": sum(c.passed for c in self.cases if c.category == cat),
+                }
+                for cat in sorted({c.category for c in self.cases})
+            },
+        }
+
+    def comparable(self) -> dict[str, Any]:
+        """The report without wall-clock fields: equal for two replays of one recording."""
+        data = self.model_dump(mode="json", exclude={"started_at", "timings"})
+        for case in data["cases"]:
+            case.pop("timings", None)
+        return data
+
+    # ---- output -------------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json")
+        data["summary"] = self.summary()
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+    def write(self, out_dir: Path, stem: str) -> tuple[Path, Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+        json_path.write_text(self.to_json(), encoding="utf-8")
+        md_path.write_text(self.to_markdown(), encoding="utf-8")
+        return json_path, md_path
+
+    def to_markdown(self) -> str:
+        s = self.summary()
+        lines = [
+            f"# Eval report: {self.dataset} with {self.model} ({self.mode})",
+            "",
+            f"- started {self.started_at}; {s['cases']} cases, {s['passed']} passed every check",
+            f"- planner prompt sha256 {self.planner_prompt_sha256[:12]}",
+            f"- tokens {s['prompt_tokens']} prompt + {s['completion_tokens']} completion; cost ${s['cost_usd']:.6f}",
+            f"- mean planning rounds (valid plans): {s['mean_rounds']}",
+            "",
+            "| check | passed | of | rate |",
+            "|---|---:|---:|---:|",
+        ]
+        for name in CHECKS:
+            passed, of = self.rate(name)
+            lines.append(f"| {name} | {passed} | {of} | {_pct(passed, of)} |")
+        lines += ["", "## Cases", "", "| case | category | " + " | ".join(CHECKS) + " |"]
+        lines.append("|---|---|" + "---|" * len(CHECKS))
+        for case in self.cases:
+            marks = " | ".join(_MARK[case.status(name)] for name in CHECKS)
+            lines.append(f"| {case.id} | {case.category} | {marks} |")
+        lines += ["", "## Details", ""]
+        for case in self.cases:
+            lines += [f"### {case.id} ({case.category})", "", f"Goal: {case.goal}", ""]
+            for check in case.checks:
+                if check.status != "skip" or check.detail:
+                    lines.append(f"- {_MARK[check.status]} {check.name}: {_escape(check.detail)}")
+            lines.append(
+                f"- rounds {len(case.attempts)}, tokens {case.prompt_tokens}+{case.completion_tokens}, "
+                f"cost ${case.cost_usd:.6f}, timings " + ", ".join(f"{k} {v:.0f} ms" for k, v in case.timings.items())
+            )
+            for attempt in case.attempts:
+                for issue in attempt.get("issues", [])[:5]:
+                    lines.append(f"  - attempt {attempt['number']}: {_escape(issue.get('message', ''))}")
+            if case.planning_error:
+                lines.append(f"- planning error: {_escape(case.planning_error)}")
+            if case.run_error:
+                lines.append(f"- run: {case.run_state}: {_escape(case.run_error)}")
+            if case.plan is not None:
+                lines += ["", "<details><summary>plan</summary>", "", "```json"]
+                lines += [json.dumps(case.plan, indent=2, ensure_ascii=False), "```", "", "</details>"]
+            lines.append("")
+        return "\n".join(lines)
+
+    def print_summary(self, console: Console) -> None:
+        table = Table(title=f"{self.dataset} · {self.model} · {self.mode}")
+        table.add_column("case")
+        table.add_column("category")
+        for name in CHECKS:
+            table.add_column(_SHORT[name], justify="center")
+        table.add_column("rounds", justify="right")
+        table.add_column("tokens", justify="right")
+        for case in self.cases:
+            table.add_row(
+                case.id,
+                case.category,
+                *(_RICH[case.status(name)] for name in CHECKS),
+                str(len(case.attempts)),
+                str(case.prompt_tokens + case.completion_tokens),
+            )
+        table.add_section()
+        table.add_row(
+            "pass rate",
+            f"{sum(c.passed for c in self.cases)}/{len(self.cases)} all",
+            *(_pct(*self.rate(name)) for name in CHECKS),
+            str(self.summary()["mean_rounds"]),
+            str(sum(c.prompt_tokens + c.completion_tokens for c in self.cases)),
+        )
+        console.print(table)
+        console.print(
+            "checks: " + ", ".join(f"{_SHORT[n]}={n}" for n in CHECKS) + f"; cost ${self.summary()['cost_usd']:.6f}"
+        )
+
+
+_MARK = {"pass": "✅", "fail": "❌", "skip": "·"}
+_RICH = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "skip": "[dim]·[/]"}
+_SHORT = {
+    "valid_first_try": "1st",
+    "valid_after_repair": "rep",
+    "granted_tools": "grant",
+    "step_budget": "budget",
+    "runs_green": "green",
+    "output": "out",
+    "coverage": "cover",
+    "parallelism": "par",
+    "judge": "judge",
+}
+
+
+def _pct(passed: int, of: int) -> str:
+    return f"{100 * passed / of:.0f}%" if of else "-"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def load_report(path: str | Path) -> Report:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data.pop("summary", None)
+    return Report.model_validate(data)
+
+
+# ---- comparison -------------------------------------------------------------------------------
+
+
+def compare(a: Report, b: Report) -> dict[str, Any]:
+    """Pass rates side by side, and the cases whose checks differ."""
+    rates = {name: {"a": a.rate(name), "b": b.rate(name)} for name in CHECKS}
+    a_cases = {c.id: c for c in a.cases}
+    changed = []
+    for case in b.cases:
+        before = a_cases.get(case.id)
+        if before is None:
+            continue
+        diffs = {
+            name: (before.status(name), case.status(name))
+            for name in CHECKS
+            if before.status(name) != case.status(name)
+        }
+        if diffs:
+            changed.append({"case": case.id, "changes": diffs})
+    sa, sb = a.summary(), b.summary()
+    return {
+        "a": {"model": a.model, "mode": a.mode, "planner": a.planner_prompt_sha256[:12], "dataset": a.dataset},
+        "b": {"model": b.model, "mode": b.mode, "planner": b.planner_prompt_sha256[:12], "dataset": b.dataset},
+        "rates": rates,
+        "totals": {
+            key: {"a": sa[key], "b": sb[key]}
+            for key in ("cases", "passed", "mean_rounds", "prompt_tokens", "completion_tokens", "cost_usd")
+        },
+        "only_in_a": sorted(set(a_cases) - {c.id for c in b.cases}),
+        "only_in_b": sorted({c.id for c in b.cases} - set(a_cases)),
+        "changed": changed,
+    }
+
+
+def _label(side: dict[str, Any]) -> str:
+    return f"{side['model']} ({side['mode']}, planner {side['planner']})"
+
+
+def compare_markdown(diff: dict[str, Any]) -> str:
+    lines = [
+        f"# Comparison: A = {_label(diff['a'])}, B = {_label(diff['b'])}",
+        "",
+        "| check | A | B | change |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in diff["rates"].items():
+        (pa, na), (pb, nb) = r["a"], r["b"]
+        lines.append(f"| {name} | {pa}/{na} {_pct(pa, na)} | {pb}/{nb} {_pct(pb, nb)} | {_delta(pa, na, pb, nb)} |")
+    for key, t in diff["totals"].items():
+        lines.append(f"| {key} | {t['a']} | {t['b']} | |")
+    if diff["changed"]:
+        lines += ["", "| case | check | A | B |", "|---|---|---|---|"]
+        for row in diff["changed"]:
+            for name, (before, after) in row["changes"].items():
+                lines.append(f"| {row['case']} | {name} | {before} | {after} |")
+    for side in ("only_in_a", "only_in_b"):
+        if diff[side]:
+            lines.append(f"\n{side.replace('_', ' ')}: {', '.join(diff[side])}")
+    return "\n".join(lines) + "\n"
+
+
+def _delta(pa: int, na: int, pb: int, nb: int) -> str:
+    if not na or not nb:
+        return ""
+    points = 100 * (pb / nb - pa / na)
+    return f"{points:+.0f} pts" if points else "="
+
+
+def print_compare(diff: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"A = {_label(diff['a'])}  vs  B = {_label(diff['b'])}")
+    for column in ("check", "A", "B", "change"):
+        table.add_column(column, justify="left" if column == "check" else "right")
+    for name, r in diff["rates"].items():
+        (pa, na), (pb, nb) = r["a"], r["b"]
+        table.add_row(name, f"{pa}/{na} {_pct(pa, na)}", f"{pb}/{nb} {_pct(pb, nb)}", _delta(pa, na, pb, nb))
+    table.add_section()
+    for key, t in diff["totals"].items():
+        table.add_row(key, str(t["a"]), str(t["b"]), "")
+    console.print(table)
+    for row in diff["changed"]:
+        changes = ", ".join(f"{n}: {a} → {b}" for n, (a, b) in row["changes"].items())
+        console.print(f"  {row['case']}: {changes}")
