@@ -75,7 +75,6 @@ def eval_command(
     recordings: Annotated[Path, typer.Option("--recordings", help="Recordings directory.")] = DEFAULT_RECORDINGS,
     judge: Annotated[str | None, typer.Option("--judge", help="A model to score each plan against its rubric.")] = None,
     case: Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable).")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=32, help="Cases at once.")] = 4,
     api_base: Annotated[str | None, typer.Option("--api-base", help="OpenAI-compatible endpoint.")] = None,
     fail_under: Annotated[
         float | None, typer.Option("--fail-under", min=0.0, max=1.0, help="Exit 1 if fewer cases pass (0-1).")
@@ -105,7 +104,6 @@ def eval_command(
             mode,
             recordings=recordings,
             judge_model=judge,
-            concurrency=concurrency,
             case_ids=case,
             api_base=api_base,
         )

@@ -55,7 +55,7 @@ class EvalConfig:
     mode: Mode = "replay"
     recordings: Path = DEFAULT_RECORDINGS
     judge_model: str | None = None
-    concurrency: int = 4
+    concurrency: int = 4  # with a client of a real server only; see run_eval
     case_ids: list[str] | None = None
     api_base: str | None = None
     run_timeout_s: float = RUN_TIMEOUT_S
@@ -91,13 +91,18 @@ async def run_eval(
     client: Client | None = None,
     on_case: Callable[[CaseResult], None] | None = None,
 ) -> Report:
-    """Evaluate every case; ``on_case`` is called as each finishes (for progress)."""
-    import litellm  # noqa: F401  (imported once up front: seconds that are no case's planning time)
+    """Evaluate every case; ``on_case`` is called as each finishes (for progress).
+
+    Without ``client``, on a time-skipping test server of its own, one case at a time: skipping
+    is server-wide, so one case's days of sleep would time out another's running steps."""
+    import litellm  # imported once up front: seconds that are no case's planning time
+
+    litellm.suppress_debug_info = True  # no provider-help banners for recorded model names
 
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     async with _engine(client) as engine:
-        gate = asyncio.Semaphore(config.concurrency)
+        gate = asyncio.Semaphore(config.concurrency if client is not None else 1)
 
         async def one(case: Case) -> CaseResult:
             async with gate:
@@ -123,9 +128,13 @@ async def _engine(client: Client | None) -> AsyncIterator[Client]:
     if client is not None:
         yield client
         return
+    from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
     from executor.devserver import shutdown_env, start_time_skipping
 
-    env = await start_time_skipping()
+    # The test server lacks a capability the SDK core warns about on every worker: errors only.
+    quiet = TelemetryConfig(logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR")))
+    env = await start_time_skipping(runtime=Runtime(telemetry=quiet))
     try:
         yield env.client
     finally:

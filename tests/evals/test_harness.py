@@ -1,0 +1,206 @@
+"""The eval harness end to end on the time-skipping server: live mode with a scripted model, record
+mode against a respx-mocked provider and its replay, the committed starter recordings, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import litellm
+import pytest
+import respx
+from temporalio.testing import WorkflowEnvironment
+
+from evals import EvalConfig, Recording, load_dataset, load_report, run_eval
+from evals.recording import recording_path
+from planner.testing import ScriptedModel
+
+litellm.disable_aiohttp_transport = True  # so respx sees litellm's HTTP
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data"
+MINI = DATA / "mini.yaml"
+RECORDINGS = DATA / "recordings"
+STARTER = ROOT / "evals" / "datasets" / "starter.yaml"
+STARTER_REPORT = ROOT / "evals" / "reports" / "starter-authored-replay.json"
+OPENAI_URL = "https://api.openai.com/v1/chat/completions"
+
+
+def _answers(case: str) -> list[str]:
+    return [a.content for a in Recording.load(recording_path(RECORDINGS, "mini", "authored", case)).planner]
+
+
+def _statuses(report: Any, case: str) -> dict[str, str]:
+    result = next(c for c in report.cases if c.id == case)
+    return {c.name: c.status for c in result.checks}
+
+
+async def test_live_mode_with_a_scripted_model(time_skipping_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    dataset = load_dataset(MINI)
+    model = ScriptedModel(*_answers("welcome"), *_answers("refund"), *_answers("digest"))
+    config = EvalConfig(dataset, "scripted", "live", completion=model, concurrency=1, home=tmp_path)
+    seen: list[str] = []
+    with model:
+        report = await run_eval(config, client=time_skipping_env.client, on_case=lambda r: seen.append(r.id))
+    assert seen == ["welcome", "refund", "digest"]
+    assert set(_statuses(report, "welcome").values()) == {"pass", "skip"}
+    welcome = report.cases[0]
+    # a day's sleep and a 7-day wait ran on the engine; email.send failed once and was retried
+    assert welcome.run_state == "completed" and welcome.run_output == {"name": "Ann", "sent": {"sent": True}}
+    refund = _statuses(report, "refund")
+    assert refund["valid_first_try"] == "fail" and refund["valid_after_repair"] == "pass"
+    assert refund["granted_tools"] == "fail" and refund["runs_green"] == "fail" and refund["coverage"] == "fail"
+    assert "not valid JSON" in report.cases[1].attempts[0]["issues"][0]["message"]
+    assert "unknown tool 'payments.refund'" in (report.cases[1].run_error or ""), "the engine refused it too"
+    # the scripted llm answers reached the plan's llm steps, and the plan's parallelism was measured
+    digest = report.cases[2]
+    assert digest.run_output == {"summaries": ["quiet", "B is busy", "quiet"], "count": 3}
+    assert (digest.step_count, digest.critical_path) == (3, 2)
+    assert report.summary()["checks"]["runs_green"] == {"passed": 2, "of": 3}
+
+
+async def test_a_plan_that_exhausts_repairs(time_skipping_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    dataset = load_dataset(MINI)
+    model = ScriptedModel("nope", '{"name": "x"}', '{"name": "x", "steps": []}')
+    config = EvalConfig(dataset, "scripted", "live", completion=model, case_ids=["welcome"], home=tmp_path)
+    with model:
+        report = await run_eval(config, client=time_skipping_env.client)
+    [case] = report.cases
+    assert case.plan is None and len(case.attempts) == 3 and case.planning_error
+    assert "no valid plan after 3 attempt(s)" in case.planning_error
+    assert case.prompt_tokens > 0, "the tokens of failed attempts still count"
+    assert set(_statuses(report, "welcome").values()) == {"fail", "skip"}
+
+
+def _openai(content: str, prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
+
+
+async def test_record_against_a_provider_then_replay_offline(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    monkeypatch.delenv("OPENAI_API_BASE", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    dataset = load_dataset(MINI)
+    model = "openai/gpt-4o-mini"
+    answers = [*_answers("refund"), json.dumps({"score": 0.25, "reason": "refunds without approval"})]
+    client = time_skipping_env.client
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(OPENAI_URL)
+        route.side_effect = [httpx.Response(200, json=_openai(a, 1500 + i, 40 + i)) for i, a in enumerate(answers)]
+        recorded = await run_eval(
+            EvalConfig(
+                dataset, model, "record", recordings=tmp_path, case_ids=["refund"], judge_model=model, home=tmp_path
+            ),
+            client=client,
+        )
+    assert route.call_count == 3, "two planner answers, one judge answer, all through litellm's HTTP"
+    path = recording_path(tmp_path, "mini", model, "refund")
+    recording = Recording.load(path)
+    assert not recording.authored and recording.model == model
+    assert [a.content for a in recording.planner] == answers[:2]
+    assert [a.prompt_tokens for a in recording.planner] == [1500, 1501]
+    assert all(a.cost_usd > 0 and a.prompt_sha256 for a in recording.planner)
+    assert recording.judge is not None and "0.25" in recording.judge.content
+    [case] = recorded.cases
+    assert case.judge_score == 0.25 and _statuses(recorded, "refund")["judge"] == "fail"
+
+    with respx.mock(assert_all_called=False) as mock:
+        offline = mock.post(OPENAI_URL).respond(500)
+        replayed = await run_eval(
+            EvalConfig(
+                dataset, model, "replay", recordings=tmp_path, case_ids=["refund"], judge_model=model, home=tmp_path
+            ),
+            client=client,
+        )
+    assert not offline.called, "replay never reaches the provider"
+    assert replayed.cases[0].prompt_drift == 0, "same planner, same prompts"
+    a, b = recorded.comparable(), replayed.comparable()
+    assert (a.pop("mode"), b.pop("mode")) == ("record", "replay")
+    assert a == b, "the replay reproduces the recorded run's report"
+
+
+async def test_replay_of_the_committed_starter_recordings_reproduces_the_committed_report(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    dataset = load_dataset(STARTER)
+    assert len(dataset.cases) >= 30
+    kinds = {
+        step["kind"]
+        for case in dataset.cases
+        for step in _all_steps(
+            Recording.load(recording_path(ROOT / "evals" / "recordings", "starter", "authored", case.id))
+        )
+    }
+    assert kinds >= {"tool", "llm", "code", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail"}
+    report = await run_eval(
+        EvalConfig(dataset, "authored", "replay", concurrency=1, home=tmp_path), client=time_skipping_env.client
+    )
+    expected = load_report(STARTER_REPORT)
+    assert report.comparable() == expected.comparable(), "regenerate with `make eval-baseline` if this is intended"
+
+
+def _all_steps(recording: Recording) -> list[dict[str, Any]]:
+    from planner.core import parse_answer
+
+    raw, _ = parse_answer(recording.planner[-1].content)
+    out: list[dict[str, Any]] = []
+
+    def walk(steps: list[Any]) -> None:
+        for step in steps:
+            if not isinstance(step, dict):
+                continue
+            out.append(step)
+            walk(step.get("steps") or [])
+            walk(step.get("default") or [])
+            for case in step.get("cases") or []:
+                walk(case.get("steps") or [])
+            walk((step.get("plan") or {}).get("steps") or [])
+
+    walk((raw or {}).get("steps") or [])
+    return out
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("DURAPLAN_CLI_IN_PROCESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "executor.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=240
+    )
+
+
+def test_cli_replay_compare_and_errors(tmp_path: Path) -> None:
+    common = ("eval", "--dataset", str(MINI), "--model", "authored", "--recordings", str(RECORDINGS))
+    first = _cli(*common, "--replay", "--out", str(tmp_path / "a"), cwd=ROOT)
+    assert first.returncode == 0, first.stderr
+    assert "pass rate" in first.stdout and "2/3 all" in first.stdout
+    [report] = (tmp_path / "a").glob("*.json")
+    assert (tmp_path / "a" / f"{report.stem}.md").exists()
+    second = _cli(
+        *common, "--replay", "--out", str(tmp_path / "b"), "--compare", str(report), "--fail-under", "0.9", cwd=ROOT
+    )
+    assert second.returncode == 1, "2 of 3 cases passed, under --fail-under 0.9"
+    assert "runs_green" in second.stdout and "comparison:" in second.stdout
+    compared = _cli("eval-compare", str(report), str(next((tmp_path / "b").glob("*.json"))), cwd=ROOT)
+    assert compared.returncode == 0 and "valid_first_try" in compared.stdout
+
+    both = _cli(*common, "--replay", "--record", cwd=ROOT)
+    assert both.returncode == 2 and "exclude each other" in both.stderr
+    unknown_model = _cli("eval", "--dataset", str(MINI), "--model", "nobody", "--replay", cwd=ROOT)
+    assert unknown_model.returncode == 2 and "no recordings for model 'nobody'" in unknown_model.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ncases:\n  - {id: one, category: ci, goal: g, expect: {state: maybe}}\n")
+    invalid = _cli("eval", "--dataset", str(bad), "--model", "authored", "--replay", cwd=ROOT)
+    assert invalid.returncode == 2 and "/cases/0/expect/state (case 'one')" in invalid.stderr
