@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SRC := executor planner schemas tools evals tests bench
 STAMP := $(VENV)/.duraplan-installed
 
-.PHONY: setup demo test lint typecheck schema bench clean distclean
+.PHONY: setup demo test lint typecheck schema bench eval eval-baseline clean distclean
 
 setup: $(STAMP)
 
@@ -36,6 +36,15 @@ schema: setup
 
 bench: setup
 	$(BIN)/python -m bench.latency
+
+# The starter dataset, offline from its committed (authored) recordings.
+eval: setup
+	$(BIN)/duraplan eval --dataset evals/datasets/starter.yaml --model authored --replay
+
+# Regenerate the report that replaying the starter recordings must reproduce (a test checks it).
+eval-baseline: setup
+	$(BIN)/duraplan eval --dataset evals/datasets/starter.yaml --model authored --replay \
+		--out evals/reports --name starter-authored-replay
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -72,6 +72,9 @@ def eval_command(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the JSON and Markdown reports go.")] = Path(
         "eval-reports"
     ),
+    name: Annotated[
+        str | None, typer.Option("--name", help="Report file name, no extension (default: dataset-model-mode-time).")
+    ] = None,
     recordings: Annotated[Path, typer.Option("--recordings", help="Recordings directory.")] = DEFAULT_RECORDINGS,
     judge: Annotated[str | None, typer.Option("--judge", help="A model to score each plan against its rubric.")] = None,
     case: Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable).")] = None,
@@ -127,7 +130,7 @@ def eval_command(
         report = asyncio.run(run_eval(config, on_case=done))
     report.print_summary(out)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    json_path, md_path = report.write(out_dir, f"{data.name}-{model_slug(model)}-{mode}-{stamp}")
+    json_path, md_path = report.write(out_dir, name or f"{data.name}-{model_slug(model)}-{mode}-{stamp}")
     out.print(f"reports: {json_path} {md_path}", highlight=False)
     if other is not None:
         diff = compare(other, report)
