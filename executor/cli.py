@@ -135,7 +135,14 @@ def _steps_table(status: dict[str, Any]) -> Table:
     table = Table(title=escape(title))
     for col in ("step", "kind", "state", "tries", "detail"):
         table.add_column(col)
-    colors = {"completed": "green", "failed": "red", "running": "cyan", "retrying": "yellow", "waiting": "magenta"}
+    colors = {
+        "completed": "green",
+        "failed": "red",
+        "running": "cyan",
+        "retrying": "yellow",
+        "throttled": "yellow",
+        "waiting": "magenta",
+    }
     for step in status.get("steps", []):
         state = step["state"]
         detail = ""
