@@ -100,6 +100,10 @@ def _issues(problems: list[str]) -> list[dict[str, Any]]:
     return [{"pointer": "", "step": None, "code": "inputs", "message": p} for p in problems]
 
 
+# Limits a request breaks by its own size or shape: retrying the same request cannot help, so not 429.
+_QUOTA_STATUS = {"max_event_bytes": 413, "max_steps_per_run": 422, "code_cpu_seconds": 422, "code_memory_mb": 422}
+
+
 def _problem_for(exc: DuraplanError) -> JSONResponse:
     detail = str(exc)
     if isinstance(exc, AuthenticationFailed):
@@ -109,7 +113,13 @@ def _problem_for(exc: DuraplanError) -> JSONResponse:
     if isinstance(exc, QuotaExceeded):
         headers = None if exc.retry_after_s is None else {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         return problem_response(
-            429, "quota", "Quota exceeded", detail, headers=headers, limit=exc.limit, retry_after_s=exc.retry_after_s
+            _QUOTA_STATUS.get(exc.limit, 429),
+            "quota",
+            "Quota exceeded",
+            detail,
+            headers=headers,
+            limit=exc.limit,
+            retry_after_s=exc.retry_after_s,
         )
     if isinstance(exc, PlanInvalid):
         return problem_response(422, "validation", "Plan invalid", detail, issues=[i.to_dict() for i in exc.issues])
@@ -239,6 +249,7 @@ def _responses(*codes: int, **extra: dict[str, Any]) -> dict[int | str, dict[str
         404: "Not found (also another tenant's run)",
         409: "Conflict with the run's id or state",
         422: "Validation failed",
+        413: "Event payload over the tenant's max_event_bytes quota",
         429: "Quota exceeded",
         403: "Tool not granted",
     }
@@ -430,7 +441,10 @@ def create_app(
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post(
-        "/v1/runs/{run_id}/events", response_model=EventAccepted, tags=["runs"], responses=_responses(404, 409, 422)
+        "/v1/runs/{run_id}/events",
+        response_model=EventAccepted,
+        tags=["runs"],
+        responses=_responses(404, 409, 413, 422),
     )
     async def send_event(tenant: TenantDep, run_id: RunId, body: EventRequest) -> EventAccepted:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""

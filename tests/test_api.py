@@ -150,13 +150,14 @@ def live(dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
         Settings(home=home, task_queue=f"api-{uuid.uuid4().hex[:8]}", default_model=MODEL),
         tenants,
     )
-    for name in ("acme", "beta", "limited", "fuzz"):
+    for name in ("acme", "beta", "limited", "fuzz", "small"):
         tenants.create(name)
         api.keys[name] = tenants.issue_key(name, label="test")
     revoked = tenants.issue_key("acme", label="old")
     tenants.revoke_key(revoked.split("_")[1])
     api.keys["revoked"] = revoked
     tenants.set_quotas("limited", runs_per_second=0.001, runs_burst=1)
+    tenants.set_quotas("small", max_steps_per_run=5, max_event_bytes=100)
     api.start()
     try:
         yield api
@@ -418,6 +419,21 @@ async def test_quota_is_429_with_retry_after(http: httpx.AsyncClient, live: Live
     # An invalid plan costs no quota and is still a validation problem.
     invalid = await http.post("/v1/runs", json={"plan": BAD_PLAN, "session": "s1"}, headers=live.headers("limited"))
     assert_problem(invalid, 422, "validation")
+
+
+async def test_limits_a_request_breaks_by_its_shape_are_not_429(http: httpx.AsyncClient, live: LiveApi) -> None:
+    h = live.headers("small")
+    greedy = {**COUNT_PLAN, "limits": {"max_steps": 100}}
+    refused = await http.post("/v1/runs", json={"plan": greedy, "session": "s1"}, headers=h)
+    body = assert_problem(refused, 422, "quota")
+    assert body["limit"] == "max_steps_per_run" and "retry-after" not in refused.headers
+    waits = {"name": "waits", "steps": [{"id": "w", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+    run_id = await submit(http, live, waits, tenant="small")
+    big = await http.post(f"/v1/runs/{run_id}/events", json={"type": "go", "payload": "x" * 200}, headers=h)
+    assert assert_problem(big, 413, "quota")["limit"] == "max_event_bytes"
+    status = (await http.get(f"/v1/runs/{run_id}", headers=h)).json()
+    assert status["buffered_events"] == 0, "nothing was taken in"
+    assert (await http.post(f"/v1/runs/{run_id}:cancel", headers=h)).status_code == 200
 
 
 # ---- planner ------------------------------------------------------------------------------------
