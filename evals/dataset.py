@@ -143,6 +143,7 @@ class OutputAssertion(_Model):
 
 class Expectations(_Model):
     state: Literal["completed", "failed"] = Field("completed", description="How the run should end.")
+    error: str | None = Field(None, description="Text the run's error must contain (with state: failed).")
     max_steps: int | None = Field(None, ge=1, description="Step budget: steps in the plan, nested ones included.")
     must_use_tools: list[str] = Field(default_factory=list)
     must_use_kinds: list[StepKind] = Field(default_factory=list)

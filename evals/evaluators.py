@@ -215,6 +215,9 @@ def _granted(case: Case, used: set[str]) -> Check:
 
 def _runs_green(case: Case, outcome: Outcome) -> Check:
     want = case.expect.state
+    wanted_error = case.expect.error
+    if outcome.run_state == want and wanted_error and wanted_error not in (outcome.run_error or ""):
+        return Check("runs_green", "fail", f"{want}, but the error does not say {wanted_error!r}: {outcome.run_error}")
     if outcome.run_state == want:
         detail = f"{want}" + (f" ({outcome.run_error})" if want == "failed" and outcome.run_error else "")
         return Check("runs_green", "pass", detail)

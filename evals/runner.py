@@ -103,10 +103,11 @@ async def run_eval(
     t0 = time.perf_counter()
     async with _engine(client) as engine:
         gate = asyncio.Semaphore(config.concurrency if client is not None else 1)
+        tenant = f"eval-{uuid.uuid4().hex[:12]}"  # runs of two evals on one server never meet
 
         async def one(case: Case) -> CaseResult:
             async with gate:
-                result = await _run_case(config, case, engine)
+                result = await _run_case(config, case, engine, tenant)
             if on_case is not None:
                 on_case(result)
             return result
@@ -153,7 +154,7 @@ class _Planned:
     drift: int
 
 
-async def _run_case(config: EvalConfig, case: Case, client: Client) -> CaseResult:
+async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str) -> CaseResult:
     timings: dict[str, float] = {}
     recording = _load_recording(config, case)
     t = time.perf_counter()
@@ -169,7 +170,7 @@ async def _run_case(config: EvalConfig, case: Case, client: Client) -> CaseResul
     if planned.result is not None:
         t = time.perf_counter()
         outcome.run_state, outcome.run_output, outcome.run_error = await _execute(
-            config, case, planned.result.plan_json, client
+            config, case, planned.result.plan_json, client, tenant
         )
         timings["run_ms"] = round((time.perf_counter() - t) * 1000, 1)
         if config.judge_model is not None:
@@ -271,7 +272,9 @@ def _litellm() -> Completion:
     return completion
 
 
-async def _execute(config: EvalConfig, case: Case, plan: dict[str, Any], client: Client) -> tuple[str, Any, str | None]:
+async def _execute(
+    config: EvalConfig, case: Case, plan: dict[str, Any], client: Client, tenant: str
+) -> tuple[str, Any, str | None]:
     """(end state, output, error) of the plan's run on the engine with the case's scripted world."""
     home = config.home or Path.home() / ".duraplan" / "evals"
     settings = Settings(
@@ -284,7 +287,8 @@ async def _execute(config: EvalConfig, case: Case, plan: dict[str, Any], client:
     async with running_worker(client, settings, registry=registry, completion=ScriptedLlm(case.llm)):
         dp = Duraplan(client, settings, registry)
         try:
-            handle = await dp.submit_plan(plan, tenant="eval", session=case.id, inputs=case.inputs)
+            # The case id as run id (under a tenant of this eval's own): reports name no random ids.
+            handle = await dp.submit_plan(plan, tenant=tenant, session=case.id, inputs=case.inputs, run_id=case.id)
         except DuraplanError as exc:
             return "not started", None, str(exc)
         rejected = []

@@ -357,13 +357,20 @@ class RunHandle:
 
     async def cancel(self) -> None:
         """Graceful: running steps are cancelled and compensations run in reverse order."""
-        await self._describe()
+        await self._running("cancel")
         await self._handle.cancel()
 
     async def terminate(self, reason: str = "terminated by user") -> None:
         """Immediate: nothing more runs, compensations included."""
-        await self._describe()
+        await self._running("terminate")
         await self._handle.terminate(reason=reason)
+
+    async def _running(self, operation: str) -> None:
+        """RunNotFound for no such run, RunStateError for one that has already ended."""
+        desc = await self._describe()
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            state = _STATUS.get(desc.status, "closed")
+            raise RunStateError(f"run {self.run_id!r} is {state}; nothing to {operation}")
 
     async def restart(self) -> RunHandle:
         """A fresh run of the same plan and inputs under the same run id (running one terminated).

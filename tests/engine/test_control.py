@@ -109,6 +109,11 @@ async def test_terminate_stops_the_run_at_once(dp: Duraplan, tenant: str) -> Non
     assert status["closed_at"] is not None
     with pytest.raises(RunStateError):
         await handle.pause()
+    # An ended run has nothing to cancel or terminate: a clear state error, not a server error.
+    with pytest.raises(RunStateError, match="is terminated; nothing to cancel"):
+        await handle.cancel()
+    with pytest.raises(RunStateError, match="is terminated; nothing to terminate"):
+        await handle.terminate()
 
 
 async def test_restart_runs_again_with_the_same_inputs_under_the_same_id(dp: Duraplan, tenant: str) -> None:

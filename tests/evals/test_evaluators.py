@@ -76,6 +76,11 @@ def test_runs_green_and_expected_failure() -> None:
     expects_failure = case(state="failed")
     assert check(evaluate(expects_failure, Outcome([True], GOOD, run_state="failed")), "runs_green").status == "pass"
     assert check(evaluate(expects_failure, Outcome([True], GOOD, run_state="completed")), "runs_green").status == "fail"
+    with_reason = case(state="failed", error="rejected by")
+    rejected = Outcome([True], GOOD, run_state="failed", run_error="change rejected by ann")
+    assert check(evaluate(with_reason, rejected), "runs_green").status == "pass"
+    crashed = Outcome([True], GOOD, run_state="failed", run_error="KeyError: x")
+    assert "does not say 'rejected by'" in check(evaluate(with_reason, crashed), "runs_green").detail
 
 
 @pytest.mark.parametrize(
