@@ -340,7 +340,7 @@ def create_app(
         """Plan a goal: the model's plan, validated and repaired, with attempts, tokens and cost."""
         result = await plan_goal(
             body.goal,
-            tools=dp.registry,
+            tools=dp.tools_for(tenant.tenant_id),  # the model sees, and may use, granted tools only
             model=body.model or default_model,
             max_attempts=body.max_attempts,
             budget_usd=body.budget_usd,

@@ -219,6 +219,15 @@ class Duraplan:
             task_timeout=timedelta(seconds=self.settings.workflow_task_timeout),
         )
 
+    def tools_for(self, tenant: str) -> ToolRegistry:
+        """The tools ``tenant`` may use: what a planner should be shown (all of them without tenancy)."""
+        if self.tenants is None:
+            return self.registry
+        self.tenants.get(tenant)
+        return ToolRegistry(
+            self.registry.get(name) for name in self.registry.names() if self.tenants.is_tool_granted(tenant, name)
+        )
+
     def get_run(self, run_id: str, *, tenant: str) -> RunHandle:
         return RunHandle(self, _check_name("tenant", tenant), _check_name("run_id", run_id))
 

@@ -259,7 +259,7 @@ def create_server(
         catalog and repairs its answer from the validator's findings, a bounded number of times."""
         from planner.core import plan_goal as plan
 
-        result = await plan(goal, tools=dp.registry, model=model, completion=completion)
+        result = await plan(goal, tools=dp.tools_for(tenant), model=model, completion=completion)
         return Planned(
             plan=result.plan_json,
             model=result.model,

@@ -84,7 +84,8 @@ class ChatSession:
             tenant=tenant,
             session=session,
             model=model,
-            catalog=catalog,
+            # With tenancy, the model is shown (and may use) the tenant's granted tools only.
+            catalog=catalog if catalog is not None or dp.tenants is None else dp.tools_for(tenant).catalog(),
             local_tools=[n for n in dp.registry.names() if dp.registry.get(n).local],
             max_attempts=max_attempts,
             budget_usd=budget_usd,

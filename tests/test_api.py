@@ -449,6 +449,8 @@ async def test_plan_a_goal(http: httpx.AsyncClient, live: LiveApi) -> None:
         body = response.json()
         assert body["plan"] == COUNT_PLAN and body["model"] == MODEL
         assert [a["ok"] for a in body["attempts"]] == [False, True]
+        shown = model.calls[0].messages[0]["content"]
+        assert "- kv.incr" in shown and "- debug.echo" not in shown, "the model sees the tenant's granted tools only"
         assert (body["prompt_tokens"], body["completion_tokens"], body["total_tokens"]) == (200, 40, 240)
         assert body["cost_usd"] >= 0
 
