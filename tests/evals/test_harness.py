@@ -181,16 +181,26 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_replay_compare_and_errors(tmp_path: Path) -> None:
+def test_cli_replays_the_starter_dataset_and_prints_the_summary(tmp_path: Path) -> None:
+    done = _cli("eval", "--dataset", str(STARTER), "--model", "authored", "--replay", "--out", str(tmp_path), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    expected = load_report(STARTER_REPORT)
+    summary = expected.summary()
+    assert f"{summary['passed']}/{summary['cases']} all" in done.stdout
+    assert all(case.id in done.stdout for case in expected.cases)
+    [written] = tmp_path.glob("*.json")
+    assert load_report(written).comparable() == expected.comparable()
+
+
+def test_cli_compare_fail_under_and_errors(tmp_path: Path) -> None:
     common = ("eval", "--dataset", str(MINI), "--model", "authored", "--recordings", str(RECORDINGS))
     first = _cli(*common, "--replay", "--out", str(tmp_path / "a"), cwd=ROOT)
     assert first.returncode == 0, first.stderr
     assert "pass rate" in first.stdout and "2/3 all" in first.stdout
     [report] = (tmp_path / "a").glob("*.json")
     assert (tmp_path / "a" / f"{report.stem}.md").exists()
-    second = _cli(
-        *common, "--replay", "--out", str(tmp_path / "b"), "--compare", str(report), "--fail-under", "0.9", cwd=ROOT
-    )
+    again = ("--replay", "--out", str(tmp_path / "b"), "--compare", str(report), "--fail-under", "0.9")
+    second = _cli(*common, *again, cwd=ROOT)
     assert second.returncode == 1, "2 of 3 cases passed, under --fail-under 0.9"
     assert "runs_green" in second.stdout and "comparison:" in second.stdout
     compared = _cli("eval-compare", str(report), str(next((tmp_path / "b").glob("*.json"))), cwd=ROOT)
@@ -204,3 +214,5 @@ def test_cli_replay_compare_and_errors(tmp_path: Path) -> None:
     bad.write_text("name: bad\ncases:\n  - {id: one, category: ci, goal: g, expect: {state: maybe}}\n")
     invalid = _cli("eval", "--dataset", str(bad), "--model", "authored", "--replay", cwd=ROOT)
     assert invalid.returncode == 2 and "/cases/0/expect/state (case 'one')" in invalid.stderr
+    not_a_report = _cli("eval-compare", str(bad), str(report), cwd=ROOT)
+    assert not_a_report.returncode == 2 and "is not an eval report" in not_a_report.stderr
