@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -69,12 +69,13 @@ def _checked_output(value: Any, what: str, quota: StepQuota | None = None) -> An
     return value
 
 
-@contextlib.contextmanager
-def _admitted(gate: TenantGate, tenant: str, quota: StepQuota | None) -> Iterator[None]:
-    """Hold a slot of the tenant's in-flight cap; over the cap, fail fast with ``TenantBusy``
-    (retryable; the workflow re-dispatches the step later without counting an attempt)."""
+@contextlib.asynccontextmanager
+async def _admitted(gate: TenantGate, tenant: str, quota: StepQuota | None) -> AsyncIterator[None]:
+    """Hold a slot of the tenant's in-flight cap, waiting in line for one if need be; refused (the
+    line is full, or the wait ran out) it fails fast with ``TenantBusy``: retryable, and the
+    workflow dispatches the step again later without counting an attempt."""
     cap = quota.max_inflight if quota is not None else None
-    if not gate.try_enter(tenant, cap):
+    if not await heartbeating(gate.enter(tenant, cap)):
         message = f"tenant {tenant!r} already has {cap} step(s) running on this worker (quota max_inflight_steps)"
         # BENIGN: an expected refusal, logged at debug level, not as a failure with a traceback
         raise ApplicationError(message, type=TENANT_BUSY, category=ApplicationErrorCategory.BENIGN)
@@ -149,7 +150,7 @@ class StepActivities:
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
-        with _admitted(self.gate, call.tenant, call.quota):
+        async with _admitted(self.gate, call.tenant, call.quota):
             return await self._tool(call)
 
     async def _tool(self, call: ToolCall) -> Any:
@@ -210,7 +211,7 @@ class StepActivities:
             cpu_seconds=call.cpu_seconds or SandboxLimits.cpu_seconds,
         )
         try:
-            with _admitted(self.gate, call.tenant, call.quota):
+            async with _admitted(self.gate, call.tenant, call.quota):
                 result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits))
         except SandboxError as exc:
             raise _fail(f"code step failed: {exc}", exc.error_type, retryable=exc.retryable) from None
@@ -227,7 +228,7 @@ class StepActivities:
                 "LlmNotConfigured",
                 retryable=False,
             )
-        with _admitted(self.gate, call.tenant, call.quota):
+        async with _admitted(self.gate, call.tenant, call.quota):
             result = await heartbeating(complete(call, model, self._completion))
         return dict(_checked_output(result, "llm step", call.quota))
 

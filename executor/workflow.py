@@ -160,9 +160,9 @@ class PlanWorkflow:
         self.compensation_errors: list[dict[str, str]] = []
         self._active = 0
         self._draining = False
-        self._max_parallel = self.plan.limits.max_parallel
-        self._local_tools = set(inp.local_tools)
         self._quotas = inp.quotas
+        self._max_parallel = self._parallel_limit()
+        self._local_tools = set(inp.local_tools)
         self._step_quota = (
             None if inp.quotas is None else StepQuota(inp.quotas.max_inflight_steps, inp.quotas.max_step_output_bytes)
         )
@@ -269,7 +269,7 @@ class PlanWorkflow:
         self.records = {k: r for k, r in self.records.items() if r.state == "completed"}
         self._deps_cache.clear()
         self._event_schemas = _event_schemas(self.plan.steps)
-        self._max_parallel = self.plan.limits.max_parallel
+        self._max_parallel = self._parallel_limit()
         if self.inp.search_attributes:
             workflow.upsert_search_attributes([SA_PLAN_HASH.value_set(self.current_hash)])
 
@@ -501,6 +501,13 @@ class PlanWorkflow:
                 return await self._subplan(step, path, frame, rec)
             case _:
                 assert_never(step)
+
+    def _parallel_limit(self) -> int:
+        """The plan's max_parallel; with quotas, never above the tenant's in-flight cap, so one
+        run's fan-out queues in its own workflow instead of at the worker's gate."""
+        if self._quotas is None:
+            return self.plan.limits.max_parallel
+        return min(self.plan.limits.max_parallel, self._quotas.max_inflight_steps)
 
     def _count_step(self, path: str) -> None:
         self.executed += 1

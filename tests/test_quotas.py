@@ -17,6 +17,7 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from executor import Duraplan, RunFailed, RunNotFound, Settings, running_worker
+from executor.fairness import QUEUE_PER_SLOT, TenantGate
 from executor.tenants import QuotaExceeded, TenantRegistry
 from executor.worker import WorkerDeps
 from tests.engine.conftest import wait_for
@@ -166,33 +167,39 @@ async def test_code_cpu_and_memory(env: Env) -> None:
     assert (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds() < 4.5
 
 
-async def test_max_inflight_steps_per_worker(env: Env) -> None:
-    noisy = env.tenant(max_inflight_steps=2)
-    quiet = env.tenant()
-    fan_out = {
+def _holds(n: int) -> dict[str, Any]:
+    return {
         "name": "fan-out",
         "steps": [
             {
                 "id": "each",
                 "kind": "foreach",
                 "items": "${input.items}",
-                "max_concurrency": 6,
+                "max_concurrency": 10,
                 "steps": [{"id": "h", "kind": "tool", "tool": "test.hold", "args": {"n": "${item}"}}],
             }
         ],
         "inputs": {"type": "object"},
         "output": "${steps.each.output}",
     }
+
+
+async def _records(env: Env, workflow_id: str) -> dict[str, Any]:
+    records: dict[str, Any] = await env.dp.client.get_workflow_handle(workflow_id).query("step_records")
+    return records
+
+
+async def test_max_inflight_steps_per_worker(env: Env) -> None:
+    noisy = env.tenant(max_inflight_steps=2)
+    quiet = env.tenant()
     gate = env.deps.activities.gate
-    busy = await env.dp.submit_plan(fan_out, tenant=noisy, session="s", inputs={"items": list(range(6))})
-    await wait_for(lambda: NOW.get(noisy) == 2)
-
-    async def throttled() -> bool:
-        records = await env.dp.client.get_workflow_handle(busy.workflow_id).query("step_records")
-        return bool(sum(r["state"] == "throttled" for r in records.values()) >= 4)
-
-    await wait_for(throttled)  # the other four were refused, and wait to be dispatched again
-    assert gate.running(noisy) == 2
+    # Each run holds at most 2 steps in flight (its own fan-out queues in the workflow); the two
+    # runs together ask for 4, and the worker admits 2 while the other 2 wait in line there.
+    busy = [
+        await env.dp.submit_plan(_holds(3), tenant=noisy, session="s", inputs={"items": [10 * r + i for i in range(3)]})
+        for r in range(2)
+    ]
+    await wait_for(lambda: NOW.get(noisy) == 2 and gate.waiting(noisy) == 2)
     # Another tenant is not held back by the noisy one's cap.
     calm = await env.dp.submit_plan(
         {
@@ -205,14 +212,59 @@ async def test_max_inflight_steps_per_worker(env: Env) -> None:
     )
     await wait_for(lambda: NOW.get(quiet) == 1)
     HELD.setdefault(quiet, asyncio.Event()).set()
-    assert await calm.result() == 1
-    assert NOW[noisy] == 2, "still capped while the quiet tenant ran"
+    assert await calm.result() == [1]
+    assert NOW[noisy] == 2 and gate.running(noisy) == 2, "still capped while the quiet tenant ran"
     HELD.setdefault(noisy, asyncio.Event()).set()
-    assert await busy.result() == list(range(6)), "every throttled step ran, once"
+    assert [await b.result() for b in busy] == [[0, 1, 2], [10, 11, 12]], "every step ran, once"
     assert PEAK[noisy] == 2
-    records = await env.dp.client.get_workflow_handle(busy.workflow_id).query("step_records")
-    holds = [r for path, r in records.items() if path.endswith(".h")]
-    assert len(holds) == 6 and all(r["attempts"] == 1 for r in holds), "a refusal is not an attempt"
+    for b in busy:
+        holds = [r for path, r in (await _records(env, b.workflow_id)).items() if path.endswith(".h")]
+        assert len(holds) == 3 and all(r["attempts"] == 1 and r["state"] == "completed" for r in holds)
+
+
+async def test_a_step_refused_at_the_gate_is_dispatched_again_not_retried(env: Env) -> None:
+    noisy = env.tenant(max_inflight_steps=1)
+    gate = env.deps.activities.gate
+    gate.queue_per_slot = 0  # no waiting line in the worker: over the cap is refused at once
+    try:
+        first = await env.dp.submit_plan(_holds(1), tenant=noisy, session="s", inputs={"items": [1]})
+        await wait_for(lambda: NOW.get(noisy) == 1)
+        second = await env.dp.submit_plan(_holds(1), tenant=noisy, session="s", inputs={"items": [2]})
+
+        async def throttled() -> bool:
+            return any(r["state"] == "throttled" for r in (await _records(env, second.workflow_id)).values())
+
+        await wait_for(throttled)
+        HELD.setdefault(noisy, asyncio.Event()).set()
+        assert (await first.result(), await second.result()) == ([1], [2])
+        [hold] = [r for path, r in (await _records(env, second.workflow_id)).items() if path.endswith(".h")]
+        assert hold["attempts"] == 1, "a refusal is not an attempt"
+        assert PEAK[noisy] == 1
+    finally:
+        gate.queue_per_slot = QUEUE_PER_SLOT
+
+
+async def test_gate_hands_slots_over_in_order_and_bounds_its_line() -> None:
+    gate = TenantGate(queue_per_slot=2, wait_seconds=5)
+    assert await gate.enter("t", 1)
+    order: list[int] = []
+
+    async def waiter(i: int) -> None:
+        if await gate.enter("t", 1):
+            order.append(i)
+            gate.leave("t")
+
+    waiters = [asyncio.create_task(waiter(i)) for i in range(2)]
+    await wait_for(lambda: gate.waiting("t") == 2)
+    assert not await gate.enter("t", 1), "the line (2 per slot) is full: refused at once"
+    assert await gate.enter("other", 1), "other tenants have their own slots"
+    gate.leave("t")
+    await asyncio.gather(*waiters)
+    assert order == [0, 1] and gate.running("t") == 0 and gate.waiting("t") == 0
+    impatient = TenantGate(wait_seconds=0.05)
+    assert await impatient.enter("t", 1)
+    assert not await impatient.enter("t", 1), "no slot came free in time"
+    assert impatient.waiting("t") == 0 and impatient.running("t") == 1
 
 
 async def test_run_rate_survives_a_restart_between_bursts(env: Env) -> None:
