@@ -201,15 +201,7 @@ async def test_max_inflight_steps_per_worker(env: Env) -> None:
     ]
     await wait_for(lambda: NOW.get(noisy) == 2 and gate.waiting(noisy) == 2)
     # Another tenant is not held back by the noisy one's cap.
-    calm = await env.dp.submit_plan(
-        {
-            "name": "one",
-            "steps": [{"id": "h", "kind": "tool", "tool": "test.hold", "args": {"n": 1}}],
-            "output": "${steps.h.output}",
-        },
-        tenant=quiet,
-        session="s",
-    )
+    calm = await env.dp.submit_plan(_holds(1), tenant=quiet, session="s", inputs={"items": [1]})
     await wait_for(lambda: NOW.get(quiet) == 1)
     HELD.setdefault(quiet, asyncio.Event()).set()
     assert await calm.result() == [1]
