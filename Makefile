@@ -37,6 +37,11 @@ schema: setup
 bench: setup
 	$(BIN)/python -m bench.latency
 
+# Tenant A floods at 10x its quota while tenant B runs steady plans (about 3 minutes; bench/README.md).
+.PHONY: bench-noisy
+bench-noisy: setup
+	$(BIN)/python -m bench.noisy_neighbour
+
 # The starter dataset, offline from its committed (authored) recordings.
 eval: setup
 	$(BIN)/duraplan eval --dataset evals/datasets/starter.yaml --model authored --replay
