@@ -75,7 +75,10 @@ async def _admitted(gate: TenantGate, tenant: str, quota: StepQuota | None) -> A
     line is full, or the wait ran out) it fails fast with ``TenantBusy``: retryable, and the
     workflow dispatches the step again later without counting an attempt."""
     cap = quota.max_inflight if quota is not None else None
-    if not await heartbeating(gate.enter(tenant, cap)):
+    # Wait at most half the step's time limit in line: the rest is for the step itself.
+    limit = activity.info().start_to_close_timeout
+    max_wait = limit.total_seconds() / 2 if limit else None
+    if not await heartbeating(gate.enter(tenant, cap, max_wait)):
         message = f"tenant {tenant!r} already has {cap} step(s) running on this worker (quota max_inflight_steps)"
         # BENIGN: an expected refusal, logged at debug level, not as a failure with a traceback
         raise ApplicationError(message, type=TENANT_BUSY, category=ApplicationErrorCategory.BENIGN)

@@ -43,9 +43,10 @@ class TenantGate:
     def waiting(self, tenant: str) -> int:
         return len(self._queues.get(tenant, ()))
 
-    async def enter(self, tenant: str, cap: int | None) -> bool:
-        """Take one of ``tenant``'s ``cap`` slots, waiting in line if need be (None: no cap).
-        False: the line is full, or no slot came free in time; the caller refuses the step."""
+    async def enter(self, tenant: str, cap: int | None, max_wait: float | None = None) -> bool:
+        """Take one of ``tenant``'s ``cap`` slots, waiting in line if need be (None: no cap), at
+        most ``max_wait`` seconds (and never over ``wait_seconds``). False: the line is full, or no
+        slot came free in time; the caller refuses the step."""
         queue = self._queues.get(tenant)
         if cap is None or (self.running(tenant) < cap and not queue):
             self._running[tenant] = self.running(tenant) + 1
@@ -58,7 +59,7 @@ class TenantGate:
         queue.append(turn)
         try:
             # ``leave`` hands its slot to the first in line: the running count stays as it is.
-            await asyncio.wait_for(turn, self.wait_seconds)
+            await asyncio.wait_for(turn, min(self.wait_seconds, max_wait or self.wait_seconds))
             return True
         except TimeoutError:
             return False
