@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import system_busy_s
-from bench.latency import environment, percentile
+from bench.latency import environment, percentile, summary
 from executor.client import Duraplan
 from executor.config import Settings, connect
 from executor.devserver import DevServer
@@ -123,15 +123,10 @@ def fanout_plan(items: int, sleep_s: float) -> dict[str, Any]:
 
 
 def summary_ms(values_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000.0 for v in values_s]
-    return {
-        "n": len(ms),
-        "p50": percentile(ms, 50),
-        "p95": percentile(ms, 95),
-        "p99": percentile(ms, 99),
-        "max": max(ms) if ms else math.nan,
-        "mean": sum(ms) / len(ms) if ms else math.nan,
-    }
+    """``bench.latency.summary`` (n, p50, p95, p99, mean in ms) plus the maximum."""
+    out = summary(values_s)
+    out["max"] = max(values_s) * 1000.0 if values_s else math.nan
+    return out
 
 
 def bootstrap_ratio(num: list[float], den: list[float], q: float, rounds: int = 1000) -> tuple[float, float]:

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from evals import EvalConfig, Recording, load_dataset, load_report, run_eval
 from evals.recording import recording_path
 from planner.testing import ScriptedModel
+from tests.planner.planner_kit import OPENAI_URL, openai_completion
 
 litellm.disable_aiohttp_transport = True  # so respx sees litellm's HTTP
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,6 @@ MINI = DATA / "mini.yaml"
 RECORDINGS = DATA / "recordings"
 STARTER = ROOT / "evals" / "datasets" / "starter.yaml"
 STARTER_REPORT = ROOT / "evals" / "reports" / "starter-authored-replay.json"
-OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 
 
 def _answers(case: str) -> list[str]:
@@ -76,17 +76,6 @@ async def test_a_plan_that_exhausts_repairs(time_skipping_env: WorkflowEnvironme
     assert set(_statuses(report, "welcome").values()) == {"fail", "skip"}
 
 
-def _openai(content: str, prompt: int, completion: int) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 1_700_000_000,
-        "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-    }
-
-
 async def test_record_against_a_provider_then_replay_offline(
     time_skipping_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,7 +88,10 @@ async def test_record_against_a_provider_then_replay_offline(
     client = time_skipping_env.client
     with respx.mock(assert_all_called=True) as mock:
         route = mock.post(OPENAI_URL)
-        route.side_effect = [httpx.Response(200, json=_openai(a, 1500 + i, 40 + i)) for i, a in enumerate(answers)]
+        route.side_effect = [
+            httpx.Response(200, json=openai_completion(a, prompt_tokens=1500 + i, completion_tokens=40 + i))
+            for i, a in enumerate(answers)
+        ]
         recorded = await run_eval(
             EvalConfig(
                 dataset, model, "record", recordings=tmp_path, case_ids=["refund"], judge_model=model, home=tmp_path
