@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -61,6 +62,7 @@ class EvalConfig:
     run_timeout_s: float = RUN_TIMEOUT_S
     # Replaces litellm.acompletion for the planner and the judge in live and record modes (tests).
     completion: Completion | None = None
+    # Where workers keep their tool store; a temporary directory for the eval when None.
     home: Path | None = None
     cases: list[Case] = field(init=False)
 
@@ -101,27 +103,36 @@ async def run_eval(
 
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    async with _engine(client) as engine:
-        gate = asyncio.Semaphore(config.concurrency if client is not None else 1)
-        tenant = f"eval-{uuid.uuid4().hex[:12]}"  # runs of two evals on one server never meet
-
-        async def one(case: Case) -> CaseResult:
-            async with gate:
-                result = await _run_case(config, case, engine, tenant)
-            if on_case is not None:
-                on_case(result)
-            return result
-
-        results = await asyncio.gather(*(one(c) for c in config.cases))
+    with contextlib.ExitStack() as stack:
+        # the workers' tool store: a temporary directory unless the config names one
+        home = config.home or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="duraplan-eval-")))
+        results = await _run_cases(config, client, home, on_case)
     return Report(
         dataset=config.dataset.name,
         model=config.model,
         mode=config.mode,
         planner_prompt_sha256=planner_prompt_sha256(),
         started_at=started_at,
-        cases=list(results),
+        cases=results,
         timings={"total_ms": round((time.perf_counter() - t0) * 1000, 1)},
     )
+
+
+async def _run_cases(
+    config: EvalConfig, client: Client | None, home: Path, on_case: Callable[[CaseResult], None] | None
+) -> list[CaseResult]:
+    async with _engine(client) as engine:
+        gate = asyncio.Semaphore(config.concurrency if client is not None else 1)
+        tenant = f"eval-{uuid.uuid4().hex[:12]}"  # runs of two evals on one server never meet
+
+        async def one(case: Case) -> CaseResult:
+            async with gate:
+                result = await _run_case(config, case, engine, tenant, home)
+            if on_case is not None:
+                on_case(result)
+            return result
+
+        return list(await asyncio.gather(*(one(c) for c in config.cases)))
 
 
 @contextlib.asynccontextmanager
@@ -154,7 +165,7 @@ class _Planned:
     drift: int
 
 
-async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str) -> CaseResult:
+async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str, home: Path) -> CaseResult:
     timings: dict[str, float] = {}
     recording = _load_recording(config, case)
     t = time.perf_counter()
@@ -170,7 +181,7 @@ async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str)
     if planned.result is not None:
         t = time.perf_counter()
         outcome.run_state, outcome.run_output, outcome.run_error = await _execute(
-            config, case, planned.result.plan_json, client, tenant
+            config, case, planned.result.plan_json, client, tenant, home
         )
         timings["run_ms"] = round((time.perf_counter() - t) * 1000, 1)
         if config.judge_model is not None:
@@ -273,10 +284,9 @@ def _litellm() -> Completion:
 
 
 async def _execute(
-    config: EvalConfig, case: Case, plan: dict[str, Any], client: Client, tenant: str
+    config: EvalConfig, case: Case, plan: dict[str, Any], client: Client, tenant: str, home: Path
 ) -> tuple[str, Any, str | None]:
     """(end state, output, error) of the plan's run on the engine with the case's scripted world."""
-    home = config.home or Path.home() / ".duraplan" / "evals"
     settings = Settings(
         home=home,
         task_queue=f"eval-{case.id}-{uuid.uuid4().hex[:8]}",
