@@ -272,7 +272,7 @@ def _parallelism(case: Case, plan: Plan, count: int) -> Check:
 
 def _judge(outcome: Outcome) -> Check:
     if not outcome.judged:
-        return Check("judge", "skip", "not requested")
+        return Check("judge", "skip", outcome.judge_reason or "not requested")
     if outcome.judge_score is None:
         return Check("judge", "fail", outcome.judge_reason or "no score")
     status: Status = "pass" if outcome.judge_score >= JUDGE_PASS else "fail"

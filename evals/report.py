@@ -136,6 +136,9 @@ class Report(_Model):
         for name in CHECKS:
             passed, of = self.rate(name)
             lines.append(f"| {name} | {passed} | {of} | {_pct(passed, of)} |")
+        lines += ["", "| category | cases | passed every check |", "|---|---:|---:|"]
+        for category, counts in s["by_category"].items():
+            lines.append(f"| {category} | {counts['cases']} | {counts['passed']} |")
         lines += ["", "## Cases", "", "| case | category | " + " | ".join(CHECKS) + " |"]
         lines.append("|---|---|" + "---|" * len(CHECKS))
         for case in self.cases:

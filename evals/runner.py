@@ -333,6 +333,7 @@ async def _judge(
     try:
         if config.mode == "replay":
             if recording is None or recording.judge is None:
+                outcome.judged = False  # nothing to replay: skipped, not failed
                 outcome.judge_reason = "no recorded judge answer"
                 return None
             answer = recording.judge
