@@ -78,7 +78,8 @@ async def _admitted(gate: TenantGate, tenant: str, quota: StepQuota | None) -> A
     # Wait at most half the step's time limit in line: the rest is for the step itself.
     limit = activity.info().start_to_close_timeout
     max_wait = limit.total_seconds() / 2 if limit else None
-    if not await heartbeating(gate.enter(tenant, cap, max_wait)):
+    tick = None if activity.info().is_local else activity.heartbeat
+    if not await gate.enter(tenant, cap, max_wait, tick):
         message = f"tenant {tenant!r} already has {cap} step(s) running on this worker (quota max_inflight_steps)"
         # BENIGN: an expected refusal, logged at debug level, not as a failure with a traceback
         raise ApplicationError(message, type=TENANT_BUSY, category=ApplicationErrorCategory.BENIGN)
@@ -122,11 +123,14 @@ async def heartbeating(work: Awaitable[T]) -> T:
     if activity.info().is_local:
         return await work
     task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_TIMEOUT / 3)
-        if done:
-            return task.result()
-        activity.heartbeat()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_TIMEOUT / 3)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    finally:
+        task.cancel()  # the activity was cancelled (or failed): so is its work
 
 
 class StepActivities:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 __all__ = ["QUEUE_PER_SLOT", "TENANT_BUSY", "WAIT_SECONDS", "TenantGate", "throttle_delay"]
 
 TENANT_BUSY = "TenantBusy"
 QUEUE_PER_SLOT = 4  # steps that may wait per slot of the cap; more are refused at once
 WAIT_SECONDS = 10.0  # how long a step waits in the worker before it is refused
+TICK_SECONDS = 3.0  # heartbeat interval while waiting (the heartbeat timeout is 10 s)
 
 
 class TenantGate:
@@ -43,10 +45,16 @@ class TenantGate:
     def waiting(self, tenant: str) -> int:
         return len(self._queues.get(tenant, ()))
 
-    async def enter(self, tenant: str, cap: int | None, max_wait: float | None = None) -> bool:
+    async def enter(
+        self,
+        tenant: str,
+        cap: int | None,
+        max_wait: float | None = None,
+        tick: Callable[[], None] | None = None,
+    ) -> bool:
         """Take one of ``tenant``'s ``cap`` slots, waiting in line if need be (None: no cap), at
-        most ``max_wait`` seconds (and never over ``wait_seconds``). False: the line is full, or no
-        slot came free in time; the caller refuses the step."""
+        most ``max_wait`` seconds (never over ``wait_seconds``), calling ``tick`` every few seconds
+        meanwhile (a heartbeat). False: the line is full, or no slot came free in time."""
         queue = self._queues.get(tenant)
         if cap is None or (self.running(tenant) < cap and not queue):
             self._running[tenant] = self.running(tenant) + 1
@@ -55,15 +63,27 @@ class TenantGate:
             queue = self._queues[tenant] = deque()
         if len(queue) >= cap * self.queue_per_slot:
             return False
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
         queue.append(turn)
+        deadline = loop.time() + min(self.wait_seconds, max_wait or self.wait_seconds)
         try:
             # ``leave`` hands its slot to the first in line: the running count stays as it is.
-            await asyncio.wait_for(turn, min(self.wait_seconds, max_wait or self.wait_seconds))
+            while not turn.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                await asyncio.wait({turn}, timeout=min(remaining, TICK_SECONDS))
+                if tick is not None and not turn.done():
+                    tick()
             return True
-        except TimeoutError:
-            return False
+        except BaseException:  # cancelled: a slot handed over meanwhile goes to the next in line
+            if turn.done() and not turn.cancelled():
+                self.leave(tenant)
+            raise
         finally:
+            if not turn.done():
+                turn.cancel()  # ``leave`` skips it
             if turn in queue:
                 queue.remove(turn)
             if not queue and self._queues.get(tenant) is queue:
@@ -71,7 +91,7 @@ class TenantGate:
 
     def leave(self, tenant: str) -> None:
         for turn in self._queues.get(tenant, ()):
-            if not turn.done():  # (a waiter that timed out or was cancelled is skipped)
+            if not turn.done():  # (a waiter that gave up is skipped)
                 turn.set_result(None)
                 return
         left = self._running[tenant] - 1

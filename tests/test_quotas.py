@@ -5,6 +5,7 @@ across a restart of the service. Over a limit: a clear error naming it, and noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -253,6 +254,21 @@ async def test_gate_hands_slots_over_in_order_and_bounds_its_line() -> None:
     gate.leave("t")
     await asyncio.gather(*waiters)
     assert order == [0, 1] and gate.running("t") == 0 and gate.waiting("t") == 0
+    # A waiter cancelled in line leaves no trace; one cancelled as its slot arrives passes it on.
+    gate = TenantGate()
+    assert await gate.enter("t", 1)
+    gone = asyncio.create_task(gate.enter("t", 1))
+    await wait_for(lambda: gate.waiting("t") == 1)
+    gone.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await gone
+    assert (gate.waiting("t"), gate.running("t")) == (0, 1)
+    second, third = asyncio.create_task(gate.enter("t", 1)), asyncio.create_task(gate.enter("t", 1))
+    await wait_for(lambda: gate.waiting("t") == 2)
+    gate.leave("t")  # handed to the second ...
+    second.cancel()  # ... which is cancelled before it runs again
+    assert await third is True
+    assert second.cancelled() and (gate.waiting("t"), gate.running("t")) == (0, 1)
     impatient = TenantGate(wait_seconds=0.05)
     assert await impatient.enter("t", 1)
     assert not await impatient.enter("t", 1), "no slot came free in time"
