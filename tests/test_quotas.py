@@ -22,6 +22,7 @@ from executor.fairness import QUEUE_PER_SLOT, TenantGate
 from executor.tenants import QuotaExceeded, TenantRegistry
 from executor.worker import WorkerDeps
 from tests.engine.conftest import wait_for
+from tests.engine.test_replay import assert_replays
 from tools import Tool, ToolContext, default_registry
 
 HELD: dict[str, asyncio.Event] = {}  # tenant -> released when set
@@ -96,6 +97,7 @@ async def test_max_steps_per_run(env: Env) -> None:
         await handle.result()
     status = await handle.status()
     assert [s["state"] for s in status["steps"]] == ["completed"] * 3 + ["failed", "pending"]
+    await assert_replays(handle)
     # Within the cap, fine; a quota raised later applies to new runs.
     assert await (await env.dp.submit_plan(_echoes(3), tenant=tenant, session="s")).result() is None
     env.tenants.set_quotas(tenant, max_steps_per_run=10)
@@ -213,6 +215,7 @@ async def test_max_inflight_steps_per_worker(env: Env) -> None:
     for b in busy:
         holds = [r for path, r in (await _records(env, b.workflow_id)).items() if path.endswith(".h")]
         assert len(holds) == 3 and all(r["attempts"] == 1 and r["state"] == "completed" for r in holds)
+        await assert_replays(b)
 
 
 async def test_a_step_refused_at_the_gate_is_dispatched_again_not_retried(env: Env) -> None:
@@ -233,6 +236,8 @@ async def test_a_step_refused_at_the_gate_is_dispatched_again_not_retried(env: E
         [hold] = [r for path, r in (await _records(env, second.workflow_id)).items() if path.endswith(".h")]
         assert hold["attempts"] == 1, "a refusal is not an attempt"
         assert PEAK[noisy] == 1
+        for handle in (first, second):  # the refusal, timer and re-dispatch replay deterministically
+            await assert_replays(handle)
     finally:
         gate.queue_per_slot = QUEUE_PER_SLOT
 
