@@ -24,7 +24,7 @@ from typing import Any, Literal
 from temporalio.client import Client
 
 from evals.dataset import Case, Dataset
-from evals.evaluators import Outcome, critical_path, evaluate, step_count
+from evals.evaluators import CHECKS, Outcome, critical_path, evaluate, step_count
 from evals.recording import RecordedAnswer, Recorder, Recording, RecordingMissing, ReplayModel, recording_path
 from evals.report import CaseResult, CheckResult, Report
 from evals.scripted import ScriptedLlm, catalog_registry, engine_registry
@@ -127,7 +127,10 @@ async def _run_cases(
 
         async def one(case: Case) -> CaseResult:
             async with gate:
-                result = await _run_case(config, case, engine, tenant, home)
+                try:
+                    result = await _run_case(config, case, engine, tenant, home)
+                except Exception as exc:  # one case's harness failure is that case's result, not the eval's end
+                    result = _crashed(case, exc)
             if on_case is not None:
                 on_case(result)
             return result
@@ -216,6 +219,17 @@ async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str,
         prompt_drift=planned.drift,
         judge_score=outcome.judge_score,
         timings=timings,
+    )
+
+
+def _crashed(case: Case, exc: Exception) -> CaseResult:
+    error = f"harness error: {type(exc).__name__}: {exc}"
+    return CaseResult(
+        id=case.id,
+        category=case.category,
+        goal=case.goal,
+        checks=[CheckResult(name=name, status="fail", detail=error) for name in CHECKS],
+        planning_error=error,
     )
 
 

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from evals import EvalConfig, Recording, load_dataset, load_report, run_eval
 from evals.recording import recording_path
-from planner.testing import ScriptedModel
+from planner.testing import ScriptedModel, ScriptError
 from tests.planner.planner_kit import OPENAI_URL, openai_completion
 
 litellm.disable_aiohttp_transport = True  # so respx sees litellm's HTTP
@@ -208,3 +208,25 @@ def test_cli_compare_fail_under_and_errors(tmp_path: Path) -> None:
     assert invalid.returncode == 2 and "/cases/0/expect/state (case 'one')" in invalid.stderr
     not_a_report = _cli("eval-compare", str(bad), str(report), cwd=ROOT)
     assert not_a_report.returncode == 2 and "is not an eval report" in not_a_report.stderr
+
+
+async def test_a_case_the_harness_cannot_run_is_reported_and_the_rest_go_on(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    class Flaky:
+        """Answers the digest case; on the welcome case, fails the way a test double or a bug does
+        (an AssertionError is never taken for a provider error)."""
+
+        async def __call__(self, **kwargs: Any) -> Any:
+            if "Look up the new customer" in str(kwargs["messages"]):
+                raise ScriptError("boom")
+            return await ScriptedModel(*_answers("digest"))(**kwargs)
+
+    config = EvalConfig(
+        load_dataset(MINI), "scripted", "live", completion=Flaky(), case_ids=["welcome", "digest"], home=tmp_path
+    )
+    report = await run_eval(config, client=time_skipping_env.client)
+    welcome, digest = report.cases
+    assert welcome.planning_error == "harness error: ScriptError: boom"
+    assert {c.status for c in welcome.checks} == {"fail"} and welcome.plan is None
+    assert digest.run_state == "completed" and digest.passed
