@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.dataset import Dataset
+from schemas.generate import json_schema_document
 
 __all__ = ["SCHEMA_PATH", "dataset_schema", "render"]
 
@@ -15,8 +16,7 @@ SCHEMA_ID = "https://duraplan.dev/schemas/eval-dataset.schema.json"
 
 
 def dataset_schema() -> dict[str, Any]:
-    schema = Dataset.model_json_schema(by_alias=True, mode="validation")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+    return json_schema_document(Dataset, SCHEMA_ID)
 
 
 def render() -> str:

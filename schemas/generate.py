@@ -6,17 +6,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from schemas.plan import Plan
 
-__all__ = ["SCHEMA_ID", "SCHEMA_PATH", "plan_schema", "render"]
+__all__ = ["SCHEMA_ID", "SCHEMA_PATH", "json_schema_document", "plan_schema", "render"]
 
 SCHEMA_PATH = Path(__file__).with_name("plan.schema.json")
 SCHEMA_ID = "https://duraplan.dev/schemas/plan.schema.json"
 
 
+def json_schema_document(model: type[BaseModel], schema_id: str) -> dict[str, Any]:
+    """A model's JSON Schema as a standalone 2020-12 document with its ``$id``."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": schema_id, **schema}
+
+
 def plan_schema() -> dict[str, Any]:
-    schema = Plan.model_json_schema(by_alias=True, mode="validation")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+    return json_schema_document(Plan, SCHEMA_ID)
 
 
 def render() -> str:
