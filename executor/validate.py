@@ -296,6 +296,7 @@ class _Checker:
                 self.expression(expr, None, inside, True, every, ptr)
             else:
                 self.expression(expr, step, visible, loop_depth > 0, every, ptr)
+        self.activity_options(step, ptr)
         if step.timeout is not None and not isinstance(step, WaitForEventStep):
             self._seconds(step.timeout, f"{ptr}/timeout", step.id, MAX_STEP_TIMEOUT)
         if step.retry is not None:
@@ -305,6 +306,26 @@ class _Checker:
         if step.compensate is not None:
             self.compensation(step.compensate, f"{ptr}/compensate", step.id)
         self.kind(step, ptr, visible, loop_depth, depth, every)
+
+    def activity_options(self, step: Step, ptr: str) -> None:
+        """retry, timeout and execution shape one activity call: on other kinds they would do nothing,
+        so saying them is an error rather than a silently dropped wish."""
+        if isinstance(step, ToolStep | LlmStep | CodeStep):
+            return
+        hints = {
+            "retry": "retries apply to tool, llm and code steps; set retry on the steps inside",
+            "timeout": "a time limit applies to tool, llm and code steps (and wait_for_event); "
+            "give a subplan's plan limits.deadline instead",
+            "execution": "execution applies to tool, llm and code steps",
+        }
+        given = step.model_fields_set
+        for option, hint in hints.items():
+            if option == "timeout" and isinstance(step, WaitForEventStep):
+                continue
+            if option in given and getattr(step, option) not in (None, "auto"):
+                self.add(
+                    f"{ptr}/{option}", f"{option} does nothing on a {step.kind} step: {hint}", step.id, "not_applicable"
+                )
 
     def kind(self, step: Step, ptr: str, visible: set[str], loop_depth: int, depth: int, every: set[str]) -> None:
         match step:

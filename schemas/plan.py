@@ -104,16 +104,20 @@ class _StepBase(_Model):
         description="Steps that must finish first, besides those this step's templates reference.",
     )
     when: Expression | None = Field(None, description="Run only when this is truthy; else skipped.")
-    retry: Retry | None = Field(None, description="Retry policy; defaults apply to activity steps.")
-    timeout: Duration | None = Field(None, description="Per-attempt time limit.")
+    retry: Retry | None = Field(
+        None, description="Retry policy of tool, llm and code steps (defaults apply); an error on other kinds."
+    )
+    timeout: Duration | None = Field(
+        None, description="Per-attempt time limit of tool, llm and code steps (wait_for_event: how long to wait)."
+    )
     on_error: Literal["fail", "continue"] = Field(
         "fail", description="continue: record the error, output null, and go on."
     )
     compensate: Compensation | None = None
     execution: Literal["auto", "local", "remote"] = Field(
         "auto",
-        description="local: a Temporal local activity (no server round trip, for short steps); "
-        "remote: a regular activity; auto: local for code and short tools.",
+        description="Tool, llm and code steps: local: a Temporal local activity (no server round trip, "
+        "for short steps); remote: a regular activity; auto: local for code and short tools.",
     )
 
 

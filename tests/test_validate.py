@@ -667,12 +667,12 @@ def test_deadline_longer_than_a_year() -> None:
 
 
 def test_step_timeout_over_a_day() -> None:
-    issue = only_issue(plan(set_step("a", timeout="2d")))
+    issue = only_issue(plan(tool_step("a", "debug.echo", {"value": 1}, timeout="2d")))
     assert_issue(issue, code="limit", pointer="/steps/0/timeout", step="a", mentions=("'2d'",))
 
 
 def test_retry_intervals_out_of_order() -> None:
-    issue = only_issue(plan(set_step("a", retry={"initial_interval": "1m", "max_interval": "10s"})))
+    issue = only_issue(plan(tool_step("a", "debug.echo", {}, retry={"initial_interval": "1m", "max_interval": "10s"})))
     assert_issue(
         issue,
         code="invalid_value",
@@ -680,6 +680,25 @@ def test_retry_intervals_out_of_order() -> None:
         step="a",
         mentions=("initial_interval",),
     )
+
+
+@pytest.mark.parametrize(
+    ("step", "option"),
+    [
+        (set_step("a", retry={"max_attempts": 2}), "retry"),
+        (set_step("a", timeout="5s"), "timeout"),
+        ({"id": "a", "kind": "sleep", "duration": "1s", "execution": "remote"}, "execution"),
+        ({"id": "a", "kind": "subplan", "plan": {"name": "c", "steps": [set_step("x")]}, "timeout": "1m"}, "timeout"),
+        ({"id": "a", "kind": "subplan", "plan": {"name": "c", "steps": [set_step("x")]}, "retry": {}}, "retry"),
+    ],
+)
+def test_activity_options_on_other_kinds_are_errors_not_dropped(step: dict[str, Any], option: str) -> None:
+    issue = only_issue(plan(step))
+    assert_issue(issue, code="not_applicable", pointer=f"/steps/0/{option}", step="a", mentions=(option,))
+
+
+def test_a_wait_for_event_timeout_is_its_own_and_fine() -> None:
+    assert issues_of(plan({"id": "w", "kind": "wait_for_event", "event": "go", "timeout": "1h"})) == []
 
 
 def test_until_without_timezone() -> None:
