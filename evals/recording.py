@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from planner.provider import text_response, usage_of
+
 __all__ = [
     "RecordedAnswer",
     "Recorder",
@@ -99,22 +101,6 @@ def prompt_digest(messages: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _response(answer: RecordedAnswer, model: str) -> Any:
-    import litellm
-
-    response = litellm.ModelResponse(
-        model=model,
-        choices=[{"index": 0, "message": {"role": "assistant", "content": answer.content}, "finish_reason": "stop"}],
-        usage={
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-        },
-    )
-    response._hidden_params["response_cost"] = answer.cost_usd  # the recorded cost, not today's price
-    return response
-
-
 class ReplayModel:
     """A ``litellm.acompletion`` stand-in answering from a list of recorded answers, in order."""
 
@@ -134,7 +120,10 @@ class ReplayModel:
         self.used.append(answer)
         if answer.prompt_sha256 and answer.prompt_sha256 != prompt_digest(list(kwargs.get("messages", []))):
             self.drift += 1
-        return _response(answer, self._model)
+        # the recorded cost, not today's price
+        return text_response(
+            answer.content, self._model, answer.prompt_tokens, answer.completion_tokens, cost_usd=answer.cost_usd
+        )
 
 
 class Recorder:
@@ -145,8 +134,6 @@ class Recorder:
         self.answers: list[RecordedAnswer] = []
 
     async def __call__(self, **kwargs: Any) -> Any:
-        from planner.provider import usage_of
-
         started = time.perf_counter()
         response = await self._completion(**kwargs)
         latency = (time.perf_counter() - started) * 1000

@@ -9,6 +9,7 @@ from typing import Any
 import jmespath
 
 from evals.dataset import Case, CaseTool, LlmScript
+from planner.provider import text_response
 from tools.errors import ToolError
 from tools.registry import Tool, ToolContext, ToolRegistry
 
@@ -75,15 +76,9 @@ class ScriptedLlm:
         self.prompts: list[str] = []
 
     async def __call__(self, **kwargs: Any) -> Any:
-        import litellm
-
         messages = kwargs.get("messages") or []
         prompt = "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
         self.prompts.append(prompt)
         answer = next((r.answer for r in self._script.rules if r.contains in prompt), self._script.default)
         text = answer if isinstance(answer, str) else json.dumps(answer)
-        return litellm.ModelResponse(
-            model=str(kwargs.get("model", "scripted")),
-            choices=[{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            usage={"prompt_tokens": len(prompt) // 4 + 1, "completion_tokens": len(text) // 4 + 1, "total_tokens": 0},
-        )
+        return text_response(text, str(kwargs.get("model", "scripted")), len(prompt) // 4 + 1, len(text) // 4 + 1)

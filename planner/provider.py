@@ -25,6 +25,7 @@ __all__ = [
     "provider_key_variable",
     "resolve_model",
     "response_format",
+    "text_response",
     "usage_of",
 ]
 
@@ -154,6 +155,27 @@ def _retry_after(exc: BaseException) -> float | None:
 def _short(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def text_response(
+    text: str, model: str, prompt_tokens: int, completion_tokens: int, *, cost_usd: float | None = None
+) -> Any:
+    """A real ``litellm.ModelResponse`` with one assistant message and its usage, for model doubles
+    and replays; ``cost_usd``, when given, is what ``usage_of`` reports instead of today's price."""
+    import litellm
+
+    response = litellm.ModelResponse(
+        model=model,
+        choices=[{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        usage={
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    )
+    if cost_usd is not None:
+        response._hidden_params["response_cost"] = cost_usd
+    return response
 
 
 @dataclass(frozen=True)

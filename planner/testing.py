@@ -70,18 +70,14 @@ class ScriptedModel:
         return self._response(text, str(kwargs.get("model", "scripted")), messages)
 
     def _response(self, text: str, model: str, messages: list[dict[str, Any]]) -> Any:
-        import litellm
+        from planner.provider import text_response
 
         if self._usage is not None:
             prompt, completion = self._usage
         else:
             prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
             completion = len(text) // 4 + 1
-        return litellm.ModelResponse(
-            model=model,
-            choices=[{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            usage={"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-        )
+        return text_response(text, model, prompt, completion)
 
     def assert_all_consumed(self) -> None:
         """Raise ``ScriptError`` if answers are left over or a call came beyond the script."""
