@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from evals.dataset import DatasetInvalid, load_dataset
 from evals.recording import model_slug
 from evals.report import CaseResult, Report, compare, compare_markdown, load_report, print_compare
 from evals.runner import DEFAULT_RECORDINGS, EvalConfig, Mode, run_eval
+from executor.process import exit_process
 
 __all__ = ["app"]
 
@@ -38,17 +38,7 @@ err = Console(stderr=True)
 
 def _fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[red]error:[/red] {message}", highlight=False, markup=False, soft_wrap=True)
-    _exit(code)
-
-
-def _exit(code: int) -> NoReturn:
-    """As the main CLI: flush, then ``os._exit`` (the Temporal runtime's threads can crash a
-    finalizing interpreter); tests set DURAPLAN_CLI_IN_PROCESS to get ``typer.Exit`` instead."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if os.environ.get("DURAPLAN_CLI_IN_PROCESS"):
-        raise typer.Exit(code)
-    os._exit(code)
+    exit_process(code)
 
 
 def _load(path: Path) -> Report:
@@ -141,8 +131,8 @@ def eval_command(
     passed = sum(c.passed for c in report.cases) / len(report.cases)
     if fail_under is not None and passed < fail_under:
         err.print(f"{passed:.0%} of cases passed every check; --fail-under is {fail_under:.0%}", highlight=False)
-        _exit(1)
-    _exit(0)
+        exit_process(1)
+    exit_process(0)
 
 
 @app.command("eval-compare")
@@ -156,4 +146,4 @@ def eval_compare(
     print_compare(diff, out)
     if markdown is not None:
         markdown.write_text(compare_markdown(diff), encoding="utf-8")
-    _exit(0)
+    exit_process(0)

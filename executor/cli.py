@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,6 +23,7 @@ from executor.config import Settings
 from executor.errors import DuraplanError, PlanInvalid
 from executor.loader import load_plan
 from executor.mcp_server import app as mcp_app
+from executor.process import exit_process
 from executor.tenants_cli import app as tenants_app
 from executor.validate import check_plan
 from planner.cli import app as planner_app
@@ -60,9 +61,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     """Run an async command; turn expected errors into one line and an exit code.
 
-    The process ends with ``os._exit`` once output is flushed: the Temporal runtime's native
-    threads can crash the interpreter while it finalizes (seen as SIGSEGV after a clean run), and
-    nothing is left to clean up by then."""
+    The process ends through ``executor.process.exit_process`` (why: see there)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
@@ -84,17 +83,9 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
             code = _fail(f"cannot reach Temporal: {exc} (start one with `duraplan dev`)").exit_code
         except KeyboardInterrupt:
             code = 130
-        _exit(code)
+        exit_process(code)
 
     return wrapper
-
-
-def _exit(code: int) -> NoReturn:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if os.environ.get("DURAPLAN_CLI_IN_PROCESS"):  # tests that call the app in-process
-        raise typer.Exit(code)
-    os._exit(code)
 
 
 async def _dp(address: str | None, namespace: str | None) -> Duraplan:

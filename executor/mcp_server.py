@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from executor.client import NAME_PATTERN, Duraplan
 from executor.config import Settings
 from executor.errors import DuraplanError, PlanInvalid, PlanIssue, RunFailed
+from executor.process import exit_process
 from executor.validate import check_plan
 
 __all__ = ["app", "create_server", "main", "serve"]
@@ -380,10 +381,7 @@ def mcp_command(
         hint = " (start one with `duraplan dev`)" if "connect" in str(exc).lower() else ""
         typer.echo(f"error: {_one_line(exc)}{hint}", err=True)
         code = 1
-    # As in the CLI: skip interpreter finalization, where the Temporal runtime's threads can crash it.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_process(code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
