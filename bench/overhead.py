@@ -193,6 +193,17 @@ def timing_runner() -> TimingRunner:
 
 VARIANTS = ("hw", "hw+sa", "dp", "dp-raw")
 CPU_VARIANTS = ("hw", "hw+attrs", "hw+sa", "dp-raw", "dp")
+# What duraplan starts a run with, for the hand-written variants that carry the same.
+DP_MEMO = {"plan_hash": "sha256:" + "0" * 64, "inputs_hash": "sha256:" + "1" * 64, "plan_name": "bench"}
+DP_ATTRIBUTES = TypedSearchAttributes(
+    [
+        SearchAttributePair(SA_TENANT, TENANT),
+        SearchAttributePair(SA_SESSION, "bench"),
+        SearchAttributePair(SA_STATUS, "running"),
+        SearchAttributePair(SA_PLAN_HASH, "sha256:" + "0" * 64),
+        SearchAttributePair(SA_PLAN_NAME, "bench"),
+    ]
+)
 
 
 async def run_variant(bench: Bench, variant: str, steps: int, strategy: str) -> dict[str, Any]:
@@ -213,16 +224,8 @@ async def run_variant(bench: Bench, variant: str, steps: int, strategy: str) -> 
         kwargs: dict[str, Any] = {}
         if variant in ("hw+sa", "hw+attrs"):
             kwargs = dict(
-                memo={"plan_hash": "sha256:" + "0" * 64, "inputs_hash": "sha256:" + "1" * 64, "plan_name": "bench"},
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(SA_TENANT, TENANT),
-                        SearchAttributePair(SA_SESSION, "bench"),
-                        SearchAttributePair(SA_STATUS, "running"),
-                        SearchAttributePair(SA_PLAN_HASH, "sha256:" + "0" * 64),
-                        SearchAttributePair(SA_PLAN_NAME, "bench"),
-                    ]
-                ),
+                memo=DP_MEMO,
+                search_attributes=DP_ATTRIBUTES,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )
@@ -322,16 +325,7 @@ RPC_VARIANTS = (
 
 async def start_rpc(rounds: int) -> dict[str, list[float]]:
     """Time inside the start RPC (eager) per start option, 1-step local runs, interleaved."""
-    memo = {"plan_hash": "sha256:" + "0" * 64, "inputs_hash": "sha256:" + "1" * 64, "plan_name": "bench"}
-    attrs = TypedSearchAttributes(
-        [
-            SearchAttributePair(SA_TENANT, TENANT),
-            SearchAttributePair(SA_SESSION, "bench"),
-            SearchAttributePair(SA_STATUS, "running"),
-            SearchAttributePair(SA_PLAN_HASH, "sha256:" + "0" * 64),
-            SearchAttributePair(SA_PLAN_NAME, "bench"),
-        ]
-    )
+    memo, attrs = DP_MEMO, DP_ATTRIBUTES
     out: dict[str, list[float]] = {v: [] for v in RPC_VARIANTS}
     async with bench_env(runner=timing_runner()) as bench:
         for r in range(rounds + 3):

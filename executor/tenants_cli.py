@@ -258,8 +258,7 @@ def grant(
     """Grant tools to a tenant."""
     with _registry() as reg:
         reg.grant_tools(tenant, patterns)
-        granted = reg.granted_tools(tenant)
-    typer.echo(f"tool grants of {tenant}: {', '.join(granted) or '(none)'}")
+        _echo_grants(reg, tenant)
 
 
 @app.command()
@@ -271,8 +270,11 @@ def revoke(
     """Revoke tool grant patterns from a tenant."""
     with _registry() as reg:
         reg.revoke_tools(tenant, patterns)
-        granted = reg.granted_tools(tenant)
-    typer.echo(f"tool grants of {tenant}: {', '.join(granted) or '(none)'}")
+        _echo_grants(reg, tenant)
+
+
+def _echo_grants(reg: TenantRegistry, tenant: str) -> None:
+    typer.echo(f"tool grants of {tenant}: {', '.join(reg.granted_tools(tenant)) or '(none)'}")
 
 
 @app.command()
