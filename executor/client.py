@@ -127,11 +127,10 @@ class Duraplan:
         if problems:
             raise InputsInvalid("run inputs", problems)
         digest = plan_hash(body)
-        quotas = None
-        if self.tenants is not None:
-            tenant_quotas = self.tenants.quotas(tenant)
+        tenants = self.tenants
+        tenant_quotas = tenants.quotas(tenant) if tenants is not None else None
+        if tenant_quotas is not None:
             tenant_quotas.check_plan(parsed, tenant)
-            quotas = tenant_quotas.for_run()
         arg = RunInput(
             plan=body,
             plan_hash=digest,
@@ -141,24 +140,22 @@ class Duraplan:
             inputs=inputs,
             local_tools=[n for n in self.registry.names() if self.registry.get(n).local],
             search_attributes=self.settings.search_attributes,
-            quotas=quotas,
+            quotas=tenant_quotas.for_run() if tenant_quotas is not None else None,
         )
         # After validation (an invalid plan costs no quota); the rate token first: refusing a
         # flood must cost a local SQLite update, not a visibility query per request.
-        token = self.tenants is not None
-        if self.tenants is not None:
-            self.tenants.require_run_tokens(tenant)
-            try:
-                await self._check_concurrency(tenant)
-            except BaseException:
-                self.tenants.return_run_tokens(tenant)
-                raise
+        token = False
+        if tenants is not None:
+            tenants.require_run_tokens(tenant)
+            token = True
         handle = RunHandle(self, tenant, run_id)
         try:
+            if tenant_quotas is not None:
+                await self._check_concurrency(tenant, tenant_quotas.max_concurrent_runs)
             handle._started = await self._start(
                 arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
             )
-            token = False
+            token = False  # spent: the run started
         except WorkflowAlreadyStartedError:
             # Rare path: compare with what the existing run was started with (no memo on the hot path).
             existing = await handle._first_input()
@@ -168,15 +165,13 @@ class Duraplan:
                     f"run {run_id!r} already exists for tenant {tenant!r} with a different plan or inputs"
                 ) from None
         finally:
-            if token and self.tenants is not None:  # nothing started: the token goes back
-                self.tenants.return_run_tokens(tenant)
+            if token and tenants is not None:  # nothing started: the token goes back
+                tenants.return_run_tokens(tenant)
         return handle
 
-    async def _check_concurrency(self, tenant: str) -> None:
+    async def _check_concurrency(self, tenant: str, cap: int) -> None:
         """The tenant's running-run cap. Visibility is eventually consistent: a burst may overshoot
         by the runs started in the last moment; the rate quota bounds that burst."""
-        assert self.tenants is not None
-        cap = self.tenants.quotas(tenant).max_concurrent_runs
         if not self.settings.search_attributes:
             return
         query = (
