@@ -11,26 +11,11 @@ import httpx
 import pytest
 import respx
 
-from tools import HttpPolicy, Tool, ToolArgumentsError, ToolContext, ToolError, builtin_tools
+from tests.tools.http_calls import call, expect_error, tool_named
+from tools import HttpPolicy, ToolArgumentsError, ToolContext, ToolError
 from tools.egress import Resolver, parse_ip_literal, resolve_host, why_not_public
 
 ContextFactory = Callable[..., ToolContext]
-
-
-def http_tool(policy: HttpPolicy) -> Tool:
-    return next(t for t in builtin_tools(policy) if t.name == "http.request")
-
-
-async def call(policy: HttpPolicy, ctx: ToolContext, **args: Any) -> Any:
-    tool = http_tool(policy)
-    tool.check_args(args)
-    return await tool.handler(args, ctx)
-
-
-async def expect_error(policy: HttpPolicy, ctx: ToolContext, **args: Any) -> ToolError:
-    with pytest.raises(ToolError) as info:
-        await call(policy, ctx, **args)
-    return info.value
 
 
 async def test_get_json(policy: HttpPolicy, make_ctx: ContextFactory) -> None:
@@ -319,7 +304,7 @@ async def test_forbidden_headers_and_bad_urls(policy: HttpPolicy, make_ctx: Cont
 
 
 def test_http_request_argument_validation(policy: HttpPolicy) -> None:
-    tool = http_tool(policy)
+    tool = tool_named(policy, "http.request")
     assert tool.local is False and tool.side_effects is True
     tool.check_args({"url": "https://x.example"})
     bad: list[dict[str, Any]] = [

@@ -34,7 +34,8 @@ import httpx
 import pytest
 import respx
 
-from tools import HttpPolicy, Tool, ToolContext, ToolError, builtin_tools
+from tests.tools.http_calls import call, expect_error, tool_named
+from tools import HttpPolicy, ToolContext, ToolError
 from tools.egress import PinnedTransport, parse_ip_literal
 
 ContextFactory = Callable[..., ToolContext]
@@ -45,22 +46,6 @@ LOOPBACK_ONLY = frozenset({"127.0.0.1/32"})
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def tool_named(policy: HttpPolicy, name: str) -> Tool:
-    return next(t for t in builtin_tools(policy) if t.name == name)
-
-
-async def call(policy: HttpPolicy, ctx: ToolContext, **args: Any) -> Any:
-    tool = tool_named(policy, "http.request")
-    tool.check_args(args)
-    return await tool.handler(args, ctx)
-
-
-async def expect_error(policy: HttpPolicy, ctx: ToolContext, **args: Any) -> ToolError:
-    with pytest.raises(ToolError) as info:
-        await call(policy, ctx, **args)
-    return info.value
 
 
 def assert_denied(err: ToolError) -> None:
