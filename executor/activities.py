@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from executor.fairness import TENANT_BUSY, TenantGate
+from executor.metering import Meter, llm_cost, step_key
 from executor.models import CodeCall, LlmCall, ReplanRequest, StepQuota, ToolCall
 from executor.sandbox import Sandbox, SandboxError, SandboxLimits
 from executor.tenants import TenantError, TenantRegistry
@@ -143,7 +144,9 @@ class StepActivities:
         default_model: str | None = None,
         completion: Callable[..., Awaitable[Any]] | None = None,
         tenants: TenantRegistry | None = None,
+        meter: Meter | None = None,
     ) -> None:
+        self.meter = meter or Meter(None)
         self.registry = registry
         self.store = store
         self.sandbox = sandbox
@@ -153,11 +156,16 @@ class StepActivities:
         self.gate = TenantGate()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.tool, self.code, self.llm, self.replan]
+        return [self.tool, self.code, self.llm, self.replan, self.meter.meter_run]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
-        async with _admitted(self.gate, call.tenant, call.quota):
+        # The tool call's idempotency key is "<tenant>/<step identity>".
+        key = call.idempotency_key.removeprefix(f"{call.tenant}/")
+        async with (
+            _admitted(self.gate, call.tenant, call.quota),
+            self.meter.attempt(call.tenant, key, call.attempt, "tool"),
+        ):
             return await self._tool(call)
 
     async def _tool(self, call: ToolCall) -> Any:
@@ -217,9 +225,17 @@ class StepActivities:
             memory_mb=call.memory_mb or SandboxLimits.memory_mb,
             cpu_seconds=call.cpu_seconds or SandboxLimits.cpu_seconds,
         )
+        key = step_key(call.run_id, call.generation, call.step_path)
         try:
-            async with _admitted(self.gate, call.tenant, call.quota):
-                result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits))
+            async with (
+                _admitted(self.gate, call.tenant, call.quota),
+                self.meter.attempt(call.tenant, key, call.attempt, "code") as stats,
+            ):
+
+                def on_cpu(seconds: float) -> None:
+                    stats.cpu_seconds = seconds
+
+                result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits, on_cpu=on_cpu))
         except SandboxError as exc:
             raise _fail(f"code step failed: {exc}", exc.error_type, retryable=exc.retryable) from None
         return _checked_output(result, "code step", call.quota)
@@ -235,8 +251,18 @@ class StepActivities:
                 "LlmNotConfigured",
                 retryable=False,
             )
-        async with _admitted(self.gate, call.tenant, call.quota):
-            result = await heartbeating(complete(call, model, self._completion))
+        key = step_key(call.run_id, call.generation, call.step_path)
+        async with (
+            _admitted(self.gate, call.tenant, call.quota),
+            self.meter.attempt(call.tenant, key, call.attempt, "llm") as stats,
+        ):
+
+            def on_usage(prompt_tokens: int, completion_tokens: int) -> None:
+                # reported before the answer is checked: a rejected answer's tokens were spent too
+                stats.prompt_tokens, stats.completion_tokens = prompt_tokens, completion_tokens
+                stats.cost_usd = llm_cost(model, prompt_tokens, completion_tokens)
+
+            result = await heartbeating(complete(call, model, self._completion, on_usage=on_usage))
         return dict(_checked_output(result, "llm step", call.quota))
 
     @activity.defn(name=run_replan)

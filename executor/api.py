@@ -45,6 +45,7 @@ from executor.api_models import (
     SubmitRunRequest,
     ValidationResult,
 )
+from executor.api_ops import add_ops_routes
 from executor.client import Duraplan, RunHandle
 from executor.config import Settings, connect
 from executor.errors import (
@@ -479,6 +480,8 @@ def create_app(
         """A fresh run of the same plan and inputs under the same id (a running one is terminated)."""
         await run_of(tenant, run_id).restart()
         return RunAction(run_id=run_id, action="restart", state="running")
+
+    add_ops_routes(app, dp, TenantDep, _responses)  # GET /v1/usage, POST /v1/runs:bulk
 
     # -- chat sessions --
 

@@ -23,6 +23,7 @@ from executor.config import Settings
 from executor.errors import DuraplanError, PlanInvalid
 from executor.loader import load_plan
 from executor.mcp_server import app as mcp_app
+from executor.ops_cli import register as register_ops
 from executor.process import exit_process
 from executor.tenants_cli import app as tenants_app
 from executor.validate import check_plan
@@ -408,6 +409,9 @@ async def api(
     from executor.api import serve
 
     await serve(Settings.from_env(address=address, namespace=namespace), host=host, port=port)
+
+
+register_ops(app, command, _dp)  # `duraplan usage` and `duraplan bulk`
 
 
 def main() -> None:  # pragma: no cover - console script entry

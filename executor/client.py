@@ -36,15 +36,18 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from executor.bulk import BulkResult, RunFilter, run_bulk
 from executor.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, Settings, connect
 from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
 from executor.loader import load_plan
+from executor.metering import Meter, UsageReport, usage_report
 from executor.models import EventRecord, RunInput, plan_hash
 from executor.tenants import QuotaExceeded, TenantRegistry
 from executor.validate import validate_plan
 from executor.workflow import WORKFLOW_NAME, PlanWorkflow
 from schemas.plan import Plan
 from tools import ToolRegistry, default_registry
+from tools.usage import UsageStore
 
 __all__ = ["MAX_EVENT_BYTES", "Duraplan", "RunHandle", "list_runs", "submit_plan"]
 
@@ -86,12 +89,31 @@ class Duraplan:
         settings: Settings | None = None,
         registry: ToolRegistry | None = None,
         tenants: TenantRegistry | None = None,
+        usage: UsageStore | None = None,
     ) -> None:
-        """``tenants``: enforce the tenant registry (known tenant, tool grants, run-creation rate)."""
+        """``tenants``: enforce the tenant registry (known tenant, tool grants, run-creation rate);
+        ``usage``: the usage ledger (default: ``<home>/store.db`` when metering is on, opened on first use)."""
         self.client = client
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
+        self._usage = usage
+
+    @property
+    def usage_store(self) -> UsageStore | None:
+        if self._usage is None and self.settings.metering:
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+            self._usage = UsageStore(self.settings.home / "store.db")
+        return self._usage
+
+    async def usage(
+        self, *, tenant: str, day: str | None = None, first: str | None = None, last: str | None = None
+    ) -> UsageReport:
+        """The tenant's usage for ``day``, or ``first``..``last`` (UTC, inclusive); today by default."""
+        store = self.usage_store
+        if store is None:
+            raise RunStateError("metering is off (DURAPLAN_METERING=0)")
+        return await usage_report(store, _check_name("tenant", tenant), day=day, first=first, last=last)
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:
@@ -156,6 +178,7 @@ class Duraplan:
                 arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
             )
             token = False  # spent: the run started
+            await Meter(self.usage_store).run_started(tenant, run_id, arg.generation)
         except WorkflowAlreadyStartedError:
             # Rare path: compare with what the existing run was started with (no memo on the hot path).
             existing = await handle._first_input()
@@ -168,6 +191,22 @@ class Duraplan:
             if token and tenants is not None:  # nothing started: the token goes back
                 tenants.return_run_tokens(tenant)
         return handle
+
+    async def bulk(
+        self,
+        action: str,
+        *,
+        tenant: str,
+        session: str | None = None,
+        plan_hash: str | None = None,
+        state: str | None = None,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """cancel, terminate, pause or resume every open run of ``tenant`` matching the filter
+        (``dry_run``: only count them). Never reaches another tenant's runs."""
+        return await run_bulk(
+            self.client, tenant, action, RunFilter(session=session, plan_hash=plan_hash, state=state), dry_run=dry_run
+        )
 
     async def _check_concurrency(self, tenant: str, cap: int) -> None:
         """The tenant's running-run cap. Visibility is eventually consistent: a burst may overshoot
@@ -385,6 +424,7 @@ class RunHandle:
         first.generation = first.generation + 1
         reuse, conflict = WorkflowIDReusePolicy.ALLOW_DUPLICATE, WorkflowIDConflictPolicy.TERMINATE_EXISTING
         self._started = await self._dp._start(first, first.plan.get("name", ""), reuse, conflict)
+        await Meter(self._dp.usage_store).run_started(self.tenant, self.run_id, first.generation)
         return self
 
     async def _first_input(self) -> RunInput:

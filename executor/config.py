@@ -62,6 +62,12 @@ class Settings:
     workflow_task_timeout: float = 10.0
     # Enforce the tenant registry (<home>/tenants.db): known tenants, tool grants, rate quotas.
     tenancy: bool = False
+    # Per-tenant usage ledger in <home>/store.db (executor.metering).
+    metering: bool = True
+    # OpenTelemetry traces by OTLP/HTTP to this endpoint (e.g. http://localhost:4318); off when unset.
+    otlp_endpoint: str | None = None
+    # Temporal SDK metrics for Prometheus on this address (e.g. 127.0.0.1:9464); off when unset.
+    prometheus_address: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -81,6 +87,9 @@ class Settings:
             or None,
             "search_attributes": (_env("DURAPLAN_SEARCH_ATTRIBUTES") or "1").lower() not in ("0", "false", "no"),
             "tenancy": (_env("DURAPLAN_TENANCY") or "0").lower() in ("1", "true", "yes"),
+            "metering": (_env("DURAPLAN_METERING") or "1").lower() not in ("0", "false", "no"),
+            "otlp_endpoint": _env("DURAPLAN_OTLP_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "prometheus_address": _env("DURAPLAN_PROMETHEUS_ADDRESS"),
         }
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})

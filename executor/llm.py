@@ -20,8 +20,13 @@ __all__ = ["complete", "provider_error"]
 
 
 async def complete(
-    call: LlmCall, model: str, completion: Callable[..., Awaitable[Any]] | None = None
+    call: LlmCall,
+    model: str,
+    completion: Callable[..., Awaitable[Any]] | None = None,
+    *,
+    on_usage: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
+    """``on_usage(prompt_tokens, completion_tokens)`` hears the tokens as soon as the answer is in."""
     import litellm
 
     messages = [{"role": "system", "content": call.system}] if call.system else []
@@ -44,6 +49,8 @@ async def complete(
         raise provider_error(exc) from None
     text = response.choices[0].message.content or ""
     usage = getattr(response, "usage", None)
+    if on_usage is not None:
+        on_usage(int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
     result: dict[str, Any] = {
         "content": text,
         "model": getattr(response, "model", model),

@@ -27,6 +27,7 @@ import stat
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -290,8 +291,16 @@ class Sandbox:
         except (OSError, ValueError, IndexError):
             return  # the worker is already gone (its step fails with it) or is not ours to limit
 
-    async def run(self, code: str, inputs: dict[str, Any], limits: SandboxLimits) -> Any:
-        """Value of the snippet's last expression."""
+    async def run(
+        self,
+        code: str,
+        inputs: dict[str, Any],
+        limits: SandboxLimits,
+        *,
+        on_cpu: Callable[[float], None] | None = None,
+    ) -> Any:
+        """Value of the snippet's last expression; ``on_cpu(seconds)`` hears the CPU time the step's
+        worker spent on it (for metering), when the worker could be measured."""
         if self._pool is None:
             raise RuntimeError("Sandbox is not running: use `async with Sandbox() as sandbox`")
         resource_limits: pydantic_monty.ResourceLimits = {
@@ -314,7 +323,13 @@ class Sandbox:
                 script_name="step.py", limits=resource_limits, os_policy=os_policy
             ) as session:
                 self._tighten(session.worker_pid, limits)
-                result = await session.feed_run(code, inputs=inputs, print_callback=printed)
+                cpu_before = _cpu_seconds(session.worker_pid)
+                try:
+                    result = await session.feed_run(code, inputs=inputs, print_callback=printed)
+                finally:
+                    cpu_after = _cpu_seconds(session.worker_pid)
+                    if on_cpu is not None and cpu_before is not None and cpu_after is not None:
+                        on_cpu(max(cpu_after - cpu_before, 0.0))
         except pydantic_monty.MontySyntaxError as exc:
             raise SandboxError("SyntaxError", str(exc), retryable=False) from None
         except pydantic_monty.MontyCrashedError as exc:
@@ -331,3 +346,15 @@ class Sandbox:
                 "OutputTooLarge", f"code step result exceeds {self.max_output_bytes} bytes", retryable=False
             )
         return result
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (None if it cannot be read, e.g. it is gone)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

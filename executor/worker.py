@@ -13,11 +13,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from executor.activities import StepActivities
 from executor.config import Settings
+from executor.metering import Meter
 from executor.sandbox import Sandbox
 from executor.tenants import TenantRegistry
 from executor.workflow import PlanWorkflow
 from planner.worker import worker_parts
 from tools import Store, ToolRegistry, default_registry
+from tools.usage import UsageStore
 
 __all__ = ["WorkerDeps", "running_worker", "workflow_runner"]
 
@@ -62,10 +64,18 @@ async def running_worker(
     if store is None:
         settings.home.mkdir(parents=True, exist_ok=True)
         store = Store(settings.home / "store.db")
+    # The usage ledger shares the tool store's database file, on a connection of its own.
+    usage = UsageStore(store.path) if settings.metering else None
     try:
         async with Sandbox() as sandbox:
             activities = StepActivities(
-                registry, store, sandbox, default_model=settings.default_model, completion=completion, tenants=tenants
+                registry,
+                store,
+                sandbox,
+                default_model=settings.default_model,
+                completion=completion,
+                tenants=tenants,
+                meter=Meter(usage),
             )
             planner_workflows, planner_activities = worker_parts(settings, registry=registry, completion=completion)
             worker = Worker(
@@ -79,5 +89,7 @@ async def running_worker(
             async with worker:
                 yield WorkerDeps(settings, registry, store, sandbox, activities)
     finally:
+        if usage is not None:
+            usage.close()
         if own_store:
             store.close()

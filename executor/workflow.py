@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         record_from_json,
         record_to_json,
     )
+    from executor.run_meter import RunMeter
     from executor.sandbox import SandboxLimits
     from executor.validate import all_steps, step_references
     from schemas.plan import (
@@ -177,6 +178,7 @@ class PlanWorkflow:
         self._deps_cache: dict[int, set[str]] = {}
         self._task_mark = -1  # history length when the current workflow task started
         self._local_in_task = 0
+        self._meter = RunMeter(inp.tenant, inp.run_id, inp.generation, self.continued, self.started_at)
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -186,10 +188,12 @@ class PlanWorkflow:
             output = await self._run_plan()
         except _Drained:
             await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._meter.segment_ended(None)
             workflow.continue_as_new(self._carry_input())
         except _StepFailed as failure:
             self.error, self.failed_step = failure.error, failure.path
             await self._compensate("failed")
+            await self._meter.segment_ended("failed")
             raise ApplicationError(
                 str(failure),
                 {"step": failure.path, "type": failure.error.type, "message": failure.error.message},
@@ -199,8 +203,10 @@ class PlanWorkflow:
         except asyncio.CancelledError:
             self.error = StepError("Cancelled", "run was cancelled")
             await self._compensate("cancelled")
+            await self._meter.segment_ended("cancelled")
             raise
         self._set_state("completed")
+        await self._meter.segment_ended("completed")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return output
 
@@ -446,17 +452,17 @@ class PlanWorkflow:
             rec.output = await self._execute(step, path, frame, rec)
         except _StepFailed as failure:
             if step.on_error == "continue":
-                self._finish(rec, "failed", failure.error)
+                self._finish(rec, "failed", failure.error, step.kind)
                 return
-            self._finish(rec, "failed", failure.error)
+            self._finish(rec, "failed", failure.error, step.kind)
             raise
         except ExpressionError as exc:
             error = StepError("ExpressionError", str(exc))
-            self._finish(rec, "failed", error)
+            self._finish(rec, "failed", error, step.kind)
             if step.on_error == "continue":
                 return
             raise _StepFailed(path, error) from None
-        self._finish(rec, "completed", None)
+        self._finish(rec, "completed", None, step.kind)
         if step.compensate is not None:
             c = step.compensate
             self.compensations.append(
@@ -471,8 +477,9 @@ class PlanWorkflow:
         if self._should_continue_as_new():
             self._draining = True
 
-    def _finish(self, rec: StepRecord, state: StepState, error: StepError | None) -> None:
+    def _finish(self, rec: StepRecord, state: StepState, error: StepError | None, kind: str) -> None:
         rec.state, rec.error, rec.ended_at = state, error, workflow.now().isoformat()
+        self._meter.step_finished(kind)
 
     async def _execute(self, step: Step, path: str, frame: _Frame, rec: StepRecord) -> Any:
         match step:
@@ -642,6 +649,8 @@ class PlanWorkflow:
                     step.memory_mb or self._code_default("code_memory_mb", SandboxLimits.memory_mb),
                     step.cpu_seconds or self._code_default("code_cpu_seconds", SandboxLimits.cpu_seconds),
                     self._step_quota,
+                    generation=self.inp.generation,
+                    attempt=attempt,
                 )
                 if timeout is None and step.cpu_seconds is not None:
                     timeout = step.cpu_seconds + 5.0
@@ -659,6 +668,8 @@ class PlanWorkflow:
                     max_tokens=step.max_tokens,
                     timeout_s=timeout,
                     quota=self._step_quota,
+                    generation=self.inp.generation,
+                    attempt=attempt,
                 )
         return await self._dispatch(name, arg, local, timeout)
 
@@ -866,7 +877,15 @@ class PlanWorkflow:
                     await self._dispatch(act.run_tool, arg, call.tool in self._local_tools, None)
                 else:
                     assert call.code is not None
-                    arg = CodeCall(self.inp.tenant, self.inp.run_id, f"{call.path}#compensate", call.code, call.inputs)
+                    arg = CodeCall(
+                        self.inp.tenant,
+                        self.inp.run_id,
+                        f"{call.path}#compensate",
+                        call.code,
+                        call.inputs,
+                        generation=self.inp.generation,
+                        attempt=attempt,
+                    )
                     await self._dispatch(act.run_code, arg, True, None)
                 return
             except (ActivityError, ApplicationError, TimeoutError) as exc:
