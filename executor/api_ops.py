@@ -3,8 +3,8 @@
 Both are scoped to the tenant of the request's API key: there is no tenant parameter to forge.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see the tenant dependency passed in as an
+# evaluated annotation, not as the name of a local variable it cannot resolve.
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query
