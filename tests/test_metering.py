@@ -4,6 +4,7 @@ cost land in the tenant's usage; the ledger never mixes tenants."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -257,3 +258,22 @@ async def test_usage_endpoint_is_scoped_to_the_api_keys_tenant(tmp_path: Path, c
     finally:
         usage.close()
         tenants.close()
+
+
+def test_usage_cli_reads_the_homes_ledger(tmp_path: Path) -> None:
+    usage = UsageStore(tmp_path / "store.db")
+    try:
+        asyncio.run(usage.record_attempt(_attempt("acme", "r/0/x", 1, day="2026-11-29", prompt_tokens=5)))
+    finally:
+        usage.close()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "DURAPLAN_HOME": str(tmp_path),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    base = [sys.executable, "-m", "executor.cli", "usage", "--tenant", "acme"]
+    proc = subprocess.run([*base, "--day", "2026-11-29", "--json"], cwd=ROOT, env=env, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["total"]["steps"], report["total"]["llm_prompt_tokens"]) == ({"tool": 1}, 5)
