@@ -20,6 +20,7 @@ from executor.fairness import TENANT_BUSY, TenantGate
 from executor.metering import Meter, llm_cost, step_key
 from executor.models import CodeCall, LlmCall, ReplanRequest, StepQuota, ToolCall
 from executor.sandbox import Sandbox, SandboxError, SandboxLimits
+from executor.telemetry import step_span, tool_span
 from executor.tenants import TenantError, TenantRegistry
 from tools.egress import HttpPolicy
 from tools.errors import ToolError
@@ -166,7 +167,8 @@ class StepActivities:
             _admitted(self.gate, call.tenant, call.quota),
             self.meter.attempt(call.tenant, key, call.attempt, "tool"),
         ):
-            return await self._tool(call)
+            with step_span("tool", call.tenant, call.run_id, call.step_path, call.attempt):
+                return await self._tool(call)
 
     async def _tool(self, call: ToolCall) -> Any:
         secrets: list[str] = []
@@ -185,7 +187,8 @@ class StepActivities:
                 store=self.store,
                 http_policy=self._egress(call.tenant),
             )
-            result = await heartbeating(tool.handler(args, ctx))
+            with tool_span(call.tool):
+                result = await heartbeating(tool.handler(args, ctx))
         except ToolError as exc:
             message = _redact(exc.message, secrets)
             raise _fail(message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
@@ -235,7 +238,8 @@ class StepActivities:
                 def on_cpu(seconds: float) -> None:
                     stats.cpu_seconds = seconds
 
-                result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits, on_cpu=on_cpu))
+                with step_span("code", call.tenant, call.run_id, call.step_path, call.attempt):
+                    result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits, on_cpu=on_cpu))
         except SandboxError as exc:
             raise _fail(f"code step failed: {exc}", exc.error_type, retryable=exc.retryable) from None
         return _checked_output(result, "code step", call.quota)
@@ -262,7 +266,8 @@ class StepActivities:
                 stats.prompt_tokens, stats.completion_tokens = prompt_tokens, completion_tokens
                 stats.cost_usd = llm_cost(model, prompt_tokens, completion_tokens)
 
-            result = await heartbeating(complete(call, model, self._completion, on_usage=on_usage))
+            with step_span("llm", call.tenant, call.run_id, call.step_path, call.attempt):
+                result = await heartbeating(complete(call, model, self._completion, on_usage=on_usage))
         return dict(_checked_output(result, "llm step", call.quota))
 
     @activity.defn(name=run_replan)

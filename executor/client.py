@@ -42,6 +42,7 @@ from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, 
 from executor.loader import load_plan
 from executor.metering import Meter, UsageReport, usage_report
 from executor.models import EventRecord, RunInput, plan_hash
+from executor.telemetry import ATTR_RUN, ATTR_SESSION, ATTR_TENANT, span
 from executor.tenants import QuotaExceeded, TenantRegistry
 from executor.validate import validate_plan
 from executor.workflow import WORKFLOW_NAME, PlanWorkflow
@@ -130,9 +131,22 @@ class Duraplan:
         run_id: str | None = None,
     ) -> RunHandle:
         """Validate and start a run; idempotent on ``run_id`` (same plan and inputs: same run)."""
+        run_id = _check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
+        # The root of the run's trace: the interceptor's StartWorkflow span and everything after nest under it.
+        with span("duraplan.submit", {ATTR_TENANT: tenant, ATTR_SESSION: session, ATTR_RUN: run_id}):
+            return await self._submit_plan(plan, tenant=tenant, session=session, inputs=inputs, run_id=run_id)
+
+    async def _submit_plan(
+        self,
+        plan: Mapping[str, Any] | Plan | str | Path,
+        *,
+        tenant: str,
+        session: str,
+        inputs: Mapping[str, Any] | None,
+        run_id: str,
+    ) -> RunHandle:
         _check_name("tenant", tenant)
         _check_name("session", session)
-        run_id = _check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
         granted = None
         if self.tenants is not None:
             self.tenants.get(tenant)  # UnknownTenant before anything else

@@ -119,9 +119,14 @@ def _path(value: str | None) -> Path | None:
 
 
 async def connect(settings: Settings) -> Client:
+    from executor.telemetry import client_interceptors, configure_telemetry, runtime
+
+    configure_telemetry(settings)  # traces / SDK metrics, when the settings ask for them
     return await Client.connect(
         settings.address,
         namespace=settings.namespace,
         api_key=settings.api_key,
         tls=settings.tls_config(),
+        interceptors=client_interceptors(),
+        runtime=runtime(),
     )

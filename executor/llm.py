@@ -15,6 +15,7 @@ import jsonschema
 from temporalio.exceptions import ApplicationError
 
 from executor.models import LlmCall
+from executor.telemetry import model_span
 
 __all__ = ["complete", "provider_error"]
 
@@ -44,7 +45,11 @@ async def complete(
             "json_schema": {"name": "step_output", "schema": call.output_schema},
         }
     try:
-        response = await (completion or litellm.acompletion)(**kwargs)
+        with model_span(model) as current:
+            response = await (completion or litellm.acompletion)(**kwargs)
+            usage = getattr(response, "usage", None)
+            current.set_attribute("gen_ai.usage.input_tokens", int(getattr(usage, "prompt_tokens", 0) or 0))
+            current.set_attribute("gen_ai.usage.output_tokens", int(getattr(usage, "completion_tokens", 0) or 0))
     except Exception as exc:
         raise provider_error(exc) from None
     text = response.choices[0].message.content or ""

@@ -15,6 +15,7 @@ from executor.activities import StepActivities
 from executor.config import Settings
 from executor.metering import Meter
 from executor.sandbox import Sandbox
+from executor.telemetry import client_interceptors, configure_telemetry
 from executor.tenants import TenantRegistry
 from executor.workflow import PlanWorkflow
 from planner.worker import worker_parts
@@ -60,6 +61,10 @@ async def running_worker(
     ``completion`` replaces ``litellm.acompletion`` for llm steps and replanning (tests); ``tenants``
     enforces tool grants at dispatch."""
     registry = registry or default_registry(extra_modules=settings.tool_modules)
+    configure_telemetry(settings)
+    traced = [i for i in client_interceptors() if i not in client.config()["interceptors"]]
+    if traced:  # a client connected before tracing was on (e.g. the dev server's): the worker traces
+        worker_options["interceptors"] = [*worker_options.get("interceptors", []), *traced]
     own_store = store is None
     if store is None:
         settings.home.mkdir(parents=True, exist_ok=True)
