@@ -33,10 +33,12 @@ from bench.baseline import BaselineInput, BaselineWorkflow
 from executor.activities import StepActivities
 from executor.client import Duraplan
 from executor.config import SEARCH_ATTRIBUTES, Settings
+from executor.metering import Meter
 from executor.sandbox import Sandbox
 from executor.worker import workflow_runner
 from executor.workflow import PlanWorkflow
 from tools import Store, ToolContext, ToolRegistry, builtin_tools
+from tools.usage import UsageStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPORAL_CLI = ROOT / ".venv" / "bin" / "temporal"
@@ -194,9 +196,10 @@ async def bench_env(
             settings = Settings(home=home, task_queue=task_queue)
             registry = timed_registry()
             store = Store(home / "store.db")
+            usage = UsageStore(home / "store.db")  # metered as a deployed worker is
             try:
                 async with Sandbox() as sandbox:
-                    activities = StepActivities(registry, store, sandbox, default_model=None)
+                    activities = StepActivities(registry, store, sandbox, default_model=None, meter=Meter(usage))
                     worker = Worker(
                         client,
                         task_queue=task_queue,
@@ -208,6 +211,7 @@ async def bench_env(
                     async with worker:
                         yield Bench(client, Duraplan(client, settings, registry), task_queue, probe, label)
             finally:
+                usage.close()
                 store.close()
 
 

@@ -1,5 +1,6 @@
 """duraplan's executor: validate plans and run them durably on Temporal, per tenant and session."""
 
+from executor.bulk import BulkResult
 from executor.client import Duraplan, RunHandle, list_runs, submit_plan
 from executor.config import Settings
 from executor.errors import (
@@ -13,10 +14,12 @@ from executor.errors import (
     RunStateError,
 )
 from executor.loader import load_plan
+from executor.metering import UsageReport
 from executor.validate import check_plan, validate_plan
 from executor.worker import running_worker
 
 __all__ = [
+    "BulkResult",
     "Duraplan",
     "DuraplanError",
     "InputsInvalid",
@@ -28,6 +31,7 @@ __all__ = [
     "RunNotFound",
     "RunStateError",
     "Settings",
+    "UsageReport",
     "check_plan",
     "list_runs",
     "load_plan",

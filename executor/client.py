@@ -7,6 +7,7 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -99,6 +100,7 @@ class Duraplan:
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
         self._usage = usage
+        self._recording: set[asyncio.Task[None]] = set()
 
     @property
     def usage_store(self) -> UsageStore | None:
@@ -192,7 +194,7 @@ class Duraplan:
                 arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
             )
             token = False  # spent: the run started
-            await Meter(self.usage_store).run_started(tenant, run_id, arg.generation)
+            self._record_start(tenant, run_id, arg.generation)
         except WorkflowAlreadyStartedError:
             # Rare path: compare with what the existing run was started with (no memo on the hot path).
             existing = await handle._first_input()
@@ -221,6 +223,15 @@ class Duraplan:
         return await run_bulk(
             self.client, tenant, action, RunFilter(session=session, plan_hash=plan_hash, state=state), dry_run=dry_run
         )
+
+    def _record_start(self, tenant: str, run_id: str, generation: int) -> None:
+        """Meter the start off the submit path (the worker backfills it at the run's end if this
+        process exits first), so a submit never waits for the ledger."""
+        if self.usage_store is None:
+            return
+        task = asyncio.create_task(Meter(self.usage_store).run_started(tenant, run_id, generation))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     async def _check_concurrency(self, tenant: str, cap: int) -> None:
         """The tenant's running-run cap. Visibility is eventually consistent: a burst may overshoot
@@ -438,7 +449,7 @@ class RunHandle:
         first.generation = first.generation + 1
         reuse, conflict = WorkflowIDReusePolicy.ALLOW_DUPLICATE, WorkflowIDConflictPolicy.TERMINATE_EXISTING
         self._started = await self._dp._start(first, first.plan.get("name", ""), reuse, conflict)
-        await Meter(self._dp.usage_store).run_started(self.tenant, self.run_id, first.generation)
+        self._dp._record_start(self.tenant, self.run_id, first.generation)
         return self
 
     async def _first_input(self) -> RunInput:

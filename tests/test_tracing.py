@@ -132,6 +132,7 @@ def test_otlp_endpoint_setting_exports_spans_over_http(tmp_path: Path) -> None:
     finally:
         disable_tracing()
         server.shutdown()
+        server.server_close()
     assert not tracing_enabled()
 
 
