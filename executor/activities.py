@@ -277,18 +277,24 @@ class StepActivities:
         from planner.core import plan_goal
         from planner.errors import PlannerError
 
-        try:
-            result = await heartbeating(
-                plan_goal(
-                    _replan_request_text(request),
-                    tools=self.registry,
-                    model=request.model or self.default_model,
-                    previous=request.plan,
-                    completion=self._completion,
+        info = activity.info()
+        # Metered as a step of kind "replan": its tokens and cost are the tenant's too.
+        key = f"{request.run_id}/{info.workflow_run_id}/#replan{request.revision}"
+        async with self.meter.attempt(request.tenant, key, info.attempt, "replan") as stats:
+            try:
+                result = await heartbeating(
+                    plan_goal(
+                        _replan_request_text(request),
+                        tools=self.registry,
+                        model=request.model or self.default_model,
+                        previous=request.plan,
+                        completion=self._completion,
+                    )
                 )
-            )
-        except PlannerError as exc:
-            raise to_application_error(exc) from None
+            except PlannerError as exc:
+                raise to_application_error(exc) from None
+            stats.prompt_tokens, stats.completion_tokens = result.prompt_tokens, result.completion_tokens
+            stats.cost_usd = result.cost_usd
         return result.plan_json
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from temporalio.api.batch.v1 import BatchOperationCancellation, BatchOperationTermination
 from temporalio.api.enums.v1 import BatchOperationState
 from temporalio.api.workflowservice.v1 import DescribeBatchOperationRequest, StartBatchOperationRequest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from executor.errors import InputsInvalid
@@ -135,7 +135,13 @@ async def _batch(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while True:
-        desc = await client.workflow_service.describe_batch_operation(describe)
+        try:
+            desc = await client.workflow_service.describe_batch_operation(describe)
+        except RPCError as exc:  # the job may not be visible the instant it is accepted
+            if exc.status != RPCStatusCode.NOT_FOUND or loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
+            continue
         done = desc.state in (
             BatchOperationState.BATCH_OPERATION_STATE_COMPLETED,
             BatchOperationState.BATCH_OPERATION_STATE_FAILED,
@@ -168,7 +174,7 @@ async def _iterate(client: Client, tenant: str, action: str, query: str, matched
             try:
                 await _apply(handle, action, reason)
                 return True
-            except (RPCError, WorkflowUpdateFailedError) as exc:
+            except Exception as exc:  # e.g. the run ended meanwhile: one run's failure stops no other
                 errors.append({"run_id": workflow_id.removeprefix(prefix), "error": _message(exc)})
                 return False
 

@@ -220,6 +220,8 @@ class Duraplan:
     ) -> BulkResult:
         """cancel, terminate, pause or resume every open run of ``tenant`` matching the filter
         (``dry_run``: only count them). Never reaches another tenant's runs."""
+        if not self.settings.search_attributes:
+            raise RunStateError("bulk operations need search attributes (Settings.search_attributes)")
         return await run_bulk(
             self.client, tenant, action, RunFilter(session=session, plan_hash=plan_hash, state=state), dry_run=dry_run
         )

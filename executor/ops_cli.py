@@ -14,6 +14,7 @@ from rich.table import Table
 from executor.bulk import BULK_ACTIONS
 from executor.client import Duraplan
 from executor.config import Settings
+from executor.errors import DuraplanError
 from executor.metering import UsageReport, usage_report
 from tools.usage import UsageStore
 
@@ -57,7 +58,10 @@ def register(app: typer.Typer, command: Command, connect: Connect) -> None:
         as_json: JsonOut = False,
     ) -> None:
         """A tenant's usage per day: steps by kind, attempts, seconds, tokens, cost, runs (from <home>/store.db)."""
-        store = UsageStore(Settings.from_env().home / "store.db")
+        path = Settings.from_env().home / "store.db"
+        if not path.exists():
+            raise DuraplanError(f"no usage ledger at {path}: set DURAPLAN_HOME to the worker's data directory")
+        store = UsageStore(path)
         try:
             report = await usage_report(store, tenant, day=day, first=first, last=last)
         finally:
