@@ -43,7 +43,7 @@ from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, 
 from executor.loader import load_plan
 from executor.metering import Meter, UsageReport, usage_report
 from executor.models import EventRecord, RunInput, plan_hash
-from executor.telemetry import ATTR_RUN, ATTR_SESSION, ATTR_TENANT, span
+from executor.telemetry import submit_span
 from executor.tenants import QuotaExceeded, TenantRegistry
 from executor.validate import validate_plan
 from executor.workflow import WORKFLOW_NAME, PlanWorkflow
@@ -135,7 +135,7 @@ class Duraplan:
         """Validate and start a run; idempotent on ``run_id`` (same plan and inputs: same run)."""
         run_id = _check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
         # The root of the run's trace: the interceptor's StartWorkflow span and everything after nest under it.
-        with span("duraplan.submit", {ATTR_TENANT: tenant, ATTR_SESSION: session, ATTR_RUN: run_id}):
+        with submit_span(tenant, session, run_id):
             return await self._submit_plan(plan, tenant=tenant, session=session, inputs=inputs, run_id=run_id)
 
     async def _submit_plan(

@@ -19,7 +19,8 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -45,6 +46,7 @@ __all__ = [
     "runtime",
     "span",
     "step_span",
+    "submit_span",
     "tool_span",
     "tracer",
     "tracing_enabled",
@@ -152,12 +154,29 @@ def span(name: str, attributes: dict[str, str | int | float | bool | None]) -> I
         yield current
 
 
+@contextlib.contextmanager
+def submit_span(tenant: str, session: str, run_id: str) -> Iterator[trace.Span]:
+    """The root of a run's trace. The session also travels as W3C baggage (the interceptor's
+    propagator carries it through the workflow's headers), so step spans can name it."""
+    if _interceptor is None:
+        yield trace.INVALID_SPAN
+        return
+    token = otel_context.attach(baggage.set_baggage(ATTR_SESSION, session))
+    try:
+        with span("duraplan.submit", {ATTR_TENANT: tenant, ATTR_SESSION: session, ATTR_RUN: run_id}) as current:
+            yield current
+    finally:
+        otel_context.detach(token)
+
+
 def step_span(
     kind: str, tenant: str, run_id: str, path: str, attempt: int
 ) -> contextlib.AbstractContextManager[trace.Span]:
     """One attempt of an activity step, inside the interceptor's ``RunActivity`` span."""
+    session = baggage.get_baggage(ATTR_SESSION) if _interceptor is not None else None
     attributes: dict[str, str | int | float | bool | None] = {
         ATTR_TENANT: tenant,
+        ATTR_SESSION: str(session) if session is not None else None,
         ATTR_RUN: run_id,
         ATTR_STEP: path,
         ATTR_KIND: kind,

@@ -87,6 +87,7 @@ async def test_one_trace_from_submit_to_the_tool_call(
     step = by_id[tool_call.parent.span_id] if tool_call.parent else None
     assert step is not None and dict(step.attributes or {}) == {
         "duraplan.tenant": "acme",
+        "duraplan.session": "chat-1",
         "duraplan.run_id": "traced-1",
         "duraplan.step": "shape",
         "duraplan.step_kind": "tool",
