@@ -80,6 +80,9 @@ async def test_bulk_cancel_by_session_dry_run_first_and_only_that_tenant(dp: Dur
         assert await _state(handle) == "cancelled"
     assert await _state(other_session) == "waiting"
     assert [await _state(h) for h in other_tenant] == ["waiting", "waiting"], "tenant b's runs are untouched"
+    metered = (await dp.usage(tenant=a)).total
+    assert (metered.runs_started, metered.runs_cancelled, metered.runs_completed) == (4, 3, 0)
+    assert (await dp.usage(tenant=b)).total.runs_cancelled == 0
     await _until_count(dp, 0, tenant=a, session="s1")
     for handle in [other_session, *other_tenant]:
         await handle.terminate()

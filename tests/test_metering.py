@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 import respx
 
-from executor import Duraplan, Settings, running_worker
+from executor import Duraplan, RunFailed, Settings, running_worker
 from executor.api import create_app
 from executor.devserver import DevServer
 from executor.metering import llm_cost, utc_day
@@ -192,6 +192,12 @@ async def test_llm_tokens_and_cost_land_in_the_tenants_usage(llm_dp: Duraplan) -
     assert today.llm_cost_usd == pytest.approx(expected)
     assert today.code_cpu_seconds >= 0
     assert (today.runs_started, today.runs_completed) == (1, 1)
+    failing = {"name": "no", "steps": [{"id": "no", "kind": "fail", "message": "refused"}]}
+    with pytest.raises(RunFailed, match="refused"):
+        await (await llm_dp.submit_plan(failing, tenant="metered", session="s")).result()
+    [today] = (await llm_dp.usage(tenant="metered")).days
+    assert (today.runs_started, today.runs_completed, today.runs_failed) == (2, 1, 1)
+    assert today.steps == {"llm": 1, "code": 1, "fail": 1}
     other = await llm_dp.usage(tenant="someone-else")
     assert other.days == [] and other.total.llm_cost_usd == 0
 
