@@ -88,7 +88,8 @@ class PostgresDatabase(Database):
         try:
             psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
         except psycopg.Error as exc:
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.location}: {exc}") from None
+            reason = " ".join(str(exc).split())  # libpq's hint comes on a second line
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.location}: {reason}") from None
         self._pool = ConnectionPool(
             url,
             min_size=1,
