@@ -173,6 +173,10 @@ def test_unreachable_database_is_one_clear_error_without_the_password(
         Store(closed)
     assert "pa55word" not in str(info.value)
     assert isinstance(info.value, ConnectionError)
+    # libpq quotes the token it cannot parse, here the password: the message must not.
+    with pytest.raises(DatabaseUnavailable, match="not a valid postgresql:// connection URI") as info:
+        Store("postgresql://duraplan:pa55%zzword@127.0.0.1:1/duraplan")
+    assert "pa55" not in str(info.value)
 
     monkeypatch.setenv("DURAPLAN_HOME", str(tmp_path))
     monkeypatch.setenv("DURAPLAN_DATABASE_URL", closed)
@@ -180,3 +184,11 @@ def test_unreachable_database_is_one_clear_error_without_the_password(
     assert result.exit_code == 1
     assert result.stderr.startswith("error: cannot connect to PostgreSQL") and len(result.stderr.splitlines()) == 1
     assert "pa55word" not in result.output + result.stderr
+
+
+def test_postgres_sessions_bound_how_long_locks_are_held_and_awaited(postgres_url: str) -> None:
+    """A worker cut off inside a transaction would hold its key's lock for every worker: the
+    server ends such sessions, and waiters give up (their step is retried)."""
+    with Store(postgres_url) as store, store._db.reading() as conn:
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0] == "30s"
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "1min"

@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -33,6 +34,10 @@ from tools.errors import DatabaseUnavailable
 __all__ = ["PostgresDatabase", "redact_url"]
 
 CONNECT_TIMEOUT_S = 10.0
+# A worker that dies or is cut off inside a transaction must not hold its locks (and so every step
+# on the same key, on every worker) for long: the server ends such a session after this; a waiter
+# gives up after LOCK_TIMEOUT and its step is retried. Store transactions take milliseconds.
+_SESSION_SETTINGS = "SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '60s'"
 
 
 def redact_url(url: str) -> str:
@@ -44,6 +49,20 @@ def redact_url(url: str) -> str:
     user = f"{parts['user']}@" if parts.get("user") else ""
     port = f":{parts['port']}" if parts.get("port") else ""
     return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
+
+
+def _reason(exc: psycopg.Error, url: str) -> str:
+    """libpq's message on one line, without the password: on a URL it cannot parse, libpq quotes
+    the offending token, which may be the password itself, so then only that is said."""
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        return "the URL is not a valid postgresql:// connection URI"
+    reason = " ".join(str(exc).split())  # libpq's hint comes on a second line
+    with contextlib.suppress(ValueError):
+        for secret in {password, urlsplit(url).password} - {None, ""}:
+            reason = reason.replace(str(secret), "***")
+    return reason
 
 
 @functools.lru_cache(maxsize=512)
@@ -77,6 +96,10 @@ class _PgTx:
         return self._conn.info.transaction_status != TransactionStatus.IDLE
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(_SESSION_SETTINGS)
+
+
 class PostgresDatabase(Database):
     dialect = POSTGRESQL
 
@@ -88,13 +111,14 @@ class PostgresDatabase(Database):
         try:
             psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
         except psycopg.Error as exc:
-            reason = " ".join(str(exc).split())  # libpq's hint comes on a second line
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.location}: {reason}") from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.location}: {_reason(exc, url)}") from None
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=max_connections,
-            kwargs={"autocommit": True},
+            # Keepalives: notice a server that went away without closing the connection.
+            kwargs={"autocommit": True, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3},
+            configure=_configure,
             check=ConnectionPool.check_connection,
             timeout=connect_timeout,
             num_workers=1,
