@@ -34,9 +34,10 @@ Design notes:
 * The egress allowlist uses ``tools.egress.HttpPolicy`` entry syntax; a new tenant's list is
   empty, which denies all HTTP egress until entries are added.
 * Secret values are Fernet-encrypted when ``DURAPLAN_SECRETS_KEY`` is set and ``cryptography`` is
-  installed; otherwise they are stored as plaintext in the 0600 file. A key set without the
-  package is an error on secret operations (never a silent plaintext fallback). Values are never
-  logged and no ``repr`` shows them.
+  installed; otherwise they are stored as plaintext in the 0600 file. A shared PostgreSQL database
+  has no file mode to lean on, so there setting a secret without the key is an error. A key set
+  without the package is an error on secret operations (never a silent plaintext fallback). Values
+  are never logged and no ``repr`` shows them.
 """
 
 from __future__ import annotations
@@ -597,6 +598,8 @@ class TenantRegistry:
         if len(data) > MAX_SECRET_BYTES:
             raise ValueError(f"secret {name!r} is larger than {MAX_SECRET_BYTES} bytes")
         cipher = self._fernet()
+        if cipher is None and self.path is None:
+            raise TenantError(f"secrets in a shared database are stored encrypted only: set {SECRETS_KEY_ENV}")
         scheme, stored = ("fernet", cipher.encrypt(data)) if cipher is not None else ("plain", data)
         with self._tx() as db:
             self._require(db, tenant_id)

@@ -47,9 +47,18 @@ def db(db_location: str | Path) -> str | Path:
     return db_location
 
 
+def _shared_db_key(db: str | Path) -> str | None:
+    """A shared database keeps secrets encrypted only: PostgreSQL tests get a Fernet key."""
+    if isinstance(db, Path):
+        return None
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
 @pytest.fixture
 def reg(db: str | Path) -> Any:
-    registry = TenantRegistry(db)
+    registry = TenantRegistry(db, secrets_key=_shared_db_key(db))
     yield registry
     registry.close()
 
@@ -449,6 +458,14 @@ def test_secrets_are_isolated_per_tenant(reg: TenantRegistry) -> None:
     assert reg.resolve_secret("a", "TOKEN") == "a-value"
 
 
+def test_a_shared_database_stores_no_plaintext_secret(postgres_url: str) -> None:
+    with TenantRegistry(postgres_url) as reg:
+        reg.create("acme")
+        with pytest.raises(TenantError, match="DURAPLAN_SECRETS_KEY"):
+            reg.set_secret("acme", "TOKEN", "plain-value")
+        assert reg.secret_names("acme") == []
+
+
 def test_secrets_key_without_cryptography_is_an_error(db: str | Path) -> None:
     try:
         import cryptography  # noqa: F401
@@ -489,6 +506,7 @@ def cli(tmp_path: Path, db_location: str | Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DURAPLAN_HOME", str(home))
     if isinstance(db_location, str):
         monkeypatch.setenv("DURAPLAN_DATABASE_URL", db_location)
+        monkeypatch.setenv("DURAPLAN_SECRETS_KEY", str(_shared_db_key(db_location)))
     runner = CliRunner()
 
     def invoke(*args: str, input: str | None = None) -> Result:
