@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SRC := executor planner schemas tools evals tests bench
+SRC := duraplan executor planner schemas tools evals tests bench
 STAMP := $(VENV)/.duraplan-installed
 
 .PHONY: setup demo test lint typecheck schema bench eval eval-baseline clean distclean

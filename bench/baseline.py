@@ -16,13 +16,13 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from executor.config import SA_STATUS
-    from executor.models import ToolCall
+    from executor.engine.models import ToolCall
+    from executor.service.config import SA_STATUS
 
 __all__ = ["BASELINE_WORKFLOW", "BaselineInput", "BaselineWorkflow"]
 
 BASELINE_WORKFLOW = "BenchBaseline"
-TOOL_ACTIVITY = "duraplan.tool"  # executor.activities.run_tool
+TOOL_ACTIVITY = "duraplan.tool"  # executor.worker.activities.run_tool
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A plan is data, written by a person, a pipeline config or a model. The model here is the single
 definition: ``schemas/plan.schema.json`` is generated from it (``make schema``) and a drift test
 keeps the two equal. Semantic checks that JSON Schema cannot express (references, cycles, tool
-arguments, limits) live in ``executor.validate``.
+arguments, limits) live in ``executor.lang.validate``.
 
 Steps are a tagged union on ``kind``; the interpreter matches on it exhaustively.
 """
