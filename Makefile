@@ -26,6 +26,7 @@ test: setup lint typecheck
 lint: setup
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy --strict

@@ -5,8 +5,9 @@ Layers, lowest first (imports only go down; `make test` checks it with import-li
     executor.errors    the error tree every layer raises from
     executor.lang      the plan language: expressions, loading, validation, traversal
     executor.engine    the deterministic workflow (the only code that runs in Temporal's sandbox)
-    executor.worker    activities, the code sandbox, fairness, llm calls: the side effects
     executor.service   the client, the one start path, tenancy, configuration, the dev server
+    executor.worker    activities, the code sandbox, fairness, llm calls: the side effects; it
+                       reads tenancy and configuration from the service, which never imports it
 
 The public names below load lazily, so ``import executor.engine`` imports no service code.
 """

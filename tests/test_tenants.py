@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from duraplan.tenants_cli import app
-from executor import tenants as tenants_mod
 from executor.errors import DuraplanError
+from executor.service import tenants as tenants_mod
 from executor.service.client import NAME_PATTERN
 from executor.service.tenants import (
     DEFAULT_TOOL_GRANTS,
