@@ -10,7 +10,7 @@
     └── SettingsInvalid           (also a ValueError) a DURAPLAN_* setting duraplan cannot use
 
 Step failures travel inside Temporal as ``ApplicationError`` with ``type`` set to the error type a
-plan can name in ``retry.non_retryable``; ``executor.activities`` is the one place that translates.
+plan can name in ``retry.non_retryable``; ``executor.worker.activities`` is the one place that translates.
 """
 
 from __future__ import annotations

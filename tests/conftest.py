@@ -24,7 +24,7 @@ import pytest_asyncio  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from executor.devserver import DevServer, shutdown_env, start_time_skipping  # noqa: E402
+from executor.service.devserver import DevServer, shutdown_env, start_time_skipping  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
 

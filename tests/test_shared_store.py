@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from duraplan.tenants_cli import app as tenants_app
 from executor import Duraplan, Settings
-from executor.devserver import DevServer
 from executor.errors import SettingsInvalid
-from executor.tenants_cli import app as tenants_app
+from executor.service.devserver import DevServer
 from tools import DatabaseUnavailable, Store, default_registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def _start_worker(server: DevServer, home: Path, queue: str, database_url: str) 
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "executor.cli", "worker"],
+        [sys.executable, "-m", "duraplan.cli", "worker"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -1,5 +1,5 @@
-"""The tenant registry (executor.tenants) and ``duraplan tenants`` (executor.tenants_cli), each test on a
-real SQLite file and on a real PostgreSQL server (``db_location``, tests/conftest.py)."""
+"""The tenant registry (executor.service.tenants) and ``duraplan tenants`` (duraplan.tenants_cli), each
+test on a real SQLite file and on a real PostgreSQL server (``db_location``, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ import psycopg
 import pytest
 from typer.testing import CliRunner, Result
 
-from executor import tenants as tenants_mod
-from executor.client import NAME_PATTERN
+from duraplan.tenants_cli import app
 from executor.errors import DuraplanError
-from executor.tenants import (
+from executor.service import tenants as tenants_mod
+from executor.service.client import NAME_PATTERN
+from executor.service.tenants import (
     DEFAULT_TOOL_GRANTS,
     AuthenticationFailed,
     QuotaExceeded,
@@ -32,7 +33,6 @@ from executor.tenants import (
     UnknownSecret,
     UnknownTenant,
 )
-from executor.tenants_cli import app
 
 MiB = 1024 * 1024
 

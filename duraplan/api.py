@@ -24,7 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
-from executor.api_models import (
+from duraplan.api_models import (
     NAME_REGEX,
     ChatMessageRequest,
     ChatSubmitRequest,
@@ -45,8 +45,6 @@ from executor.api_models import (
     SubmitRunRequest,
     ValidationResult,
 )
-from executor.client import Duraplan, RunHandle
-from executor.config import Settings, connect
 from executor.errors import (
     DuraplanError,
     InputsInvalid,
@@ -56,7 +54,10 @@ from executor.errors import (
     RunNotFound,
     RunStateError,
 )
-from executor.tenants import (
+from executor.lang.validate import check_plan
+from executor.service.client import Duraplan, RunHandle
+from executor.service.config import Settings, connect
+from executor.service.tenants import (
     AuthenticationFailed,
     QuotaExceeded,
     Tenant,
@@ -64,7 +65,6 @@ from executor.tenants import (
     ToolNotGranted,
     UnknownTenant,
 )
-from executor.validate import check_plan
 from planner.client import ChatSession
 from planner.core import plan_goal
 from planner.errors import BudgetExhausted, PlannerError, RateLimited, RepairExhausted
