@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tools.database import POSTGRESQL, Cursor, Database, Tx, _must_still_be_open
 from tools.errors import DatabaseUnavailable
@@ -35,8 +35,9 @@ __all__ = ["PostgresDatabase", "redact_url"]
 
 CONNECT_TIMEOUT_S = 10.0
 # A worker that dies or is cut off inside a transaction must not hold its locks (and so every step
-# on the same key, on every worker) for long: the server ends such a session after this; a waiter
-# gives up after LOCK_TIMEOUT and its step is retried. Store transactions take milliseconds.
+# on the same key, on every worker) for long: the server ends a session idle in a transaction after
+# 30 s, and a lock waiter gives up after 60 s (its step fails and is retried). Store transactions
+# take milliseconds.
 _SESSION_SETTINGS = "SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '60s'"
 
 
@@ -107,7 +108,7 @@ class PostgresDatabase(Database):
         self.location = redact_url(url)
         self._closed = False
         # Connect once up front: a wrong URL, password or database fails here, with libpq's reason
-        # (which never includes the password), instead of as a pool timeout on first use.
+        # (less the password), instead of as a pool timeout on first use.
         try:
             psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
         except psycopg.Error as exc:
@@ -125,7 +126,11 @@ class PostgresDatabase(Database):
             open=False,
             name=f"duraplan {self.location}",
         )
-        self._pool.open(wait=True, timeout=connect_timeout)
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.location} (pool timeout)") from None
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
