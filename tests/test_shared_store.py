@@ -157,6 +157,7 @@ def test_database_url_is_resolved_at_the_edge_and_never_shown(monkeypatch: pytes
     settings = Settings.from_env(home=Path("/srv/duraplan"))
     assert settings.store_location() == settings.registry_location() == url
     assert "pa55word" not in repr(settings)
+    assert "cloud-key" not in repr(Settings(api_key="cloud-key"))  # the other credential in Settings
     monkeypatch.setenv("DURAPLAN_DATABASE_URL", "mysql://root:pa55word@db/x")
     with pytest.raises(SettingsInvalid, match="DURAPLAN_DATABASE_URL") as bad:
         Settings.from_env()

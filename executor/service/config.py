@@ -40,7 +40,7 @@ class Settings:
     address: str = "localhost:7233"
     namespace: str = "default"
     task_queue: str = "duraplan"
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a credential: never in repr
     tls: bool = False
     tls_ca: Path | None = None
     tls_cert: Path | None = None
