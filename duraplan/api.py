@@ -527,7 +527,7 @@ async def serve(
     The tenant registry is ``tenants``, else ``<home>/tenants.db`` (created if missing)."""
     import uvicorn
 
-    registry = tenants or settings.tenant_registry() or TenantRegistry(settings.home / "tenants.db")
+    registry = tenants or settings.tenant_registry() or TenantRegistry(settings.registry_location())
     dp = Duraplan(await connect(settings), settings, tenants=registry)
     app = create_app(dp, registry)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))

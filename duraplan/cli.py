@@ -77,6 +77,8 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
             code = 2
         except DuraplanError as exc:
             code = _fail(str(exc)).exit_code
+        except ConnectionError as exc:  # tools.DatabaseUnavailable: the message names the database
+            code = _fail(str(exc)).exit_code
         except RuntimeError as exc:
             if "connect" not in str(exc).lower():
                 raise

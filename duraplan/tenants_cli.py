@@ -1,4 +1,5 @@
-"""``duraplan tenants``: manage the tenant registry (``<DURAPLAN_HOME>/tenants.db``).
+"""``duraplan tenants``: manage the tenant registry (``<DURAPLAN_HOME>/tenants.db``, or the
+PostgreSQL database at ``DURAPLAN_DATABASE_URL``).
 
 User errors print one line on stderr and exit 1. Secrets and API keys are never printed except the
 new key from ``issue-key``, once, on stdout alone (so ``KEY=$(duraplan tenants issue-key ...)`` works).
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from executor.service.config import Settings
 from executor.service.tenants import Quotas, TenantError, TenantRegistry
+from tools.database import is_database_error
 
 __all__ = ["app", "registry_path"]
 
@@ -36,8 +37,9 @@ TenantArg = Annotated[str, typer.Argument(help="Tenant id.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def registry_path() -> Path:
-    return Settings.from_env().home / "tenants.db"
+def registry_path() -> str | Path:
+    """The registry the CLI opens; a PostgreSQL URL may hold a password, so it is never printed."""
+    return Settings.from_env().registry_location()
 
 
 @contextmanager
@@ -63,10 +65,12 @@ def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except (TenantError, ValueError, TypeError) as exc:
             raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-        except OSError as exc:
+        except OSError as exc:  # also tools.DatabaseUnavailable
             raise _fail(str(exc)) from None
-        except sqlite3.Error as exc:
-            raise _fail(f"tenant registry {registry_path()}: {exc}") from None
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            raise _fail(f"tenant registry: {exc}") from None
 
     return wrapper
 

@@ -81,7 +81,7 @@ async def running_worker(
     own_store = store is None
     if store is None:
         settings.home.mkdir(parents=True, exist_ok=True)
-        store = Store(settings.home / "store.db")
+        store = Store(settings.store_location())
     try:
         async with Sandbox() as sandbox:
             activities = StepActivities(
