@@ -314,6 +314,18 @@ class RunHandle:
         status["closed_at"] = desc.close_time.isoformat() if desc.close_time else None
         return status
 
+    async def plan(self) -> dict[str, Any]:
+        """The plan the run executes now and every step record by path (nested steps included).
+
+        ``plan`` is None when no worker answers the query (the run's state still comes from ``status``)."""
+        await self._describe()  # RunNotFound for an unknown run, another tenant's included
+        try:
+            view: dict[str, Any] = await self._handle.query(PlanWorkflow.plan_view)
+            view["records"] = await self._handle.query(PlanWorkflow.step_records)
+        except (RPCError, Exception):  # as in status(): a closed run without a worker cannot answer
+            view = {"plan": None, "plan_hash": None, "revision": None, "records": {}}
+        return {"run_id": self.run_id, **view}
+
     async def result(self, timeout: float | None = None) -> Any:
         """The run's output; ``RunFailed`` if it failed, was cancelled or terminated."""
         try:
