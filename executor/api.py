@@ -59,6 +59,7 @@ from executor.errors import (
     RunNotFound,
     RunStateError,
 )
+from executor.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
 from executor.tenants import (
     AuthenticationFailed,
     QuotaExceeded,
@@ -67,7 +68,6 @@ from executor.tenants import (
     ToolNotGranted,
     UnknownTenant,
 )
-from executor.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
 from executor.validate import check_plan
 from planner.client import ChatSession
 from planner.core import plan_goal

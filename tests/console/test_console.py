@@ -224,3 +224,65 @@ async def test_event_streams_are_bounded_per_tenant(live: LiveConsole) -> None:
             raise AssertionError("a closed stream's slot was never freed")
         for s in streams[1:]:
             await s.__aexit__(None, None, None)
+
+
+NESTED_PLAN: dict[str, Any] = {
+    "name": "nested",
+    "steps": [
+        {"id": "numbers", "kind": "set", "value": [1, 2, 3]},
+        {
+            "id": "each",
+            "kind": "foreach",
+            "items": "steps.numbers.output",
+            "steps": [{"id": "double", "kind": "code", "code": "item * 2", "inputs": {"item": "${item}"}}],
+        },
+        {
+            "id": "route",
+            "kind": "switch",
+            "depends_on": ["each"],
+            "cases": [{"when": "steps.numbers.output", "steps": [{"id": "big", "kind": "set", "value": "yes"}]}],
+            "default": [{"id": "small", "kind": "set", "value": "no"}],
+        },
+        {
+            "id": "child",
+            "kind": "subplan",
+            "depends_on": ["route"],
+            "plan": {"name": "child", "steps": [{"id": "hello", "kind": "set", "value": "hi"}]},
+        },
+    ],
+}
+
+
+async def test_nested_steps_render_inside_their_step(page: Page, live: LiveConsole) -> None:
+    run_id = await submit(live, NESTED_PLAN)
+    await sign_in(page, live, "acme")
+    await page.goto(f"{live.url}/ui/#/run/{run_id}")
+    await expect(page.locator("#run-state")).to_have_attribute("data-state", "completed", timeout=TIMEOUT_MS)
+    for cluster in ("cluster:each", "cluster:route", "cluster:route#case0", "cluster:route#default"):
+        await expect(page.locator(f'#run-graph g.cluster[data-cluster="{cluster}"]')).to_have_count(1)
+    await expect(node(page, "double")).to_have_attribute("data-state", "completed")
+    await expect(node(page, "double")).to_contain_text("completed · 3/3")  # the foreach items' records, aggregated
+    await expect(node(page, "big")).to_have_attribute("data-state", "completed")
+    await expect(node(page, "small")).to_have_attribute("data-state", "skipped")  # the branch not taken
+    await expect(page.locator('#run-graph path.edge[data-from="each"][data-to="route"]')).to_have_count(1)
+    await node(page, "child").click()
+    await expect(page.locator("#node-details a")).to_have_text(f"{run_id}.child")
+    await screenshot(page, "run-page-nested.png")
+    # A status that lists nested steps under a step (e.g. a script's host calls), with fields missing,
+    # still draws them inside that step, without a plan.
+    drawn = await page.evaluate(
+        """async () => {
+        const { buildGraph } = await import("/ui/static/js/graph.js");
+        const g = buildGraph({ status: { steps: [
+          { id: "script", kind: "code", state: "running", children: [
+            { id: "call-1", kind: "host_call", state: "completed" }, { name: "call-2" } ] },
+          { id: "bare" } ] } });
+        return [...g.nodes.values()].map((n) => [n.path, n.state, n.parent]);
+    }"""
+    )
+    assert drawn == [
+        ["script", "running", "cluster:script"],
+        ["script.call-1", "completed", "cluster:script"],
+        ["script.call-2", "pending", "cluster:script"],
+        ["bare", "pending", None],
+    ]

@@ -41,3 +41,8 @@ export function fill(node, ...children) {
   node.replaceChildren(...children.flat().filter((c) => c != null && c !== false));
   return node;
 }
+
+// "sha256:1a2b…" shows as its first 12 hex digits.
+export function shortHash(hash) {
+  return String(hash || "").replace(/^sha256:/, "").slice(0, 12);
+}

@@ -46,8 +46,8 @@ function shortKind(n) {
 function subtitle(n) {
   const parts = [shortKind(n), n.state];
   const info = n.info || {};
-  if (info.items) parts.push(`${info.items.done}/${info.items.total} items`);
-  else if (info.progress) parts.push(`${info.progress.done}/${info.progress.total} items`);
+  if (info.items) parts.push(`${info.items.done}/${info.items.total}`);
+  else if (info.progress) parts.push(`${info.progress.done}/${info.progress.total}`);
   if (info.attempts > 1) parts.push(`×${info.attempts}`);
   return parts.join(" · ");
 }
@@ -63,11 +63,10 @@ export function drawGraph(container, model, onSelect) {
     return null;
   }
   const g = layout(model);
-  const size = g.graph();
-  const svg = el("svg", {
-    class: "graph", width: Math.ceil(size.width || 0), height: Math.ceil(size.height || 0),
-    viewBox: `0 0 ${Math.ceil(size.width || 0)} ${Math.ceil(size.height || 0)}`, role: "img",
-  });
+  // dagre's graph size leaves out the clusters' padding: a margin keeps their right edge visible.
+  const width = Math.ceil((g.graph().width || 0) + 24);
+  const height = Math.ceil((g.graph().height || 0) + 8);
+  const svg = el("svg", { class: "graph", width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
   const defs = el("defs");
   const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7,
     orient: "auto-start-reverse" });

@@ -3,7 +3,7 @@
 // actions, and an event form for each step waiting for an event.
 
 import { ApiError, call, stream } from "./api.js";
-import { duration, fill, h, pretty, when } from "./dom.js";
+import { duration, fill, h, pretty, shortHash, when } from "./dom.js";
 import { schemaForm } from "./form.js";
 import { buildGraph } from "./graph.js";
 import { drawGraph, updateStates } from "./render.js";
@@ -58,7 +58,7 @@ export function render(root, runId, ctx) {
     stateEl.textContent = status.state;
     stateEl.className = `pill state-${status.state}`;
     stateEl.setAttribute("data-state", status.state);
-    meta.textContent = [status.plan_name && `plan ${status.plan_name}`, status.plan_hash && `hash ${String(status.plan_hash).slice(0, 12)}`,
+    meta.textContent = [status.plan_name && `plan ${status.plan_name}`, status.plan_hash && `hash ${shortHash(status.plan_hash)}`,
       status.session && `session ${status.session}`, status.started_at && `started ${when(status.started_at)}`,
       status.closed_at && `closed ${when(status.closed_at)}`, status.error && `error: ${status.error.message}`]
       .filter(Boolean).join(" · ");
@@ -141,7 +141,7 @@ export function render(root, runId, ctx) {
     const list = Array.isArray(status.revisions) ? status.revisions : [];
     fill(revisions, h("h3", {}, "Revisions"),
       list.length ? h("ol", {}, ...list.map((r) => h("li", { "data-revision": r.revision },
-        `#${r.revision} · ${String(r.plan_hash || "").slice(0, 12)} · ${when(r.at)}${r.reason ? ` · ${r.reason}` : ""}`)))
+        `#${r.revision} · ${shortHash(r.plan_hash)} · ${when(r.at)}${r.reason ? ` · ${r.reason}` : ""}`)))
         : h("p", { class: "muted" }, "One revision (not replanned)."),
       Array.isArray(status.replan_errors) && status.replan_errors.length
         ? h("pre", { class: "error" }, pretty(status.replan_errors)) : null);

@@ -2,7 +2,7 @@
 // the page; refreshed every few seconds while open (live updates), and at once when a filter changes.
 
 import { ApiError, call } from "./api.js";
-import { fill, h, when } from "./dom.js";
+import { fill, h, shortHash, when } from "./dom.js";
 
 const REFRESH_MS = 2000;
 const STATES = ["", "running", "paused", "completed", "failed", "cancelled", "terminated"];
@@ -64,7 +64,7 @@ export function render(root, ctx) {
     return h("tr", { "data-run": r.run_id },
       h("td", {}, h("a", { href: `#/run/${encodeURIComponent(r.run_id)}` }, r.run_id)),
       h("td", {}, r.plan_name || ""),
-      h("td", { class: "mono" }, String(r.plan_hash || "").slice(0, 12)),
+      h("td", { class: "mono" }, shortHash(r.plan_hash)),
       h("td", {}, r.session || ""),
       h("td", {}, h("span", { class: `pill state-${r.state}` }, r.state)),
       h("td", {}, when(r.started_at)),
