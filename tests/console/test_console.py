@@ -145,6 +145,14 @@ async def test_cancel_button_cancels_the_run(page: Page, live: LiveConsole) -> N
     await sign_in(page, live, "acme")
     await page.goto(f"{live.url}/ui/#/run/{run_id}")
     await expect(node(page, "approval")).to_have_attribute("data-state", "waiting", timeout=TIMEOUT_MS)
+    await page.click("#action-pause")
+    await expect(page.locator("#run-state")).to_have_attribute("data-state", "paused", timeout=TIMEOUT_MS)
+    await expect(page.locator("#action-pause")).to_be_disabled()
+    await page.click("#action-resume")
+    await expect(page.locator("#run-state")).to_have_attribute("data-state", "waiting", timeout=TIMEOUT_MS)
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.dismiss()))
+    await page.click("#action-cancel")  # dismissed: nothing happens
+    await expect(page.locator("#run-state")).to_have_attribute("data-state", "waiting")
     page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await page.click("#action-cancel")
     await expect(page.locator("#run-state")).to_have_attribute("data-state", "cancelled", timeout=TIMEOUT_MS)
@@ -266,7 +274,7 @@ async def test_nested_steps_render_inside_their_step(page: Page, live: LiveConso
     await expect(node(page, "small")).to_have_attribute("data-state", "skipped")  # the branch not taken
     await expect(page.locator('#run-graph path.edge[data-from="each"][data-to="route"]')).to_have_count(1)
     await node(page, "child").click()
-    await expect(page.locator("#node-details a")).to_have_text(f"{run_id}.child")
+    await expect(page.locator("#node-details")).to_contain_text("Runs plan child as a child run.")
     await screenshot(page, "run-page-nested.png")
     # A status that lists nested steps under a step (e.g. a script's host calls), with fields missing,
     # still draws them inside that step, without a plan.
@@ -277,12 +285,30 @@ async def test_nested_steps_render_inside_their_step(page: Page, live: LiveConso
           { id: "script", kind: "code", state: "running", children: [
             { id: "call-1", kind: "host_call", state: "completed" }, { name: "call-2" } ] },
           { id: "bare" } ] } });
-        return [...g.nodes.values()].map((n) => [n.path, n.state, n.parent]);
+        const sub = buildGraph({
+          plan: { name: "p", steps: [{ id: "c", kind: "subplan", plan: { name: "k", steps: [] } }] },
+          status: { steps: [{ id: "c", state: "running", child_run_id: "r1.c" }] } });
+        return [[...g.nodes.values()].map((n) => [n.path, n.state, n.parent]), sub.nodes.get("c").childRunId];
     }"""
     )
+    drawn, child_run_id = drawn
+    assert child_run_id == "r1.c"  # a child run id the status gives is what the node links to
     assert drawn == [
         ["script", "running", "cluster:script"],
         ["script.call-1", "completed", "cluster:script"],
         ["script.call-2", "pending", "cluster:script"],
         ["bare", "pending", None],
     ]
+
+
+async def test_console_files_are_served_with_a_strict_policy(live: LiveConsole) -> None:
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+        page = await http.get("/ui/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        script = await http.get("/ui/static/js/graph.js")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        assert script.headers["x-content-type-options"] == "nosniff"
+        for path in ("/ui/static/../router.py", "/ui/static/%2e%2e/router.py", "/ui/static/nothing.js"):
+            assert (await http.get(path)).status_code == 404, path
+        assert (await http.get("/ui", follow_redirects=False)).headers["location"] == "/ui/"

@@ -3,7 +3,7 @@
 // in the status' shape is absorbed here. Every field is optional: a missing one means "unknown".
 //
 // Model: { nodes: Map<key, Node>, clusters: Map<key, Cluster>, edges: [{from, to}], planIssues: [] }
-//   Node    { key, id, kind, label, parent, path, pointer, state, info, step, issues, childRunId }
+//   Node    { key, id, kind, label, parent, path, pointer, state, info, step, issues, childRunId, childPlan }
 //   Cluster { key, label, parent }   (a foreach, switch case or subplan box; its own node sits inside)
 // `path` is the step's record path as the workflow names it: "a", "loop[0].x", "sw.x"; foreach
 // bodies use "loop[*].x" and aggregate the items' records.
@@ -14,11 +14,11 @@ const REF = /\bsteps\.([A-Za-z0-9_-]+)/g;
 const ORDER = ["failed", "running", "compensating", "waiting", "sleeping", "paused", "pending", "cancelled",
   "compensated", "skipped", "completed"];
 
-export function buildGraph({ plan = null, status = null, records = null, issues = [], runId = null } = {}) {
+export function buildGraph({ plan = null, status = null, records = null, issues = [] } = {}) {
   const g = { nodes: new Map(), clusters: new Map(), edges: [], planIssues: [] };
   const states = indexStates(status, records || {});
   if (plan && Array.isArray(plan.steps)) {
-    addBlock(g, plan.steps, { parent: null, prefix: "", pointer: "/steps", scope: [new Map()], states, runId });
+    addBlock(g, plan.steps, { parent: null, prefix: "", pointer: "/steps", scope: [new Map()], states });
   }
   addStatusOnly(g, status, states);
   pinIssues(g, issues || []);
@@ -110,9 +110,10 @@ function addStep(g, step, ctx) {
         { ...ctx, parent: outer, prefix: `${path}.`, pointer: `${ctx.pointer}/default` });
     }
   } else if (step.kind === "subplan") {
+    // Only an id the status gives is linked: the API does not open a child run by a guessed id.
     const info = node.info || {};
-    node.childRunId = info.child_run_id || (info.detail && info.detail.child_run_id)
-      || (ctx.runId ? `${ctx.runId}.${path}` : null);
+    node.childRunId = info.child_run_id || (info.detail && info.detail.child_run_id) || null;
+    node.childPlan = step.plan && typeof step.plan === "object" ? step.plan.name || "(unnamed)" : null;
   }
   return key;
 }

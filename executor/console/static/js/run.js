@@ -68,7 +68,7 @@ export function render(root, runId, ctx) {
       b.disabled = action === "restart" ? false : terminal
         || (action === "pause" && status.state === "paused") || (action === "resume" && status.state !== "paused");
     }
-    const model = buildGraph({ plan: view && view.plan, status, records: view && view.records, runId });
+    const model = buildGraph({ plan: view && view.plan, status, records: view && view.records });
     current = model;
     const hash = (view && view.plan_hash) || status.plan_hash || null;
     if (hash !== drawnHash || !updateStates(svg, model)) {
@@ -95,7 +95,8 @@ export function render(root, runId, ctx) {
     fill(details,
       h("h3", {}, n.id),
       h("dl", {}, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
-      n.childRunId ? h("p", {}, "Child run: ", h("a", { href: `#/run/${encodeURIComponent(n.childRunId)}` }, n.childRunId)) : null,
+      n.childRunId ? h("p", {}, "Child run: ", h("a", { href: `#/run/${encodeURIComponent(n.childRunId)}` }, n.childRunId))
+        : n.childPlan ? h("p", { class: "muted" }, `Runs plan ${n.childPlan} as a child run.`) : null,
       block("Error", info.error && `${info.error.type || "Error"}: ${info.error.message || ""}`, "error"),
       block("Output", info.output_preview),
       block("Detail", info.detail && Object.keys(info.detail).length ? info.detail : null),
