@@ -319,11 +319,13 @@ class RunHandle:
 
         ``plan`` is None when no worker answers the query (the run's state still comes from ``status``)."""
         await self._describe()  # RunNotFound for an unknown run, another tenant's included
+        view: dict[str, Any] = {"plan": None, "plan_hash": None, "revision": None, "records": {}}
         try:
-            view: dict[str, Any] = await self._handle.query(PlanWorkflow.plan_view)
+            view.update(await self._handle.query(PlanWorkflow.plan_view))
+            # Apart: a huge foreach's records can outgrow a query answer; the plan alone still draws.
             view["records"] = await self._handle.query(PlanWorkflow.step_records)
         except (RPCError, Exception):  # as in status(): a closed run without a worker cannot answer
-            view = {"plan": None, "plan_hash": None, "revision": None, "records": {}}
+            pass
         return {"run_id": self.run_id, **view}
 
     async def result(self, timeout: float | None = None) -> Any:

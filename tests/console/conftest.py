@@ -28,8 +28,10 @@ from executor import Duraplan, Settings, running_worker
 from executor.api import create_app
 from executor.devserver import DevServer
 from executor.tenants import TenantRegistry
+from planner.testing import ScriptedModel
 
 STREAMS_PER_TENANT = 4  # small, so a test can reach the cap
+MODEL = "openai/gpt-4o-mini"  # priced from litellm's bundled cost map; the answers are scripted
 
 
 def chromium_path() -> str:
@@ -49,6 +51,7 @@ class LiveConsole:
     tenants: TenantRegistry
     url: str = ""
     keys: dict[str, str] = field(default_factory=dict)
+    model: ScriptedModel = field(default_factory=ScriptedModel)  # the worker's planner model
     _server: uvicorn.Server | None = None
     _error: BaseException | None = None
 
@@ -74,7 +77,7 @@ class LiveConsole:
 
     async def _main(self, sock: socket.socket) -> None:
         client = await Client.connect(self.address)
-        async with running_worker(client, self.settings, tenants=self.tenants):
+        async with running_worker(client, self.settings, tenants=self.tenants, completion=self.model):
             dp = Duraplan(client, self.settings, tenants=self.tenants)
             app = create_app(dp, self.tenants, max_streams_per_tenant=STREAMS_PER_TENANT)
             self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
@@ -93,7 +96,8 @@ class LiveConsole:
 def live(dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveConsole]:
     home = tmp_path_factory.mktemp("console-home")
     tenants = TenantRegistry(home / "tenants.db")
-    api = LiveConsole(dev_server.address, Settings(home=home, task_queue=f"console-{uuid.uuid4().hex[:8]}"), tenants)
+    settings = Settings(home=home, task_queue=f"console-{uuid.uuid4().hex[:8]}", default_model=MODEL)
+    api = LiveConsole(dev_server.address, settings, tenants)
     for name in ("acme", "beta"):
         tenants.create(name)
         api.keys[name] = tenants.issue_key(name, label="console-test")

@@ -16,7 +16,11 @@ from playwright.async_api import Page, expect
 
 from tests.console.conftest import STREAMS_PER_TENANT, LiveConsole
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.timeout(180),
+    # litellm's own TypedDicts, imported when the planner prices a scripted answer
+    pytest.mark.filterwarnings("ignore:Item .* is using the `ReadOnly` qualifier:UserWarning"),
+]
 TIMEOUT_MS = 30_000
 
 GATED_APPROVAL: dict[str, Any] = {
@@ -200,6 +204,9 @@ async def test_a_second_tenant_sees_none_of_the_first_ones_runs(page: Page, live
     await page.goto(f"{live.url}/ui/#/run/{acme_run}")
     await expect(page.locator("#not-found")).to_be_visible(timeout=TIMEOUT_MS)
     await expect(page.locator("#run-graph")).to_have_count(0)
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:  # what the page asked, asked directly
+        for path in (f"/v1/runs/{acme_run}", f"/v1/runs/{acme_run}/plan", f"/v1/runs/{acme_run}/progress"):
+            assert (await http.get(path, headers=live.headers("beta"))).status_code == 404, path
 
 
 async def test_event_streams_are_bounded_per_tenant(live: LiveConsole) -> None:
@@ -312,3 +319,27 @@ async def test_console_files_are_served_with_a_strict_policy(live: LiveConsole) 
         for path in ("/ui/static/../router.py", "/ui/static/%2e%2e/router.py", "/ui/static/nothing.js"):
             assert (await http.get(path)).status_code == 404, path
         assert (await http.get("/ui", follow_redirects=False)).headers["location"] == "/ui/"
+
+
+async def test_planner_shows_each_revision_and_its_diff_then_runs_it(page: Page, live: LiveConsole) -> None:
+    hello = {"id": "hello", "kind": "set", "value": "hi"}
+    bye = {"id": "bye", "kind": "set", "value": "${steps.hello.output}!"}
+    first = {"name": "greet", "steps": [hello], "output": "${steps.hello.output}"}
+    second = {"name": "greet", "steps": [hello, bye], "output": "${steps.bye.output}"}
+    live.model.add(first, second)
+    with live.model:  # every scripted answer is used, and nothing more is asked
+        await sign_in(page, live, "acme")
+        await page.goto(f"{live.url}/ui/#/planner")
+        await page.fill("#chat-text", "say hi")
+        await page.click("#chat-send")
+        await expect(page.locator('#chat-graph g.node[data-step="hello"]')).to_have_count(1, timeout=TIMEOUT_MS)
+        await page.fill("#chat-text", "then say bye")
+        await page.click("#chat-send")
+        await expect(page.locator('#chat-graph g.node[data-step="bye"]')).to_have_count(1, timeout=TIMEOUT_MS)
+        await expect(page.locator("#chat-graph path.edge")).to_have_count(1)  # bye uses hello's output
+        await expect(page.locator("#chat-turns details").first).to_contain_text("Revision 2")
+        await expect(page.locator("#chat-turns details").first.locator(".diff .add").first).to_be_attached()
+    await page.click("#chat-submit")
+    await expect(page.locator("#run-state")).to_have_attribute("data-state", "completed", timeout=TIMEOUT_MS)
+    await node(page, "bye").click()
+    await expect(page.locator("#node-details")).to_contain_text("hi!")

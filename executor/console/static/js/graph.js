@@ -2,7 +2,8 @@
 // to a drawable graph model. Everything else (layout, SVG, pages) reads only this model, so a change
 // in the status' shape is absorbed here. Every field is optional: a missing one means "unknown".
 //
-// Model: { nodes: Map<key, Node>, clusters: Map<key, Cluster>, edges: [{from, to}], planIssues: [] }
+// Model: { nodes: Map<key, Node>, clusters: Map<key, Cluster>, edges: [{from, to}], planIssues: [],
+//          omitted: nested status entries left out past MAX_STATUS_NODES }
 //   Node    { key, id, kind, label, parent, path, pointer, state, info, step, issues, childRunId, childPlan }
 //   Cluster { key, label, parent }   (a foreach, switch case or subplan box; its own node sits inside)
 // `path` is the step's record path as the workflow names it: "a", "loop[0].x", "sw.x"; foreach
@@ -10,12 +11,14 @@
 
 const NESTED_FIELDS = new Set(["steps", "cases", "default", "plan"]);
 const CHILD_LISTS = ["steps", "children", "items", "calls", "host_calls"];
+// A status listing thousands of nested entries (foreach items) would make an unreadable, slow graph.
+const MAX_STATUS_NODES = 300;
 const REF = /\bsteps\.([A-Za-z0-9_-]+)/g;
 const ORDER = ["failed", "running", "compensating", "waiting", "sleeping", "paused", "pending", "cancelled",
   "compensated", "skipped", "completed"];
 
 export function buildGraph({ plan = null, status = null, records = null, issues = [] } = {}) {
-  const g = { nodes: new Map(), clusters: new Map(), edges: [], planIssues: [] };
+  const g = { nodes: new Map(), clusters: new Map(), edges: [], planIssues: [], omitted: 0 };
   const states = indexStates(status, records || {});
   if (plan && Array.isArray(plan.steps)) {
     addBlock(g, plan.steps, { parent: null, prefix: "", pointer: "/steps", scope: [new Map()], states });
@@ -180,10 +183,12 @@ export function dependencies(step) {
 // is known) that the plan did not produce become nodes inside that step's box.
 function addStatusOnly(g, status, states) {
   const known = new Set([...g.nodes.values()].map((n) => n.path));
+  let budget = MAX_STATUS_NODES;
   const walk = (entries, parentPath, parentNode) => {
     if (!Array.isArray(entries)) return;
     entries.forEach((entry, i) => {
       if (!entry || typeof entry !== "object") return;
+      if (budget <= 0) { g.omitted += 1; return; }
       const id = entry.id != null ? String(entry.id) : entry.name != null ? String(entry.name) : `#${i}`;
       const path = entry.path || (parentPath ? `${parentPath}.${id}` : id);
       let node = [...g.nodes.values()].find((n) => n.path === path);
@@ -203,6 +208,7 @@ function addStatusOnly(g, status, states) {
         };
         g.nodes.set(key, node);
         known.add(path);
+        budget -= 1;
       }
       for (const field of CHILD_LISTS) walk(entry[field], path, node);
     });

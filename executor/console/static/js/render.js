@@ -112,6 +112,12 @@ export function drawGraph(container, model, onSelect) {
     svg.append(grp);
   }
   container.append(svg);
+  if (model.omitted) {
+    const note = document.createElement("p");
+    note.className = "muted";
+    note.textContent = `${model.omitted} more nested entries are not drawn.`;
+    container.append(note);
+  }
   return svg;
 }
 

@@ -10,6 +10,7 @@ import { drawGraph, updateStates } from "./render.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled", "terminated"]);
 const POLL_MS = 1500;
+const PLAN_REFRESH_MS = 1000;
 const ACTIONS = [
   ["pause", "Pause", null],
   ["resume", "Resume", null],
@@ -46,8 +47,13 @@ export function render(root, runId, ctx) {
   let timer = null;
   let planFetch = null;
 
-  async function loadPlan() {
+  // The plan and every record: refetched on status changes, at most once a second (a big foreach
+  // has many records), and always once the run is over.
+  let planFetchedAt = 0;
+  async function loadPlan(force = false) {
     if (planFetch) return planFetch;
+    if (!force && view && Date.now() - planFetchedAt < PLAN_REFRESH_MS) return null;
+    planFetchedAt = Date.now();
     planFetch = call("GET", `/runs/${encodeURIComponent(runId)}/plan`)
       .then((v) => { view = v; }).catch(() => {}).finally(() => { planFetch = null; });
     return planFetch;
@@ -161,7 +167,7 @@ export function render(root, runId, ctx) {
 
   async function refreshNow() {
     try {
-      const [s] = await Promise.all([call("GET", `/runs/${encodeURIComponent(runId)}`), loadPlan()]);
+      const [s] = await Promise.all([call("GET", `/runs/${encodeURIComponent(runId)}`), loadPlan(true)]);
       if (stopped) return;
       status = s;
       update();
@@ -190,10 +196,10 @@ export function render(root, runId, ctx) {
       await stream(`/runs/${encodeURIComponent(runId)}/progress`, async (name, data) => {
         if (name !== "status" || stopped) return;
         status = data;
-        await loadPlan();
+        await loadPlan(TERMINAL.has(data.state));
         if (!stopped) update();
       }, abort.signal);
-      if (!stopped) { await loadPlan(); update(); }
+      if (!stopped) { await loadPlan(true); update(); }
     } catch (err) {
       if (stopped || (err && err.name === "AbortError")) return;
       if (err instanceof ApiError && (err.status === 404 || err.status === 401)) return fail(err);
