@@ -179,6 +179,7 @@ async def test_editor_pins_every_problem_to_its_step_then_runs_a_fixed_plan(page
     await expect(page.locator('#editor-problems li[data-step="report"]')).to_contain_text("ghost")
     # The dependency edge the template implies is drawn.
     await expect(page.locator('#editor-graph path.edge[data-from="fetch"][data-to="report"]')).to_have_count(1)
+    await screenshot(page, "plan-editor.png")
 
     await page.fill("#plan-source", "name: [unclosed")
     await expect(page.locator("#editor-status")).to_contain_text("Cannot read the plan")
