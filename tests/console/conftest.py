@@ -126,6 +126,16 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Console errors too (a Content-Security-Policy violation shows only there), except the
+    # browser's own line for a 4xx answer the page handles (e.g. another tenant's run: 404).
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     try:
         yield page
     finally:

@@ -9,7 +9,7 @@ import { drawGraph } from "./render.js";
 
 export function render(root) {
   const session = h("input", { type: "text", id: "chat-session", value: `chat-${Date.now().toString(36)}`,
-    "aria-label": "chat session", pattern: "[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}" });
+    "aria-label": "chat session", pattern: "[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}" });
   const text = h("textarea", { id: "chat-text", rows: 4, placeholder: "Goal, then changes to ask for", "aria-label": "message" });
   const send = h("button", { type: "submit", id: "chat-send" }, "Send");
   const submit = h("button", { type: "button", id: "chat-submit", disabled: true }, "Run latest plan");
