@@ -108,8 +108,18 @@ async def test_sign_in_rejects_a_bad_key_then_lists_the_tenants_runs(page: Page,
     await expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_count(0, timeout=TIMEOUT_MS)
     await expect(page.locator(f'tr[data-run="{later}"]')).to_be_visible()
     await page.fill("#run-filters input[name=session]", "")
+    await page.fill("#run-filters input[name=plan]", "no-such-plan")
+    await page.click("#run-filters button[type=submit]")
+    await expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_count(0, timeout=TIMEOUT_MS)
+    await page.fill("#run-filters input[name=plan]", "wai")  # a plan name's start, or a hash prefix
+    await page.fill("#run-filters input[name=until]", "2000-01-01T00:00")
+    await page.click("#run-filters button[type=submit]")
+    await expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_count(0, timeout=TIMEOUT_MS)
+    await page.fill("#run-filters input[name=until]", "")
+    await page.fill("#run-filters input[name=since]", "2000-01-01T00:00")
     await page.click("#run-filters button[type=submit]")
     await expect(page.locator(f'tr[data-run="{run_id}"]')).to_be_visible(timeout=TIMEOUT_MS)
+    await page.fill("#run-filters input[name=plan]", "")
     await screenshot(page, "runs-list.png")
 
 
@@ -172,8 +182,8 @@ async def test_editor_pins_every_problem_to_its_step_then_runs_a_fixed_plan(page
     await page.fill("#plan-source", INVALID_PLAN_YAML)
     fetch = page.locator('#editor-graph g.node[data-step="fetch"]')
     report = page.locator('#editor-graph g.node[data-step="report"]')
-    await expect(fetch).to_have_class("node state-pending has-issues", timeout=TIMEOUT_MS)
-    await expect(report).to_have_class("node state-pending has-issues")
+    await expect(fetch).to_have_class("node state-planned has-issues", timeout=TIMEOUT_MS)
+    await expect(report).to_have_class("node state-planned has-issues")
     assert await fetch.get_attribute("data-issues") == "1"
     await expect(page.locator('#editor-problems li[data-pointer="/steps/0/tool"]')).to_contain_text("no.such.tool")
     await expect(page.locator('#editor-problems li[data-step="report"]')).to_contain_text("ghost")

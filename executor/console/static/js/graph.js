@@ -20,8 +20,10 @@ const ORDER = ["failed", "running", "compensating", "waiting", "sleeping", "paus
 export function buildGraph({ plan = null, status = null, records = null, issues = [] } = {}) {
   const g = { nodes: new Map(), clusters: new Map(), edges: [], planIssues: [], omitted: 0 };
   const states = indexStates(status, records || {});
+  // A plan not (yet) run, as in the editor, has steps that are only "planned".
+  const initial = status || records ? "pending" : "planned";
   if (plan && Array.isArray(plan.steps)) {
-    addBlock(g, plan.steps, { parent: null, prefix: "", pointer: "/steps", scope: [new Map()], states });
+    addBlock(g, plan.steps, { parent: null, prefix: "", pointer: "/steps", scope: [new Map()], states, initial });
   }
   addStatusOnly(g, status, states);
   pinIssues(g, issues || []);
@@ -93,7 +95,7 @@ function addStep(g, step, ctx) {
   const record = ctx.states ? stateOf(ctx.states, path) : null;
   const node = {
     key, id, kind: step.kind || "?", label: id, parent: ctx.parent, path, pointer: ctx.pointer,
-    state: record && record.state ? record.state : "pending", info: record || {}, step, issues: [],
+    state: record && record.state ? record.state : ctx.initial, info: record || {}, step, issues: [],
     childRunId: null,
   };
   g.nodes.set(key, node);

@@ -44,7 +44,7 @@ function shortKind(n) {
 }
 
 function subtitle(n) {
-  const parts = [shortKind(n), n.state];
+  const parts = n.state === "planned" ? [shortKind(n)] : [shortKind(n), n.state];
   const info = n.info || {};
   if (info.items) parts.push(`${info.items.done}/${info.items.total}`);
   else if (info.progress) parts.push(`${info.progress.done}/${info.progress.total}`);

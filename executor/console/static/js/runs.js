@@ -1,5 +1,6 @@
-// The runs list: session and state filter on the server (GET /v1/runs), plan name/hash and time in
-// the page; refreshed every few seconds while open (live updates), and at once when a filter changes.
+// The runs list: session and state filter on the server (GET /v1/runs), plan name/hash and start
+// time in the page (over the newest 200 the server returns); refreshed every few seconds while open
+// (live updates), and at once when a filter changes.
 
 import { ApiError, call } from "./api.js";
 import { fill, h, shortHash, when } from "./dom.js";
@@ -13,6 +14,7 @@ export function render(root, ctx) {
     state: h("select", { name: "state" }, ...STATES.map((s) => h("option", { value: s }, s || "any state"))),
     plan: h("input", { type: "text", name: "plan", placeholder: "plan name or hash" }),
     since: h("input", { type: "datetime-local", name: "since", "aria-label": "started after" }),
+    until: h("input", { type: "datetime-local", name: "until", "aria-label": "started before" }),
   };
   const body = h("tbody", { id: "runs-body" });
   const info = h("p", { class: "muted", id: "runs-info" });
@@ -20,7 +22,7 @@ export function render(root, ctx) {
   fill(root, h("section", { class: "card" },
     h("h2", {}, "Runs"),
     h("form", { class: "filters", id: "run-filters", onsubmit: (ev) => { ev.preventDefault(); refresh(); } },
-      filters.session, filters.state, filters.plan, h("label", {}, "since ", filters.since),
+      filters.session, filters.state, filters.plan, h("label", {}, "started after ", filters.since), h("label", {}, "before ", filters.until),
       h("button", { type: "submit" }, "Filter")),
     error,
     h("table", { class: "runs" },
@@ -56,8 +58,10 @@ export function render(root, ctx) {
     if (plan && !(String(r.plan_name || "").toLowerCase().includes(plan) || String(r.plan_hash || "").startsWith(plan))) {
       return false;
     }
+    const started = r.started_at ? new Date(r.started_at).getTime() : null;
     const since = filters.since.value ? new Date(filters.since.value).getTime() : null;
-    return !(since && r.started_at && new Date(r.started_at).getTime() < since);
+    const until = filters.until.value ? new Date(filters.until.value).getTime() : null;
+    return !(started !== null && ((since !== null && started < since) || (until !== null && started > until)));
   }
 
   function row(r) {
