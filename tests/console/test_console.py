@@ -103,6 +103,7 @@ async def test_sign_in_rejects_a_bad_key_then_lists_the_tenants_runs(page: Page,
     # Live list: a run submitted now appears without reloading, and the session filter narrows the list.
     later = await submit(live, WAIT_PLAN, session="later")
     await expect(page.locator(f'tr[data-run="{later}"]')).to_be_visible(timeout=TIMEOUT_MS)
+    await screenshot(page, "runs-list.png")
     await page.fill("#run-filters input[name=session]", "later")
     await page.click("#run-filters button[type=submit]")
     await expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_count(0, timeout=TIMEOUT_MS)
@@ -119,8 +120,10 @@ async def test_sign_in_rejects_a_bad_key_then_lists_the_tenants_runs(page: Page,
     await page.fill("#run-filters input[name=since]", "2000-01-01T00:00")
     await page.click("#run-filters button[type=submit]")
     await expect(page.locator(f'tr[data-run="{run_id}"]')).to_be_visible(timeout=TIMEOUT_MS)
-    await page.fill("#run-filters input[name=plan]", "")
-    await screenshot(page, "runs-list.png")
+    hash_prefix = (await page.locator(f'tr[data-run="{run_id}"] td.mono').inner_text())[:6]
+    await page.fill("#run-filters input[name=plan]", hash_prefix)  # the hash as shown, without sha256:
+    await page.click("#run-filters button[type=submit]")
+    await expect(page.locator(f'tr[data-run="{run_id}"]')).to_be_visible(timeout=TIMEOUT_MS)
 
 
 async def test_run_page_shows_states_live_and_approves_through_the_event_form(page: Page, live: LiveConsole) -> None:

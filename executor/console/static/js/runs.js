@@ -55,7 +55,9 @@ export function render(root, ctx) {
 
   function matches(r) {
     const plan = filters.plan.value.trim().toLowerCase();
-    if (plan && !(String(r.plan_name || "").toLowerCase().includes(plan) || String(r.plan_hash || "").startsWith(plan))) {
+    const hash = String(r.plan_hash || "").toLowerCase();
+    const byHash = hash.startsWith(plan) || hash.replace(/^sha256:/, "").startsWith(plan);
+    if (plan && !(String(r.plan_name || "").toLowerCase().includes(plan) || byHash)) {
       return false;
     }
     const started = r.started_at ? new Date(r.started_at).getTime() : null;
