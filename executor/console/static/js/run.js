@@ -200,6 +200,8 @@ export function render(root, runId, ctx) {
         if (!stopped) update();
       }, abort.signal);
       if (!stopped) { await loadPlan(true); update(); }
+      // A stream that ended before the run did (a restarted server, a proxy's timeout): follow again.
+      if (!stopped && status && !TERMINAL.has(status.state)) timer = setTimeout(follow, POLL_MS);
     } catch (err) {
       if (stopped || (err && err.name === "AbortError")) return;
       if (err instanceof ApiError && (err.status === 404 || err.status === 401)) return fail(err);
