@@ -9,7 +9,7 @@
     └── RunFailed                 ``result()`` of a run that failed, was cancelled or terminated
 
 Step failures travel inside Temporal as ``ApplicationError`` with ``type`` set to the error type a
-plan can name in ``retry.non_retryable``; ``executor.activities`` is the one place that translates.
+plan can name in ``retry.non_retryable``; ``executor.worker.activities`` is the one place that translates.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import pytest_asyncio  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from executor.devserver import DevServer, shutdown_env, start_time_skipping  # noqa: E402
+from executor.service.devserver import DevServer, shutdown_env, start_time_skipping  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from executor import Duraplan, PlanInvalid, RunFailed, RunNotFound, Settings, running_worker
-from executor.devserver import DevServer
-from executor.tenants import QuotaExceeded, TenantRegistry, UnknownTenant
+from executor.service.devserver import DevServer
+from executor.service.tenants import QuotaExceeded, TenantRegistry, UnknownTenant
 
 PLAN = {
     "name": "greet",

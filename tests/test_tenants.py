@@ -1,4 +1,4 @@
-"""The tenant registry (executor.tenants) and ``duraplan tenants`` (executor.tenants_cli) on real SQLite files."""
+"""The tenant registry (executor.service.tenants) and `duraplan tenants` (duraplan.tenants_cli) on SQLite files."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from executor import tenants as tenants_mod
-from executor.client import NAME_PATTERN
+from duraplan.tenants_cli import app
 from executor.errors import DuraplanError
-from executor.tenants import (
+from executor.service import tenants as tenants_mod
+from executor.service.client import NAME_PATTERN
+from executor.service.tenants import (
     DEFAULT_TOOL_GRANTS,
     AuthenticationFailed,
     QuotaExceeded,
@@ -30,7 +31,6 @@ from executor.tenants import (
     UnknownSecret,
     UnknownTenant,
 )
-from executor.tenants_cli import app
 
 MiB = 1024 * 1024
 

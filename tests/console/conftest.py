@@ -24,10 +24,11 @@ import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
 from temporalio.client import Client
 
-from executor import Duraplan, Settings, running_worker
-from executor.api import create_app
-from executor.devserver import DevServer
-from executor.tenants import TenantRegistry
+from duraplan.api import create_app
+from duraplan.worker import running_worker
+from executor import Duraplan, Settings
+from executor.service.devserver import DevServer
+from executor.service.tenants import TenantRegistry
 from planner.testing import ScriptedModel
 
 STREAMS_PER_TENANT = 4  # small, so a test can reach the cap

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from executor.streams import StreamSlots
-from executor.tenants import QuotaExceeded
+from duraplan.streams import StreamSlots
+from executor.service.tenants import QuotaExceeded
 
 
 def test_slots_are_capped_per_tenant_and_released_once() -> None:

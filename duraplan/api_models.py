@@ -1,4 +1,4 @@
-"""Request and response models of the HTTP API (``executor.api``): they make the OpenAPI spec precise."""
+"""Request and response models of the HTTP API (``duraplan.api``): they make the OpenAPI spec precise."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from executor.client import NAME_PATTERN
+from executor.service.client import NAME_PATTERN
 
 __all__ = [
     "NAME_REGEX",

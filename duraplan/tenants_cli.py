@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from executor.config import Settings
-from executor.tenants import Quotas, TenantError, TenantRegistry
+from executor.service.config import Settings
+from executor.service.tenants import Quotas, TenantError, TenantRegistry
 
 __all__ = ["app", "registry_path"]
 

@@ -36,13 +36,13 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from executor.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, Settings, connect
+from executor.engine.models import EventRecord, RunInput, plan_hash
+from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
 from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
-from executor.loader import load_plan
-from executor.models import EventRecord, RunInput, plan_hash
-from executor.tenants import QuotaExceeded, TenantRegistry
-from executor.validate import validate_plan
-from executor.workflow import WORKFLOW_NAME, PlanWorkflow
+from executor.lang.loader import load_plan
+from executor.lang.validate import validate_plan
+from executor.service.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, Settings, connect
+from executor.service.tenants import QuotaExceeded, TenantRegistry
 from schemas.plan import Plan
 from tools import ToolRegistry, default_registry
 

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 from temporalio.exceptions import ApplicationError
 
-from executor.models import LlmCall
+from executor.engine.models import LlmCall
 
 __all__ = ["complete", "provider_error"]
 

@@ -4,6 +4,6 @@ The pages hold no server-side logic of their own: every read and action is a ``/
 the key, so the console sees exactly what the API lets that tenant see. See ``static/README.md``.
 """
 
-from executor.console.router import CONSOLE_PATH, STATIC_DIR, mount_console
+from duraplan.console.router import CONSOLE_PATH, STATIC_DIR, mount_console
 
 __all__ = ["CONSOLE_PATH", "STATIC_DIR", "mount_console"]

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client, TLSConfig
-from temporalio.common import SearchAttributeKey
+
+from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, SEARCH_ATTRIBUTES
 
 if TYPE_CHECKING:
-    from executor.tenants import TenantRegistry
+    from executor.service.tenants import TenantRegistry
 
 __all__ = [
     "SA_PLAN_HASH",
@@ -26,13 +27,6 @@ __all__ = [
     "Settings",
     "connect",
 ]
-
-SA_TENANT = SearchAttributeKey.for_keyword("DuraplanTenant")
-SA_SESSION = SearchAttributeKey.for_keyword("DuraplanSession")
-SA_STATUS = SearchAttributeKey.for_keyword("DuraplanStatus")
-SA_PLAN_HASH = SearchAttributeKey.for_keyword("DuraplanPlanHash")
-SA_PLAN_NAME = SearchAttributeKey.for_keyword("DuraplanPlanName")
-SEARCH_ATTRIBUTES = (SA_TENANT, SA_SESSION, SA_STATUS, SA_PLAN_HASH, SA_PLAN_NAME)
 
 
 def _env(name: str) -> str | None:
@@ -90,7 +84,7 @@ class Settings:
         """The tenant registry when tenancy is enforced, else None (single-tenant development)."""
         if not self.tenancy:
             return None
-        from executor.tenants import TenantRegistry
+        from executor.service.tenants import TenantRegistry
 
         return TenantRegistry(self.home / "tenants.db")
 

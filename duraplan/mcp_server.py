@@ -2,7 +2,7 @@
 
     duraplan mcp --tenant acme                       # stdio (what desktop agents spawn)
     duraplan mcp --tenant acme --transport http      # streamable HTTP on http://127.0.0.1:8765/mcp
-    python -m executor.mcp_server --tenant acme      # the same without the CLI wiring
+    python -m duraplan.mcp_server --tenant acme      # the same without the CLI wiring
 
 One server instance serves one tenant (``--tenant`` or ``DURAPLAN_TENANT``): no tool takes a tenant,
 so an agent cannot reach another tenant's runs. Every tool is a thin layer over the Python API
@@ -28,11 +28,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from executor.client import NAME_PATTERN, Duraplan
-from executor.config import Settings
 from executor.errors import DuraplanError, PlanInvalid, PlanIssue, RunFailed
-from executor.process import exit_process
-from executor.validate import check_plan
+from executor.lang.validate import check_plan
+from executor.service.client import NAME_PATTERN, Duraplan
+from executor.service.config import Settings
+from executor.service.process import exit_process
 
 __all__ = ["app", "create_server", "main", "serve"]
 
@@ -385,7 +385,7 @@ def mcp_command(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m executor.mcp_server [--tenant T] [--transport stdio|http] [--host H] [--port P]``."""
+    """``python -m duraplan.mcp_server [--tenant T] [--transport stdio|http] [--host H] [--port P]``."""
     typer.main.get_command(app).main(args=list(argv) if argv is not None else None, prog_name="duraplan mcp")
 
 

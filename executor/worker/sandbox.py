@@ -158,7 +158,8 @@ def write_launcher(
         body = f"trap '' XFSZ\n{ulimits} || exit 126\nexec {closes}\nexec {_quote(env)} -i {_quote(binary)} \"$@\"\n"
     path = directory / "monty-worker"
     path.write_text(
-        "#!/bin/sh\n# Written by executor.sandbox: a monty worker with an empty environment and OS limits.\n" + body
+        "#!/bin/sh\n# Written by executor.worker.sandbox: a monty worker with an empty environment and OS limits.\n"
+        + body
     )
     path.chmod(stat.S_IRWXU)
     return path

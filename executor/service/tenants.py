@@ -57,9 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from executor.engine.models import RunQuotas
 from executor.errors import DuraplanError
-from executor.models import RunQuotas
-from executor.validate import all_steps
+from executor.lang.validate import all_steps
 from schemas.plan import CodeStep, Plan, SubplanStep
 
 __all__ = [
@@ -85,7 +85,7 @@ DEFAULT_TOOL_GRANTS: tuple[str, ...] = ("http.request", "kv.*", "notify", "trans
 MiB = 1024 * 1024
 MAX_SECRET_BYTES = 64 * 1024
 
-# The same rule as executor.client.NAME_PATTERN (a test keeps them equal): tenant ids go into
+# The same rule as executor.service.client.NAME_PATTERN (a test keeps them equal): tenant ids go into
 # Temporal workflow ids and search attributes.
 _TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")

@@ -25,7 +25,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
-from executor.api_models import (
+from duraplan.api_models import (
     NAME_REGEX,
     ChatMessageRequest,
     ChatSubmitRequest,
@@ -47,9 +47,8 @@ from executor.api_models import (
     SubmitRunRequest,
     ValidationResult,
 )
-from executor.client import Duraplan, RunHandle
-from executor.config import Settings, connect
-from executor.console import mount_console
+from duraplan.console import mount_console
+from duraplan.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
 from executor.errors import (
     DuraplanError,
     InputsInvalid,
@@ -59,8 +58,10 @@ from executor.errors import (
     RunNotFound,
     RunStateError,
 )
-from executor.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
-from executor.tenants import (
+from executor.lang.validate import check_plan
+from executor.service.client import Duraplan, RunHandle
+from executor.service.config import Settings, connect
+from executor.service.tenants import (
     AuthenticationFailed,
     QuotaExceeded,
     Tenant,
@@ -68,7 +69,6 @@ from executor.tenants import (
     ToolNotGranted,
     UnknownTenant,
 )
-from executor.validate import check_plan
 from planner.client import ChatSession
 from planner.core import plan_goal
 from planner.errors import BudgetExhausted, PlannerError, RateLimited, RepairExhausted
@@ -301,7 +301,7 @@ def create_app(
     ``model`` is the planner's default model (else ``dp.settings.default_model``, else
     ``DURAPLAN_MODEL``); ``run_task_queue`` is where chat sessions start their runs;
     ``max_streams_per_tenant`` caps each tenant's open server-sent event streams (429 past it).
-    The web console is mounted at ``/ui`` (``executor.console``)."""
+    The web console is mounted at ``/ui`` (``duraplan.console``)."""
     if dp.tenants is not tenants:  # quotas and tool grants are enforced by the Python API itself
         dp = Duraplan(dp.client, dp.settings, dp.registry, tenants)
     default_model = model or dp.settings.default_model

@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from executor.fairness import TENANT_BUSY, TenantGate
-from executor.models import CodeCall, LlmCall, ReplanRequest, StepQuota, ToolCall
-from executor.sandbox import Sandbox, SandboxError, SandboxLimits
-from executor.tenants import TenantError, TenantRegistry
+from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_TOOL, TENANT_BUSY
+from executor.engine.models import CodeCall, LlmCall, StepQuota, ToolCall
+from executor.service.tenants import TenantError, TenantRegistry
+from executor.worker.fairness import TenantGate
+from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
 from tools.egress import HttpPolicy
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolRegistry
@@ -32,15 +33,10 @@ __all__ = [
     "heartbeating",
     "run_code",
     "run_llm",
-    "run_replan",
     "run_tool",
 ]
 
-run_tool = "duraplan.tool"
-run_code = "duraplan.code"
-run_llm = "duraplan.llm"
-run_replan = "duraplan.replan"
-HEARTBEAT_TIMEOUT = 10.0
+run_tool, run_code, run_llm = RUN_TOOL, RUN_CODE, RUN_LLM
 MAX_OUTPUT_BYTES = 1024 * 1024  # the reference product's per-step result limit
 SECRET_KEY = "$secret"  # {"$secret": "NAME"} in tool arguments: resolved only inside the activity
 
@@ -153,7 +149,7 @@ class StepActivities:
         self.gate = TenantGate()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.tool, self.code, self.llm, self.replan]
+        return [self.tool, self.code, self.llm]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
@@ -226,7 +222,7 @@ class StepActivities:
 
     @activity.defn(name=run_llm)
     async def llm(self, call: LlmCall) -> dict[str, Any]:
-        from executor.llm import complete
+        from executor.worker.llm import complete
 
         model = call.model or self.default_model
         if not model:
@@ -238,35 +234,3 @@ class StepActivities:
         async with _admitted(self.gate, call.tenant, call.quota):
             result = await heartbeating(complete(call, model, self._completion))
         return dict(_checked_output(result, "llm step", call.quota))
-
-    @activity.defn(name=run_replan)
-    async def replan(self, request: ReplanRequest) -> dict[str, Any]:
-        """A revised plan for the rest of a failed run, validated against this worker's tools."""
-        from planner.activities import to_application_error
-        from planner.core import plan_goal
-        from planner.errors import PlannerError
-
-        try:
-            result = await heartbeating(
-                plan_goal(
-                    _replan_request_text(request),
-                    tools=self.registry,
-                    model=request.model or self.default_model,
-                    previous=request.plan,
-                    completion=self._completion,
-                )
-            )
-        except PlannerError as exc:
-            raise to_application_error(exc) from None
-        return result.plan_json
-
-
-def _replan_request_text(request: ReplanRequest) -> str:
-    done = json.dumps(request.completed, default=str)[:20_000]
-    return (
-        f"Goal: {request.goal}\n"
-        f"The run failed at step {request.failed_step!r}: {request.error.type}: {request.error.message}\n"
-        "Revise the plan so the remaining work succeeds. Steps that already completed are listed with "
-        "their outputs; keep their ids and definitions unchanged: they will not run again and their "
-        f"outputs are reused.\nCompleted: {done}"
-    )

@@ -21,7 +21,7 @@ import jsonschema
 from pydantic import ValidationError
 
 from executor.errors import PlanInvalid, PlanIssue
-from executor.expressions import (
+from executor.lang.expressions import (
     ExpressionError,
     compile_expression,
     iter_expressions,

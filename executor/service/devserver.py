@@ -23,7 +23,7 @@ from typing import Any, Final
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from executor.config import SEARCH_ATTRIBUTES, Settings, connect
+from executor.service.config import SEARCH_ATTRIBUTES, Settings, connect
 
 __all__ = [
     "DEFAULT_DB",

@@ -22,9 +22,11 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+from executor.engine.contract import TENANT_BUSY
+from executor.engine.retry import throttle_delay
+
 __all__ = ["QUEUE_PER_SLOT", "TENANT_BUSY", "WAIT_SECONDS", "TenantGate", "throttle_delay"]
 
-TENANT_BUSY = "TenantBusy"
 QUEUE_PER_SLOT = 4  # steps that may wait per slot of the cap; more are refused at once
 WAIT_SECONDS = 10.0  # how long a step waits in the worker before it is refused
 TICK_SECONDS = 3.0  # heartbeat interval while waiting (the heartbeat timeout is 10 s)
@@ -99,8 +101,3 @@ class TenantGate:
             self._running[tenant] = left
         else:
             del self._running[tenant]
-
-
-def throttle_delay(times: int) -> float:
-    """Seconds before the ``times``-th re-dispatch of a refused step: 1, 1.5, 2.25... capped at 5."""
-    return float(min(1.5 ** max(times - 1, 0), 5.0))

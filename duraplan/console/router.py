@@ -1,4 +1,4 @@
-"""Mounts the console's static files on the API app (one call from ``executor.api.create_app``)."""
+"""Mounts the console's static files on the API app (one call from ``duraplan.api.create_app``)."""
 
 from __future__ import annotations
 

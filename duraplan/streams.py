@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from executor.tenants import QuotaExceeded
+from executor.service.tenants import QuotaExceeded
 
 __all__ = ["DEFAULT_STREAMS_PER_TENANT", "StreamSlot", "StreamSlots"]
 

@@ -17,15 +17,15 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from duraplan.mcp_server import app as mcp_app
+from duraplan.tenants_cli import app as tenants_app
 from evals.cli import app as evals_app
-from executor.client import Duraplan, RunHandle
-from executor.config import Settings
 from executor.errors import DuraplanError, PlanInvalid
-from executor.loader import load_plan
-from executor.mcp_server import app as mcp_app
-from executor.process import exit_process
-from executor.tenants_cli import app as tenants_app
-from executor.validate import check_plan
+from executor.lang.loader import load_plan
+from executor.lang.validate import check_plan
+from executor.service.client import Duraplan, RunHandle
+from executor.service.config import Settings
+from executor.service.process import exit_process
 from planner.cli import app as planner_app
 
 __all__ = ["app"]
@@ -61,7 +61,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     """Run an async command; turn expected errors into one line and an exit code.
 
-    The process ends through ``executor.process.exit_process`` (why: see there)."""
+    The process ends through ``executor.service.process.exit_process`` (why: see there)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
@@ -342,8 +342,8 @@ _control("restart", "Start the run afresh with the same plan and inputs.", lambd
 @command
 async def worker(address: Address = None, namespace: Namespace = None) -> None:
     """Run a worker against an existing Temporal cluster (DURAPLAN_ADDRESS, _NAMESPACE, _API_KEY, _TLS*)."""
-    from executor.config import connect
-    from executor.worker import running_worker
+    from duraplan.worker import running_worker
+    from executor.service.config import connect
 
     settings = Settings.from_env(address=address, namespace=namespace)
     client = await connect(settings)
@@ -366,8 +366,8 @@ async def dev(
     session: Session = "default",
 ) -> None:
     """Start the embedded Temporal dev server (SQLite, WAL) and a worker; prints the UI address."""
-    from executor.devserver import DevServer
-    from executor.worker import running_worker
+    from duraplan.worker import running_worker
+    from executor.service.devserver import DevServer
 
     settings = Settings.from_env(home=home)
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -378,7 +378,7 @@ async def dev(
         out.print(f"Temporal {server.address}   UI {server.ui_url}   data {settings.home}", highlight=False)
         async with running_worker(server.client, settings, tenants=settings.tenant_registry()):
             if run_plan is None:
-                from executor.api import serve
+                from duraplan.api import serve
 
                 api = asyncio.create_task(serve(settings, host="127.0.0.1", port=api_port, log_level="warning"))
                 out.print(
@@ -405,7 +405,7 @@ async def api(
     namespace: Namespace = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) against a Temporal cluster."""
-    from executor.api import serve
+    from duraplan.api import serve
 
     await serve(Settings.from_env(address=address, namespace=namespace), host=host, port=port)
 
