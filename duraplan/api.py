@@ -437,8 +437,12 @@ def create_app(
     )
     async def run_progress(tenant: TenantDep, run_id: RunId) -> StreamingResponse:
         handle = run_of(tenant, run_id)
-        first = await handle.status()  # 404 before the stream starts
-        slot = streams.acquire(tenant.tenant_id)  # 429 before it starts, too
+        slot = streams.acquire(tenant.tenant_id)  # 429 before any query: a tenant at its cap costs nothing more
+        try:
+            first = await handle.status()  # 404 before the stream starts
+        except BaseException:
+            slot.release()
+            raise
 
         async def events() -> AsyncIterator[str]:
             try:
