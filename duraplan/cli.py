@@ -385,7 +385,7 @@ async def dev(
                 api = asyncio.create_task(serve(settings, host="127.0.0.1", port=api_port, log_level="warning"))
                 out.print(
                     f"HTTP API http://127.0.0.1:{api_port}   docs http://127.0.0.1:{api_port}/docs   "
-                    f"OpenAPI http://127.0.0.1:{api_port}/openapi.json",
+                    f"OpenAPI http://127.0.0.1:{api_port}/openapi.json   console http://127.0.0.1:{api_port}/ui/",
                     highlight=False,
                 )
                 out.print("worker ready; Ctrl-C to stop")

@@ -255,6 +255,11 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         return self.state
 
     @workflow.query
+    def plan_view(self) -> dict[str, Any]:
+        """The plan the run executes now (its latest revision), for drawing it: queries add no history."""
+        return {"plan": self.plan_json, "plan_hash": self.current_hash, "revision": len(self.revisions)}
+
+    @workflow.query
     def step_records(self) -> dict[str, Any]:
         """Every record by path, nested steps included."""
         return {path: record_dict(rec) for path, rec in self.records.items()}

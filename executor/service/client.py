@@ -314,6 +314,20 @@ class RunHandle:
         status["closed_at"] = desc.close_time.isoformat() if desc.close_time else None
         return status
 
+    async def plan(self) -> dict[str, Any]:
+        """The plan the run executes now and every step record by path (nested steps included).
+
+        ``plan`` is None when no worker answers the query (the run's state still comes from ``status``)."""
+        await self._describe()  # RunNotFound for an unknown run, another tenant's included
+        view: dict[str, Any] = {"plan": None, "plan_hash": None, "revision": None, "records": {}}
+        try:
+            view.update(await self._handle.query(PlanWorkflow.plan_view))
+            # Apart: a huge foreach's records can outgrow a query answer; the plan alone still draws.
+            view["records"] = await self._handle.query(PlanWorkflow.step_records)
+        except (RPCError, Exception):  # as in status(): a closed run without a worker cannot answer
+            pass
+        return {"run_id": self.run_id, **view}
+
     async def result(self, timeout: float | None = None) -> Any:
         """The run's output; ``RunFailed`` if it failed, was cancelled or terminated."""
         try:
