@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SRC := executor planner schemas tools evals tests bench
+SRC := duraplan executor planner schemas tools evals tests bench
 STAMP := $(VENV)/.duraplan-installed
 
 .PHONY: setup demo test lint typecheck schema bench eval eval-baseline clean distclean
@@ -26,6 +26,7 @@ test: setup lint typecheck
 lint: setup
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy --strict

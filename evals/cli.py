@@ -26,7 +26,7 @@ from evals.dataset import DatasetInvalid, load_dataset
 from evals.recording import model_slug
 from evals.report import CaseResult, Report, compare, compare_markdown, load_report, print_compare
 from evals.runner import DEFAULT_RECORDINGS, EvalConfig, Mode, run_eval
-from executor.process import exit_process
+from executor.service.process import exit_process
 
 __all__ = ["app"]
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import jmespath
 
 from evals.dataset import Case, OutputAssertion
-from executor.validate import step_references
+from executor.lang.validate import step_references
 from schemas.plan import (
     ForeachStep,
     Plan,

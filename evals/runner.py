@@ -32,6 +32,7 @@ from executor import Duraplan, DuraplanError, RunFailed, Settings, running_worke
 from planner.core import Attempt, PlanResult, parse_answer, plan_goal
 from planner.errors import PlannerError, RepairExhausted
 from planner.prompt import goal_prompt, repair_prompt, system_prompt
+from planner.worker import worker_parts
 
 __all__ = ["DEFAULT_RECORDINGS", "EvalConfig", "Mode", "planner_prompt_sha256", "run_eval"]
 
@@ -145,7 +146,7 @@ async def _engine(client: Client | None) -> AsyncIterator[Client]:
         return
     from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
-    from executor.devserver import shutdown_env, start_time_skipping
+    from executor.service.devserver import shutdown_env, start_time_skipping
 
     # The test server lacks a capability the SDK core warns about on every worker: errors only.
     quiet = TelemetryConfig(logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR")))
@@ -279,7 +280,7 @@ async def _plan(config: EvalConfig, case: Case, recording: Recording | None) -> 
 
 
 def _attempts_of(answers: list[RecordedAnswer], case: Case) -> list[Attempt]:
-    from executor.validate import check_plan
+    from executor.lang.validate import check_plan
 
     out = []
     for number, answer in enumerate(answers, 1):
@@ -308,7 +309,9 @@ async def _execute(
         default_model="scripted",
     )
     registry = engine_registry(case)
-    async with running_worker(client, settings, registry=registry, completion=ScriptedLlm(case.llm)):
+    async with running_worker(
+        client, settings, registry=registry, completion=ScriptedLlm(case.llm), parts=[worker_parts]
+    ):
         dp = Duraplan(client, settings, registry)
         try:
             # The case id as run id (under a tenant of this eval's own): reports name no random ids.

@@ -16,11 +16,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from duraplan.api import create_app
 from executor import Duraplan, InputsInvalid, RunHandle, Settings, running_worker
-from executor.api import create_app
-from executor.devserver import DevServer
-from executor.models import plan_hash
-from executor.tenants import TenantRegistry
+from executor.engine.models import plan_hash
+from executor.service.devserver import DevServer
+from executor.service.tenants import TenantRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,11 +158,11 @@ async def test_bulk_through_the_api_and_the_cli(dp: Duraplan, dev_server: DevSer
             "DURAPLAN_HOME": str(tmp_path),
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         }
-        args = [sys.executable, "-m", "executor.cli", "bulk", "terminate", "--tenant", b, "--dry-run", "--json"]
+        args = [sys.executable, "-m", "duraplan.cli", "bulk", "terminate", "--tenant", b, "--dry-run", "--json"]
         proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, timeout=60, check=False)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["matched"] == 1
-        bad_args = [sys.executable, "-m", "executor.cli", "bulk", "terminate", "--tenant", b, "--status", "done"]
+        bad_args = [sys.executable, "-m", "duraplan.cli", "bulk", "terminate", "--tenant", b, "--status", "done"]
         proc = subprocess.run(bad_args, cwd=ROOT, env=env, capture_output=True, timeout=60, check=False)
         assert proc.returncode == 1 and b"state" in proc.stderr and b"Traceback" not in proc.stderr
     finally:

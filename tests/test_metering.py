@@ -20,11 +20,12 @@ import pytest
 import pytest_asyncio
 import respx
 
+from duraplan.api import create_app
 from executor import Duraplan, RunFailed, Settings, running_worker
-from executor.api import create_app
-from executor.devserver import DevServer
-from executor.metering import llm_cost, utc_day
-from executor.tenants import TenantRegistry
+from executor.service.devserver import DevServer
+from executor.service.tenants import TenantRegistry
+from executor.service.usage import utc_day
+from executor.worker.metering import llm_cost
 from tools import Store, default_registry
 from tools.usage import AttemptUsage, RunEnd, UsageStore
 
@@ -44,7 +45,7 @@ def _start_worker(server: DevServer, home: Path, queue: str) -> subprocess.Popen
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "executor.cli", "worker"],
+        [sys.executable, "-m", "duraplan.cli", "worker"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -278,7 +279,7 @@ def test_usage_cli_reads_the_homes_ledger(tmp_path: Path) -> None:
         "DURAPLAN_HOME": str(tmp_path),
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-    base = [sys.executable, "-m", "executor.cli", "usage", "--tenant", "acme"]
+    base = [sys.executable, "-m", "duraplan.cli", "usage", "--tenant", "acme"]
     proc = subprocess.run([*base, "--day", "2026-11-29", "--json"], cwd=ROOT, env=env, capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)

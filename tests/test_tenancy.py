@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from executor import Duraplan, PlanInvalid, RunFailed, RunNotFound, Settings, running_worker
-from executor.devserver import DevServer
-from executor.tenants import QuotaExceeded, TenantRegistry, UnknownTenant
+from executor.service.devserver import DevServer
+from executor.service.tenants import QuotaExceeded, TenantRegistry, UnknownTenant
 
 PLAN = {
     "name": "greet",
@@ -23,12 +23,16 @@ PLAN = {
 }
 
 
-async def test_grants_quotas_and_unknown_tenants(dev_server: DevServer, tmp_path: Path) -> None:
-    tenants = TenantRegistry(tmp_path / "tenants.db")
+async def test_grants_quotas_and_unknown_tenants(
+    dev_server: DevServer, tmp_path: Path, db_location: str | Path
+) -> None:
+    """On SQLite files in the home, and with registry and store in PostgreSQL (``database_url``)."""
+    database_url = db_location if isinstance(db_location, str) else None
+    settings = Settings(home=tmp_path, task_queue=f"tenancy-{uuid.uuid4().hex[:8]}", database_url=database_url)
+    tenants = TenantRegistry(settings.registry_location())
     tenants.create("acme")
     tenants.revoke_tools("acme", ["notify"])  # acme may count, not notify
     tenants.set_quotas("acme", runs_per_second=0.001, runs_burst=2)
-    settings = Settings(home=tmp_path, task_queue=f"tenancy-{uuid.uuid4().hex[:8]}")
     async with running_worker(dev_server.client, settings, tenants=tenants) as deps:
         dp = Duraplan(dev_server.client, settings, tenants=tenants)
         with pytest.raises(UnknownTenant):
@@ -59,9 +63,11 @@ async def test_grants_quotas_and_unknown_tenants(dev_server: DevServer, tmp_path
     tenants.close()
 
     # A restarted service sees the same, still-empty bucket.
-    reopened = TenantRegistry(tmp_path / "tenants.db")
+    reopened = TenantRegistry(settings.registry_location())
     assert not reopened.take_run_tokens("acme").allowed
     reopened.close()
+    if database_url is not None:  # nothing went to files in the home
+        assert not list(tmp_path.glob("*.db"))
 
 
 async def test_http_egress_follows_the_tenants_allowlist(dev_server: DevServer, tmp_path: Path) -> None:

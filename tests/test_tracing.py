@@ -18,9 +18,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from temporalio.client import Client
 
 from executor import Duraplan, Settings, running_worker
-from executor.config import connect
-from executor.devserver import DevServer
-from executor.telemetry import (
+from executor.service.config import connect
+from executor.service.devserver import DevServer
+from executor.service.telemetry import (
     client_interceptors,
     configure_telemetry,
     disable_metrics,

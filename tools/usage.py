@@ -1,8 +1,8 @@
 """The usage ledger: what each tenant used, per UTC day, recorded exactly once.
 
-It lives in the tool store's database file (``<home>/store.db``) on a connection of its own, so it
-merges with other store backends: the SQL is plain (``INSERT ... ON CONFLICT``, ``GROUP BY``,
-``SUM``) and runs unchanged on SQLite and PostgreSQL once ``?`` placeholders are translated.
+It lives in the tool store's database (``<home>/store.db``, or the shared PostgreSQL of
+``DURAPLAN_DATABASE_URL``) on a connection of its own, through the same seam (``tools.database``):
+plain SQL (``INSERT ... ON CONFLICT``, ``GROUP BY``, ``SUM``) written once for both.
 
 What "once" means, and why every table is keyed the way it is:
 
@@ -27,13 +27,13 @@ Every query filters by tenant; nothing reads across tenants.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
+
+from tools.database import Tx, open_database
 
 __all__ = ["AttemptUsage", "DayUsage", "RunEnd", "UsageStore"]
 
@@ -41,49 +41,49 @@ T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_steps (
-    tenant      TEXT NOT NULL,
-    step_key    TEXT NOT NULL,
-    day         TEXT NOT NULL,
-    kind        TEXT NOT NULL,
-    recorded_at REAL NOT NULL,
+    tenant      {TEXT} NOT NULL,
+    step_key    {TEXT} NOT NULL,
+    day         {TEXT} NOT NULL,
+    kind        {TEXT} NOT NULL,
+    recorded_at {REAL} NOT NULL,
     PRIMARY KEY (tenant, step_key)
 );
 CREATE INDEX IF NOT EXISTS usage_steps_by_day ON usage_steps (tenant, day);
 
 CREATE TABLE IF NOT EXISTS usage_attempts (
-    tenant            TEXT NOT NULL,
-    step_key          TEXT NOT NULL,
-    attempt           INTEGER NOT NULL,
-    day               TEXT NOT NULL,
-    kind              TEXT NOT NULL,
-    outcome           TEXT NOT NULL,
-    activity_seconds  REAL NOT NULL,
-    cpu_seconds       REAL NOT NULL,
-    prompt_tokens     INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost_usd          REAL NOT NULL,
-    recorded_at       REAL NOT NULL,
+    tenant            {TEXT} NOT NULL,
+    step_key          {TEXT} NOT NULL,
+    attempt           BIGINT NOT NULL,
+    day               {TEXT} NOT NULL,
+    kind              {TEXT} NOT NULL,
+    outcome           {TEXT} NOT NULL,
+    activity_seconds  {REAL} NOT NULL,
+    cpu_seconds       {REAL} NOT NULL,
+    prompt_tokens     BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cost_usd          {REAL} NOT NULL,
+    recorded_at       {REAL} NOT NULL,
     PRIMARY KEY (tenant, step_key, attempt)
 );
 CREATE INDEX IF NOT EXISTS usage_attempts_by_day ON usage_attempts (tenant, day);
 
 CREATE TABLE IF NOT EXISTS usage_runs (
-    tenant      TEXT NOT NULL,
-    run_key     TEXT NOT NULL,
-    started_day TEXT NOT NULL,
-    ended_day   TEXT,
-    outcome     TEXT,
+    tenant      {TEXT} NOT NULL,
+    run_key     {TEXT} NOT NULL,
+    started_day {TEXT} NOT NULL,
+    ended_day   {TEXT},
+    outcome     {TEXT},
     PRIMARY KEY (tenant, run_key)
 );
 CREATE INDEX IF NOT EXISTS usage_runs_started ON usage_runs (tenant, started_day);
 CREATE INDEX IF NOT EXISTS usage_runs_ended ON usage_runs (tenant, ended_day);
 
 CREATE TABLE IF NOT EXISTS usage_workflow_steps (
-    tenant      TEXT NOT NULL,
-    segment_key TEXT NOT NULL,
-    kind        TEXT NOT NULL,
-    day         TEXT NOT NULL,
-    steps       INTEGER NOT NULL,
+    tenant      {TEXT} NOT NULL,
+    segment_key {TEXT} NOT NULL,
+    kind        {TEXT} NOT NULL,
+    day         {TEXT} NOT NULL,
+    steps       BIGINT NOT NULL,
     PRIMARY KEY (tenant, segment_key, kind)
 );
 CREATE INDEX IF NOT EXISTS usage_workflow_steps_by_day ON usage_workflow_steps (tenant, day);
@@ -137,82 +137,65 @@ class DayUsage:
 
 
 class UsageStore:
-    """The ledger on its own connection to ``path`` (WAL; writes are tiny single transactions)."""
+    """The ledger on its own connection to ``target``: a SQLite path or a PostgreSQL URL."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._lock = threading.Lock()
-        self._closed = False
-        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        # NORMAL in WAL mode: a commit survives a killed process (what "once" is about); only a
+        # power cut may lose the last commits, and metering is not worth an fsync per step.
+        self._db = open_database(target, sqlite_pragmas=("journal_mode=WAL", "synchronous=NORMAL"))
+        self.location = self._db.location  # never a password
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit survives a killed process (what "once" is about); only
-            # a power cut may lose the last commits, and metering is not worth an fsync per step.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+            self._db.create_schema(_SCHEMA)
         except BaseException:
-            self._conn.close()
+            self._db.close()
             raise
 
     def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+        self._db.close()
 
     # -- writes ----------------------------------------------------------------------------
 
     async def record_attempt(self, usage: AttemptUsage) -> bool:
         """Record a finished attempt (and its step, if first); False if this attempt was recorded before."""
-        return await self._run(lambda c: _transaction(c, lambda: _attempt_tx(c, usage)))
+        return await self._write(lambda tx: _attempt_tx(tx, usage))
 
     async def record_run_start(self, tenant: str, run_key: str, day: str) -> bool:
         """A run started; False if it was recorded before (a retried submit, or the worker's backfill)."""
 
-        def insert() -> bool:
-            cur = self._conn.execute(
+        def insert(tx: Tx) -> bool:
+            cur = tx.execute(
                 "INSERT INTO usage_runs (tenant, run_key, started_day) VALUES (?, ?, ?) "
                 "ON CONFLICT (tenant, run_key) DO NOTHING",
                 (tenant, run_key, day),
             )
             return cur.rowcount > 0
 
-        return await self._run(lambda c: _transaction(c, insert))
+        return await self._write(insert)
 
     async def record_run_end(self, end: RunEnd) -> None:
-        await self._run(lambda c: _transaction(c, lambda: _run_end_tx(c, end)))
+        await self._write(lambda tx: _run_end_tx(tx, end))
 
     # -- reads -----------------------------------------------------------------------------
 
     async def usage(self, tenant: str, first_day: str, last_day: str) -> list[DayUsage]:
         """Days from ``first_day`` to ``last_day`` (inclusive) that have any usage, oldest first."""
-        return await self._run(lambda c: _usage(c, tenant, first_day, last_day))
+        return await asyncio.to_thread(self._run_read, lambda tx: _usage(tx, tenant, first_day, last_day))
 
     # -- plumbing --------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._locked, fn)
+    async def _write(self, fn: Callable[[Tx], T]) -> T:
+        return await asyncio.to_thread(self._run_write, fn)
 
-    def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("usage store is closed")
-            return fn(self._conn)
+    def _run_write(self, fn: Callable[[Tx], T]) -> T:
+        with self._db.transaction() as tx:
+            return fn(tx)
 
-
-def _transaction(conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn()
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
+    def _run_read(self, fn: Callable[[Tx], T]) -> T:
+        with self._db.reading() as tx:
+            return fn(tx)
 
 
-def _attempt_tx(conn: sqlite3.Connection, u: AttemptUsage) -> bool:
+def _attempt_tx(conn: Tx, u: AttemptUsage) -> bool:
     now = time.time()
     conn.execute(
         "INSERT INTO usage_steps (tenant, step_key, day, kind, recorded_at) VALUES (?, ?, ?, ?, ?) "
@@ -241,7 +224,7 @@ def _attempt_tx(conn: sqlite3.Connection, u: AttemptUsage) -> bool:
     return cur.rowcount > 0
 
 
-def _run_end_tx(conn: sqlite3.Connection, end: RunEnd) -> None:
+def _run_end_tx(conn: Tx, end: RunEnd) -> None:
     segment_key = f"{end.run_key}/{end.segment}"
     for kind, steps in sorted(end.workflow_steps.items()):
         if steps > 0:
@@ -263,7 +246,7 @@ def _run_end_tx(conn: sqlite3.Connection, end: RunEnd) -> None:
         )
 
 
-def _usage(conn: sqlite3.Connection, tenant: str, first: str, last: str) -> list[DayUsage]:
+def _usage(conn: Tx, tenant: str, first: str, last: str) -> list[DayUsage]:
     days: dict[str, DayUsage] = {}
 
     def day(d: str) -> DayUsage:

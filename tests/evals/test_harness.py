@@ -169,7 +169,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("DURAPLAN_CLI_IN_PROCESS", None)
     return subprocess.run(
-        [sys.executable, "-m", "executor.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=240
+        [sys.executable, "-m", "duraplan.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=240
     )
 
 
