@@ -210,8 +210,9 @@ def _attempt(tenant: str, key: str, attempt: int, **kw: Any) -> AttemptUsage:
     return AttemptUsage(tenant=tenant, step_key=key, attempt=attempt, kind="tool", outcome="completed", **kw)
 
 
-async def test_ledger_counts_steps_once_attempts_separately_and_per_tenant(tmp_path: Path) -> None:
-    store = UsageStore(tmp_path / "store.db")
+async def test_ledger_counts_steps_once_attempts_separately_and_per_tenant(db_location: str | Path) -> None:
+    """On both backends: SQLite, and the shared PostgreSQL of DURAPLAN_DATABASE_URL."""
+    store = UsageStore(db_location)
     try:
         day = "2026-11-29"
         assert await store.record_attempt(_attempt("a", "r/0/x", 1, day=day, activity_seconds=1.0))
