@@ -27,6 +27,7 @@ from executor.lang.validate import check_plan
 from executor.service.client import Duraplan, RunHandle
 from executor.service.config import Settings
 from executor.service.process import exit_process
+from executor.service.telemetry import configure_telemetry
 from planner.cli import app as planner_app
 
 __all__ = ["app"]
@@ -374,6 +375,9 @@ async def dev(
 
     settings = Settings.from_env(home=home)
     settings.home.mkdir(parents=True, exist_ok=True)
+    # Before the dev server's client connects: it (and the worker on it) then traces and serves
+    # SDK metrics when DURAPLAN_OTLP_ENDPOINT / DURAPLAN_PROMETHEUS_ADDRESS ask for it.
+    configure_telemetry(settings)
     async with DevServer(
         home=settings.home, port=port, ui_port=ui_port, db_file=None if in_memory else settings.home / "temporal.db"
     ) as server:
