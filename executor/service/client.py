@@ -94,7 +94,7 @@ class Duraplan:
         usage: UsageStore | None = None,
     ) -> None:
         """``tenants``: enforce the tenant registry (known tenant, tool grants, run-creation rate);
-        ``usage``: the usage ledger (default: ``<home>/store.db`` when metering is on, opened on first use)."""
+        ``usage``: the usage ledger (default: the workers' store database when metering is on, opened on first use)."""
         self.client = client
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
@@ -104,9 +104,12 @@ class Duraplan:
 
     @property
     def usage_store(self) -> UsageStore | None:
+        """The workers' ledger: the shared database, or ``<home>/store.db`` once a worker created it
+        (a client never creates a ledger of its own that no worker writes to)."""
         if self._usage is None and self.settings.metering:
-            self.settings.home.mkdir(parents=True, exist_ok=True)
-            self._usage = UsageStore(self.settings.store_location())
+            local = self.settings.home / "store.db"
+            if self.settings.database_url or local.exists():
+                self._usage = UsageStore(self.settings.store_location())
         return self._usage
 
     async def usage(
@@ -115,7 +118,8 @@ class Duraplan:
         """The tenant's usage for ``day``, or ``first``..``last`` (UTC, inclusive); today by default."""
         store = self.usage_store
         if store is None:
-            raise RunStateError("metering is off (DURAPLAN_METERING=0)")
+            why = "metering is off (DURAPLAN_METERING=0)" if not self.settings.metering else "no worker has written one"
+            raise RunStateError(f"no usage ledger at {self.settings.store_location()}: {why}")
         return await usage_report(store, _check_name("tenant", tenant), day=day, first=first, last=last)
 
     @classmethod
