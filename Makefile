@@ -51,7 +51,7 @@ eval: setup
 # recordings are first stamped with today's prompt hashes, so a later prompt change shows as drift.
 GAMED_CASES := onboard-new-hire personalized-welcome prod-deploy-cab-approval
 eval-baseline: setup
-	$(BIN)/python -m evals.stamp evals/datasets/starter.yaml authored gamed
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python -m evals.stamp evals/datasets/starter.yaml authored gamed
 	$(BIN)/duraplan eval --dataset evals/datasets/starter.yaml --model authored --replay \
 		--out evals/reports --name starter-authored-replay
 	$(BIN)/duraplan eval --dataset evals/datasets/starter.yaml --model gamed --replay \

@@ -49,6 +49,9 @@ async def _stamp_one(case: Case, path: Path, model: str) -> bool:
 
 async def stamp(dataset_path: Path, models: list[str], root: Path = DEFAULT_RECORDINGS) -> int:
     """Stamp every authored recording of ``models``; returns how many files changed."""
+    import litellm
+
+    litellm.suppress_debug_info = True  # no provider-help banner per recorded model name
     dataset = load_dataset(dataset_path)
     changed = 0
     for model in models:
