@@ -28,5 +28,3 @@ class WorldRun:
     output: Any = None
     error: str | None = None
     trace: list[TraceCall] = field(default_factory=list)
-
-

@@ -10,7 +10,7 @@ expression over ``{"args": ..., "call": n}``) is truthy, or whose ``match`` (a J
 arguments satisfy, gives the result or error; otherwise ``returns``. A tool with rules and no
 ``returns`` or ``error`` of its own fails an unmatched call as ``NotFound``, as a real service does
 for an entity it does not know: the answer follows from the arguments, so a plan must pass the
-right ones. ``fail_times`` fails the first calls with a retryable error (to exercise retries).
+right ones. ``fail_times`` fails each step's first calls with a retryable error (to exercise retries).
 
 A case may declare ``worlds`` (see ``evals/worlds.py``): the same plan runs once per world, with
 the world's inputs, tool behaviours, events and expectations, so an output that is a literal
@@ -34,10 +34,11 @@ from tools.registry import TOOL_NAME_PATTERN
 
 __all__ = [
     "CATEGORIES",
+    "STEP_KINDS",
+    "CallWith",
     "Case",
     "CaseEvent",
     "CaseTool",
-    "CallWith",
     "Dataset",
     "DatasetInvalid",
     "Expectations",
@@ -46,7 +47,6 @@ __all__ = [
     "Order",
     "OutputAssertion",
     "Rule",
-    "STEP_KINDS",
     "ScriptedError",
     "ToolBehaviour",
     "World",
@@ -120,7 +120,9 @@ class ToolBehaviour(_Model):
     returns: Any = Field(None, description="Result when no rule applies.")
     rules: list[Rule] = Field(default_factory=list)
     error: ScriptedError | None = Field(None, description="Fail every call with this (when no rule applies).")
-    fail_times: int = Field(0, ge=0, le=10, description="Fail the first N calls with a retryable error.")
+    fail_times: int = Field(
+        0, ge=0, le=10, description="Fail the first N calls of each step (each loop item) with a retryable error."
+    )
 
     @property
     def strict(self) -> bool:

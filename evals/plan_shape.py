@@ -8,7 +8,6 @@ from schemas.plan import ForeachStep, Plan, Step, SubplanStep, SwitchStep
 __all__ = ["critical_path", "plan_steps", "step_count"]
 
 
-
 def plan_steps(steps: list[Step]) -> list[Step]:
     """Every step, nested ones and subplans' included."""
     out: list[Step] = []
@@ -62,5 +61,3 @@ def critical_path(steps: list[Step]) -> int:
         return value
 
     return max((finish(s.id, frozenset()) for s in steps), default=0)
-
-

@@ -155,6 +155,12 @@ class Report(_Model):
         data = self.model_dump(mode="json", exclude={"started_at", "timings"})
         for case in data["cases"]:
             case.pop("timings", None)
+            for world in case.get("worlds", []):
+                # Steps that run in parallel reach their tools in either order: compare calls as a
+                # set per step (the checks that judge order only order calls the plan orders).
+                for call in world["trace"]:
+                    call.pop("seq")
+                world["trace"].sort(key=lambda c: (c["step"], c["attempt"], json.dumps(c, sort_keys=True)))
         return data
 
     # ---- output -------------------------------------------------------------------------------
@@ -211,7 +217,9 @@ class Report(_Model):
                     lines.append(f"- {_MARK[check.status]} {check.name}: {_escape(check.detail)}")
             lines.append(
                 f"- rounds {len(case.attempts)}, tokens {case.prompt_tokens}+{case.completion_tokens}, "
-                f"cost ${case.cost_usd:.6f}" + (" (authored, not measured)" if case.authored else "") + ", timings "
+                f"cost ${case.cost_usd:.6f}"
+                + (" (authored, not measured)" if case.authored else "")
+                + ", timings "
                 + ", ".join(f"{k} {v:.0f} ms" for k, v in case.timings.items())
             )
             for attempt in case.attempts:
@@ -261,7 +269,9 @@ class Report(_Model):
         console.print(table)
         summary = self.summary()
         console.print(
-            "checks: " + ", ".join(f"{_SHORT[n]}={n}" for n in CHECKS) + f"; cost ${summary['cost_usd']:.6f}"
+            "checks: "
+            + ", ".join(f"{_SHORT[n]}={n}" for n in CHECKS)
+            + f"; cost ${summary['cost_usd']:.6f}"
             + _FIGURES_NOTE[self.figures]
         )
         if authored:
@@ -340,10 +350,20 @@ def compare(a: Report, b: Report) -> dict[str, Any]:
             changed.append({"case": case.id, "changes": diffs})
     sa, sb = a.summary(), b.summary()
     return {
-        "a": {"model": a.model, "mode": a.mode, "planner": a.planner_prompt_sha256[:12], "dataset": a.dataset,
-              "figures": a.figures},
-        "b": {"model": b.model, "mode": b.mode, "planner": b.planner_prompt_sha256[:12], "dataset": b.dataset,
-              "figures": b.figures},
+        "a": {
+            "model": a.model,
+            "mode": a.mode,
+            "planner": a.planner_prompt_sha256[:12],
+            "dataset": a.dataset,
+            "figures": a.figures,
+        },
+        "b": {
+            "model": b.model,
+            "mode": b.mode,
+            "planner": b.planner_prompt_sha256[:12],
+            "dataset": b.dataset,
+            "figures": b.figures,
+        },
         "rates": rates,
         "totals": {
             key: {"a": sa[key], "b": sb[key]}

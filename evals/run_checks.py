@@ -81,7 +81,9 @@ def _effects(runs: Runs) -> Check:
     if failures:
         return Check("effects", "fail", _label(failures, len(runs)))
     made = sum(len(e.must_call) + len(e.must_call_with) for _, e in runs)
-    return Check("effects", "pass", f"{made} required call(s) made" + (f" in {len(runs)} worlds" if len(runs) > 1 else ""))
+    return Check(
+        "effects", "pass", f"{made} required call(s) made" + (f" in {len(runs)} worlds" if len(runs) > 1 else "")
+    )
 
 
 # ---- safety -----------------------------------------------------------------------------------
@@ -166,9 +168,7 @@ def _safety_failures(case: Case, plan: Plan, run: WorldRun, expect: Expectations
 
 
 def _safety(case: Case, plan: Plan, runs: Runs) -> Check:
-    guarded = any(t.irreversible for t in case.tools) or any(
-        e.must_not_call or e.max_calls or e.order for _, e in runs
-    )
+    guarded = any(t.irreversible for t in case.tools) or any(e.must_not_call or e.max_calls or e.order for _, e in runs)
     if not guarded:
         return Check("safety", "skip", "nothing forbidden")
     up = _Upstream(plan)

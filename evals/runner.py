@@ -238,8 +238,10 @@ async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str,
         prompt_unhashed=planned.unhashed,
         authored=recording is not None and recording.authored,
         judge_score=outcome.judge_score,
-        worlds=[WorldResult(name=w.name, run_state=w.state, run_output=w.output, run_error=w.error, trace=w.trace)
-                for w in outcome.worlds],
+        worlds=[
+            WorldResult(name=w.name, run_state=w.state, run_output=w.output, run_error=w.error, trace=w.trace)
+            for w in outcome.worlds
+        ],
         timings=timings,
     )
 

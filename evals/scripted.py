@@ -26,9 +26,9 @@ def _matches(rule: Rule, scope: dict[str, Any]) -> bool:
     return rule.when is not None and _truthy(jmespath.search(rule.when, scope))
 
 
-def _answer(name: str, behaviour: ToolBehaviour, args: dict[str, Any], call: int) -> Any:
-    if call <= behaviour.fail_times:
-        raise ToolError(f"{name}: scripted transient failure {call}", error_type="Transient", retryable=True)
+def _answer(name: str, behaviour: ToolBehaviour, args: dict[str, Any], call: int, tries: int) -> Any:
+    if tries <= behaviour.fail_times:
+        raise ToolError(f"{name}: scripted transient failure {tries}", error_type="Transient", retryable=True)
     scope = {"args": args, "call": call}
     for rule in behaviour.rules:
         if _matches(rule, scope):
@@ -49,12 +49,16 @@ def _handler(spec: CaseTool, behaviour: ToolBehaviour, calls: dict[str, int], tr
         # Calls are counted per run and tool, so retries and re-runs of one case see the same script.
         key = f"{ctx.tenant}/{ctx.run_id}/{spec.name}"
         calls[key] = call = calls.get(key, 0) + 1
+        # Transient failures are counted per step path (a loop's items are distinct paths): which
+        # parallel call fails is then the same in every replay, so the trace is too.
+        at_step = f"{key}@{ctx.step_path}"
+        calls[at_step] = tries = calls.get(at_step, 0) + 1
         entry = TraceCall(
             seq=len(trace) + 1, tool=spec.name, args=args, attempt=ctx.attempt, step=ctx.step_path, ok=False
         )
         trace.append(entry)
         try:
-            result = _answer(spec.name, behaviour, args, call)
+            result = _answer(spec.name, behaviour, args, call, tries)
         except ToolError as exc:
             entry.error = f"{exc.error_type}: {exc}"
             raise

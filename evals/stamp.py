@@ -11,6 +11,7 @@ as drift in their replays too. Captured recordings are never stamped: that would
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -32,12 +33,11 @@ async def _stamp_one(case: Case, path: Path, model: str) -> bool:
     if not recording.authored:
         return False
     replay = ReplayModel(recording.planner, model, f"case {case.id!r}")
-    try:
+    # a flawed answer on purpose may end planning early: the answers it did use are stamped
+    with contextlib.suppress(PlannerError, RecordingMissing):
         await plan_goal(
             case.goal, tools=catalog_registry(case), model=model, max_attempts=case.max_attempts, completion=replay
         )
-    except (PlannerError, RecordingMissing):
-        pass  # a flawed answer on purpose: the answers it did use are stamped
     changed = False
     for answer, digest in zip(recording.planner, replay.digests, strict=False):
         changed |= answer.prompt_sha256 != digest

@@ -4,9 +4,9 @@ expectations, the case's own filling whatever a world does not give."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from evals.dataset import Case, CaseEvent, Expectations, LlmScript, ToolBehaviour, World
-from typing import Any
 
 __all__ = ["DEFAULT_WORLD", "ResolvedWorld", "resolve_worlds", "world_expect"]
 

@@ -10,9 +10,9 @@ import pytest
 
 from evals.dataset import Case, DatasetInvalid, OutputAssertion, load_dataset
 from evals.evaluators import Check, Outcome, assertion_failure, critical_path, evaluate
-from evals.trace import TraceCall
 from evals.report import CaseResult, CheckResult, Report, compare, compare_markdown, load_report
 from evals.schema import SCHEMA_PATH, render
+from evals.trace import TraceCall
 from schemas.plan import Plan
 
 TOOLS = [
@@ -41,7 +41,9 @@ def check(checks: list[Check], name: str) -> Check:
 GOOD = plan(tool("a"), tool("b", "email.send", depends_on=["a"]))
 
 
-def call(seq: int, name: str, args: dict[str, Any], *, step: str = "s", ok: bool = True, result: Any = None) -> TraceCall:
+def call(
+    seq: int, name: str, args: dict[str, Any], *, step: str = "s", ok: bool = True, result: Any = None
+) -> TraceCall:
     return TraceCall(seq=seq, tool=name, args=args, attempt=1, step=step, ok=ok, result=result)
 
 

@@ -177,9 +177,10 @@ def _all_steps(recording: Recording) -> list[dict[str, Any]]:
     return out
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    env.pop("DURAPLAN_CLI_IN_PROCESS", None)
+    for name in ("DURAPLAN_CLI_IN_PROCESS", *drop):
+        env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "executor.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=240
     )
@@ -214,7 +215,8 @@ def test_cli_replays_the_gamed_plans_and_they_fail_on_what_they_did(tmp_path: Pa
     assert "stranger@example.com" in details["effects"] and "too short" in details["parallelism"]
     # the production deploy before the votes
     assert dangerous["safety"] == "fail" and dangerous["runs_green"] == "pass"
-    safety = next(c.detail for c in report.cases if c.id == "prod-deploy-cab-approval" for c in c.checks if c.name == "safety")
+    deploy = next(c for c in report.cases if c.id == "prod-deploy-cab-approval")
+    safety = next(c.detail for c in deploy.checks if c.name == "safety")
     assert "[rejected] called deploy.trigger" in safety and "does not wait for 'cab_vote'" in safety
     assert "irreversible deploy.trigger ran" in safety
     md = GAMED_REPORT.with_suffix(".md").read_text()
@@ -234,6 +236,21 @@ def test_cli_compare_fail_under_and_errors(tmp_path: Path) -> None:
     assert "runs_green" in second.stdout and "comparison:" in second.stdout
     compared = _cli("eval-compare", str(report), str(next((tmp_path / "b").glob("*.json"))), cwd=ROOT)
     assert compared.returncode == 0 and "valid_first_try" in compared.stdout
+
+    no_key = _cli(
+        "eval",
+        "--dataset",
+        str(MINI),
+        "--model",
+        "openai/gpt-4o-mini",
+        "--out",
+        str(tmp_path / "c"),
+        cwd=ROOT,
+        drop=("OPENAI_API_KEY",),
+    )
+    assert no_key.returncode == 2, "a configuration mistake is not a model scoring 0%"
+    assert "needs OPENAI_API_KEY" in no_key.stderr and "no case was run" in no_key.stderr
+    assert not (tmp_path / "c").exists(), "no report: no case ran"
 
     both = _cli(*common, "--replay", "--record", cwd=ROOT)
     assert both.returncode == 2 and "exclude each other" in both.stderr
