@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from evals.trace import TraceCall
 
-__all__ = ["Check", "Status", "WorldRun"]
+__all__ = ["Check", "Status", "WorldRun", "in_worlds"]
 
 Status = Literal["pass", "fail", "skip"]
 
@@ -28,3 +28,10 @@ class WorldRun:
     output: Any = None
     error: str | None = None
     trace: list[TraceCall] = field(default_factory=list)
+
+
+def in_worlds(failures: list[tuple[str, str]], worlds: int) -> str:
+    """Failures as one detail: one world's as they are, several prefixed by their world's name."""
+    if worlds == 1:
+        return "; ".join(f for _, f in failures)
+    return "; ".join(f"[{name}] {f}" for name, f in failures)

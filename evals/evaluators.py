@@ -21,7 +21,7 @@ from typing import Any
 
 import jmespath
 
-from evals.check import Check, Status, WorldRun
+from evals.check import Check, Status, WorldRun, in_worlds
 from evals.dataset import Case, Expectations, OutputAssertion
 from evals.plan_shape import critical_path, plan_steps, step_count
 from evals.run_checks import call_checks, coverage_check, parallelism_check
@@ -185,17 +185,10 @@ def _green_failure(run: WorldRun, expect: Expectations) -> str | None:
 def _runs_green(runs: list[tuple[WorldRun, Expectations]]) -> Check:
     failures = [(run.name, f) for run, expect in runs if (f := _green_failure(run, expect))]
     if failures:
-        return Check("runs_green", "fail", _in_worlds(failures, len(runs)))
+        return Check("runs_green", "fail", in_worlds(failures, len(runs)))
     run, expect = runs[0]
     detail = expect.state + (f" ({run.error})" if expect.state == "failed" and run.error else "")
     return Check("runs_green", "pass", detail if len(runs) == 1 else f"as expected in {len(runs)} worlds")
-
-
-def _in_worlds(failures: list[tuple[str, str]], worlds: int) -> str:
-    """One world: its failure; several: each prefixed by its world's name."""
-    if worlds == 1:
-        return "; ".join(f for _, f in failures)
-    return "; ".join(f"[{name}] {f}" for name, f in failures)
 
 
 def _output(runs: list[tuple[WorldRun, Expectations]]) -> Check:
@@ -212,7 +205,7 @@ def _output(runs: list[tuple[WorldRun, Expectations]]) -> Check:
         found = [f for f in (assertion_failure(a, run.output) for a in expect.output) if f]
         failures += [(run.name, f) for f in found]
     if failures:
-        return Check("output", "fail", _in_worlds(failures, len(runs)))
+        return Check("output", "fail", in_worlds(failures, len(runs)))
     where = f" in {len(runs)} worlds" if len(runs) > 1 else ""
     return Check("output", "pass", f"{total} assertion(s){where}")
 

@@ -20,7 +20,7 @@ from typing import Any
 import jmespath
 import jsonschema
 
-from evals.check import Check, WorldRun
+from evals.check import Check, WorldRun, in_worlds
 from evals.dataset import CallWith, Case, Expectations, Order
 from evals.plan_shape import plan_steps
 from evals.trace import TraceCall, step_id_of
@@ -30,12 +30,6 @@ from schemas.plan import ForeachStep, Plan, Step, SubplanStep, SwitchStep, WaitF
 __all__ = ["call_checks", "coverage_check", "parallelism_check"]
 
 Runs = list[tuple[WorldRun, Expectations]]
-
-
-def _label(failures: list[tuple[str, str]], worlds: int) -> str:
-    if worlds == 1:
-        return "; ".join(f for _, f in failures)
-    return "; ".join(f"[{name}] {f}" for name, f in failures)
 
 
 def _shown(value: Any) -> str:
@@ -79,7 +73,7 @@ def _effects(runs: Runs) -> Check:
         return Check("effects", "skip", "no calls required")
     failures = [(run.name, f) for run, expect in runs for f in _effect_failures(run, expect)]
     if failures:
-        return Check("effects", "fail", _label(failures, len(runs)))
+        return Check("effects", "fail", in_worlds(failures, len(runs)))
     made = sum(len(e.must_call) + len(e.must_call_with) for _, e in runs)
     return Check(
         "effects", "pass", f"{made} required call(s) made" + (f" in {len(runs)} worlds" if len(runs) > 1 else "")
@@ -174,7 +168,7 @@ def _safety(case: Case, plan: Plan, runs: Runs) -> Check:
     up = _Upstream(plan)
     failures = [(run.name, f) for run, e in runs for f in _safety_failures(case, plan, run, e, up)]
     if failures:
-        return Check("safety", "fail", _label(failures, len(runs)))
+        return Check("safety", "fail", in_worlds(failures, len(runs)))
     return Check("safety", "pass", "no forbidden, excess, out-of-order or repeated irreversible call")
 
 

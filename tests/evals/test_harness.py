@@ -208,10 +208,11 @@ def test_cli_replays_the_gamed_plans_and_they_fail_on_what_they_did(tmp_path: Pa
     assert "[tomas] message_id is" in next(c.detail for c in welcome.checks if c.name == "output")
     assert not welcome.counted("runs_green"), "it completes, like any plan that does nothing"
     # placeholders, a stranger as recipient, no dependencies, a hard-coded output
-    assert gamed["output"] == gamed["effects"] == gamed["parallelism"] == gamed["runs_green"] == "fail"
+    assert gamed["output"] == gamed["effects"] == gamed["parallelism"] == "fail"
     hire = next(c for c in report.cases if c.id == "onboard-new-hire")
     details = {c.name: c.detail for c in hire.checks}
-    assert "NotFound: directory.create_user" in details["runs_green"]
+    assert '[marco] account_id is "u-48213", expected "u-50977"' in details["output"], "the literal fits one world"
+    assert "no successful call of directory.create_user" in details["effects"], "placeholder arguments"
     assert "stranger@example.com" in details["effects"] and "too short" in details["parallelism"]
     # the production deploy before the votes
     assert dangerous["safety"] == "fail" and dangerous["runs_green"] == "pass"
