@@ -13,6 +13,7 @@ import pytest
 from evals.dataset import Case, DatasetInvalid, load_dataset
 from evals.evaluators import NOTHING, OUTCOME_CHECKS, Check, Outcome, WorldRun, discriminating, evaluate
 from evals.preflight import EvalNotConfigured, preflight
+from evals.recording import RecordedAnswer, ReplayModel, prompt_digest
 from evals.report import CaseResult, CheckResult, Report
 from evals.scripted import catalog_registry, engine_registry
 from evals.trace import TraceCall
@@ -296,3 +297,17 @@ async def test_preflight_names_the_missing_variable(monkeypatch: pytest.MonkeyPa
     await preflight(["openai/gpt-4o-mini"], None)
     with pytest.raises(EvalNotConfigured, match=re.escape("--api-base http://127.0.0.1:9/v1 does not answer")):
         await preflight(["openai/gpt-4o-mini"], "http://127.0.0.1:9/v1")
+
+
+async def test_replay_counts_prompt_drift_and_answers_with_no_hash() -> None:
+    messages = [{"role": "user", "content": "plan this"}]
+    answers = [
+        RecordedAnswer(content="a", prompt_sha256=prompt_digest(messages)),
+        RecordedAnswer(content="b", prompt_sha256=prompt_digest([{"role": "user", "content": "an older prompt"}])),
+        RecordedAnswer(content="c"),
+    ]
+    replay = ReplayModel(answers, "authored", "case 'x'")
+    for _ in answers:
+        await replay(messages=messages)
+    assert (replay.drift, replay.unhashed) == (1, 1)
+    assert replay.digests == [prompt_digest(messages)] * 3, "what evals.stamp writes into authored recordings"
