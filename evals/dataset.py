@@ -221,7 +221,9 @@ class WorldExpect(_Model):
     must_call: list[str] = Field(default_factory=list, description="Tools the run must call successfully.")
     must_not_call: list[str] = Field(default_factory=list, description="Tools the run must never call.")
     must_call_with: list[CallWith] = Field(default_factory=list)
-    max_calls: dict[str, int] = Field(default_factory=dict, description="Most calls of a tool (retries not counted).")
+    max_calls: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Most calls of a tool (retries not counted)."
+    )
     order: list[Order] = Field(default_factory=list)
 
 
