@@ -124,20 +124,22 @@ async def test_secrets_are_resolved_in_the_activity_and_never_recorded(dev_serve
 
 
 async def test_concurrent_run_cap(dev_server: DevServer, tmp_path: Path) -> None:
+    # A tenant of its own: other test files on this dev server leave runs of theirs waiting.
+    tenant = f"cap-{uuid.uuid4().hex[:8]}"
     tenants = TenantRegistry(tmp_path / "tenants.db")
-    tenants.create("acme")
-    tenants.set_quotas("acme", max_concurrent_runs=1)
+    tenants.create(tenant)
+    tenants.set_quotas(tenant, max_concurrent_runs=1)
     settings = Settings(home=tmp_path, task_queue=f"cap-{uuid.uuid4().hex[:8]}")
     waits = {"name": "waits", "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
     async with running_worker(dev_server.client, settings, tenants=tenants):
         dp = Duraplan(dev_server.client, settings, tenants=tenants)
-        first = await dp.submit_plan(waits, tenant="acme", session="s")
+        first = await dp.submit_plan(waits, tenant=tenant, session="s")
         with pytest.raises(QuotaExceeded, match="max_concurrent_runs"):
-            await dp.submit_plan(waits, tenant="acme", session="s", run_id="second")
+            await dp.submit_plan(waits, tenant=tenant, session="s", run_id="second")
         await first.send_event("go", {})
         await first.result()
-        while await dp.list_runs(tenant="acme", status="running"):  # visibility catches up
+        while await dp.list_runs(tenant=tenant, status="running"):  # visibility catches up
             await asyncio.sleep(0.05)
-        again = await dp.submit_plan(waits, tenant="acme", session="s", run_id="third")  # room again
+        again = await dp.submit_plan(waits, tenant=tenant, session="s", run_id="third")  # room again
         await again.cancel()
     tenants.close()
