@@ -45,6 +45,7 @@ from executor.api_models import (
     SubmitRunRequest,
     ValidationResult,
 )
+from executor.api_sources import add_source_routes
 from executor.client import Duraplan, RunHandle
 from executor.config import Settings, connect
 from executor.errors import (
@@ -332,7 +333,7 @@ def create_app(
     ) -> ValidationResult:
         """Validate a plan against the tenant's tools and grants; every problem at once."""
         granted = functools.partial(tenants.is_tool_granted, tenant.tenant_id)
-        _, issues = check_plan(plan, tools=dp.registry, granted=granted)
+        _, issues = check_plan(plan, tools=dp.registry_for(tenant.tenant_id), granted=granted)
         return ValidationResult(valid=not issues, issues=[Issue(**i.to_dict()) for i in issues])
 
     @app.post("/v1/plan", response_model=PlanResponse, tags=["plans"], responses=_responses(422))
@@ -355,6 +356,8 @@ def create_app(
             total_tokens=result.total_tokens,
             cost_usd=result.cost_usd,
         )
+
+    add_source_routes(app, dp, TenantDep)
 
     # -- runs --
 

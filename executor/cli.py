@@ -24,6 +24,7 @@ from executor.errors import DuraplanError, PlanInvalid
 from executor.loader import load_plan
 from executor.mcp_server import app as mcp_app
 from executor.process import exit_process
+from executor.sources_cli import source_app, tools_app
 from executor.tenants_cli import app as tenants_app
 from executor.validate import check_plan
 from planner.cli import app as planner_app
@@ -40,6 +41,8 @@ app.add_typer(events_app, name="events")
 app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
 app.add_typer(evals_app)  # `duraplan eval` and `duraplan eval-compare`
 app.add_typer(tenants_app, name="tenants")
+tenants_app.add_typer(source_app, name="source")  # `duraplan tenants source add|list|refresh|remove`
+app.add_typer(tools_app, name="tools")  # `duraplan tools list [--tenant T]`
 app.add_typer(mcp_app)  # `duraplan mcp`
 out = Console()
 err = Console(stderr=True)

@@ -42,6 +42,7 @@ import builtins
 import contextlib
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import hmac
 import importlib
@@ -55,12 +56,15 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from executor.errors import DuraplanError
 from executor.models import RunQuotas
 from executor.validate import all_steps
 from schemas.plan import CodeStep, Plan, SubplanStep
+
+if TYPE_CHECKING:
+    from tools.sources.store import SourceStore
 
 __all__ = [
     "DEFAULT_TOOL_GRANTS",
@@ -287,6 +291,11 @@ CREATE TABLE IF NOT EXISTS egress (
     entry TEXT NOT NULL,
     PRIMARY KEY (tenant_id, entry)
 );
+CREATE TABLE IF NOT EXISTS egress_private (
+    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    target TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, target)
+);
 CREATE TABLE IF NOT EXISTS secrets (
     tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
     name TEXT NOT NULL,
@@ -331,6 +340,8 @@ class TenantRegistry:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if "sources" in self.__dict__:
+            self.sources.close()
 
     def __enter__(self) -> TenantRegistry:
         return self
@@ -583,6 +594,40 @@ class TenantRegistry:
         return [
             row[0] for row in self._rows("SELECT entry FROM egress WHERE tenant_id = ? ORDER BY entry", (tenant_id,))
         ]
+
+    def set_private_egress(self, tenant_id: str, targets: Iterable[str]) -> builtins.list[str]:
+        """Replace the local/private targets (exact ``host:port``) an administrator lets this
+        tenant reach despite the address checks; empty (the default) admits none."""
+        if isinstance(targets, str):
+            raise TypeError("targets must be a collection of strings, not one string")
+        from tools.egress import parse_private_target
+
+        normalized = sorted({parse_private_target(t) for t in targets})
+        with self._tx() as db:
+            self._require(db, tenant_id)
+            db.execute("DELETE FROM egress_private WHERE tenant_id = ?", (tenant_id,))
+            db.executemany("INSERT INTO egress_private VALUES (?, ?)", [(tenant_id, t) for t in normalized])
+        return normalized
+
+    def private_egress(self, tenant_id: str) -> builtins.list[str]:
+        self.get(tenant_id)
+        rows = self._rows("SELECT target FROM egress_private WHERE tenant_id = ? ORDER BY target", (tenant_id,))
+        return [row[0] for row in rows]
+
+    def http_policy(self, tenant_id: str) -> Any:
+        """The tenant's ``tools.egress.HttpPolicy``: its allowlist plus its named private targets."""
+        from tools.egress import HttpPolicy
+
+        return HttpPolicy(
+            allowed_hosts=frozenset(self.egress(tenant_id)), allowed_private=frozenset(self.private_egress(tenant_id))
+        )
+
+    @functools.cached_property
+    def sources(self) -> SourceStore:
+        """The tenants' tool sources (MCP servers, OpenAPI services) and their fetched catalogs."""
+        from tools.sources.store import SourceStore
+
+        return SourceStore(self.path)
 
     # ---- secrets -------------------------------------------------------------------------------
 

@@ -628,6 +628,7 @@ class PlanWorkflow:
                     step.tool,
                     self._render(step.args, frame, "/args"),
                     self._step_quota,
+                    self.inp.tool_pins.get(step.tool),
                 )
             case CodeStep():
                 name = act.run_code
@@ -822,6 +823,7 @@ class PlanWorkflow:
                     history_limit=self.inp.history_limit,
                     search_attributes=self.inp.search_attributes,
                     quotas=self.inp.quotas,
+                    tool_pins=self.inp.tool_pins,
                 ),
                 id=f"{self.inp.tenant}/{child_id}/{self.inp.generation}",
                 search_attributes=workflow.info().typed_search_attributes if self.inp.search_attributes else None,
@@ -862,6 +864,7 @@ class PlanWorkflow:
                         self._idempotency_key(f"{call.path}#compensate"),
                         call.tool,
                         call.args,
+                        pin=self.inp.tool_pins.get(call.tool),
                     )
                     await self._dispatch(act.run_tool, arg, call.tool in self._local_tools, None)
                 else:
@@ -914,6 +917,7 @@ class PlanWorkflow:
             search_attributes=self.inp.search_attributes,
             revisions=self.revisions,
             quotas=self.inp.quotas,
+            tool_pins=self.inp.tool_pins,
             carry=Carry(
                 records={k: record_to_json(v) for k, v in _compact(self.records).items()},
                 events=self.events,
