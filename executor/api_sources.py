@@ -6,7 +6,8 @@ Stdio MCP servers cannot be added here: they run a command on the workers (CLI, 
 An unreachable or malformed source is 502 (the upstream failed), a refused URL 403 (egress).
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": FastAPI resolves the route annotations at runtime,
+# and the tenant dependency is a local name.
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar

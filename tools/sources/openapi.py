@@ -189,6 +189,8 @@ def _builder(
             if "$ref" in param:
                 raise ValueError("parameter $refs are not supported")
             where, name = param.get("in"), str(param.get("name"))
+            if where == "header" and name.lower() == "idempotency-key":
+                continue  # duraplan sends the step's own key
             if where not in ("path", "query", "header"):
                 raise ValueError(f"parameter {name!r} in {where!r} is not supported")
             schema = _defs(dict(param.get("schema") or {}), components, found)
