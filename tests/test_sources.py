@@ -287,3 +287,71 @@ async def test_stdio_servers_only_where_the_operator_allows(env: Env) -> None:
     }
     handle = await env.dp.submit_plan(plan, tenant="acme", session="s")
     assert await handle.result(timeout=60) == "HI"
+
+
+async def test_a_worker_killed_during_a_call_repeats_it_once_with_the_same_key(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    import asyncio
+    import os
+    import signal
+    import subprocess
+
+    release = tmp_path / "release"
+    seen = Seen()
+    with Served(build_mcp(seen, release).streamable_http_app()) as served:
+        tenants = TenantRegistry(tmp_path / "tenants.db")
+        tenants.create("acme")
+        tenants.set_private_egress("acme", [f"127.0.0.1:{served.port}"])
+        tenants.grant_tools("acme", ["shop.*"])
+        tenants.set_secret("acme", "SHOP_TOKEN", TOKEN)
+        queue = f"sources-kill-{uuid.uuid4().hex[:8]}"
+        dp = Duraplan(dev_server.client, Settings(home=tmp_path, task_queue=queue), tenants=tenants)
+        await dp.sources.add("acme", shop_spec(served))
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            "DURAPLAN_ADDRESS": dev_server.address,
+            "DURAPLAN_TASK_QUEUE": queue,
+            "DURAPLAN_HOME": str(tmp_path),
+            "DURAPLAN_TENANCY": "1",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        }
+
+        def worker() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "executor.cli", "worker"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+        plan = {
+            "name": "hold",
+            "steps": [
+                {"id": "h", "kind": "tool", "tool": "shop.hold", "args": {}, "retry": {"initial_interval": "100ms"}}
+            ],
+            "output": "${steps.h.output}",
+        }
+        first, second = worker(), None
+        try:
+            handle = await dp.submit_plan(plan, tenant="acme", session="s")
+            deadline = asyncio.get_running_loop().time() + 60
+            while seen.calls["hold"] < 1:  # the call reached the server and is held there
+                assert asyncio.get_running_loop().time() < deadline, "the call never arrived"
+                await asyncio.sleep(0.05)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=10)
+            release.touch()
+            second = worker()
+            assert await handle.result(timeout=120) == {"held": 2}
+            first_key, second_key = seen.keys["hold"]
+            assert first_key == second_key and handle.run_id in first_key
+            assert step(await handle.status(), "h")["attempts"] == 2
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=15)
+            tenants.close()
