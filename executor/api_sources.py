@@ -31,7 +31,9 @@ class SourceBody(BaseModel):
     """A source to register: exactly one of ``mcp_url`` and ``openapi_url``."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="the tools' prefix (github -> github.create_issue)")
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,62}$", description="the tools' prefix (github -> github.create_issue)"
+    )
     mcp_url: str | None = Field(None, description="an MCP server's streamable HTTP endpoint")
     openapi_url: str | None = Field(None, description="an OpenAPI 3 document (JSON)")
     base_url: str | None = Field(None, description="OpenAPI: where operations go (default: the document's server)")
@@ -68,6 +70,14 @@ async def _guard(work: Callable[[], Awaitable[T]]) -> T | JSONResponse:
         return _problem(422, "validation", "Source invalid", str(exc))
 
 
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The source's URL is refused by the tenant's egress policy"},
+    404: {"description": "No such source"},
+    422: {"description": "The source is invalid"},
+    502: {"description": "The source could not be reached, listed or understood"},
+}
+
+
 def add_source_routes(app: FastAPI, dp: Duraplan, tenant_dep: Any) -> None:
     """Mount the routes on ``app``; ``tenant_dep`` is the API's authenticated-tenant dependency."""
 
@@ -76,12 +86,12 @@ def add_source_routes(app: FastAPI, dp: Duraplan, tenant_dep: Any) -> None:
         """The tools the tenant may use: built-ins, loaded modules' and its sources' (with ``source``)."""
         return dp.catalog_for(tenant.tenant_id)
 
-    @app.get("/v1/sources", tags=["tools"])
+    @app.get("/v1/sources", tags=["tools"], responses=_PROBLEMS)
     async def list_sources(tenant: tenant_dep) -> list[dict[str, Any]]:
         """The tenant's sources: spec (header templates, never secret values), catalog hash, tools."""
         return dp.sources.list(tenant.tenant_id)
 
-    @app.post("/v1/sources", status_code=201, tags=["tools"], response_model=None)
+    @app.post("/v1/sources", status_code=201, tags=["tools"], response_model=None, responses=_PROBLEMS)
     async def add_source(tenant: tenant_dep, body: SourceBody) -> dict[str, Any] | Response:
         """Register a source: its catalog is fetched now (through the tenant's egress policy)."""
 
@@ -92,7 +102,7 @@ def add_source_routes(app: FastAPI, dp: Duraplan, tenant_dep: Any) -> None:
 
         return await _guard(work)
 
-    @app.post("/v1/sources/{name}:refresh", tags=["tools"], response_model=None)
+    @app.post("/v1/sources/{name}:refresh", tags=["tools"], response_model=None, responses=_PROBLEMS)
     async def refresh_source(tenant: tenant_dep, name: SourceName) -> dict[str, Any] | Response:
         """Fetch the catalog again; runs planned before keep their pins."""
 
@@ -102,7 +112,7 @@ def add_source_routes(app: FastAPI, dp: Duraplan, tenant_dep: Any) -> None:
 
         return await _guard(work)
 
-    @app.delete("/v1/sources/{name}", status_code=204, tags=["tools"], response_model=None)
+    @app.delete("/v1/sources/{name}", status_code=204, tags=["tools"], response_model=None, responses=_PROBLEMS)
     async def remove_source(tenant: tenant_dep, name: SourceName) -> Response:
         async def work() -> Response:
             dp.sources.remove(tenant.tenant_id, name)

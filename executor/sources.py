@@ -11,6 +11,7 @@ Stdio MCP servers run a command on the worker: only an operator allows them
 
 from __future__ import annotations
 
+import builtins
 import time
 from typing import Any
 
@@ -45,7 +46,9 @@ class ToolSources:
         if spec.name in self.reserved:
             raise ValueError(f"source name {spec.name!r} is taken by built-in or loaded tools")
         if spec.kind == "mcp_stdio" and not self.allow_stdio:
-            raise ValueError(f"stdio MCP sources run a command on the workers; the operator has not allowed them ({STDIO_ENV}=1)")
+            raise ValueError(
+                f"stdio MCP sources run a command on the workers; the operator has not allowed them ({STDIO_ENV}=1)"
+            )
         if not replace:
             try:
                 self.tenants.sources.get(tenant, spec.name)
@@ -74,10 +77,12 @@ class ToolSources:
         self.tenants.get(tenant)
         return [describe(spec, catalog) for spec, catalog in self.tenants.sources.list(tenant)]
 
-    def entries(self, tenant: str) -> list[dict[str, Any]]:
+    def entries(self, tenant: str) -> builtins.list[dict[str, Any]]:
         """Catalog entries of every source tool of the tenant (granted or not)."""
         return [
-            tool.entry(spec.name, spec.kind) for spec, catalog in self.tenants.sources.list(tenant) for tool in catalog.tools
+            tool.entry(spec.name, spec.kind)
+            for spec, catalog in self.tenants.sources.list(tenant)
+            for tool in catalog.tools
         ]
 
     def registry_for(self, tenant: str, base: ToolRegistry) -> ToolRegistry:
@@ -166,7 +171,10 @@ class SourceCalls:
                 )
             except ToolError as exc:
                 raise ToolError(
-                    _redact(exc.message, used), retryable=exc.retryable, error_type=exc.error_type, retry_after=exc.retry_after
+                    _redact(exc.message, used),
+                    retryable=exc.retryable,
+                    error_type=exc.error_type,
+                    retry_after=exc.retry_after,
                 ) from None
 
         return _tool(entry, call)

@@ -75,7 +75,8 @@ def add(
     name: NameArg,
     mcp_url: Annotated[str | None, typer.Option("--mcp-url", help="An MCP server's streamable HTTP endpoint.")] = None,
     mcp_command: Annotated[
-        str | None, typer.Option("--mcp-command", help="A stdio MCP server's command line (needs DURAPLAN_MCP_STDIO=1).")
+        str | None,
+        typer.Option("--mcp-command", help="A stdio MCP server's command line (needs DURAPLAN_MCP_STDIO=1)."),
     ] = None,
     openapi: Annotated[str | None, typer.Option("--openapi", help="The URL of an OpenAPI 3 document (JSON).")] = None,
     header: Annotated[
@@ -154,9 +155,7 @@ def tools_list(
     settings = Settings.from_env()
     base = default_registry(extra_modules=settings.tool_modules)
     builtin = {t.name for t in builtin_tools()}
-    rows = [
-        {**e, "origin": "builtin" if e["name"] in builtin else "module"} for e in base.catalog()
-    ]
+    rows = [{**e, "origin": "builtin" if e["name"] in builtin else "module"} for e in base.catalog()]
     if tenant is not None:
         with _registry() as reg:
             sources = _sources(reg)

@@ -317,9 +317,7 @@ def egress_private(
     if clear and targets:
         raise ValueError("give targets or --clear, not both")
     with _registry() as reg:
-        current = (
-            reg.set_private_egress(tenant, targets or []) if (targets or clear) else reg.private_egress(tenant)
-        )
+        current = reg.set_private_egress(tenant, targets or []) if (targets or clear) else reg.private_egress(tenant)
     if as_json:
         _print_json(current)
     else:

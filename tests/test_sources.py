@@ -182,7 +182,9 @@ async def test_another_tenant_cannot_see_or_call_a_source(env: Env) -> None:
         refused = await http.post("/v1/sources", json=stdio, headers=auth("globex"))
         assert refused.status_code == 400 and "mcp_command" in refused.json()["detail"]
         added = await http.post(
-            "/v1/sources", json={"name": "billing", "openapi_url": f"{env.api.origin}/openapi.json"}, headers=auth("globex")
+            "/v1/sources",
+            json={"name": "billing", "openapi_url": f"{env.api.origin}/openapi.json"},
+            headers=auth("globex"),
         )
         assert added.status_code == 201, added.text
         assert "billing.create_order" in added.json()["tools"]

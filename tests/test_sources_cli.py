@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 from executor.cli import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
-from source_servers import Seen, Served, build_mcp  # noqa: E402
+from source_servers import Seen, Served, build_mcp
 
 
 @pytest.fixture

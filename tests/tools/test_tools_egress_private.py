@@ -15,7 +15,7 @@ from tools import HttpPolicy, ToolContext
 from tools.egress import parse_private_target
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-from source_servers import Served  # noqa: E402
+from source_servers import Served
 
 
 async def _resolver_to_loopback(host: str, port: int) -> list[str]:

@@ -191,9 +191,9 @@ class Catalog:
         return cls(data["source"], tools, float(data["fetched_at"]), tuple(data.get("skipped") or ()))
 
 
-def unique_tools(source: str, candidates: Iterable[tuple[str, Callable[[], CatalogTool]]]) -> tuple[
-    tuple[CatalogTool, ...], tuple[str, ...]
-]:
+def unique_tools(
+    source: str, candidates: Iterable[tuple[str, Callable[[], CatalogTool]]]
+) -> tuple[tuple[CatalogTool, ...], tuple[str, ...]]:
     """Build each candidate; keep the first of clashing names and report the rest as skipped."""
     tools: dict[str, CatalogTool] = {}
     skipped: list[str] = []

@@ -58,9 +58,7 @@ class _PinnedBackend(httpcore2.AsyncNetworkBackend):
     ) -> httpcore2.AsyncNetworkStream:
         wanted = self._target.url.raw_host.decode("ascii").lower().rstrip(".")
         if (host.lower().rstrip("."), port) != (wanted, self._target.port):
-            raise SourceError(
-                f"egress denied: connection to {host}:{port} was not vetted", error_type="EgressDenied"
-            )
+            raise SourceError(f"egress denied: connection to {host}:{port} was not vetted", error_type="EgressDenied")
         if not self._target.addresses:
             return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         failure: Exception | None = None
@@ -132,9 +130,7 @@ class McpConnection:
                     assert self.spec.url is not None
                     policy = self._policy or HttpPolicy()
                     target = await policy.check(self.spec.url)
-                    client = await stack.enter_async_context(
-                        _pinned_client(target, self._headers, self.spec.timeout_s)
-                    )
+                    client = await stack.enter_async_context(_pinned_client(target, self._headers, self.spec.timeout_s))
                     read, write = await stack.enter_async_context(
                         streamable_http_client(self.spec.url, http_client=client)
                     )
@@ -248,16 +244,16 @@ async def listed_catalog(connection: McpConnection, now: float) -> Catalog:
     try:
         listed = await asyncio.wait_for(connection.list_tools(), spec.timeout_s)
     except TimeoutError:
-        raise SourceError(f"MCP source {spec.name!r}: tools/list timed out", retryable=True, error_type="McpTimeout")
+        raise SourceError(
+            f"MCP source {spec.name!r}: tools/list timed out", retryable=True, error_type="McpTimeout"
+        ) from None
     except MCPError as exc:
         raise SourceError(
             f"MCP source {spec.name!r}: tools/list failed: {exc.error.message}", error_type="McpProtocolError"
         ) from None
 
     def builder(t: Any) -> Any:
-        annotations = (
-            t.annotations.model_dump(mode="json", by_alias=True, exclude_none=True) if t.annotations else {}
-        )
+        annotations = t.annotations.model_dump(mode="json", by_alias=True, exclude_none=True) if t.annotations else {}
         return lambda: CatalogTool.build(
             spec.name,
             t.name,

@@ -105,9 +105,7 @@ async def _read_capped(response: httpx.Response) -> bytes:
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
-            raise SourceError(
-                f"response larger than {MAX_RESPONSE_BYTES} bytes", error_type="HttpResponseTooLarge"
-            )
+            raise SourceError(f"response larger than {MAX_RESPONSE_BYTES} bytes", error_type="HttpResponseTooLarge")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -154,7 +152,9 @@ def _defs(schema: Any, components: dict[str, Any], found: dict[str, Any]) -> Any
     return out
 
 
-def operations(document: dict[str, Any], source: str, base_url: str = "") -> tuple[tuple[CatalogTool, ...], tuple[str, ...]]:
+def operations(
+    document: dict[str, Any], source: str, base_url: str = ""
+) -> tuple[tuple[CatalogTool, ...], tuple[str, ...]]:
     """The document's operations as catalog entries (those it cannot express are skipped, with why)."""
     components = dict((document.get("components") or {}).get("schemas") or {})
     candidates = []
@@ -193,10 +193,10 @@ def _builder(
                 continue  # duraplan sends the step's own key
             if where not in ("path", "query", "header"):
                 raise ValueError(f"parameter {name!r} in {where!r} is not supported")
-            schema = _defs(dict(param.get("schema") or {}), components, found)
+            param_schema = _defs(dict(param.get("schema") or {}), components, found)
             if param.get("description"):
-                schema = {**schema, "description": str(param["description"])}
-            properties[name], params[name] = schema, where
+                param_schema = {**param_schema, "description": str(param["description"])}
+            properties[name], params[name] = param_schema, where
             if param.get("required") or where == "path":
                 required.append(name)
         body = (op.get("requestBody") or {}).get("content", {}).get("application/json")
@@ -244,7 +244,9 @@ async def fetch_document(spec: SourceSpec, headers: dict[str, str], policy: Http
             response = await client.get(spec.url, headers=headers, timeout=spec.timeout_s)
         except httpx.HTTPError as exc:
             raise SourceError(
-                f"OpenAPI source {spec.name!r}: cannot fetch the document: {exc}", retryable=True, error_type="HttpConnectError"
+                f"OpenAPI source {spec.name!r}: cannot fetch the document: {exc}",
+                retryable=True,
+                error_type="HttpConnectError",
             ) from None
     if response.status_code != 200 or len(response.content) > MAX_DOCUMENT_BYTES:
         raise SourceError(
@@ -255,7 +257,9 @@ async def fetch_document(spec: SourceSpec, headers: dict[str, str], policy: Http
     try:
         document = response.json()
     except ValueError:
-        raise SourceError(f"OpenAPI source {spec.name!r}: the document is not JSON", error_type="OpenApiDocumentInvalid") from None
+        raise SourceError(
+            f"OpenAPI source {spec.name!r}: the document is not JSON", error_type="OpenApiDocumentInvalid"
+        ) from None
     if not isinstance(document, dict) or not str(document.get("openapi", "")).startswith("3"):
         raise SourceError(
             f"OpenAPI source {spec.name!r}: not an OpenAPI 3 document", error_type="OpenApiDocumentInvalid"

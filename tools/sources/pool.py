@@ -29,9 +29,7 @@ Connection = McpConnection | OpenApiClient
 
 
 def schema_changed(tool: str, message: str) -> ToolError:
-    return ToolError(
-        f"tool {tool!r} {message}; plan again against the current catalog", error_type="ToolSchemaChanged"
-    )
+    return ToolError(f"tool {tool!r} {message}; plan again against the current catalog", error_type="ToolSchemaChanged")
 
 
 @dataclass
@@ -84,7 +82,8 @@ class SourcePool:
             raise schema_changed(tool, f"is no longer offered by source {spec.name!r}")
         if pin is not None and live.schema_hash != pin:
             raise schema_changed(
-                tool, f"changed since the plan was made (planned {pin[:19]}, the server now has {live.schema_hash[:19]})"
+                tool,
+                f"changed since the plan was made (planned {pin[:19]}, the server now has {live.schema_hash[:19]})",
             )
         try:
             return await entry.connection.call(live, args, idempotency_key, spec.timeout_s)
@@ -99,9 +98,7 @@ class SourcePool:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             entry = self._entries.get(key)
-            if entry is not None and (
-                not entry.connection.alive or self._clock() - entry.opened > self.catalog_ttl_s
-            ):
+            if entry is not None and (not entry.connection.alive or self._clock() - entry.opened > self.catalog_ttl_s):
                 await self._drop(key)
                 entry = None
             if entry is None:
