@@ -316,8 +316,13 @@ class TenantRegistry:
     def __init__(self, path: str | os.PathLike[str], *, secrets_key: str | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Create the file 0600 before SQLite does (its -wal/-shm files copy the mode).
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Create the file 0600 before SQLite does (its -wal/-shm files copy the mode). Only if it
+        # is missing: closing any descriptor of the file drops every POSIX lock this process holds
+        # on it, so with another registry open in this process (worker + API in `duraplan dev`)
+        # other processes would take it for unused and reset its WAL under it ("malformed").
+        if not self.path.exists():
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         with contextlib.suppress(PermissionError):
             os.chmod(self.path, 0o600)
         self._secrets_key = secrets_key if secrets_key is not None else (os.environ.get(SECRETS_KEY_ENV) or None)
