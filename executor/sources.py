@@ -135,6 +135,16 @@ def _redact(text: str, secrets: list[str]) -> str:
     return text
 
 
+def _redact_value(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return _redact(value, secrets)
+    if isinstance(value, list):
+        return [_redact_value(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v, secrets) for k, v in value.items()}
+    return value
+
+
 class SourceCalls:
     """The step activity's view: the Tool for a source tool call, bound to this worker's pool."""
 
@@ -166,9 +176,10 @@ class SourceCalls:
             except TenantError as exc:
                 raise ToolError(str(exc), error_type=type(exc).__name__) from None
             try:
-                return await self.pool.call(
+                result = await self.pool.call(
                     tenant, spec, headers, ctx.http_policy, name, args, ctx.idempotency_key, pin or entry.schema_hash
                 )
+                return _redact_value(result, used)  # a server echoing its credentials: not into history
             except ToolError as exc:
                 raise ToolError(
                     _redact(exc.message, used),

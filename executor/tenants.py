@@ -29,7 +29,11 @@ Design notes:
   ``DEFAULT_TOOL_GRANTS``: every built-in except ``debug.*`` (test tools that sleep, fail or echo).
   Tools from ``DURAPLAN_TOOL_MODULES`` must be granted explicitly.
 * The egress allowlist uses ``tools.egress.HttpPolicy`` entry syntax; a new tenant's list is
-  empty, which denies all HTTP egress until entries are added.
+  empty, which denies all HTTP egress until entries are added. Loopback and private addresses
+  stay refused unless an administrator names exact ``host:port`` targets for the tenant
+  (``set_private_egress``; none by default). ``http_policy(tenant)`` combines both.
+* Tool sources (MCP servers, OpenAPI services) and their catalogs live in the same file
+  (``sources``, a ``tools.sources.SourceStore``) and go with the tenant.
 * Secret values are Fernet-encrypted when ``DURAPLAN_SECRETS_KEY`` is set and ``cryptography`` is
   installed; otherwise they are stored as plaintext in the 0600 file. A key set without the
   package is an error on secret operations (never a silent plaintext fallback). Values are never

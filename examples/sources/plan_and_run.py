@@ -14,9 +14,9 @@ import sys
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from executor import Duraplan  # noqa: E402
-from planner import plan_goal  # noqa: E402
-from planner.testing import ScriptedModel  # noqa: E402
+from executor import Duraplan
+from planner import plan_goal
+from planner.testing import ScriptedModel
 
 GOAL = "Add 19 and 23, then open a support ticket titled 'restock' and report both."
 # What a model answers for GOAL (used when no model is named): a plan over the source's tools.

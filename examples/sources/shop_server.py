@@ -1,6 +1,6 @@
 """A small MCP server (the `mcp` SDK's) over streamable HTTP, for the README's tool-source example.
 
-    python examples/sources/shop_server.py [PORT]      # http://127.0.0.1:9331/mcp by default
+python examples/sources/shop_server.py [PORT]      # http://127.0.0.1:9331/mcp by default
 """
 
 import sys

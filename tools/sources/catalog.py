@@ -42,6 +42,7 @@ SOURCE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _SECRET_REF = re.compile(r"\{\s*\$secret\s*:\s*([A-Za-z_][A-Za-z0-9_.-]{0,127})\s*\}")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
 MAX_TOOLS_PER_SOURCE = 500
+MAX_SCHEMA_BYTES = 64 * 1024  # every schema goes into the planner's prompt
 
 
 class SourceError(ToolError):
@@ -140,6 +141,8 @@ class CatalogTool:
         name = f"{source}.{local_name(remote)}"
         if not TOOL_NAME_PATTERN.fullmatch(name):
             raise ValueError(f"tool {remote!r} of source {source!r} has no usable name")
+        if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+            raise ValueError(f"its argument schema is larger than {MAX_SCHEMA_BYTES} bytes")
         jsonschema.Draft202012Validator.check_schema(schema)
         side_effects = bool(rest.get("side_effects", True))
         route = dict(rest.get("route") or {})

@@ -68,7 +68,9 @@ class OpenApiClient:
                 continue
             value = args[name]
             if where == "path":
-                path = path.replace("{" + name + "}", quote(str(value), safe=""))
+                # "." and ".." would be dot segments: the request would go to another path.
+                text = quote(str(value), safe="")
+                path = path.replace("{" + name + "}", text.replace(".", "%2E") if text in (".", "..") else text)
             elif where == "query":
                 query[name] = json.dumps(value) if isinstance(value, dict | list) else value
             elif where == "header":
@@ -99,13 +101,13 @@ class OpenApiClient:
         return _result(method, shown, response, data)
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _read_capped(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise SourceError(f"response larger than {MAX_RESPONSE_BYTES} bytes", error_type="HttpResponseTooLarge")
+        if size > limit:
+            raise SourceError(f"response larger than {limit} bytes", error_type="HttpResponseTooLarge")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -241,21 +243,22 @@ async def fetch_document(spec: SourceSpec, headers: dict[str, str], policy: Http
     transport.pin(await policy.check(spec.url))
     async with httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False) as client:
         try:
-            response = await client.get(spec.url, headers=headers, timeout=spec.timeout_s)
+            async with client.stream("GET", spec.url, headers=headers, timeout=spec.timeout_s) as response:
+                content = await _read_capped(response, MAX_DOCUMENT_BYTES) if response.status_code == 200 else b""
         except httpx.HTTPError as exc:
             raise SourceError(
                 f"OpenAPI source {spec.name!r}: cannot fetch the document: {exc}",
                 retryable=True,
                 error_type="HttpConnectError",
             ) from None
-    if response.status_code != 200 or len(response.content) > MAX_DOCUMENT_BYTES:
+    if response.status_code != 200:
         raise SourceError(
-            f"OpenAPI source {spec.name!r}: the document answered {response.status_code}"
-            f" ({len(response.content)} bytes)",
+            f"OpenAPI source {spec.name!r}: the document answered {response.status_code}",
+            retryable=response.status_code == 429 or response.status_code >= 500,
             error_type="OpenApiDocumentInvalid",
         )
     try:
-        document = response.json()
+        document = json.loads(content)
     except ValueError:
         raise SourceError(
             f"OpenAPI source {spec.name!r}: the document is not JSON", error_type="OpenApiDocumentInvalid"
