@@ -198,6 +198,14 @@ class StepActivities:
             return self.registry.get(call.tool)
         return self.sources.tool(call.tenant, call.tool, call.pin) or self.registry.get(call.tool)
 
+    def _tools_for(self, tenant: str) -> ToolRegistry:
+        """What a revised plan may use: this worker's tools plus the tenant's source tools."""
+        if self.sources is None:
+            return self.registry
+        from executor.sources import ToolSources
+
+        return ToolSources(self.sources.tenants).registry_for(tenant, self.registry)
+
     def _resolve_secrets(self, tenant: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Replace ``{"$secret": "NAME"}`` values with the tenant's secret, here and nowhere else."""
         found: list[str] = []
@@ -263,7 +271,7 @@ class StepActivities:
             result = await heartbeating(
                 plan_goal(
                     _replan_request_text(request),
-                    tools=self.registry,
+                    tools=self._tools_for(request.tenant),
                     model=request.model or self.default_model,
                     previous=request.plan,
                     completion=self._completion,

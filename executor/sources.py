@@ -39,6 +39,7 @@ class ToolSources:
         self.tenants = tenants
         self.reserved = reserved
         self.allow_stdio = allow_stdio
+        self._built: dict[tuple[str, str], tuple[Tool, ...]] = {}
 
     async def add(self, tenant: str, spec: SourceSpec, *, replace: bool = False) -> Catalog:
         """Fetch the source's catalog and store both; ValueError for a taken name or a refused kind."""
@@ -87,12 +88,23 @@ class ToolSources:
 
     def registry_for(self, tenant: str, base: ToolRegistry) -> ToolRegistry:
         """``base`` plus the tenant's source tools (for validation and the planner; not callable)."""
+        sources = self.tenants.sources.list(tenant)
+        if not sources:
+            return base  # the common case, on every submit: no copy
         tools = [base.get(n) for n in base.names()]
-        for spec, catalog in self.tenants.sources.list(tenant):
-            if spec.name in self.reserved:
-                continue
-            tools.extend(_tool(t, _not_here) for t in catalog.tools if t.name not in base)
+        for spec, catalog in sources:
+            if spec.name not in self.reserved:
+                tools.extend(t for t in self._tools(catalog) if t.name not in base)
         return ToolRegistry(tools)
+
+    def _tools(self, catalog: Catalog) -> tuple[Tool, ...]:
+        # Building a Tool checks its schema: once per catalog version, not per submitted plan.
+        key = (catalog.source, catalog.hash)
+        if key not in self._built:
+            if len(self._built) > 1000:
+                self._built.clear()
+            self._built[key] = tuple(_tool(t, _not_here) for t in catalog.tools)
+        return self._built[key]
 
     async def _fetch(self, tenant: str, spec: SourceSpec) -> Catalog:
         headers, used = render_headers(spec.headers, lambda name: self.tenants.resolve_secret(tenant, name))
