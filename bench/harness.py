@@ -3,7 +3,7 @@
 - The dev server is the Temporal CLI's, on SQLite in WAL mode on disk (as the reference numbers).
 - One worker in this process serves both duraplan's ``PlanWorkflow`` and the hand-written
   ``BaselineWorkflow``, with duraplan's own activities, workflow runner and sandbox pool
-  (mirroring ``executor.worker.running_worker``), on one task queue: eager start reaches it.
+  (mirroring ``executor.worker.runner.running_worker``), on one task queue: eager start reaches it.
 - ``debug.echo`` is wrapped so each call stamps ``time.perf_counter()`` per run: that is
   "first step running" for both sides, measured inside the same activity.
 """
@@ -30,12 +30,12 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from bench.baseline import BaselineInput, BaselineWorkflow
-from executor.activities import StepActivities
-from executor.client import Duraplan
-from executor.config import SEARCH_ATTRIBUTES, Settings
-from executor.sandbox import Sandbox
-from executor.worker import workflow_runner
-from executor.workflow import PlanWorkflow
+from executor.engine.workflow import PlanWorkflow
+from executor.service.client import Duraplan
+from executor.service.config import SEARCH_ATTRIBUTES, Settings
+from executor.worker.activities import StepActivities
+from executor.worker.runner import workflow_runner
+from executor.worker.sandbox import Sandbox
 from tools import Store, ToolContext, ToolRegistry, builtin_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,18 +150,18 @@ async def dev_server(
 ) -> AsyncIterator[tuple[Client, str, int | None]]:
     """A Temporal CLI dev server on SQLite (WAL) under ``home``: (client, description, pid).
 
-    ``devserver`` is duraplan's own ``executor.devserver.DevServer`` (what ``duraplan dev`` runs);
+    ``devserver`` is duraplan's own ``executor.service.devserver.DevServer`` (what ``duraplan dev`` runs);
     ``testing`` is ``temporalio.testing.WorkflowEnvironment.start_local`` with only the WAL pragma.
     """
     if kind == "devserver":
-        from executor.devserver import DevServer
+        from executor.service.devserver import DevServer
 
         async with DevServer(home, port=0, ui=False, db_file=home / "temporal.db") as server:
             config = server.client.config()
             config["interceptors"] = interceptors
             yield (
                 Client(**config),
-                "executor.devserver.DevServer (SQLite on disk, WAL)",
+                "executor.service.devserver.DevServer (SQLite on disk, WAL)",
                 server.pid,
             )
         return
@@ -185,6 +185,7 @@ async def bench_env(
     server: str = "devserver",
     runner: SandboxedWorkflowRunner | None = None,
     worker_options: dict[str, Any] | None = None,
+    workflows: tuple[type, ...] = (),
 ) -> AsyncIterator[Bench]:
     probe = EagerProbe()
     with tempfile.TemporaryDirectory(prefix="duraplan-bench-") as tmp:
@@ -200,7 +201,7 @@ async def bench_env(
                     worker = Worker(
                         client,
                         task_queue=task_queue,
-                        workflows=[PlanWorkflow, BaselineWorkflow],
+                        workflows=[PlanWorkflow, BaselineWorkflow, *workflows],
                         activities=activities.all(),
                         workflow_runner=runner or bench_runner(),
                         **(worker_options or {}),

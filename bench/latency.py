@@ -383,7 +383,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--server",
         choices=("devserver", "testing"),
         default="devserver",
-        help="devserver: executor.devserver.DevServer (default); testing: WorkflowEnvironment.start_local",
+        help="devserver: executor.service.devserver.DevServer (default); testing: WorkflowEnvironment.start_local",
     )
     ap.add_argument("--json", metavar="PATH", help="also write every number (and raw samples) as JSON here")
     ap.add_argument("--markdown", metavar="PATH", help="also write the results table as markdown here")

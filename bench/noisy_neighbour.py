@@ -5,7 +5,7 @@
 
 Acceptance item: B's p95 submit-to-result latency while A floods stays within 20% of B's p95 alone.
 
-Four processes, as in a deployment: the dev server (``executor.devserver.DevServer``, fairness on),
+Four processes, as in a deployment: the dev server (``executor.service.devserver.DevServer``, fairness on),
 one ``duraplan worker`` (``DURAPLAN_TENANCY=1``), tenant A's flood (its own process, its own client)
 and this one (tenant B's client, the measurement). A's quota is small (0.5 runs/s, burst 1, 4 steps in
 flight on the worker); A tries 10x that rate with 16-item fan-outs of ``debug.sleep`` and ignores
@@ -47,11 +47,11 @@ from rich.table import Table
 
 from bench.harness import system_busy_s
 from bench.latency import environment, percentile, summary
-from executor.client import Duraplan
-from executor.config import Settings, connect
-from executor.devserver import DevServer
 from executor.errors import RunFailed
-from executor.tenants import QuotaExceeded, Quotas, TenantRegistry
+from executor.service.client import Duraplan
+from executor.service.config import Settings, connect
+from executor.service.devserver import DevServer
+from executor.service.tenants import QuotaExceeded, Quotas, TenantRegistry
 from tools import default_registry
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -381,7 +381,7 @@ async def steady(dp: Duraplan, rate: float, seconds: float) -> tuple[list[tuple[
 
 def _worker_command() -> list[str]:
     beside = Path(sys.executable).parent / "duraplan"
-    return [str(beside), "worker"] if beside.is_file() else [sys.executable, "-m", "executor.cli", "worker"]
+    return [str(beside), "worker"] if beside.is_file() else [sys.executable, "-m", "duraplan.cli", "worker"]
 
 
 @contextlib.asynccontextmanager

@@ -58,11 +58,11 @@ from bench.harness import (
     throughput,
     timed_registry,
 )
-from executor.client import _digest
-from executor.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT
-from executor.loader import load_plan
-from executor.models import RunInput, plan_hash
-from executor.validate import validate_plan
+from executor.engine.models import RunInput, plan_hash
+from executor.lang.loader import load_plan
+from executor.lang.validate import validate_plan
+from executor.service.client import _digest
+from executor.service.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT
 from schemas.plan import Plan
 
 console = Console(width=160)

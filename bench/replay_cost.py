@@ -30,7 +30,7 @@ from temporalio.worker import Replayer
 from bench.baseline import BaselineWorkflow
 from bench.harness import bench_env, bench_runner, chain_plan, run_baseline, run_duraplan
 from bench.overhead import TIMINGS, timing_runner
-from executor.workflow import PlanWorkflow
+from executor.engine.workflow import PlanWorkflow
 
 console = Console(width=160)
 SIZES = (1, 3, 10)

@@ -32,7 +32,7 @@ from rich.table import Table
 from temporalio.client import StartWorkflowInput
 from temporalio.common import TypedSearchAttributes
 
-import executor.validate as dp_validate
+import executor.lang.validate as dp_validate
 from bench.harness import (
     MARKS,
     TENANT,
@@ -45,9 +45,9 @@ from bench.harness import (
     run_duraplan,
     throughput,
 )
-from executor.client import Duraplan
-from executor.config import SA_STATUS
-from executor.workflow import PlanWorkflow
+from executor.engine.workflow import PlanWorkflow
+from executor.service.client import Duraplan
+from executor.service.config import SA_STATUS
 
 console = Console(width=160)
 FIXES: contextvars.ContextVar[str] = contextvars.ContextVar("FIXES", default="")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -18,17 +19,17 @@ from typing import Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from executor.activities import heartbeating
+from executor.engine.contract import RUN_REPLAN
+from executor.engine.models import ReplanRequest
+from executor.worker.activities import heartbeating
 from planner.core import plan_goal
 from planner.errors import PlannerError, RateLimited
-from planner.models import PlanOutput, PlanRequest
+from planner.models import HEARTBEAT_SECONDS, PLAN_ACTIVITY, PlanOutput, PlanRequest
 from planner.provider import Completion
 from tools.registry import Tool, ToolContext, ToolRegistry
 
 __all__ = ["HEARTBEAT_SECONDS", "PLAN_ACTIVITY", "PlannerActivities", "registry_from_catalog", "to_application_error"]
 
-PLAN_ACTIVITY = "duraplan.plan"
-HEARTBEAT_SECONDS = 30.0
 T = TypeVar("T")
 
 
@@ -74,7 +75,7 @@ class PlannerActivities:
         self._completion = completion
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.plan]
+        return [self.plan, self.replan]
 
     @activity.defn(name=PLAN_ACTIVITY)
     async def plan(self, request: PlanRequest) -> PlanOutput:
@@ -102,3 +103,35 @@ class PlannerActivities:
             completion_tokens=result.completion_tokens,
             cost_usd=result.cost_usd,
         )
+
+    @activity.defn(name=RUN_REPLAN)
+    async def replan(self, request: ReplanRequest) -> dict[str, Any]:
+        """A revised plan for the rest of a failed run, validated against this worker's tools.
+
+        Registered under the engine's ``RUN_REPLAN`` name: the workflow asks for a revision by name
+        and never imports the planner."""
+        await _litellm_loaded()
+        try:
+            result = await heartbeating(
+                plan_goal(
+                    _replan_request_text(request),
+                    tools=self.registry,
+                    model=request.model or self.default_model,
+                    previous=request.plan,
+                    completion=self._completion,
+                )
+            )
+        except PlannerError as exc:
+            raise to_application_error(exc) from None
+        return result.plan_json
+
+
+def _replan_request_text(request: ReplanRequest) -> str:
+    done = json.dumps(request.completed, default=str)[:20_000]
+    return (
+        f"Goal: {request.goal}\n"
+        f"The run failed at step {request.failed_step!r}: {request.error.type}: {request.error.message}\n"
+        "Revise the plan so the remaining work succeeds. Steps that already completed are listed with "
+        "their outputs; keep their ids and definitions unchanged: they will not run again and their "
+        f"outputs are reused.\nCompleted: {done}"
+    )

@@ -17,8 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from executor.config import Settings
 from executor.errors import DuraplanError
+from executor.service.config import Settings
 from planner.errors import RepairExhausted
 
 __all__ = ["app"]
@@ -131,7 +131,7 @@ def chat(
 
 
 async def _chat(settings: Settings, tenant: str, session: str, model: str | None, inputs: dict[str, Any]) -> None:
-    from executor.client import Duraplan
+    from executor.service.client import Duraplan
     from planner.client import ChatSession
 
     dp = await Duraplan.connect(settings)

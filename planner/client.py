@@ -21,9 +21,9 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ApplicationError
 
-from executor.client import NAME_PATTERN, Duraplan, RunHandle
-from executor.config import SA_SESSION, SA_TENANT
 from executor.errors import DuraplanError, InputsInvalid, RunConflict, RunStateError
+from executor.service.client import NAME_PATTERN, Duraplan, RunHandle
+from executor.service.config import SA_SESSION, SA_TENANT
 from planner.errors import PlannerError, error_from_failure
 from planner.models import SessionInput, SubmitRequest
 from planner.workflows import PlanningSession, session_workflow_id

@@ -2,7 +2,7 @@
 
 ``plan_goal`` holds one conversation: the system prompt (format, tools, rules), the goal (or, for
 a revision, the current plan and the request), then for each invalid answer the answer itself and
-a repair prompt listing the validator's findings. ``executor.validate.check_plan`` is the judge; an
+a repair prompt listing the validator's findings. ``executor.lang.validate.check_plan`` is the judge; an
 answer that is not JSON is a finding too. Every attempt is recorded with its findings, tokens and
 cost.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from executor.errors import PlanIssue
-from executor.validate import check_plan
+from executor.lang.validate import check_plan
 from planner import provider
 from planner.errors import BudgetExhausted, RepairExhausted
 from planner.prompt import goal_prompt, repair_prompt, revision_prompt, system_prompt

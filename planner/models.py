@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PlanOutput", "PlanRequest", "SessionInput", "SubmitRequest"]
+__all__ = ["HEARTBEAT_SECONDS", "PLAN_ACTIVITY", "PlanOutput", "PlanRequest", "SessionInput", "SubmitRequest"]
+
+PLAN_ACTIVITY = "duraplan.plan"  # the activity name the session workflow calls
+HEARTBEAT_SECONDS = 30.0
 
 
 @dataclass

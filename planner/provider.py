@@ -1,7 +1,7 @@
 """The model call through litellm: configuration checks, structured output, errors, usage and cost.
 
 litellm's own retries are off (``num_retries=0``): whoever calls the planner owns retries (Temporal,
-when planning durably). Provider errors map onto retry semantics as in ``executor.llm``: 429 is
+when planning durably). Provider errors map onto retry semantics as in ``executor.worker.llm``: 429 is
 ``RateLimited``, 5xx/408/timeouts/lost connections are ``ProviderUnreachable`` (both retryable),
 other 4xx are ``ProviderRejected`` (not retryable).
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from executor.config import Settings
+from executor.service.config import Settings
 from planner.provider import Completion
 from tools.registry import ToolRegistry
 

@@ -22,12 +22,10 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 with workflow.unsafe.imports_passed_through():
     import jsonschema
 
-    from executor.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT
-    from executor.models import RunInput, plan_hash
-    from executor.workflow import WORKFLOW_NAME
-    from planner.activities import HEARTBEAT_SECONDS, PLAN_ACTIVITY
+    from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
+    from executor.engine.models import RunInput, plan_hash
     from planner.diff import plan_diff
-    from planner.models import PlanOutput, PlanRequest, SessionInput, SubmitRequest
+    from planner.models import HEARTBEAT_SECONDS, PLAN_ACTIVITY, PlanOutput, PlanRequest, SessionInput, SubmitRequest
 
 __all__ = ["SESSION_WORKFLOW", "PlanningSession", "session_workflow_id"]
 

@@ -3,7 +3,7 @@
 A plan is data, written by a person, a pipeline config or a model. The model here is the single
 definition: ``schemas/plan.schema.json`` is generated from it (``make schema``) and a drift test
 keeps the two equal. Semantic checks that JSON Schema cannot express (references, cycles, tool
-arguments, limits) live in ``executor.validate``.
+arguments, limits) live in ``executor.lang.validate``.
 
 Steps are a tagged union on ``kind``; the interpreter matches on it exhaustively.
 """
@@ -216,7 +216,8 @@ Step = Annotated[
 
 class PlanLimits(_Model):
     max_parallel: int = Field(10, ge=1, le=1000, description="Steps running at once.")
-    max_steps: int = Field(10_000, ge=1, le=25_000, description="Executed steps per run.")
+    # Above the reference product's 25,000: continue-as-new bounds history; tenants cap it by quota.
+    max_steps: int = Field(10_000, ge=1, le=1_000_000, description="Executed steps per run.")
     deadline: Duration | None = Field(None, description="Wall-clock limit for the whole run.")
 
 

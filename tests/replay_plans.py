@@ -98,7 +98,7 @@ async def _record() -> None:
     from pathlib import Path
 
     from executor import Duraplan, RunFailed, Settings, running_worker
-    from executor.devserver import DevServer
+    from executor.service.devserver import DevServer
 
     out = Path(__file__).with_name("histories")
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from executor import Settings, running_worker
-from executor.devserver import DevServer
+from duraplan.worker import running_worker
+from executor import Settings
+from executor.service.devserver import DevServer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -39,7 +40,7 @@ class Cli:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "executor.cli",
+            "duraplan.cli",
             *args,
             cwd=ROOT,
             env=self.env,

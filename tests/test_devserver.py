@@ -13,8 +13,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.testing import WorkflowEnvironment
 
-from executor.config import SA_TENANT, SEARCH_ATTRIBUTES
-from executor.devserver import DevServer, DevServerError, temporal_cli_path, test_server_path
+from executor.service.config import SA_TENANT, SEARCH_ATTRIBUTES
+from executor.service.devserver import DevServer, DevServerError, temporal_cli_path, test_server_path
 
 # No worker ever polls these queues: a started execution just stays RUNNING.
 UNREGISTERED_WORKFLOW = "DuraplanDevServerProbe"

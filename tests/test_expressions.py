@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from executor.expressions import (
+from executor.lang.expressions import (
     ExpressionError,
     compile_expression,
     evaluate,

@@ -15,7 +15,7 @@ import pytest_asyncio
 import respx
 
 from executor import Duraplan, RunFailed, Settings, running_worker
-from executor.devserver import DevServer
+from executor.service.devserver import DevServer
 
 OPENAI = "https://api.openai.com/v1/chat/completions"
 

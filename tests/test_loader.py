@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from executor import PlanInvalid
-from executor.loader import load_plan
+from executor.lang.loader import load_plan
 
 PLAN = {
     "name": "loaded",

@@ -20,9 +20,10 @@ import pytest_asyncio
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
-from executor import Duraplan, Settings, running_worker
-from executor.devserver import DevServer
-from executor.mcp_server import _flatten, create_server
+from duraplan.mcp_server import _flatten, create_server
+from duraplan.worker import running_worker
+from executor import Duraplan, Settings
+from executor.service.devserver import DevServer
 from planner.testing import ScriptedModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,7 +262,7 @@ async def test_stdio_round_trip(env: Env) -> None:
     tenant = _tenant()
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "executor.mcp_server", "--tenant", tenant],
+        args=["-m", "duraplan.mcp_server", "--tenant", tenant],
         env=_subprocess_env(env),
         cwd=str(ROOT),
     )
@@ -286,7 +287,7 @@ async def test_streamable_http_round_trip(env: Env) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "executor.mcp_server",
+        "duraplan.mcp_server",
         "--transport",
         "http",
         "--port",
@@ -327,7 +328,7 @@ async def test_streamable_http_round_trip(env: Env) -> None:
 
 
 def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from executor.mcp_server import main
+    from duraplan.mcp_server import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--transport", "carrier-pigeon"])
@@ -339,7 +340,7 @@ async def test_unreachable_temporal_is_one_line(env: Env) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "executor.mcp_server",
+        "duraplan.mcp_server",
         cwd=ROOT,
         env=dict(_subprocess_env(env), DURAPLAN_ADDRESS="127.0.0.1:1"),
         stdin=asyncio.subprocess.DEVNULL,

@@ -18,9 +18,9 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from executor import Duraplan, RunFailed, RunNotFound, Settings, running_worker
-from executor.fairness import QUEUE_PER_SLOT, TenantGate
-from executor.tenants import QuotaExceeded, TenantRegistry
-from executor.worker import WorkerDeps
+from executor.service.tenants import QuotaExceeded, TenantRegistry
+from executor.worker.fairness import QUEUE_PER_SLOT, TenantGate
+from executor.worker.runner import WorkerDeps
 from tests.engine.conftest import wait_for
 from tests.engine.test_replay import assert_replays
 from tools import Tool, ToolContext, default_registry

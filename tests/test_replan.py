@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from executor import Duraplan, RunFailed, Settings, running_worker
-from executor.devserver import DevServer
+from duraplan.worker import running_worker
+from executor import Duraplan, RunFailed, Settings
+from executor.service.devserver import DevServer
 from planner.testing import ScriptedModel
 
 

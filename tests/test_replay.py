@@ -13,9 +13,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from executor import Duraplan, RunFailed, Settings, running_worker
-from executor.devserver import DevServer
-from executor.worker import workflow_runner
-from executor.workflow import PlanWorkflow
+from executor.engine.workflow import PlanWorkflow
+from executor.service.devserver import DevServer
+from executor.worker.runner import workflow_runner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from replay_plans import PLANS

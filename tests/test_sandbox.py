@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 
 from executor import Duraplan, Settings, running_worker
-from executor.devserver import DevServer
-from executor.sandbox import Sandbox, SandboxError, SandboxLimits
+from executor.service.devserver import DevServer
+from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
 
 HOSTILE = {
     "infinite_loop": ("while True:\n    pass", "TimeoutError"),

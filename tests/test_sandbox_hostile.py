@@ -23,7 +23,14 @@ from typing import Literal
 import pytest
 import pytest_asyncio
 
-from executor.sandbox import Sandbox, SandboxError, SandboxLimits, WorkerLimits, find_monty_binary, write_launcher
+from executor.worker.sandbox import (
+    Sandbox,
+    SandboxError,
+    SandboxLimits,
+    WorkerLimits,
+    find_monty_binary,
+    write_launcher,
+)
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="inspects workers through /proc")
 
@@ -485,7 +492,7 @@ def test_host_process_exits_cleanly_after_the_pool(tmp_path: Path) -> None:
     script = tmp_path / "host.py"
     script.write_text(
         "import asyncio\n"
-        "from executor.sandbox import Sandbox, SandboxLimits\n"
+        "from executor.worker.sandbox import Sandbox, SandboxLimits\n"
         "async def main():\n"
         "    async with Sandbox() as sandbox:\n"
         "        assert await sandbox.run('1 + 1', {}, SandboxLimits()) == 2\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from executor import Duraplan, Settings, running_worker
-from executor.devserver import DevServer
+from executor.service.devserver import DevServer
 
 N = 10_000
 

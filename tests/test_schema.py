@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from executor.loader import load_plan
+from executor.lang.loader import load_plan
 from schemas.generate import SCHEMA_ID, SCHEMA_PATH, plan_schema, render
 from schemas.plan import Plan
 

@@ -16,10 +16,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from executor import Duraplan, PlanInvalid, RunFailed, Settings, running_worker
-from executor.api import create_app
-from executor.devserver import DevServer
-from executor.tenants import TenantRegistry
+from duraplan.worker import running_worker
+from executor import Duraplan, PlanInvalid, RunFailed, Settings
+from duraplan.api import create_app
+from executor.service.devserver import DevServer
+from executor.service.tenants import TenantRegistry
 from planner import ChatSession
 from planner.testing import ScriptedModel
 from tools import ToolRegistry, default_registry
@@ -322,7 +323,7 @@ async def test_a_worker_killed_during_a_call_repeats_it_once_with_the_same_key(
 
         def worker() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                [sys.executable, "-m", "executor.cli", "worker"],
+                [sys.executable, "-m", "duraplan.cli", "worker"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from executor.cli import app
+from duraplan.cli import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 from source_servers import Seen, Served, build_mcp

@@ -10,7 +10,7 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from executor import Duraplan, Settings, running_worker
-from executor.worker import WorkerDeps
+from executor.worker.runner import WorkerDeps
 
 ONBOARDING = Path(__file__).resolve().parents[1] / "examples" / "onboarding.yaml"
 

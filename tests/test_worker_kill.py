@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from executor import Duraplan, Settings
-from executor.devserver import DevServer
+from executor.service.devserver import DevServer
 from tools import Store, default_registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ def _start_worker(server: DevServer, home: Path, queue: str) -> subprocess.Popen
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "executor.cli", "worker"],
+        [sys.executable, "-m", "duraplan.cli", "worker"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -13,7 +13,7 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from executor import Duraplan, RunFailed, RunHandle, Settings, running_worker
-from executor.worker import WorkerDeps
+from executor.worker.runner import WorkerDeps
 from tools import default_registry
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from executor import Duraplan
-from executor.worker import WorkerDeps
+from executor.worker.runner import WorkerDeps
 
 from .conftest import run_failure, steps_by_id, wait_step_state
 

@@ -8,8 +8,8 @@ import pytest
 from temporalio.worker import Replayer
 
 from executor import Duraplan, RunFailed, RunHandle
-from executor.worker import workflow_runner
-from executor.workflow import PlanWorkflow
+from executor.engine.workflow import PlanWorkflow
+from executor.worker.runner import workflow_runner
 
 from .conftest import wait_step_state
 

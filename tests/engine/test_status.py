@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from executor import Duraplan, RunConflict, RunFailed, RunNotFound, validate_plan
-from executor.models import plan_hash
+from executor.engine.models import plan_hash
 
 from .conftest import run_failure, steps_by_id, ts, wait_for, wait_step_state
 

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from executor import Duraplan, Settings, running_worker
-from executor.worker import workflow_runner
+from executor.worker.runner import workflow_runner
 from planner import worker_parts
 from planner.provider import Completion
 from tools import ToolRegistry, default_registry

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from planner_kit import GOOD_PLAN, good_plan
 
-from executor.validate import check_plan
+from executor.lang.validate import check_plan
 from planner import BudgetExhausted, ModelNotConfigured, RepairExhausted, plan_goal
 from planner.core import parse_answer
 from planner.testing import ScriptedModel

@@ -9,7 +9,7 @@ import pytest
 from planner_kit import GOOD_PLAN, good_plan
 
 from executor.errors import DuraplanError, PlanIssue
-from executor.validate import STEP_KINDS, check_plan
+from executor.lang.validate import STEP_KINDS, check_plan
 from planner.activities import registry_from_catalog, to_application_error
 from planner.diff import plan_diff
 from planner.errors import (

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from http_calls import call, expect_error
 
-from executor.tenants import TenantRegistry
+from executor.service.tenants import TenantRegistry
 from tools import HttpPolicy, ToolContext
 from tools.egress import parse_private_target
 

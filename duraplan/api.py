@@ -1,0 +1,575 @@
+"""The HTTP API: FastAPI over the Python API (``Duraplan``, ``RunHandle``, the planner), per tenant.
+
+Every request authenticates with ``Authorization: Bearer <api key>`` against the tenant registry and
+is scoped to that tenant (another tenant's run id is simply not found). Errors are RFC 7807 problem
+details (``application/problem+json``) with stable ``type`` URIs under ``PROBLEMS``; a client's
+mistake is never a 5xx. ``create_app`` builds the app, ``serve`` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError, RPCStatusCode
+
+from duraplan.api_models import (
+    NAME_REGEX,
+    ChatMessageRequest,
+    ChatSubmitRequest,
+    EventAccepted,
+    EventRequest,
+    Issue,
+    PlanAttempt,
+    PlanRequest,
+    PlanResponse,
+    Problem,
+    RevisionResponse,
+    RunAction,
+    RunCreated,
+    RunList,
+    RunPlan,
+    RunResult,
+    RunStatus,
+    RunSummary,
+    SubmitRunRequest,
+    ValidationResult,
+)
+from duraplan.api_sources import add_source_routes
+from duraplan.console import mount_console
+from duraplan.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
+from executor.errors import (
+    DuraplanError,
+    InputsInvalid,
+    PlanInvalid,
+    RunConflict,
+    RunFailed,
+    RunNotFound,
+    RunStateError,
+)
+from executor.lang.validate import check_plan
+from executor.service.client import Duraplan, RunHandle
+from executor.service.config import Settings, connect
+from executor.service.tenants import (
+    AuthenticationFailed,
+    QuotaExceeded,
+    Tenant,
+    TenantRegistry,
+    ToolNotGranted,
+    UnknownTenant,
+)
+from planner.client import ChatSession
+from planner.core import plan_goal
+from planner.errors import BudgetExhausted, PlannerError, RateLimited, RepairExhausted
+
+__all__ = ["PROBLEMS", "TERMINAL_STATES", "create_app", "problem_response", "serve"]
+
+PROBLEMS = "https://duraplan.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "terminated"})
+POLL_INTERVAL_S = 0.2
+Completion = Callable[..., Awaitable[Any]]
+
+
+# ---- problem details ----------------------------------------------------------------------------
+
+
+def problem_response(
+    status: int,
+    kind: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {"type": PROBLEMS + kind, "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(
+        {k: v for k, v in body.items() if v is not None}, status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _issues(problems: list[str]) -> list[dict[str, Any]]:
+    return [{"pointer": "", "step": None, "code": "inputs", "message": p} for p in problems]
+
+
+# Limits a request breaks by its own size or shape: retrying the same request cannot help, so not 429.
+_QUOTA_STATUS = {"max_event_bytes": 413, "max_steps_per_run": 422, "code_cpu_seconds": 422, "code_memory_mb": 422}
+
+
+def _problem_for(exc: DuraplanError) -> JSONResponse:
+    detail = str(exc)
+    if isinstance(exc, AuthenticationFailed):
+        return problem_response(
+            401, "authentication", "Authentication failed", detail, headers={"WWW-Authenticate": "Bearer"}
+        )
+    if isinstance(exc, QuotaExceeded):
+        headers = None if exc.retry_after_s is None else {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        return problem_response(
+            _QUOTA_STATUS.get(exc.limit, 429),
+            "quota",
+            "Quota exceeded",
+            detail,
+            headers=headers,
+            limit=exc.limit,
+            retry_after_s=exc.retry_after_s,
+        )
+    if isinstance(exc, PlanInvalid):
+        return problem_response(422, "validation", "Plan invalid", detail, issues=[i.to_dict() for i in exc.issues])
+    if isinstance(exc, InputsInvalid):
+        return problem_response(422, "validation", "Input invalid", detail, issues=_issues(exc.problems))
+    if isinstance(exc, RunNotFound | UnknownTenant):
+        return problem_response(404, "not-found", "Not found", detail)
+    if isinstance(exc, RunConflict):
+        return problem_response(409, "conflict", "Conflict", detail)
+    if isinstance(exc, RunStateError):
+        return problem_response(409, "run-state", "Operation does not fit the run's state", detail)
+    if isinstance(exc, RunFailed):
+        return problem_response(
+            409, "run-failed", f"Run {exc.status}", detail, run_id=exc.run_id, state=exc.status, details=exc.details
+        )
+    if isinstance(exc, ToolNotGranted):
+        return problem_response(403, "forbidden", "Tool not granted", detail)
+    if isinstance(exc, RepairExhausted | BudgetExhausted):
+        return problem_response(422, "planning-failed", "No valid plan", detail, **exc.details())
+    if isinstance(exc, PlannerError):
+        retry = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else None
+        headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
+        return problem_response(
+            503, "planner-unavailable", "Planner unavailable", detail, headers=headers, error=type(exc).__name__
+        )
+    return problem_response(400, "bad-request", "Bad request", detail)
+
+
+async def _duraplan_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DuraplanError)
+    return _problem_for(exc)
+
+
+async def _request_invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'/'.join(e['loc'])}: {e['msg']}" for e in errors) or "malformed request"
+    return problem_response(400, "bad-request", "Malformed request", detail, errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    kinds = {404: "not-found", 405: "method-not-allowed", 401: "authentication"}
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(exc.status_code, kinds.get(exc.status_code, "http"), str(exc.detail), None, headers=headers)
+
+
+async def _temporal_error(request: Request, exc: Exception) -> Response:
+    """Temporal errors the Python API lets through, e.g. terminating a run that already closed."""
+    assert isinstance(exc, RPCError)
+    message = str(exc)
+    if exc.status == RPCStatusCode.FAILED_PRECONDITION or "already completed" in message:
+        return problem_response(409, "run-state", "Operation does not fit the run's state", message)
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return problem_response(404, "not-found", "Not found", message)
+    if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+        return problem_response(400, "bad-request", "Bad request", message)
+    if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+        return problem_response(429, "quota", "Temporal rate limit", message, headers={"Retry-After": "1"})
+    return problem_response(503, "unavailable", "Temporal unavailable", message)
+
+
+# ---- OpenAPI ------------------------------------------------------------------------------------
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+# One server-sent event: ``event: status`` with a JSON ``RunStatus`` as its data.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "const": "status"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/RunStatus"},
+        },
+    },
+}
+_COMMON = {
+    "400": "Malformed request",
+    "401": "Missing, invalid or revoked API key",
+    "503": "Temporal or the planner is unavailable",
+}
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's spec, with every error response as ``application/problem+json`` ``Problem``."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schemas["Problem"].pop("$defs", {}))
+        for item in spec.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                for code, text in _COMMON.items():
+                    responses.setdefault(code, {"description": text})
+                for code, response in responses.items():
+                    if code.startswith(("4", "5")):
+                        response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+                        if code == "422":
+                            response["description"] = "Validation failed (plan, inputs or event)"
+                if "429" in responses:
+                    responses["429"]["headers"] = {
+                        "Retry-After": {
+                            "description": "seconds until a retry may succeed",
+                            "schema": {"type": "string"},
+                        }
+                    }
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = spec
+        return spec
+
+    return build
+
+
+def _responses(*codes: int, **extra: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The documented problem responses (``extra``: more responses, keyed ``s200`` etc.)."""
+    text = {
+        404: "Not found (also another tenant's run)",
+        409: "Conflict with the run's id or state",
+        422: "Validation failed",
+        413: "Event payload over the tenant's max_event_bytes quota",
+        429: "Quota exceeded",
+        403: "Tool not granted",
+    }
+    out: dict[int | str, dict[str, Any]] = {int(k[1:]): v for k, v in extra.items()}
+    out.update({code: {"description": text.get(code, "Problem")} for code in codes})
+    return out
+
+
+# ---- the app ------------------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer dp_<key_id>_<secret>`")
+
+
+def _authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+) -> Tenant:
+    if credentials is None:
+        raise AuthenticationFailed()
+    registry: TenantRegistry = request.app.state.tenants
+    return registry.authenticate(credentials.credentials)
+
+
+TenantDep = Annotated[Tenant, Depends(_authenticate)]
+RunId = Annotated[str, Path(pattern=NAME_REGEX, description="a run id of the authenticated tenant")]
+SessionId = Annotated[str, Path(pattern=NAME_REGEX, description="an agent session of the authenticated tenant")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", pattern=NAME_REGEX, description="the run id: a retried request, the same run"),
+]
+
+
+def create_app(
+    dp: Duraplan,
+    tenants: TenantRegistry,
+    *,
+    completion: Completion | None = None,
+    model: str | None = None,
+    run_task_queue: str | None = None,
+    max_streams_per_tenant: int = DEFAULT_STREAMS_PER_TENANT,
+) -> FastAPI:
+    """The HTTP API over ``dp`` for the tenants of ``tenants``.
+
+    ``completion`` replaces ``litellm.acompletion`` for ``POST /v1/plan`` (tests pass a
+    ``planner.testing.ScriptedModel``; chat sessions plan on the worker, which has its own);
+    ``model`` is the planner's default model (else ``dp.settings.default_model``, else
+    ``DURAPLAN_MODEL``); ``run_task_queue`` is where chat sessions start their runs;
+    ``max_streams_per_tenant`` caps each tenant's open server-sent event streams (429 past it).
+    The web console is mounted at ``/ui`` (``duraplan.console``)."""
+    if dp.tenants is not tenants:  # quotas and tool grants are enforced by the Python API itself
+        dp = Duraplan(dp.client, dp.settings, dp.registry, tenants)
+    default_model = model or dp.settings.default_model
+    app = FastAPI(
+        title="duraplan",
+        version="1",
+        description="Durable execution of runtime plans on Temporal, per tenant. Errors are RFC 7807 problems.",
+    )
+    app.state.tenants = tenants
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    app.add_exception_handler(DuraplanError, _duraplan_error)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RPCError, _temporal_error)
+    streams = StreamSlots(max_streams_per_tenant)
+    mount_console(app)
+
+    def run_of(tenant: Tenant, run_id: str) -> RunHandle:
+        return dp.get_run(run_id, tenant=tenant.tenant_id)
+
+    def chat_of(tenant: Tenant, session: str, model: str | None = None) -> ChatSession:
+        return ChatSession(
+            dp, tenant=tenant.tenant_id, session=session, model=model or default_model, run_task_queue=run_task_queue
+        )
+
+    def run_id_for(body_id: str | None, key: str | None) -> str | None:
+        if body_id and key and body_id != key:
+            raise DuraplanError(f"Idempotency-Key {key!r} and run_id {body_id!r} differ")
+        return body_id or key
+
+    # -- plans --
+
+    @app.post("/v1/plans:validate", response_model=ValidationResult, tags=["plans"], responses=_responses())
+    async def validate_plan(
+        tenant: TenantDep,
+        plan: Annotated[dict[str, Any], Body(description="a plan object (schemas/plan.schema.json)")],
+    ) -> ValidationResult:
+        """Validate a plan against the tenant's tools and grants; every problem at once."""
+        granted = functools.partial(tenants.is_tool_granted, tenant.tenant_id)
+        _, issues = check_plan(plan, tools=dp.registry_for(tenant.tenant_id), granted=granted)
+        return ValidationResult(valid=not issues, issues=[Issue(**i.to_dict()) for i in issues])
+
+    @app.post("/v1/plan", response_model=PlanResponse, tags=["plans"], responses=_responses(422))
+    async def plan(tenant: TenantDep, body: PlanRequest) -> PlanResponse:
+        """Plan a goal: the model's plan, validated and repaired, with attempts, tokens and cost."""
+        result = await plan_goal(
+            body.goal,
+            tools=dp.tools_for(tenant.tenant_id),  # the model sees, and may use, granted tools only
+            model=body.model or default_model,
+            max_attempts=body.max_attempts,
+            budget_usd=body.budget_usd,
+            completion=completion,
+        )
+        return PlanResponse(
+            plan=result.plan_json,
+            model=result.model,
+            attempts=[PlanAttempt.model_validate(a.to_dict()) for a in result.attempts],
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            total_tokens=result.total_tokens,
+            cost_usd=result.cost_usd,
+        )
+
+    add_source_routes(app, dp, TenantDep)
+
+    # -- runs --
+
+    @app.post(
+        "/v1/runs",
+        status_code=201,
+        response_model=RunCreated,
+        tags=["runs"],
+        responses=_responses(
+            409, 422, 429, s200={"description": "An existing run (same id, plan and inputs)", "model": RunCreated}
+        ),
+    )
+    async def submit_run(
+        tenant: TenantDep, body: SubmitRunRequest, response: Response, idempotency_key: IdempotencyKey = None
+    ) -> RunCreated:
+        """Validate and start a run; ``Idempotency-Key`` (or ``run_id``) makes retries return the same run."""
+        handle = await dp.submit_plan(
+            body.plan,
+            tenant=tenant.tenant_id,
+            session=body.session,
+            inputs=body.inputs,
+            run_id=run_id_for(body.run_id, idempotency_key),
+        )
+        created = handle._started is not None  # set only when this request started the workflow
+        response.status_code = 201 if created else 200
+        response.headers["Location"] = f"/v1/runs/{handle.run_id}"
+        return RunCreated(run_id=handle.run_id, tenant=tenant.tenant_id, session=body.session, created=created)
+
+    @app.get("/v1/runs", response_model=RunList, tags=["runs"], responses=_responses(422))
+    async def list_runs(
+        tenant: TenantDep,
+        session: Annotated[str | None, Query(pattern=NAME_REGEX)] = None,
+        status: Annotated[str | None, Query(pattern="^(running|paused|completed|failed|cancelled|terminated)$")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> RunList:
+        """The tenant's runs, newest first."""
+        rows = await dp.list_runs(tenant=tenant.tenant_id, session=session, status=status, limit=limit)
+        return RunList(runs=[RunSummary.model_validate(r) for r in rows])
+
+    @app.get("/v1/runs/{run_id}", response_model=RunStatus, tags=["runs"], responses=_responses(404))
+    async def run_status(tenant: TenantDep, run_id: RunId) -> RunStatus:
+        return RunStatus.model_validate(await run_of(tenant, run_id).status())
+
+    @app.get("/v1/runs/{run_id}/plan", response_model=RunPlan, tags=["runs"], responses=_responses(404))
+    async def run_plan(tenant: TenantDep, run_id: RunId) -> RunPlan:
+        """The plan the run executes now (its latest revision) and every step record by path, nested ones included."""
+        return RunPlan.model_validate(await run_of(tenant, run_id).plan())
+
+    @app.get("/v1/runs/{run_id}/result", response_model=RunResult, tags=["runs"], responses=_responses(404, 409))
+    async def run_result(tenant: TenantDep, run_id: RunId) -> RunResult:
+        """The output of a completed run; 409 run-state while it runs, 409 run-failed when it did not complete."""
+        handle = run_of(tenant, run_id)
+        state = (await handle.status())["state"]
+        if state not in TERMINAL_STATES:
+            raise RunStateError(f"run {run_id!r} is {state}; its result is not there yet")
+        return RunResult(run_id=run_id, state="completed", output=await handle.result())
+
+    @app.get(
+        "/v1/runs/{run_id}/progress",
+        tags=["runs"],
+        response_class=StreamingResponse,
+        responses=_responses(
+            404,
+            429,
+            s200={
+                "description": "Server-sent events: a `status` event (a RunStatus) on every change, the last one final "
+                "(at most max_streams_per_tenant open per tenant: 429 past it)",
+                "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+            },
+        ),
+    )
+    async def run_progress(tenant: TenantDep, run_id: RunId) -> StreamingResponse:
+        handle = run_of(tenant, run_id)
+        slot = streams.acquire(tenant.tenant_id)  # 429 before any query: a tenant at its cap costs nothing more
+        try:
+            first = await handle.status()  # 404 before the stream starts
+        except BaseException:
+            slot.release()
+            raise
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                async for event in changes():
+                    yield event
+            finally:
+                slot.release()
+
+        async def changes() -> AsyncIterator[str]:
+            snapshot: dict[str, Any] | None = first
+            last = None
+            while True:
+                if snapshot is None:
+                    await asyncio.sleep(POLL_INTERVAL_S)
+                    snapshot = await handle.status()
+                text = json.dumps(snapshot, default=str)
+                if text != last:
+                    last = text
+                    yield f"event: status\ndata: {text}\n\n"
+                if snapshot.get("state") in TERMINAL_STATES:
+                    return
+                snapshot = None
+
+        # The background task also releases the slot when the client left before the stream began.
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+            background=BackgroundTask(slot.release),
+        )
+
+    @app.post(
+        "/v1/runs/{run_id}/events",
+        response_model=EventAccepted,
+        tags=["runs"],
+        responses=_responses(404, 409, 413, 422),
+    )
+    async def send_event(tenant: TenantDep, run_id: RunId, body: EventRequest) -> EventAccepted:
+        """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
+        result = await run_of(tenant, run_id).send_event(body.type, body.payload, body.event_id)
+        return EventAccepted.model_validate(result)
+
+    action_responses = _responses(404, 409)
+
+    @app.post("/v1/runs/{run_id}:pause", response_model=RunAction, tags=["runs"], responses=action_responses)
+    async def pause_run(tenant: TenantDep, run_id: RunId) -> RunAction:
+        """No new step starts; running steps finish."""
+        return RunAction(run_id=run_id, action="pause", state=await run_of(tenant, run_id).pause())
+
+    @app.post("/v1/runs/{run_id}:resume", response_model=RunAction, tags=["runs"], responses=action_responses)
+    async def resume_run(tenant: TenantDep, run_id: RunId) -> RunAction:
+        return RunAction(run_id=run_id, action="resume", state=await run_of(tenant, run_id).resume())
+
+    @app.post("/v1/runs/{run_id}:cancel", response_model=RunAction, tags=["runs"], responses=action_responses)
+    async def cancel_run(tenant: TenantDep, run_id: RunId) -> RunAction:
+        """Graceful: running steps are cancelled and compensations run in reverse order."""
+        await run_of(tenant, run_id).cancel()
+        return RunAction(run_id=run_id, action="cancel")
+
+    @app.post("/v1/runs/{run_id}:terminate", response_model=RunAction, tags=["runs"], responses=action_responses)
+    async def terminate_run(tenant: TenantDep, run_id: RunId) -> RunAction:
+        """Immediate: nothing more runs, compensations included."""
+        await run_of(tenant, run_id).terminate()
+        return RunAction(run_id=run_id, action="terminate")
+
+    @app.post("/v1/runs/{run_id}:restart", response_model=RunAction, tags=["runs"], responses=action_responses)
+    async def restart_run(tenant: TenantDep, run_id: RunId) -> RunAction:
+        """A fresh run of the same plan and inputs under the same id (a running one is terminated)."""
+        await run_of(tenant, run_id).restart()
+        return RunAction(run_id=run_id, action="restart", state="running")
+
+    # -- chat sessions --
+
+    @app.post(
+        "/v1/chats/{session}/messages",
+        response_model=RevisionResponse,
+        tags=["chats"],
+        responses=_responses(409, 422),
+    )
+    async def chat_message(tenant: TenantDep, session: SessionId, body: ChatMessageRequest) -> RevisionResponse:
+        """Plan (first message) or revise the session's plan: the new revision and its diff."""
+        revision = await chat_of(tenant, session, body.model).send(body.text)
+        return RevisionResponse(session=session, **asdict(revision))
+
+    @app.post(
+        "/v1/chats/{session}/submit",
+        status_code=201,
+        response_model=RunCreated,
+        tags=["chats"],
+        responses=_responses(409, 422, 429),
+    )
+    async def chat_submit(
+        tenant: TenantDep,
+        session: SessionId,
+        body: Annotated[ChatSubmitRequest | None, Body()] = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> RunCreated:
+        """Run the session's latest revision (the same run id again: the same run)."""
+        body = body or ChatSubmitRequest()
+        handle = await chat_of(tenant, session).submit(body.inputs, run_id=run_id_for(body.run_id, idempotency_key))
+        return RunCreated(run_id=handle.run_id, tenant=tenant.tenant_id, session=session, created=True)
+
+    return app
+
+
+async def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    tenants: TenantRegistry | None = None,
+    log_level: str = "info",
+) -> None:
+    """Connect to Temporal and serve the API with uvicorn until interrupted.
+
+    The tenant registry is ``tenants``, else ``<home>/tenants.db`` (created if missing)."""
+    import uvicorn
+
+    registry = tenants or settings.tenant_registry() or TenantRegistry(settings.registry_location())
+    dp = Duraplan(await connect(settings), settings, tenants=registry)
+    app = create_app(dp, registry)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    try:
+        await server.serve()
+    finally:
+        if tenants is None:
+            registry.close()

@@ -1,0 +1,206 @@
+"""Request and response models of the HTTP API (``duraplan.api``): they make the OpenAPI spec precise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from executor.service.client import NAME_PATTERN
+
+__all__ = [
+    "NAME_REGEX",
+    "ChatMessageRequest",
+    "ChatSubmitRequest",
+    "EventAccepted",
+    "EventRequest",
+    "Issue",
+    "PlanAttempt",
+    "PlanRequest",
+    "PlanResponse",
+    "Problem",
+    "RevisionResponse",
+    "RunAction",
+    "RunCreated",
+    "RunList",
+    "RunPlan",
+    "RunResult",
+    "RunStatus",
+    "RunSummary",
+    "SubmitRunRequest",
+    "ValidationResult",
+]
+
+NAME_REGEX = NAME_PATTERN.pattern
+JsonObject = dict[str, Any]
+
+
+class Issue(BaseModel):
+    """One problem in a plan (or in run inputs): where, which step, and what."""
+
+    pointer: str = Field(description="JSON pointer into the plan ('' is the whole plan)")
+    message: str
+    step: str | None = None
+    code: str = "invalid"
+
+
+class Problem(BaseModel):
+    """An RFC 7807 problem detail (``application/problem+json``); extension members vary by ``type``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="a stable URI, e.g. https://duraplan.dev/problems/not-found")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    issues: list[Issue] | None = Field(default=None, description="validation problems (type .../validation)")
+    errors: list[JsonObject] | None = Field(default=None, description="malformed request parts (.../bad-request)")
+    limit: str | None = Field(default=None, description="the exceeded quota (.../quota)")
+    retry_after_s: float | None = Field(default=None, description="seconds until a retry may succeed (.../quota)")
+
+
+class ValidationResult(BaseModel):
+    valid: bool
+    issues: list[Issue]
+
+
+class SubmitRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: JsonObject = Field(description="the plan (schemas/plan.schema.json)")
+    session: str = Field(pattern=NAME_REGEX, description="the agent session the run belongs to")
+    inputs: JsonObject = Field(default_factory=dict, description="run inputs, checked against the plan's inputs schema")
+    run_id: str | None = Field(
+        default=None, pattern=NAME_REGEX, description="idempotency: the same id, plan and inputs give the same run"
+    )
+
+
+class RunCreated(BaseModel):
+    run_id: str
+    tenant: str
+    session: str | None = None
+    created: bool = Field(description="false when an existing run with the same id, plan and inputs was returned")
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    tenant: str | None = None
+    session: str | None = None
+    plan_name: str | None = None
+    plan_hash: str | None = None
+    state: str
+    started_at: str | None = None
+    closed_at: str | None = None
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+
+
+class RunStatus(BaseModel):
+    """A run's status snapshot: state, per-step state/attempts/timings/errors/output previews, plan hash."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str
+    tenant: str
+    state: str = Field(description="running, waiting, paused, compensating, completed, failed, cancelled or terminated")
+    session: str | None = None
+    plan_name: str | None = None
+    plan_hash: str | None = None
+    steps: list[JsonObject] = Field(default_factory=list)
+    closed_at: str | None = None
+
+
+class RunPlan(BaseModel):
+    """The plan a run executes now and its step records keyed by path (``loop[0].inner``, ``branch.step``)."""
+
+    run_id: str
+    plan: JsonObject | None = Field(description="the latest revision; null when no worker answers")
+    plan_hash: str | None = None
+    revision: int | None = None
+    records: dict[str, JsonObject] = Field(default_factory=dict)
+
+
+class RunResult(BaseModel):
+    run_id: str
+    state: str
+    output: Any = None
+
+
+class EventRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=200, description="the event type a wait_for_event step waits for")
+    payload: Any = None
+    event_id: str | None = Field(default=None, min_length=1, max_length=200, description="delivered once per id")
+
+
+class EventAccepted(BaseModel):
+    accepted: bool
+    duplicate: bool
+    buffered: int
+
+
+class RunAction(BaseModel):
+    run_id: str
+    action: str
+    state: str | None = Field(default=None, description="the run's state after pause/resume, when known")
+
+
+class PlanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    goal: str = Field(min_length=1, max_length=20_000)
+    model: str | None = Field(default=None, min_length=1, max_length=200, description="default: DURAPLAN_MODEL")
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    budget_usd: float | None = Field(default=None, gt=0)
+
+
+class PlanAttempt(BaseModel):
+    number: int
+    ok: bool
+    issues: list[Issue]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class PlanResponse(BaseModel):
+    plan: JsonObject
+    model: str
+    attempts: list[PlanAttempt]
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float
+
+
+class ChatMessageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=20_000)
+    model: str | None = Field(default=None, min_length=1, max_length=200, description="used when the session starts")
+
+
+class RevisionResponse(BaseModel):
+    session: str
+    revision: int
+    plan: JsonObject
+    diff: str = Field(description="unified diff against the previous revision")
+    plan_hash: str
+    message: str = ""
+    model: str = ""
+    attempts: list[JsonObject] = Field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    runs: list[str] = Field(default_factory=list)
+
+
+class ChatSubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: JsonObject = Field(default_factory=dict)
+    run_id: str | None = Field(default=None, pattern=NAME_REGEX)

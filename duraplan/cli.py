@@ -1,0 +1,423 @@
+"""The ``duraplan`` command line. User errors print one clear line and exit non-zero."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from duraplan.mcp_server import app as mcp_app
+from duraplan.sources_cli import source_app, tools_app
+from duraplan.tenants_cli import app as tenants_app
+from evals.cli import app as evals_app
+from executor.errors import DuraplanError, PlanInvalid
+from executor.lang.loader import load_plan
+from executor.lang.validate import check_plan
+from executor.service.client import Duraplan, RunHandle
+from executor.service.config import Settings
+from executor.service.process import exit_process
+from planner.cli import app as planner_app
+
+__all__ = ["app"]
+
+# litellm fetches its model price map from the internet at import unless told otherwise; the
+# bundled copy is enough for cost accounting and keeps start-up fast on closed networks.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+app = typer.Typer(help="duraplan: durable execution of runtime-supplied plans on Temporal.", no_args_is_help=True)
+events_app = typer.Typer(help="Send events to runs.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
+app.add_typer(evals_app)  # `duraplan eval` and `duraplan eval-compare`
+app.add_typer(tenants_app, name="tenants")
+tenants_app.add_typer(source_app, name="source")  # `duraplan tenants source add|list|refresh|remove`
+app.add_typer(tools_app, name="tools")  # `duraplan tools list [--tenant T]`
+app.add_typer(mcp_app)  # `duraplan mcp`
+out = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+Tenant = Annotated[str, typer.Option("--tenant", "-t", envvar="DURAPLAN_TENANT", help="Tenant the run belongs to.")]
+Session = Annotated[str, typer.Option("--session", "-s", envvar="DURAPLAN_SESSION", help="Agent session.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+Address = Annotated[str | None, typer.Option("--address", help="Temporal address (DURAPLAN_ADDRESS).")]
+Namespace = Annotated[str | None, typer.Option("--namespace", help="Temporal namespace.")]
+FINAL = ("completed", "failed", "cancelled", "terminated")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async command; turn expected errors into one line and an exit code.
+
+    The process ends through ``executor.service.process.exit_process`` (why: see there)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        code = 0
+        try:
+            asyncio.run(fn(*args, **kwargs))
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except PlanInvalid as exc:
+            err.print(f"[red]error:[/red] plan is invalid ({len(exc.issues)} problem(s))", highlight=False)
+            for issue in exc.issues:
+                err.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
+            code = 2
+        except DuraplanError as exc:
+            code = _fail(str(exc)).exit_code
+        except ConnectionError as exc:  # tools.DatabaseUnavailable: the message names the database
+            code = _fail(str(exc)).exit_code
+        except RuntimeError as exc:
+            if "connect" not in str(exc).lower():
+                raise
+            code = _fail(f"cannot reach Temporal: {exc} (start one with `duraplan dev`)").exit_code
+        except KeyboardInterrupt:
+            code = 130
+        exit_process(code)
+
+    return wrapper
+
+
+async def _dp(address: str | None, namespace: str | None) -> Duraplan:
+    return await Duraplan.connect(Settings.from_env(address=address, namespace=namespace))
+
+
+def _parse_inputs(pairs: list[str], inputs_json: str | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if inputs_json:
+        text = Path(inputs_json[1:]).read_text() if inputs_json.startswith("@") else inputs_json
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _fail(f"--inputs is not JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise _fail("--inputs must be a JSON object")
+        values.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise _fail(f"--input {pair!r} is not KEY=VALUE")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw  # plain text is a string
+    return values
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+# ---- progress ----------------------------------------------------------------------------------
+
+
+def _steps_table(status: dict[str, Any]) -> Table:
+    title = f"{status.get('plan_name')}  run {status.get('run_id')}  ({status.get('state')})"
+    table = Table(title=escape(title))
+    for col in ("step", "kind", "state", "tries", "detail"):
+        table.add_column(col)
+    colors = {
+        "completed": "green",
+        "failed": "red",
+        "running": "cyan",
+        "retrying": "yellow",
+        "throttled": "yellow",
+        "waiting": "magenta",
+    }
+    for step in status.get("steps", []):
+        state = step["state"]
+        detail = ""
+        if step.get("error"):
+            detail = f"{step['error']['type']}: {step['error']['message']}"
+        elif step.get("progress"):
+            detail = f"{step['progress']['done']}/{step['progress']['total']} items"
+        elif step.get("output_preview"):
+            detail = step["output_preview"]
+        table.add_row(
+            step["id"],
+            step["kind"],
+            f"[{colors.get(state, 'white')}]{state}[/]",
+            str(step["attempts"] or ""),
+            detail[:80],
+        )
+    return table
+
+
+async def _follow(handle: RunHandle, live_output: bool) -> dict[str, Any]:
+    """Show live step progress until the run ends; the final status."""
+    status = await handle.status()
+    if not live_output:
+        while status["state"] not in FINAL:
+            await asyncio.sleep(0.2)
+            status = await handle.status()
+        return status
+    with Live(_steps_table(status), console=out, refresh_per_second=8) as live:
+        while status["state"] not in FINAL:
+            await asyncio.sleep(0.2)
+            status = await handle.status()
+            live.update(_steps_table(status))
+    out.print()
+    return status
+
+
+async def _finish(handle: RunHandle, as_json: bool) -> None:
+    status = await _follow(handle, live_output=not as_json)
+    result: Any = None
+    if status["state"] == "completed":
+        result = await handle.result()
+    if as_json:
+        _print_json({"status": status, "result": result})
+    elif status["state"] == "completed":
+        out.print("[green]completed[/green] result:")
+        out.print_json(json.dumps(result, default=str))
+    else:
+        error = status.get("error") or {}
+        raise _fail(f"run {status['state']}: {error.get('type', '')} {error.get('message', '')}".strip())
+    if status["state"] != "completed":
+        raise typer.Exit(1)
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")], as_json: JsonOut = False) -> None:
+    """Check a plan without running it; lists every problem and exits non-zero if there are any."""
+    try:
+        raw = load_plan(plan)
+    except PlanInvalid as exc:
+        issues = exc.issues
+    else:
+        from tools import default_registry
+
+        settings = Settings.from_env()
+        _, issues = check_plan(raw, tools=default_registry(extra_modules=settings.tool_modules))
+    if as_json:
+        _print_json({"valid": not issues, "issues": [i.to_dict() for i in issues]})
+    elif issues:
+        err.print(f"[red]invalid:[/red] {plan} ({len(issues)} problem(s))", highlight=False)
+        for issue in issues:
+            err.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
+    else:
+        out.print(f"[green]valid:[/green] {plan}", highlight=False)
+    if issues:
+        raise typer.Exit(2)
+
+
+@app.command()
+@command
+async def run(
+    plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")],
+    input: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="KEY=VALUE (VALUE parsed as JSON if it is).")
+    ] = None,
+    inputs: Annotated[str | None, typer.Option("--inputs", help="All inputs as a JSON object, or @file.json.")] = None,
+    tenant: Tenant = "default",
+    session: Session = "default",
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Idempotency: the same id returns the same run.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow progress until the run ends.")] = True,
+    as_json: JsonOut = False,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Submit a plan and (by default) follow its steps live until it ends."""
+    values = _parse_inputs(input or [], inputs)
+    dp = await _dp(address, namespace)
+    handle = await dp.submit_plan(plan, tenant=tenant, session=session, inputs=values, run_id=run_id)
+    if not wait:
+        if as_json:
+            _print_json({"run_id": handle.run_id, "tenant": tenant})
+        else:
+            out.print(f"started run [bold]{handle.run_id}[/bold] (tenant {tenant})")
+        return
+    await _finish(handle, as_json)
+
+
+@app.command()
+@command
+async def status(
+    run_id: str,
+    tenant: Tenant = "default",
+    as_json: JsonOut = False,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Show a run's state and each step's state, attempts, timings, error and output."""
+    dp = await _dp(address, namespace)
+    st = await dp.get_run(run_id, tenant=tenant).status()
+    if as_json:
+        _print_json(st)
+        return
+    out.print(_steps_table(st))
+    out.print(f"plan hash {st.get('plan_hash')}  executed steps {st.get('executed_steps', '?')}", highlight=False)
+    if st.get("error"):
+        out.print(f"[red]error[/red] {st['error']['type']}: {st['error']['message']}", highlight=False)
+
+
+@app.command()
+@command
+async def runs(
+    tenant: Tenant = "default",
+    session: Annotated[str | None, typer.Option("--session", "-s", help="Only this session.")] = None,
+    state: Annotated[
+        str | None, typer.Option("--status", help="running, paused, completed, failed, cancelled, terminated")
+    ] = None,
+    limit: int = 50,
+    as_json: JsonOut = False,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """List a tenant's runs, newest first."""
+    dp = await _dp(address, namespace)
+    rows = await dp.list_runs(tenant=tenant, session=session, status=state, limit=limit)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table()
+    for col in ("run", "session", "plan", "state", "started"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["run_id"], r["session"] or "", r["plan_name"] or "", r["state"], r["started_at"][:19])
+    out.print(table)
+
+
+@events_app.command("send")
+@command
+async def send_event(
+    run_id: str,
+    event_type: Annotated[str, typer.Argument(metavar="TYPE")],
+    payload: Annotated[str | None, typer.Option("--payload", help="JSON payload.")] = None,
+    event_id: Annotated[str | None, typer.Option("--event-id", help="Deduplication id.")] = None,
+    tenant: Tenant = "default",
+    as_json: JsonOut = False,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Send an event to a run; kept until a wait_for_event step takes it."""
+    try:
+        value = json.loads(payload) if payload is not None else None
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--payload is not JSON: {exc}") from None
+    dp = await _dp(address, namespace)
+    result = await dp.get_run(run_id, tenant=tenant).send_event(event_type, value, event_id=event_id)
+    if as_json:
+        _print_json(result)
+    else:
+        out.print("duplicate (already delivered)" if result["duplicate"] else f"event {event_type!r} accepted")
+
+
+def _control(name: str, doc: str, action: Callable[[RunHandle], Awaitable[Any]]) -> None:
+    @command
+    async def control(
+        run_id: str, tenant: Tenant = "default", address: Address = None, namespace: Namespace = None
+    ) -> None:
+        dp = await _dp(address, namespace)
+        await action(dp.get_run(run_id, tenant=tenant))
+        out.print(f"{name}: {run_id}")
+
+    control.__doc__ = doc
+    app.command(name)(control)
+
+
+_control("cancel", "Cancel gracefully: running steps stop, compensations run.", lambda h: h.cancel())
+_control("pause", "Pause: no new step starts; running steps finish.", lambda h: h.pause())
+_control("resume", "Resume a paused run.", lambda h: h.resume())
+_control("terminate", "Terminate at once: nothing more runs, not even compensations.", lambda h: h.terminate())
+_control("restart", "Start the run afresh with the same plan and inputs.", lambda h: h.restart())
+
+
+@app.command()
+@command
+async def worker(address: Address = None, namespace: Namespace = None) -> None:
+    """Run a worker against an existing Temporal cluster (DURAPLAN_ADDRESS, _NAMESPACE, _API_KEY, _TLS*)."""
+    from duraplan.worker import running_worker
+    from executor.service.config import connect
+
+    settings = Settings.from_env(address=address, namespace=namespace)
+    client = await connect(settings)
+    async with running_worker(client, settings, tenants=settings.tenant_registry()):
+        out.print(f"worker polling task queue {settings.task_queue!r} on {settings.address} ({settings.namespace})")
+        await asyncio.Event().wait()
+
+
+@app.command()
+@command
+async def dev(
+    port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
+    ui_port: Annotated[int | None, typer.Option(help="Temporal UI port (default port+1000).")] = None,
+    home: Annotated[Path | None, typer.Option(help="Data directory (DURAPLAN_HOME, default ./.duraplan).")] = None,
+    in_memory: Annotated[bool, typer.Option(help="Keep nothing on disk.")] = False,
+    api_port: Annotated[int, typer.Option(help="HTTP API port (served unless --run is given).")] = 8000,
+    run_plan: Annotated[Path | None, typer.Option("--run", help="Run this plan to completion, then exit.")] = None,
+    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="KEY=VALUE inputs for --run.")] = None,
+    tenant: Tenant = "default",
+    session: Session = "default",
+) -> None:
+    """Start the embedded Temporal dev server (SQLite, WAL) and a worker; prints the UI address."""
+    from duraplan.worker import running_worker
+    from executor.service.devserver import DevServer
+
+    settings = Settings.from_env(home=home)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    async with DevServer(
+        home=settings.home, port=port, ui_port=ui_port, db_file=None if in_memory else settings.home / "temporal.db"
+    ) as server:
+        settings = Settings.from_env(home=home, address=server.address)
+        out.print(f"Temporal {server.address}   UI {server.ui_url}   data {settings.home}", highlight=False)
+        async with running_worker(server.client, settings, tenants=settings.tenant_registry()):
+            if run_plan is None:
+                from duraplan.api import serve
+
+                api = asyncio.create_task(serve(settings, host="127.0.0.1", port=api_port, log_level="warning"))
+                out.print(
+                    f"HTTP API http://127.0.0.1:{api_port}   docs http://127.0.0.1:{api_port}/docs   "
+                    f"OpenAPI http://127.0.0.1:{api_port}/openapi.json   console http://127.0.0.1:{api_port}/ui/",
+                    highlight=False,
+                )
+                out.print("worker ready; Ctrl-C to stop")
+                await api  # serves until interrupted
+                return
+            dp = Duraplan(server.client, settings, tenants=settings.tenant_registry())
+            values = _parse_inputs(input or [], None)
+            handle = await dp.submit_plan(run_plan, tenant=tenant, session=session, inputs=values)
+            out.print(f"run {handle.run_id} started (tenant {tenant}, session {session})", highlight=False)
+            await _finish(handle, as_json=False)
+
+
+@app.command()
+@command
+async def api(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    address: Address = None,
+    namespace: Namespace = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) against a Temporal cluster."""
+    from duraplan.api import serve
+
+    await serve(Settings.from_env(address=address, namespace=namespace), host=host, port=port)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":
+    main()

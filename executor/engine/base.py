@@ -1,0 +1,71 @@
+"""The state every part of the plan workflow shares, declared once for the type checker.
+
+``PlanWorkflow`` (workflow.py) is assembled from mixins, one per section of the interpreter:
+scheduling, step kinds, containers, compensation. Each mixin reads and writes the attributes
+declared here and calls the others through the methods declared below.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from executor.engine.frames import Frame
+from executor.engine.models import (
+    CompensationCall,
+    EventRecord,
+    Revision,
+    RunInput,
+    RunQuotas,
+    StepError,
+    StepQuota,
+    StepRecord,
+)
+from schemas.plan import ForeachStep, Plan, Step, SubplanStep, SwitchStep
+
+__all__ = ["EngineBase"]
+
+
+class EngineBase:
+    inp: RunInput
+    plan: Plan
+    plan_json: dict[str, Any]
+    current_hash: str
+    revisions: list[Revision]
+    records: dict[str, StepRecord]
+    events: list[EventRecord]
+    compensations: list[CompensationCall]
+    compensation_errors: list[dict[str, str]]
+    executed: int
+    paused: bool
+    state: str
+    error: StepError | None
+    _active: int
+    _draining: bool
+    _quotas: RunQuotas | None
+    _max_parallel: int
+    _local_tools: set[str]
+    _step_quota: StepQuota | None
+    _deps_cache: dict[int, set[str]]
+    _task_mark: int
+    _local_in_task: int
+
+    if TYPE_CHECKING:
+        # scheduling.py
+        async def _run_block(self, steps: list[Step], frame: Frame) -> None: ...
+        def _done(self, path: str) -> bool: ...
+        def _count_step(self, path: str) -> None: ...
+
+        # steps.py
+        async def _execute(self, step: Step, path: str, frame: Frame, rec: StepRecord) -> Any: ...
+        async def _dispatch(self, fn: str, arg: Any, local: bool, timeout: float | None) -> Any: ...
+        def _idempotency_key(self, path: str) -> str: ...
+
+        # containers.py
+        async def _foreach(self, step: ForeachStep, path: str, frame: Frame, rec: StepRecord) -> list[Any]: ...
+        async def _switch(self, step: SwitchStep, path: str, frame: Frame, rec: StepRecord) -> Any: ...
+        async def _subplan(self, step: SubplanStep, path: str, frame: Frame, rec: StepRecord) -> Any: ...
+
+        # workflow.py
+        def _eval(self, expression: str, frame: Frame, where: str) -> Any: ...
+        def _render(self, value: Any, frame: Frame, where: str) -> Any: ...
+        def _set_state(self, state: str) -> None: ...

@@ -1,0 +1,48 @@
+"""What the engine and the worker agree on: activity and workflow names, search attributes, timeouts.
+
+The workflow dispatches activities by name, so it never imports the worker side (which does I/O);
+the worker registers its activities under these names.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+__all__ = [
+    "CODE_CPU_SECONDS",
+    "CODE_MEMORY_MB",
+    "HEARTBEAT_TIMEOUT",
+    "RUN_CODE",
+    "RUN_LLM",
+    "RUN_REPLAN",
+    "RUN_TOOL",
+    "SA_PLAN_HASH",
+    "SA_PLAN_NAME",
+    "SA_SESSION",
+    "SA_STATUS",
+    "SA_TENANT",
+    "SEARCH_ATTRIBUTES",
+    "TENANT_BUSY",
+    "WORKFLOW_NAME",
+]
+
+WORKFLOW_NAME = "DuraplanRun"
+
+RUN_TOOL = "duraplan.tool"
+RUN_CODE = "duraplan.code"
+RUN_LLM = "duraplan.llm"
+RUN_REPLAN = "duraplan.replan"  # registered by the planner's worker parts, not by executor.worker
+
+HEARTBEAT_TIMEOUT = 10.0  # a killed worker is noticed in seconds, not after the step's timeout
+
+TENANT_BUSY = "TenantBusy"  # error type of a step the worker refused before running it (not an attempt)
+
+CODE_MEMORY_MB = 64  # a code step's sandbox limits when neither the step nor a quota sets them
+CODE_CPU_SECONDS = 5.0
+
+SA_TENANT = SearchAttributeKey.for_keyword("DuraplanTenant")
+SA_SESSION = SearchAttributeKey.for_keyword("DuraplanSession")
+SA_STATUS = SearchAttributeKey.for_keyword("DuraplanStatus")
+SA_PLAN_HASH = SearchAttributeKey.for_keyword("DuraplanPlanHash")
+SA_PLAN_NAME = SearchAttributeKey.for_keyword("DuraplanPlanName")
+SEARCH_ATTRIBUTES = (SA_TENANT, SA_SESSION, SA_STATUS, SA_PLAN_HASH, SA_PLAN_NAME)

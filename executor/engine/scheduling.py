@@ -1,0 +1,148 @@
+"""Scheduling: a block of sibling steps runs as a DAG, each step through its life cycle.
+
+Pure helpers (``ready``) are separate from the mixin so they can be unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from temporalio import workflow
+
+from executor.engine.base import EngineBase
+from executor.engine.frames import Drained, Frame, StepFailed
+from executor.engine.models import TERMINAL_STATES, CompensationCall, StepError, StepRecord, StepState
+from executor.lang.expressions import ExpressionError, truthy
+from executor.lang.validate import step_references
+from schemas.plan import CodeStep, LlmStep, Step, ToolStep
+
+__all__ = ["SchedulingMixin", "cancel_all", "ready"]
+
+
+def ready(waiting: dict[str, Step], deps: Callable[[Step], Iterable[str]], done: Callable[[str], bool]) -> list[str]:
+    """Ids of waiting steps whose dependencies have all finished, in plan order."""
+    return [sid for sid, step in waiting.items() if all(done(d) for d in deps(step))]
+
+
+async def cancel_all(tasks: Any) -> None:
+    pending = [t for t in tasks if not t.done()]
+    for t in pending:
+        t.cancel()
+    for t in pending:
+        with contextlib.suppress(BaseException):  # the first failure is already propagating
+            await t
+
+
+class SchedulingMixin(EngineBase):
+    async def _run_block(self, steps: list[Step], frame: Frame) -> None:
+        """Run a block of sibling steps as a DAG: every ready step starts at once."""
+        ids = {s.id for s in steps}
+        waiting = {s.id: s for s in steps}
+        running: dict[str, asyncio.Task[None]] = {}
+        try:
+            while waiting or running:
+                if not self._draining:
+                    for sid in ready(waiting, lambda s: self._deps(s, ids), lambda d: self._done(frame.visible[d])):
+                        running[sid] = asyncio.create_task(self._run_step(waiting.pop(sid), frame))
+                if not running:
+                    if not self._draining:  # unreachable for validated plans (no cycles)
+                        raise StepFailed(
+                            frame.prefix or "(plan)", StepError("Deadlock", f"steps {sorted(waiting)} can never start")
+                        )
+                    raise Drained()
+                done, _ = await workflow.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
+                for sid, task in list(running.items()):
+                    if task in done:
+                        del running[sid]
+                        task.result()
+        except BaseException:
+            await cancel_all(running.values())
+            raise
+
+    def _deps(self, step: Step, siblings: set[str]) -> set[str]:
+        key = id(step)
+        if key not in self._deps_cache:
+            self._deps_cache[key] = (step_references(step) & siblings) - {step.id}
+        return self._deps_cache[key]
+
+    def _done(self, path: str) -> bool:
+        rec = self.records.get(path)
+        return rec is not None and rec.state in TERMINAL_STATES
+
+    async def _run_step(self, step: Step, frame: Frame) -> None:
+        path = frame.prefix + step.id
+        rec = self.records.get(path)
+        if rec is not None and rec.state in TERMINAL_STATES:
+            return  # ran before continue-as-new
+        rec = self.records.setdefault(path, StepRecord())
+        try:
+            if step.when is not None and not truthy(self._eval(step.when, frame, "/when")):
+                rec.state, rec.ended_at = "skipped", workflow.now().isoformat()
+                return
+            if self.paused:
+                await workflow.wait_condition(lambda: not self.paused or self._draining)
+            if self._draining:
+                raise Drained()
+            if not isinstance(step, ToolStep | CodeStep | LlmStep):  # those start when they get a slot
+                rec.started_at = rec.started_at or workflow.now().isoformat()
+                rec.state = "running"
+            rec.output = await self._execute(step, path, frame, rec)
+        except StepFailed as failure:
+            if step.on_error == "continue":
+                self._finish(rec, "failed", failure.error)
+                return
+            self._finish(rec, "failed", failure.error)
+            raise
+        except ExpressionError as exc:
+            error = StepError("ExpressionError", str(exc))
+            self._finish(rec, "failed", error)
+            if step.on_error == "continue":
+                return
+            raise StepFailed(path, error) from None
+        self._finish(rec, "completed", None)
+        if step.compensate is not None:
+            c = step.compensate
+            self.compensations.append(
+                CompensationCall(
+                    path=path,
+                    tool=c.tool,
+                    args=self._render(c.args, frame, "/compensate/args"),
+                    code=c.code,
+                    inputs=self._render(c.inputs, frame, "/compensate/inputs"),
+                )
+            )
+        if self._should_continue_as_new():
+            self._draining = True
+
+    def _finish(self, rec: StepRecord, state: StepState, error: StepError | None) -> None:
+        rec.state, rec.error, rec.ended_at = state, error, workflow.now().isoformat()
+
+    def _parallel_limit(self) -> int:
+        """The plan's max_parallel; with quotas, never above the tenant's in-flight cap, so one
+        run's fan-out queues in its own workflow instead of at the worker's gate."""
+        if self._quotas is None:
+            return self.plan.limits.max_parallel
+        return min(self.plan.limits.max_parallel, self._quotas.max_inflight_steps)
+
+    def _count_step(self, path: str) -> None:
+        self.executed += 1
+        if self.executed > self.plan.limits.max_steps:
+            raise StepFailed(
+                path,
+                StepError("StepBudgetExceeded", f"run exceeded limits.max_steps={self.plan.limits.max_steps}"),
+            )
+        if self._quotas is not None and self.executed > self._quotas.max_steps:
+            raise StepFailed(
+                path,
+                StepError(
+                    "StepBudgetExceeded",
+                    f"run exceeded the tenant's quota max_steps_per_run={self._quotas.max_steps}",
+                ),
+            )
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self.inp.history_limit

@@ -1,0 +1,301 @@
+"""Step kinds: activity steps (tool, code, llm), set, fail, sleep and wait_for_event.
+
+Containers (foreach, switch, subplan) are in containers.py; the exhaustive ``match`` over every
+kind is ``_execute`` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from datetime import datetime, timedelta
+from typing import Any, assert_never
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+from executor.engine.base import EngineBase
+from executor.engine.contract import (
+    CODE_CPU_SECONDS,
+    CODE_MEMORY_MB,
+    HEARTBEAT_TIMEOUT,
+    RUN_CODE,
+    RUN_LLM,
+    RUN_TOOL,
+    TENANT_BUSY,
+)
+from executor.engine.frames import Drained, Frame, StepFailed
+from executor.engine.models import CodeCall, EventRecord, LlmCall, StepError, StepRecord, ToolCall
+from executor.engine.retry import DEFAULT_RETRY, backoff_delay, cancelled, throttle_delay, to_step_error
+from schemas.plan import (
+    CodeStep,
+    FailStep,
+    ForeachStep,
+    LlmStep,
+    SetStep,
+    SleepStep,
+    Step,
+    SubplanStep,
+    SwitchStep,
+    ToolStep,
+    WaitForEventStep,
+    parse_duration,
+)
+
+__all__ = ["LOCAL_PER_TASK", "LOCAL_TIMEOUT", "LOCAL_TIMEOUT_MAX", "REMOTE_TIMEOUT", "StepsMixin"]
+
+REMOTE_TIMEOUT = 600.0  # the reference product's default step timeout
+LOCAL_TIMEOUT = 30.0
+LOCAL_TIMEOUT_MAX = 60.0  # longer steps are never run as local activities
+# Local activities run inside one workflow task, which stays open while any is in flight. A
+# steady stream of them (a big foreach) would keep it open past its timeout, so after this many
+# in one task the next steps go to regular activities, letting the task complete.
+LOCAL_PER_TASK = 100
+
+
+class StepsMixin(EngineBase):
+    async def _execute(self, step: Step, path: str, frame: Frame, rec: StepRecord) -> Any:
+        match step:
+            case ToolStep():
+                return await self._activity_step(step, path, frame, rec)
+            case CodeStep():
+                return await self._activity_step(step, path, frame, rec)
+            case LlmStep():
+                return await self._activity_step(step, path, frame, rec)
+            case SetStep():
+                self._count_step(path)
+                return self._render(step.value, frame, "/value")
+            case FailStep():
+                self._count_step(path)
+                message = self._render(step.message, frame, "/message")
+                raise StepFailed(path, StepError(step.error_type, str(message)))
+            case SleepStep():
+                return await self._sleep(step, path, frame, rec)
+            case WaitForEventStep():
+                return await self._wait_for_event(step, path, rec)
+            case ForeachStep():
+                return await self._foreach(step, path, frame, rec)
+            case SwitchStep():
+                return await self._switch(step, path, frame, rec)
+            case SubplanStep():
+                return await self._subplan(step, path, frame, rec)
+            case _:
+                assert_never(step)
+
+    async def _activity_step(
+        self, step: ToolStep | CodeStep | LlmStep, path: str, frame: Frame, rec: StepRecord
+    ) -> Any:
+        local = self._is_local(step)
+        timeout = parse_duration(step.timeout) if step.timeout is not None else None
+        policy = step.retry or DEFAULT_RETRY
+        # `while`: every waiter whose condition holds wakes in the same pass; recheck after waking.
+        while self._active >= self._max_parallel:
+            await workflow.wait_condition(lambda: self._active < self._max_parallel)
+        self._active += 1
+        rec.started_at = rec.started_at or workflow.now().isoformat()
+        rec.state = "running"
+        try:
+            self._count_step(path)
+            attempt = rec.attempts
+            throttled = 0
+            while True:
+                attempt += 1
+                rec.attempts = attempt
+                rec.state = "running"
+                try:
+                    result = await self._call(step, path, frame, attempt, local and self._local_slot(), timeout)
+                    if isinstance(step, LlmStep):
+                        rec.detail = {"model": result.get("model"), "usage": result.get("usage")}
+                        return result.get("content")
+                    return result
+                except (ActivityError, ApplicationError, TimeoutError) as exc:
+                    # (a replayed local activity timeout arrives as a bare TimeoutError)
+                    if cancelled(exc):
+                        raise asyncio.CancelledError() from None  # the run is being cancelled: no retry
+                    error, retry_after = to_step_error(exc)
+                if error.type == TENANT_BUSY:
+                    # Refused before it ran (the tenant is at its in-flight cap on that worker):
+                    # not an attempt; wait and dispatch again.
+                    attempt -= 1
+                    rec.attempts = attempt
+                    rec.state = "throttled"
+                    throttled += 1
+                    await workflow.sleep(throttle_delay(throttled))
+                    continue
+                rec.error = error
+                if not error.retryable or error.type in policy.non_retryable or attempt >= policy.max_attempts:
+                    raise StepFailed(path, error)
+                rec.state = "retrying"
+                await workflow.sleep(backoff_delay(policy, attempt, retry_after))
+        finally:
+            self._active -= 1
+
+    def _local_slot(self) -> bool:
+        length = workflow.info().get_current_history_length()
+        if length != self._task_mark:
+            self._task_mark, self._local_in_task = length, 0
+        if self._local_in_task >= LOCAL_PER_TASK:
+            return False
+        self._local_in_task += 1
+        return True
+
+    def _is_local(self, step: ToolStep | CodeStep | LlmStep) -> bool:
+        if step.execution != "auto":
+            return step.execution == "local"
+        if step.timeout is not None and parse_duration(step.timeout) > LOCAL_TIMEOUT_MAX:
+            return False
+        match step:
+            case CodeStep():
+                return True
+            case ToolStep():
+                return step.tool in self._local_tools
+            case LlmStep():
+                return False
+
+    async def _call(
+        self,
+        step: ToolStep | CodeStep | LlmStep,
+        path: str,
+        frame: Frame,
+        attempt: int,
+        local: bool,
+        timeout: float | None,
+    ) -> Any:
+        run_id, tenant = self.inp.run_id, self.inp.tenant
+        arg: ToolCall | CodeCall | LlmCall
+        match step:
+            case ToolStep():
+                name = RUN_TOOL
+                arg = ToolCall(
+                    tenant,
+                    run_id,
+                    path,
+                    attempt,
+                    self._idempotency_key(path),
+                    step.tool,
+                    self._render(step.args, frame, "/args"),
+                    self._step_quota,
+                    self.inp.tool_pins.get(step.tool),
+                )
+            case CodeStep():
+                name = RUN_CODE
+                arg = CodeCall(
+                    tenant,
+                    run_id,
+                    path,
+                    step.code,
+                    self._render(step.inputs, frame, "/inputs"),
+                    # a step's own limits were checked against the quotas at submit; unset ones
+                    # default to the sandbox's, lowered to the tenant's quota
+                    step.memory_mb or self._code_default("code_memory_mb", CODE_MEMORY_MB),
+                    step.cpu_seconds or self._code_default("code_cpu_seconds", CODE_CPU_SECONDS),
+                    self._step_quota,
+                )
+                if timeout is None and step.cpu_seconds is not None:
+                    timeout = step.cpu_seconds + 5.0
+            case LlmStep():
+                name = RUN_LLM
+                arg = LlmCall(
+                    tenant,
+                    run_id,
+                    path,
+                    prompt=str(self._render(step.prompt, frame, "/prompt")),
+                    system=None if step.system is None else str(self._render(step.system, frame, "/system")),
+                    model=step.model,
+                    output_schema=step.output_schema,
+                    temperature=step.temperature,
+                    max_tokens=step.max_tokens,
+                    timeout_s=timeout,
+                    quota=self._step_quota,
+                )
+        return await self._dispatch(name, arg, local, timeout)
+
+    async def _dispatch(self, fn: str, arg: Any, local: bool, timeout: float | None) -> Any:
+        once = RetryPolicy(maximum_attempts=1)  # the workflow owns retries: it shows them in status
+        if local:
+            return await workflow.execute_local_activity(
+                fn, arg, start_to_close_timeout=timedelta(seconds=timeout or LOCAL_TIMEOUT), retry_policy=once
+            )
+        return await workflow.execute_activity(
+            fn,
+            arg,
+            start_to_close_timeout=timedelta(seconds=timeout or REMOTE_TIMEOUT),
+            # A killed worker is noticed in seconds, not after the whole step timeout.
+            heartbeat_timeout=timedelta(seconds=HEARTBEAT_TIMEOUT),
+            retry_policy=once,
+        )
+
+    def _code_default(self, quota: str, default: float) -> Any:
+        if self._quotas is None:
+            return None
+        return min(default, getattr(self._quotas, quota))
+
+    def _idempotency_key(self, path: str) -> str:
+        return f"{self.inp.tenant}/{self.inp.run_id}/{self.inp.generation}/{path}"
+
+    async def _sleep(self, step: SleepStep, path: str, frame: Frame, rec: StepRecord) -> None:
+        self._count_step(path)
+        if rec.detail is None:
+            if step.until is not None:
+                wake = _parse_time(str(self._render(step.until, frame, "/until")), path)
+            else:
+                assert step.duration is not None  # the validator requires one of the two
+                wake = workflow.now() + timedelta(seconds=parse_duration(step.duration))
+            rec.detail = {"wake_at": wake.isoformat()}
+        wake = datetime.fromisoformat(rec.detail["wake_at"])
+        rec.state = "sleeping"
+        remaining = (wake - workflow.now()).total_seconds()
+        if remaining > 0:
+            try:
+                await workflow.wait_condition(lambda: self._draining, timeout=remaining)
+            except builtins.TimeoutError:
+                return None
+            raise Drained()
+        return None
+
+    async def _wait_for_event(self, step: WaitForEventStep, path: str, rec: StepRecord) -> Any:
+        self._count_step(path)
+        rec.state = "waiting"
+        if rec.detail is None:
+            rec.detail = {"event": step.event}
+        found = self._take_event(step.event)
+        if found is None:
+            limit = parse_duration(step.timeout) if step.timeout is not None else None
+            remaining = None
+            if limit is not None and rec.started_at is not None:
+                started = datetime.fromisoformat(rec.started_at)
+                remaining = max(limit - (workflow.now() - started).total_seconds(), 0.001)
+            try:
+                await workflow.wait_condition(
+                    lambda: self._draining or any(e.type == step.event for e in self.events), timeout=remaining
+                )
+            except builtins.TimeoutError:
+                if step.on_timeout == "continue":
+                    rec.detail["timed_out"] = True
+                    return None
+                raise StepFailed(
+                    path, StepError("EventTimeout", f"no {step.event!r} event within {step.timeout}")
+                ) from None
+            found = self._take_event(step.event)
+            if found is None:
+                raise Drained()
+        rec.detail["event_id"] = found.event_id
+        rec.detail["received_at"] = found.received_at
+        return found.payload
+
+    def _take_event(self, event_type: str) -> EventRecord | None:
+        for i, e in enumerate(self.events):
+            if e.type == event_type:
+                return self.events.pop(i)
+        return None
+
+
+def _parse_time(value: str, path: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise StepFailed(path, StepError("ExpressionError", f"until {value!r} is not an ISO-8601 timestamp")) from None
+    if parsed.tzinfo is None:
+        raise StepFailed(path, StepError("ExpressionError", f"until {value!r} has no timezone"))
+    return parsed

@@ -1,0 +1,397 @@
+"""The one generic workflow: interprets any validated plan, durably.
+
+Deterministic by construction: no I/O, no clock but ``workflow.now()``, no environment. Plans were
+validated before start; here they are parsed (cheap) and walked. Every step result is recorded by
+path (``fetch``, ``each[3].summarize``), so a continued-as-new run skips what already ran.
+
+The interpreter is split along its sections; this class holds the entry point, the handlers
+(status query, event/pause/resume updates) and replanning, and mixes in:
+
+    scheduling.py     blocks as DAGs, a step's life cycle, step budgets, continue-as-new
+    steps.py          the exhaustive match over step kinds; activity steps, timers, events
+    containers.py     foreach, switch, subplan
+    compensation.py   undo actions on failure or cancel
+    retry.py          backoff and failure translation (pure)
+    status.py         status records and compaction (pure)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import dataclasses
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    import jsonschema
+
+    from executor.engine.compensation import CompensationMixin
+    from executor.engine.containers import ContainersMixin
+    from executor.engine.contract import RUN_REPLAN, SA_PLAN_HASH, SA_STATUS, WORKFLOW_NAME
+    from executor.engine.frames import Drained, Frame, StepFailed, StepsView
+    from executor.engine.models import (
+        Carry,
+        CompensationCall,
+        EventRecord,
+        ReplanRequest,
+        Revision,
+        RunInput,
+        SendEventResult,
+        StepError,
+        StepQuota,
+        StepRecord,
+        plan_hash,
+        record_from_json,
+        record_to_json,
+    )
+    from executor.engine.retry import to_step_error
+    from executor.engine.scheduling import SchedulingMixin
+    from executor.engine.status import compact, error_dict, record_dict
+    from executor.engine.steps import StepsMixin
+    from executor.lang.expressions import ExpressionError, evaluate, render
+    from executor.lang.validate import all_steps
+    from schemas.plan import ForeachStep, Plan, Step, WaitForEventStep, parse_duration
+
+__all__ = ["WORKFLOW_NAME", "PlanWorkflow"]
+
+EVENT_ID_MEMORY = 10_000
+_PATCH_NO_FINAL_UPSERT = "no-final-status-upsert"
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMixin):
+    @workflow.init
+    def __init__(self, inp: RunInput) -> None:
+        self.inp = inp
+        self.plan = Plan.model_validate(inp.plan)
+        self.plan_json = inp.plan
+        self.current_hash = inp.plan_hash
+        self.revisions: list[Revision] = list(inp.revisions) or [
+            Revision(revision=1, plan_hash=inp.plan_hash, reason=None, at=workflow.now().isoformat())
+        ]
+        self.replan_errors: list[dict[str, str]] = []
+        carry = inp.carry or Carry()
+        self.records: dict[str, StepRecord] = {k: record_from_json(v) for k, v in carry.records.items()}
+        self.events: list[EventRecord] = carry.events
+        self.seen_event_ids: list[str] = carry.seen_event_ids
+        self._seen = set(carry.seen_event_ids)
+        self.compensations: list[CompensationCall] = carry.compensations
+        self.executed = carry.executed_steps
+        self.paused = carry.paused
+        self.started_at = carry.started_at or workflow.now().isoformat()
+        self.continued = carry.continued
+        self.state = "paused" if self.paused else "running"
+        self.error: StepError | None = None
+        self.failed_step: str | None = None
+        self.compensation_errors: list[dict[str, str]] = []
+        self._active = 0
+        self._draining = False
+        self._quotas = inp.quotas
+        self._max_parallel = self._parallel_limit()
+        self._local_tools = set(inp.local_tools)
+        self._step_quota = (
+            None if inp.quotas is None else StepQuota(inp.quotas.max_inflight_steps, inp.quotas.max_step_output_bytes)
+        )
+        self._run_meta = {
+            "id": inp.run_id,
+            "tenant": inp.tenant,
+            "session": inp.session,
+            "plan_hash": inp.plan_hash,
+            "generation": inp.generation,
+        }
+        self._event_schemas = _event_schemas(self.plan.steps)
+        self._deps_cache: dict[int, set[str]] = {}
+        self._task_mark = -1  # history length when the current workflow task started
+        self._local_in_task = 0
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> Any:
+        try:
+            output = await self._run_plan()
+        except Drained:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(self._carry_input())
+        except StepFailed as failure:
+            self.error, self.failed_step = failure.error, failure.path
+            await self._compensate("failed")
+            raise ApplicationError(
+                str(failure),
+                {"step": failure.path, "type": failure.error.type, "message": failure.error.message},
+                type=failure.error.type,
+                non_retryable=True,
+            ) from None
+        except asyncio.CancelledError:
+            self.error = StepError("Cancelled", "run was cancelled")
+            await self._compensate("cancelled")
+            raise
+        self._set_state("completed")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return output
+
+    async def _run_plan(self) -> Any:
+        """Run the current revision; on terminal failure, replan (if the plan opts in) and go on."""
+        while True:
+            frame = Frame("", {s.id: s.id for s in self.plan.steps})
+            try:
+                await self._with_deadline(self._run_block(self.plan.steps, frame))
+                return self._render(self.plan.output, frame, "/output")
+            except StepFailed as failure:
+                replan = self.plan.replan
+                if replan is None or len(self.revisions) > replan.max_revisions or failure.path == "(run)":
+                    raise
+                revised = await self._replan(failure)
+                if revised is None:
+                    raise
+                self._adopt(revised, failure)
+
+    async def _replan(self, failure: StepFailed) -> dict[str, Any] | None:
+        """Ask the planner for a revised plan; None when it cannot give one (the run then fails)."""
+        replan = self.plan.replan
+        assert replan is not None
+        completed = {k: r.output for k, r in self.records.items() if r.state == "completed" and "." not in k}
+        request = ReplanRequest(
+            tenant=self.inp.tenant,
+            run_id=self.inp.run_id,
+            goal=replan.goal or self.plan.description or self.plan.name,
+            plan=self.plan_json,
+            failed_step=failure.path,
+            error=failure.error,
+            completed=completed,
+            revision=len(self.revisions) + 1,
+            model=replan.model,
+        )
+        self._set_state("replanning")
+        try:
+            revised: dict[str, Any] = await workflow.execute_activity(
+                RUN_REPLAN,
+                request,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["RepairExhausted"]),
+            )
+        except ActivityError as exc:
+            error, _ = to_step_error(exc)
+            self.replan_errors.append({"type": error.type, "message": error.message})
+            self._set_state("running")
+            return None
+        self._set_state("running")
+        return revised
+
+    def _adopt(self, revised: dict[str, Any], failure: StepFailed) -> None:
+        """Switch to a revision: completed steps keep their records (never re-run), the rest retry."""
+        self.plan = Plan.model_validate(revised)
+        self.plan_json = revised
+        self.current_hash = plan_hash(revised)
+        self._run_meta["plan_hash"] = self.current_hash
+        self.revisions.append(
+            Revision(
+                revision=len(self.revisions) + 1,
+                plan_hash=self.current_hash,
+                reason=f"step {failure.path!r} failed: {failure.error.type}: {failure.error.message}",
+                at=workflow.now().isoformat(),
+            )
+        )
+        self.records = {k: r for k, r in self.records.items() if r.state == "completed"}
+        self._deps_cache.clear()
+        self._event_schemas = _event_schemas(self.plan.steps)
+        self._max_parallel = self._parallel_limit()
+        if self.inp.search_attributes:
+            workflow.upsert_search_attributes([SA_PLAN_HASH.value_set(self.current_hash)])
+
+    async def _with_deadline(self, work: Any) -> None:
+        if self.plan.limits.deadline is None:
+            await work
+            return
+        deadline = datetime.fromisoformat(self.started_at) + timedelta(
+            seconds=parse_duration(self.plan.limits.deadline)
+        )
+        remaining = max((deadline - workflow.now()).total_seconds(), 0.001)
+        try:
+            await asyncio.wait_for(work, timeout=remaining)
+        except builtins.TimeoutError:
+            raise StepFailed(
+                "(run)", StepError("DeadlineExceeded", f"run exceeded its deadline of {self.plan.limits.deadline}")
+            ) from None
+
+    @workflow.query
+    def status(self) -> dict[str, Any]:
+        top = [self._step_view(s, s.id) for s in self.plan.steps]
+        return {
+            "run_id": self.inp.run_id,
+            "tenant": self.inp.tenant,
+            "session": self.inp.session,
+            "plan_name": self.plan.name,
+            "plan_version": self.plan.version,
+            "plan_hash": self.current_hash,
+            "revision": len(self.revisions),
+            "revisions": [dataclasses.asdict(r) for r in self.revisions],
+            "replan_errors": self.replan_errors,
+            "state": self._public_state(),
+            "paused": self.paused,
+            "started_at": self.started_at,
+            "executed_steps": self.executed,
+            "continued_as_new": self.continued,
+            "generation": self.inp.generation,
+            "buffered_events": len(self.events),
+            "error": error_dict(self.error),
+            "failed_step": self.failed_step,
+            "compensation_errors": self.compensation_errors,
+            "steps": top,
+        }
+
+    def _public_state(self) -> str:
+        """running, or waiting when nothing executes and something sleeps or waits for an event."""
+        if (
+            self.state == "running"
+            and self._active == 0
+            and any(r.state in ("sleeping", "waiting") for r in self.records.values())
+        ):
+            return "waiting"
+        return self.state
+
+    @workflow.query
+    def plan_view(self) -> dict[str, Any]:
+        """The plan the run executes now (its latest revision), for drawing it: queries add no history."""
+        return {"plan": self.plan_json, "plan_hash": self.current_hash, "revision": len(self.revisions)}
+
+    @workflow.query
+    def step_records(self) -> dict[str, Any]:
+        """Every record by path, nested steps included."""
+        return {path: record_dict(rec) for path, rec in self.records.items()}
+
+    @workflow.update
+    def send_event(self, event: EventRecord) -> SendEventResult:
+        if event.event_id is not None and event.event_id in self._seen:
+            return SendEventResult(accepted=True, duplicate=True, buffered=len(self.events))
+        if event.event_id is not None:
+            self._seen.add(event.event_id)
+            self.seen_event_ids.append(event.event_id)
+            if len(self.seen_event_ids) > EVENT_ID_MEMORY:
+                self._seen.discard(self.seen_event_ids.pop(0))
+        event.received_at = workflow.now().isoformat()
+        self.events.append(event)
+        return SendEventResult(accepted=True, duplicate=False, buffered=len(self.events))
+
+    @send_event.validator
+    def _validate_event(self, event: EventRecord) -> None:
+        if self.state in ("completed", "failed", "cancelled", "compensating"):
+            raise ApplicationError(f"run is {self.state}; event {event.type!r} not accepted", type="RunStateError")
+        schemas = self._event_schemas.get(event.type)
+        if schemas is None:
+            known = ", ".join(sorted(self._event_schemas)) or "none"
+            raise ApplicationError(
+                f"no wait_for_event step waits for event type {event.type!r} (waited types: {known})",
+                type="UnknownEventType",
+            )
+        if self._quotas is not None:
+            size = len(json.dumps(event.payload).encode())
+            if size > self._quotas.max_event_bytes:
+                raise ApplicationError(
+                    f"payload of event {event.type!r} is {size} bytes; the tenant's quota max_event_bytes "
+                    f"is {self._quotas.max_event_bytes}",
+                    type="EventTooLarge",
+                )
+        for schema in schemas:
+            errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(event.payload), key=str)
+            if errors:
+                first = errors[0]
+                where = "".join(f"/{p}" for p in first.path) or "/"
+                raise ApplicationError(
+                    f"payload of event {event.type!r} invalid at {where}: {first.message}",
+                    type="EventPayloadInvalid",
+                )
+
+    @workflow.update
+    def pause(self) -> str:
+        self.paused = True
+        if self.state == "running":
+            self._set_state("paused")
+        return self.state
+
+    @workflow.update
+    def resume(self) -> str:
+        self.paused = False
+        if self.state == "paused":
+            self._set_state("running")
+        return self.state
+
+    def _scope(self, frame: Frame) -> dict[str, Any]:
+        return {
+            "input": self.inp.inputs,
+            "steps": StepsView(self.records.get, frame),
+            "run": self._run_meta,
+            **frame.extras,
+        }
+
+    def _eval(self, expression: str, frame: Frame, where: str) -> Any:
+        try:
+            return evaluate(expression, self._scope(frame))
+        except ExpressionError as exc:  # name the field: a step has several expressions
+            raise ExpressionError(exc.expression, f"{exc.message} (in {where})") from None
+
+    def _render(self, value: Any, frame: Frame, where: str) -> Any:
+        try:
+            return render(value, self._scope(frame))
+        except ExpressionError as exc:
+            raise ExpressionError(exc.expression, f"{exc.message} (in {where})") from None
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        # Closed runs are listed by Temporal's own execution status: no upsert (and no history
+        # event) for final states. Runs recorded before this change did upsert: keep replaying them.
+        final = state in ("completed", "failed", "cancelled")
+        if self.inp.search_attributes and not (final and workflow.patched(_PATCH_NO_FINAL_UPSERT)):
+            workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
+
+    def _carry_input(self) -> RunInput:
+        return RunInput(
+            plan=self.plan_json,
+            plan_hash=self.current_hash,
+            tenant=self.inp.tenant,
+            session=self.inp.session,
+            run_id=self.inp.run_id,
+            inputs=self.inp.inputs,
+            local_tools=self.inp.local_tools,
+            generation=self.inp.generation,
+            history_limit=self.inp.history_limit,
+            search_attributes=self.inp.search_attributes,
+            revisions=self.revisions,
+            quotas=self.inp.quotas,
+            tool_pins=self.inp.tool_pins,
+            carry=Carry(
+                records={k: record_to_json(v) for k, v in compact(self.records).items()},
+                events=self.events,
+                seen_event_ids=self.seen_event_ids,
+                compensations=self.compensations,
+                executed_steps=self.executed,
+                paused=self.paused,
+                started_at=self.started_at,
+                continued=self.continued + 1,
+            ),
+        )
+
+    def _step_view(self, step: Step, path: str) -> dict[str, Any]:
+        rec = self.records.get(path) or StepRecord()
+        view = {"id": step.id, "kind": step.kind, **record_dict(rec)}
+        if isinstance(step, ForeachStep) and rec.detail and "items" in rec.detail:
+            done = sum(1 for i in range(rec.detail["items"]) if self._done(f"{path}[{i}]"))
+            view["progress"] = {
+                "done": done if rec.state != "completed" else rec.detail["items"],
+                "total": rec.detail["items"],
+            }
+        return view
+
+
+def _event_schemas(steps: list[Step]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for step in all_steps(steps):
+        if isinstance(step, WaitForEventStep):
+            schemas = out.setdefault(step.event, [])
+            if step.payload_schema is not None:
+                schemas.append(step.payload_schema)
+    return out

@@ -1,0 +1,1 @@
+"""The plan language: expressions, loading plans from files, validation and traversal helpers."""

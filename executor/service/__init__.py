@@ -1,0 +1,1 @@
+"""The service: the client and its one start path, tenancy, configuration, the dev server."""

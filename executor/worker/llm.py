@@ -1,0 +1,94 @@
+"""The llm step's model call, through litellm, with Temporal owning every retry.
+
+litellm's own retries are off (``num_retries=0``). Provider errors map onto retry semantics the
+way Temporal's own OpenAI integration does: 429 and 5xx (and timeouts, lost connections) may be
+retried; other 4xx are the plan's or the configuration's fault and fail at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import jsonschema
+from temporalio.exceptions import ApplicationError
+
+from executor.engine.models import LlmCall
+
+__all__ = ["complete", "provider_error"]
+
+
+async def complete(
+    call: LlmCall, model: str, completion: Callable[..., Awaitable[Any]] | None = None
+) -> dict[str, Any]:
+    import litellm
+
+    messages = [{"role": "system", "content": call.system}] if call.system else []
+    messages.append({"role": "user", "content": call.prompt})
+    kwargs: dict[str, Any] = {"model": model, "messages": messages, "num_retries": 0}
+    if call.temperature is not None:
+        kwargs["temperature"] = call.temperature
+    if call.max_tokens is not None:
+        kwargs["max_tokens"] = call.max_tokens
+    if call.timeout_s is not None:
+        kwargs["timeout"] = call.timeout_s
+    if call.output_schema is not None:
+        kwargs["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "step_output", "schema": call.output_schema},
+        }
+    try:
+        response = await (completion or litellm.acompletion)(**kwargs)
+    except Exception as exc:
+        raise provider_error(exc) from None
+    text = response.choices[0].message.content or ""
+    usage = getattr(response, "usage", None)
+    result: dict[str, Any] = {
+        "content": text,
+        "model": getattr(response, "model", model),
+        "usage": {
+            "prompt_tokens": getattr(usage, "prompt_tokens", 0),
+            "completion_tokens": getattr(usage, "completion_tokens", 0),
+        },
+    }
+    if call.output_schema is not None:
+        result["content"] = _parse_structured(text, call.output_schema)
+    return result
+
+
+def _parse_structured(text: str, schema: dict[str, Any]) -> Any:
+    stripped = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        # Models vary between attempts: another try may well produce valid JSON.
+        raise ApplicationError(f"model answer is not JSON: {exc}", type="LlmOutputInvalid") from None
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=str)
+    if errors:
+        where = "".join(f"/{p}" for p in errors[0].path) or "/"
+        raise ApplicationError(
+            f"model answer breaks output_schema at {where}: {errors[0].message}", type="LlmOutputInvalid"
+        )
+    return value
+
+
+def provider_error(exc: Exception) -> ApplicationError:
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    if isinstance(status, int):
+        retryable = status == 429 or status >= 500 or status == 408
+        return ApplicationError(
+            f"model provider answered {status}: {_short(exc)}",
+            {"retry_after": None},
+            type=f"LlmHttp{status}",
+            non_retryable=not retryable,
+        )
+    # No status: timeouts and connection failures are worth another attempt.
+    retryable = any(word in name for word in ("Timeout", "Connection", "ServiceUnavailable"))
+    return ApplicationError(f"model call failed: {name}: {_short(exc)}", type=f"Llm{name}", non_retryable=not retryable)
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,122 @@
+"""The duraplan worker: the generic plan workflow plus the step activities, on one task queue."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from executor.engine.workflow import PlanWorkflow
+from executor.service.config import Settings
+from executor.service.tenants import TenantRegistry
+from executor.worker.activities import StepActivities
+from executor.worker.sandbox import Sandbox
+from tools import Store, ToolRegistry, default_registry
+
+__all__ = ["PASSTHROUGH", "WorkerDeps", "WorkerParts", "running_worker", "workflow_runner"]
+
+# Modules imported once, outside Temporal's workflow sandbox, and shared by every workflow run:
+# only deterministic ones (the engine, the plan language, the plan model and their libraries).
+PASSTHROUGH = (
+    "executor.engine",
+    "executor.lang",
+    "executor.errors",
+    "schemas",
+    "jmespath",
+    "jsonschema",
+    "pydantic",
+    "referencing",
+)
+
+
+class WorkerParts(Protocol):
+    """More workflows and activities for a worker (the planner's, for planning sessions and replanning)."""
+
+    def __call__(
+        self, settings: Settings, *, registry: ToolRegistry, completion: Callable[..., Awaitable[Any]] | None
+    ) -> tuple[list[type], list[Callable[..., Any]]]: ...
+
+
+def workflow_runner(*extra_passthrough: str) -> SandboxedWorkflowRunner:
+    # Passing deterministic modules through skips re-importing them for every workflow run, which
+    # is most of a short run's start-up cost; everything else is re-imported inside the sandbox.
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH, *extra_passthrough)
+    )
+
+
+@dataclass
+class WorkerDeps:
+    settings: Settings
+    registry: ToolRegistry
+    store: Store
+    sandbox: Sandbox
+    activities: StepActivities
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    registry: ToolRegistry | None = None,
+    store: Store | None = None,
+    task_queue: str | None = None,
+    completion: Callable[..., Awaitable[Any]] | None = None,
+    tenants: TenantRegistry | None = None,
+    parts: Sequence[WorkerParts] = (),
+    **worker_options: Any,
+) -> AsyncIterator[WorkerDeps]:
+    """Run a worker until the block exits; shuts down the worker, sandbox pool and store cleanly.
+
+    ``completion`` replaces ``litellm.acompletion`` for llm steps and replanning (tests); ``tenants``
+    enforces tool grants at dispatch; ``parts`` add workflows and activities (``duraplan.running_worker``
+    adds the planner's)."""
+    registry = registry or default_registry(extra_modules=settings.tool_modules)
+    own_store = store is None
+    if store is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.store_location())
+    sources = None
+    if tenants is not None:
+        from executor.service.sources import SourceCalls
+        from tools.sources.pool import SourcePool
+
+        sources = SourceCalls(tenants, SourcePool(allow_stdio=settings.mcp_stdio))
+    try:
+        async with Sandbox() as sandbox:
+            activities = StepActivities(
+                registry,
+                store,
+                sandbox,
+                default_model=settings.default_model,
+                completion=completion,
+                tenants=tenants,
+                sources=sources,
+            )
+            workflows: list[type] = [PlanWorkflow]
+            extra_activities: list[Callable[..., Any]] = []
+            for part in parts:
+                more_workflows, more_activities = part(settings, registry=registry, completion=completion)
+                workflows += more_workflows
+                extra_activities += more_activities
+            worker = Worker(
+                client,
+                task_queue=task_queue or settings.task_queue,
+                workflows=workflows,
+                activities=[*activities.all(), *extra_activities],
+                workflow_runner=workflow_runner(),
+                **worker_options,
+            )
+            async with worker:
+                yield WorkerDeps(settings, registry, store, sandbox, activities)
+    finally:
+        if sources is not None:
+            await sources.pool.close()
+        if own_store:
+            store.close()

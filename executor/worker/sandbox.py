@@ -1,0 +1,334 @@
+"""The code-step sandbox: pydantic-monty, a Python interpreter in Rust, in a pool of subprocesses.
+
+Monty has no filesystem, network or environment access; limits on memory, time, recursion, sleeping and
+printed output are enforced in the worker process, and a parent-side deadline kills a worker that ignores
+them. Around that, defence in depth at the OS level:
+
+* Workers start through a launcher script (written to a private temporary directory when the pool starts)
+  that execs the real ``monty`` binary with an empty environment, no inherited descriptors beyond
+  stdin/stdout/stderr, ``SIGXFSZ`` ignored, and rlimits: address space, CPU seconds, open files, no
+  file writes (``RLIMIT_FSIZE`` 0), no core dumps, optionally processes. Those are ceilings for any step;
+  when a worker is checked out for a step its address-space and CPU limits are lowered to that step's
+  own budget (``prlimit`` on the worker's pid), so a small step cannot grow its worker to the ceiling.
+* Every step gets a fresh session on a fresh worker (``recycle_after=1``): no state survives between
+  steps or tenants, and whatever a step did to its worker's process dies with it.
+* A worker that crashes or hangs fails only its own step (``SandboxCrashed``); the pool replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import resource
+import shutil
+import stat
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import pydantic_monty
+
+__all__ = ["Sandbox", "SandboxError", "SandboxLimits", "WorkerLimits", "find_monty_binary", "write_launcher"]
+
+_EXC_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b")
+_MB = 1024 * 1024
+
+# Address space a worker needs beyond its heap: the binary, thread stacks and allocator arenas (an idle
+# worker maps ~116 MB and peaks at ~180 MB while starting), plus a copy of the result while it is
+# serialised for the host. Measured with monty 1.4: a heap of M MB peaks at ~116 MB + 1.05 * M.
+_ADDRESS_SPACE_BASE_MB = 256
+_ADDRESS_SPACE_PER_HEAP_MB = 2
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    memory_mb: int = 64
+    cpu_seconds: float = 5.0
+    max_recursion: int = 200
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """OS limits every worker process starts with: ceilings over all steps.
+
+    The defaults cover the largest step a plan may ask for (``memory_mb`` <= 1024, ``cpu_seconds`` <= 300);
+    each step then lowers its own worker's address space and CPU time to what its limits need.
+    """
+
+    address_space_mb: int = _ADDRESS_SPACE_BASE_MB + _ADDRESS_SPACE_PER_HEAP_MB * 1024
+    cpu_seconds: int = 310
+    open_files: int = 16
+    processes: int | None = None
+    """RLIMIT_NPROC. Off by default: Linux counts it per real user id, across the host's own processes and
+    threads, and does not enforce it for root, so a fixed value is either meaningless or starves the worker
+    (monty cannot start processes anyway). Set it when workers run as a dedicated user."""
+
+    def rlimits(self) -> dict[str, int]:
+        """RLIMIT name -> value (soft = hard), each capped at the host's own hard limit (which a child
+        cannot raise)."""
+        wanted = {
+            "AS": self.address_space_mb * _MB,
+            "CPU": self.cpu_seconds,
+            "NOFILE": self.open_files,
+            "FSIZE": 0,
+            "CORE": 0,
+        }
+        if self.processes is not None:
+            wanted["NPROC"] = self.processes
+        limits: dict[str, int] = {}
+        for name, value in wanted.items():
+            hard = resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))[1]
+            limits[name] = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        return limits
+
+
+class SandboxError(Exception):
+    """A snippet failed. ``error_type`` is the sandboxed exception's name, or SandboxCrashed (its worker
+    died or was killed at its deadline), SandboxUnavailable (no worker could be started) or OutputTooLarge."""
+
+    def __init__(self, error_type: str, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.retryable = retryable
+
+
+# bash: `ulimit` takes several limits at once (KiB for -v, seconds for -t), `exec -c` clears the environment,
+# and descriptors above 9 can be closed. The script goes through `bash -c` so that bash holds no descriptor
+# of its own (a script file would be open while the loop closes descriptors).
+_BASH_SCRIPT = """trap "" XFSZ
+ulimit {ulimits} || exit 126
+for fd in /proc/$$/fd/*; do fd=${{fd##*/}}; if ((fd > 2)) && [[ -e /proc/$$/fd/$fd ]]; then exec {{fd}}>&-; fi; done
+exec -c "$0" "$@"
+"""
+_BASH_FLAGS = {"AS": "-v", "CPU": "-t", "NOFILE": "-n", "FSIZE": "-f", "CORE": "-c", "NPROC": "-u"}
+# POSIX sh (dash, busybox): one limit per `ulimit`, `env -i` for the environment, and only single-digit
+# descriptors can be named in a redirection, so descriptors above 9 that the host left inheritable leak.
+_SH_FLAGS = {"AS": "-v", "CPU": "-t", "NOFILE": "-n", "FSIZE": "-f", "CORE": "-c", "NPROC": "-p"}
+
+
+def find_monty_binary() -> str:
+    """The real ``monty`` binary, found as pydantic_monty finds it: ``MONTY_BIN``, the environment's
+    scripts directory (next to ``sys.executable`` in a venv), then ``PATH``."""
+    if explicit := os.environ.get("MONTY_BIN"):
+        return explicit
+    for directory in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        candidate = os.path.join(directory, "monty")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    if found := shutil.which("monty"):
+        return found
+    raise FileNotFoundError("the monty binary was not found: install pydantic-monty or set MONTY_BIN")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _ulimit_value(name: str, value: int) -> int:
+    return value // 1024 if name == "AS" else value  # -v is in KiB; the others are counts/seconds/0
+
+
+def write_launcher(
+    directory: Path, binary: str, limits: WorkerLimits, *, shell: Literal["bash", "sh"] | None = None
+) -> Path:
+    """Write the executable that the pool spawns instead of ``binary``; returns its path.
+
+    ``shell`` is ``"bash"`` or ``"sh"``; by default bash when it is installed (it also closes inherited
+    descriptors above 9 and costs the same), else the POSIX shell.
+    """
+    rlimits = limits.rlimits()
+    bash = shutil.which("bash") if shell in (None, "bash") else None
+    if shell == "bash" and bash is None:
+        raise FileNotFoundError("bash not found")
+    if bash is not None:
+        ulimits = " ".join(f"{_BASH_FLAGS[n]} {_ulimit_value(n, v)}" for n, v in rlimits.items())
+        script = _BASH_SCRIPT.format(ulimits=ulimits)
+        # (BASH_ENV would make a non-interactive bash source a file before the script.)
+        body = f'unset BASH_ENV ENV\nexec {_quote(bash)} --noprofile --norc -c {_quote(script)} {_quote(binary)} "$@"\n'
+    else:
+        env = shutil.which("env") or "/usr/bin/env"
+        ulimits = " && ".join(f"ulimit {_SH_FLAGS[n]} {_ulimit_value(n, v)}" for n, v in rlimits.items())
+        closes = " ".join(f"{fd}>&-" for fd in range(3, 10))
+        body = f"trap '' XFSZ\n{ulimits} || exit 126\nexec {closes}\nexec {_quote(env)} -i {_quote(binary)} \"$@\"\n"
+    path = directory / "monty-worker"
+    path.write_text(
+        "#!/bin/sh\n# Written by executor.worker.sandbox: a monty worker with an empty environment and OS limits.\n"
+        + body
+    )
+    path.chmod(stat.S_IRWXU)
+    return path
+
+
+def _output_too_large(value: Any, budget: int) -> bool:
+    """Whether ``value`` holds more than ``budget`` bytes of text (a cheap walk, no copy; monty caps
+    the nesting of converted values, so the walk is bounded too)."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str | bytes | bytearray):
+            budget -= len(item)
+        elif isinstance(item, dict):
+            budget -= 8 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            budget -= 8 * len(item)
+            stack.extend(item)
+        else:
+            budget -= 8
+        if budget < 0:
+            return True
+    return False
+
+
+class Sandbox:
+    """A pool of sandbox workers. ``run`` executes one step on a worker of its own.
+
+    ``recycle_after`` is how many steps a worker serves before it is replaced; 1 (the default) gives every
+    step a fresh process, at the cost of a worker spawn per step (the pool spawns on demand: ~5-10 ms on
+    top of a warm worker's ~1 ms).
+    ``request_timeout`` is the pool's hard per-request deadline in seconds, the backstop behind each
+    step's own deadline (its ``cpu_seconds`` plus a grace second), sized for the longest step allowed.
+    ``max_output_bytes`` bounds a step's result on its way to the host (results beyond it fail the step
+    with OutputTooLarge); printed output is collected up to ``max_print_bytes`` and discarded.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_processes: int = 2,
+        recycle_after: int = 1,
+        worker_limits: WorkerLimits | None = None,
+        request_timeout: float | None = None,
+        max_output_bytes: int = 4 * _MB,
+        max_print_bytes: int = _MB,
+        binary_path: str | None = None,
+        launcher_shell: Literal["bash", "sh"] | None = None,
+    ) -> None:
+        self.worker_limits = worker_limits or WorkerLimits()
+        self._ceilings = self.worker_limits.rlimits()
+        self.max_output_bytes = max_output_bytes
+        self.max_print_bytes = max_print_bytes
+        self.request_timeout = request_timeout or self.worker_limits.cpu_seconds + 30.0
+        self._binary = binary_path or find_monty_binary()
+        self._max_processes = max_processes
+        self._recycle_after = recycle_after
+        self._launcher_shell = launcher_shell
+        self._launcher_dir: str | None = None
+        self._pool: pydantic_monty.AsyncMonty | None = None
+
+    def _write_launcher(self) -> Path:
+        assert self._launcher_dir is not None
+        return write_launcher(Path(self._launcher_dir), self._binary, self.worker_limits, shell=self._launcher_shell)
+
+    async def __aenter__(self) -> Sandbox:
+        self._launcher_dir = tempfile.mkdtemp(prefix="duraplan-sandbox-")
+        try:
+            launcher = self._write_launcher()
+            self._pool = pydantic_monty.AsyncMonty(
+                binary_path=launcher,
+                min_processes=1,
+                max_processes=self._max_processes,
+                max_checkouts_per_worker=self._recycle_after,
+                checkout_timeout=60.0,
+                request_timeout=self.request_timeout,
+            )
+            await self._pool.__aenter__()
+        except BaseException:
+            self._cleanup()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self._pool is not None:
+                await self._pool.__aexit__(et, e, tb)
+                # monty 1.4's pool finishes tearing down on its own threads just after __aexit__ returns; an
+                # interpreter that exits within those few milliseconds aborts (SIGABRT) about one time in
+                # three. Give it a moment.
+                await asyncio.sleep(0.05)
+        finally:
+            self._pool = None
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._launcher_dir is not None:
+            shutil.rmtree(self._launcher_dir, ignore_errors=True)
+            self._launcher_dir = None
+
+    def step_rlimits(self, limits: SandboxLimits, cpu_used: float = 0.0) -> dict[str, int]:
+        """The OS limits a worker is lowered to for a step: room for its heap and its result, and the CPU
+        time the worker has used so far plus the step's, with two seconds' slack (monty's own limits
+        fire first; these catch what escapes them)."""
+        address_space = (_ADDRESS_SPACE_BASE_MB + _ADDRESS_SPACE_PER_HEAP_MB * limits.memory_mb) * _MB
+        cpu = math.ceil(cpu_used + limits.cpu_seconds) + 2
+        return {
+            "AS": min(address_space, self._ceilings["AS"]),
+            "CPU": min(cpu, self._ceilings["CPU"]),
+        }
+
+    def _tighten(self, pid: int | None, limits: SandboxLimits) -> None:
+        """Lower the checked-out worker's limits to the step's. A worker that serves one step only gets
+        hard limits (which it can never raise again); a reused worker gets soft ones, since the next
+        step on it may need more."""
+        if pid is None:  # no local worker attached: the launcher's ceilings still hold
+            return
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu_used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for name, value in self.step_rlimits(limits, cpu_used).items():
+                hard = value if self._recycle_after == 1 else self._ceilings[name]
+                resource.prlimit(pid, getattr(resource, f"RLIMIT_{name}"), (value, hard))
+        except (OSError, ValueError, IndexError):
+            return  # the worker is already gone (its step fails with it) or is not ours to limit
+
+    async def run(self, code: str, inputs: dict[str, Any], limits: SandboxLimits) -> Any:
+        """Value of the snippet's last expression."""
+        if self._pool is None:
+            raise RuntimeError("Sandbox is not running: use `async with Sandbox() as sandbox`")
+        resource_limits: pydantic_monty.ResourceLimits = {
+            "max_memory": limits.memory_mb * _MB,
+            "max_feed_duration_secs": limits.cpu_seconds,
+            "max_recursion_depth": limits.max_recursion,
+            # time.sleep() does not count as execution time: without this a step could sleep in 10 s
+            # slices for as long as its suspension budget lasts (~3 hours), holding its worker.
+            "max_total_sleep_secs": limits.cpu_seconds,
+        }
+        os_policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds}
+        printed = pydantic_monty.CollectString(max_bytes=self.max_print_bytes)
+        if self._launcher_dir is not None and not os.path.exists(os.path.join(self._launcher_dir, "monty-worker")):
+            # A temp-dir cleaner removed the launcher under a long-running pool: put it back, or no new
+            # worker could start.
+            os.makedirs(self._launcher_dir, mode=0o700, exist_ok=True)
+            self._write_launcher()
+        try:
+            async with self._pool.checkout(
+                script_name="step.py", limits=resource_limits, os_policy=os_policy
+            ) as session:
+                self._tighten(session.worker_pid, limits)
+                result = await session.feed_run(code, inputs=inputs, print_callback=printed)
+        except pydantic_monty.MontySyntaxError as exc:
+            raise SandboxError("SyntaxError", str(exc), retryable=False) from None
+        except pydantic_monty.MontyCrashedError as exc:
+            what = "was killed after its deadline" if exc.timed_out else "crashed"
+            raise SandboxError("SandboxCrashed", f"sandbox worker {what}: {exc}", retryable=True) from None
+        except pydantic_monty.MontyError as exc:
+            text = str(exc)
+            match = _EXC_NAME.match(text)
+            raise SandboxError(match.group(1) if match else "CodeError", text, retryable=False) from None
+        except (RuntimeError, TimeoutError) as exc:  # the pool could not start a worker, or had none free
+            raise SandboxError("SandboxUnavailable", f"no sandbox worker: {exc}", retryable=True) from None
+        if _output_too_large(result, self.max_output_bytes):
+            raise SandboxError(
+                "OutputTooLarge", f"code step result exceeds {self.max_output_bytes} bytes", retryable=False
+            )
+        return result
