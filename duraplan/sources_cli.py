@@ -18,9 +18,9 @@ from typing import Annotated, Any
 
 import typer
 
+from duraplan.tenants_cli import JsonOut, TenantArg, _print_json, _registry, _user_errors
 from executor.service.config import Settings
 from executor.service.sources import ToolSources, describe
-from duraplan.tenants_cli import JsonOut, TenantArg, _print_json, _registry, _user_errors
 from tools import builtin_tools, default_registry
 from tools.errors import ToolError
 from tools.sources.catalog import SourceKind, SourceSpec

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from duraplan.api import create_app
 from duraplan.worker import running_worker
 from executor import Duraplan, PlanInvalid, RunFailed, Settings
-from duraplan.api import create_app
 from executor.service.devserver import DevServer
 from executor.service.tenants import TenantRegistry
 from planner import ChatSession

@@ -15,8 +15,8 @@ import builtins
 import time
 from typing import Any
 
-from executor.service.tenants import TenantError, TenantRegistry
 from executor.lang.validate import all_steps
+from executor.service.tenants import TenantError, TenantRegistry
 from schemas.plan import Plan, SubplanStep, ToolStep
 from tools.errors import ToolError
 from tools.registry import Tool, ToolContext, ToolRegistry

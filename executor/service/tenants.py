@@ -35,7 +35,7 @@ Design notes:
   empty, which denies all HTTP egress until entries are added. Loopback and private addresses
   stay refused unless an administrator names exact ``host:port`` targets for the tenant
   (``set_private_egress``; none by default). ``http_policy(tenant)`` combines both.
-* Tool sources (MCP servers, OpenAPI services) and their catalogs live in the same file
+* Tool sources (MCP servers, OpenAPI services) and their catalogs live in the same database
   (``sources``, a ``tools.sources.SourceStore``) and go with the tenant.
 * Secret values are Fernet-encrypted when ``DURAPLAN_SECRETS_KEY`` is set and ``cryptography`` is
   installed; otherwise they are stored as plaintext in the 0600 file. A shared PostgreSQL database

@@ -5,7 +5,7 @@
 | ``catalog.py`` | ``SourceSpec``, ``CatalogTool``, ``Catalog``: what a source is and offers, with hashes |
 | ``mcp.py`` | ``McpConnection``, ``mcp_catalog``: MCP over streamable HTTP or stdio |
 | ``openapi.py`` | ``OpenApiClient``, ``openapi_catalog``: one tool per OpenAPI operation |
-| ``store.py`` | ``SourceStore``: sources and catalogs in the tenant registry's file |
+| ``store.py`` | ``SourceStore``: sources and catalogs in the tenant registry's database |
 | ``pool.py`` | ``SourcePool``: open sources per worker and tenant; pins checked at call time |
 """
 
