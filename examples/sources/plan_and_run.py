@@ -15,6 +15,7 @@ import sys
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from executor import Duraplan
+from executor.service.process import exit_process
 from planner import plan_goal
 from planner.testing import ScriptedModel
 
@@ -42,3 +43,4 @@ async def main(model: str | None) -> None:
 
 if __name__ == "__main__":
     asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else None))
+    exit_process(0)  # like the CLI: the Temporal runtime's threads may crash interpreter shutdown
