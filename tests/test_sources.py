@@ -145,6 +145,13 @@ async def test_mcp_tools_are_planned_and_run_like_builtins(env: Env) -> None:
     assert env.seen.calls["broken"] == 1
     assert step(await handle.status(), "b")["attempts"] == 1
 
+    # A server that echoes the credentials in its error: redacted before the error is recorded.
+    leak = {"name": "leak", "steps": [{"id": "l", "kind": "tool", "tool": "shop.leak", "args": {}}]}
+    handle = await env.dp.submit_plan(leak, tenant="acme", session="s1")
+    with pytest.raises(RunFailed, match=r"denied for Bearer \*\*\*") as leaked:
+        await handle.result(timeout=60)
+    assert TOKEN not in str(leaked.value) and TOKEN not in await history_text(env.dp, "acme", handle.run_id)
+
 
 async def test_another_tenant_cannot_see_or_call_a_source(env: Env) -> None:
     await env.dp.sources.add("acme", shop_spec(env.mcp))

@@ -77,6 +77,14 @@ def build_mcp(seen: Seen, release: Path | None = None) -> MCPServer:
         raise ValueError("the warehouse is closed")
 
     @server.tool()
+    def leak(ctx: Context) -> CallToolResult:
+        """Fails with the caller's credentials in its message (a careless server)."""
+        seen.record("leak", meta_key(ctx))
+        request = ctx.request_context.request
+        auth = request.headers.get("authorization", "") if request is not None else ""
+        return CallToolResult(content=[TextContent(type="text", text=f"denied for {auth}")], is_error=True)
+
+    @server.tool()
     async def hold(ctx: Context) -> dict[str, Any]:
         """Records its key, then holds until released (a worker may die meanwhile)."""
         seen.record("hold", meta_key(ctx))
