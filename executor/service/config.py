@@ -61,6 +61,9 @@ class Settings:
     # (postgresql://user:password@host:port/dbname); None: SQLite files in ``home``. Not in repr:
     # it may hold a password.
     database_url: str | None = field(default=None, repr=False)
+    # Let tenants' stdio MCP sources spawn their command on this worker (DURAPLAN_MCP_STDIO=1).
+    # Off by default: a stdio source is code running on the worker host.
+    mcp_stdio: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -81,6 +84,7 @@ class Settings:
             "search_attributes": (_env("DURAPLAN_SEARCH_ATTRIBUTES") or "1").lower() not in ("0", "false", "no"),
             "tenancy": (_env("DURAPLAN_TENANCY") or "0").lower() in ("1", "true", "yes"),
             "database_url": _database_url(_env("DURAPLAN_DATABASE_URL")),
+            "mcp_stdio": (_env("DURAPLAN_MCP_STDIO") or "0").lower() in ("1", "true", "yes"),
         }
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
