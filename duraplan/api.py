@@ -48,6 +48,7 @@ from duraplan.api_models import (
     ValidationResult,
 )
 from duraplan.api_ops import add_ops_routes
+from duraplan.api_sources import add_source_routes
 from duraplan.console import mount_console
 from duraplan.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
 from executor.errors import (
@@ -342,7 +343,7 @@ def create_app(
     ) -> ValidationResult:
         """Validate a plan against the tenant's tools and grants; every problem at once."""
         granted = functools.partial(tenants.is_tool_granted, tenant.tenant_id)
-        _, issues = check_plan(plan, tools=dp.registry, granted=granted)
+        _, issues = check_plan(plan, tools=dp.registry_for(tenant.tenant_id), granted=granted)
         return ValidationResult(valid=not issues, issues=[Issue(**i.to_dict()) for i in issues])
 
     @app.post("/v1/plan", response_model=PlanResponse, tags=["plans"], responses=_responses(422))
@@ -365,6 +366,8 @@ def create_app(
             total_tokens=result.total_tokens,
             cost_usd=result.cost_usd,
         )
+
+    add_source_routes(app, dp, TenantDep)
 
     # -- runs --
 

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from duraplan.mcp_server import app as mcp_app
 from duraplan.ops_cli import register as register_ops
+from duraplan.sources_cli import source_app, tools_app
 from duraplan.tenants_cli import app as tenants_app
 from evals.cli import app as evals_app
 from executor.errors import DuraplanError, PlanInvalid
@@ -42,6 +43,8 @@ app.add_typer(events_app, name="events")
 app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
 app.add_typer(evals_app)  # `duraplan eval` and `duraplan eval-compare`
 app.add_typer(tenants_app, name="tenants")
+tenants_app.add_typer(source_app, name="source")  # `duraplan tenants source add|list|refresh|remove`
+app.add_typer(tools_app, name="tools")  # `duraplan tools list [--tenant T]`
 app.add_typer(mcp_app)  # `duraplan mcp`
 out = Console()
 err = Console(stderr=True)

@@ -130,6 +130,7 @@ def show(tenant: TenantArg, as_json: JsonOut = False) -> None:
             "quotas": reg.quotas(tenant).to_dict(),
             "tool_grants": reg.granted_tools(tenant),
             "egress": reg.egress(tenant),
+            "egress_private": reg.private_egress(tenant),
             "secrets": reg.secret_names(tenant),
             "keys": [k.to_dict() for k in reg.list_keys(tenant)],
         }
@@ -301,6 +302,30 @@ def egress(
         _print_json(current)
     else:
         typer.echo(f"egress of {tenant}: {', '.join(current) or '(none: all HTTP egress denied)'}")
+
+
+@app.command("egress-private")
+@_user_errors
+def egress_private(
+    tenant: TenantArg,
+    targets: Annotated[
+        list[str] | None, typer.Argument(help="Exact host:port targets, e.g. 127.0.0.1:9331 wiki.internal:8443.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every target (the default: none).")] = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Administrators only: let a tenant reach named loopback/private host:port targets (off by default).
+
+    Replaces the list with TARGET...; without targets, shows it. Each target admits that host on
+    that port only, despite the address checks; connections are still pinned to what was resolved."""
+    if clear and targets:
+        raise ValueError("give targets or --clear, not both")
+    with _registry() as reg:
+        current = reg.set_private_egress(tenant, targets or []) if (targets or clear) else reg.private_egress(tenant)
+    if as_json:
+        _print_json(current)
+    else:
+        typer.echo(f"private egress of {tenant}: {', '.join(current) or '(none)'}")
 
 
 # ---- secrets -----------------------------------------------------------------------------------

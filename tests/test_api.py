@@ -551,7 +551,7 @@ def test_fuzz_the_published_spec(live: LiveApi) -> None:
             fuzz()
         except Exception as exc:
             failures[operation.label] = str(exc)[:3000]
-    assert operations == len(labels) == 18, labels
+    assert operations == len(labels) == 23, labels
     ok = {label for (label, status), _ in seen.items() if status < 300}
     assert {
         "POST /v1/plans:validate",

@@ -177,7 +177,13 @@ class SqliteDatabase(Database):
         self.location = str(path)
         if mode is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, mode))
+            # Only when missing: closing any descriptor of the file drops every POSIX lock this
+            # process holds on it, so with another connection open here (worker and API in one
+            # `duraplan dev`) other processes would take the file for unused and reset its WAL
+            # under that connection ("database disk image is malformed").
+            if not Path(path).exists():
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode))
             with contextlib.suppress(PermissionError):
                 os.chmod(path, mode)
         self._lock = threading.RLock()

@@ -368,6 +368,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             search_attributes=self.inp.search_attributes,
             revisions=self.revisions,
             quotas=self.inp.quotas,
+            tool_pins=self.inp.tool_pins,
             carry=Carry(
                 records={k: record_to_json(v) for k, v in compact(self.records).items()},
                 events=self.events,

@@ -67,6 +67,9 @@ class Settings:
     # (postgresql://user:password@host:port/dbname); None: SQLite files in ``home``. Not in repr:
     # it may hold a password.
     database_url: str | None = field(default=None, repr=False)
+    # Let tenants' stdio MCP sources spawn their command on this worker (DURAPLAN_MCP_STDIO=1).
+    # Off by default: a stdio source is code running on the worker host.
+    mcp_stdio: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -90,6 +93,7 @@ class Settings:
             "otlp_endpoint": _env("DURAPLAN_OTLP_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT"),
             "prometheus_address": _env("DURAPLAN_PROMETHEUS_ADDRESS"),
             "database_url": _database_url(_env("DURAPLAN_DATABASE_URL")),
+            "mcp_stdio": (_env("DURAPLAN_MCP_STDIO") or "0").lower() in ("1", "true", "yes"),
         }
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})

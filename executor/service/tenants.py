@@ -32,7 +32,11 @@ Design notes:
   ``DEFAULT_TOOL_GRANTS``: every built-in except ``debug.*`` (test tools that sleep, fail or echo).
   Tools from ``DURAPLAN_TOOL_MODULES`` must be granted explicitly.
 * The egress allowlist uses ``tools.egress.HttpPolicy`` entry syntax; a new tenant's list is
-  empty, which denies all HTTP egress until entries are added.
+  empty, which denies all HTTP egress until entries are added. Loopback and private addresses
+  stay refused unless an administrator names exact ``host:port`` targets for the tenant
+  (``set_private_egress``; none by default). ``http_policy(tenant)`` combines both.
+* Tool sources (MCP servers, OpenAPI services) and their catalogs live in the same database
+  (``sources``, a ``tools.sources.SourceStore``) and go with the tenant.
 * Secret values are Fernet-encrypted when ``DURAPLAN_SECRETS_KEY`` is set and ``cryptography`` is
   installed; otherwise they are stored as plaintext in the 0600 file. A shared PostgreSQL database
   has no file mode to lean on, so there setting a secret without the key is an error. A key set
@@ -46,6 +50,7 @@ import builtins
 import contextlib
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import hmac
 import importlib
@@ -57,13 +62,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from executor.engine.models import RunQuotas
 from executor.errors import DuraplanError
 from executor.lang.validate import all_steps
 from schemas.plan import CodeStep, Plan, SubplanStep
 from tools.database import Tx, is_database_url, open_database
+
+if TYPE_CHECKING:
+    from tools.sources.store import SourceStore
 
 __all__ = [
     "DEFAULT_TOOL_GRANTS",
@@ -290,6 +298,11 @@ CREATE TABLE IF NOT EXISTS egress (
     tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
     entry {TEXT} NOT NULL,
     PRIMARY KEY (tenant_id, entry)
+);
+CREATE TABLE IF NOT EXISTS egress_private (
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    target {TEXT} NOT NULL,
+    PRIMARY KEY (tenant_id, target)
 );
 CREATE TABLE IF NOT EXISTS secrets (
     tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
@@ -586,6 +599,40 @@ class TenantRegistry:
         return [
             row[0] for row in self._rows("SELECT entry FROM egress WHERE tenant_id = ? ORDER BY entry", (tenant_id,))
         ]
+
+    def set_private_egress(self, tenant_id: str, targets: Iterable[str]) -> builtins.list[str]:
+        """Replace the local/private targets (exact ``host:port``) an administrator lets this
+        tenant reach despite the address checks; empty (the default) admits none."""
+        if isinstance(targets, str):
+            raise TypeError("targets must be a collection of strings, not one string")
+        from tools.egress import parse_private_target
+
+        normalized = sorted({parse_private_target(t) for t in targets})
+        with self._tx() as db:
+            self._require(db, tenant_id)
+            db.execute("DELETE FROM egress_private WHERE tenant_id = ?", (tenant_id,))
+            db.executemany("INSERT INTO egress_private VALUES (?, ?)", [(tenant_id, t) for t in normalized])
+        return normalized
+
+    def private_egress(self, tenant_id: str) -> builtins.list[str]:
+        self.get(tenant_id)
+        rows = self._rows("SELECT target FROM egress_private WHERE tenant_id = ? ORDER BY target", (tenant_id,))
+        return [row[0] for row in rows]
+
+    def http_policy(self, tenant_id: str) -> Any:
+        """The tenant's ``tools.egress.HttpPolicy``: its allowlist plus its named private targets."""
+        from tools.egress import HttpPolicy
+
+        return HttpPolicy(
+            allowed_hosts=frozenset(self.egress(tenant_id)), allowed_private=frozenset(self.private_egress(tenant_id))
+        )
+
+    @functools.cached_property
+    def sources(self) -> SourceStore:
+        """The tenants' tool sources (MCP servers, OpenAPI services) and their fetched catalogs."""
+        from tools.sources.store import SourceStore
+
+        return SourceStore(self._db)
 
     # ---- secrets -------------------------------------------------------------------------------
 

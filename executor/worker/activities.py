@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -23,9 +23,12 @@ from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.fairness import TenantGate
 from executor.worker.metering import Meter, llm_cost, step_key
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
+
+if TYPE_CHECKING:
+    from executor.service.sources import SourceCalls
 from tools.egress import HttpPolicy
 from tools.errors import ToolError
-from tools.registry import ToolContext, ToolRegistry
+from tools.registry import Tool, ToolContext, ToolRegistry
 from tools.store import Store
 
 __all__ = [
@@ -142,9 +145,12 @@ class StepActivities:
         completion: Callable[..., Awaitable[Any]] | None = None,
         tenants: TenantRegistry | None = None,
         meter: Meter | None = None,
+        sources: SourceCalls | None = None,
     ) -> None:
+        """``sources``: the tenants' MCP/OpenAPI tool sources (with tenancy)."""
         self.meter = meter or Meter(None)
         self.registry = registry
+        self.sources = sources
         self.store = store
         self.sandbox = sandbox
         self.default_model = default_model
@@ -171,7 +177,7 @@ class StepActivities:
         try:
             if self.tenants is not None:  # the grant is checked again here, whoever submitted the plan
                 self.tenants.require_tool(call.tenant, call.tool)
-            tool = self.registry.get(call.tool)
+            tool = self._lookup(call)
             args, secrets = self._resolve_secrets(call.tenant, call.args)
             tool.check_args(args)
             ctx = ToolContext(
@@ -192,6 +198,12 @@ class StepActivities:
             raise _fail(str(exc), type(exc).__name__, retryable=False) from None
         # Secret values never leave the activity: not in outputs, so not in history or status.
         return _checked_output(_redact(result, secrets), f"tool {call.tool!r}", call.quota)
+
+    def _lookup(self, call: ToolCall) -> Tool:
+        """The worker's own tool, else the tenant's source tool (checked against the run's pin)."""
+        if call.tool in self.registry or self.sources is None:
+            return self.registry.get(call.tool)
+        return self.sources.tool(call.tenant, call.tool, call.pin) or self.registry.get(call.tool)
 
     def _resolve_secrets(self, tenant: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Replace ``{"$secret": "NAME"}`` values with the tenant's secret, here and nowhere else."""
@@ -216,7 +228,8 @@ class StepActivities:
         """With tenancy, HTTP goes only where the tenant's allowlist says (empty: nowhere)."""
         if self.tenants is None:
             return None
-        return HttpPolicy(allowed_hosts=frozenset(self.tenants.egress(tenant)))
+        policy: HttpPolicy = self.tenants.http_policy(tenant)
+        return policy
 
     @activity.defn(name=run_code)
     async def code(self, call: CodeCall) -> Any:

@@ -91,6 +91,12 @@ async def running_worker(
         store = Store(settings.store_location())
     # The usage ledger lives in the tool store's database, on a connection of its own.
     usage = UsageStore(settings.store_location()) if settings.metering else None
+    sources = None
+    if tenants is not None:
+        from executor.service.sources import SourceCalls
+        from tools.sources.pool import SourcePool
+
+        sources = SourceCalls(tenants, SourcePool(allow_stdio=settings.mcp_stdio))
     try:
         async with Sandbox() as sandbox:
             activities = StepActivities(
@@ -101,6 +107,7 @@ async def running_worker(
                 completion=completion,
                 tenants=tenants,
                 meter=Meter(usage),
+                sources=sources,
             )
             workflows: list[type] = [PlanWorkflow]
             extra_activities: list[Callable[..., Any]] = []
@@ -121,5 +128,7 @@ async def running_worker(
     finally:
         if usage is not None:
             usage.close()
+        if sources is not None:
+            await sources.pool.close()
         if own_store:
             store.close()
