@@ -1,0 +1,83 @@
+"""Script steps on a real dev server: host calls are durable steps (tool, now, random, parallel,
+compensate, fail, events), each shown in status as a nested call of the script step."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+
+from executor import Duraplan, Settings, running_worker
+from executor.service.devserver import DevServer
+from executor.worker.runner import WorkerDeps
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def dp(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[tuple[Duraplan, WorkerDeps]]:
+    settings = Settings(home=tmp_path, task_queue=f"script-{uuid.uuid4().hex[:8]}")
+    async with running_worker(dev_server.client, settings) as deps:
+        yield Duraplan(dev_server.client, settings, deps.registry), deps
+
+
+def _plan(code: str, **step: Any) -> dict[str, Any]:
+    return {
+        "name": "script",
+        "steps": [{"id": "s", "kind": "script", "code": code, **step}],
+        "output": "${steps.s.output}",
+    }
+
+
+async def test_tools_now_random_and_nested_status(dp: tuple[Duraplan, WorkerDeps]) -> None:
+    duraplan, deps = dp
+    code = (
+        "tool('kv.put', key='greeting', value=f'hello {name}')\n"
+        "got = tool('kv.get', key='greeting')['value']\n"
+        "t = now()\n"
+        "r = random()\n"
+        "{'got': got, 'now_is_text': isinstance(t, str), 'r_ok': 0 <= r < 1}\n"
+    )
+    handle = await duraplan.submit_plan(
+        _plan(code, inputs={"name": "${input.name}"}), tenant="acme", session="s", inputs={"name": "ann"}
+    )
+    out = await handle.result(timeout=60)
+    assert out == {"got": "hello ann", "now_is_text": True, "r_ok": True}
+    assert await deps.store.kv_get("acme", "greeting") == "hello ann"
+    status = await handle.status()
+    step = status["steps"][0]
+    assert [(c["id"], c["name"], c["kind"], c["state"]) for c in step["calls"]] == [
+        ("#0", "tool:kv.put", "tool", "completed"),
+        ("#1", "tool:kv.get", "tool", "completed"),
+        ("#2", "now", "now", "completed"),
+        ("#3", "random", "random", "completed"),
+    ]
+    assert '"value": "hello ann"' in step["calls"][1]["output_preview"]
+    assert "_snap" not in (step["detail"] or {}), "the snapshot stays out of status"
+    assert status["executed_steps"] == 5  # the script step and its four host calls
+
+
+async def test_parallel_sleeps_run_concurrently(dp: tuple[Duraplan, WorkerDeps]) -> None:
+    duraplan, _ = dp
+    code = "parallel([call('sleep', 1), call('sleep', 1), call('sleep', '1s'), call('sleep', 1)])\n'ok'"
+    started = time.monotonic()
+    handle = await duraplan.submit_plan(_plan(code), tenant="acme", session="s")
+    assert await handle.result(timeout=60) == "ok"
+    assert time.monotonic() - started < 2.0, "four 1 s sleeps in parallel take about 1 s"
+
+
+async def test_tool_error_is_catchable_and_uncaught_fails_with_its_type(dp: tuple[Duraplan, WorkerDeps]) -> None:
+    duraplan, _ = dp
+    code = (
+        "try:\n"
+        "    tool('debug.fail', message='boom')\n"
+        "    caught = None\n"
+        "except Exception as e:\n"
+        "    caught = str(e)\n"
+        "caught\n"
+    )
+    handle = await duraplan.submit_plan(_plan(code, retry={"max_attempts": 1}), tenant="acme", session="s")
+    caught = await handle.result(timeout=60)
+    assert "boom" in caught
