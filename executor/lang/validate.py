@@ -458,30 +458,30 @@ class _Checker:
             self._script_call(call, f"{ptr}/code", step.id)
 
     def _script_call(self, call: LiteralCall, ptr: str, sid: str) -> None:
-        where = f"line {call.line}: {call.function}()"
+        before = len(self.issues)
         match call.function:
             case "tool" | "compensate" if isinstance(call.first, str):
-                before = len(self.issues)
                 self.tool_call(call.first, call.args, ptr, sid, "", "")
-                kept = []
-                for issue in self.issues[before:]:
-                    # With computed arguments only errors inside a literal one are certain.
-                    literal = any(issue.pointer.startswith(f"{ptr}/{k}") for k in call.args)
-                    if issue.code == "tool_args" and call.dynamic and not literal:
-                        continue
-                    # name the line: the pointer cannot point into the source
-                    kept.append(PlanIssue(ptr, f"line {call.line}: {issue.message}", step=sid, code=issue.code))
-                self.issues[before:] = kept
+                if call.dynamic:  # with computed arguments only errors inside a literal one are certain
+                    self.issues[before:] = [
+                        i
+                        for i in self.issues[before:]
+                        if i.code != "tool_args" or any(i.pointer.startswith(f"{ptr}/{k}") for k in call.args)
+                    ]
             case "sleep" if call.first is not None:
-                self._literal_duration(call.first, ptr, sid, where)
+                self._literal_duration(call.first, ptr, sid, "sleep()")
             case "wait_for_event" if "timeout" in call.args:
-                self._literal_duration(call.args["timeout"], ptr, sid, where)
+                self._literal_duration(call.args["timeout"], ptr, sid, "wait_for_event()")
             case "sleep_until" if isinstance(call.first, str):
                 self._timestamp(call.first, ptr, sid)
             case "llm" if isinstance(call.args.get("output_schema"), dict):
                 self._json_schema(call.args["output_schema"], ptr, sid)
             case _:
                 return
+        # The pointer cannot point into the source: the message names the line.
+        self.issues[before:] = [
+            PlanIssue(ptr, f"line {call.line}: {i.message}", step=sid, code=i.code) for i in self.issues[before:]
+        ]
 
     def _literal_duration(self, value: Any, ptr: str, sid: str, where: str) -> None:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -492,7 +492,11 @@ class _Checker:
         except ValueError as exc:
             self.add(ptr, f"{where}: {exc}", sid, "invalid_value")
             return
+        before = len(self.issues)
         self._seconds(value, ptr, sid, MAX_WAIT_SECONDS)
+        self.issues[before:] = [
+            PlanIssue(i.pointer, f"{where}: {i.message}", step=i.step, code=i.code) for i in self.issues[before:]
+        ]
 
     def _cycles(self, steps: list[Step], base: str, siblings: set[str]) -> None:
         deps = {s.id: (step_references(s) & siblings) - {s.id} for s in steps}
