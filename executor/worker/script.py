@@ -27,7 +27,7 @@ from temporalio.exceptions import ApplicationError
 from executor.engine.contract import SCRIPT_SNAPSHOT_BYTES
 from executor.engine.models import LlmCall, ScriptSegment, ToolCall
 from executor.lang.script import HOST_FUNCTIONS, INLINE_FUNCTIONS
-from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits, sandbox_error
+from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits, _output_too_large, sandbox_error
 
 __all__ = ["INLINE_EFFECTS", "Perform", "decode_snapshot", "encode_snapshot", "run_segment", "script_call"]
 
@@ -69,6 +69,9 @@ async def run_segment(sandbox: Sandbox, seg: ScriptSegment, perform: Perform) ->
                 snap = await loaded.resume(_resume_value(seg.resume))
             snap = await _to_host_call(snap)
             if isinstance(snap, pydantic_monty.MontyComplete):
+                if _output_too_large(snap.output, sandbox.max_output_bytes):
+                    limit = sandbox.max_output_bytes
+                    return {"failed": ["OutputTooLarge", f"script step result exceeds {limit} bytes"]}
                 return {"done": True, "output": snap.output}
             dump = snap.dump()
     except SandboxError as exc:
@@ -136,6 +139,13 @@ async def _to_host_call(snap: Any) -> Any:
             return snap
         if isinstance(snap, pydantic_monty.AsyncFunctionSnapshot):
             name = snap.function_name
+            if snap.is_os_function:
+                if "sleep" in str(name):  # a worker-held sleep would be neither durable nor bounded
+                    message = "time.sleep() is not available in a script: sleep('30s') is a durable timer"
+                    snap = await snap.resume({"exc_type": "RuntimeError", "message": message})
+                else:  # files, environment...: the sandbox's own refusal
+                    snap = await snap.resume_not_handled()
+                continue
             if name in INLINE_FUNCTIONS and snap.args:
                 fn, *args = snap.args
                 snap = await snap.resume({"return_value": {"$call": fn, "args": args, "kwargs": dict(snap.kwargs)}})
@@ -146,8 +156,9 @@ async def _to_host_call(snap: Any) -> Any:
             snap = await snap.resume({"exc_type": "NameError", "message": message})
             continue
         if isinstance(snap, pydantic_monty.AsyncNameLookupSnapshot):
-            # An undefined name read, not called (host functions are called directly): NameError.
-            snap = await snap.resume()
+            # An undefined name read, not called (host functions are called directly), or an
+            # import: the sandbox's own answer (NameError, ModuleNotFoundError).
+            snap = await snap.resume_auto()
             continue
         if isinstance(snap, pydantic_monty.AsyncFutureSnapshot):
             message = "await of host calls is not supported: use parallel([call(...), ...])"
