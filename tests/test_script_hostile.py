@@ -61,7 +61,8 @@ async def test_hostile_script_fails_only_its_own_step(sandbox: Sandbox, tmp_path
     assert error_type in {*expected, "SandboxCrashed"}, f"{name}: {error_type}"
     assert canary.read_text() == "the host's own data\n"
     assert dict(os.environ) == environ
-    assert await _run_script(sandbox, "x = tool('debug.echo', value=41)\nx['value'] + 1") == {"done": True, "output": 42}
+    honest = await _run_script(sandbox, "x = tool('debug.echo', value=41)\nx['value'] + 1")
+    assert honest == {"done": True, "output": 42}
 
 
 async def test_state_too_big_to_carry_fails_the_step(sandbox: Sandbox) -> None:
