@@ -60,8 +60,9 @@ for a fixed DAG. Host functions, called directly by name:
   fail("message", error_type="...")
 Tool names must be string literals from the tool list; a failed call raises an exception the
 script may catch. Step `inputs` (templates) become globals; the last expression is the output.
-Example: {"id": "poll", "kind": "script", "inputs": {"url": "${input.url}"}, "code":
-"for i in range(5):\n    r = tool('http.request', url=url)\n    if r['status'] == 200:\n        break\n    sleep('1m')\nr"}"""
+Example: {"id": "poll", "kind": "script", "inputs": {"url": "${input.url}"},
+"code": "for i in range(5):\n    r = tool('http.request', url=url)\n    if r['status'] == 200:\n"
+"        break\n    sleep('1m')\nr"}"""
 
 _EXAMPLE = {
     "name": "greet_many",
