@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 import pydantic_monty
 
+from executor.worker.warm import WarmSessions
+
 __all__ = [
     "Sandbox",
     "SandboxError",
@@ -248,6 +250,7 @@ class Sandbox:
         self._launcher_shell = launcher_shell
         self._launcher_dir: str | None = None
         self._pool: pydantic_monty.AsyncMonty | None = None
+        self.warm = WarmSessions()  # a script session kept between its segments (executor/worker/warm.py)
 
     def _write_launcher(self) -> Path:
         assert self._launcher_dir is not None
@@ -275,6 +278,7 @@ class Sandbox:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
+            await self.warm.close_all()
             if self._pool is not None:
                 await self._pool.__aexit__(et, e, tb)
                 # monty 1.4's pool finishes tearing down on its own threads just after __aexit__ returns; an

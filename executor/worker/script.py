@@ -28,10 +28,13 @@ from executor.engine.contract import SCRIPT_SNAPSHOT_BYTES
 from executor.engine.models import LlmCall, ScriptSegment, ToolCall
 from executor.lang.script import HOST_FUNCTIONS, INLINE_FUNCTIONS
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits, _output_too_large, sandbox_error
+from executor.worker.warm import WarmEntry, close
 
-__all__ = ["INLINE_EFFECTS", "Perform", "decode_snapshot", "encode_snapshot", "run_segment", "script_call"]
+__all__ = ["INLINE_EFFECTS", "KEEP_WARM", "Perform", "decode_snapshot", "encode_snapshot", "run_segment", "script_call"]
 
 INLINE_EFFECTS = frozenset({"tool", "llm"})  # performed inside the segment's activity
+# Calls answered at once: the next segment follows in milliseconds, on this worker if it is local.
+KEEP_WARM = frozenset({"tool", "llm", "now", "random", "compensate"})
 # Inline ``call(...)`` answers count as suspensions too; a segment ends at its first host call.
 _MAX_SUSPENSIONS = 100_000
 _SEED = "duraplan-script"
@@ -51,48 +54,49 @@ def decode_snapshot(text: str) -> bytes:
 async def run_segment(sandbox: Sandbox, seg: ScriptSegment, perform: Perform) -> dict[str, Any]:
     """``{"done": True, "output": ...}``, ``{"failed": [type, message]}`` or ``{"snapshot": ...,
     "call": {"fn", "args", "kwargs"}, "outcome": None | {"value": ...} | {"error": {...}}}``."""
-    limits = SandboxLimits(
-        memory_mb=seg.memory_mb or SandboxLimits.memory_mb, cpu_seconds=seg.cpu_seconds or SandboxLimits.cpu_seconds
-    )
-    printed = pydantic_monty.CollectString(max_bytes=sandbox.max_print_bytes)
+    key = f"{seg.tenant}/{seg.run_id}/{seg.step_path}"
+    entry = sandbox.warm.take(key, seg.snapshot)
     try:
-        # A frozen clock and a fixed seed: the script's own time and random module are reproducible
-        # on a retried segment; now() and random() are the host's (recorded) answers.
-        policy: pydantic_monty.OSPolicy = {"random_start": {"seed": f"{_SEED}/{seg.run_id}/{seg.step_path}"}}
-        async with sandbox.session(limits, max_suspensions=_MAX_SUSPENSIONS, os_policy=policy) as session:
-            if seg.snapshot is None:
-                snap = await session.feed_start(seg.code, inputs=seg.inputs, print_callback=printed)
-            else:
-                loaded = await session.load_snapshot(decode_snapshot(seg.snapshot), print_callback=printed)
-                if not isinstance(loaded, pydantic_monty.AsyncFunctionSnapshot):
-                    raise SandboxError("SnapshotInvalid", "the snapshot is not at a host call", retryable=False)
-                snap = await loaded.resume(_resume_value(seg.resume))
-            snap = await _to_host_call(snap)
-            if isinstance(snap, pydantic_monty.MontyComplete):
-                if _output_too_large(snap.output, sandbox.max_output_bytes):
-                    limit = sandbox.max_output_bytes
-                    return {"failed": ["OutputTooLarge", f"script step result exceeds {limit} bytes"]}
-                return {"done": True, "output": snap.output}
-            dump = snap.dump()
-    except SandboxError as exc:
-        return {"failed": [exc.error_type, str(exc)]}
-    except (pydantic_monty.MontyError, RuntimeError, TimeoutError) as exc:
-        err = sandbox_error(exc)
-        if err.retryable:
-            raise err from None
-        return {"failed": [err.error_type, str(err)]}
-    snapshot = encode_snapshot(dump)
+        if entry is None:
+            await sandbox.warm.close_all()  # give a held worker back before checking one out
+            entry = await _cold(sandbox, seg)
+        else:  # this worker still holds the script, suspended exactly at the carried snapshot
+            entry.snap = await entry.snap.resume(_resume_value(seg.resume))
+        snap = await _to_host_call(entry.snap)
+        if isinstance(snap, pydantic_monty.MontyComplete):
+            await close(entry)
+            if _output_too_large(snap.output, sandbox.max_output_bytes):
+                limit = sandbox.max_output_bytes
+                return {"failed": ["OutputTooLarge", f"script step result exceeds {limit} bytes"]}
+            return {"done": True, "output": snap.output}
+        entry.snap = snap
+        entry.snapshot = encode_snapshot(snap.dump())
+    except BaseException as exc:
+        if entry is not None:
+            await close(entry, exc)
+        if isinstance(exc, SandboxError):
+            return {"failed": [exc.error_type, str(exc)]}
+        if isinstance(exc, pydantic_monty.MontyError | RuntimeError | TimeoutError):
+            err = sandbox_error(exc)
+            if err.retryable:
+                raise err from None
+            return {"failed": [err.error_type, str(err)]}
+        raise
     cap = seg.max_snapshot_bytes or SCRIPT_SNAPSHOT_BYTES
-    if len(snapshot) > cap:
+    if len(entry.snapshot) > cap:
+        await close(entry)
         return {
             "failed": [
                 "SnapshotTooLarge",
-                f"the script's state is {len(snapshot)} bytes at its call of {snap.function_name}(); "
+                f"the script's state is {len(entry.snapshot)} bytes at its call of {snap.function_name}(); "
                 f"the limit is {cap}: keep less data in variables",
             ]
         }
     fn, args, kwargs = str(snap.function_name), list(snap.args), dict(snap.kwargs)
-    call = {"fn": fn, "args": args, "kwargs": kwargs}
+    if fn in KEEP_WARM:
+        await sandbox.warm.put(key, entry)
+    else:  # a sleep, a wait or a parallel may take long: the worker goes back to the pool
+        await close(entry)
     outcome = None
     if fn in INLINE_EFFECTS:
         try:
@@ -107,7 +111,33 @@ async def run_segment(sandbox: Sandbox, seg: ScriptSegment, perform: Perform) ->
                     "retry_after": details.get("retry_after"),
                 }
             }
-    return {"snapshot": snapshot, "call": call, "outcome": outcome}
+    return {"snapshot": entry.snapshot, "call": {"fn": fn, "args": args, "kwargs": kwargs}, "outcome": outcome}
+
+
+async def _cold(sandbox: Sandbox, seg: ScriptSegment) -> WarmEntry:
+    """A fresh session, started or loaded from the carried snapshot and resumed."""
+    limits = SandboxLimits(
+        memory_mb=seg.memory_mb or SandboxLimits.memory_mb, cpu_seconds=seg.cpu_seconds or SandboxLimits.cpu_seconds
+    )
+    printed = pydantic_monty.CollectString(max_bytes=sandbox.max_print_bytes)
+    # A fixed seed: the script's own random module is reproducible on a retried segment; random()
+    # is the host's (recorded) answer.
+    policy: pydantic_monty.OSPolicy = {"random_start": {"seed": f"{_SEED}/{seg.run_id}/{seg.step_path}"}}
+    context = sandbox.session(limits, max_suspensions=_MAX_SUSPENSIONS, os_policy=policy)
+    session = await context.__aenter__()
+    entry = WarmEntry(context, None, "")
+    try:
+        if seg.snapshot is None:
+            entry.snap = await session.feed_start(seg.code, inputs=seg.inputs, print_callback=printed)
+            return entry
+        loaded = await session.load_snapshot(decode_snapshot(seg.snapshot), print_callback=printed)
+        if not isinstance(loaded, pydantic_monty.AsyncFunctionSnapshot):
+            raise SandboxError("SnapshotInvalid", "the snapshot is not at a host call", retryable=False)
+        entry.snap = await loaded.resume(_resume_value(seg.resume))
+        return entry
+    except BaseException as exc:
+        await close(entry, exc)
+        raise
 
 
 def script_call(seg: ScriptSegment, fn: str, args: list[Any], kwargs: dict[str, Any], index: int) -> ToolCall | LlmCall:
