@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
-from executor import Duraplan, Settings, running_worker
+from executor import Duraplan, RunFailed, Settings, running_worker
 from executor.service.devserver import DevServer
 from executor.worker.runner import WorkerDeps
 
@@ -81,3 +82,34 @@ async def test_tool_error_is_catchable_and_uncaught_fails_with_its_type(dp: tupl
     handle = await duraplan.submit_plan(_plan(code, retry={"max_attempts": 1}), tenant="acme", session="s")
     caught = await handle.result(timeout=60)
     assert "boom" in caught
+
+
+async def test_bad_host_calls_raise_in_the_script_not_in_the_workflow(dp: tuple[Duraplan, WorkerDeps]) -> None:
+    """Computed arguments are checked when the call runs: the script sees an exception it can
+    catch; nothing reaches the workflow as a task failure (which would hang the run)."""
+    duraplan, _ = dp
+    code = (
+        "errors = []\n"
+        "for bad in [lambda: sleep(10 ** 12), lambda: sleep(d), lambda: sleep_until('2999-01-01T00:00:00Z'),\n"
+        "            lambda: parallel([1, 2]), lambda: compensate(three), lambda: tool(name, key='k')]:\n"
+        "    try:\n"
+        "        bad()\n"
+        "    except Exception as e:\n"
+        "        errors.append(type(e).__name__)\n"
+        "got = tool('debug.echo', value={1, 2})\n"
+        "[errors, got]\n"
+    )
+    plan = _plan(code, inputs={"d": "soon", "name": "no.such", "three": 3}, retry={"max_attempts": 1})
+    handle = await duraplan.submit_plan(plan, tenant="acme", session="s")
+    errors, got = await handle.result(timeout=60)
+    assert errors == ["ValueError", "ValueError", "ValueError", "TypeError", "TypeError", "RuntimeError"]
+    assert got == {"value": [1, 2]}, "a set argument arrives as a list"
+
+
+async def test_step_budget_counts_host_calls(dp: tuple[Duraplan, WorkerDeps]) -> None:
+    duraplan, _ = dp
+    plan = _plan("while True:\n    now()\n")
+    plan["limits"] = {"max_steps": 20}
+    handle = await duraplan.submit_plan(plan, tenant="acme", session="s")
+    with pytest.raises(RunFailed, match="exceeded limits"):
+        await handle.result(timeout=60)

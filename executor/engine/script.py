@@ -47,6 +47,7 @@ __all__ = ["SCRIPT_LOG_KEPT", "ScriptMixin", "script_calls"]
 SCRIPT_LOG_KEPT = 100  # call records kept per script (status and carry); older ones are counted only
 _LOCAL_TIMEOUT_MAX = 60.0
 _DEFAULT_EVENT_TIMEOUT = "24h"
+MAX_WAIT_SECONDS = 365 * 86400.0  # as for sleep and wait_for_event steps
 
 Outcome = dict[str, Any]  # {"value": ...} or {"error": {"type", "message", "retryable", "retry_after"}}
 
@@ -453,9 +454,12 @@ def _duration(fn: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _HostCallError("TypeError", f"{fn}() takes a duration like 30s, 10m, 2h or seconds as a number")
     try:
-        return parse_duration(value)
-    except ValueError as exc:
+        seconds = parse_duration(value)
+    except (ValueError, OverflowError) as exc:
         raise _HostCallError("ValueError", f"{fn}(): {exc}") from None
+    if seconds > MAX_WAIT_SECONDS:  # also keeps the timer arithmetic far from overflowing
+        raise _HostCallError("ValueError", f"{fn}(): {value!r} is longer than {MAX_WAIT_SECONDS / 86400:g} days")
+    return seconds
 
 
 def _wake_at(fn: str, args: list[Any], kwargs: dict[str, Any], now: datetime) -> datetime:
@@ -471,4 +475,6 @@ def _wake_at(fn: str, args: list[Any], kwargs: dict[str, Any], now: datetime) ->
         raise _HostCallError("ValueError", f"sleep_until(): {stamp!r} is not an ISO-8601 timestamp") from None
     if parsed.tzinfo is None:
         raise _HostCallError("ValueError", f"sleep_until(): {stamp!r} has no timezone")
+    if (parsed - now).total_seconds() > MAX_WAIT_SECONDS:
+        raise _HostCallError("ValueError", f"sleep_until(): {stamp!r} is more than 365 days away")
     return parsed

@@ -17,6 +17,7 @@ idempotency key (the step's key plus ``#<index>``) makes a repeated effect count
 from __future__ import annotations
 
 import base64
+import json
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,8 +31,18 @@ from executor.lang.script import HOST_FUNCTIONS, INLINE_FUNCTIONS
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits, _output_too_large, sandbox_error
 from executor.worker.warm import WarmEntry, close
 
-__all__ = ["INLINE_EFFECTS", "KEEP_WARM", "Perform", "decode_snapshot", "encode_snapshot", "run_segment", "script_call"]
+__all__ = [
+    "INLINE_EFFECTS",
+    "KEEP_WARM",
+    "MAX_CALL_BYTES",
+    "Perform",
+    "decode_snapshot",
+    "encode_snapshot",
+    "run_segment",
+    "script_call",
+]
 
+MAX_CALL_BYTES = 256 * 1024  # a host call's arguments, as JSON
 INLINE_EFFECTS = frozenset({"tool", "llm"})  # performed inside the segment's activity
 # Calls answered at once: the next segment follows in milliseconds, on this worker if it is local.
 KEEP_WARM = frozenset({"tool", "llm", "now", "random", "compensate"})
@@ -92,7 +103,12 @@ async def run_segment(sandbox: Sandbox, seg: ScriptSegment, perform: Perform) ->
                 f"the limit is {cap}: keep less data in variables",
             ]
         }
-    fn, args, kwargs = str(snap.function_name), list(snap.args), dict(snap.kwargs)
+    fn, args, kwargs = str(snap.function_name), _plain(list(snap.args)), _plain(dict(snap.kwargs))
+    size = len(json.dumps([args, kwargs]))
+    if size > MAX_CALL_BYTES:  # it travels in history (and a parallel fans it out)
+        await close(entry)
+        message = f"the arguments of {fn}() are {size} bytes; the limit is {MAX_CALL_BYTES}: pass less data"
+        return {"failed": ["HostCallTooLarge", message]}
     if fn in KEEP_WARM:
         await sandbox.warm.put(key, entry)
     else:  # a sleep, a wait or a parallel may take long: the worker goes back to the pool
@@ -197,6 +213,24 @@ async def _to_host_call(snap: Any) -> Any:
             )
             continue
         return snap
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready arguments: tuples and sets become lists, odd keys and values text (a host call's
+    arguments are recorded in history)."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, set | frozenset):
+        items = [_plain(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
 
 
 def _resume_value(resume: dict[str, Any] | None) -> Any:
