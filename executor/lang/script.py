@@ -2,8 +2,8 @@
 its calls before it runs (pure ``ast`` analysis, shared by the validator and the workflow).
 
 A script is Python run in the sandbox. Calling a host function suspends it; the engine performs
-the call durably and resumes it with the result. ``call(...)`` only builds a call spec for
-``parallel`` and ``compensate``-free bookkeeping, so it is not a host call.
+the call durably and resumes it with the result. ``call(fn, ...)`` only builds the description
+of a call for ``parallel([...])``; it is answered inside the sandbox and is not a host call.
 """
 
 from __future__ import annotations
