@@ -42,7 +42,9 @@ __all__ = [
 
 Category = Literal["onboarding", "approvals", "fan-out", "etl", "ci", "incident", "support"]
 CATEGORIES: tuple[str, ...] = typing.get_args(Category)
-StepKind = Literal["tool", "llm", "code", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail"]
+StepKind = Literal[
+    "tool", "llm", "code", "script", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail"
+]
 CaseId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$")]
 
 
