@@ -16,6 +16,7 @@ from typing import Any, Literal
 import jmespath
 
 from evals.dataset import Case, OutputAssertion
+from executor.lang.script import analyse
 from executor.lang.validate import step_references
 from schemas.plan import (
     ForeachStep,
@@ -178,6 +179,9 @@ def evaluate(case: Case, outcome: Outcome) -> list[Check]:
         return checks
     steps = plan_steps(plan.steps)
     used_tools = {s.tool for s in steps if s.kind == "tool"}
+    for s in steps:
+        if s.kind == "script":  # the tools a script names (literally: the validator insists)
+            used_tools |= analyse(s.code).tools
     checks.append(_granted(case, used_tools))
     count = len(steps)
     if expect.max_steps is None:
