@@ -113,3 +113,13 @@ async def test_step_budget_counts_host_calls(dp: tuple[Duraplan, WorkerDeps]) ->
     handle = await duraplan.submit_plan(plan, tenant="acme", session="s")
     with pytest.raises(RunFailed, match="exceeded limits"):
         await handle.result(timeout=60)
+
+
+async def test_no_effect_beyond_the_step_budget(dp: tuple[Duraplan, WorkerDeps]) -> None:
+    duraplan, deps = dp
+    plan = _plan("for i in range(10):\n    tool('kv.incr', key='budget')\n")
+    plan["limits"] = {"max_steps": 4}  # the script step and three calls
+    handle = await duraplan.submit_plan(plan, tenant="acme", session="s")
+    with pytest.raises(RunFailed, match="exceeded limits"):
+        await handle.result(timeout=60)
+    assert await deps.store.kv_get("acme", "budget") == 3, "the fourth call was refused before it ran"

@@ -237,6 +237,8 @@ class ScriptSegment:
     cpu_seconds: float | None = None
     max_snapshot_bytes: int | None = None
     quota: StepQuota | None = None
+    # Host calls the run may still make (max_steps): a tool or llm call beyond it is not performed.
+    calls_left: int | None = None
 
 
 @dataclass

@@ -139,6 +139,7 @@ class ScriptMixin(EngineBase):
                 memory_mb=step.memory_mb or self._code_default("code_memory_mb", CODE_MEMORY_MB),
                 cpu_seconds=step.cpu_seconds or self._code_default("code_cpu_seconds", CODE_CPU_SECONDS),
                 quota=self._step_quota,
+                calls_left=self._steps_left(),
             )
             try:
                 result: dict[str, Any] = await self._slotted(RUN_SCRIPT, seg, local, timeout)
@@ -161,6 +162,12 @@ class ScriptMixin(EngineBase):
                 continue
             result["attempts"] = attempt
             return result
+
+    def _steps_left(self) -> int:
+        cap = self.plan.limits.max_steps
+        if self._quotas is not None:
+            cap = min(cap, self._quotas.max_steps)
+        return cap - self.executed
 
     async def _slotted(self, fn: str, arg: Any, local: bool, timeout: float | None) -> Any:
         """Dispatch under the run's parallelism cap, like an activity step."""

@@ -114,7 +114,8 @@ async def run_segment(sandbox: Sandbox, seg: ScriptSegment, perform: Perform) ->
     else:  # a sleep, a wait or a parallel may take long: the worker goes back to the pool
         await close(entry)
     outcome = None
-    if fn in INLINE_EFFECTS:
+    if fn in INLINE_EFFECTS and (seg.calls_left is None or seg.calls_left > 0):
+        # (over the run's step budget the call is not made: the workflow fails the step)
         try:
             outcome = {"value": await perform(fn, args, kwargs, seg.index)}
         except ApplicationError as exc:  # the call failed, not the segment: the workflow decides
