@@ -30,6 +30,7 @@ async def test_tool_event_sleep_tool(time_skipping_env: WorkflowEnvironment, tmp
         for _ in range(400):  # the script reaches its wait: an observable state, not a guess
             calls = (await handle.status())["steps"][0].get("calls") or []
             if any(c["kind"] == "wait_for_event" and c["state"] == "waiting" for c in calls):
+                assert (await handle.status())["state"] == "waiting", "the run shows it waits"
                 break
             await asyncio.sleep(0.05)
         else:

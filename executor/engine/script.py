@@ -35,7 +35,15 @@ from executor.engine.contract import (
     TENANT_BUSY,
 )
 from executor.engine.frames import Drained, Frame, StepFailed
-from executor.engine.models import CompensationCall, LlmCall, ScriptSegment, StepError, StepRecord, ToolCall
+from executor.engine.models import (
+    CompensationCall,
+    LlmCall,
+    ScriptSegment,
+    StepError,
+    StepRecord,
+    StepState,
+    ToolCall,
+)
 from executor.engine.retry import DEFAULT_RETRY, backoff_delay, cancelled, throttle_delay, to_step_error
 from executor.engine.scheduling import cancel_all
 from executor.engine.status import preview
@@ -84,12 +92,16 @@ class ScriptMixin(EngineBase):
                 if result["outcome"] is not None:
                     self._advance(d, result["snapshot"], result["outcome"], entry)
                 else:
-                    entry["s"] = _waiting_state(call["fn"])
+                    entry["s"] = _step_state(call["fn"])
                     d["_pending"] = {"call": call, "snap": result["snapshot"], "entry": entry}
                     continue
             else:
                 pending = d["_pending"]
-                outcome = await self._host_call(step, path, d["calls"], pending)
+                rec.state = _step_state(pending["call"]["fn"])  # the run shows "waiting" meanwhile
+                try:
+                    outcome = await self._host_call(step, path, d["calls"], pending)
+                finally:
+                    rec.state = "running"
                 self._advance(d, pending["snap"], outcome, pending["entry"])
             if self._should_continue_as_new():
                 self._draining = True
@@ -404,8 +416,14 @@ def _entry(index: int, call: dict[str, Any], at: str) -> dict[str, Any]:
     return {"i": index, "fn": fn, "name": name, "s": "running", "a": 1, "t0": at}
 
 
-def _waiting_state(fn: str) -> str:
-    return {"sleep": "sleeping", "sleep_until": "sleeping", "wait_for_event": "waiting"}.get(fn, "running")
+def _step_state(fn: str) -> StepState:
+    match fn:
+        case "sleep" | "sleep_until":
+            return "sleeping"
+        case "wait_for_event":
+            return "waiting"
+        case _:
+            return "running"
 
 
 def _finish_entry(entry: dict[str, Any], outcome: Outcome, at: str) -> None:
