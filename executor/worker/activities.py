@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_TOOL, TENANT_BUSY
-from executor.engine.models import CodeCall, LlmCall, StepQuota, ToolCall
+from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_SCRIPT, RUN_TOOL, TENANT_BUSY
+from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
 from executor.service.telemetry import step_span, tool_span
 from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.fairness import TenantGate
 from executor.worker.metering import Meter, llm_cost, step_key
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
+from executor.worker.script import run_segment, script_call
 
 if TYPE_CHECKING:
     from executor.service.sources import SourceCalls
@@ -38,10 +39,11 @@ __all__ = [
     "heartbeating",
     "run_code",
     "run_llm",
+    "run_script",
     "run_tool",
 ]
 
-run_tool, run_code, run_llm = RUN_TOOL, RUN_CODE, RUN_LLM
+run_tool, run_code, run_llm, run_script = RUN_TOOL, RUN_CODE, RUN_LLM, RUN_SCRIPT
 MAX_OUTPUT_BYTES = 1024 * 1024  # the reference product's per-step result limit
 SECRET_KEY = "$secret"  # {"$secret": "NAME"} in tool arguments: resolved only inside the activity
 
@@ -144,10 +146,10 @@ class StepActivities:
         default_model: str | None = None,
         completion: Callable[..., Awaitable[Any]] | None = None,
         tenants: TenantRegistry | None = None,
-        meter: Meter | None = None,
         sources: SourceCalls | None = None,
+        meter: Meter | None = None,
     ) -> None:
-        """``sources``: the tenants' MCP/OpenAPI tool sources (with tenancy)."""
+        """``sources``: the tenants' MCP/OpenAPI tool sources (with tenancy); ``meter``: the usage ledger."""
         self.meter = meter or Meter(None)
         self.registry = registry
         self.sources = sources
@@ -159,7 +161,7 @@ class StepActivities:
         self.gate = TenantGate()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.tool, self.code, self.llm, self.meter.meter_run]
+        return [self.tool, self.code, self.llm, self.script, self.meter.meter_run]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
@@ -255,8 +257,6 @@ class StepActivities:
 
     @activity.defn(name=run_llm)
     async def llm(self, call: LlmCall) -> dict[str, Any]:
-        from executor.worker.llm import complete
-
         model = call.model or self.default_model
         if not model:
             raise _fail(
@@ -276,5 +276,35 @@ class StepActivities:
                 stats.cost_usd = llm_cost(model, prompt_tokens, completion_tokens)
 
             with step_span("llm", call.tenant, call.run_id, call.step_path, call.attempt):
-                result = await heartbeating(complete(call, model, self._completion, on_usage=on_usage))
+                return await self._llm(call, model, on_usage)
+
+    async def _llm(
+        self, call: LlmCall, model: str, on_usage: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
+        from executor.worker.llm import complete
+
+        result = await heartbeating(complete(call, model, self._completion, on_usage=on_usage))
         return dict(_checked_output(result, "llm step", call.quota))
+
+    @activity.defn(name=run_script)
+    async def script(self, seg: ScriptSegment) -> dict[str, Any]:
+        """One script segment; its tool or llm call goes through ``_tool`` / ``llm`` like a step's."""
+
+        async def perform(fn: str, args: list[Any], kwargs: dict[str, Any], index: int) -> Any:
+            call = script_call(seg, fn, args, kwargs, index)
+            if isinstance(call, ToolCall):
+                return await self._tool(call)
+            model = call.model or self.default_model
+            if not model:
+                message = "llm() has no model: pass model= or set DURAPLAN_MODEL"
+                raise _fail(message, "LlmNotConfigured", retryable=False)
+            return (await self._llm(call, model))["content"]
+
+        try:
+            async with _admitted(self.gate, seg.tenant, seg.quota):
+                result = await heartbeating(run_segment(self.sandbox, seg, perform))
+        except SandboxError as exc:
+            raise _fail(f"script segment failed: {exc}", exc.error_type, retryable=exc.retryable) from None
+        if "output" in result:
+            result["output"] = _checked_output(result["output"], "script step", seg.quota)
+        return result
