@@ -204,6 +204,9 @@ class CodeCall:
     memory_mb: int | None = None
     cpu_seconds: float | None = None
     quota: StepQuota | None = None
+    # The step's identity for metering (a retried step counts once, each attempt separately).
+    generation: int = 0
+    attempt: int = 0
 
 
 @dataclass
@@ -219,6 +222,8 @@ class LlmCall:
     max_tokens: int | None = None
     timeout_s: float | None = None
     quota: StepQuota | None = None
+    generation: int = 0
+    attempt: int = 0
 
 
 @dataclass

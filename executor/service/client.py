@@ -7,6 +7,7 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -41,10 +42,14 @@ from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
 from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
 from executor.lang.loader import load_plan
 from executor.lang.validate import validate_plan
+from executor.service.bulk import BulkResult, RunFilter, run_bulk
 from executor.service.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, Settings, connect
+from executor.service.telemetry import submit_span
 from executor.service.tenants import QuotaExceeded, TenantRegistry
+from executor.service.usage import UsageReport, record_run_start, usage_report
 from schemas.plan import Plan
 from tools import ToolRegistry, default_registry
+from tools.usage import UsageStore
 
 if TYPE_CHECKING:
     from executor.service.sources import ToolSources
@@ -89,12 +94,36 @@ class Duraplan:
         settings: Settings | None = None,
         registry: ToolRegistry | None = None,
         tenants: TenantRegistry | None = None,
+        usage: UsageStore | None = None,
     ) -> None:
-        """``tenants``: enforce the tenant registry (known tenant, tool grants, run-creation rate)."""
+        """``tenants``: enforce the tenant registry (known tenant, tool grants, run-creation rate);
+        ``usage``: the usage ledger (default: the workers' store database when metering is on, opened on first use)."""
         self.client = client
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
+        self._usage = usage
+        self._recording: set[asyncio.Task[None]] = set()
+
+    @property
+    def usage_store(self) -> UsageStore | None:
+        """The workers' ledger: the shared database, or ``<home>/store.db`` once a worker created it
+        (a client never creates a ledger of its own that no worker writes to)."""
+        if self._usage is None and self.settings.metering:
+            local = self.settings.home / "store.db"
+            if self.settings.database_url or local.exists():
+                self._usage = UsageStore(self.settings.store_location())
+        return self._usage
+
+    async def usage(
+        self, *, tenant: str, day: str | None = None, first: str | None = None, last: str | None = None
+    ) -> UsageReport:
+        """The tenant's usage for ``day``, or ``first``..``last`` (UTC, inclusive); today by default."""
+        store = self.usage_store
+        if store is None:
+            why = "metering is off (DURAPLAN_METERING=0)" if not self.settings.metering else "no worker has written one"
+            raise RunStateError(f"no usage ledger at {self.settings.store_location()}: {why}")
+        return await usage_report(store, _check_name("tenant", tenant), day=day, first=first, last=last)
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:
@@ -115,9 +144,25 @@ class Duraplan:
 
         ``tool_pins``: source tool -> schema hash of the catalog the plan was made with (default:
         the tenant's current catalog); a call to a tool that changed since fails the step."""
+        run_id = _check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
+        # The root of the run's trace: the interceptor's StartWorkflow span and everything after nest under it.
+        with submit_span(tenant, session, run_id):
+            return await self._submit_plan(
+                plan, tenant=tenant, session=session, inputs=inputs, run_id=run_id, tool_pins=tool_pins
+            )
+
+    async def _submit_plan(
+        self,
+        plan: Mapping[str, Any] | Plan | str | Path,
+        *,
+        tenant: str,
+        session: str,
+        inputs: Mapping[str, Any] | None,
+        run_id: str,
+        tool_pins: Mapping[str, str] | None,
+    ) -> RunHandle:
         _check_name("tenant", tenant)
         _check_name("session", session)
-        run_id = _check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
         granted = None
         if self.tenants is not None:
             self.tenants.get(tenant)  # UnknownTenant before anything else
@@ -164,6 +209,7 @@ class Duraplan:
                 arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
             )
             token = False  # spent: the run started
+            self._record_start(tenant, run_id, arg.generation)
         except WorkflowAlreadyStartedError:
             # Rare path: compare with what the existing run was started with (no memo on the hot path).
             existing = await handle._first_input()
@@ -176,6 +222,33 @@ class Duraplan:
             if token and tenants is not None:  # nothing started: the token goes back
                 tenants.return_run_tokens(tenant)
         return handle
+
+    async def bulk(
+        self,
+        action: str,
+        *,
+        tenant: str,
+        session: str | None = None,
+        plan_hash: str | None = None,
+        state: str | None = None,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """cancel, terminate, pause or resume every open run of ``tenant`` matching the filter
+        (``dry_run``: only count them). Never reaches another tenant's runs."""
+        if not self.settings.search_attributes:
+            raise RunStateError("bulk operations need search attributes (Settings.search_attributes)")
+        return await run_bulk(
+            self.client, tenant, action, RunFilter(session=session, plan_hash=plan_hash, state=state), dry_run=dry_run
+        )
+
+    def _record_start(self, tenant: str, run_id: str, generation: int) -> None:
+        """Meter the start off the submit path (the worker backfills it at the run's end if this
+        process exits first), so a submit never waits for the ledger."""
+        if self.usage_store is None:
+            return
+        task = asyncio.create_task(record_run_start(self.usage_store, tenant, run_id, generation))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     async def _check_concurrency(self, tenant: str, cap: int) -> None:
         """The tenant's running-run cap. Visibility is eventually consistent: a burst may overshoot
@@ -439,6 +512,7 @@ class RunHandle:
         first.generation = first.generation + 1
         reuse, conflict = WorkflowIDReusePolicy.ALLOW_DUPLICATE, WorkflowIDConflictPolicy.TERMINATE_EXISTING
         self._started = await self._dp._start(first, first.plan.get("name", ""), reuse, conflict)
+        self._dp._record_start(self.tenant, self.run_id, first.generation)
         return self
 
     async def _first_input(self) -> RunInput:
