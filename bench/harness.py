@@ -200,7 +200,8 @@ async def bench_env(
             usage = UsageStore(home / "store.db")  # metered as a deployed worker is
             try:
                 async with Sandbox() as sandbox:
-                    activities = StepActivities(registry, store, sandbox, default_model=None, meter=Meter(usage))
+                    meter = Meter(usage if os.environ.get("DURAPLAN_METERING", "1") != "0" else None)
+                    activities = StepActivities(registry, store, sandbox, default_model=None, meter=meter)
                     worker = Worker(
                         client,
                         task_queue=task_queue,
