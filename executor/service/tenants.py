@@ -634,6 +634,21 @@ class TenantRegistry:
                 f"cannot decrypt secret {name!r} of tenant {tenant_id!r}: wrong {SECRETS_KEY_ENV}?"
             ) from None
 
+    def secret_values(self, tenant_id: str) -> builtins.list[str]:
+        """Every secret value of the tenant this process can decrypt: what redaction must find.
+        (One it cannot decrypt it cannot have handed to a tool either.)"""
+        out = []
+        for scheme, stored in self._rows("SELECT scheme, value FROM secrets WHERE tenant_id = ?", (tenant_id,)):
+            if scheme == "plain":
+                out.append(bytes(stored).decode())
+                continue
+            cipher = self._fernet()
+            if cipher is None:
+                continue
+            with contextlib.suppress(Exception):  # InvalidToken: not this key's, so never resolved here
+                out.append(str(cipher.decrypt(bytes(stored)).decode()))
+        return out
+
     def _fernet(self) -> Any:
         """The Fernet cipher for the configured key, None without a key."""
         if self._secrets_key is None:
