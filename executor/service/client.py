@@ -25,6 +25,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     Priority,
@@ -36,6 +37,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from executor.engine.limits import json_size
 from executor.engine.models import EventRecord, RunInput, plan_hash
 from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
 from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
@@ -339,7 +341,7 @@ class RunHandle:
 
     async def send_event(self, type: str, payload: Any = None, event_id: str | None = None) -> dict[str, Any]:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
-        size = len(json.dumps(payload).encode())
+        size = json_size(payload)  # UTF-8 bytes, as history stores it (not \\u escapes)
         tenants = self._dp.tenants
         if tenants is not None:
             cap = tenants.quotas(self.tenant).max_event_bytes
@@ -416,6 +418,10 @@ class RunHandle:
             if kind == "EventTooLarge":  # the run's pinned quota (the client's check saw a newer one)
                 raise QuotaExceeded("max_event_bytes", None, tenant=self.tenant, detail=message) from None
             raise RunStateError(message) from None
+        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            # The run closed while the update was in flight ("workflow update was aborted by
+            # closing workflow"): the same conflict as arriving after the end, not a lost run.
+            raise RunStateError(f"run {self.run_id!r} ended before the request was accepted: {exc}") from None
 
 
 _default: Duraplan | None = None
