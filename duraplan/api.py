@@ -45,6 +45,7 @@ from duraplan.api_models import (
     SubmitRunRequest,
     ValidationResult,
 )
+from duraplan.guards import RequestGuard
 from executor.errors import (
     DuraplanError,
     InputsInvalid,
@@ -67,7 +68,7 @@ from executor.service.tenants import (
 )
 from planner.client import ChatSession
 from planner.core import plan_goal
-from planner.errors import BudgetExhausted, PlannerError, RateLimited, RepairExhausted
+from planner.errors import BudgetExhausted, PlannerError, ProviderRejected, RateLimited, RepairExhausted
 
 __all__ = ["PROBLEMS", "TERMINAL_STATES", "create_app", "problem_response", "serve"]
 
@@ -75,6 +76,7 @@ PROBLEMS = "https://duraplan.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "terminated"})
 POLL_INTERVAL_S = 0.2
+CONCURRENCY_RETRY_S = 5.0
 Completion = Callable[..., Awaitable[Any]]
 
 
@@ -111,7 +113,10 @@ def _problem_for(exc: DuraplanError) -> JSONResponse:
             401, "authentication", "Authentication failed", detail, headers={"WWW-Authenticate": "Bearer"}
         )
     if isinstance(exc, QuotaExceeded):
-        headers = None if exc.retry_after_s is None else {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        retry_after = exc.retry_after_s
+        if retry_after is None and _QUOTA_STATUS.get(exc.limit, 429) == 429:
+            retry_after = CONCURRENCY_RETRY_S  # a running run must end first: try again later
+        headers = None if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
         return problem_response(
             _QUOTA_STATUS.get(exc.limit, 429),
             "quota",
@@ -139,6 +144,9 @@ def _problem_for(exc: DuraplanError) -> JSONResponse:
         return problem_response(403, "forbidden", "Tool not granted", detail)
     if isinstance(exc, RepairExhausted | BudgetExhausted):
         return problem_response(422, "planning-failed", "No valid plan", detail, **exc.details())
+    if isinstance(exc, ProviderRejected) and exc.status in (400, 404, 422):
+        # an unknown model, a request the provider cannot take: the client's choice, not an outage
+        return problem_response(422, "model-rejected", "Model rejected the request", detail, provider_status=exc.status)
     if isinstance(exc, PlannerError):
         retry = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else None
         headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
@@ -180,6 +188,9 @@ async def _temporal_error(request: Request, exc: Exception) -> Response:
         return problem_response(404, "not-found", "Not found", message)
     if exc.status == RPCStatusCode.INVALID_ARGUMENT:
         return problem_response(400, "bad-request", "Bad request", message)
+    if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED and "larger than max" in message:
+        # gRPC's message size limit: the same request can never pass, so not 429 (clients retry those)
+        return problem_response(413, "payload-too-large", "Request too large for Temporal", message)
     if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED:
         return problem_response(429, "quota", "Temporal rate limit", message, headers={"Retry-After": "1"})
     return problem_response(503, "unavailable", "Temporal unavailable", message)
@@ -309,6 +320,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RPCError, _temporal_error)
+    app.add_middleware(RequestGuard)
 
     def run_of(tenant: Tenant, run_id: str) -> RunHandle:
         return dp.get_run(run_id, tenant=tenant.tenant_id)

@@ -15,15 +15,19 @@ import json
 import math
 from typing import Any
 
+from executor.lang.depth import MAX_JSON_DEPTH, deepest
+
 __all__ = [
     "MAX_ACTIVITY_INPUT_BYTES",
     "MAX_BUFFERED_EVENTS",
     "MAX_BUFFERED_EVENT_BYTES",
     "MAX_ERROR_BYTES",
+    "MAX_JSON_DEPTH",
     "MAX_RUN_OUTPUT_BYTES",
     "MAX_STEP_OUTPUT_BYTES",
     "bounded_text",
     "clamp_retry_after",
+    "deepest",
     "json_size",
     "oversize",
 ]

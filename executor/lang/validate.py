@@ -21,6 +21,7 @@ import jsonschema
 from pydantic import ValidationError
 
 from executor.errors import PlanInvalid, PlanIssue
+from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from executor.lang.expressions import (
     ExpressionError,
     compile_expression,
@@ -78,6 +79,10 @@ def check_plan(
     else:
         if not isinstance(plan, dict):
             return None, [PlanIssue("", f"a plan is a JSON object, not {type(plan).__name__}", code="schema")]
+        too_deep = deepest(plan)
+        if too_deep is not None:
+            message = f"nested more than {MAX_JSON_DEPTH} levels deep"
+            return None, [PlanIssue(too_deep, message, code="too_deep")]
         try:
             parsed = Plan.model_validate(plan)
         except ValidationError as exc:

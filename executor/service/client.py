@@ -41,9 +41,11 @@ from executor.engine.limits import json_size
 from executor.engine.models import EventRecord, RunInput, plan_hash
 from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
 from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
+from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from executor.lang.loader import load_plan
 from executor.lang.validate import validate_plan
 from executor.service.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, Settings, connect
+from executor.service.converter import utf8_client
 from executor.service.tenants import QuotaExceeded, TenantRegistry
 from schemas.plan import Plan
 from tools import ToolRegistry, default_registry
@@ -90,7 +92,7 @@ class Duraplan:
         tenants: TenantRegistry | None = None,
     ) -> None:
         """``tenants``: enforce the tenant registry (known tenant, tool grants, run-creation rate)."""
-        self.client = client
+        self.client = utf8_client(client)  # payloads as UTF-8 JSON: what the size limits count
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
@@ -122,6 +124,7 @@ class Duraplan:
         )
         body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
         inputs = dict(inputs or {})
+        _check_depth("run inputs", inputs)
         problems = [
             f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}"
             for e in jsonschema.Draft202012Validator(parsed.inputs).iter_errors(inputs)
@@ -341,6 +344,7 @@ class RunHandle:
 
     async def send_event(self, type: str, payload: Any = None, event_id: str | None = None) -> dict[str, Any]:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
+        _check_depth("event payload", payload)
         size = json_size(payload)  # UTF-8 bytes, as history stores it (not \\u escapes)
         tenants = self._dp.tenants
         if tenants is not None:
@@ -422,6 +426,12 @@ class RunHandle:
             # The run closed while the update was in flight ("workflow update was aborted by
             # closing workflow"): the same conflict as arriving after the end, not a lost run.
             raise RunStateError(f"run {self.run_id!r} ended before the request was accepted: {exc}") from None
+
+
+def _check_depth(what: str, value: Any) -> None:
+    too_deep = deepest(value)
+    if too_deep is not None:
+        raise InputsInvalid(what, [f"{too_deep}: nested more than {MAX_JSON_DEPTH} levels deep"])
 
 
 _default: Duraplan | None = None

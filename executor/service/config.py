@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio.client import Client, TLSConfig
 
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, SEARCH_ATTRIBUTES
+from executor.service.converter import UTF8_DATA_CONVERTER
 
 if TYPE_CHECKING:
     from executor.service.tenants import TenantRegistry
@@ -109,4 +110,5 @@ async def connect(settings: Settings) -> Client:
         namespace=settings.namespace,
         api_key=settings.api_key,
         tls=settings.tls_config(),
+        data_converter=UTF8_DATA_CONVERTER,  # history stores UTF-8, as every size limit counts it
     )

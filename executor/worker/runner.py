@@ -13,6 +13,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from executor.engine.workflow import PlanWorkflow
 from executor.service.config import Settings
+from executor.service.converter import utf8_client
 from executor.service.tenants import TenantRegistry
 from executor.worker.activities import StepActivities
 from executor.worker.sandbox import Sandbox
@@ -94,7 +95,7 @@ async def running_worker(
                 workflows += more_workflows
                 extra_activities += more_activities
             worker = Worker(
-                client,
+                utf8_client(client),  # history in UTF-8 JSON, as every size limit counts it
                 task_queue=task_queue or settings.task_queue,
                 workflows=workflows,
                 activities=[*activities.all(), *extra_activities],
