@@ -75,6 +75,8 @@ class ChatSession:
         run_task_queue: str | None = None,
         retry_initial_s: float = 1.0,
         retry_max_attempts: int = 6,
+        idle_timeout_s: float = SessionInput.idle_timeout_s,
+        empty_timeout_s: float = SessionInput.empty_timeout_s,
     ) -> None:
         self.dp = dp
         self.tenant = _name("tenant", tenant)
@@ -93,6 +95,8 @@ class ChatSession:
             run_task_queue=run_task_queue,
             retry_initial_s=retry_initial_s,
             retry_max_attempts=retry_max_attempts,
+            idle_timeout_s=idle_timeout_s,
+            empty_timeout_s=empty_timeout_s,
         )
         self._started = False
 

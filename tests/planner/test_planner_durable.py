@@ -171,3 +171,24 @@ async def test_client_errors_fail_at_once(env: Any, tenant: str, status: int) ->
     assert route.call_count == 1
     assert caught.value.status == status and not caught.value.retryable
     assert await chat.revisions() == []
+
+
+async def test_a_session_whose_messages_all_failed_ends_instead_of_lingering(env: Any, tenant: str) -> None:
+    """Issue 11 item 15: a failed chat (here: repair exhausted) left its workflow running for ever."""
+    bad = good_plan()
+    bad["steps"][0]["tool"] = "nope.tool"
+    env.slot.target = ScriptedModel(bad, bad, bad)
+    chat = session_for(env, tenant, empty_timeout_s=1.0)
+    with pytest.raises(RepairExhausted):
+        await chat.send("greet")
+    ended = await chat._handle.result(rpc_timeout=None)
+    assert ended == {"revisions": 0, "runs": [], "ended": "idle"}
+
+
+async def test_an_idle_session_ends_after_its_idle_time_and_keeps_its_revisions(env: Any, tenant: str) -> None:
+    env.slot.target = ScriptedModel(GOOD_PLAN)
+    chat = session_for(env, tenant, idle_timeout_s=1.5)
+    assert (await chat.send("greet")).revision == 1
+    ended = await chat._handle.result()
+    assert ended["ended"] == "idle" and ended["revisions"] == 1
+    assert len(await chat._handle.query(PlanningSession.revisions)) == 1
