@@ -8,6 +8,7 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import re
 import uuid
@@ -96,11 +97,29 @@ class Duraplan:
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
+        self._owns_tenants = False  # opened by connect(): close() closes it
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:
         settings = settings or Settings.from_env()
-        return cls(await connect(settings), settings, registry, settings.tenant_registry())
+        dp = cls(await connect(settings), settings, registry, settings.tenant_registry())
+        dp._owns_tenants = True
+        return dp
+
+    async def __aenter__(self) -> Duraplan:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release what ``connect`` opened, while the interpreter is still whole: the Temporal
+        runtime's native threads crash a Python that finalizes with a live client under them
+        (exit 134, PyGILState_Release). ``async with await Duraplan.connect() as dp:`` does it."""
+        if self._owns_tenants and self.tenants is not None:
+            self.tenants.close()
+        self.__dict__.pop("client", None)
+        gc.collect()  # the client's native handles go now, not during interpreter shutdown
 
     async def submit_plan(
         self,

@@ -104,9 +104,11 @@ def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """``lazy``: connect on the first call (a server that must start without Temporal)."""
     return await Client.connect(
         settings.address,
+        lazy=lazy,
         namespace=settings.namespace,
         api_key=settings.api_key,
         tls=settings.tls_config(),
