@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
+from duraplan.allow import AllowOptions, allowed_methods
 from duraplan.api_models import (
     NAME_REGEX,
     ChatMessageRequest,
@@ -69,6 +70,7 @@ from executor.service.tenants import (
 from planner.client import ChatSession
 from planner.core import plan_goal
 from planner.errors import BudgetExhausted, PlannerError, ProviderRejected, RateLimited, RepairExhausted
+from schemas.plan import Plan
 
 __all__ = ["PROBLEMS", "TERMINAL_STATES", "create_app", "problem_response", "serve"]
 
@@ -175,6 +177,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     kinds = {404: "not-found", 405: "method-not-allowed", 401: "authentication"}
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:  # the methods of the routes that really serve this path
+        headers = {"Allow": ", ".join(allowed_methods(request.app.routes, request.url.path, NAME_REGEX))}
     return problem_response(exc.status_code, kinds.get(exc.status_code, "http"), str(exc.detail), None, headers=headers)
 
 
@@ -246,12 +250,36 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                             "schema": {"type": "string"},
                         }
                     }
+        _reference_plan_schema(spec, schemas)
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
         app.openapi_schema = spec
         return spec
 
     return build
+
+
+_PLAN_REF = {"$ref": "#/components/schemas/Plan"}
+
+
+def _reference_plan_schema(spec: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Every ``plan`` in the API is the plan JSON Schema (schemas/plan.schema.json), not a free-form
+    object: generated clients and fuzzers then produce real plans."""
+    plan = Plan.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+    defs = plan.pop("$defs", {})
+    clash = sorted(name for name in defs if name in schemas and schemas[name] != defs[name])
+    assert not clash, f"plan schema definitions {clash} clash with API models"
+    schemas.update(defs)
+    if "$ref" not in plan:  # (pydantic puts a recursive model's own schema in $defs)
+        schemas["Plan"] = plan
+    for model in ("SubmitRunRequest", "PlanResponse"):
+        props = schemas.get(model, {}).get("properties", {})
+        if "plan" in props:
+            props["plan"] = {**_PLAN_REF, "description": props["plan"].get("description", "a plan")}
+    validate = spec.get("paths", {}).get("/v1/plans:validate", {}).get("post", {})
+    content = validate.get("requestBody", {}).get("content", {}).get("application/json")
+    if content is not None:
+        content["schema"] = _PLAN_REF
 
 
 def _responses(*codes: int, **extra: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
@@ -321,6 +349,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RPCError, _temporal_error)
     app.add_middleware(RequestGuard)
+    app.add_middleware(AllowOptions, name_regex=NAME_REGEX)
 
     def run_of(tenant: Tenant, run_id: str) -> RunHandle:
         return dp.get_run(run_id, tenant=tenant.tenant_id)

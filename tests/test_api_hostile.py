@@ -162,3 +162,43 @@ async def test_unknown_model_is_a_client_error(
     )
     assert calls == ["no-such-provider/no-such-model"]
     assert_problem(response, 422, "model-rejected")
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        # a run id may contain ":", so GET here is the status of run "r1:cancel"; POST cancels r1
+        ("/v1/runs/r1:cancel", "GET, HEAD, OPTIONS, POST"),
+        ("/v1/runs/r1:pause", "GET, HEAD, OPTIONS, POST"),
+        ("/v1/runs", "GET, HEAD, OPTIONS, POST"),
+        ("/v1/runs/r1", "GET, HEAD, OPTIONS"),
+        ("/v1/runs/r1/events", "OPTIONS, POST"),
+    ],
+)
+async def test_options_and_405_name_the_methods_the_path_serves(
+    http: httpx.AsyncClient, live: LiveApi, path: str, allowed: str
+) -> None:
+    options = await http.options(path)
+    assert (options.status_code, options.headers["allow"]) == (204, allowed)
+    wrong = await http.put(path, headers=live.headers("acme"))
+    assert wrong.status_code == 405 and wrong.headers["allow"] == allowed
+
+
+async def test_openapi_describes_plans_with_the_plan_schema(http: httpx.AsyncClient) -> None:
+    spec = (await http.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    assert schemas["SubmitRunRequest"]["properties"]["plan"]["$ref"] == "#/components/schemas/Plan"
+    body = spec["paths"]["/v1/plans:validate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/Plan"}
+    assert "steps" in schemas["Plan"]["properties"] and "Plan" in schemas
+    refs = {v for v in _all_refs(spec) if v.startswith("#/components/schemas/")}
+    assert {r.rsplit("/", 1)[1] for r in refs} <= set(schemas), "every reference resolves"
+
+
+def _all_refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for v in node.values() for r in _all_refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _all_refs(v)]
+    return []
