@@ -7,12 +7,13 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +46,7 @@ from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, 
 from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from executor.lang.loader import load_plan
 from executor.lang.validate import validate_plan
+from executor.service.admission import Admission
 from executor.service.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, Settings, connect
 from executor.service.converter import utf8_client
 from executor.service.tenants import QuotaExceeded, TenantRegistry
@@ -98,6 +100,7 @@ class Duraplan:
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
         self._owns_tenants = False  # opened by connect(): close() closes it
+        self._admission = Admission()
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:
@@ -174,11 +177,12 @@ class Duraplan:
             token = True
         handle = RunHandle(self, tenant, run_id)
         try:
-            if tenant_quotas is not None:
-                await self._check_concurrency(tenant, tenant_quotas.max_concurrent_runs)
-            handle._started = await self._start(
-                arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
-            )
+            cap = tenant_quotas.max_concurrent_runs if tenant_quotas is not None else None
+            async with self._admitted(tenant, cap) as started:
+                handle._started = await self._start(
+                    arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
+                )
+                started(handle.workflow_id)
             token = False  # spent: the run started
         except WorkflowAlreadyStartedError:
             # Rare path: compare with what the existing run was started with (no memo on the hot path).
@@ -193,18 +197,29 @@ class Duraplan:
                 tenants.return_run_tokens(tenant)
         return handle
 
-    async def _check_concurrency(self, tenant: str, cap: int) -> None:
-        """The tenant's running-run cap. Visibility is eventually consistent: a burst may overshoot
-        by the runs started in the last moment; the rate quota bounds that burst."""
-        if not self.settings.search_attributes:
+    @contextlib.asynccontextmanager
+    async def _admitted(self, tenant: str, cap: int | None) -> AsyncIterator[Callable[[str], None]]:
+        """The tenant's running-run cap, checked and held across the start (see admission.py)."""
+        if cap is None or not self.settings.search_attributes:
+            yield lambda _workflow_id: None
             return
         query = (
             f"DuraplanTenant = {json.dumps(tenant)} AND ExecutionStatus = 'Running' "
             f"AND WorkflowType = '{WORKFLOW_NAME}'"
         )
-        running = (await self.client.count_workflows(query)).count
-        if running >= cap:
-            raise QuotaExceeded("max_concurrent_runs", None, tenant=tenant, detail=f"{running} running, cap {cap}")
+
+        async def visible(limit: int) -> set[str]:
+            return {wf.id async for wf in self.client.list_workflows(query, limit=limit)}
+
+        async def alive(workflow_id: str) -> bool:
+            desc = await self.client.get_workflow_handle(workflow_id).describe()
+            return desc.status == WorkflowExecutionStatus.RUNNING
+
+        def refuse(running: int) -> QuotaExceeded:
+            return QuotaExceeded("max_concurrent_runs", None, tenant=tenant, detail=f"{running} running, cap {cap}")
+
+        async with self._admission.admit(tenant, cap, visible, alive, refuse) as started:
+            yield started
 
     async def _start(
         self,
