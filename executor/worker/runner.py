@@ -16,6 +16,7 @@ from executor.service.config import Settings
 from executor.service.converter import utf8_client
 from executor.service.tenants import TenantRegistry
 from executor.worker.activities import StepActivities
+from executor.worker.memory import pin_mmap_threshold
 from executor.worker.sandbox import Sandbox
 from tools import Store, ToolRegistry, default_registry
 
@@ -79,6 +80,7 @@ async def running_worker(
     enforces tool grants at dispatch; ``parts`` add workflows and activities (``duraplan.running_worker``
     adds the planner's)."""
     registry = registry or default_registry(extra_modules=settings.tool_modules)
+    pin_mmap_threshold()  # large payloads go back to the OS when freed (see executor/worker/memory.py)
     own_store = store is None
     if store is None:
         settings.home.mkdir(parents=True, exist_ok=True)
