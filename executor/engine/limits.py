@@ -23,7 +23,6 @@ __all__ = [
     "MAX_BUFFERED_EVENT_BYTES",
     "MAX_ERROR_BYTES",
     "MAX_JSON_DEPTH",
-    "MAX_RUN_OUTPUT_BYTES",
     "MAX_STEP_OUTPUT_BYTES",
     "bounded_text",
     "clamp_retry_after",
@@ -40,7 +39,6 @@ MAX_STEP_OUTPUT_BYTES = 1 * MIB
 MAX_ERROR_BYTES = 16 * 1024
 # What a workflow may hand one activity (tool arguments, code inputs, a prompt).
 MAX_ACTIVITY_INPUT_BYTES = int(1.5 * MIB)
-MAX_RUN_OUTPUT_BYTES = int(1.5 * MIB)
 # Events accepted before a wait consumes them: each travels in history and in every
 # continue-as-new carry, so the buffer as a whole has to stay far below 2 MiB too.
 MAX_BUFFERED_EVENTS = 100
