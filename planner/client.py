@@ -77,6 +77,7 @@ class ChatSession:
         retry_max_attempts: int = 6,
         idle_timeout_s: float = SessionInput.idle_timeout_s,
         empty_timeout_s: float = SessionInput.empty_timeout_s,
+        history_limit: int | None = None,
     ) -> None:
         self.dp = dp
         self.tenant = _name("tenant", tenant)
@@ -97,6 +98,7 @@ class ChatSession:
             retry_max_attempts=retry_max_attempts,
             idle_timeout_s=idle_timeout_s,
             empty_timeout_s=empty_timeout_s,
+            history_limit=history_limit,
         )
         self._started = False
 

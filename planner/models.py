@@ -60,6 +60,8 @@ class SessionInput:
     # closed workflow); one without any revision (every message failed) ends sooner.
     idle_timeout_s: float = 7 * 24 * 3600.0
     empty_timeout_s: float = 3600.0
+    # Continue-as-new at this history length too (None: when the server suggests it). Tests use it.
+    history_limit: int | None = None
     # Carried across continue-as-new.
     revisions: list[dict[str, Any]] = field(default_factory=list)
 

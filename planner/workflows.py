@@ -62,7 +62,10 @@ class PlanningSession:
         return {"revisions": len(self.revisions_), "runs": runs, "ended": ended}
 
     def _closing(self) -> bool:
-        return self._closed or (workflow.info().is_continue_as_new_suggested() and not self._lock.locked())
+        info = workflow.info()
+        limit = self.inp.history_limit
+        long = info.is_continue_as_new_suggested() or (limit is not None and info.get_current_history_length() >= limit)
+        return self._closed or (long and not self._lock.locked())
 
     async def _until_closed_or_idle(self) -> str:
         """Wait for close (or continue-as-new); end the session when nothing happens for its idle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
@@ -192,3 +193,18 @@ async def test_an_idle_session_ends_after_its_idle_time_and_keeps_its_revisions(
     ended = await chat._handle.result()
     assert ended["ended"] == "idle" and ended["revisions"] == 1
     assert len(await chat._handle.query(PlanningSession.revisions)) == 1
+
+
+async def test_a_session_that_continues_as_new_keeps_its_revisions(env: Any, tenant: str) -> None:
+    """Issue 11 item 17: the revisions are the session's state; continue-as-new must carry them."""
+    env.slot.target = ScriptedModel(GOOD_PLAN, GOOD_PLAN, GOOD_PLAN)
+    chat = session_for(env, tenant, history_limit=12)
+    for turn in range(3):
+        assert (await chat.send(f"greet, take {turn}")).revision == turn + 1
+    assert [r.revision for r in await chat.revisions()] == [1, 2, 3]
+    query = f"WorkflowId = {json.dumps(chat.workflow_id)} AND ExecutionStatus = 'ContinuedAsNew'"
+    for _ in range(100):  # visibility catches up
+        if (await env.dp.client.count_workflows(query)).count:
+            break
+        await asyncio.sleep(0.05)
+    assert (await env.dp.client.count_workflows(query)).count >= 1, "the session continued as new"
