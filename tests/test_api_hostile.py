@@ -43,6 +43,9 @@ def live(dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )
     tenants.create("acme")
     api.keys["acme"] = tenants.issue_key("acme", label="test")
+    tenants.create("capped")
+    tenants.set_quotas("capped", max_concurrent_runs=1)
+    api.keys["capped"] = tenants.issue_key("capped", label="test")
     api.start()
     try:
         yield api
@@ -228,3 +231,15 @@ async def test_progress_streams_are_capped_per_tenant(http: httpx.AsyncClient, l
                 break
         await asyncio.sleep(0.1)
     assert again.status_code == 200
+
+
+async def test_concurrency_refusal_is_429_with_retry_after(http: httpx.AsyncClient, live: LiveApi) -> None:
+    h = live.headers("capped")
+    answers = await asyncio.gather(
+        *(http.post("/v1/runs", json={"plan": WAIT, "session": "s"}, headers=h) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in answers) == [201, 429, 429, 429], [r.text for r in answers]
+    for r in answers:
+        if r.status_code == 429:
+            assert assert_problem(r, 429, "quota")["limit"] == "max_concurrent_runs"
+            assert int(r.headers["Retry-After"]) >= 1
