@@ -47,7 +47,6 @@ from duraplan.api_models import (
     ValidationResult,
 )
 from duraplan.guards import RequestGuard
-from duraplan.streams import StreamSlots, next_poll
 from executor.errors import (
     DuraplanError,
     InputsInvalid,
@@ -352,8 +351,6 @@ def create_app(
     app.add_middleware(RequestGuard)
     app.add_middleware(AllowOptions, name_regex=NAME_REGEX)
 
-    streams = StreamSlots()
-
     def run_of(tenant: Tenant, run_id: str) -> RunHandle:
         return dp.get_run(run_id, tenant=tenant.tenant_id)
 
@@ -457,7 +454,6 @@ def create_app(
         response_class=StreamingResponse,
         responses=_responses(
             404,
-            429,
             s200={
                 "description": "Server-sent events: a `status` event (a RunStatus) on every change, the last one final",
                 "content": {"text/event-stream": {"schema": _SSE_EVENT}},
@@ -467,25 +463,21 @@ def create_app(
     async def run_progress(tenant: TenantDep, run_id: RunId) -> StreamingResponse:
         handle = run_of(tenant, run_id)
         first = await handle.status()  # 404 before the stream starts
-        streams.check(tenant.tenant_id)  # 429 (with Retry-After) over the tenant's open-stream cap
 
         async def events() -> AsyncIterator[str]:
             snapshot: dict[str, Any] | None = first
             last = None
-            wait = POLL_INTERVAL_S
-            with streams.hold(tenant.tenant_id):
-                while True:
-                    if snapshot is None:
-                        await asyncio.sleep(wait)
-                        snapshot = await handle.status()
-                    text = json.dumps(snapshot, default=str)
-                    wait = next_poll(wait, changed=text != last)
-                    if text != last:
-                        last = text
-                        yield f"event: status\ndata: {text}\n\n"
-                    if snapshot.get("state") in TERMINAL_STATES:
-                        return
-                    snapshot = None
+            while True:
+                if snapshot is None:
+                    await asyncio.sleep(POLL_INTERVAL_S)
+                    snapshot = await handle.status()
+                text = json.dumps(snapshot, default=str)
+                if text != last:
+                    last = text
+                    yield f"event: status\ndata: {text}\n\n"
+                if snapshot.get("state") in TERMINAL_STATES:
+                    return
+                snapshot = None
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
