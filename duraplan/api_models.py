@@ -23,6 +23,7 @@ __all__ = [
     "RunAction",
     "RunCreated",
     "RunList",
+    "RunPlan",
     "RunResult",
     "RunStatus",
     "RunSummary",
@@ -110,6 +111,16 @@ class RunStatus(BaseModel):
     plan_hash: str | None = None
     steps: list[JsonObject] = Field(default_factory=list)
     closed_at: str | None = None
+
+
+class RunPlan(BaseModel):
+    """The plan a run executes now and its step records keyed by path (``loop[0].inner``, ``branch.step``)."""
+
+    run_id: str
+    plan: JsonObject | None = Field(description="the latest revision; null when no worker answers")
+    plan_hash: str | None = None
+    revision: int | None = None
+    records: dict[str, JsonObject] = Field(default_factory=dict)
 
 
 class RunResult(BaseModel):

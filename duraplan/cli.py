@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from duraplan.mcp_server import app as mcp_app
+from duraplan.sources_cli import source_app, tools_app
 from duraplan.tenants_cli import app as tenants_app
 from evals.cli import app as evals_app
 from executor.errors import DuraplanError, PlanInvalid
@@ -42,6 +43,8 @@ app.add_typer(events_app, name="events")
 app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
 app.add_typer(evals_app)  # `duraplan eval` and `duraplan eval-compare`
 app.add_typer(tenants_app, name="tenants")
+tenants_app.add_typer(source_app, name="source")  # `duraplan tenants source add|list|refresh|remove`
+app.add_typer(tools_app, name="tools")  # `duraplan tools list [--tenant T]`
 app.add_typer(mcp_app)  # `duraplan mcp`
 out = Console()
 err = Console(stderr=True)
@@ -68,9 +71,6 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         code = 0
-        # SIGTERM unwinds like Ctrl-C: `async with` blocks close (the dev server stops its
-        # Temporal process) instead of the process dying with its children still holding ports.
-        signal.signal(signal.SIGTERM, _terminated)
         try:
             asyncio.run(fn(*args, **kwargs))
         except typer.Exit as exc:
@@ -85,6 +85,8 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
                 err.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
             code = 2
         except DuraplanError as exc:
+            code = _fail(str(exc)).exit_code
+        except ConnectionError as exc:  # tools.DatabaseUnavailable: the message names the database
             code = _fail(str(exc)).exit_code
         except RuntimeError as exc:
             if "connect" not in str(exc).lower():
@@ -398,6 +400,10 @@ async def dev(
     from duraplan.worker import running_worker
     from executor.service.devserver import DevServer
 
+    # SIGTERM unwinds like Ctrl-C: the `async with` blocks close, so the dev server stops its
+    # Temporal process instead of this process dying with its child still holding the ports.
+    signal.signal(signal.SIGTERM, _terminated)
+
     settings = Settings.from_env(home=home)
     settings.home.mkdir(parents=True, exist_ok=True)
     async with DevServer(
@@ -412,7 +418,7 @@ async def dev(
                 api = asyncio.create_task(serve(settings, host="127.0.0.1", port=api_port, log_level="warning"))
                 out.print(
                     f"HTTP API http://127.0.0.1:{api_port}   docs http://127.0.0.1:{api_port}/docs   "
-                    f"OpenAPI http://127.0.0.1:{api_port}/openapi.json",
+                    f"OpenAPI http://127.0.0.1:{api_port}/openapi.json   console http://127.0.0.1:{api_port}/ui/",
                     highlight=False,
                 )
                 out.print("worker ready; Ctrl-C to stop")

@@ -222,7 +222,7 @@ def create_server(
         bad tool arguments, expression and code syntax, durations and limits."""
         if dp.tenants is not None:
             dp.tenants.get(tenant)
-        _, issues = check_plan(plan, tools=dp.registry, granted=granted())
+        _, issues = check_plan(plan, tools=dp.registry_for(tenant), granted=granted())
         return ValidationResult(valid=not issues, issues=_issues(issues))
 
     @server.tool(annotations=ToolAnnotations(idempotent_hint=True, destructive_hint=False))

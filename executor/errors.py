@@ -6,7 +6,8 @@
     ├── RunNotFound               no run with that id for that tenant
     ├── RunConflict               an existing run id was reused with a different plan or inputs
     ├── RunStateError             the operation does not fit the run's state (e.g. event to a finished run)
-    └── RunFailed                 ``result()`` of a run that failed, was cancelled or terminated
+    ├── RunFailed                 ``result()`` of a run that failed, was cancelled or terminated
+    └── SettingsInvalid           (also a ValueError) a DURAPLAN_* setting duraplan cannot use
 
 Step failures travel inside Temporal as ``ApplicationError`` with ``type`` set to the error type a
 plan can name in ``retry.non_retryable``; ``executor.worker.activities`` is the one place that translates.
@@ -26,6 +27,7 @@ __all__ = [
     "RunFailed",
     "RunNotFound",
     "RunStateError",
+    "SettingsInvalid",
 ]
 
 
@@ -83,3 +85,7 @@ class RunFailed(DuraplanError):
         self.status = status
         self.details = details
         super().__init__(f"run {run_id!r} {status}: {message}")
+
+
+class SettingsInvalid(DuraplanError, ValueError):
+    """A setting (environment variable) has a value duraplan cannot use; the message names it."""

@@ -88,7 +88,7 @@ class ChatSession:
             session=session,
             model=model,
             # With tenancy, the model is shown (and may use) the tenant's granted tools only.
-            catalog=catalog if catalog is not None or dp.tenants is None else dp.tools_for(tenant).catalog(),
+            catalog=catalog if catalog is not None or dp.tenants is None else dp.catalog_for(tenant),
             local_tools=[n for n in dp.registry.names() if dp.registry.get(n).local],
             max_attempts=max_attempts,
             budget_usd=budget_usd,

@@ -1,7 +1,8 @@
 """Plans whose recorded histories are committed in tests/histories and replayed by test_replay.
 
 Re-record after an intentional, versioned change to the interpreter:
-``.venv/bin/python tests/replay_plans.py`` (starts its own dev server).
+``.venv/bin/python tests/replay_plans.py [NAME...]`` (starts its own dev server; every plan when no
+name is given).
 """
 
 from __future__ import annotations
@@ -88,10 +89,34 @@ PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] =
         {},
         [("approval", {"ok": False, "by": "ann"})],
     ),
+    "script_host_calls": (
+        {
+            "name": "replay-script",
+            "steps": [
+                {
+                    "id": "s",
+                    "kind": "script",
+                    "code": (
+                        "tool('kv.put', key='hold', value=1)\n"
+                        "compensate('kv.delete', key='hold')\n"
+                        "t = now()\n"
+                        "r = random()\n"
+                        "both = parallel([call('sleep', '1s'), call('tool', 'debug.echo', value=r)])\n"
+                        "ok = wait_for_event('approval', timeout='1h')\n"
+                        "if not ok['ok']:\n"
+                        "    fail('denied by ' + ok['by'], error_type='Denied')\n"
+                        "'done'\n"
+                    ),
+                }
+            ],
+        },
+        {},
+        [("approval", {"ok": False, "by": "ann"})],
+    ),
 }
 
 
-async def _record() -> None:
+async def _record(names: list[str]) -> None:
     import contextlib
     import json
     import tempfile
@@ -107,6 +132,8 @@ async def _record() -> None:
             async with running_worker(server.client, settings):
                 dp = Duraplan(server.client, settings)
                 for name, (plan, inputs, events) in PLANS.items():
+                    if names and name not in names:
+                        continue
                     handle = await dp.submit_plan(plan, tenant="replay", session="s", inputs=inputs, run_id=name)
                     for event_type, payload in events:
                         await handle.send_event(event_type, payload)
@@ -123,4 +150,4 @@ if __name__ == "__main__":
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    asyncio.run(_record())
+    asyncio.run(_record(sys.argv[1:]))  # names of the plans to record; all when none

@@ -99,6 +99,7 @@ class ContainersMixin(EngineBase):
                     history_limit=self.inp.history_limit,
                     search_attributes=self.inp.search_attributes,
                     quotas=self.inp.quotas,
+                    tool_pins=self.inp.tool_pins,
                 ),
                 id=f"{self.inp.tenant}/{child_id}/{self.inp.generation}",
                 search_attributes=workflow.info().typed_search_attributes if self.inp.search_attributes else None,

@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from executor.engine.limits import MAX_BUFFERED_EVENT_BYTES, MAX_BUFFERED_EVENTS, json_size
 from executor.engine.models import TERMINAL_STATES, EventRecord, StepRecord
-from schemas.plan import ForeachStep, Step, SwitchStep, WaitForEventStep
+from schemas.plan import ForeachStep, ScriptStep, Step, SwitchStep, WaitForEventStep
 
 __all__ = ["EVENT_BUFFER_FULL", "NO_CONSUMER", "check_buffer", "check_consumer", "waiters_left"]
 
@@ -47,6 +47,8 @@ def waiters_left(steps: list[Step], records: Mapping[str, StepRecord], event_typ
             continue
         if isinstance(step, WaitForEventStep) and step.event == event_type:
             left += 1
+        elif isinstance(step, ScriptStep):
+            return None  # a script waits for events as its code decides: no fixed count
         elif isinstance(step, ForeachStep):
             if waiters_left(step.steps, {}, event_type) != 0:
                 return None

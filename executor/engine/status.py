@@ -7,7 +7,7 @@ from typing import Any
 
 from executor.engine.models import StepError, StepRecord
 
-__all__ = ["compact", "error_dict", "preview", "record_dict"]
+__all__ = ["compact", "error_dict", "preview", "public_detail", "record_dict"]
 
 
 def compact(records: dict[str, StepRecord]) -> dict[str, StepRecord]:
@@ -43,8 +43,16 @@ def record_dict(rec: StepRecord) -> dict[str, Any]:
         "ended_at": rec.ended_at,
         "error": error_dict(rec.error),
         "output_preview": preview(rec.output),
-        "detail": rec.detail,
+        "detail": public_detail(rec.detail),
     }
+
+
+def public_detail(detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A record's detail without the engine's private state (keys starting with ``_``: a script's
+    snapshot and call log), which status shows in its own form or not at all."""
+    if detail is None or not any(k.startswith("_") for k in detail):
+        return detail
+    return {k: v for k, v in detail.items() if not k.startswith("_")}
 
 
 def preview(value: Any, limit: int = 200) -> str | None:

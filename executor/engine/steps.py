@@ -44,6 +44,7 @@ from schemas.plan import (
     ForeachStep,
     LlmStep,
     Retry,
+    ScriptStep,
     SetStep,
     SleepStep,
     Step,
@@ -86,6 +87,8 @@ class StepsMixin(EngineBase):
                 return await self._activity_step(step, path, frame, rec)
             case LlmStep():
                 return await self._activity_step(step, path, frame, rec)
+            case ScriptStep():
+                return await self._script(step, path, frame, rec)
             case SetStep():
                 self._count_step(path)
                 return self._guard_output(path, self._render(step.value, frame, "/value"))
@@ -221,6 +224,7 @@ class StepsMixin(EngineBase):
                     step.tool,
                     self._render(step.args, frame, "/args"),
                     self._step_quota,
+                    self.inp.tool_pins.get(step.tool),
                 )
             case CodeStep():
                 name = RUN_CODE

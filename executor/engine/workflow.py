@@ -8,6 +8,7 @@ The interpreter is split along its sections; this class holds the entry point, t
 (status query, event/pause/resume updates) and replanning, and mixes in:
 
     scheduling.py     blocks as DAGs, a step's life cycle, step budgets, continue-as-new
+    script.py         script steps: sandboxed Python whose host calls are durable steps
     steps.py          the exhaustive match over step kinds; activity steps, timers, events
     containers.py     foreach, switch, subplan
     compensation.py   undo actions on failure or cancel
@@ -53,11 +54,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from executor.engine.retry import to_step_error
     from executor.engine.scheduling import SchedulingMixin
+    from executor.engine.script import ScriptMixin, script_calls
     from executor.engine.status import compact, error_dict, record_dict
     from executor.engine.steps import StepsMixin
     from executor.lang.expressions import ExpressionError, evaluate, render
+    from executor.lang.script import analyse
     from executor.lang.validate import all_steps
-    from schemas.plan import ForeachStep, Plan, Step, WaitForEventStep, parse_duration
+    from schemas.plan import ForeachStep, Plan, ScriptStep, Step, WaitForEventStep, parse_duration
 
 __all__ = ["WORKFLOW_NAME", "PlanWorkflow"]
 
@@ -66,7 +69,7 @@ _PATCH_NO_FINAL_UPSERT = "no-final-status-upsert"
 
 
 @workflow.defn(name=WORKFLOW_NAME)
-class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMixin):
+class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMixin, ScriptMixin):
     @workflow.init
     def __init__(self, inp: RunInput) -> None:
         self.inp = inp
@@ -256,6 +259,11 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         return self.state
 
     @workflow.query
+    def plan_view(self) -> dict[str, Any]:
+        """The plan the run executes now (its latest revision), for drawing it: queries add no history."""
+        return {"plan": self.plan_json, "plan_hash": self.current_hash, "revision": len(self.revisions)}
+
+    @workflow.query
     def step_records(self) -> dict[str, Any]:
         """Every record by path, nested steps included."""
         return {path: record_dict(rec) for path, rec in self.records.items()}
@@ -362,6 +370,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             search_attributes=self.inp.search_attributes,
             revisions=self.revisions,
             quotas=self.inp.quotas,
+            tool_pins=self.inp.tool_pins,
             carry=Carry(
                 records={k: record_to_json(v) for k, v in compact(self.records).items()},
                 events=self.events,
@@ -383,6 +392,8 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
                 "done": done if rec.state != "completed" else rec.detail["items"],
                 "total": rec.detail["items"],
             }
+        if isinstance(step, ScriptStep):
+            view["calls"] = script_calls(rec)
         return view
 
 
@@ -393,4 +404,7 @@ def _event_schemas(steps: list[Step]) -> dict[str, list[dict[str, Any]]]:
             schemas = out.setdefault(step.event, [])
             if step.payload_schema is not None:
                 schemas.append(step.payload_schema)
+        elif isinstance(step, ScriptStep):  # a script's wait_for_event("x") names a literal type
+            for event in sorted(analyse(step.code).events):
+                out.setdefault(event, [])
     return out

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from temporalio.api.enums.v1 import EventType
@@ -52,6 +52,9 @@ from executor.service.converter import utf8_client
 from executor.service.tenants import QuotaExceeded, TenantRegistry
 from schemas.plan import Plan
 from tools import ToolRegistry, default_registry
+
+if TYPE_CHECKING:
+    from executor.service.sources import ToolSources
 
 __all__ = ["MAX_EVENT_BYTES", "Duraplan", "RunHandle", "list_runs", "submit_plan"]
 
@@ -132,8 +135,12 @@ class Duraplan:
         session: str,
         inputs: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        tool_pins: Mapping[str, str] | None = None,
     ) -> RunHandle:
-        """Validate and start a run; idempotent on ``run_id`` (same plan and inputs: same run)."""
+        """Validate and start a run; idempotent on ``run_id`` (same plan and inputs: same run).
+
+        ``tool_pins``: source tool -> schema hash of the catalog the plan was made with (default:
+        the tenant's current catalog); a call to a tool that changed since fails the step."""
         _check_name("tenant", tenant)
         _check_name("session", session)
         run_id = _check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
@@ -142,7 +149,7 @@ class Duraplan:
             self.tenants.get(tenant)  # UnknownTenant before anything else
             granted = functools.partial(self.tenants.is_tool_granted, tenant)
         parsed = validate_plan(
-            plan if isinstance(plan, Plan) else load_plan(plan), tools=self.registry, granted=granted
+            plan if isinstance(plan, Plan) else load_plan(plan), tools=self.registry_for(tenant), granted=granted
         )
         body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
         inputs = dict(inputs or {})
@@ -168,6 +175,7 @@ class Duraplan:
             local_tools=[n for n in self.registry.names() if self.registry.get(n).local],
             search_attributes=self.settings.search_attributes,
             quotas=tenant_quotas.for_run() if tenant_quotas is not None else None,
+            tool_pins=self._pins(tenant, parsed, tool_pins),
         )
         # After validation (an invalid plan costs no quota); the rate token first: refusing a
         # flood must cost a local SQLite update, not a visibility query per request.
@@ -258,9 +266,41 @@ class Duraplan:
         if self.tenants is None:
             return self.registry
         self.tenants.get(tenant)
-        return ToolRegistry(
-            self.registry.get(name) for name in self.registry.names() if self.tenants.is_tool_granted(tenant, name)
-        )
+        every = self.registry_for(tenant)
+        return ToolRegistry(every.get(name) for name in every.names() if self.tenants.is_tool_granted(tenant, name))
+
+    @functools.cached_property
+    def sources(self) -> ToolSources:
+        """The tenants' tool sources (MCP servers, OpenAPI services); needs the tenant registry."""
+        from executor.service.sources import ToolSources
+
+        if self.tenants is None:
+            raise RunStateError("tool sources need the tenant registry (DURAPLAN_TENANCY=1)")
+        reserved = frozenset(name.split(".", 1)[0] for name in self.registry.names())
+        return ToolSources(self.tenants, reserved=reserved, allow_stdio=self.settings.mcp_stdio)
+
+    def registry_for(self, tenant: str) -> ToolRegistry:
+        """The worker's tools plus ``tenant``'s source tools, granted or not (what plans validate against)."""
+        if self.tenants is None:
+            return self.registry
+        return self.sources.registry_for(tenant, self.registry)
+
+    def catalog_for(self, tenant: str) -> list[dict[str, Any]]:
+        """The granted catalog a planner is shown; source tools carry ``source`` and ``schema_hash``."""
+        entries = self.tools_for(tenant).catalog()
+        if self.tenants is None:
+            return entries
+        extra = {e["name"]: e for e in self.sources.entries(tenant)}
+        return [{**e, **extra.get(e["name"], {})} for e in entries]
+
+    def _pins(self, tenant: str, plan: Plan, given: Mapping[str, str] | None) -> dict[str, str]:
+        if self.tenants is None:
+            return dict(given or {})
+        from executor.service.sources import plan_tools, tool_pins
+
+        used = plan_tools(plan)
+        current = tool_pins(used, self.sources.entries(tenant))
+        return {**current, **{k: v for k, v in (given or {}).items() if k in used}}
 
     def get_run(self, run_id: str, *, tenant: str) -> RunHandle:
         return RunHandle(self, _check_name("tenant", tenant), _check_name("run_id", run_id))
@@ -352,6 +392,20 @@ class RunHandle:
         status["started_at_server"] = desc.start_time.isoformat()
         status["closed_at"] = desc.close_time.isoformat() if desc.close_time else None
         return status
+
+    async def plan(self) -> dict[str, Any]:
+        """The plan the run executes now and every step record by path (nested steps included).
+
+        ``plan`` is None when no worker answers the query (the run's state still comes from ``status``)."""
+        await self._describe()  # RunNotFound for an unknown run, another tenant's included
+        view: dict[str, Any] = {"plan": None, "plan_hash": None, "revision": None, "records": {}}
+        try:
+            view.update(await self._handle.query(PlanWorkflow.plan_view))
+            # Apart: a huge foreach's records can outgrow a query answer; the plan alone still draws.
+            view["records"] = await self._handle.query(PlanWorkflow.step_records)
+        except (RPCError, Exception):  # as in status(): a closed run without a worker cannot answer
+            pass
+        return {"run_id": self.run_id, **view}
 
     async def result(self, timeout: float | None = None) -> Any:
         """The run's output; ``RunFailed`` if it failed, was cancelled or terminated."""

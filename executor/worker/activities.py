@@ -11,21 +11,25 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_TOOL, TENANT_BUSY
+from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_SCRIPT, RUN_TOOL, TENANT_BUSY
 from executor.engine.limits import MAX_STEP_OUTPUT_BYTES, bounded_text
-from executor.engine.models import CodeCall, LlmCall, StepQuota, ToolCall
+from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
 from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.fairness import TenantGate
 from executor.worker.redaction import Redactor
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
+from executor.worker.script import run_segment, script_call
+
+if TYPE_CHECKING:
+    from executor.service.sources import SourceCalls
 from tools.egress import HttpPolicy
 from tools.errors import ToolError
-from tools.registry import ToolContext, ToolRegistry
+from tools.registry import Tool, ToolContext, ToolRegistry
 from tools.store import Store
 
 __all__ = [
@@ -35,10 +39,11 @@ __all__ = [
     "heartbeating",
     "run_code",
     "run_llm",
+    "run_script",
     "run_tool",
 ]
 
-run_tool, run_code, run_llm = RUN_TOOL, RUN_CODE, RUN_LLM
+run_tool, run_code, run_llm, run_script = RUN_TOOL, RUN_CODE, RUN_LLM, RUN_SCRIPT
 MAX_OUTPUT_BYTES = MAX_STEP_OUTPUT_BYTES
 SECRET_KEY = "$secret"  # {"$secret": "NAME"} in tool arguments: resolved only inside the activity
 
@@ -131,8 +136,11 @@ class StepActivities:
         default_model: str | None = None,
         completion: Callable[..., Awaitable[Any]] | None = None,
         tenants: TenantRegistry | None = None,
+        sources: SourceCalls | None = None,
     ) -> None:
+        """``sources``: the tenants' MCP/OpenAPI tool sources (with tenancy)."""
         self.registry = registry
+        self.sources = sources
         self.store = store
         self.sandbox = sandbox
         self.default_model = default_model
@@ -141,7 +149,7 @@ class StepActivities:
         self.gate = TenantGate()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.tool, self.code, self.llm]
+        return [self.tool, self.code, self.llm, self.script]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
@@ -156,7 +164,7 @@ class StepActivities:
                 # Every secret of the tenant, not only those this step uses: a value an earlier
                 # step wrote or a service echoes must not reach history either.
                 secrets = Redactor(self.tenants.secret_values(call.tenant))
-            tool = self.registry.get(call.tool)
+            tool = self._lookup(call)
             args, used = self._resolve_secrets(call.tenant, call.args)
             if used and not tool.accepts_secrets:
                 raise ToolError(
@@ -189,6 +197,12 @@ class StepActivities:
         # Secret values never leave the activity: not in outputs, so not in history or status.
         return _checked_output(secrets.value(result), f"tool {call.tool!r}", call.quota)
 
+    def _lookup(self, call: ToolCall) -> Tool:
+        """The worker's own tool, else the tenant's source tool (checked against the run's pin)."""
+        if call.tool in self.registry or self.sources is None:
+            return self.registry.get(call.tool)
+        return self.sources.tool(call.tenant, call.tool, call.pin) or self.registry.get(call.tool)
+
     def _resolve_secrets(self, tenant: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Replace ``{"$secret": "NAME"}`` values with the tenant's secret, here and nowhere else."""
         found: list[str] = []
@@ -212,7 +226,8 @@ class StepActivities:
         """With tenancy, HTTP goes only where the tenant's allowlist says (empty: nowhere)."""
         if self.tenants is None:
             return None
-        return HttpPolicy(allowed_hosts=frozenset(self.tenants.egress(tenant)))
+        policy: HttpPolicy = self.tenants.http_policy(tenant)
+        return policy
 
     @activity.defn(name=run_code)
     async def code(self, call: CodeCall) -> Any:
@@ -229,8 +244,6 @@ class StepActivities:
 
     @activity.defn(name=run_llm)
     async def llm(self, call: LlmCall) -> dict[str, Any]:
-        from executor.worker.llm import complete
-
         model = call.model or self.default_model
         if not model:
             raise _fail(
@@ -239,5 +252,33 @@ class StepActivities:
                 retryable=False,
             )
         async with _admitted(self.gate, call.tenant, call.quota):
-            result = await heartbeating(complete(call, model, self._completion))
+            return await self._llm(call, model)
+
+    async def _llm(self, call: LlmCall, model: str) -> dict[str, Any]:
+        from executor.worker.llm import complete
+
+        result = await heartbeating(complete(call, model, self._completion))
         return dict(_checked_output(result, "llm step", call.quota))
+
+    @activity.defn(name=run_script)
+    async def script(self, seg: ScriptSegment) -> dict[str, Any]:
+        """One script segment; its tool or llm call goes through ``_tool`` / ``llm`` like a step's."""
+
+        async def perform(fn: str, args: list[Any], kwargs: dict[str, Any], index: int) -> Any:
+            call = script_call(seg, fn, args, kwargs, index)
+            if isinstance(call, ToolCall):
+                return await self._tool(call)
+            model = call.model or self.default_model
+            if not model:
+                message = "llm() has no model: pass model= or set DURAPLAN_MODEL"
+                raise _fail(message, "LlmNotConfigured", retryable=False)
+            return (await self._llm(call, model))["content"]
+
+        try:
+            async with _admitted(self.gate, seg.tenant, seg.quota):
+                result = await heartbeating(run_segment(self.sandbox, seg, perform))
+        except SandboxError as exc:
+            raise _fail(f"script segment failed: {exc}", exc.error_type, retryable=exc.retryable) from None
+        if "output" in result:
+            result["output"] = _checked_output(result["output"], "script step", seg.quota)
+        return result
