@@ -25,6 +25,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
+from duraplan.allow import AllowOptions, allowed_methods
 from duraplan.api_models import (
     NAME_REGEX,
     ChatMessageRequest,
@@ -50,6 +51,7 @@ from duraplan.api_models import (
 from duraplan.api_ops import add_ops_routes
 from duraplan.api_sources import add_source_routes
 from duraplan.console import mount_console
+from duraplan.guards import RequestGuard
 from duraplan.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
 from executor.errors import (
     DuraplanError,
@@ -73,7 +75,8 @@ from executor.service.tenants import (
 )
 from planner.client import ChatSession
 from planner.core import plan_goal
-from planner.errors import BudgetExhausted, PlannerError, RateLimited, RepairExhausted
+from planner.errors import BudgetExhausted, PlannerError, ProviderRejected, RateLimited, RepairExhausted
+from schemas.plan import Plan
 
 __all__ = ["PROBLEMS", "TERMINAL_STATES", "create_app", "problem_response", "serve"]
 
@@ -81,6 +84,7 @@ PROBLEMS = "https://duraplan.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "terminated"})
 POLL_INTERVAL_S = 0.2
+CONCURRENCY_RETRY_S = 5.0
 Completion = Callable[..., Awaitable[Any]]
 
 
@@ -117,7 +121,10 @@ def _problem_for(exc: DuraplanError) -> JSONResponse:
             401, "authentication", "Authentication failed", detail, headers={"WWW-Authenticate": "Bearer"}
         )
     if isinstance(exc, QuotaExceeded):
-        headers = None if exc.retry_after_s is None else {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        retry_after = exc.retry_after_s
+        if retry_after is None and _QUOTA_STATUS.get(exc.limit, 429) == 429:
+            retry_after = CONCURRENCY_RETRY_S  # a running run must end first: try again later
+        headers = None if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
         return problem_response(
             _QUOTA_STATUS.get(exc.limit, 429),
             "quota",
@@ -145,6 +152,9 @@ def _problem_for(exc: DuraplanError) -> JSONResponse:
         return problem_response(403, "forbidden", "Tool not granted", detail)
     if isinstance(exc, RepairExhausted | BudgetExhausted):
         return problem_response(422, "planning-failed", "No valid plan", detail, **exc.details())
+    if isinstance(exc, ProviderRejected) and exc.status in (400, 404, 422):
+        # an unknown model, a request the provider cannot take: the client's choice, not an outage
+        return problem_response(422, "model-rejected", "Model rejected the request", detail, provider_status=exc.status)
     if isinstance(exc, PlannerError):
         retry = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else None
         headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
@@ -173,6 +183,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     kinds = {404: "not-found", 405: "method-not-allowed", 401: "authentication"}
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:  # the methods of the routes that really serve this path
+        headers = {"Allow": ", ".join(allowed_methods(request.app.routes, request.url.path, NAME_REGEX))}
     return problem_response(exc.status_code, kinds.get(exc.status_code, "http"), str(exc.detail), None, headers=headers)
 
 
@@ -186,6 +198,9 @@ async def _temporal_error(request: Request, exc: Exception) -> Response:
         return problem_response(404, "not-found", "Not found", message)
     if exc.status == RPCStatusCode.INVALID_ARGUMENT:
         return problem_response(400, "bad-request", "Bad request", message)
+    if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED and "larger than max" in message:
+        # gRPC's message size limit: the same request can never pass, so not 429 (clients retry those)
+        return problem_response(413, "payload-too-large", "Request too large for Temporal", message)
     if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED:
         return problem_response(429, "quota", "Temporal rate limit", message, headers={"Retry-After": "1"})
     return problem_response(503, "unavailable", "Temporal unavailable", message)
@@ -241,12 +256,36 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                             "schema": {"type": "string"},
                         }
                     }
+        _reference_plan_schema(spec, schemas)
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
         app.openapi_schema = spec
         return spec
 
     return build
+
+
+_PLAN_REF = {"$ref": "#/components/schemas/Plan"}
+
+
+def _reference_plan_schema(spec: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Every ``plan`` in the API is the plan JSON Schema (schemas/plan.schema.json), not a free-form
+    object: generated clients and fuzzers then produce real plans."""
+    plan = Plan.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+    defs = plan.pop("$defs", {})
+    clash = sorted(name for name in defs if name in schemas and schemas[name] != defs[name])
+    assert not clash, f"plan schema definitions {clash} clash with API models"
+    schemas.update(defs)
+    if "$ref" not in plan:  # (pydantic puts a recursive model's own schema in $defs)
+        schemas["Plan"] = plan
+    for model in ("SubmitRunRequest", "PlanResponse"):
+        props = schemas.get(model, {}).get("properties", {})
+        if "plan" in props:
+            props["plan"] = {**_PLAN_REF, "description": props["plan"].get("description", "a plan")}
+    validate = spec.get("paths", {}).get("/v1/plans:validate", {}).get("post", {})
+    content = validate.get("requestBody", {}).get("content", {}).get("application/json")
+    if content is not None:
+        content["schema"] = _PLAN_REF
 
 
 def _responses(*codes: int, **extra: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
@@ -318,6 +357,8 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RPCError, _temporal_error)
+    app.add_middleware(RequestGuard)
+    app.add_middleware(AllowOptions, name_regex=NAME_REGEX)
     streams = StreamSlots(max_streams_per_tenant)
     mount_console(app)
 

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -27,6 +28,7 @@ from executor.lang.loader import load_plan
 from executor.lang.validate import check_plan
 from executor.service.client import Duraplan, RunHandle
 from executor.service.config import Settings
+from executor.service.devserver import DevServerError
 from executor.service.process import exit_process
 from executor.service.telemetry import configure_telemetry
 from planner.cli import app as planner_app
@@ -75,6 +77,10 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
             asyncio.run(fn(*args, **kwargs))
         except typer.Exit as exc:
             code = exc.exit_code
+        except _Terminated:
+            code = 143
+        except DevServerError as exc:  # e.g. the port is taken: one line, not a traceback
+            code = _fail(str(exc).splitlines()[0]).exit_code
         except PlanInvalid as exc:
             err.print(f"[red]error:[/red] plan is invalid ({len(exc.issues)} problem(s))", highlight=False)
             for issue in exc.issues:
@@ -95,8 +101,27 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
     return wrapper
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so every ``finally`` and ``async with`` runs."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 async def _dp(address: str | None, namespace: str | None) -> Duraplan:
     return await Duraplan.connect(Settings.from_env(address=address, namespace=namespace))
+
+
+def _check_locally(plan: Path, address: str | None, namespace: str | None) -> None:
+    """PlanInvalid for a plan that can never run, before any connection is tried (tool grants
+    are the server's to check)."""
+    from tools import default_registry
+
+    settings = Settings.from_env(address=address, namespace=namespace)
+    _, issues = check_plan(load_plan(plan), tools=default_registry(extra_modules=settings.tool_modules))
+    if issues:
+        raise PlanInvalid(issues)
 
 
 def _parse_inputs(pairs: list[str], inputs_json: str | None) -> dict[str, Any]:
@@ -241,6 +266,7 @@ async def run(
 ) -> None:
     """Submit a plan and (by default) follow its steps live until it ends."""
     values = _parse_inputs(input or [], inputs)
+    _check_locally(plan, address, namespace)  # the plan's problems first, with or without a server
     dp = await _dp(address, namespace)
     handle = await dp.submit_plan(plan, tenant=tenant, session=session, inputs=values, run_id=run_id)
     if not wait:
@@ -375,6 +401,10 @@ async def dev(
     """Start the embedded Temporal dev server (SQLite, WAL) and a worker; prints the UI address."""
     from duraplan.worker import running_worker
     from executor.service.devserver import DevServer
+
+    # SIGTERM unwinds like Ctrl-C: the `async with` blocks close, so the dev server stops its
+    # Temporal process instead of this process dying with its child still holding the ports.
+    signal.signal(signal.SIGTERM, _terminated)
 
     settings = Settings.from_env(home=home)
     settings.home.mkdir(parents=True, exist_ok=True)

@@ -28,10 +28,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from duraplan.mcp_auth import TenantKeyAuth, check_http_auth
 from executor.errors import DuraplanError, PlanInvalid, PlanIssue, RunFailed
 from executor.lang.validate import check_plan
 from executor.service.client import NAME_PATTERN, Duraplan
-from executor.service.config import Settings
+from executor.service.config import Settings, connect
 from executor.service.process import exit_process
 
 __all__ = ["app", "create_server", "main", "serve"]
@@ -341,14 +342,27 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     settings: Settings | None = None,
+    no_auth: bool = False,
 ) -> None:
-    """Connect to Temporal (``Settings`` from the environment) and serve until the transport closes."""
-    dp = await Duraplan.connect(settings)
+    """Serve until the transport closes (``Settings`` from the environment). Temporal is reached
+    lazily: with it down, validate_plan still answers and the other tools say why they cannot.
+    Over HTTP every request needs an API key of ``tenant`` unless ``no_auth`` (loopback only)."""
+    settings = settings or Settings.from_env()
+    registry = settings.tenant_registry()
+    if transport == "http":
+        check_http_auth(host, registry, no_auth)
+    dp = Duraplan(await connect(settings, lazy=True), settings, tenants=registry)
     server = create_server(dp, tenant=tenant)
     if transport == "stdio":
         await server.run_stdio_async()
-    else:
-        await server.run_streamable_http_async(host=host, port=port)
+        return
+    import uvicorn
+
+    app: Any = server.streamable_http_app(host=host)
+    if not no_auth:
+        assert registry is not None  # check_http_auth
+        app = TenantKeyAuth(app, registry, tenant)
+    await uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).serve()
 
 
 app = typer.Typer(help="Serve duraplan to agents over MCP.", no_args_is_help=False, add_completion=False)
@@ -364,6 +378,9 @@ def mcp_command(
     ] = "stdio",
     host: Annotated[str, typer.Option("--host", help="HTTP bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8765,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="HTTP without API keys: loopback development only.")
+    ] = False,
 ) -> None:
     """Serve the duraplan tools (validate, plan, submit, status, events, cancel, list) over MCP."""
     if transport not in ("stdio", "http"):
@@ -374,7 +391,8 @@ def mcp_command(
         raise typer.Exit(2)
     code = 0
     try:
-        asyncio.run(serve("stdio" if transport == "stdio" else "http", tenant=tenant, host=host, port=port))
+        kind: Literal["stdio", "http"] = "stdio" if transport == "stdio" else "http"
+        asyncio.run(serve(kind, tenant=tenant, host=host, port=port, no_auth=no_auth))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # cannot connect to Temporal, port in use, ...: one line, no traceback

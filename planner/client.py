@@ -75,6 +75,9 @@ class ChatSession:
         run_task_queue: str | None = None,
         retry_initial_s: float = 1.0,
         retry_max_attempts: int = 6,
+        idle_timeout_s: float = SessionInput.idle_timeout_s,
+        empty_timeout_s: float = SessionInput.empty_timeout_s,
+        history_limit: int | None = None,
     ) -> None:
         self.dp = dp
         self.tenant = _name("tenant", tenant)
@@ -93,6 +96,9 @@ class ChatSession:
             run_task_queue=run_task_queue,
             retry_initial_s=retry_initial_s,
             retry_max_attempts=retry_max_attempts,
+            idle_timeout_s=idle_timeout_s,
+            empty_timeout_s=empty_timeout_s,
+            history_limit=history_limit,
         )
         self._started = False
 

@@ -56,6 +56,12 @@ class SessionInput:
     retry_max_interval_s: float = 60.0
     retry_max_attempts: int = 6
     planning_timeout_s: float = 600.0
+    # A session with no message or submit for this long ends (its revisions stay readable in the
+    # closed workflow); one without any revision (every message failed) ends sooner.
+    idle_timeout_s: float = 7 * 24 * 3600.0
+    empty_timeout_s: float = 3600.0
+    # Continue-as-new at this history length too (None: when the server suggests it). Tests use it.
+    history_limit: int | None = None
     # Carried across continue-as-new.
     revisions: list[dict[str, Any]] = field(default_factory=list)
 

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["SESSION_WORKFLOW", "PlanningSession", "session_workflow_id"]
 
 SESSION_WORKFLOW = "DuraplanPlanningSession"
+_PATCH_IDLE_END = "session-idle-end"
 NON_RETRYABLE = ["ModelNotConfigured", "ProviderRejected", "RepairExhausted", "BudgetExhausted", "PlannerError"]
 
 
@@ -45,16 +46,45 @@ class PlanningSession:
         self.revisions_: list[dict[str, Any]] = list(inp.revisions)
         self._lock = asyncio.Lock()  # one message or submission at a time, in arrival order
         self._closed = False
+        self._activity = 0  # messages and submits handled: a change re-arms the idle timer
 
     @workflow.run
     async def run(self, inp: SessionInput) -> dict[str, Any]:
-        await workflow.wait_condition(
-            lambda: self._closed or (workflow.info().is_continue_as_new_suggested() and not self._lock.locked())
-        )
+        ended = "closed"
+        if workflow.patched(_PATCH_IDLE_END):
+            ended = await self._until_closed_or_idle()
+        else:  # sessions started before idle sessions ended: wait as they did
+            await workflow.wait_condition(self._closing)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if not self._closed:
             workflow.continue_as_new(replace(self.inp, revisions=self.revisions_))
-        return {"revisions": len(self.revisions_), "runs": [r for rev in self.revisions_ for r in rev["runs"]]}
+        runs = [r for rev in self.revisions_ for r in rev["runs"]]
+        return {"revisions": len(self.revisions_), "runs": runs, "ended": ended}
+
+    def _closing(self) -> bool:
+        info = workflow.info()
+        limit = self.inp.history_limit
+        long = info.is_continue_as_new_suggested() or (limit is not None and info.get_current_history_length() >= limit)
+        return self._closed or (long and not self._lock.locked())
+
+    async def _until_closed_or_idle(self) -> str:
+        """Wait for close (or continue-as-new); end the session when nothing happens for its idle
+        time (shorter while it has no revision: every message failed so far)."""
+        while True:
+            seen = self._activity
+            idle = self.inp.idle_timeout_s if self.revisions_ else self.inp.empty_timeout_s
+            try:
+                await workflow.wait_condition(
+                    lambda seen=seen: self._closing() or self._activity != seen or self._lock.locked(),  # type: ignore[misc]
+                    timeout=idle,
+                )
+            except TimeoutError:
+                self._closed = True
+                return "idle"
+            if self._lock.locked():
+                await workflow.wait_condition(lambda: not self._lock.locked())
+            if self._closing():
+                return "closed"
 
     # ---- plan and revise ---------------------------------------------------------------------
 
@@ -62,6 +92,7 @@ class PlanningSession:
     async def message(self, text: str) -> dict[str, Any]:
         """Plan (first message) or revise the latest plan; the new revision with its diff."""
         async with self._lock:
+            self._activity += 1
             previous = self.revisions_[-1]["plan"] if self.revisions_ else None
             request = PlanRequest(
                 goal=text,
@@ -124,6 +155,7 @@ class PlanningSession:
     async def submit(self, request: SubmitRequest) -> str:
         """Start the latest revision as a run (a child ``DuraplanRun``); its run id."""
         async with self._lock:
+            self._activity += 1
             latest = self.revisions_[-1]
             run_id = request.run_id or f"run-{workflow.uuid4().hex[:16]}"
             if run_id in latest["runs"]:

@@ -294,6 +294,7 @@ async def test_streamable_http_round_trip(env: Env) -> None:
         str(port),
         "--tenant",
         tenant,
+        "--no-auth",  # loopback development
         cwd=ROOT,
         env=_subprocess_env(env),
         stdout=asyncio.subprocess.DEVNULL,
@@ -336,18 +337,86 @@ def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--transport must be stdio or http" in capsys.readouterr().err
 
 
-async def test_unreachable_temporal_is_one_line(env: Env) -> None:
+async def test_stdio_survives_temporal_being_down(env: Env) -> None:
+    """Issue 11 item 12: the server used to exit before the handshake; now validate_plan works and
+    the tools that need Temporal say, in one line, that it cannot be reached."""
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "duraplan.mcp_server", "--tenant", _tenant()],
+        env=dict(_subprocess_env(env), DURAPLAN_ADDRESS="127.0.0.1:1"),
+        cwd=str(ROOT),
+    )
+    async with Client(params) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        assert (await _ok(client, "validate_plan", {"plan": INVALID}))["valid"] is False
+        plan = {"name": "now", "steps": [{"id": "x", "kind": "set", "value": 42}]}
+        message = await _error(client, "submit_plan", {"plan": plan, "session": "s"})
+        assert "\n" not in message and message
+
+
+async def _serve_http(env: Env, *flags: str, extra_env: dict[str, str] | None = None) -> tuple[Any, int]:
+    port = _free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "duraplan.mcp_server",
+        "--transport",
+        "http",
+        "--port",
+        str(port),
+        *flags,
         cwd=ROOT,
-        env=dict(_subprocess_env(env), DURAPLAN_ADDRESS="127.0.0.1:1"),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
+        env={**_subprocess_env(env), **(extra_env or {})},
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1 and out == b""
-    lines = err.decode().strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "duraplan dev" in lines[0], lines
+    return proc, port
+
+
+async def test_http_requires_an_api_key_of_the_served_tenant(env: Env, tmp_path: Path) -> None:
+    from executor.service.tenants import TenantRegistry
+
+    home = tmp_path / "home"
+    home.mkdir()
+    registry = TenantRegistry(home / "tenants.db")
+    registry.create("acme")
+    registry.create("other")
+    key, other_key = registry.issue_key("acme", label="mcp"), registry.issue_key("other", label="mcp")
+    registry.close()
+    proc, port = await _serve_http(
+        env, "--tenant", "acme", extra_env={"DURAPLAN_TENANCY": "1", "DURAPLAN_HOME": str(home)}
+    )
+    try:
+        import httpx
+
+        url = f"http://127.0.0.1:{port}/mcp"
+        deadline = asyncio.get_running_loop().time() + 30
+        async with httpx.AsyncClient() as http:
+            while True:
+                try:
+                    anonymous = await http.post(url, json={})
+                    break
+                except httpx.ConnectError:
+                    assert proc.returncode is None, "server exited early"
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.1)
+            assert anonymous.status_code == 401
+            wrong = await http.post(url, json={}, headers={"Authorization": f"Bearer {other_key}"})
+            assert wrong.status_code == 401, "another tenant's key"
+        from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
+        authed = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+        async with authed, Client(streamable_http_client(url, http_client=authed)) as client:
+            assert (await _ok(client, "validate_plan", {"plan": INVALID}))["valid"] is False
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.communicate(), 15)
+
+
+async def test_http_without_auth_only_on_loopback(env: Env) -> None:
+    proc, _ = await _serve_http(env, "--tenant", "acme", "--host", "0.0.0.0", "--no-auth")
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and "loopback" in err.decode()
+    proc, _ = await _serve_http(env, "--tenant", "acme")  # no registry, no --no-auth
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and "DURAPLAN_TENANCY" in err.decode()

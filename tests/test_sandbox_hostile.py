@@ -134,6 +134,15 @@ HOSTILE: dict[str, Probe] = {
     "busy_math": Probe("n = 0\nwhile True:\n    n = (n * 7 + 1) % 1000003", ("TimeoutError",)),
     "regex_backtracking": Probe("import re\nwhile True:\n    re.match('(a+)+$', 'a' * 5000 + 'b')", ("TimeoutError",)),
     "sleep_forever": Probe("import time\nwhile True:\n    time.sleep(1)", ("TimeoutError",)),
+    # issue 11: one long sleep was cut to the budget and the step completed with null
+    "sleep_1e9": Probe("import time\ntime.sleep(1e9)\n'woke up'", ("TimeoutError",)),
+    "sleep_inf": Probe(
+        "import time\ntime.sleep(float('inf'))\n'woke up'", ("OverflowError", "ValueError", "TimeoutError")
+    ),
+    "sleep_nan": Probe("import time\ntime.sleep(float('nan'))\n'woke up'", ("ValueError", "TimeoutError")),
+    # issue 11: error and output payloads beyond Temporal's limits fail the step, not the worker
+    "raise_huge": Probe("raise ValueError('x' * (1024 * 1024))", ("ValueError",)),
+    "output_huge": Probe("'x' * (5 * 1024 * 1024)", ("OutputTooLarge",)),
     "async_spin": Probe(
         "import asyncio\nasync def f():\n    while True:\n        await asyncio.sleep(0)\nasyncio.run(f())",
         ("TimeoutError",),

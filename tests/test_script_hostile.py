@@ -17,7 +17,12 @@ from executor.worker.sandbox import Sandbox, SandboxError
 from executor.worker.script import run_segment
 
 # Where a script differs from a code step: time.sleep() is refused (sleep() is the durable timer).
-SCRIPT_ERRORS = {"sleep_forever": ("RuntimeError",)}
+SCRIPT_ERRORS = {
+    "sleep_forever": ("RuntimeError",),
+    "sleep_1e9": ("RuntimeError",),
+    "sleep_inf": ("RuntimeError", "OverflowError", "ValueError"),
+    "sleep_nan": ("RuntimeError", "ValueError"),
+}
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="the corpus probes through /proc")
 

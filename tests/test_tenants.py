@@ -625,3 +625,22 @@ def test_cli_create_twice_is_one_line(cli: Any) -> None:
     r = cli("create", "acme")
     _one_line_error(r)
     assert "already exists" in r.stderr
+
+
+def test_a_deleted_tenants_name_is_never_handed_to_a_new_owner(reg: TenantRegistry) -> None:
+    # Issue 11 item 4: runs and kv values are keyed by the tenant id and outlive the registry row,
+    # so a new "acme" would have listed the old acme's runs and read its kv values.
+    reg.create("acme")
+    old_key = reg.issue_key("acme", label="old")
+    reg.set_secret("acme", "TOKEN", "s3cret")
+    reg.delete("acme")
+    with pytest.raises(TenantError, match="cannot be reused"):
+        reg.create("acme")
+    with pytest.raises(AuthenticationFailed):
+        reg.authenticate(old_key)
+    assert reg.secret_values("acme") == []
+    if reg.path is not None:  # (SQLite) the retirement is durable
+        reopened = TenantRegistry(reg.path)
+        with pytest.raises(TenantError, match="cannot be reused"):
+            reopened.create("acme")
+        reopened.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ MIB = 1024 * 1024
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_BYTES = 1 * MIB
 MAX_KV_VALUE_BYTES = 1 * MIB
+MAX_RETRY_AFTER_S = 24 * 3600.0
 # A webhook's reply is only checked for its status; don't buffer much of it.
 WEBHOOK_MAX_BYTES = 64 * 1024
 # Only codings we can decode with a bound on the output (see _BoundedDecoder).
@@ -239,7 +241,7 @@ async def _fetch(
                 transport.pin(await policy.check(request.url))
                 response = await client.send(request, stream=True)
                 try:
-                    follow = response.next_request if policy.follow_redirects else None
+                    follow = _next_request(response) if policy.follow_redirects else None
                     if follow is None:
                         return _Fetched(
                             method=request.method,
@@ -268,6 +270,19 @@ async def _fetch(
         raise ToolError(str(exc), retryable=False, error_type="EgressDenied") from exc
     except httpx.InvalidURL as exc:
         raise ToolArgumentsError(f"invalid URL: {exc}") from exc
+    except httpx.RemoteProtocolError as exc:
+        if "location header" in str(exc).lower():  # httpx builds the redirect as it receives it
+            raise ToolError(
+                f"redirect has an unusable Location: {exc}", retryable=False, error_type="HttpBadRedirect"
+            ) from exc
+        raise ToolError(
+            f"{method} failed: {type(exc).__name__}: {exc}", retryable=True, error_type="HttpTransportError"
+        ) from exc
+    except httpx.LocalProtocolError as exc:
+        # The request itself is malformed (a header value with CR/LF, say): the same bytes fail again.
+        raise ToolError(
+            f"{method} request is malformed: {exc}", retryable=False, error_type="HttpRequestInvalid"
+        ) from exc
     except httpx.TransportError as exc:
         # Connection dropped mid-exchange, protocol errors: plausibly transient.
         raise ToolError(
@@ -279,6 +294,18 @@ async def _fetch(
         # e.g. a body that cannot be decompressed: the same bytes will fail again.
         raise ToolError(
             f"{method} failed: {type(exc).__name__}: {exc}", retryable=False, error_type="HttpError"
+        ) from exc
+
+
+def _next_request(response: httpx.Response) -> httpx.Request | None:
+    """The redirect to follow, if any; a Location that does not parse fails for good."""
+    try:
+        return response.next_request
+    except (httpx.RemoteProtocolError, httpx.InvalidURL) as exc:
+        raise ToolError(
+            f"redirect from {redact_url(response.request.url)} has an unusable Location: {exc}",
+            retryable=False,
+            error_type="HttpBadRedirect",
         ) from exc
 
 
@@ -422,9 +449,9 @@ def _retry_after(value: str | None) -> float | None:
         seconds = float(value) if value is not None else None
     except ValueError:
         return None
-    if seconds is None or seconds != seconds or seconds < 0:  # None, NaN, negative
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:  # None, NaN, inf, negative
         return None
-    return seconds
+    return min(seconds, MAX_RETRY_AFTER_S)  # the workflow clamps it further, to max_interval
 
 
 # -- transform -----------------------------------------------------------------------------------
@@ -459,6 +486,7 @@ def _transform_tool() -> Tool:
             required=("data", "expression"),
         ),
         handler=transform,
+        accepts_secrets=False,
     )
 
 
@@ -511,6 +539,7 @@ def _kv_tools() -> list[Tool]:
             "{key, found, value}; value is null when not found.",
             args_schema=_obj({"key": _KEY}, required=("key",)),
             handler=_kv_get,
+            accepts_secrets=False,
         ),
         Tool(
             name="kv.put",
@@ -520,6 +549,7 @@ def _kv_tools() -> list[Tool]:
                 required=("key", "value"),
             ),
             handler=_kv_put,
+            accepts_secrets=False,
             side_effects=True,
         ),
         Tool(
@@ -527,6 +557,7 @@ def _kv_tools() -> list[Tool]:
             description="Delete a key. Returns {key, deleted}. Exactly once per step.",
             args_schema=_obj({"key": _KEY}, required=("key",)),
             handler=_kv_delete,
+            accepts_secrets=False,
             side_effects=True,
         ),
         Tool(
@@ -550,6 +581,7 @@ def _kv_tools() -> list[Tool]:
                 }
             ),
             handler=_kv_list,
+            accepts_secrets=False,
         ),
         Tool(
             name="kv.incr",
@@ -567,6 +599,7 @@ def _kv_tools() -> list[Tool]:
                 required=("key",),
             ),
             handler=_kv_incr,
+            accepts_secrets=False,
             side_effects=True,
         ),
     ]
@@ -670,6 +703,7 @@ async def _debug_fail(args: dict[str, Any], ctx: ToolContext) -> Any:
         args["message"],
         retryable=args.get("retryable", False),
         error_type=args.get("error_type", "DebugFail"),
+        retry_after=args.get("retry_after"),
     )
 
 
@@ -750,6 +784,11 @@ def _debug_tools() -> list[Tool]:
                         "description": "Whether the failure is retryable.",
                     },
                     "error_type": _ERROR_TYPE,
+                    "retry_after": {
+                        "type": "number",
+                        "description": "Seconds the failure asks to wait before a retry (as a server's "
+                        "Retry-After would); the workflow clamps it to the step's max_interval.",
+                    },
                 },
                 required=("message",),
             ),

@@ -331,6 +331,8 @@ class HttpPolicy:
                 raise _denied(url, f"host {host!r} is a local name")
             if literal is not None and not self._address_allowed(literal):
                 raise _denied(url, f"{host} is {why_not_public(literal)}")
+        if not 0 < port <= 65535:  # httpx parses 99999; the socket layer would crash on it
+            raise _denied(url, f"port {port} is out of range")
         return scheme, host, port, literal
 
     async def check(self, url: httpx.URL | str) -> EgressTarget:

@@ -61,6 +61,9 @@ class Tool:
     side_effects: bool = False
     # Short and bounded: may run as a Temporal local activity (no extra server round trip).
     local: bool = True
+    # False for tools that store or reshape their arguments (kv.*, transform): a secret in them
+    # would escape redaction (stored, reversed, sliced), so the activity refuses it.
+    accepts_secrets: bool = True
     _validator: jsonschema.Draft202012Validator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

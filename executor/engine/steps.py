@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import math
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
@@ -26,13 +27,23 @@ from executor.engine.contract import (
     TENANT_BUSY,
 )
 from executor.engine.frames import Drained, Frame, StepFailed
+from executor.engine.limits import MAX_ACTIVITY_INPUT_BYTES, MAX_STEP_OUTPUT_BYTES, bounded_text, oversize
 from executor.engine.models import CodeCall, EventRecord, LlmCall, StepError, StepRecord, ToolCall
-from executor.engine.retry import DEFAULT_RETRY, backoff_delay, cancelled, throttle_delay, to_step_error
+from executor.engine.retry import (
+    DEFAULT_RETRY,
+    MAX_WORKER_LOSSES,
+    backoff_delay,
+    cancelled,
+    throttle_delay,
+    to_step_error,
+    worker_lost,
+)
 from schemas.plan import (
     CodeStep,
     FailStep,
     ForeachStep,
     LlmStep,
+    Retry,
     ScriptStep,
     SetStep,
     SleepStep,
@@ -44,8 +55,20 @@ from schemas.plan import (
     parse_duration,
 )
 
-__all__ = ["LOCAL_PER_TASK", "LOCAL_TIMEOUT", "LOCAL_TIMEOUT_MAX", "REMOTE_TIMEOUT", "StepsMixin"]
+__all__ = [
+    "LOCAL_PER_TASK",
+    "LOCAL_TIMEOUT",
+    "LOCAL_TIMEOUT_MAX",
+    "PATCH_CLAMP_RETRY_AFTER",
+    "PATCH_PAYLOAD_GUARD",
+    "PATCH_WORKER_LOSS",
+    "REMOTE_TIMEOUT",
+    "StepsMixin",
+]
 
+PATCH_CLAMP_RETRY_AFTER = "clamp-retry-after"
+PATCH_WORKER_LOSS = "worker-loss-not-an-attempt"
+PATCH_PAYLOAD_GUARD = "payload-guard"
 REMOTE_TIMEOUT = 600.0  # the reference product's default step timeout
 LOCAL_TIMEOUT = 30.0
 LOCAL_TIMEOUT_MAX = 60.0  # longer steps are never run as local activities
@@ -68,11 +91,11 @@ class StepsMixin(EngineBase):
                 return await self._script(step, path, frame, rec)
             case SetStep():
                 self._count_step(path)
-                return self._render(step.value, frame, "/value")
+                return self._guard_output(path, self._render(step.value, frame, "/value"))
             case FailStep():
                 self._count_step(path)
                 message = self._render(step.message, frame, "/message")
-                raise StepFailed(path, StepError(step.error_type, str(message)))
+                raise StepFailed(path, StepError(step.error_type, bounded_text(str(message))))
             case SleepStep():
                 return await self._sleep(step, path, frame, rec)
             case WaitForEventStep():
@@ -101,7 +124,7 @@ class StepsMixin(EngineBase):
         try:
             self._count_step(path)
             attempt = rec.attempts
-            throttled = 0
+            throttled = losses = 0
             while True:
                 attempt += 1
                 rec.attempts = attempt
@@ -117,6 +140,17 @@ class StepsMixin(EngineBase):
                     if cancelled(exc):
                         raise asyncio.CancelledError() from None  # the run is being cancelled: no retry
                     error, retry_after = to_step_error(exc)
+                    lost = worker_lost(exc)
+                if lost and losses < MAX_WORKER_LOSSES and workflow.patched(PATCH_WORKER_LOSS):
+                    # The worker died (or lost the server) under the step: not the step's
+                    # fault, so not an attempt; bounded, as the step may be what kills it.
+                    losses += 1
+                    attempt -= 1
+                    rec.attempts = attempt
+                    rec.error = error
+                    rec.state = "retrying"
+                    await workflow.sleep(throttle_delay(losses))
+                    continue
                 if error.type == TENANT_BUSY:
                     # Refused before it ran (the tenant is at its in-flight cap on that worker):
                     # not an attempt; wait and dispatch again.
@@ -130,9 +164,20 @@ class StepsMixin(EngineBase):
                 if not error.retryable or error.type in policy.non_retryable or attempt >= policy.max_attempts:
                     raise StepFailed(path, error)
                 rec.state = "retrying"
-                await workflow.sleep(backoff_delay(policy, attempt, retry_after))
+                await workflow.sleep(self._retry_wait(policy, attempt, retry_after))
         finally:
             self._active -= 1
+
+    def _retry_wait(self, policy: Retry, attempt: int, retry_after: float | None) -> float:
+        """The backoff, with a server's Retry-After clamped to max_interval. Runs recorded before
+        the clamp keep their (possibly day-long) timer on replay; an infinite one never got one."""
+        within = retry_after is None or (
+            isinstance(retry_after, int | float) and retry_after <= parse_duration(policy.max_interval)
+        )
+        clamp = within or workflow.patched(PATCH_CLAMP_RETRY_AFTER)
+        if not clamp and not math.isfinite(float(retry_after or 0.0)):
+            clamp = True
+        return backoff_delay(policy, attempt, retry_after, clamp=clamp)
 
     def _local_slot(self) -> bool:
         length = workflow.info().get_current_history_length()
@@ -218,8 +263,25 @@ class StepsMixin(EngineBase):
                 )
         return await self._dispatch(name, arg, local, timeout)
 
+    def _guard_output(self, path: str, value: Any) -> Any:
+        """A value the workflow itself produced (set, the run's output), held to the step limit."""
+        size = oversize(value, MAX_STEP_OUTPUT_BYTES)
+        if size is not None and workflow.patched(PATCH_PAYLOAD_GUARD):
+            raise StepFailed(
+                path, StepError("OutputTooLarge", f"output is {size} bytes; the limit is {MAX_STEP_OUTPUT_BYTES}")
+            )
+        return value
+
     async def _dispatch(self, fn: str, arg: Any, local: bool, timeout: float | None) -> Any:
         once = RetryPolicy(maximum_attempts=1)  # the workflow owns retries: it shows them in status
+        size = oversize(vars(arg), MAX_ACTIVITY_INPUT_BYTES)
+        if size is not None and workflow.patched(PATCH_PAYLOAD_GUARD):
+            # Scheduled, it would fail the workflow task (over 2 MiB) again and again: fail the step.
+            raise ApplicationError(
+                f"step input is {size} bytes; the limit is {MAX_ACTIVITY_INPUT_BYTES}",
+                type="InputTooLarge",
+                non_retryable=True,
+            )
         if local:
             return await workflow.execute_local_activity(
                 fn, arg, start_to_close_timeout=timedelta(seconds=timeout or LOCAL_TIMEOUT), retry_policy=once

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +34,9 @@ with workflow.unsafe.imports_passed_through():
     from executor.engine.compensation import CompensationMixin
     from executor.engine.containers import ContainersMixin
     from executor.engine.contract import RUN_REPLAN, SA_PLAN_HASH, SA_STATUS, WORKFLOW_NAME
+    from executor.engine.events import check_buffer, check_consumer
     from executor.engine.frames import Drained, Frame, StepFailed, StepsView
+    from executor.engine.limits import json_size
     from executor.engine.metering import RunMeter
     from executor.engine.models import (
         Carry,
@@ -149,7 +150,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             frame = Frame("", {s.id: s.id for s in self.plan.steps})
             try:
                 await self._with_deadline(self._run_block(self.plan.steps, frame))
-                return self._render(self.plan.output, frame, "/output")
+                return self._guard_output("(run)", self._render(self.plan.output, frame, "/output"))
             except StepFailed as failure:
                 replan = self.plan.replan
                 if replan is None or len(self.revisions) > replan.max_revisions or failure.path == "(run)":
@@ -298,7 +299,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
                 type="UnknownEventType",
             )
         if self._quotas is not None:
-            size = len(json.dumps(event.payload).encode())
+            size = json_size(event.payload)  # UTF-8 bytes, as history stores it
             if size > self._quotas.max_event_bytes:
                 raise ApplicationError(
                     f"payload of event {event.type!r} is {size} bytes; the tenant's quota max_event_bytes "
@@ -314,6 +315,10 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
                     f"payload of event {event.type!r} invalid at {where}: {first.message}",
                     type="EventPayloadInvalid",
                 )
+        if event.event_id is not None and event.event_id in self._seen:
+            return  # a resend: answered as a duplicate, whatever the buffer holds now
+        check_buffer(self.events, event)
+        check_consumer(self.plan.steps, self.records, self.events, event)
 
     @workflow.update
     def pause(self) -> str:

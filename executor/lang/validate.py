@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import jsonschema
 from pydantic import ValidationError
 
 from executor.errors import PlanInvalid, PlanIssue
+from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from executor.lang.expressions import (
     ExpressionError,
     compile_expression,
@@ -80,10 +82,14 @@ def check_plan(
     else:
         if not isinstance(plan, dict):
             return None, [PlanIssue("", f"a plan is a JSON object, not {type(plan).__name__}", code="schema")]
+        too_deep = deepest(plan)
+        if too_deep is not None:
+            message = f"nested more than {MAX_JSON_DEPTH} levels deep"
+            return None, [PlanIssue(too_deep, message, code="too_deep")]
         try:
             parsed = Plan.model_validate(plan)
         except ValidationError as exc:
-            return None, _schema_issues(exc, plan)
+            return None, _with_semantic_issues(plan, _schema_issues(exc, plan), tools, granted)
     checker = _Checker(tools, granted)
     checker.plan(parsed, "", depth=0)
     return parsed, checker.issues
@@ -93,12 +99,57 @@ def check_plan(
 
 
 def _schema_issues(exc: ValidationError, raw: dict[str, Any]) -> list[PlanIssue]:
-    issues = []
+    """One issue per place: a union field (a duration is a string or a number) fails once per
+    member, and the first member's message is the one a person can act on."""
+    issues: dict[str, PlanIssue] = {}
     for err in exc.errors():
         loc = _real_path(raw, [p for i, p in enumerate(err["loc"]) if not _is_union_tag(err["loc"], i)])
         pointer = "".join(f"/{p}" for p in loc)
-        issues.append(PlanIssue(pointer, err["msg"], step=_step_at(raw, loc), code="schema"))
-    return issues
+        message = err["msg"]
+        if err["type"] == "string_pattern_mismatch" and pointer.endswith(("duration", "timeout", "interval")):
+            message = f"{err['input']!r} is not a duration (e.g. 30s, 5m, 1h30m, 2d, or a number of seconds)"
+        issues.setdefault(pointer, PlanIssue(pointer, message, step=_step_at(raw, loc), code="schema"))
+    return list(issues.values())
+
+
+def _with_semantic_issues(
+    raw: dict[str, Any],
+    schema: list[PlanIssue],
+    tools: ToolRegistry | None,
+    granted: Callable[[str], bool] | None,
+) -> list[PlanIssue]:
+    """Schema issues plus the semantic ones (references, tools, cycles...) of the same plan with the
+    schema-broken fields left out, so one round of repair can fix everything. When leaving them out
+    does not give a plan (a required field is broken), the schema issues alone."""
+    pruned = copy.deepcopy(raw)
+    for issue in schema:
+        _remove(pruned, [p for p in issue.pointer.split("/")[1:]])
+    try:
+        parsed = Plan.model_validate(pruned)
+    except ValidationError:
+        return schema
+    checker = _Checker(tools, granted)
+    checker.plan(parsed, "", depth=0)
+    # Leaving a field out can itself break a rule at or above it (a sleep with no duration): those
+    # are echoes of the schema issue, not problems of their own.
+    pruned_at = [i.pointer for i in schema]
+    return schema + [
+        i for i in checker.issues if not any(p == i.pointer or p.startswith(i.pointer + "/") for p in pruned_at)
+    ]
+
+
+def _remove(node: Any, parts: list[str]) -> None:
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, dict) and part in node:
+            if last:
+                del node[part]
+                return
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node) and not last:
+            node = node[int(part)]
+        else:
+            return
 
 
 def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:

@@ -8,11 +8,13 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +28,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     Priority,
@@ -37,13 +40,17 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from executor.engine.limits import json_size
 from executor.engine.models import EventRecord, RunInput, plan_hash
 from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
 from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
+from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from executor.lang.loader import load_plan
 from executor.lang.validate import validate_plan
+from executor.service.admission import Admission
 from executor.service.bulk import BulkResult, RunFilter, run_bulk
 from executor.service.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, Settings, connect
+from executor.service.converter import utf8_client
 from executor.service.telemetry import submit_span
 from executor.service.tenants import QuotaExceeded, TenantRegistry
 from executor.service.usage import UsageReport, record_run_start, usage_report
@@ -98,10 +105,12 @@ class Duraplan:
     ) -> None:
         """``tenants``: enforce the tenant registry (known tenant, tool grants, run-creation rate);
         ``usage``: the usage ledger (default: the workers' store database when metering is on, opened on first use)."""
-        self.client = client
+        self.client = utf8_client(client)  # payloads as UTF-8 JSON: what the size limits count
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
+        self._owns_tenants = False  # opened by connect(): close() closes it
+        self._admission = Admission()
         self._usage = usage
         self._recording: set[asyncio.Task[None]] = set()
 
@@ -128,7 +137,24 @@ class Duraplan:
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:
         settings = settings or Settings.from_env()
-        return cls(await connect(settings), settings, registry, settings.tenant_registry())
+        dp = cls(await connect(settings), settings, registry, settings.tenant_registry())
+        dp._owns_tenants = True
+        return dp
+
+    async def __aenter__(self) -> Duraplan:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release what ``connect`` opened, while the interpreter is still whole: the Temporal
+        runtime's native threads crash a Python that finalizes with a live client under them
+        (exit 134, PyGILState_Release). ``async with await Duraplan.connect() as dp:`` does it."""
+        if self._owns_tenants and self.tenants is not None:
+            self.tenants.close()
+        self.__dict__.pop("client", None)
+        gc.collect()  # the client's native handles go now, not during interpreter shutdown
 
     async def submit_plan(
         self,
@@ -172,6 +198,7 @@ class Duraplan:
         )
         body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
         inputs = dict(inputs or {})
+        _check_depth("run inputs", inputs)
         problems = [
             f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}"
             for e in jsonschema.Draft202012Validator(parsed.inputs).iter_errors(inputs)
@@ -203,11 +230,12 @@ class Duraplan:
             token = True
         handle = RunHandle(self, tenant, run_id)
         try:
-            if tenant_quotas is not None:
-                await self._check_concurrency(tenant, tenant_quotas.max_concurrent_runs)
-            handle._started = await self._start(
-                arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
-            )
+            cap = tenant_quotas.max_concurrent_runs if tenant_quotas is not None else None
+            async with self._admitted(tenant, cap) as started:
+                handle._started = await self._start(
+                    arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
+                )
+                started(handle.workflow_id)
             token = False  # spent: the run started
             self._record_start(tenant, run_id, arg.generation)
         except WorkflowAlreadyStartedError:
@@ -250,18 +278,29 @@ class Duraplan:
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
-    async def _check_concurrency(self, tenant: str, cap: int) -> None:
-        """The tenant's running-run cap. Visibility is eventually consistent: a burst may overshoot
-        by the runs started in the last moment; the rate quota bounds that burst."""
-        if not self.settings.search_attributes:
+    @contextlib.asynccontextmanager
+    async def _admitted(self, tenant: str, cap: int | None) -> AsyncIterator[Callable[[str], None]]:
+        """The tenant's running-run cap, checked and held across the start (see admission.py)."""
+        if cap is None or not self.settings.search_attributes:
+            yield lambda _workflow_id: None
             return
         query = (
             f"DuraplanTenant = {json.dumps(tenant)} AND ExecutionStatus = 'Running' "
             f"AND WorkflowType = '{WORKFLOW_NAME}'"
         )
-        running = (await self.client.count_workflows(query)).count
-        if running >= cap:
-            raise QuotaExceeded("max_concurrent_runs", None, tenant=tenant, detail=f"{running} running, cap {cap}")
+
+        async def visible(limit: int) -> set[str]:
+            return {wf.id async for wf in self.client.list_workflows(query, limit=limit)}
+
+        async def alive(workflow_id: str) -> bool:
+            desc = await self.client.get_workflow_handle(workflow_id).describe()
+            return desc.status == WorkflowExecutionStatus.RUNNING
+
+        def refuse(running: int) -> QuotaExceeded:
+            return QuotaExceeded("max_concurrent_runs", None, tenant=tenant, detail=f"{running} running, cap {cap}")
+
+        async with self._admission.admit(tenant, cap, visible, alive, refuse) as started:
+            yield started
 
     async def _start(
         self,
@@ -466,7 +505,8 @@ class RunHandle:
 
     async def send_event(self, type: str, payload: Any = None, event_id: str | None = None) -> dict[str, Any]:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
-        size = len(json.dumps(payload).encode())
+        _check_depth("event payload", payload)
+        size = json_size(payload)  # UTF-8 bytes, as history stores it (not \\u escapes)
         tenants = self._dp.tenants
         if tenants is not None:
             cap = tenants.quotas(self.tenant).max_event_bytes
@@ -544,6 +584,16 @@ class RunHandle:
             if kind == "EventTooLarge":  # the run's pinned quota (the client's check saw a newer one)
                 raise QuotaExceeded("max_event_bytes", None, tenant=self.tenant, detail=message) from None
             raise RunStateError(message) from None
+        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+            # The run closed while the update was in flight ("workflow update was aborted by
+            # closing workflow"): the same conflict as arriving after the end, not a lost run.
+            raise RunStateError(f"run {self.run_id!r} ended before the request was accepted: {exc}") from None
+
+
+def _check_depth(what: str, value: Any) -> None:
+    too_deep = deepest(value)
+    if too_deep is not None:
+        raise InputsInvalid(what, [f"{too_deep}: nested more than {MAX_JSON_DEPTH} levels deep"])
 
 
 _default: Duraplan | None = None

@@ -14,6 +14,7 @@ from temporalio.client import Client, TLSConfig
 
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, SEARCH_ATTRIBUTES
 from executor.errors import SettingsInvalid
+from executor.service.converter import UTF8_DATA_CONVERTER
 
 if TYPE_CHECKING:
     from executor.service.tenants import TenantRegistry
@@ -137,15 +138,18 @@ def _path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """``lazy``: connect on the first call (a server that must start without Temporal)."""
     from executor.service.telemetry import client_interceptors, configure_telemetry, runtime
 
     configure_telemetry(settings)  # traces / SDK metrics, when the settings ask for them
     return await Client.connect(
         settings.address,
+        lazy=lazy,
         namespace=settings.namespace,
         api_key=settings.api_key,
         tls=settings.tls_config(),
         interceptors=client_interceptors(),
         runtime=runtime(),
+        data_converter=UTF8_DATA_CONVERTER,  # history stores UTF-8, as every size limit counts it
     )

@@ -299,6 +299,10 @@ CREATE TABLE IF NOT EXISTS egress (
     entry {TEXT} NOT NULL,
     PRIMARY KEY (tenant_id, entry)
 );
+CREATE TABLE IF NOT EXISTS retired_tenants (
+    tenant_id {TEXT} PRIMARY KEY,
+    deleted_at {REAL} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS egress_private (
     tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
     target {TEXT} NOT NULL,
@@ -380,6 +384,13 @@ class TenantRegistry:
             db.lock("tenant", tenant_id)
             if db.execute("SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone():
                 raise TenantError(f"tenant {tenant_id!r} already exists")
+            if db.execute("SELECT 1 FROM retired_tenants WHERE tenant_id = ?", (tenant_id,)).fetchone():
+                # Runs (in Temporal) and kv values (in the tool store) are keyed by the name and
+                # outlive the registry row: a new owner of the name would read them.
+                raise TenantError(
+                    f"tenant {tenant_id!r} was deleted and its runs and kv data still exist under that "
+                    "name; it cannot be reused: choose another tenant id"
+                )
             db.execute("INSERT INTO tenants VALUES (?, ?, ?)", (tenant_id, display_name, tenant.created_at))
             db.executemany("INSERT INTO tool_grants VALUES (?, ?)", [(tenant_id, p) for p in DEFAULT_TOOL_GRANTS])
         return tenant
@@ -396,10 +407,13 @@ class TenantRegistry:
         return [Tenant(*row) for row in rows]
 
     def delete(self, tenant_id: str) -> None:
-        """Remove a tenant and everything of it (keys, quotas, buckets, grants, egress, secrets)."""
+        """Remove a tenant and everything of it (keys, quotas, buckets, grants, egress, secrets).
+        The name is retired: its runs and kv data outlive it, so no new tenant may take it."""
         with self._tx() as db:
             self._require(db, tenant_id)
             db.execute("DELETE FROM tenants WHERE tenant_id = ?", (tenant_id,))
+            db.execute("DELETE FROM retired_tenants WHERE tenant_id = ?", (tenant_id,))  # portable upsert
+            db.execute("INSERT INTO retired_tenants VALUES (?, ?)", (tenant_id, time.time()))
 
     # ---- API keys ------------------------------------------------------------------------------
 
@@ -687,6 +701,21 @@ class TenantRegistry:
             raise TenantError(
                 f"cannot decrypt secret {name!r} of tenant {tenant_id!r}: wrong {SECRETS_KEY_ENV}?"
             ) from None
+
+    def secret_values(self, tenant_id: str) -> builtins.list[str]:
+        """Every secret value of the tenant this process can decrypt: what redaction must find.
+        (One it cannot decrypt it cannot have handed to a tool either.)"""
+        out = []
+        for scheme, stored in self._rows("SELECT scheme, value FROM secrets WHERE tenant_id = ?", (tenant_id,)):
+            if scheme == "plain":
+                out.append(bytes(stored).decode())
+                continue
+            cipher = self._fernet()
+            if cipher is None:
+                continue
+            with contextlib.suppress(Exception):  # InvalidToken: not this key's, so never resolved here
+                out.append(str(cipher.decrypt(bytes(stored)).decode()))
+        return out
 
     def _fernet(self) -> Any:
         """The Fernet cipher for the configured key, None without a key."""

@@ -17,11 +17,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_SCRIPT, RUN_TOOL, TENANT_BUSY
+from executor.engine.limits import MAX_STEP_OUTPUT_BYTES, bounded_text
 from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
 from executor.service.telemetry import step_span, tool_span
 from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.fairness import TenantGate
 from executor.worker.metering import Meter, llm_cost, step_key
+from executor.worker.redaction import Redactor
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
 from executor.worker.script import run_segment, script_call
 
@@ -44,14 +46,17 @@ __all__ = [
 ]
 
 run_tool, run_code, run_llm, run_script = RUN_TOOL, RUN_CODE, RUN_LLM, RUN_SCRIPT
-MAX_OUTPUT_BYTES = 1024 * 1024  # the reference product's per-step result limit
+MAX_OUTPUT_BYTES = MAX_STEP_OUTPUT_BYTES
 SECRET_KEY = "$secret"  # {"$secret": "NAME"} in tool arguments: resolved only inside the activity
 
 T = TypeVar("T")
 
 
 def _fail(message: str, error_type: str, *, retryable: bool, retry_after: float | None = None) -> ApplicationError:
-    return ApplicationError(message, {"retry_after": retry_after}, type=error_type, non_retryable=not retryable)
+    # Bounded: a step's error of any size must fail the step, not the workflow task (2 MiB limit).
+    return ApplicationError(
+        bounded_text(message), {"retry_after": retry_after}, type=error_type, non_retryable=not retryable
+    )
 
 
 def _checked_output(value: Any, what: str, quota: StepQuota | None = None) -> Any:
@@ -60,8 +65,10 @@ def _checked_output(value: Any, what: str, quota: StepQuota | None = None) -> An
     value = _jsonable(value)
     limit = quota.max_output_bytes if quota is not None and quota.max_output_bytes else MAX_OUTPUT_BYTES
     try:
-        size = len(json.dumps(value, ensure_ascii=False).encode())
-    except (TypeError, ValueError) as exc:
+        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode())
+    except ValueError as exc:  # NaN or an infinity: JSON has no spelling for them
+        raise _fail(f"{what} output is not JSON: {exc} (NaN/Infinity)", "OutputNotJSON", retryable=False) from None
+    except TypeError as exc:
         raise _fail(f"{what} output is not JSON: {exc}", "OutputNotJSON", retryable=False) from None
     if size > limit:
         raise _fail(
@@ -90,21 +97,6 @@ async def _admitted(gate: TenantGate, tenant: str, quota: StepQuota | None) -> A
         yield
     finally:
         gate.leave(tenant)
-
-
-def _redact(value: Any, secrets: list[str]) -> Any:
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret:
-                value = value.replace(secret, "***")
-        return value
-    if isinstance(value, list | tuple):
-        return [_redact(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact(v, secrets) for k, v in value.items()}
-    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -175,12 +167,21 @@ class StepActivities:
                 return await self._tool(call)
 
     async def _tool(self, call: ToolCall) -> Any:
-        secrets: list[str] = []
+        secrets = Redactor()
         try:
             if self.tenants is not None:  # the grant is checked again here, whoever submitted the plan
                 self.tenants.require_tool(call.tenant, call.tool)
+                # Every secret of the tenant, not only those this step uses: a value an earlier
+                # step wrote or a service echoes must not reach history either.
+                secrets = Redactor(self.tenants.secret_values(call.tenant))
             tool = self._lookup(call)
-            args, secrets = self._resolve_secrets(call.tenant, call.args)
+            args, used = self._resolve_secrets(call.tenant, call.args)
+            if used and not tool.accepts_secrets:
+                raise ToolError(
+                    f"tool {call.tool!r} does not accept secrets: it stores or reshapes its arguments, "
+                    "where redaction cannot follow them",
+                    error_type="SecretNotAllowed",
+                )
             tool.check_args(args)
             ctx = ToolContext(
                 tenant=call.tenant,
@@ -194,12 +195,18 @@ class StepActivities:
             with tool_span(call.tool):
                 result = await heartbeating(tool.handler(args, ctx))
         except ToolError as exc:
-            message = _redact(exc.message, secrets)
+            message = secrets.text(exc.message)
             raise _fail(message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
         except TenantError as exc:
-            raise _fail(str(exc), type(exc).__name__, retryable=False) from None
+            raise _fail(secrets.text(str(exc)), type(exc).__name__, retryable=False) from None
+        except (asyncio.CancelledError, ApplicationError):
+            raise
+        except Exception as exc:
+            # A tool's own bug: its message may quote an argument (a secret); the cause is dropped
+            # so neither the message nor a traceback carries it to history or the worker log.
+            raise _fail(secrets.text(f"{type(exc).__name__}: {exc}"), type(exc).__name__, retryable=True) from None
         # Secret values never leave the activity: not in outputs, so not in history or status.
-        return _checked_output(_redact(result, secrets), f"tool {call.tool!r}", call.quota)
+        return _checked_output(secrets.value(result), f"tool {call.tool!r}", call.quota)
 
     def _lookup(self, call: ToolCall) -> Tool:
         """The worker's own tool, else the tenant's source tool (checked against the run's pin)."""

@@ -13,9 +13,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from executor.engine.workflow import PlanWorkflow
 from executor.service.config import Settings
+from executor.service.converter import utf8_client
 from executor.service.telemetry import client_interceptors, configure_telemetry
 from executor.service.tenants import TenantRegistry
 from executor.worker.activities import StepActivities
+from executor.worker.memory import pin_mmap_threshold
 from executor.worker.metering import Meter
 from executor.worker.sandbox import Sandbox
 from tools import Store, ToolRegistry, default_registry
@@ -85,6 +87,7 @@ async def running_worker(
     traced = [i for i in client_interceptors() if i not in client.config()["interceptors"]]
     if traced:  # a client connected before tracing was on (e.g. the dev server's): the worker traces
         worker_options["interceptors"] = [*worker_options.get("interceptors", []), *traced]
+    pin_mmap_threshold()  # large payloads go back to the OS when freed (see executor/worker/memory.py)
     own_store = store is None
     if store is None:
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -116,7 +119,7 @@ async def running_worker(
                 workflows += more_workflows
                 extra_activities += more_activities
             worker = Worker(
-                client,
+                utf8_client(client),  # history in UTF-8 JSON, as every size limit counts it
                 task_queue=task_queue or settings.task_queue,
                 workflows=workflows,
                 activities=[*activities.all(), *extra_activities],

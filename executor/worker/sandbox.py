@@ -373,7 +373,9 @@ class Sandbox:
             # slices for as long as its suspension budget lasts (~3 hours), holding its worker.
             "max_total_sleep_secs": limits.cpu_seconds,
         }
-        os_policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds}
+        # Above the total: one sleep longer than the step's budget (time.sleep(1e9)) must fail the
+        # step as a TimeoutError, not be cut short silently and let the code go on as if it had slept.
+        os_policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds + 1.0}
         printed = pydantic_monty.CollectString(max_bytes=self.max_print_bytes)
         self._restore_launcher()
         try:

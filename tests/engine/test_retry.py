@@ -178,3 +178,30 @@ async def test_on_error_continue_records_the_error_and_goes_on(dp: Duraplan, ten
     assert x["state"] == "failed"
     assert x["error"] == {"type": "Nope", "message": "nope"}
     assert x["output_preview"] is None
+
+
+def test_only_a_heartbeat_timeout_is_a_worker_loss() -> None:
+    """Issue 11 item 3: a killed worker (or a server outage) shows as a heartbeat timeout; that is
+    re-dispatched without spending an attempt, at most MAX_WORKER_LOSSES times per step."""
+    from temporalio.api.enums.v1 import RetryState
+    from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+    from executor.engine.retry import MAX_WORKER_LOSSES, worker_lost
+
+    def failed(cause: BaseException) -> ActivityError:
+        err = ActivityError(
+            "activity failed",
+            scheduled_event_id=1,
+            started_event_id=2,
+            identity="w",
+            activity_type="duraplan.tool",
+            activity_id="1",
+            retry_state=RetryState.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED,
+        )
+        err.__cause__ = cause
+        return err
+
+    assert worker_lost(failed(TimeoutError("hb", type=TimeoutType.HEARTBEAT, last_heartbeat_details=[])))
+    assert not worker_lost(failed(TimeoutError("slow", type=TimeoutType.START_TO_CLOSE, last_heartbeat_details=[])))
+    assert not worker_lost(failed(ApplicationError("boom")))
+    assert 1 <= MAX_WORKER_LOSSES <= 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
@@ -171,3 +172,39 @@ async def test_client_errors_fail_at_once(env: Any, tenant: str, status: int) ->
     assert route.call_count == 1
     assert caught.value.status == status and not caught.value.retryable
     assert await chat.revisions() == []
+
+
+async def test_a_session_whose_messages_all_failed_ends_instead_of_lingering(env: Any, tenant: str) -> None:
+    """Issue 11 item 15: a failed chat (here: repair exhausted) left its workflow running for ever."""
+    bad = good_plan()
+    bad["steps"][0]["tool"] = "nope.tool"
+    env.slot.target = ScriptedModel(bad, bad, bad)
+    chat = session_for(env, tenant, empty_timeout_s=1.0)
+    with pytest.raises(RepairExhausted):
+        await chat.send("greet")
+    ended = await chat._handle.result(rpc_timeout=None)
+    assert ended == {"revisions": 0, "runs": [], "ended": "idle"}
+
+
+async def test_an_idle_session_ends_after_its_idle_time_and_keeps_its_revisions(env: Any, tenant: str) -> None:
+    env.slot.target = ScriptedModel(GOOD_PLAN)
+    chat = session_for(env, tenant, idle_timeout_s=1.5)
+    assert (await chat.send("greet")).revision == 1
+    ended = await chat._handle.result()
+    assert ended["ended"] == "idle" and ended["revisions"] == 1
+    assert len(await chat._handle.query(PlanningSession.revisions)) == 1
+
+
+async def test_a_session_that_continues_as_new_keeps_its_revisions(env: Any, tenant: str) -> None:
+    """Issue 11 item 17: the revisions are the session's state; continue-as-new must carry them."""
+    env.slot.target = ScriptedModel(GOOD_PLAN, GOOD_PLAN, GOOD_PLAN)
+    chat = session_for(env, tenant, history_limit=12)
+    for turn in range(3):
+        assert (await chat.send(f"greet, take {turn}")).revision == turn + 1
+    assert [r.revision for r in await chat.revisions()] == [1, 2, 3]
+    query = f"WorkflowId = {json.dumps(chat.workflow_id)} AND ExecutionStatus = 'ContinuedAsNew'"
+    for _ in range(100):  # visibility catches up
+        if (await env.dp.client.count_workflows(query)).count:
+            break
+        await asyncio.sleep(0.05)
+    assert (await env.dp.client.count_workflows(query)).count >= 1, "the session continued as new"

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from http_calls import call, expect_error
 
-from executor.service.tenants import TenantRegistry
+from executor.service.tenants import TenantError, TenantRegistry, UnknownTenant
 from tools import HttpPolicy, ToolContext
 from tools.egress import parse_private_target
 
@@ -66,8 +66,11 @@ def test_tenant_registry_keeps_private_targets_per_tenant(tmp_path: Path) -> Non
         assert reg.http_policy("acme").allowed_private == frozenset({"127.0.0.1:9331"})
         assert reg.http_policy("globex").allowed_private == frozenset()
         reg.delete("acme")
-        reg.create("acme")
-        assert reg.private_egress("acme") == [], "deleted with the tenant"
+        with pytest.raises(UnknownTenant):
+            reg.private_egress("acme")  # deleted with the tenant
+        with pytest.raises(TenantError, match="cannot be reused"):
+            reg.create("acme")  # and the name is retired (issue 11 item 4)
+        assert reg.http_policy("globex").allowed_private == frozenset()
 
 
 async def test_http_request_reaches_a_named_local_server(make_ctx: object) -> None:

@@ -684,3 +684,54 @@ async def test_unvetted_policy_still_only_connects_to_the_checked_origin(net: Ne
     assert out["text"] == "open"
     assert_denied(err)
     assert net.connects == [("127.0.0.1", srv.port)]
+
+
+# -- hostile headers and redirects (issue 11): malformed is permanent, secrets never quoted ----------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["tok\r\nX-Injected: 1", "tok\nX-Injected: 1", "tok\rX-Injected: 1", "tok\x00nul"],
+    ids=["crlf", "lf", "cr", "nul"],
+)
+async def test_header_with_control_characters_is_a_permanent_error_and_never_sent(
+    value: str, net: NetLog, make_ctx: ContextFactory
+) -> None:
+    resolver = table({"public.test": ["127.0.0.1"]})
+    policy = HttpPolicy(resolver=resolver, allowed_networks=LOOPBACK_ONLY)
+    async with LocalServer({"/x": http_response(200)}) as srv:
+        err = await expect_error(policy, make_ctx(), url=srv.url("public.test", "/x"), headers={"Authorization": value})
+    assert (err.error_type, err.retryable) == ("HttpRequestInvalid", False), err.message
+    assert srv.seen == []
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "http://public.test:99999/"], ids=["bracket", "port"])
+async def test_unparsable_redirect_is_a_permanent_error(location: str, net: NetLog, make_ctx: ContextFactory) -> None:
+    resolver = table({"public.test": ["127.0.0.1"]})
+    policy = HttpPolicy(resolver=resolver, allowed_networks=LOOPBACK_ONLY)
+    async with LocalServer({"/go": http_response(302, headers=[("Location", location)])}) as srv:
+        err = await expect_error(policy, make_ctx(), url=srv.url("public.test", "/go"))
+    assert not err.retryable, err.message
+    assert err.error_type in ("HttpBadRedirect", "EgressDenied", "ToolArgumentsError"), err.message
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("inf", None),
+        ("Infinity", None),
+        ("nan", None),
+        ("-5", None),
+        ("1e300", 86400.0),
+        ("100000", 86400.0),
+        ("7", 7.0),
+    ],
+)
+async def test_hostile_retry_after_becomes_a_finite_delay(
+    header: str, expected: float | None, net: NetLog, make_ctx: ContextFactory
+) -> None:
+    resolver = table({"public.test": ["127.0.0.1"]})
+    policy = HttpPolicy(resolver=resolver, allowed_networks=LOOPBACK_ONLY)
+    async with LocalServer({"/busy": http_response(503, headers=[("Retry-After", header)])}) as srv:
+        err = await expect_error(policy, make_ctx(), url=srv.url("public.test", "/busy"))
+    assert (err.error_type, err.retryable, err.retry_after) == ("HttpStatus503", True, expected)

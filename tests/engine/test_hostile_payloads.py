@@ -1,0 +1,155 @@
+"""A run never stays `running` because of its own payloads (issue 11, items 1, 2 and 7): oversized
+errors, outputs and inputs fail their step cleanly (compensation runs), hostile Retry-After
+values are clamped to max_interval, and the event buffer is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from executor import Duraplan, RunFailed, RunStateError
+from executor.engine.limits import MAX_BUFFERED_EVENTS, MAX_ERROR_BYTES
+from tests.engine.conftest import run_failure, steps_by_id
+
+MIB = 1024 * 1024
+QUICK = {"max_attempts": 1}
+
+
+def _undoable(sid: str) -> dict[str, object]:
+    return {
+        "id": sid,
+        "kind": "tool",
+        "tool": "kv.incr",
+        "args": {"key": "undo-me"},
+        "compensate": {"tool": "kv.incr", "args": {"key": "undone"}},
+    }
+
+
+def _ends_failed(handle_status: dict[str, object]) -> None:
+    assert handle_status["state"] == "failed", handle_status["state"]
+
+
+@pytest.mark.parametrize(
+    ("name", "steps"),
+    [
+        ("huge_raise", [{"id": "c", "kind": "code", "code": "raise ValueError('x' * (1024 * 1024))", "retry": QUICK}]),
+        (
+            "huge_fail_message",
+            [
+                {"id": "c", "kind": "code", "code": "'x' * 1048400"},
+                {"id": "f", "kind": "fail", "message": "${steps.c.output}", "depends_on": ["c"]},
+            ],
+        ),
+        (
+            "huge_set",
+            [
+                {"id": "a", "kind": "code", "code": "'a' * 700000"},
+                {"id": "s", "kind": "set", "value": ["${steps.a.output}", "${steps.a.output}"], "depends_on": ["a"]},
+            ],
+        ),
+        (
+            "huge_tool_args",
+            [
+                {"id": "a", "kind": "code", "code": "'a' * 700000"},
+                {
+                    "id": "t",
+                    "kind": "tool",
+                    "tool": "debug.echo",
+                    "args": {"value": ["${steps.a.output}", "${steps.a.output}", "${steps.a.output}"]},
+                    "depends_on": ["a"],
+                },
+            ],
+        ),
+    ],
+)
+async def test_oversized_payloads_fail_the_step_and_compensate(
+    dp: Duraplan, tenant: str, name: str, steps: list[dict[str, object]]
+) -> None:
+    first = steps[0]["id"]
+    plan = {
+        "name": name,
+        "steps": [_undoable("u"), *[{**s, "depends_on": [*s.get("depends_on", []), "u"]} for s in steps]],
+    }  # type: ignore[list-item]
+    handle = await dp.submit_plan(plan, tenant=tenant, session="s")
+    failure = await run_failure(handle, timeout=60)
+    status = await handle.status()
+    _ends_failed(status)
+    assert len(str(failure)) < 3 * MAX_ERROR_BYTES
+    recs = steps_by_id(status)
+    assert recs["u"]["state"] == "compensated", "compensation ran"
+    assert recs[first]["attempts"] <= 1 or name != "huge_raise"
+    assert status["error"]["type"] in ("ValueError", "PlanFailed", "OutputTooLarge", "InputTooLarge"), status["error"]
+
+
+async def test_run_output_over_the_limit_fails_the_run(dp: Duraplan, tenant: str) -> None:
+    plan = {
+        "name": "big-output",
+        "steps": [{"id": "a", "kind": "code", "code": "'a' * 900000"}],
+        "output": ["${steps.a.output}", "${steps.a.output}"],
+    }
+    handle = await dp.submit_plan(plan, tenant=tenant, session="s")
+    with pytest.raises(RunFailed, match="OutputTooLarge"):
+        await asyncio.wait_for(handle.result(), 60)
+
+
+@pytest.mark.parametrize("retry_after", [1e300, 100000.0])
+async def test_hostile_retry_after_is_clamped_to_max_interval(dp: Duraplan, tenant: str, retry_after: float) -> None:
+    plan = {
+        "name": "retry-after",
+        "steps": [
+            {
+                "id": "busy",
+                "kind": "tool",
+                "tool": "debug.fail",
+                "args": {"message": "busy", "retryable": True, "retry_after": retry_after},
+                "retry": {"max_attempts": 2, "initial_interval": "0.1s", "max_interval": "1s"},
+            }
+        ],
+    }
+    handle = await dp.submit_plan(plan, tenant=tenant, session="s")
+    failure = await run_failure(handle, timeout=30)  # unclamped: a timer of 27.8 h, or a task failing for ever
+    assert "busy" in str(failure)
+    assert steps_by_id(await handle.status())["busy"]["attempts"] == 2
+
+
+async def test_event_buffer_is_bounded(dp: Duraplan, tenant: str) -> None:
+    plan = {
+        "name": "buffer",
+        "steps": [
+            {"id": "hold", "kind": "sleep", "duration": "1h"},
+            {
+                "id": "each",
+                "kind": "foreach",
+                "items": "${input.items}",
+                "steps": [{"id": "w", "kind": "wait_for_event", "event": "go"}],
+                "depends_on": ["hold"],
+            },
+        ],
+    }
+    handle = await dp.submit_plan(plan, tenant=tenant, session="s", inputs={"items": [1, 2]})
+    big = "é" * (300 * 1024)  # 600 KiB of UTF-8, 1.8 MiB if counted as \\u escapes
+    await handle.send_event("go", {"v": big})
+    with pytest.raises(Exception, match=r"EventBufferFull|limit is"):
+        await handle.send_event("go", {"v": big})
+    for i in range(MAX_BUFFERED_EVENTS - 1):
+        await handle.send_event("go", {"i": i})
+    with pytest.raises(Exception, match="limit is"):
+        await handle.send_event("go", {"i": "one too many"})
+    assert (await handle.status())["buffered_events"] == MAX_BUFFERED_EVENTS
+    await handle.cancel()
+
+
+async def test_an_event_no_step_can_consume_is_refused_not_buffered(dp: Duraplan, tenant: str) -> None:
+    """Issue 11 item 9: three events at once to a run whose only step waits for one: one is
+    consumed, the others are refused as a run-state conflict, never silently kept."""
+    plan = {"name": "one-wait", "steps": [{"id": "w", "kind": "wait_for_event", "event": "go"}]}
+    handle = await dp.submit_plan(plan, tenant=tenant, session="s")
+    results = await asyncio.gather(*(handle.send_event("go", {"i": i}) for i in range(3)), return_exceptions=True)
+    accepted = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(accepted) == 1, results
+    for exc in refused:
+        assert isinstance(exc, RunStateError), repr(exc)
+    await asyncio.wait_for(handle.result(), 30)
+    assert (await handle.status())["buffered_events"] == 0

@@ -1,0 +1,119 @@
+"""Secrets never reach history, status or the API, whatever a plan does with them (issue 11,
+items 5 and 17): tools that store or reshape values refuse them, and every form of every secret
+of the tenant is redacted from every tool step's output and error, not only where it was used."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from executor import Duraplan, RunFailed, Settings, running_worker
+from executor.service.devserver import DevServer
+from executor.service.tenants import TenantRegistry
+from tools import Tool, ToolContext, ToolError, default_registry
+
+SECRET = "tok-5up3r-s3cr3t\r\nX-Injected: 1"
+_seen: list[str] = []
+
+
+async def _leaky_fail(args: dict[str, Any], ctx: ToolContext) -> Any:
+    # Quotes the secret as a transport would (bytes repr: CR/LF escaped) and base64-encoded.
+    token = args["token"]
+    _seen.append(token)
+    raise ToolError(
+        f"Illegal header value {token.encode()!r} (basic {base64.b64encode(token.encode()).decode()})",
+        error_type="LeakyFailure",
+    )
+
+
+async def _leaky_recall(args: dict[str, Any], ctx: ToolContext) -> Any:
+    # A later step, given no secret, returns one it got elsewhere (a service echoing it back).
+    return {"remembered": _seen[-1], "lines": _seen[-1].splitlines()}
+
+
+async def _crash(args: dict[str, Any], ctx: ToolContext) -> Any:
+    raise RuntimeError(f"bug while using {args['token']}")
+
+
+def _tools() -> list[Tool]:
+    schema = {"type": "object"}
+    return [
+        Tool("leaky.fail", "raises with the secret in its message", schema, _leaky_fail),
+        Tool("leaky.recall", "returns the secret it saw last", schema, _leaky_recall),
+        Tool("leaky.crash", "a tool bug quoting its argument", schema, _crash),
+    ]
+
+
+def _step(sid: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"id": sid, "kind": "tool", "tool": tool, "args": args, "on_error": "continue", "retry": {"max_attempts": 1}}
+
+
+async def test_secrets_are_refused_where_untrackable_and_redacted_everywhere_else(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create("acme")
+    tenants.grant_tools("acme", ["leaky.*", "kv.*", "transform"])
+    tenants.set_secret("acme", "api_token", SECRET)
+    registry = default_registry()
+    for tool in _tools():
+        registry.register(tool)
+    settings = Settings(home=tmp_path, task_queue=f"taint-{uuid.uuid4().hex[:8]}")
+    secret = {"$secret": "api_token"}
+    plan = {
+        "name": "hostile-secrets",
+        "steps": [
+            _step("put", "kv.put", {"key": "k", "value": secret}),
+            _step("key", "kv.put", {"key": secret, "value": 1}),
+            _step("incr", "kv.incr", {"key": secret}),
+            _step("rev", "transform", {"data": secret, "expression": "reverse(@)"}),
+            _step("fail", "leaky.fail", {"token": secret}),
+            {**_step("recall", "leaky.recall", {}), "depends_on": ["fail"]},
+            _step("crash", "leaky.crash", {"token": secret}),
+            {**_step("list", "kv.list", {}), "depends_on": ["put", "key", "incr"]},
+        ],
+        "output": {"recall": "${steps.recall.output}", "list": "${steps.list.output}"},
+    }
+    async with running_worker(dev_server.client, settings, registry=registry, tenants=tenants) as deps:
+        dp = Duraplan(dev_server.client, settings, registry, tenants=tenants)
+        handle = await dp.submit_plan(plan, tenant="acme", session="s")
+        output = await handle.result()
+        status = await handle.status()
+        history = await dev_server.client.get_workflow_handle(handle.workflow_id).fetch_history()
+        kv_keys = await deps.store.kv_list("acme")
+    steps = {s["id"]: s for s in status["steps"]}
+    for sid in ("put", "key", "incr", "rev"):
+        assert steps[sid]["error"]["type"] == "SecretNotAllowed", steps[sid]
+    assert kv_keys == [], "nothing was stored"
+    assert steps["fail"]["error"]["type"] == "LeakyFailure"
+    assert steps["crash"]["error"]["type"] == "RuntimeError"
+    assert output["recall"]["remembered"] == "***"
+    everything = json.dumps(history.to_json_dict()) + json.dumps(status) + json.dumps(output)
+    for fragment in ("5up3r", "X-Injected", base64.b64encode(SECRET.encode()).decode()[:12]):
+        assert fragment not in everything, fragment
+    tenants.close()
+
+
+async def test_a_run_without_secrets_still_fails_plainly(dev_server: DevServer, tmp_path: Path) -> None:
+    """The refusal names the tool: a plan author learns why, in one round."""
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create("acme")
+    tenants.set_secret("acme", "api_token", SECRET)
+    settings = Settings(home=tmp_path, task_queue=f"taint-{uuid.uuid4().hex[:8]}")
+    plan = {
+        "name": "p",
+        "steps": [
+            {"id": "put", "kind": "tool", "tool": "kv.put", "args": {"key": "k", "value": {"$secret": "api_token"}}}
+        ],
+    }
+    async with running_worker(dev_server.client, settings, tenants=tenants):
+        dp = Duraplan(dev_server.client, settings, tenants=tenants)
+        handle = await dp.submit_plan(plan, tenant="acme", session="s")
+        with pytest.raises(RunFailed, match=r"kv\.put.*does not accept secrets"):
+            await handle.result()
+    tenants.close()
