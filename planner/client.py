@@ -21,10 +21,10 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ApplicationError
 
-from executor.errors import DuraplanError, InputsInvalid, RunConflict, RunStateError
+from executor.errors import DuraplanError, InputsInvalid, from_failure
 from executor.service.client import NAME_PATTERN, Duraplan, RunHandle
 from executor.service.config import SA_SESSION, SA_TENANT
-from planner.errors import PlannerError, error_from_failure
+from planner.errors import PlannerError
 from planner.models import SessionInput, SubmitRequest
 from planner.workflows import PlanningSession, session_workflow_id
 
@@ -153,21 +153,14 @@ class ChatSession:
 
 
 def _error(exc: WorkflowUpdateFailedError) -> DuraplanError:
+    """The typed error of a refused update: a lookup by failure type (executor.errors.from_failure)."""
+    error = from_failure(exc.cause)
+    if error is not None:
+        return error
     cause = exc.cause
-    if not isinstance(cause, ApplicationError):
-        return PlannerError(f"planning session update failed: {cause or exc}")
-    first = cause.details[0] if cause.details else None
-    match cause.type:
-        case "InputsInvalid":
-            return InputsInvalid("run inputs", [str(p) for p in first] if isinstance(first, list) else [cause.message])
-        case "EmptyMessage":
-            return InputsInvalid("message", [cause.message])
-        case "RunConflict":
-            return RunConflict(cause.message)
-        case "NothingToSubmit" | "SessionClosed":
-            return RunStateError(cause.message)
-        case _:
-            return error_from_failure(cause.type, cause.message, first if isinstance(first, dict) else None)
+    if isinstance(cause, ApplicationError):
+        return PlannerError(cause.message)
+    return PlannerError(f"planning session update failed: {cause or exc}")
 
 
 async def submit_goal(

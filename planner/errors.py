@@ -42,10 +42,21 @@ class PlannerError(DuraplanError):
     """Root of the planner's errors. Not retryable unless a subclass says so."""
 
     retryable: ClassVar[bool] = False
+    http_status, problem, title = 503, "planner-unavailable", "Planner unavailable"
 
     def details(self) -> dict[str, Any]:
         """What crosses Temporal besides the message (JSON)."""
         return {}
+
+    def failure_details(self) -> dict[str, Any]:
+        return self.details()
+
+    def problem_extra(self) -> dict[str, Any]:
+        return {"error": type(self).__name__}
+
+    @classmethod
+    def from_details(cls, message: str, details: dict[str, Any]) -> DuraplanError:
+        return error_from_failure(cls.type_name, message, details)
 
 
 class ModelNotConfigured(PlannerError):
@@ -86,6 +97,9 @@ class RateLimited(PlannerError):
         self.retry_after = retry_after
         super().__init__(message)
 
+    def retry_after_seconds(self) -> float | None:
+        return self.retry_after
+
     def details(self) -> dict[str, Any]:
         return {"retry_after": self.retry_after}
 
@@ -104,6 +118,11 @@ class ProviderRejected(PlannerError):
 class RepairExhausted(PlannerError):
     """Every attempt produced an invalid plan; ``last_issues`` are the validator's last findings."""
 
+    http_status, problem, title = 422, "planning-failed", "No valid plan"
+
+    def problem_extra(self) -> dict[str, Any]:
+        return self.details()
+
     def __init__(self, attempts: int, last_issues: list[PlanIssue], history: Sequence[Attempt] = ()) -> None:
         self.attempts = attempts
         self.last_issues = list(last_issues)
@@ -119,6 +138,11 @@ class RepairExhausted(PlannerError):
 
 class BudgetExhausted(PlannerError):
     """The attempts so far cost the whole budget before a valid plan came back."""
+
+    http_status, problem, title = 422, "planning-failed", "No valid plan"
+
+    def problem_extra(self) -> dict[str, Any]:
+        return self.details()
 
     def __init__(self, spent_usd: float, budget_usd: float, attempts: int = 0) -> None:
         self.spent_usd = spent_usd

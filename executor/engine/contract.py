@@ -22,6 +22,7 @@ __all__ = [
     "SA_STATUS",
     "SA_TENANT",
     "SEARCH_ATTRIBUTES",
+    "START_RUN",
     "TENANT_BUSY",
     "WORKFLOW_NAME",
 ]
@@ -32,6 +33,7 @@ RUN_TOOL = "duraplan.tool"
 RUN_CODE = "duraplan.code"
 RUN_LLM = "duraplan.llm"
 RUN_REPLAN = "duraplan.replan"  # registered by the planner's worker parts, not by executor.worker
+START_RUN = "duraplan.start_run"  # a workflow starting a run (a chat session's submit): the start path
 
 HEARTBEAT_TIMEOUT = 10.0  # a killed worker is noticed in seconds, not after the step's timeout
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
+
+from executor.engine.run_status import FINAL_STEP_STATES, StepState
 
 __all__ = [
     "TERMINAL_STATES",
@@ -23,6 +25,8 @@ __all__ = [
     "RunInput",
     "RunQuotas",
     "SendEventResult",
+    "StartRunRequest",
+    "StartRunResult",
     "StepError",
     "StepQuota",
     "StepRecord",
@@ -33,19 +37,8 @@ __all__ = [
     "record_to_json",
 ]
 
-StepState = Literal[
-    "pending",
-    "running",
-    "retrying",
-    "throttled",
-    "sleeping",
-    "waiting",
-    "completed",
-    "failed",
-    "skipped",
-    "compensated",
-]
-TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "skipped", "compensated"})
+# The engine's "done" is a final step state (the one list lives in executor.engine.run_status).
+TERMINAL_STATES: frozenset[str] = FINAL_STEP_STATES
 
 
 def plan_hash(plan: dict[str, Any]) -> str:
@@ -227,6 +220,8 @@ class ReplanRequest:
     completed: dict[str, Any]  # step path -> output of every completed step
     revision: int
     model: str | None = None
+    # The run's pinned quotas: a revision must meet them (checked by the replan activity).
+    quotas: RunQuotas | None = None
 
 
 @dataclass
@@ -242,3 +237,21 @@ class SendEventResult:
     accepted: bool
     duplicate: bool
     buffered: int
+
+
+@dataclass
+class StartRunRequest:
+    """Input of the ``duraplan.start_run`` activity: a run to start through the start path."""
+
+    tenant: str
+    session: str
+    plan: dict[str, Any]
+    inputs: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    task_queue: str | None = None  # the worker's own when None
+
+
+@dataclass
+class StartRunResult:
+    run_id: str
+    created: bool

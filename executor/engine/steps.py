@@ -93,6 +93,7 @@ class StepsMixin(EngineBase):
         while self._active >= self._max_parallel:
             await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
+        self._sync_listed()
         rec.started_at = rec.started_at or workflow.now().isoformat()
         rec.state = "running"
         try:
@@ -130,6 +131,7 @@ class StepsMixin(EngineBase):
                 await workflow.sleep(backoff_delay(policy, attempt, retry_after))
         finally:
             self._active -= 1
+            self._sync_listed()
 
     def _local_slot(self) -> bool:
         length = workflow.info().get_current_history_length()
@@ -246,12 +248,20 @@ class StepsMixin(EngineBase):
         rec.state = "sleeping"
         remaining = (wake - workflow.now()).total_seconds()
         if remaining > 0:
+            self._park(1)
             try:
                 await workflow.wait_condition(lambda: self._draining, timeout=remaining)
             except builtins.TimeoutError:
                 return None
+            finally:
+                self._park(-1)
             raise Drained()
         return None
+
+    def _park(self, delta: int) -> None:
+        """A step starts (1) or stops (-1) sleeping or waiting: the run may turn waiting or running."""
+        self._parked += delta
+        self._sync_listed()
 
     async def _wait_for_event(self, step: WaitForEventStep, path: str, rec: StepRecord) -> Any:
         self._count_step(path)
@@ -265,6 +275,7 @@ class StepsMixin(EngineBase):
             if limit is not None and rec.started_at is not None:
                 started = datetime.fromisoformat(rec.started_at)
                 remaining = max(limit - (workflow.now() - started).total_seconds(), 0.001)
+            self._park(1)
             try:
                 await workflow.wait_condition(
                     lambda: self._draining or any(e.type == step.event for e in self.events), timeout=remaining
@@ -276,6 +287,8 @@ class StepsMixin(EngineBase):
                 raise StepFailed(
                     path, StepError("EventTimeout", f"no {step.event!r} event within {step.timeout}")
                 ) from None
+            finally:
+                self._park(-1)
             found = self._take_event(step.event)
             if found is None:
                 raise Drained()

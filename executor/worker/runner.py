@@ -16,6 +16,7 @@ from executor.service.config import Settings
 from executor.service.tenants import TenantRegistry
 from executor.worker.activities import StepActivities
 from executor.worker.sandbox import Sandbox
+from executor.worker.starter import RunStarter
 from tools import Store, ToolRegistry, default_registry
 
 __all__ = ["PASSTHROUGH", "WorkerDeps", "WorkerParts", "running_worker", "workflow_runner"]
@@ -38,7 +39,12 @@ class WorkerParts(Protocol):
     """More workflows and activities for a worker (the planner's, for planning sessions and replanning)."""
 
     def __call__(
-        self, settings: Settings, *, registry: ToolRegistry, completion: Callable[..., Awaitable[Any]] | None
+        self,
+        settings: Settings,
+        *,
+        registry: ToolRegistry,
+        completion: Callable[..., Awaitable[Any]] | None,
+        tenants: TenantRegistry | None = None,
     ) -> tuple[list[type], list[Callable[..., Any]]]: ...
 
 
@@ -90,14 +96,20 @@ async def running_worker(
             workflows: list[type] = [PlanWorkflow]
             extra_activities: list[Callable[..., Any]] = []
             for part in parts:
-                more_workflows, more_activities = part(settings, registry=registry, completion=completion)
+                more_workflows, more_activities = part(
+                    settings, registry=registry, completion=completion, tenants=tenants
+                )
                 workflows += more_workflows
                 extra_activities += more_activities
             worker = Worker(
                 client,
                 task_queue=task_queue or settings.task_queue,
                 workflows=workflows,
-                activities=[*activities.all(), *extra_activities],
+                activities=[
+                    *activities.all(),
+                    *RunStarter(client, settings, registry, tenants).all(),
+                    *extra_activities,
+                ],
                 workflow_runner=workflow_runner(),
                 **worker_options,
             )
