@@ -80,6 +80,13 @@ class _Mapping(BaseModel):
         value = getattr(self, key, default)
         return default if value is None else value
 
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, dict):  # a view equals its JSON form
+            return self.model_dump() == other
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 class StepErrorView(_Mapping):
     type: str

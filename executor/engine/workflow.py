@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import dataclasses
 import json
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -257,6 +258,9 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
 
     def _sync_listed(self) -> None:
         """Keep DuraplanStatus equal to the public state while the run is open (running <-> waiting)."""
+        unwinding = sys.exc_info()[1]
+        if unwinding is not None and not isinstance(unwinding, Exception):
+            return  # cancelled, drained for continue-as-new, or evicted: the state changes otherwise
         state = self._public_state()
         if state == self._listed or state not in ("running", "waiting") or not self.inp.search_attributes:
             return
