@@ -353,9 +353,7 @@ def create_app(
     async def list_runs(
         tenant: TenantDep,
         session: Annotated[str | None, Query(pattern=NAME_REGEX)] = None,
-        status: Annotated[
-            RunState | None, Query(description="the current generation's state")
-        ] = None,
+        status: Annotated[RunState | None, Query(description="the current generation's state")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> RunList:
         """The tenant's runs, newest first."""

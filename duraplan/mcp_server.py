@@ -61,7 +61,13 @@ PlanArg = Annotated[
         )
     ),
 ]
-RunIdArg = Annotated[str, Field(description=f"The run id submit_plan returned (matches {NAME_PATTERN.pattern}).")]
+RunIdArg = Annotated[
+    str,
+    Field(
+        description=f"The run id submit_plan returned (matches {NAME_PATTERN.pattern}), or a subplan step's "
+        "child_run_id from get_run."
+    ),
+]
 
 
 # ---- results (their JSON Schemas are the tools' output schemas) --------------------------------
@@ -186,18 +192,14 @@ def create_server(
     server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS.format(tenant=tenant), middleware=[_OneLineErrors()])
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
 
-    def granted() -> Callable[[str], bool] | None:
-        return None if dp.tenants is None else functools.partial(dp.tenants.is_tool_granted, tenant)
-
     @server.tool(annotations=read_only)
     @_tool_errors
     async def validate_plan(plan: PlanArg) -> ValidationResult:
         """Check a plan without running it. Returns every problem at once, each with a JSON pointer and step id:
         schema errors, duplicate ids, unknown references, dependency cycles, unknown or ungranted tools,
         bad tool arguments, expression and code syntax, durations and limits."""
-        if dp.tenants is not None:
-            dp.tenants.get(tenant)
-        _, issues = check_plan(plan, tools=dp.registry, granted=granted())
+        context = await dp.context(tenant)  # the tenant's grants, read once, off the event loop
+        _, issues = check_plan(plan, tools=dp.registry, granted=context.is_granted)
         return ValidationResult(valid=not issues, issues=_issues(issues))
 
     @server.tool(annotations=ToolAnnotations(idempotent_hint=True, destructive_hint=False))
@@ -220,7 +222,10 @@ def create_server(
     ) -> Submitted:
         """Validate a plan and start it as a durable run. Returns at once with the run_id; follow it with get_run.
         An invalid plan is rejected with every problem listed (JSON pointer, step id) and nothing is started."""
-        handle = await dp.submit_plan(plan, tenant=tenant, session=session, inputs=inputs, run_id=run_id)
+        context = await dp.context(tenant)
+        handle = await dp.submit_plan(
+            plan, tenant=tenant, session=session, inputs=inputs, run_id=run_id, context=context
+        )
         return Submitted(run_id=handle.run_id, tenant=tenant, session=session)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
@@ -236,7 +241,8 @@ def create_server(
         catalog and repairs its answer from the validator's findings, a bounded number of times."""
         from planner.core import plan_goal as plan
 
-        result = await plan(goal, tools=dp.tools_for(tenant), model=model, completion=completion)
+        tools = (await dp.context(tenant)).tools(dp.registry)  # the model sees, and may use, granted tools only
+        result = await plan(goal, tools=tools, model=model, completion=completion)
         return Planned(
             plan=result.plan_json,
             model=result.model,

@@ -57,6 +57,8 @@ class ContainersMixin(EngineBase):
                     if task in done:
                         del running[i]
                         task.result()
+        except GeneratorExit:
+            raise  # the worker drops this run from its cache: nothing may be awaited any more
         except BaseException:
             await cancel_all(running.values())
             raise

@@ -7,6 +7,7 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -295,7 +296,7 @@ class RunHandle:
         size = len(json.dumps(payload).encode())
         tenants = self._dp.tenants
         if tenants is not None:
-            cap = tenants.quotas(self.tenant).max_event_bytes
+            cap = (await asyncio.to_thread(tenants.quotas, self.tenant)).max_event_bytes
             if size > cap:
                 detail = f"event {type!r} payload is {size} bytes; the cap is {cap}"
                 raise QuotaExceeded("max_event_bytes", None, tenant=self.tenant, detail=detail)
