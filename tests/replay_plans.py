@@ -1,7 +1,11 @@
 """Plans whose recorded histories are committed in tests/histories and replayed by test_replay.
 
 Re-record after an intentional, versioned change to the interpreter:
-``.venv/bin/python tests/replay_plans.py`` (starts its own dev server).
+``.venv/bin/python tests/replay_plans.py [NAME...]`` (starts its own dev server; only the named
+plans when names are given: keep the older histories, they replay the pre-patch branches).
+
+Versions: ``dag_foreach_switch`` and ``events_sleep_compensation`` were recorded before the
+``status-attribute-waiting`` and ``subplan-child-run-id`` patches; ``subplan_waiting`` after.
 """
 
 from __future__ import annotations
@@ -88,10 +92,28 @@ PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] =
         {},
         [("approval", {"ok": False, "by": "ann"})],
     ),
+    # The run's open state follows waiting (DuraplanStatus upserts) and the child has its own run id.
+    "subplan_waiting": (
+        {
+            "name": "replay-subplan",
+            "steps": [
+                {
+                    "id": "child",
+                    "kind": "subplan",
+                    "plan": {"name": "replay-child", "steps": [{"id": "one", "kind": "set", "value": 1}]},
+                },
+                {"id": "nap", "kind": "sleep", "duration": "200ms", "depends_on": ["child"]},
+                {"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h", "depends_on": ["nap"]},
+            ],
+            "output": {"child": "${steps.child.output}", "go": "${steps.go.output}"},
+        },
+        {},
+        [("go", {"ok": True})],
+    ),
 }
 
 
-async def _record() -> None:
+async def _record(names: list[str]) -> None:
     import contextlib
     import json
     import tempfile
@@ -107,6 +129,8 @@ async def _record() -> None:
             async with running_worker(server.client, settings):
                 dp = Duraplan(server.client, settings)
                 for name, (plan, inputs, events) in PLANS.items():
+                    if names and name not in names:
+                        continue
                     handle = await dp.submit_plan(plan, tenant="replay", session="s", inputs=inputs, run_id=name)
                     for event_type, payload in events:
                         await handle.send_event(event_type, payload)
@@ -123,4 +147,4 @@ if __name__ == "__main__":
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    asyncio.run(_record())
+    asyncio.run(_record(sys.argv[1:]))
