@@ -98,7 +98,8 @@ class DuraplanError(Exception):
         """Rebuild from a failure: the message as is, ``details`` as attributes."""
         error = cls.__new__(cls)
         Exception.__init__(error, message)
-        error.__dict__.update(details)
+        # plain data only: a detail never shadows what the class defines (status_code(), ...)
+        error.__dict__.update({k: v for k, v in details.items() if not hasattr(cls, k)})
         return error
 
 

@@ -138,7 +138,8 @@ class RevisionView(_Mapping):
 class RunStatus(_Mapping):
     """A run's status: state, each step (nested ones included), the plan's hash and revisions."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A newer worker's extra fields do not make an older client fall back to describe alone.
+    model_config = ConfigDict(extra="ignore")
 
     run_id: str
     tenant: str

@@ -108,8 +108,8 @@ class TenantContext:
         check_name("tenant", tenant)
         if registry is None:
             return cls(tenant)
-        registry.get(tenant)  # UnknownTenant before anything else
-        return cls(tenant, tuple(registry.granted_tools(tenant)), registry.quotas(tenant), registry)
+        grants = tuple(registry.granted_tools(tenant))  # UnknownTenant before anything else
+        return cls(tenant, grants, registry.quotas(tenant), registry)
 
 
 async def load_context(registry: TenantRegistry | None, tenant: str) -> TenantContext:
