@@ -84,8 +84,9 @@ class ChatSession:
             tenant=tenant,
             session=session,
             model=model,
-            # With tenancy, the model is shown (and may use) the tenant's granted tools only.
-            catalog=catalog if catalog is not None or dp.tenants is None else dp.tools_for(tenant).catalog(),
+            # With tenancy, the model is shown (and may use) the tenant's granted tools only: read
+            # in start(), off the event loop.
+            catalog=catalog,
             local_tools=[n for n in dp.registry.names() if dp.registry.get(n).local],
             max_attempts=max_attempts,
             budget_usd=budget_usd,
@@ -95,6 +96,7 @@ class ChatSession:
             retry_max_attempts=retry_max_attempts,
         )
         self._started = False
+        self._granted_catalog = catalog is None and dp.tenants is not None
 
     def __repr__(self) -> str:
         return f"ChatSession(tenant={self.tenant!r}, session={self.session!r})"
@@ -106,6 +108,9 @@ class ChatSession:
     async def start(self) -> ChatSession:
         """Start the session workflow, or join it if it is running (idempotent)."""
         if not self._started:
+            if self._granted_catalog:
+                context = await self.dp.context(self.tenant)
+                self._input.catalog = context.tools(self.dp.registry).catalog()
             attrs = [SearchAttributePair(SA_TENANT, self.tenant), SearchAttributePair(SA_SESSION, self.session)]
             await self.dp.client.start_workflow(
                 PlanningSession.run,

@@ -68,10 +68,6 @@ _CLOSED_FILTER = {
 _VERIFY_BATCH = 100
 
 
-def _check_name(kind: str, value: str) -> str:
-    return check_name(kind, value)
-
-
 def _status_clause(status: str) -> str:
     if status not in RUN_STATES:
         raise InputsInvalid("status filter", [f"{status!r} is not one of {', '.join(RUN_STATES)}"])
@@ -132,7 +128,7 @@ class Duraplan:
 
     def get_run(self, run_id: str, *, tenant: str) -> RunHandle:
         """A run of ``tenant``: a submitted run id, or a subplan's child run id (``RunStatus.steps[].child_run_id``)."""
-        return RunHandle(self, _check_name("tenant", tenant), check_run_id(run_id))
+        return RunHandle(self, check_name("tenant", tenant), check_run_id(run_id))
 
     async def list_runs(
         self,
@@ -147,12 +143,12 @@ class Duraplan:
         if not self.settings.search_attributes:
             raise RunStateError("listing runs needs search attributes (Settings.search_attributes)")
         clauses = [
-            f"DuraplanTenant = {json.dumps(_check_name('tenant', tenant))}",
+            f"DuraplanTenant = {json.dumps(check_name('tenant', tenant))}",
             f"WorkflowType = '{WORKFLOW_NAME}'",
             "ExecutionStatus != 'ContinuedAsNew'",
         ]
         if session is not None:
-            clauses.append(f"DuraplanSession = {json.dumps(_check_name('session', session))}")
+            clauses.append(f"DuraplanSession = {json.dumps(check_name('session', session))}")
         if status is not None:
             clauses.append(_status_clause(status))
         out: list[RunSummary] = []
