@@ -159,10 +159,12 @@ class StepActivities:
     async def _tool(self, call: ToolCall) -> Any:
         secrets: list[str] = []
         try:
-            if self.tenants is not None:  # the grant is checked again here, whoever submitted the plan
-                self.tenants.require_tool(call.tenant, call.tool)
+            # The tenant's registry (SQLite) is read in one thread hop, not on the event loop.
+            if self.tenants is not None:
+                args, secrets, policy = await asyncio.to_thread(self._tenant_parts, call)
+            else:
+                args, secrets, policy = self._tenant_parts(call)
             tool = self.registry.get(call.tool)
-            args, secrets = self._resolve_secrets(call.tenant, call.args)
             tool.check_args(args)
             ctx = ToolContext(
                 tenant=call.tenant,
@@ -171,7 +173,7 @@ class StepActivities:
                 attempt=call.attempt,
                 idempotency_key=call.idempotency_key,
                 store=self.store,
-                http_policy=self._egress(call.tenant),
+                http_policy=policy,
             )
             result = await heartbeating(tool.handler(args, ctx))
         except ToolError as exc:
@@ -181,6 +183,15 @@ class StepActivities:
             raise _fail(str(exc), type(exc).__name__, retryable=False) from None
         # Secret values never leave the activity: not in outputs, so not in history or status.
         return _checked_output(_redact(result, secrets), f"tool {call.tool!r}", call.quota)
+
+    def _tenant_parts(self, call: ToolCall) -> tuple[dict[str, Any], list[str], HttpPolicy | None]:
+        """The grant (checked again here, whoever submitted the plan), the arguments with secrets
+        resolved, and the egress policy: everything a tool call reads from the tenant registry."""
+        if self.tenants is not None:
+            self.tenants.require_tool(call.tenant, call.tool)
+        self.registry.get(call.tool)  # an unknown tool fails before any secret is read
+        args, secrets = self._resolve_secrets(call.tenant, call.args)
+        return args, secrets, self._egress(call.tenant)
 
     def _resolve_secrets(self, tenant: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Replace ``{"$secret": "NAME"}`` values with the tenant's secret, here and nowhere else."""
