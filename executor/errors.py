@@ -103,14 +103,15 @@ class DuraplanError(Exception):
         return error
 
 
-def to_failure(exc: DuraplanError) -> ApplicationError:
-    """``exc`` as the ``ApplicationError`` it travels as inside Temporal."""
+def to_failure(exc: DuraplanError, *, final: bool = False) -> ApplicationError:
+    """``exc`` as the ``ApplicationError`` it travels as inside Temporal; ``final``: not retried by
+    Temporal even when the error is retryable (the caller decides, e.g. a refused start)."""
     delay = exc.retry_after_seconds()
     return ApplicationError(
         str(exc),
         exc.failure_details(),
         type=exc.type_name,
-        non_retryable=not exc.retryable,
+        non_retryable=final or not exc.retryable,
         next_retry_delay=timedelta(seconds=delay) if delay else None,
     )
 

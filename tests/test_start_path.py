@@ -223,3 +223,19 @@ async def test_a_revision_meets_the_runs_pinned_quota(env: Env) -> None:
     assert "max_steps_per_run" in status.replan_errors[0]["message"]
     assert status.revision == 1  # the revision over the quota was not adopted
     assert env.slot.model.remaining == 0
+
+
+async def test_chat_submit_takes_the_rate_token_like_a_direct_submit(env: Env) -> None:
+    tenant = env.tenant()
+    env.tenants.set_quotas(tenant, runs_per_second=0.01, runs_burst=1)
+    small = {"name": "small", "steps": [{"id": "a", "kind": "set", "value": 1}]}
+    await env.dp.submit_plan(small, tenant=tenant, session="s")  # the one token
+    env.slot.model = ScriptedModel(small)
+    chat = ChatSession(env.dp, tenant=tenant, session="chat", run_task_queue=env.settings.task_queue)
+    await chat.send("plan it")
+    with pytest.raises(QuotaExceeded) as refused:  # at once, not after Temporal's retries
+        await asyncio.wait_for(chat.submit(), 10)
+    assert refused.value.limit == "runs_per_second" and refused.value.retry_after_s is not None
+    with pytest.raises(QuotaExceeded) as direct:
+        await env.dp.submit_plan(small, tenant=tenant, session="s")
+    assert direct.value.limit == "runs_per_second"

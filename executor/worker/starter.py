@@ -52,5 +52,6 @@ class RunStarter:
                 task_queue=request.task_queue,
             )
         except DuraplanError as exc:
-            raise to_failure(exc) from None
+            # A refusal is an answer, as for a direct submit (a 429 included): the caller retries.
+            raise to_failure(exc, final=True) from None
         return StartRunResult(started.run_id, started.created)
