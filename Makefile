@@ -47,10 +47,16 @@ bench-noisy: setup
 eval: setup
 	$(BIN)/duraplan eval --dataset evals/datasets/starter.yaml --model authored --replay
 
-# Regenerate the report that replaying the starter recordings must reproduce (a test checks it).
+# Regenerate the reports that replaying the starter recordings must reproduce (a test checks them):
+# the authored answers, and the known-bad "gamed" answers of issue 16, which must fail. Authored
+# recordings are first stamped with today's prompt hashes, so a later prompt change shows as drift.
+GAMED_CASES := onboard-new-hire personalized-welcome prod-deploy-cab-approval
 eval-baseline: setup
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python -m evals.stamp evals/datasets/starter.yaml authored gamed
 	$(BIN)/duraplan eval --dataset evals/datasets/starter.yaml --model authored --replay \
 		--out evals/reports --name starter-authored-replay
+	$(BIN)/duraplan eval --dataset evals/datasets/starter.yaml --model gamed --replay \
+		--out evals/reports --name starter-gamed-replay $(addprefix --case ,$(GAMED_CASES))
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -16,10 +16,17 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from executor.engine.contract import SA_STATUS
     from executor.engine.models import ToolCall
-    from executor.service.config import SA_STATUS
 
-__all__ = ["BASELINE_WORKFLOW", "BaselineInput", "BaselineWorkflow"]
+__all__ = [
+    "BASELINE_WORKFLOW",
+    "RELEASE_SIGNAL",
+    "WAITER_WORKFLOW",
+    "BaselineInput",
+    "BaselineWorkflow",
+    "WaiterWorkflow",
+]
 
 BASELINE_WORKFLOW = "BenchBaseline"
 TOOL_ACTIVITY = "duraplan.tool"  # executor.worker.activities.run_tool
@@ -68,3 +75,25 @@ class BaselineWorkflow:
         if inp.upsert_status:
             workflow.upsert_search_attributes([SA_STATUS.value_set("completed")])
         return out
+
+
+WAITER_WORKFLOW = "BenchWaiter"
+RELEASE_SIGNAL = "release"
+
+
+@workflow.defn(name=WAITER_WORKFLOW)
+class WaiterWorkflow:
+    """The hand-written floor for a waiting run: block on a signal, return its payload."""
+
+    def __init__(self) -> None:
+        self._payload: Any = None
+        self._released = False
+
+    @workflow.run
+    async def run(self) -> Any:
+        await workflow.wait_condition(lambda: self._released)
+        return self._payload
+
+    @workflow.signal(name=RELEASE_SIGNAL)
+    def release(self, payload: Any) -> None:
+        self._payload, self._released = payload, True

@@ -185,6 +185,7 @@ async def bench_env(
     server: str = "devserver",
     runner: SandboxedWorkflowRunner | None = None,
     worker_options: dict[str, Any] | None = None,
+    workflows: tuple[type, ...] = (),
 ) -> AsyncIterator[Bench]:
     probe = EagerProbe()
     with tempfile.TemporaryDirectory(prefix="duraplan-bench-") as tmp:
@@ -200,7 +201,7 @@ async def bench_env(
                     worker = Worker(
                         client,
                         task_queue=task_queue,
-                        workflows=[PlanWorkflow, BaselineWorkflow],
+                        workflows=[PlanWorkflow, BaselineWorkflow, *workflows],
                         activities=activities.all(),
                         workflow_runner=runner or bench_runner(),
                         **(worker_options or {}),

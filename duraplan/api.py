@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -37,11 +38,15 @@ from duraplan.api_models import (
     RunAction,
     RunCreated,
     RunList,
+    RunPlan,
     RunResult,
     RunStatus,
     SubmitRunRequest,
     ValidationResult,
 )
+from duraplan.api_sources import add_source_routes
+from duraplan.console import mount_console
+from duraplan.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
 from executor.engine.run_status import FINAL_RUN_STATES, RunState
 from executor.errors import (
     DuraplanError,
@@ -249,13 +254,16 @@ def create_app(
     completion: Completion | None = None,
     model: str | None = None,
     run_task_queue: str | None = None,
+    max_streams_per_tenant: int = DEFAULT_STREAMS_PER_TENANT,
 ) -> FastAPI:
     """The HTTP API over ``dp`` for the tenants of ``tenants``.
 
     ``completion`` replaces ``litellm.acompletion`` for ``POST /v1/plan`` (tests pass a
     ``planner.testing.ScriptedModel``; chat sessions plan on the worker, which has its own);
     ``model`` is the planner's default model (else ``dp.settings.default_model``, else
-    ``DURAPLAN_MODEL``); ``run_task_queue`` is where chat sessions start their runs."""
+    ``DURAPLAN_MODEL``); ``run_task_queue`` is where chat sessions start their runs;
+    ``max_streams_per_tenant`` caps each tenant's open server-sent event streams (429 past it).
+    The web console is mounted at ``/ui`` (``duraplan.console``)."""
     if dp.tenants is not tenants:  # quotas and tool grants are enforced by the Python API itself
         dp = Duraplan(dp.client, dp.settings, dp.registry, tenants)
     default_model = model or dp.settings.default_model
@@ -270,6 +278,8 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RPCError, _temporal_error)
+    streams = StreamSlots(max_streams_per_tenant)
+    mount_console(app)
 
     def run_of(tenant: Tenant, run_id: str) -> RunHandle:
         return dp.get_run(run_id, tenant=tenant.tenant_id)
@@ -281,7 +291,7 @@ def create_app(
             session=session,
             model=model or default_model,
             run_task_queue=run_task_queue,
-            catalog=context.tools(dp.registry).catalog(),  # the model sees, and may use, granted tools only
+            catalog=dp.catalog_for(context.tenant),  # granted tools only; source tools with their schema hash
         )
 
     def run_id_for(body_id: str | None, key: str | None) -> str | None:
@@ -297,7 +307,7 @@ def create_app(
         plan: Annotated[dict[str, Any], Body(description="a plan object (schemas/plan.schema.json)")],
     ) -> ValidationResult:
         """Validate a plan against the tenant's tools and grants; every problem at once."""
-        _, issues = check_plan(plan, tools=dp.registry, granted=context.is_granted)
+        _, issues = check_plan(plan, tools=dp.registry_for(context.tenant), granted=context.is_granted)
         return ValidationResult(valid=not issues, issues=[Issue(**i.to_dict()) for i in issues])
 
     @app.post("/v1/plan", response_model=PlanResponse, tags=["plans"], responses=_responses(422))
@@ -305,7 +315,7 @@ def create_app(
         """Plan a goal: the model's plan, validated and repaired, with attempts, tokens and cost."""
         result = await plan_goal(
             body.goal,
-            tools=context.tools(dp.registry),  # the model sees, and may use, granted tools only
+            tools=context.tools(dp.registry_for(context.tenant)),  # the model sees, and may use, granted tools only
             model=body.model or default_model,
             max_attempts=body.max_attempts,
             budget_usd=body.budget_usd,
@@ -320,6 +330,8 @@ def create_app(
             total_tokens=result.total_tokens,
             cost_usd=result.cost_usd,
         )
+
+    add_source_routes(app, dp, TenantDep)
 
     # -- runs --
 
@@ -367,6 +379,11 @@ def create_app(
     ) -> RunStatus:
         return await run_of(tenant, run_id).status(items=items)
 
+    @app.get("/v1/runs/{run_id}/plan", response_model=RunPlan, tags=["runs"], responses=_responses(404))
+    async def run_plan(tenant: TenantDep, run_id: RunId) -> RunPlan:
+        """The plan the run executes now (its latest revision) and every step record by path, nested ones included."""
+        return RunPlan.model_validate(await run_of(tenant, run_id).plan())
+
     @app.get("/v1/runs/{run_id}/result", response_model=RunResult, tags=["runs"], responses=_responses(404, 409))
     async def run_result(tenant: TenantDep, run_id: RunId) -> RunResult:
         """The output of a completed run; 409 run-state while it runs, 409 run-failed when it did not complete."""
@@ -382,17 +399,31 @@ def create_app(
         response_class=StreamingResponse,
         responses=_responses(
             404,
+            429,
             s200={
-                "description": "Server-sent events: a `status` event (a RunStatus) on every change, the last one final",
+                "description": "Server-sent events: a `status` event (a RunStatus) on every change, the last one final "
+                "(at most max_streams_per_tenant open per tenant: 429 past it)",
                 "content": {"text/event-stream": {"schema": _SSE_EVENT}},
             },
         ),
     )
     async def run_progress(tenant: TenantDep, run_id: RunId) -> StreamingResponse:
         handle = run_of(tenant, run_id)
-        first = await handle.status()  # 404 before the stream starts
+        slot = streams.acquire(tenant.tenant_id)  # 429 before any query: a tenant at its cap costs nothing more
+        try:
+            first = await handle.status()  # 404 before the stream starts
+        except BaseException:
+            slot.release()
+            raise
 
         async def events() -> AsyncIterator[str]:
+            try:
+                async for event in changes():
+                    yield event
+            finally:
+                slot.release()
+
+        async def changes() -> AsyncIterator[str]:
             snapshot: RunStatus | None = first
             last = None
             while True:
@@ -407,7 +438,13 @@ def create_app(
                     return
                 snapshot = None
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        # The background task also releases the slot when the client left before the stream began.
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+            background=BackgroundTask(slot.release),
+        )
 
     @app.post(
         "/v1/runs/{run_id}/events",
@@ -496,7 +533,7 @@ async def serve(
     The tenant registry is ``tenants``, else ``<home>/tenants.db`` (created if missing)."""
     import uvicorn
 
-    registry = tenants or settings.tenant_registry() or TenantRegistry(settings.home / "tenants.db")
+    registry = tenants or settings.tenant_registry() or TenantRegistry(settings.registry_location())
     dp = Duraplan(await connect(settings), settings, tenants=registry)
     app = create_app(dp, registry)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))

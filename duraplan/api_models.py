@@ -28,6 +28,7 @@ __all__ = [
     "RunAction",
     "RunCreated",
     "RunList",
+    "RunPlan",
     "RunResult",
     "RunStatus",
     "RunSummary",
@@ -89,6 +90,16 @@ class RunCreated(BaseModel):
 
 class RunList(BaseModel):
     runs: list[RunSummary] = Field(description="Newest first: one row per run id (its current generation).")
+
+
+class RunPlan(BaseModel):
+    """The plan a run executes now and its step records keyed by path (``loop[0].inner``, ``branch.step``)."""
+
+    run_id: str
+    plan: JsonObject | None = Field(description="the latest revision; null when no worker answers")
+    plan_hash: str | None = None
+    revision: int | None = None
+    records: dict[str, JsonObject] = Field(default_factory=dict)
 
 
 class RunResult(BaseModel):

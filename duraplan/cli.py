@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from duraplan.mcp_server import app as mcp_app
+from duraplan.sources_cli import source_app, tools_app
 from duraplan.tenants_cli import app as tenants_app
 from evals.cli import app as evals_app
 from executor.engine.run_status import FINAL_RUN_STATES, RUN_STATES, RunStatus, StepView
@@ -42,6 +43,8 @@ app.add_typer(events_app, name="events")
 app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
 app.add_typer(evals_app)  # `duraplan eval` and `duraplan eval-compare`
 app.add_typer(tenants_app, name="tenants")
+tenants_app.add_typer(source_app, name="source")  # `duraplan tenants source add|list|refresh|remove`
+app.add_typer(tools_app, name="tools")  # `duraplan tools list [--tenant T]`
 app.add_typer(mcp_app)  # `duraplan mcp`
 out = Console()
 err = Console(stderr=True)
@@ -78,6 +81,8 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
                 err.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
             code = 2
         except DuraplanError as exc:
+            code = _fail(str(exc)).exit_code
+        except ConnectionError as exc:  # tools.DatabaseUnavailable: the message names the database
             code = _fail(str(exc)).exit_code
         except RuntimeError as exc:
             if "connect" not in str(exc).lower():
@@ -411,7 +416,7 @@ async def dev(
                 api = asyncio.create_task(serve(settings, host="127.0.0.1", port=api_port, log_level="warning"))
                 out.print(
                     f"HTTP API http://127.0.0.1:{api_port}   docs http://127.0.0.1:{api_port}/docs   "
-                    f"OpenAPI http://127.0.0.1:{api_port}/openapi.json",
+                    f"OpenAPI http://127.0.0.1:{api_port}/openapi.json   console http://127.0.0.1:{api_port}/ui/",
                     highlight=False,
                 )
                 out.print("worker ready; Ctrl-C to stop")

@@ -199,7 +199,7 @@ def create_server(
         schema errors, duplicate ids, unknown references, dependency cycles, unknown or ungranted tools,
         bad tool arguments, expression and code syntax, durations and limits."""
         context = await dp.context(tenant)  # the tenant's grants, read once, off the event loop
-        _, issues = check_plan(plan, tools=dp.registry, granted=context.is_granted)
+        _, issues = check_plan(plan, tools=dp.registry_for(tenant), granted=context.is_granted)
         return ValidationResult(valid=not issues, issues=_issues(issues))
 
     @server.tool(annotations=ToolAnnotations(idempotent_hint=True, destructive_hint=False))

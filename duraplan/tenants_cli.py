@@ -1,4 +1,5 @@
-"""``duraplan tenants``: manage the tenant registry (``<DURAPLAN_HOME>/tenants.db``).
+"""``duraplan tenants``: manage the tenant registry (``<DURAPLAN_HOME>/tenants.db``, or the
+PostgreSQL database at ``DURAPLAN_DATABASE_URL``).
 
 User errors print one line on stderr and exit 1. Secrets and API keys are never printed except the
 new key from ``issue-key``, once, on stdout alone (so ``KEY=$(duraplan tenants issue-key ...)`` works).
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from executor.service.config import Settings
 from executor.service.tenants import Quotas, TenantError, TenantRegistry
+from tools.database import is_database_error
 
 __all__ = ["app", "registry_path"]
 
@@ -36,8 +37,9 @@ TenantArg = Annotated[str, typer.Argument(help="Tenant id.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def registry_path() -> Path:
-    return Settings.from_env().home / "tenants.db"
+def registry_path() -> str | Path:
+    """The registry the CLI opens; a PostgreSQL URL may hold a password, so it is never printed."""
+    return Settings.from_env().registry_location()
 
 
 @contextmanager
@@ -63,10 +65,12 @@ def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except (TenantError, ValueError, TypeError) as exc:
             raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-        except OSError as exc:
+        except OSError as exc:  # also tools.DatabaseUnavailable
             raise _fail(str(exc)) from None
-        except sqlite3.Error as exc:
-            raise _fail(f"tenant registry {registry_path()}: {exc}") from None
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            raise _fail(f"tenant registry: {exc}") from None
 
     return wrapper
 
@@ -126,6 +130,7 @@ def show(tenant: TenantArg, as_json: JsonOut = False) -> None:
             "quotas": reg.quotas(tenant).to_dict(),
             "tool_grants": reg.granted_tools(tenant),
             "egress": reg.egress(tenant),
+            "egress_private": reg.private_egress(tenant),
             "secrets": reg.secret_names(tenant),
             "keys": [k.to_dict() for k in reg.list_keys(tenant)],
         }
@@ -297,6 +302,30 @@ def egress(
         _print_json(current)
     else:
         typer.echo(f"egress of {tenant}: {', '.join(current) or '(none: all HTTP egress denied)'}")
+
+
+@app.command("egress-private")
+@_user_errors
+def egress_private(
+    tenant: TenantArg,
+    targets: Annotated[
+        list[str] | None, typer.Argument(help="Exact host:port targets, e.g. 127.0.0.1:9331 wiki.internal:8443.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every target (the default: none).")] = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Administrators only: let a tenant reach named loopback/private host:port targets (off by default).
+
+    Replaces the list with TARGET...; without targets, shows it. Each target admits that host on
+    that port only, despite the address checks; connections are still pinned to what was resolved."""
+    if clear and targets:
+        raise ValueError("give targets or --clear, not both")
+    with _registry() as reg:
+        current = reg.set_private_egress(tenant, targets or []) if (targets or clear) else reg.private_egress(tenant)
+    if as_json:
+        _print_json(current)
+    else:
+        typer.echo(f"private egress of {tenant}: {', '.join(current) or '(none)'}")
 
 
 # ---- secrets -----------------------------------------------------------------------------------

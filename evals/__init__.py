@@ -8,26 +8,35 @@ The CLI is ``duraplan eval``; see evals/README.md.
 
 from __future__ import annotations
 
-from evals.dataset import Case, Dataset, DatasetInvalid, load_dataset
-from evals.evaluators import CHECKS, Check, Outcome, critical_path, evaluate
+from evals.dataset import Case, Dataset, DatasetInvalid, World, load_dataset
+from evals.evaluators import CHECKS, OUTCOME_CHECKS, Check, Outcome, WorldRun, critical_path, discriminating, evaluate
+from evals.preflight import EvalNotConfigured
 from evals.recording import Recording, RecordingMissing
-from evals.report import CaseResult, Report, compare, load_report
+from evals.report import CaseResult, Report, WorldResult, compare, load_report
 from evals.runner import EvalConfig, run_eval
+from evals.trace import TraceCall
 
 __all__ = [
     "CHECKS",
+    "OUTCOME_CHECKS",
     "Case",
     "CaseResult",
     "Check",
     "Dataset",
     "DatasetInvalid",
     "EvalConfig",
+    "EvalNotConfigured",
     "Outcome",
     "Recording",
     "RecordingMissing",
     "Report",
+    "TraceCall",
+    "World",
+    "WorldResult",
+    "WorldRun",
     "compare",
     "critical_path",
+    "discriminating",
     "evaluate",
     "load_dataset",
     "load_report",

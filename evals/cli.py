@@ -6,7 +6,8 @@
     duraplan eval-compare A.json B.json
 
 Exit codes: 0 when the eval ran (whatever the pass rate, unless ``--fail-under``), 1 when fewer
-cases than ``--fail-under`` passed, 2 for bad input (dataset, report, options).
+cases than ``--fail-under`` passed, 2 for bad input (dataset, report, options) and for a live eval
+whose model lacks credentials or whose endpoint does not answer (checked before the first case).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evals.dataset import DatasetInvalid, load_dataset
+from evals.preflight import EvalNotConfigured
 from evals.recording import model_slug
 from evals.report import CaseResult, Report, compare, compare_markdown, load_report, print_compare
 from evals.runner import DEFAULT_RECORDINGS, EvalConfig, Mode, run_eval
@@ -37,7 +40,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     exit_process(code)
 
 
@@ -117,7 +120,11 @@ def eval_command(
             mark = "[green]✓[/]" if result.passed else "[red]✗[/]"
             progress.update(task, advance=1, last=f"{mark} {result.id}")
 
-        report = asyncio.run(run_eval(config, on_case=done))
+        try:
+            report = asyncio.run(run_eval(config, on_case=done))
+        except EvalNotConfigured as exc:
+            progress.stop()
+            _fail(str(exc))
     report.print_summary(out)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     json_path, md_path = report.write(out_dir, name or f"{data.name}-{model_slug(model)}-{mode}-{stamp}")

@@ -6,8 +6,15 @@ tenant's tools), what makes its run deterministic (scripted tool behaviours, llm
 events to deliver, run inputs) and what a good plan must satisfy.
 
 Scripted tools answer from their ``behaviour``: the first rule whose ``when`` (a JMESPath
-expression over ``{"args": ..., "call": n}``) is truthy gives the result or error; otherwise
-``returns``. ``fail_times`` fails the first calls with a retryable error (to exercise retries).
+expression over ``{"args": ..., "call": n}``) is truthy, or whose ``match`` (a JSON Schema) the
+arguments satisfy, gives the result or error; otherwise ``returns``. A tool with rules and no
+``returns`` or ``error`` of its own fails an unmatched call as ``NotFound``, as a real service does
+for an entity it does not know: the answer follows from the arguments, so a plan must pass the
+right ones. ``fail_times`` fails each step's first calls with a retryable error (to exercise retries).
+
+A case may declare ``worlds`` (see ``evals/worlds.py``): the same plan runs once per world, with
+the world's inputs, tool behaviours, events and expectations, so an output that is a literal
+rather than computed from the world fails in one of them.
 """
 
 from __future__ import annotations
@@ -18,13 +25,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jmespath
+import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.plan import Step
 from tools.registry import TOOL_NAME_PATTERN
 
 __all__ = [
     "CATEGORIES",
+    "STEP_KINDS",
+    "CallWith",
     "Case",
     "CaseEvent",
     "CaseTool",
@@ -33,16 +44,24 @@ __all__ = [
     "Expectations",
     "LlmRule",
     "LlmScript",
+    "Order",
     "OutputAssertion",
     "Rule",
     "ScriptedError",
     "ToolBehaviour",
+    "World",
+    "WorldExpect",
     "load_dataset",
 ]
 
 Category = Literal["onboarding", "approvals", "fan-out", "etl", "ci", "incident", "support"]
 CATEGORIES: tuple[str, ...] = typing.get_args(Category)
-StepKind = Literal["tool", "llm", "code", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail"]
+# Read from the plan schema, so a new step kind is usable in datasets as soon as plans have it.
+STEP_KINDS: tuple[str, ...] = tuple(
+    typing.get_args(model.model_fields["kind"].annotation)[0] for model in typing.get_args(typing.get_args(Step)[0])
+)
+StepKind = Literal[STEP_KINDS]  # type: ignore[valid-type]
+WorldName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
 CaseId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$")]
 
 
@@ -68,19 +87,47 @@ class ScriptedError(_Model):
     retryable: bool = False
 
 
+def _check_optional_jmespath(expression: str | None) -> str | None:
+    return None if expression is None else _check_jmespath(expression)
+
+
+def _check_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    if schema is not None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"invalid JSON Schema: {exc.message}") from None
+    return schema
+
+
 class Rule(_Model):
-    when: str = Field(description='JMESPath over {"args": ..., "call": n}; the first truthy rule applies.')
+    when: str | None = Field(None, description='JMESPath over {"args": ..., "call": n}: applies when truthy.')
+    match: dict[str, Any] | None = Field(None, description="JSON Schema: applies when the arguments satisfy it.")
     returns: Any = None
     error: ScriptedError | None = None
 
-    _when = field_validator("when")(_check_jmespath)
+    _when = field_validator("when")(_check_optional_jmespath)
+    _match = field_validator("match")(_check_schema)
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> Rule:
+        if (self.when is None) == (self.match is None):
+            raise ValueError("give exactly one of when (JMESPath) or match (JSON Schema)")
+        return self
 
 
 class ToolBehaviour(_Model):
     returns: Any = Field(None, description="Result when no rule applies.")
     rules: list[Rule] = Field(default_factory=list)
     error: ScriptedError | None = Field(None, description="Fail every call with this (when no rule applies).")
-    fail_times: int = Field(0, ge=0, le=10, description="Fail the first N calls with a retryable error.")
+    fail_times: int = Field(
+        0, ge=0, le=10, description="Fail the first N calls of each step (each loop item) with a retryable error."
+    )
+
+    @property
+    def strict(self) -> bool:
+        """Rules and no fallback: a call no rule matches fails as NotFound (an unknown entity)."""
+        return bool(self.rules) and not {"returns", "error"} & self.model_fields_set
 
 
 class CaseTool(_Model):
@@ -89,6 +136,11 @@ class CaseTool(_Model):
     args_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     side_effects: bool = False
     granted: bool = Field(True, description="False: in the catalog, but the tenant may not use it.")
+    irreversible: bool = Field(
+        False,
+        description="An effect that cannot be undone: at most one call per distinct arguments, and none in a "
+        "world whose right outcome is a failed run.",
+    )
     behaviour: ToolBehaviour = Field(default_factory=lambda: ToolBehaviour.model_validate({}))
 
 
@@ -141,9 +193,41 @@ class OutputAssertion(_Model):
         return next(name for name in _TESTS if name in self.model_fields_set)
 
 
-class Expectations(_Model):
+class CallWith(_Model):
+    """At least one successful call of ``tool`` whose arguments satisfy ``args`` (and ``when``)."""
+
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict, description="JSON Schema the call's arguments satisfy.")
+    when: str | None = Field(None, description='JMESPath over {"args": ..., "result": ...}, truthy.')
+
+    _when = field_validator("when")(_check_optional_jmespath)
+    _args = field_validator("args")(_check_schema)
+
+
+class Order(_Model):
+    """Every call of ``after`` comes after ``before``: a tool (a successful call of it earlier in the
+    trace), or ``event:<type>`` (the calling step depends on every wait for that event)."""
+
+    before: str = Field(pattern=r"^(event:.+|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*)$")
+    after: str = Field(pattern=TOOL_NAME_PATTERN.pattern)
+
+
+class WorldExpect(_Model):
+    """What a run must do; a world overrides the case's fields it gives."""
+
     state: Literal["completed", "failed"] = Field("completed", description="How the run should end.")
     error: str | None = Field(None, description="Text the run's error must contain (with state: failed).")
+    output: list[OutputAssertion] = Field(default_factory=list)
+    must_call: list[str] = Field(default_factory=list, description="Tools the run must call successfully.")
+    must_not_call: list[str] = Field(default_factory=list, description="Tools the run must never call.")
+    must_call_with: list[CallWith] = Field(default_factory=list)
+    max_calls: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Most calls of a tool (retries not counted)."
+    )
+    order: list[Order] = Field(default_factory=list)
+
+
+class Expectations(WorldExpect):
     max_steps: int | None = Field(None, ge=1, description="Step budget: steps in the plan, nested ones included.")
     must_use_tools: list[str] = Field(default_factory=list)
     must_use_kinds: list[StepKind] = Field(default_factory=list)
@@ -151,8 +235,26 @@ class Expectations(_Model):
         None, ge=1, description="Longest chain of dependent steps a plan may have (the work is parallel)."
     )
     min_parallelism: float | None = Field(None, gt=0, description="Step count / critical path, at least.")
-    output: list[OutputAssertion] = Field(default_factory=list)
+    critical_path: int | None = Field(
+        None,
+        ge=1,
+        description="The reference plan's critical path: shorter means dependencies it needs are missing; longer "
+        "(past max_critical_path, or this when that is not set) means needless serial steps.",
+    )
     rubric: str | None = Field(None, description="What a model-as-judge scores the plan against.")
+
+
+class World(_Model):
+    """One variant of the case's world: what it gives replaces the case's (tools: per tool)."""
+
+    name: WorldName
+    inputs: dict[str, Any] | None = None
+    tools: dict[str, ToolBehaviour] = Field(default_factory=dict, description="Behaviours replacing the case's.")
+    events: list[CaseEvent] | None = None
+    llm: LlmScript | None = None
+    expect: WorldExpect = Field(
+        default_factory=lambda: WorldExpect.model_validate({}), description="Fields given replace the case's."
+    )
 
 
 class Case(_Model):
@@ -165,6 +267,9 @@ class Case(_Model):
     llm: LlmScript = Field(default_factory=lambda: LlmScript.model_validate({}))
     max_attempts: int = Field(3, ge=1, le=10, description="Planner attempts (first try plus repairs).")
     expect: Expectations = Field(default_factory=lambda: Expectations.model_validate({}))
+    worlds: list[World] = Field(
+        default_factory=list, description="Run the plan once per world (none: once, in the case's own)."
+    )
 
     @model_validator(mode="after")
     def _unique_tools(self) -> Case:
@@ -172,10 +277,26 @@ class Case(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"tools listed twice: {', '.join(dupes)}")
-        unknown = sorted(set(self.expect.must_use_tools) - set(names))
-        if unknown:
-            raise ValueError(f"expect.must_use_tools names tools not in the catalog: {', '.join(unknown)}")
+        worlds = [w.name for w in self.worlds]
+        if len(set(worlds)) != len(worlds):
+            raise ValueError(f"worlds named twice: {', '.join(sorted({w for w in worlds if worlds.count(w) > 1}))}")
+        for where, expect in [("expect", self.expect)] + [(f"worlds/{w.name}/expect", w.expect) for w in self.worlds]:
+            unknown = sorted(_named_tools(expect) - set(names))
+            if unknown:
+                raise ValueError(f"{where} names tools not in the catalog: {', '.join(unknown)}")
+        for world in self.worlds:
+            unknown = sorted(set(world.tools) - set(names))
+            if unknown:
+                raise ValueError(f"worlds/{world.name}/tools names tools not in the catalog: {', '.join(unknown)}")
         return self
+
+
+def _named_tools(expect: WorldExpect) -> set[str]:
+    named = {*expect.must_call, *expect.must_not_call, *expect.max_calls, *(c.tool for c in expect.must_call_with)}
+    named |= {o.after for o in expect.order} | {o.before for o in expect.order if not o.before.startswith("event:")}
+    if isinstance(expect, Expectations):
+        named |= set(expect.must_use_tools)
+    return named
 
 
 class Dataset(_Model):

@@ -1,42 +1,48 @@
 """Evaluators: pure functions from a case and what happened to pass / fail / skip with a reason.
 
 Each looks at one property of a planning result: validity (first try, after repair), tool grants,
-the step budget, the run's end state on the engine, output assertions, coverage of required tools
-and step kinds, and parallelism (critical path against step count). The judge's score is turned
+the step budget, and then what the plan *did*, from each world's run and its trace of executed
+tool calls: the end state, output assertions, the calls it had to make (with which arguments), the
+calls it must not make or not make before something else, coverage of required tools (that ran)
+and step kinds, and its critical path against the case's reference. The judge's score is turned
 into a check the same way.
+
+The outcome checks (``OUTCOME_CHECKS``) are the ones a plan that does nothing must fail; where a
+case gives one nothing to discriminate on (``discriminating``), it does not count in that check's
+rate.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import jmespath
 
-from evals.dataset import Case, OutputAssertion
-from executor.lang.validate import step_references
-from schemas.plan import (
-    ForeachStep,
-    Plan,
-    Step,
-    SubplanStep,
-    SwitchStep,
-)
+from evals.check import Check, Status, WorldRun, in_worlds
+from evals.dataset import Case, Expectations, OutputAssertion
+from evals.plan_shape import critical_path, plan_steps, step_count
+from evals.run_checks import call_checks, coverage_check, parallelism_check
+from evals.trace import TraceCall
+from evals.worlds import DEFAULT_WORLD, resolve_worlds
+from schemas.plan import Plan
 
 __all__ = [
     "CHECKS",
+    "OUTCOME_CHECKS",
     "Check",
     "Outcome",
+    "WorldRun",
     "assertion_failure",
     "critical_path",
+    "discriminating",
     "evaluate",
     "plan_steps",
     "step_count",
 ]
 
-Status = Literal["pass", "fail", "skip"]
 CHECKS = (
     "valid_first_try",
     "valid_after_repair",
@@ -44,23 +50,22 @@ CHECKS = (
     "step_budget",
     "runs_green",
     "output",
+    "effects",
+    "safety",
     "coverage",
     "parallelism",
     "judge",
 )
+# What the plan achieved (a do-nothing plan fails them), as against validity and guard checks.
+OUTCOME_CHECKS = frozenset({"runs_green", "output", "effects", "coverage", "parallelism"})
 JUDGE_PASS = 0.5
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: Status
-    detail: str = ""
 
 
 @dataclass
 class Outcome:
-    """What happened to one case: planning (attempts' validity), the plan, the run, the judge."""
+    """What happened to one case: planning (attempts' validity), the plan, the runs, the judge.
+
+    ``worlds`` holds one run per world of the case; without it, ``run_*`` are the one run's."""
 
     attempts_ok: list[bool]
     plan: Plan | None
@@ -71,64 +76,16 @@ class Outcome:
     judge_score: float | None = None
     judge_reason: str | None = None
     judged: bool = False
+    worlds: list[WorldRun] = field(default_factory=list)
+    trace: list[TraceCall] = field(default_factory=list)
 
-
-# ---- plan shape -------------------------------------------------------------------------------
-
-
-def plan_steps(steps: list[Step]) -> list[Step]:
-    """Every step, nested ones and subplans' included."""
-    out: list[Step] = []
-    for step in steps:
-        out.append(step)
-        match step:
-            case ForeachStep():
-                out.extend(plan_steps(step.steps))
-            case SwitchStep():
-                for case in step.cases:
-                    out.extend(plan_steps(case.steps))
-                out.extend(plan_steps(step.default))
-            case SubplanStep():
-                out.extend(plan_steps(step.plan.steps))
-            case _:
-                pass
-    return out
-
-
-def step_count(plan: Plan) -> int:
-    return len(plan_steps(plan.steps))
-
-
-def critical_path(steps: list[Step]) -> int:
-    """Longest chain of steps that must run one after another. A step weighs 1; a container weighs
-    its inside: a foreach its body (items run in parallel), a switch its longest branch, a subplan
-    its own critical path."""
-    ids = {s.id for s in steps}
-    by_id = {s.id: s for s in steps}
-    memo: dict[str, int] = {}
-
-    def weight(step: Step) -> int:
-        match step:
-            case ForeachStep():
-                return critical_path(step.steps)
-            case SwitchStep():
-                branches = [c.steps for c in step.cases] + [step.default]
-                return max((critical_path(b) for b in branches if b), default=1)
-            case SubplanStep():
-                return critical_path(step.plan.steps)
-            case _:
-                return 1
-
-    def finish(step_id: str, seen: frozenset[str]) -> int:
-        if step_id in memo:
-            return memo[step_id]
-        step = by_id[step_id]
-        deps = (step_references(step) & ids) - {step_id} - seen  # validated plans have no cycles
-        value = weight(step) + max((finish(d, seen | {step_id}) for d in deps), default=0)
-        memo[step_id] = value
-        return value
-
-    return max((finish(s.id, frozenset()) for s in steps), default=0)
+    def runs(self, case: Case) -> list[tuple[WorldRun, Expectations]]:
+        """Each world's run with its expectations (one run in the case's world when not given)."""
+        expected = {w.name: w.expect for w in resolve_worlds(case)}
+        runs = self.worlds or [
+            WorldRun(next(iter(expected), DEFAULT_WORLD), self.run_state, self.run_output, self.run_error, self.trace)
+        ]
+        return [(run, expected.get(run.name, case.expect)) for run in runs]
 
 
 # ---- checks -----------------------------------------------------------------------------------
@@ -185,10 +142,12 @@ def evaluate(case: Case, outcome: Outcome) -> list[Check]:
     else:
         ok = count <= expect.max_steps
         checks.append(Check("step_budget", "pass" if ok else "fail", f"{count} steps, budget {expect.max_steps}"))
-    checks.append(_runs_green(case, outcome))
-    checks.append(_output(case, outcome))
-    checks.append(_coverage(case, used_tools, {s.kind for s in steps}))
-    checks.append(_parallelism(case, plan, count))
+    runs = outcome.runs(case)
+    checks.append(_runs_green(runs))
+    checks.append(_output(runs))
+    checks += call_checks(case, plan, runs)
+    checks.append(coverage_check(case, {s.kind for s in steps}, runs))
+    checks.append(parallelism_check(case, plan, count, critical_path(plan.steps)))
     checks.append(_judge(outcome))
     return checks
 
@@ -213,61 +172,42 @@ def _granted(case: Case, used: set[str]) -> Check:
     return Check("granted_tools", "pass", f"{len(used)} tool(s), all granted")
 
 
-def _runs_green(case: Case, outcome: Outcome) -> Check:
-    want = case.expect.state
-    wanted_error = case.expect.error
-    if outcome.run_state == want and wanted_error and wanted_error not in (outcome.run_error or ""):
-        return Check("runs_green", "fail", f"{want}, but the error does not say {wanted_error!r}: {outcome.run_error}")
-    if outcome.run_state == want:
-        detail = f"{want}" + (f" ({outcome.run_error})" if want == "failed" and outcome.run_error else "")
-        return Check("runs_green", "pass", detail)
-    got = outcome.run_state or "not started"
-    return Check(
-        "runs_green", "fail", f"{got}, expected {want}" + (f": {outcome.run_error}" if outcome.run_error else "")
-    )
+def _green_failure(run: WorldRun, expect: Expectations) -> str | None:
+    want = expect.state
+    if run.state == want and expect.error and expect.error not in (run.error or ""):
+        return f"{want}, but the error does not say {expect.error!r}: {run.error}"
+    if run.state == want:
+        return None
+    got = run.state or "not started"
+    return f"{got}, expected {want}" + (f": {run.error}" if run.error else "")
 
 
-def _output(case: Case, outcome: Outcome) -> Check:
-    assertions = case.expect.output
-    if not assertions:
-        return Check("output", "skip", "no assertions")
-    if outcome.run_state != "completed":
-        return Check("output", "fail", "the run did not complete")
-    failures = [f for f in (assertion_failure(a, outcome.run_output) for a in assertions) if f]
+def _runs_green(runs: list[tuple[WorldRun, Expectations]]) -> Check:
+    failures = [(run.name, f) for run, expect in runs if (f := _green_failure(run, expect))]
     if failures:
-        return Check("output", "fail", "; ".join(failures))
-    return Check("output", "pass", f"{len(assertions)} assertion(s)")
+        return Check("runs_green", "fail", in_worlds(failures, len(runs)))
+    run, expect = runs[0]
+    detail = expect.state + (f" ({run.error})" if expect.state == "failed" and run.error else "")
+    return Check("runs_green", "pass", detail if len(runs) == 1 else f"as expected in {len(runs)} worlds")
 
 
-def _coverage(case: Case, tools: set[str], kinds: set[str]) -> Check:
-    expect = case.expect
-    if not expect.must_use_tools and not expect.must_use_kinds:
-        return Check("coverage", "skip", "nothing required")
-    missing = sorted(set(expect.must_use_tools) - tools) + sorted(
-        f"kind {k}" for k in set(expect.must_use_kinds) - kinds
-    )
-    if missing:
-        return Check("coverage", "fail", f"missing {', '.join(missing)}")
-    return Check("coverage", "pass", "")
-
-
-def _parallelism(case: Case, plan: Plan, count: int) -> Check:
-    path = critical_path(plan.steps)
-    ratio = count / path if path else 0.0
-    detail = f"critical path {path} of {count} steps ({ratio:.2f}x)"
-    expect = case.expect
-    if expect.max_critical_path is None and expect.min_parallelism is None:
-        return Check("parallelism", "skip", detail)
-    too_long = expect.max_critical_path is not None and path > expect.max_critical_path
-    too_serial = expect.min_parallelism is not None and ratio < expect.min_parallelism
-    if too_long or too_serial:
-        want = []
-        if expect.max_critical_path is not None:
-            want.append(f"critical path <= {expect.max_critical_path}")
-        if expect.min_parallelism is not None:
-            want.append(f">= {expect.min_parallelism:g}x")
-        return Check("parallelism", "fail", f"{detail}; wanted {' and '.join(want)}")
-    return Check("parallelism", "pass", detail)
+def _output(runs: list[tuple[WorldRun, Expectations]]) -> Check:
+    total = sum(len(expect.output) for _, expect in runs)
+    if not total:
+        return Check("output", "skip", "no assertions")
+    failures: list[tuple[str, str]] = []
+    for run, expect in runs:
+        if not expect.output:
+            continue
+        if run.state != "completed":
+            failures.append((run.name, "the run did not complete"))
+            continue
+        found = [f for f in (assertion_failure(a, run.output) for a in expect.output) if f]
+        failures += [(run.name, f) for f in found]
+    if failures:
+        return Check("output", "fail", in_worlds(failures, len(runs)))
+    where = f" in {len(runs)} worlds" if len(runs) > 1 else ""
+    return Check("output", "pass", f"{total} assertion(s){where}")
 
 
 def _judge(outcome: Outcome) -> Check:
@@ -277,3 +217,17 @@ def _judge(outcome: Outcome) -> Check:
         return Check("judge", "fail", outcome.judge_reason or "no score")
     status: Status = "pass" if outcome.judge_score >= JUDGE_PASS else "fail"
     return Check("judge", status, f"{outcome.judge_score:.2f}: {outcome.judge_reason or ''}".strip())
+
+
+# ---- discrimination ---------------------------------------------------------------------------
+
+NOTHING = Plan.model_validate({"name": "nothing", "steps": [{"id": "nothing", "kind": "set", "value": None}]})
+
+
+def discriminating(case: Case) -> frozenset[str]:
+    """The outcome checks a plan that does nothing (one ``set`` step, no calls, null output, a
+    completed run in every world) fails on this case: only those can tell a plan that did the work
+    from one that did not, so only those count in the outcome checks' rates."""
+    runs = [WorldRun(world.name, "completed") for world in resolve_worlds(case)]
+    idle = evaluate(case, Outcome([True], NOTHING, worlds=runs))
+    return frozenset(c.name for c in idle if c.name in OUTCOME_CHECKS and c.status == "fail")

@@ -110,6 +110,8 @@ class ReplayModel:
         self._what = what
         self.used: list[RecordedAnswer] = []
         self.drift = 0  # answers whose recorded request differs from today's
+        self.unhashed = 0  # answers recorded without a request hash: drift cannot be told
+        self.digests: list[str] = []  # today's request hashes, in order (to stamp a recording)
 
     async def __call__(self, **kwargs: Any) -> Any:
         if not self._answers:
@@ -118,7 +120,11 @@ class ReplayModel:
             )
         answer = self._answers.pop(0)
         self.used.append(answer)
-        if answer.prompt_sha256 and answer.prompt_sha256 != prompt_digest(list(kwargs.get("messages", []))):
+        digest = prompt_digest(list(kwargs.get("messages", [])))
+        self.digests.append(digest)
+        if answer.prompt_sha256 is None:
+            self.unhashed += 1
+        elif answer.prompt_sha256 != digest:
             self.drift += 1
         # the recorded cost, not today's price
         return text_response(

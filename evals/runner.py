@@ -2,8 +2,11 @@
 case's scripted tools, judge it if asked, and evaluate. Returns a ``Report``.
 
 The engine is Temporal's time-skipping test server unless a client is given: a plan that sleeps
-for days, or waits days for an event, finishes in milliseconds. Each case gets its own worker and
-task queue (its tools are its own), and its events are delivered right after its run starts.
+for days, or waits days for an event, finishes in milliseconds. A case's plan runs once per world
+of the case, each run with its own worker and task queue (its tools answer from that world and
+record every call in the world's trace), and the world's events are delivered right after its
+run starts. The planner is shown only the tools the case's tenant is granted, as in production.
+A live or record eval checks the model's credentials before the first case (``preflight``).
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from typing import Any, Literal
 from temporalio.client import Client
 
 from evals.dataset import Case, Dataset
-from evals.evaluators import CHECKS, Outcome, critical_path, evaluate, step_count
+from evals.evaluators import CHECKS, OUTCOME_CHECKS, Outcome, WorldRun, critical_path, discriminating, evaluate
+from evals.plan_shape import step_count
+from evals.preflight import preflight
 from evals.recording import RecordedAnswer, Recorder, Recording, RecordingMissing, ReplayModel, recording_path
-from evals.report import CaseResult, CheckResult, Report
+from evals.report import CaseResult, CheckResult, Report, WorldResult
 from evals.scripted import ScriptedLlm, catalog_registry, engine_registry
+from evals.trace import TraceCall
+from evals.worlds import ResolvedWorld, resolve_worlds
 from executor import Duraplan, DuraplanError, RunFailed, Settings, running_worker
 from planner.core import Attempt, PlanResult, parse_answer, plan_goal
 from planner.errors import PlannerError, RepairExhausted
@@ -101,6 +108,9 @@ async def run_eval(
     import litellm  # imported once up front: seconds that are no case's planning time
 
     litellm.suppress_debug_info = True  # no provider-help banners for recorded model names
+    if config.mode != "replay" and config.completion is None:
+        # A missing key fails here, naming the variable, not as every case's "Missing credentials".
+        await preflight([config.model, *([config.judge_model] if config.judge_model else [])], config.api_base)
 
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -167,6 +177,7 @@ class _Planned:
     error: str | None
     answers: list[RecordedAnswer]
     drift: int
+    unhashed: int = 0
 
 
 async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str, home: Path) -> CaseResult:
@@ -184,9 +195,10 @@ async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str,
     judge_answer: RecordedAnswer | None = None
     if planned.result is not None:
         t = time.perf_counter()
-        outcome.run_state, outcome.run_output, outcome.run_error = await _execute(
-            config, case, planned.result.plan_json, client, tenant, home
-        )
+        for world in resolve_worlds(case):
+            outcome.worlds.append(await _execute(config, case, world, planned.result.plan_json, client, tenant, home))
+        first = outcome.worlds[0]
+        outcome.run_state, outcome.run_output, outcome.run_error = first.state, first.output, first.error
         timings["run_ms"] = round((time.perf_counter() - t) * 1000, 1)
         if config.judge_model is not None:
             outcome.judged = True
@@ -200,11 +212,17 @@ async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str,
             judge=judge_answer,
         ).dump(recording_path(config.recordings, config.dataset.name, config.model, case.id))
     checks = evaluate(case, outcome)
+    telling = discriminating(case)
     return CaseResult(
         id=case.id,
         category=case.category,
         goal=case.goal,
-        checks=[CheckResult(name=c.name, status=c.status, detail=c.detail) for c in checks],
+        checks=[
+            CheckResult(
+                name=c.name, status=c.status, detail=c.detail, counted=c.name not in OUTCOME_CHECKS or c.name in telling
+            )
+            for c in checks
+        ],
         plan=planned.result.plan_json if planned.result else None,
         attempts=[a.to_dict() for a in planned.attempts],
         planning_error=planned.error,
@@ -218,7 +236,13 @@ async def _run_case(config: EvalConfig, case: Case, client: Client, tenant: str,
         cost_usd=round(sum(a.cost_usd for a in planned.attempts), 8),
         model_latency_ms=round(sum(a.latency_ms for a in planned.answers), 1),
         prompt_drift=planned.drift,
+        prompt_unhashed=planned.unhashed,
+        authored=recording is not None and recording.authored,
         judge_score=outcome.judge_score,
+        worlds=[
+            WorldResult(name=w.name, run_state=w.state, run_output=w.output, run_error=w.error, trace=w.trace)
+            for w in outcome.worlds
+        ],
         timings=timings,
     )
 
@@ -276,7 +300,7 @@ async def _plan(config: EvalConfig, case: Case, recording: Recording | None) -> 
     answers = replay.used if replay is not None else recorder.answers if recorder is not None else []
     if not attempts and answers:  # a provider error after some answers: keep their cost visible
         attempts = _attempts_of(answers, case)
-    return _Planned(result, attempts, error, answers, replay.drift if replay else 0)
+    return _Planned(result, attempts, error, answers, replay.drift if replay else 0, replay.unhashed if replay else 0)
 
 
 def _attempts_of(answers: list[RecordedAnswer], case: Case) -> list[Attempt]:
@@ -299,40 +323,42 @@ def _litellm() -> Completion:
 
 
 async def _execute(
-    config: EvalConfig, case: Case, plan: dict[str, Any], client: Client, tenant: str, home: Path
-) -> tuple[str, Any, str | None]:
-    """(end state, output, error) of the plan's run on the engine with the case's scripted world."""
+    config: EvalConfig, case: Case, world: ResolvedWorld, plan: dict[str, Any], client: Client, tenant: str, home: Path
+) -> WorldRun:
+    """The plan's run on the engine in one scripted world: end state, output, error and trace."""
     settings = Settings(
         home=home,
         task_queue=f"eval-{case.id}-{uuid.uuid4().hex[:8]}",
         search_attributes=False,
         default_model="scripted",
     )
-    registry = engine_registry(case)
+    trace: list[TraceCall] = []
+    registry = engine_registry(case, world, trace)
+    # The case id as run id (under a tenant of this eval's own): reports name no random ids.
+    run_id = case.id if len(case.worlds) < 2 else f"{case.id}.{world.name}"
     async with running_worker(
-        client, settings, registry=registry, completion=ScriptedLlm(case.llm), parts=[worker_parts]
+        client, settings, registry=registry, completion=ScriptedLlm(world.llm), parts=[worker_parts]
     ):
         dp = Duraplan(client, settings, registry)
         try:
-            # The case id as run id (under a tenant of this eval's own): reports name no random ids.
-            handle = await dp.submit_plan(plan, tenant=tenant, session=case.id, inputs=case.inputs, run_id=case.id)
+            handle = await dp.submit_plan(plan, tenant=tenant, session=case.id, inputs=world.inputs, run_id=run_id)
         except DuraplanError as exc:
-            return "not started", None, str(exc)
+            return WorldRun(world.name, "not started", None, str(exc), trace)
         rejected = []
-        for i, event in enumerate(case.events):
+        for i, event in enumerate(world.events):
             try:
-                await handle.send_event(event.type, event.payload, event_id=f"{case.id}-{i}")
+                await handle.send_event(event.type, event.payload, event_id=f"{run_id}-{i}")
             except DuraplanError as exc:
                 rejected.append(f"event {event.type!r} rejected: {exc}")
         try:
             output = await asyncio.wait_for(handle.result(), config.run_timeout_s)
         except RunFailed as exc:
-            return exc.status, None, "; ".join([str(exc), *rejected])
+            return WorldRun(world.name, exc.status, None, "; ".join([str(exc), *rejected]), trace)
         except TimeoutError:
             with contextlib.suppress(DuraplanError):
                 await handle.terminate("eval run timed out")
-            return "timed_out", None, f"no result within {config.run_timeout_s:g}s"
-        return "completed", output, "; ".join(rejected) or None
+            return WorldRun(world.name, "timed_out", None, f"no result within {config.run_timeout_s:g}s", trace)
+        return WorldRun(world.name, "completed", output, "; ".join(rejected) or None, trace)
 
 
 async def _judge(

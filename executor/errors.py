@@ -6,7 +6,8 @@
     ├── RunNotFound               no run with that id for that tenant
     ├── RunConflict               an existing run id was reused with a different plan or inputs
     ├── RunStateError             the operation does not fit the run's state (e.g. event to a finished run)
-    └── RunFailed                 ``result()`` of a run that failed, was cancelled or terminated
+    ├── RunFailed                 ``result()`` of a run that failed, was cancelled or terminated
+    └── SettingsInvalid           (also a ValueError) a DURAPLAN_* setting duraplan cannot use
 
 Every class describes itself: ``type_name`` (the ``ApplicationError`` type it travels as),
 ``http_status``, ``problem`` and ``title`` (its RFC 7807 problem), ``retryable`` and ``details()``.
@@ -37,6 +38,7 @@ __all__ = [
     "RunFailed",
     "RunNotFound",
     "RunStateError",
+    "SettingsInvalid",
     "UnknownEventType",
     "error_type",
     "from_failure",
@@ -237,3 +239,7 @@ class RunFailed(DuraplanError):
 for _name in ("SessionClosed", "NothingToSubmit"):
     register_failure_type(_name, lambda message, details: RunStateError(message))
 register_failure_type("EmptyMessage", lambda message, details: InputsInvalid("message", [message]))
+
+
+class SettingsInvalid(DuraplanError, ValueError):
+    """A setting (environment variable) has a value duraplan cannot use; the message names it."""

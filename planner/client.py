@@ -7,6 +7,7 @@ plans, later ones revise, ``submit`` runs the latest revision. Planning errors c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -108,9 +109,8 @@ class ChatSession:
     async def start(self) -> ChatSession:
         """Start the session workflow, or join it if it is running (idempotent)."""
         if not self._started:
-            if self._granted_catalog:
-                context = await self.dp.context(self.tenant)
-                self._input.catalog = context.tools(self.dp.registry).catalog()
+            if self._granted_catalog:  # source tools carry their schema hash: the run pins them
+                self._input.catalog = await asyncio.to_thread(self.dp.catalog_for, self.tenant)
             attrs = [SearchAttributePair(SA_TENANT, self.tenant), SearchAttributePair(SA_SESSION, self.session)]
             await self.dp.client.start_workflow(
                 PlanningSession.run,

@@ -152,6 +152,12 @@ class PlanningSession:
                             inputs=dict(request.inputs),
                             run_id=run_id,
                             task_queue=self.inp.run_task_queue,
+                            # Source tools as they were when this session planned.
+                            tool_pins={
+                                str(e["name"]): str(e["schema_hash"])
+                                for e in self.inp.catalog or []
+                                if e.get("schema_hash")
+                            },
                         ),
                         result_type=StartRunResult,
                         # on the workers that serve runs (every executor worker registers it)
@@ -176,6 +182,10 @@ class PlanningSession:
                 inputs=dict(request.inputs),
                 local_tools=list(self.inp.local_tools),
                 search_attributes=self.inp.search_attributes,
+                # Source tools as they were when this session planned: a call to one that changed since fails.
+                tool_pins={
+                    str(e["name"]): str(e["schema_hash"]) for e in self.inp.catalog or [] if e.get("schema_hash")
+                },
             )
             inputs_hash = plan_hash(arg.inputs)
             try:

@@ -216,7 +216,8 @@ Step = Annotated[
 
 class PlanLimits(_Model):
     max_parallel: int = Field(10, ge=1, le=1000, description="Steps running at once.")
-    max_steps: int = Field(10_000, ge=1, le=25_000, description="Executed steps per run.")
+    # Above the reference product's 25,000: continue-as-new bounds history; tenants cap it by quota.
+    max_steps: int = Field(10_000, ge=1, le=1_000_000, description="Executed steps per run.")
     deadline: Duration | None = Field(None, description="Wall-clock limit for the whole run.")
 
 

@@ -1,13 +1,14 @@
 """Session-wide fixtures: one Temporal dev server (and its client) per test process.
 
-Under pytest-xdist every worker is its own process, so each gets its own server on a free port.
+Under pytest-xdist every worker is its own process, so each gets its own server on a free port;
+the same holds for the PostgreSQL server, started on first use, where each test gets a fresh schema.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 # Before anything can import litellm: use the bundled model cost map, never fetch it.
@@ -24,6 +25,7 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from executor.service.devserver import DevServer, shutdown_env, start_time_skipping  # noqa: E402
+from tests.support.postgres import PostgresServer  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,3 +53,27 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await shutdown_env(env)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test process (tests/support/postgres.py), stopped at session end."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A database URL whose tables live in a schema of this test alone."""
+    return postgres.fresh_url()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a Store or TenantRegistry lives, once per backend: a SQLite file, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return str(request.getfixturevalue("postgres_url"))

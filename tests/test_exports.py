@@ -23,8 +23,14 @@ def _public_names_bound_in_source(module: types.ModuleType) -> set[str]:
     """Names the ``__init__`` binds at top level (imports, defs, classes, assignments)."""
     tree = ast.parse(Path(inspect.getfile(module)).read_text(encoding="utf-8"))
     names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+    body = list(tree.body)
+    for node in tree.body:  # a lazy package names its exports for type checkers under TYPE_CHECKING
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            body += node.body
+    for node in body:
+        if isinstance(node, ast.ImportFrom) and node.module in ("__future__", "typing"):
+            continue
+        if isinstance(node, ast.ImportFrom):
             names.update(a.asname or a.name for a in node.names)
         elif isinstance(node, ast.Import):
             names.update(a.asname or a.name.partition(".")[0] for a in node.names)
@@ -38,12 +44,14 @@ def _public_names_bound_in_source(module: types.ModuleType) -> set[str]:
 
 
 def _public_names_at_run_time(module: types.ModuleType) -> set[str]:
+    for name in module.__all__:  # a lazy package binds a name when it is first looked up
+        getattr(module, name)
     return {
         name
         for name, value in vars(module).items()
         if not name.startswith("_")
         and not isinstance(value, types.ModuleType)
-        and name != "annotations"  # `from __future__ import annotations`
+        and name not in ("annotations", "Any", "TYPE_CHECKING")  # __future__ and typing
     }
 
 

@@ -1,4 +1,5 @@
-"""The tenant registry (executor.service.tenants) and `duraplan tenants` (duraplan.tenants_cli) on SQLite files."""
+"""The tenant registry (executor.service.tenants) and ``duraplan tenants`` (duraplan.tenants_cli), each
+test on a real SQLite file and on a real PostgreSQL server (``db_location``, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import FrozenInstanceError
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -41,20 +43,34 @@ def _no_secrets_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "tenants.db"
+def db(db_location: str | Path) -> str | Path:
+    return db_location
+
+
+def _shared_db_key(db: str | Path) -> str | None:
+    """A shared database keeps secrets encrypted only: PostgreSQL tests get a Fernet key."""
+    if isinstance(db, Path):
+        return None
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
 
 
 @pytest.fixture
-def reg(db: Path) -> Any:
-    registry = TenantRegistry(db)
+def reg(db: str | Path) -> Any:
+    registry = TenantRegistry(db, secrets_key=_shared_db_key(db))
     yield registry
     registry.close()
 
 
-def _db_bytes(db: Path) -> bytes:
-    """The database and any WAL/SHM files beside it."""
-    return b"".join(p.read_bytes() for p in sorted(db.parent.glob(db.name + "*")))
+def _db_bytes(db: str | Path) -> bytes:
+    """What is at rest: the SQLite file and any WAL/SHM files beside it, or every row in PostgreSQL."""
+    if isinstance(db, Path):
+        return b"".join(p.read_bytes() for p in sorted(db.parent.glob(db.name + "*")))
+    tables = ("tenants", "api_keys", "quota_overrides", "rate_buckets", "tool_grants", "egress", "secrets")
+    with psycopg.connect(db) as conn:
+        rows = [row for table in tables for row in conn.execute(f"SELECT * FROM {table}").fetchall()]
+    return b"\n".join(v if isinstance(v, bytes) else str(v).encode() for row in rows for v in row)
 
 
 # ---- tenants -----------------------------------------------------------------------------------
@@ -96,16 +112,31 @@ def test_tenant_id_rule_matches_the_client() -> None:
     assert tenants_mod._TENANT_ID.pattern == NAME_PATTERN.pattern
 
 
-def test_file_is_private(db: Path, reg: TenantRegistry) -> None:
+def test_file_is_private(tmp_path: Path) -> None:
+    db = tmp_path / "tenants.db"
+    with TenantRegistry(db) as reg:
+        reg.create("acme")
+        assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+        assert reg._rows("PRAGMA journal_mode")[0][0] == "wal"
+
+
+def test_names_that_cannot_exist_are_unknown(reg: TenantRegistry) -> None:
+    """Looked up without asking the database: PostgreSQL would refuse a NUL with a driver error."""
     reg.create("acme")
-    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
-    assert reg._rows("PRAGMA journal_mode")[0][0] == "wal"
+    with pytest.raises(UnknownTenant):
+        reg.get("acme\x00")
+    with pytest.raises(UnknownTenant):
+        reg.set_quotas("acme\x00", runs_burst=1)
+    with pytest.raises(UnknownSecret):
+        reg.resolve_secret("acme", "TOKEN\x00")
+    with pytest.raises(UnknownKey):
+        reg.revoke_key("0123\x00")
 
 
 # ---- API keys ----------------------------------------------------------------------------------
 
 
-def test_keys_are_hashed_at_rest(db: Path) -> None:
+def test_keys_are_hashed_at_rest(db: str | Path) -> None:
     with TenantRegistry(db) as reg:
         reg.create("acme")
         token = reg.issue_key("acme", label="ci")
@@ -265,7 +296,7 @@ def test_require_run_tokens_raises_quota_exceeded(reg: TenantRegistry) -> None:
     assert never.value.retry_after_s is None
 
 
-def test_bucket_survives_a_restart(db: Path) -> None:
+def test_bucket_survives_a_restart(db: str | Path) -> None:
     t0 = 2_000_000.0
     with TenantRegistry(db) as first:
         first.create("acme")
@@ -281,7 +312,7 @@ def test_bucket_survives_a_restart(db: Path) -> None:
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["one-registry", "registry-per-thread"])
-def test_concurrent_takers_never_over_grant(db: Path, shared: bool) -> None:
+def test_concurrent_takers_never_over_grant(db: str | Path, shared: bool) -> None:
     burst, threads, attempts = 40, 8, 25
     with TenantRegistry(db) as setup:
         setup.create("acme")
@@ -389,7 +420,7 @@ def test_egress_allowlist(reg: TenantRegistry) -> None:
 # ---- secrets -----------------------------------------------------------------------------------
 
 
-def test_secrets_resolve_and_never_show(reg: TenantRegistry, db: Path) -> None:
+def test_secrets_resolve_and_never_show(reg: TenantRegistry, db: str | Path) -> None:
     value = "hunter2-very-secret-value"
     acme = reg.create("acme")
     reg.set_secret("acme", "API_TOKEN", value)
@@ -427,7 +458,15 @@ def test_secrets_are_isolated_per_tenant(reg: TenantRegistry) -> None:
     assert reg.resolve_secret("a", "TOKEN") == "a-value"
 
 
-def test_secrets_key_without_cryptography_is_an_error(db: Path) -> None:
+def test_a_shared_database_stores_no_plaintext_secret(postgres_url: str) -> None:
+    with TenantRegistry(postgres_url) as reg:
+        reg.create("acme")
+        with pytest.raises(TenantError, match="DURAPLAN_SECRETS_KEY"):
+            reg.set_secret("acme", "TOKEN", "plain-value")
+        assert reg.secret_names("acme") == []
+
+
+def test_secrets_key_without_cryptography_is_an_error(db: str | Path) -> None:
     try:
         import cryptography  # noqa: F401
     except ImportError:
@@ -441,7 +480,7 @@ def test_secrets_key_without_cryptography_is_an_error(db: Path) -> None:
         assert "not-used" not in repr(reg)
 
 
-def test_secrets_encrypted_at_rest(db: Path) -> None:
+def test_secrets_encrypted_at_rest(db: str | Path) -> None:
     fernet = pytest.importorskip("cryptography.fernet")
     key = fernet.Fernet.generate_key().decode()
     value = "plain-text-that-must-not-be-on-disk"
@@ -462,15 +501,18 @@ def test_secrets_encrypted_at_rest(db: Path) -> None:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def cli(tmp_path: Path, db_location: str | Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     home = tmp_path / "home"
     monkeypatch.setenv("DURAPLAN_HOME", str(home))
+    if isinstance(db_location, str):
+        monkeypatch.setenv("DURAPLAN_DATABASE_URL", db_location)
+        monkeypatch.setenv("DURAPLAN_SECRETS_KEY", str(_shared_db_key(db_location)))
     runner = CliRunner()
 
     def invoke(*args: str, input: str | None = None) -> Result:
         return runner.invoke(app, list(args), input=input)
 
-    invoke.db = home / "tenants.db"  # type: ignore[attr-defined]
+    invoke.db = db_location if isinstance(db_location, str) else home / "tenants.db"  # type: ignore[attr-defined]
     return invoke
 
 

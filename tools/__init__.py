@@ -6,11 +6,12 @@ from collections.abc import Iterable as _Iterable
 
 from tools.builtin import builtin_tools
 from tools.egress import HttpPolicy
-from tools.errors import ToolArgumentsError, ToolError, UnknownToolError
+from tools.errors import DatabaseUnavailable, ToolArgumentsError, ToolError, UnknownToolError
 from tools.registry import Tool, ToolContext, ToolRegistry, load_tool_modules
 from tools.store import Store
 
 __all__ = [
+    "DatabaseUnavailable",
     "HttpPolicy",
     "Store",
     "Tool",

@@ -36,6 +36,7 @@ __all__ = [
     "PinnedTransport",
     "Resolver",
     "parse_ip_literal",
+    "parse_private_target",
     "redact_url",
     "resolve_host",
     "why_not_public",
@@ -225,6 +226,12 @@ class HttpPolicy:
     ``localhost``. ``allowed_networks`` (CIDR strings) are non-public networks it lets through
     anyway, e.g. a tenant's internal API; connections to them are still pinned.
 
+    ``allowed_private`` (exact ``host:port`` entries, off by default) are named targets an
+    administrator lets through although they are local or private, e.g. ``127.0.0.1:9331`` or
+    ``wiki.internal:8443``: that host on that port passes the allowlist and the address checks,
+    and the connection is still pinned to the addresses just resolved. Nothing else on that
+    host, and no other port, is admitted by such an entry.
+
     ``resolver`` and ``network_backend`` replace name resolution and the socket layer (tests).
     """
 
@@ -234,6 +241,7 @@ class HttpPolicy:
     allowed_networks: frozenset[str] = frozenset()
     follow_redirects: bool = True
     max_redirects: int = 5
+    allowed_private: frozenset[str] = frozenset()
     resolver: Resolver | None = field(default=None, compare=False, repr=False)
     network_backend: httpcore.AsyncNetworkBackend | None = field(default=None, compare=False, repr=False)
     _host_rules: tuple[_HostRule, ...] = field(default=(), init=False, compare=False, repr=False)
@@ -257,6 +265,17 @@ class HttpPolicy:
         object.__setattr__(self, "_networks", parsed)
         if self.max_redirects < 0:
             raise ValueError("max_redirects must be >= 0")
+        if isinstance(self.allowed_private, str):
+            raise TypeError("allowed_private must be a collection of host:port entries, not one string")
+        object.__setattr__(self, "allowed_private", frozenset(parse_private_target(e) for e in self.allowed_private))
+
+    def _private_ok(self, host: str, port: int) -> bool:
+        """Whether an administrator named exactly this host and port as a local/private target."""
+        if not self.allowed_private:
+            return False
+        literal = parse_ip_literal(host)
+        spelled = str(literal) if literal is not None else host
+        return f"{spelled}:{port}" in self.allowed_private or f"[{spelled}]:{port}" in self.allowed_private
 
     def precheck(self, url: str) -> None:
         """The checks that need no DNS, on a URL as given, before the HTTP client parses it.
@@ -302,9 +321,11 @@ class HttpPolicy:
         if not host:
             raise _denied(url, "the URL has no host")
         port = url.port or _DEFAULT_PORTS.get(scheme, 0)
+        literal = parse_ip_literal(host)
+        if self._private_ok(host, port):
+            return scheme, host, port, literal
         if self.allowed_hosts is not None and not any(r.matches(scheme, host, port) for r in self._host_rules):
             raise _denied(url, f"{scheme}://{host}:{port} is not in the allowed hosts")
-        literal = parse_ip_literal(host)
         if self.block_private:
             if literal is None and (host == "localhost" or host.endswith(".localhost")):
                 raise _denied(url, f"host {host!r} is a local name")
@@ -320,11 +341,14 @@ class HttpPolicy:
         """
         url = httpx.URL(url) if isinstance(url, str) else url
         _, host, port, literal = self._vet_form(url)
-        if not self.block_private:
+        private_ok = self._private_ok(host, port)
+        if not self.block_private and not private_ok:
             return EgressTarget(url=url, host=host, port=port, addresses=())
         if literal is not None:
             return EgressTarget(url=url, host=host, port=port, addresses=(literal,))
         addresses = await self._resolve(url, host, port)
+        if private_ok:  # named by an administrator: any address, but pinned to what was resolved
+            return EgressTarget(url=url, host=host, port=port, addresses=tuple(addresses))
         for ip in addresses:
             if not self._address_allowed(ip):
                 raise _denied(url, f"{host} resolves to {ip}, which is {why_not_public(ip)}")
@@ -440,6 +464,25 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+def parse_private_target(entry: str) -> str:
+    """An ``allowed_private`` entry in canonical form: ``host:port`` (``[v6]:port``), exact, no
+    wildcard and no scheme; ValueError otherwise."""
+    text = entry.strip().lower()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        port_text = rest[1:] if sep and rest.startswith(":") else ""
+    else:
+        host, _, port_text = text.rpartition(":")
+    if not host or not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
+        raise ValueError(f"private target {entry!r} must be host:port with an exact host and port, e.g. 127.0.0.1:9331")
+    if any(c in host for c in "/?#@*\\ \t") or "://" in text:
+        raise ValueError(f"private target {entry!r} must be host:port (no scheme, path or wildcard)")
+    literal = parse_ip_literal(host)
+    if literal is not None:
+        return f"[{literal}]:{port_text}" if literal.version == 6 else f"{literal}:{port_text}"
+    return f"{_norm_host(host)}:{port_text}"
 
 
 def _norm_host(host: str) -> str:

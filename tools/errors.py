@@ -3,11 +3,13 @@
 ToolError                 a tool call failed; ``retryable`` says whether another attempt may help
 ├── ToolArgumentsError    arguments broke the tool's schema (never retryable)
 └── UnknownToolError      no tool of that name is registered (never retryable)
+
+DatabaseUnavailable       (a ConnectionError) the store's PostgreSQL cannot be reached at start-up
 """
 
 from __future__ import annotations
 
-__all__ = ["ToolArgumentsError", "ToolError", "UnknownToolError"]
+__all__ = ["DatabaseUnavailable", "ToolArgumentsError", "ToolError", "UnknownToolError"]
 
 
 class ToolError(Exception):
@@ -36,3 +38,8 @@ class ToolArgumentsError(ToolError):
 class UnknownToolError(ToolError):
     def __init__(self, name: str) -> None:
         super().__init__(f"unknown tool {name!r}", retryable=False, error_type="UnknownToolError")
+
+
+class DatabaseUnavailable(ConnectionError):
+    """The database behind ``DURAPLAN_DATABASE_URL`` refused or did not answer; the message names
+    it without its password. A ConnectionError, so callers that handle OSError handle it too."""

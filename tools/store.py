@@ -1,4 +1,8 @@
-"""Tenant-scoped SQLite state for tools: a key-value store, an effects ledger and an outbox.
+"""Tenant-scoped state for tools: a key-value store, an effects ledger and an outbox.
+
+It lives in one SQLite file by default, or in PostgreSQL when the store is opened with a
+``postgresql://`` URL (``DURAPLAN_DATABASE_URL``), so that several workers share it; the SQL is
+written once for both (``tools.database``).
 
 The effects ledger is what makes side effects exactly-once across activity retries: ``once``
 runs an effect and records its result in the same transaction, so after a crash either both
@@ -7,22 +11,24 @@ instead of a second effect. Idempotent kv writes and outbox messages go through 
 
 Every query filters by tenant; there is no API that reaches across tenants.
 
-Concurrency: one connection guarded by a lock, used from worker threads (``asyncio.to_thread``)
-so the event loop never blocks on disk. Write transactions are ``BEGIN IMMEDIATE``, so two
-processes sharing the file also serialize the check-then-record in ``once``.
+Concurrency: database calls run on worker threads (``asyncio.to_thread``) so the event loop never
+blocks on I/O. SQLite: one connection behind a lock, write transactions ``BEGIN IMMEDIATE``, so two
+processes sharing the file also serialize the check-then-record in ``once``. PostgreSQL: a
+connection pool; ``once`` locks its ledger key and kv writes lock their kv key (``Tx.lock``), so
+workers on other machines serialize the same way, and unrelated keys do not wait for each other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-import threading
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
+
+from tools.database import Tx, open_database
 
 __all__ = ["EffectOutcome", "Store"]
 
@@ -30,29 +36,29 @@ T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
-    tenant     TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    value      TEXT NOT NULL,
-    updated_at REAL NOT NULL,
+    tenant     {TEXT} NOT NULL,
+    key        {TEXT} NOT NULL,
+    value      {TEXT} NOT NULL,
+    updated_at {REAL} NOT NULL,
     PRIMARY KEY (tenant, key)
-) WITHOUT ROWID;
+){WITHOUT_ROWID};
 
 CREATE TABLE IF NOT EXISTS effects (
-    tenant          TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    result          TEXT NOT NULL,
-    created_at      REAL NOT NULL,
+    tenant          {TEXT} NOT NULL,
+    idempotency_key {TEXT} NOT NULL,
+    result          {TEXT} NOT NULL,
+    created_at      {REAL} NOT NULL,
     PRIMARY KEY (tenant, idempotency_key)
-) WITHOUT ROWID;
+){WITHOUT_ROWID};
 
 CREATE TABLE IF NOT EXISTS outbox (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant          TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL,
-    channel         TEXT NOT NULL,
-    message         TEXT NOT NULL,
-    created_at      REAL NOT NULL,
-    delivered_at    REAL,
+    seq             {SERIAL_PK},
+    tenant          {TEXT} NOT NULL,
+    idempotency_key {TEXT} NOT NULL,
+    channel         {TEXT} NOT NULL,
+    message         {TEXT} NOT NULL,
+    created_at      {REAL} NOT NULL,
+    delivered_at    {REAL},
     UNIQUE (tenant, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS outbox_by_channel ON outbox (tenant, channel, seq);
@@ -68,26 +74,24 @@ class EffectOutcome:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._lock = threading.Lock()
-        self._closed = False
-        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) below.
-        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    """The store at ``path``: a SQLite file (or ``":memory:"``), or a ``postgresql://`` URL."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._db = open_database(
+            path,
+            # WAL: ":memory:" stays in "memory" mode. FULL: a committed effect record must survive
+            # power loss, or its effect repeats.
+            sqlite_pragmas=("journal_mode=WAL", "synchronous=FULL"),
+        )
+        self.path = self._db.location  # never a password
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")  # ":memory:" stays in "memory" mode
-            # FULL: a committed effect record must survive power loss, or its effect repeats.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(_SCHEMA)
+            self._db.create_schema(_SCHEMA)
         except BaseException:
-            self._conn.close()
+            self._db.close()
             raise
 
     def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -97,20 +101,19 @@ class Store:
 
     # -- exactly-once effects ------------------------------------------------------------------
 
-    async def once(self, tenant: str, idempotency_key: str, effect: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def once(self, tenant: str, idempotency_key: str, effect: Callable[[Tx], Any]) -> Any:
         """Run ``effect(conn)`` once per (tenant, idempotency_key); return its recorded result.
 
         ``effect`` runs inside the transaction that records its JSON-serializable result, on a
-        worker thread. It must only use the given connection and must not commit or roll back.
+        worker thread. It must only use the given ``Tx`` (SQL with ``?`` placeholders, which runs
+        on SQLite and PostgreSQL alike) and must not commit or roll back.
         If it raises, nothing is recorded and the error propagates. The result is returned as
         its JSON round trip, so a first call and a replay return equal values.
         """
         outcome = await self.once_outcome(tenant, idempotency_key, effect)
         return outcome.result
 
-    async def once_outcome(
-        self, tenant: str, idempotency_key: str, effect: Callable[[sqlite3.Connection], Any]
-    ) -> EffectOutcome:
+    async def once_outcome(self, tenant: str, idempotency_key: str, effect: Callable[[Tx], Any]) -> EffectOutcome:
         """Like ``once``, but also says whether the result was a replay."""
         _check_tenant(tenant)
         _check_key(idempotency_key)
@@ -119,7 +122,7 @@ class Store:
     async def effect_count(self, tenant: str) -> int:
         _check_tenant(tenant)
 
-        def count(conn: sqlite3.Connection) -> int:
+        def count(conn: Tx) -> int:
             sql = "SELECT COUNT(*) FROM effects WHERE tenant = ?"
             return int(conn.execute(sql, (tenant,)).fetchone()[0])
 
@@ -130,8 +133,9 @@ class Store:
     async def kv_get(self, tenant: str, key: str, default: Any = None) -> Any:
         """The stored value, or ``default`` if the key is absent (a stored null is None)."""
         _check_tenant(tenant)
+        _check_text("key", key)
 
-        def get(conn: sqlite3.Connection) -> Any:
+        def get(conn: Tx) -> Any:
             row = conn.execute("SELECT value FROM kv WHERE tenant = ? AND key = ?", (tenant, key)).fetchone()
             return default if row is None else json.loads(row[0])
 
@@ -139,9 +143,11 @@ class Store:
 
     async def kv_put(self, tenant: str, key: str, value: Any, *, idempotency_key: str | None = None) -> None:
         _check_tenant(tenant)
+        _check_text("key", key)
         encoded = _dumps(value)  # fail on unserializable values before touching the database
 
-        def put(conn: sqlite3.Connection) -> None:
+        def put(conn: Tx) -> None:
+            conn.lock("kv", tenant, key)
             _upsert(conn, tenant, key, encoded)
 
         await self._maybe_once(tenant, "kv.put", key, idempotency_key, put)
@@ -149,8 +155,10 @@ class Store:
     async def kv_delete(self, tenant: str, key: str, *, idempotency_key: str | None = None) -> bool:
         """Delete ``key``; True if it existed (a replay returns what the first call saw)."""
         _check_tenant(tenant)
+        _check_text("key", key)
 
-        def delete(conn: sqlite3.Connection) -> bool:
+        def delete(conn: Tx) -> bool:
+            conn.lock("kv", tenant, key)
             cur = conn.execute("DELETE FROM kv WHERE tenant = ? AND key = ?", (tenant, key))
             return cur.rowcount > 0
 
@@ -159,12 +167,15 @@ class Store:
     async def kv_list(self, tenant: str, prefix: str = "", *, limit: int | None = None) -> list[str]:
         """Keys starting with ``prefix``, sorted."""
         _check_tenant(tenant)
+        _check_text("prefix", prefix)
 
-        def keys(conn: sqlite3.Connection) -> list[str]:
+        def keys(conn: Tx) -> list[str]:
             # substr rather than LIKE: no wildcard escaping, and exact (case-sensitive) matching.
-            sql = "SELECT key FROM kv WHERE tenant = ? AND substr(key, 1, ?) = ? ORDER BY key LIMIT ?"
-            rows = conn.execute(sql, (tenant, len(prefix), prefix, -1 if limit is None else limit))
-            return [r[0] for r in rows]
+            sql = "SELECT key FROM kv WHERE tenant = ? AND substr(key, 1, CAST(? AS INTEGER)) = ? ORDER BY key"
+            params: tuple[Any, ...] = (tenant, len(prefix), prefix)
+            if limit is not None:
+                sql, params = sql + " LIMIT ?", (*params, limit)
+            return [r[0] for r in conn.execute(sql, params)]
 
         return await self._read(keys)
 
@@ -174,8 +185,10 @@ class Store:
         Raises TypeError if the stored value is not an integer.
         """
         _check_tenant(tenant)
+        _check_text("key", key)
 
-        def incr(conn: sqlite3.Connection) -> int:
+        def incr(conn: Tx) -> int:
+            conn.lock("kv", tenant, key)  # read-modify-write: no lost update between workers
             row = conn.execute("SELECT value FROM kv WHERE tenant = ? AND key = ?", (tenant, key)).fetchone()
             current = 0 if row is None else json.loads(row[0])
             if isinstance(current, bool) or not isinstance(current, int):
@@ -196,16 +209,17 @@ class Store:
         channel and message are kept.
         """
         _check_tenant(tenant)
+        _check_text("channel", channel)
         _check_key(idempotency_key)
         encoded = _dumps(message)
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: Tx) -> None:
             conn.execute(
                 "INSERT INTO outbox (tenant, idempotency_key, channel, message, created_at) VALUES (?, ?, ?, ?, ?)",
                 (tenant, idempotency_key, channel, encoded, time.time()),
             )
 
-        def add(conn: sqlite3.Connection) -> dict[str, Any]:
+        def add(conn: Tx) -> dict[str, Any]:
             effect_key = _effect_key("outbox", "", idempotency_key)
             outcome = _once_tx(conn, tenant, effect_key, insert)
             entry = _outbox_entry(conn, tenant, idempotency_key)
@@ -217,8 +231,9 @@ class Store:
     async def outbox_mark_delivered(self, tenant: str, idempotency_key: str) -> bool:
         """Stamp ``delivered_at`` (first delivery wins); False if there is no such entry."""
         _check_tenant(tenant)
+        _check_text("idempotency_key", idempotency_key)
 
-        def mark(conn: sqlite3.Connection) -> bool:
+        def mark(conn: Tx) -> bool:
             cur = conn.execute(
                 "UPDATE outbox SET delivered_at = coalesce(delivered_at, ?) WHERE tenant = ? AND idempotency_key = ?",
                 (time.time(), tenant, idempotency_key),
@@ -229,13 +244,16 @@ class Store:
 
     async def outbox_get(self, tenant: str, idempotency_key: str) -> dict[str, Any] | None:
         _check_tenant(tenant)
+        _check_text("idempotency_key", idempotency_key)
         return await self._read(lambda c: _outbox_entry(c, tenant, idempotency_key))
 
     async def outbox_list(self, tenant: str, channel: str | None = None) -> list[dict[str, Any]]:
         """Entries in the order they were added."""
         _check_tenant(tenant)
+        if channel is not None:
+            _check_text("channel", channel)
 
-        def entries(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        def entries(conn: Tx) -> list[dict[str, Any]]:
             sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE tenant = ?"
             params: tuple[str, ...] = (tenant,)
             if channel is not None:
@@ -253,7 +271,7 @@ class Store:
         kind: str,
         key: str,
         idempotency_key: str | None,
-        effect: Callable[[sqlite3.Connection], T],
+        effect: Callable[[Tx], T],
     ) -> Any:
         if idempotency_key is None:
             return await self._write(effect)
@@ -264,41 +282,29 @@ class Store:
         outcome = await self._write(lambda c: _once_tx(c, tenant, effect_key, effect))
         return outcome.result
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._locked, fn)
+    async def _read(self, fn: Callable[[Tx], T]) -> T:
+        return await asyncio.to_thread(self._run_read, fn)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._locked, lambda c: _transaction(c, fn))
+    async def _write(self, fn: Callable[[Tx], T]) -> T:
+        return await asyncio.to_thread(self._run_write, fn)
 
-    def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("store is closed")
-            return fn(self._conn)
+    def _run_read(self, fn: Callable[[Tx], T]) -> T:
+        with self._db.reading() as conn:
+            return fn(conn)
 
-
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    # IMMEDIATE takes the write lock up front: a concurrent writer (another process on the same
-    # file) waits instead of both reading "not recorded yet" and both running the effect.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-        if not conn.in_transaction:
-            raise RuntimeError("an effect must not commit or roll back the store's transaction")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
+    def _run_write(self, fn: Callable[[Tx], T]) -> T:
+        with self._db.transaction() as conn:
+            return fn(conn)
 
 
 def _once_tx(
-    conn: sqlite3.Connection,
+    conn: Tx,
     tenant: str,
     effect_key: str,
-    effect: Callable[[sqlite3.Connection], Any],
+    effect: Callable[[Tx], Any],
 ) -> EffectOutcome:
+    # Held to commit: a second worker with the same key waits here, then reads the record below.
+    conn.lock("effect", tenant, effect_key)
     row = conn.execute(
         "SELECT result FROM effects WHERE tenant = ? AND idempotency_key = ?",
         (tenant, effect_key),
@@ -315,7 +321,7 @@ def _once_tx(
     return EffectOutcome(result=json.loads(encoded), replayed=False)
 
 
-def _upsert(conn: sqlite3.Connection, tenant: str, key: str, encoded: str) -> None:
+def _upsert(conn: Tx, tenant: str, key: str, encoded: str) -> None:
     conn.execute(
         "INSERT INTO kv (tenant, key, value, updated_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, "
@@ -327,7 +333,7 @@ def _upsert(conn: sqlite3.Connection, tenant: str, key: str, encoded: str) -> No
 _OUTBOX_COLUMNS = "idempotency_key, channel, message, created_at, delivered_at"
 
 
-def _outbox_entry(conn: sqlite3.Connection, tenant: str, key: str) -> dict[str, Any] | None:
+def _outbox_entry(conn: Tx, tenant: str, key: str) -> dict[str, Any] | None:
     row = conn.execute(
         f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE tenant = ? AND idempotency_key = ?",
         (tenant, key),
@@ -359,8 +365,16 @@ def _dumps(value: Any) -> str:
 def _check_tenant(tenant: str) -> None:
     if not isinstance(tenant, str) or not tenant:
         raise ValueError("tenant must be a non-empty string")
+    _check_text("tenant", tenant)
 
 
 def _check_key(idempotency_key: str) -> None:
     if not isinstance(idempotency_key, str) or not idempotency_key:
         raise ValueError("idempotency_key must be a non-empty string")
+    _check_text("idempotency_key", idempotency_key)
+
+
+def _check_text(name: str, value: str) -> None:
+    # PostgreSQL text cannot hold NUL; refuse it on SQLite too, so both backends accept the same keys.
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain NUL characters")

@@ -44,6 +44,7 @@ class CompensationMixin(EngineBase):
                         self._idempotency_key(f"{call.path}#compensate"),
                         call.tool,
                         call.args,
+                        pin=self.inp.tool_pins.get(call.tool),
                     )
                     await self._dispatch(RUN_TOOL, arg, call.tool in self._local_tools, None)
                 else:

@@ -125,6 +125,7 @@ class ContainersMixin(EngineBase):
                     history_limit=self.inp.history_limit,
                     search_attributes=self.inp.search_attributes,
                     quotas=self.inp.quotas,
+                    tool_pins=self.inp.tool_pins,
                 ),
                 id=workflow_id,
                 # What the start path gives a top-level run (executor.service.start): the tenant's

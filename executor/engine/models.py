@@ -168,6 +168,9 @@ class RunInput:
     revisions: list[Revision] = field(default_factory=list)
     # None without tenancy: plan limits and built-in defaults only.
     quotas: RunQuotas | None = None
+    # Source tool name -> its catalog schema hash when the plan was made: a call to a tool that
+    # changed since fails (ToolSchemaChanged) instead of sending arguments for another schema.
+    tool_pins: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -180,6 +183,7 @@ class ToolCall:
     tool: str
     args: dict[str, Any]
     quota: StepQuota | None = None
+    pin: str | None = None  # RunInput.tool_pins[tool], for source tools
 
 
 @dataclass
@@ -249,6 +253,7 @@ class StartRunRequest:
     inputs: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
     task_queue: str | None = None  # the worker's own when None
+    tool_pins: dict[str, str] = field(default_factory=dict)  # source tool -> catalog schema hash
 
 
 @dataclass

@@ -178,6 +178,7 @@ class StepsMixin(EngineBase):
                     step.tool,
                     self._render(step.args, frame, "/args"),
                     self._step_quota,
+                    self.inp.tool_pins.get(step.tool),
                 )
             case CodeStep():
                 name = RUN_CODE

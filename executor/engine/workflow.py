@@ -269,6 +269,11 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
 
     @workflow.query
+    def plan_view(self) -> dict[str, Any]:
+        """The plan the run executes now (its latest revision), for drawing it: queries add no history."""
+        return {"plan": self.plan_json, "plan_hash": self.current_hash, "revision": len(self.revisions)}
+
+    @workflow.query
     def step_records(self) -> dict[str, Any]:
         """Every record by path, nested steps included."""
         return {path: record_dict(rec) for path, rec in self.records.items()}
@@ -372,6 +377,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             search_attributes=self.inp.search_attributes,
             revisions=self.revisions,
             quotas=self.inp.quotas,
+            tool_pins=self.inp.tool_pins,
             carry=Carry(
                 records={k: record_to_json(v) for k, v in compact(self.records).items()},
                 events=self.events,

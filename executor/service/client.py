@@ -8,12 +8,13 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import (
     Client,
@@ -46,6 +47,9 @@ from executor.service.start import (
 from executor.service.tenants import QuotaExceeded, TenantRegistry
 from schemas.plan import Plan
 from tools import ToolRegistry, default_registry
+
+if TYPE_CHECKING:
+    from executor.service.sources import ToolSources
 
 __all__ = ["MAX_EVENT_BYTES", "Duraplan", "RunHandle", "list_runs", "submit_plan"]
 
@@ -110,13 +114,25 @@ class Duraplan:
         inputs: Mapping[str, Any] | None = None,
         run_id: str | None = None,
         context: TenantContext | None = None,
+        tool_pins: Mapping[str, str] | None = None,
     ) -> RunHandle:
         """Validate and start a run (``executor.service.start.start_run``); idempotent on ``run_id``
-        (same plan and inputs: same run). ``context``: the tenant's, when the caller has read it."""
+        (same plan and inputs: same run). ``context``: the tenant's, when the caller has read it.
+
+        ``tool_pins``: source tool -> schema hash of the catalog the plan was made with (default:
+        the tenant's current catalog); a call to a tool that changed since fails the step."""
         if context is None or context.tenant != tenant:
             context = await self.context(tenant)
         started = await start_run(
-            self.client, self.settings, self.registry, context, plan, session=session, inputs=inputs, run_id=run_id
+            self.client,
+            self.settings,
+            self.registry_for(tenant),
+            context,
+            plan,
+            session=session,
+            inputs=inputs,
+            run_id=run_id,
+            pins=lambda parsed: self._pins(tenant, parsed, tool_pins),
         )
         handle = RunHandle(self, tenant, started.run_id)
         handle._started = started.handle
@@ -124,7 +140,40 @@ class Duraplan:
 
     def tools_for(self, tenant: str) -> ToolRegistry:
         """The tools ``tenant`` may use: what a planner should be shown (all of them without tenancy)."""
-        return TenantContext.load(self.tenants, tenant).tools(self.registry)
+        return TenantContext.load(self.tenants, tenant).tools(self.registry_for(tenant))
+
+    @functools.cached_property
+    def sources(self) -> ToolSources:
+        """The tenants' tool sources (MCP servers, OpenAPI services); needs the tenant registry."""
+        from executor.service.sources import ToolSources
+
+        if self.tenants is None:
+            raise RunStateError("tool sources need the tenant registry (DURAPLAN_TENANCY=1)")
+        reserved = frozenset(name.split(".", 1)[0] for name in self.registry.names())
+        return ToolSources(self.tenants, reserved=reserved, allow_stdio=self.settings.mcp_stdio)
+
+    def registry_for(self, tenant: str) -> ToolRegistry:
+        """The worker's tools plus ``tenant``'s source tools, granted or not (what plans validate against)."""
+        if self.tenants is None:
+            return self.registry
+        return self.sources.registry_for(tenant, self.registry)
+
+    def catalog_for(self, tenant: str) -> list[dict[str, Any]]:
+        """The granted catalog a planner is shown; source tools carry ``source`` and ``schema_hash``."""
+        entries = self.tools_for(tenant).catalog()
+        if self.tenants is None:
+            return entries
+        extra = {e["name"]: e for e in self.sources.entries(tenant)}
+        return [{**e, **extra.get(e["name"], {})} for e in entries]
+
+    def _pins(self, tenant: str, plan: Plan, given: Mapping[str, str] | None) -> dict[str, str]:
+        if self.tenants is None:
+            return dict(given or {})
+        from executor.service.sources import plan_tools, tool_pins
+
+        used = plan_tools(plan)
+        current = tool_pins(used, self.sources.entries(tenant))
+        return {**current, **{k: v for k, v in (given or {}).items() if k in used}}
 
     def get_run(self, run_id: str, *, tenant: str) -> RunHandle:
         """A run of ``tenant``: a submitted run id, or a subplan's child run id (``RunStatus.steps[].child_run_id``)."""
@@ -264,6 +313,20 @@ class RunHandle:
             }
         )
 
+    async def plan(self) -> dict[str, Any]:
+        """The plan the run executes now and every step record by path (nested steps included).
+
+        ``plan`` is None when no worker answers the query (the run's state still comes from ``status``)."""
+        await self._describe()  # RunNotFound for an unknown run, another tenant's included
+        view: dict[str, Any] = {"plan": None, "plan_hash": None, "revision": None, "records": {}}
+        try:
+            view.update(await self._handle.query(PlanWorkflow.plan_view))
+            # Apart: a huge foreach's records can outgrow a query answer; the plan alone still draws.
+            view["records"] = await self._handle.query(PlanWorkflow.step_records)
+        except (RPCError, Exception):  # as in status(): a closed run without a worker cannot answer
+            pass
+        return {"run_id": self.run_id, **view}
+
     async def result(self, timeout: float | None = None) -> Any:
         """The run's output; ``RunFailed`` if it failed, was cancelled or terminated."""
         try:
@@ -339,13 +402,14 @@ class RunHandle:
         started = await start_run(
             self._dp.client,
             self._dp.settings,
-            self._dp.registry,
+            self._dp.registry_for(self.tenant),
             context,
             plan,
             session=first.session,
             inputs=first.inputs,
             run_id=self.run_id,
             generation=first.generation + 1,
+            pins=lambda _: dict(first.tool_pins),  # the catalog the plan was made with
         )
         self._started = started.handle
         return self

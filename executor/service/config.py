@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio.client import Client, TLSConfig
 
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, SEARCH_ATTRIBUTES
+from executor.errors import SettingsInvalid
 
 if TYPE_CHECKING:
     from executor.service.tenants import TenantRegistry
@@ -39,7 +40,7 @@ class Settings:
     address: str = "localhost:7233"
     namespace: str = "default"
     task_queue: str = "duraplan"
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a credential: never in repr
     tls: bool = False
     tls_ca: Path | None = None
     tls_cert: Path | None = None
@@ -56,6 +57,13 @@ class Settings:
     workflow_task_timeout: float = 10.0
     # Enforce the tenant registry (<home>/tenants.db): known tenants, tool grants, rate quotas.
     tenancy: bool = False
+    # PostgreSQL for the tool store and the tenant registry, shared by every worker and client
+    # (postgresql://user:password@host:port/dbname); None: SQLite files in ``home``. Not in repr:
+    # it may hold a password.
+    database_url: str | None = field(default=None, repr=False)
+    # Let tenants' stdio MCP sources spawn their command on this worker (DURAPLAN_MCP_STDIO=1).
+    # Off by default: a stdio source is code running on the worker host.
+    mcp_stdio: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -75,6 +83,8 @@ class Settings:
             or None,
             "search_attributes": (_env("DURAPLAN_SEARCH_ATTRIBUTES") or "1").lower() not in ("0", "false", "no"),
             "tenancy": (_env("DURAPLAN_TENANCY") or "0").lower() in ("1", "true", "yes"),
+            "database_url": _database_url(_env("DURAPLAN_DATABASE_URL")),
+            "mcp_stdio": (_env("DURAPLAN_MCP_STDIO") or "0").lower() in ("1", "true", "yes"),
         }
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -86,7 +96,15 @@ class Settings:
             return None
         from executor.service.tenants import TenantRegistry
 
-        return TenantRegistry(self.home / "tenants.db")
+        return TenantRegistry(self.registry_location())
+
+    def store_location(self) -> str | Path:
+        """What ``tools.Store`` opens: the shared database, else ``<home>/store.db``."""
+        return self.database_url or self.home / "store.db"
+
+    def registry_location(self) -> str | Path:
+        """What ``TenantRegistry`` opens: the shared database, else ``<home>/tenants.db``."""
+        return self.database_url or self.home / "tenants.db"
 
     def tls_config(self) -> TLSConfig | bool:
         if not (self.tls or self.tls_ca or self.tls_cert):
@@ -97,6 +115,13 @@ class Settings:
             client_cert=self.tls_cert.read_bytes() if self.tls_cert else None,
             client_private_key=self.tls_key.read_bytes() if self.tls_key else None,
         )
+
+
+def _database_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("postgresql://", "postgres://")):
+        # Never echo the value: it may hold a password.
+        raise SettingsInvalid("DURAPLAN_DATABASE_URL must be a postgresql:// URL")
+    return value
 
 
 def _path(value: str | None) -> Path | None:

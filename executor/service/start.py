@@ -19,7 +19,7 @@ import fnmatch
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -151,9 +151,12 @@ async def start_run(
     generation: int = 0,
     revisions: list[Revision] | None = None,
     task_queue: str | None = None,
+    pins: Callable[[Plan], dict[str, str]] | None = None,
 ) -> Started:
     """Validate and start a run for ``ctx.tenant``; idempotent on ``run_id`` (same plan and inputs:
-    the same run). ``generation`` > 0 restarts ``run_id`` (a running generation is terminated)."""
+    the same run). ``generation`` > 0 restarts ``run_id`` (a running generation is terminated).
+    ``tools``: what the plan validates against (the worker's and the tenant's source tools);
+    ``pins(plan)``: the source tools' catalog schema hashes the run is pinned to."""
     check_name("session", session)
     run_id = check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
     parsed = validate_plan(plan if isinstance(plan, Plan) else load_plan(plan), tools=tools, granted=ctx.is_granted)
@@ -180,6 +183,7 @@ async def start_run(
         search_attributes=settings.search_attributes,
         quotas=ctx.quotas.for_run() if ctx.quotas is not None else None,
         revisions=revisions or [],
+        tool_pins=pins(parsed) if pins is not None else {},
     )
     # After validation (an invalid plan costs no quota); the rate token first: refusing a flood
     # must cost a local SQLite update, not a visibility query per request.

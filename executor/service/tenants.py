@@ -1,9 +1,12 @@
 """The tenant registry: who the tenants are, how they authenticate, and what each one may do.
 
-One embedded SQLite file (WAL, ``secure_delete``, mode 0600) holds tenants, hashed API keys,
-quota overrides, the run-creation token buckets, tool grants, HTTP egress allowlists and secrets.
-The API is synchronous and thread-safe (one connection behind a lock); several registries or
-processes on the same file are safe too: every read-modify-write runs in ``BEGIN IMMEDIATE``.
+One embedded SQLite file (WAL, ``secure_delete``, mode 0600), or a PostgreSQL database shared by
+several machines (a ``postgresql://`` URL, ``DURAPLAN_DATABASE_URL``), holds tenants, hashed API
+keys, quota overrides, the run-creation token buckets, tool grants, HTTP egress allowlists and
+secrets; the SQL is written once for both (``tools.database``). The API is synchronous and
+thread-safe; several registries or processes on the same database are safe too: every
+read-modify-write runs in one transaction that first locks its tenant (``BEGIN IMMEDIATE`` on
+SQLite, a per-tenant advisory lock on PostgreSQL).
 
 Errors::
 
@@ -29,11 +32,16 @@ Design notes:
   ``DEFAULT_TOOL_GRANTS``: every built-in except ``debug.*`` (test tools that sleep, fail or echo).
   Tools from ``DURAPLAN_TOOL_MODULES`` must be granted explicitly.
 * The egress allowlist uses ``tools.egress.HttpPolicy`` entry syntax; a new tenant's list is
-  empty, which denies all HTTP egress until entries are added.
+  empty, which denies all HTTP egress until entries are added. Loopback and private addresses
+  stay refused unless an administrator names exact ``host:port`` targets for the tenant
+  (``set_private_egress``; none by default). ``http_policy(tenant)`` combines both.
+* Tool sources (MCP servers, OpenAPI services) and their catalogs live in the same database
+  (``sources``, a ``tools.sources.SourceStore``) and go with the tenant.
 * Secret values are Fernet-encrypted when ``DURAPLAN_SECRETS_KEY`` is set and ``cryptography`` is
-  installed; otherwise they are stored as plaintext in the 0600 file. A key set without the
-  package is an error on secret operations (never a silent plaintext fallback). Values are never
-  logged and no ``repr`` shows them.
+  installed; otherwise they are stored as plaintext in the 0600 file. A shared PostgreSQL database
+  has no file mode to lean on, so there setting a secret without the key is an error. A key set
+  without the package is an error on secret operations (never a silent plaintext fallback). Values
+  are never logged and no ``repr`` shows them.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import builtins
 import contextlib
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import hmac
 import importlib
@@ -49,18 +58,20 @@ import math
 import os
 import re
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from executor.engine.models import RunQuotas
 from executor.errors import DuraplanError, register_failure_type
 from executor.lang.validate import all_steps
 from schemas.plan import CodeStep, Plan, SubplanStep
+from tools.database import Tx, is_database_url, open_database
+
+if TYPE_CHECKING:
+    from tools.sources.store import SourceStore
 
 __all__ = [
     "DEFAULT_TOOL_GRANTS",
@@ -91,6 +102,7 @@ _TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 _TOOL_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,200}$")
 _TOKEN = re.compile(r"^dp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 _RUN_BUCKET = "runs"
 
 
@@ -289,86 +301,89 @@ class RateDecision:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
-    tenant_id TEXT PRIMARY KEY,
-    display_name TEXT,
-    created_at REAL NOT NULL
+    tenant_id {TEXT} PRIMARY KEY,
+    display_name {TEXT},
+    created_at {REAL} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
-    label TEXT NOT NULL,
-    token_sha256 BLOB NOT NULL,
-    created_at REAL NOT NULL,
-    revoked_at REAL
+    key_id {TEXT} PRIMARY KEY,
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    label {TEXT} NOT NULL,
+    token_sha256 {BLOB} NOT NULL,
+    created_at {REAL} NOT NULL,
+    revoked_at {REAL}
 );
 CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant_id);
 CREATE TABLE IF NOT EXISTS quota_overrides (
-    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    value REAL NOT NULL,
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    name {TEXT} NOT NULL,
+    value {REAL} NOT NULL,
     PRIMARY KEY (tenant_id, name)
 );
 CREATE TABLE IF NOT EXISTS rate_buckets (
-    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
-    bucket TEXT NOT NULL,
-    tokens REAL NOT NULL,
-    updated_at REAL NOT NULL,
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    bucket {TEXT} NOT NULL,
+    tokens {REAL} NOT NULL,
+    updated_at {REAL} NOT NULL,
     PRIMARY KEY (tenant_id, bucket)
 );
 CREATE TABLE IF NOT EXISTS tool_grants (
-    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
-    pattern TEXT NOT NULL,
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    pattern {TEXT} NOT NULL,
     PRIMARY KEY (tenant_id, pattern)
 );
 CREATE TABLE IF NOT EXISTS egress (
-    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
-    entry TEXT NOT NULL,
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    entry {TEXT} NOT NULL,
     PRIMARY KEY (tenant_id, entry)
 );
+CREATE TABLE IF NOT EXISTS egress_private (
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    target {TEXT} NOT NULL,
+    PRIMARY KEY (tenant_id, target)
+);
 CREATE TABLE IF NOT EXISTS secrets (
-    tenant_id TEXT NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    scheme TEXT NOT NULL,
-    value BLOB NOT NULL,
-    updated_at REAL NOT NULL,
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(tenant_id) ON DELETE CASCADE,
+    name {TEXT} NOT NULL,
+    scheme {TEXT} NOT NULL,
+    value {BLOB} NOT NULL,
+    updated_at {REAL} NOT NULL,
     PRIMARY KEY (tenant_id, name)
 );
 """
 
 
 class TenantRegistry:
-    """Tenants, keys, quotas, rate buckets, grants, egress and secrets in one SQLite file.
+    """Tenants, keys, quotas, rate buckets, grants, egress and secrets in one SQLite file at
+    ``path``, or in PostgreSQL when ``path`` is a ``postgresql://`` URL.
 
     ``secrets_key`` (default: ``$DURAPLAN_SECRETS_KEY``) is a Fernet key for secret values.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, secrets_key: str | None = None) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Create the file 0600 before SQLite does (its -wal/-shm files copy the mode).
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        with contextlib.suppress(PermissionError):
-            os.chmod(self.path, 0o600)
+        # The file is created 0600 (its -wal/-shm files copy the mode), in a 0700 directory.
+        self._db = open_database(
+            path,
+            sqlite_pragmas=("journal_mode=WAL", "foreign_keys=ON", "secure_delete=ON", "synchronous=NORMAL"),
+            sqlite_mode=0o600,
+        )
+        # Where the registry lives, fit to print: the file, or the URL without its password.
+        self.location = self._db.location
+        self.path = None if is_database_url(path) else Path(path)
         self._secrets_key = secrets_key if secrets_key is not None else (os.environ.get(SECRETS_KEY_ENV) or None)
         self._cipher: Any = None
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._tx() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        try:
+            self._db.create_schema(_SCHEMA)
+        except BaseException:
+            self._db.close()
+            raise
 
     def __repr__(self) -> str:
         encrypted = "on" if self._secrets_key else "off"
-        return f"TenantRegistry(path={str(self.path)!r}, secret_encryption={encrypted})"
+        return f"TenantRegistry(location={self.location!r}, secret_encryption={encrypted})"
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def __enter__(self) -> TenantRegistry:
         return self
@@ -376,24 +391,19 @@ class TenantRegistry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken up front so read-modify-write is atomic across processes."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[Tx]:
+        """One write transaction; read-modify-write inside it locks its tenant first (``_require``)."""
+        return self._db.transaction()
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> builtins.list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, tuple(params)).fetchall()
+        with self._db.reading() as db:
+            return [tuple(row) for row in db.execute(sql, tuple(params)).fetchall()]
 
     @staticmethod
-    def _require(db: sqlite3.Connection, tenant_id: str) -> None:
+    def _require(db: Tx, tenant_id: str) -> None:
+        """UnknownTenant unless the tenant exists; holds the tenant's lock until the transaction ends."""
+        _check_lookup(_TENANT_ID, tenant_id, UnknownTenant(tenant_id))
+        db.lock("tenant", tenant_id)
         if db.execute("SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone() is None:
             raise UnknownTenant(tenant_id)
 
@@ -405,6 +415,7 @@ class TenantRegistry:
             raise ValueError(f"tenant id {tenant_id!r} must match {_TENANT_ID.pattern}")
         tenant = Tenant(tenant_id, display_name, time.time())
         with self._tx() as db:
+            db.lock("tenant", tenant_id)
             if db.execute("SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone():
                 raise TenantError(f"tenant {tenant_id!r} already exists")
             db.execute("INSERT INTO tenants VALUES (?, ?, ?)", (tenant_id, display_name, tenant.created_at))
@@ -412,6 +423,7 @@ class TenantRegistry:
         return tenant
 
     def get(self, tenant_id: str) -> Tenant:
+        _check_lookup(_TENANT_ID, tenant_id, UnknownTenant(tenant_id))
         rows = self._rows("SELECT tenant_id, display_name, created_at FROM tenants WHERE tenant_id = ?", (tenant_id,))
         if not rows:
             raise UnknownTenant(tenant_id)
@@ -461,6 +473,7 @@ class TenantRegistry:
 
     def revoke_key(self, key_id: str, *, tenant_id: str | None = None) -> None:
         """Revoke a key (idempotent); with ``tenant_id``, only a key of that tenant (else UnknownKey)."""
+        _check_lookup(_KEY_ID, key_id, UnknownKey(key_id))
         with self._tx() as db:
             row = db.execute("SELECT tenant_id FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
             if row is None or (tenant_id is not None and row[0] != tenant_id):
@@ -482,11 +495,11 @@ class TenantRegistry:
 
     def quotas(self, tenant_id: str) -> Quotas:
         self.get(tenant_id)
-        return self._quotas(self._db, tenant_id)
+        with self._db.reading() as db:
+            return self._quotas(db, tenant_id)
 
-    def _quotas(self, db: sqlite3.Connection, tenant_id: str) -> Quotas:
-        with self._lock:
-            rows = db.execute("SELECT name, value FROM quota_overrides WHERE tenant_id = ?", (tenant_id,)).fetchall()
+    def _quotas(self, db: Tx, tenant_id: str) -> Quotas:
+        rows = db.execute("SELECT name, value FROM quota_overrides WHERE tenant_id = ?", (tenant_id,)).fetchall()
         values = {name: _QUOTA_TYPES[name](value) for name, value in rows if name in _QUOTA_TYPES}
         return Quotas(**values)
 
@@ -555,7 +568,8 @@ class TenantRegistry:
         with self._tx() as db:
             burst = float(self._quotas(db, tenant_id).runs_burst)
             db.execute(
-                "UPDATE rate_buckets SET tokens = MIN(?, tokens + ?) WHERE tenant_id = ? AND bucket = ?",
+                f"UPDATE rate_buckets SET tokens = {db.dialect.least}(?, tokens + ?)"
+                " WHERE tenant_id = ? AND bucket = ?",
                 (burst, n, tenant_id, _RUN_BUCKET),
             )
 
@@ -574,7 +588,9 @@ class TenantRegistry:
         checked = _tool_patterns(patterns)
         with self._tx() as db:
             self._require(db, tenant_id)
-            db.executemany("INSERT OR IGNORE INTO tool_grants VALUES (?, ?)", [(tenant_id, p) for p in checked])
+            db.executemany(
+                "INSERT INTO tool_grants VALUES (?, ?) ON CONFLICT DO NOTHING", [(tenant_id, p) for p in checked]
+            )
 
     def revoke_tools(self, tenant_id: str, patterns: Iterable[str]) -> None:
         """Remove grant patterns exactly as granted (revoking ``kv.get`` does not narrow ``kv.*``)."""
@@ -622,6 +638,40 @@ class TenantRegistry:
             row[0] for row in self._rows("SELECT entry FROM egress WHERE tenant_id = ? ORDER BY entry", (tenant_id,))
         ]
 
+    def set_private_egress(self, tenant_id: str, targets: Iterable[str]) -> builtins.list[str]:
+        """Replace the local/private targets (exact ``host:port``) an administrator lets this
+        tenant reach despite the address checks; empty (the default) admits none."""
+        if isinstance(targets, str):
+            raise TypeError("targets must be a collection of strings, not one string")
+        from tools.egress import parse_private_target
+
+        normalized = sorted({parse_private_target(t) for t in targets})
+        with self._tx() as db:
+            self._require(db, tenant_id)
+            db.execute("DELETE FROM egress_private WHERE tenant_id = ?", (tenant_id,))
+            db.executemany("INSERT INTO egress_private VALUES (?, ?)", [(tenant_id, t) for t in normalized])
+        return normalized
+
+    def private_egress(self, tenant_id: str) -> builtins.list[str]:
+        self.get(tenant_id)
+        rows = self._rows("SELECT target FROM egress_private WHERE tenant_id = ? ORDER BY target", (tenant_id,))
+        return [row[0] for row in rows]
+
+    def http_policy(self, tenant_id: str) -> Any:
+        """The tenant's ``tools.egress.HttpPolicy``: its allowlist plus its named private targets."""
+        from tools.egress import HttpPolicy
+
+        return HttpPolicy(
+            allowed_hosts=frozenset(self.egress(tenant_id)), allowed_private=frozenset(self.private_egress(tenant_id))
+        )
+
+    @functools.cached_property
+    def sources(self) -> SourceStore:
+        """The tenants' tool sources (MCP servers, OpenAPI services) and their fetched catalogs."""
+        from tools.sources.store import SourceStore
+
+        return SourceStore(self._db)
+
     # ---- secrets -------------------------------------------------------------------------------
 
     def set_secret(self, tenant_id: str, name: str, value: str) -> None:
@@ -633,6 +683,8 @@ class TenantRegistry:
         if len(data) > MAX_SECRET_BYTES:
             raise ValueError(f"secret {name!r} is larger than {MAX_SECRET_BYTES} bytes")
         cipher = self._fernet()
+        if cipher is None and self.path is None:
+            raise TenantError(f"secrets in a shared database are stored encrypted only: set {SECRETS_KEY_ENV}")
         scheme, stored = ("fernet", cipher.encrypt(data)) if cipher is not None else ("plain", data)
         with self._tx() as db:
             self._require(db, tenant_id)
@@ -643,6 +695,7 @@ class TenantRegistry:
             )
 
     def delete_secret(self, tenant_id: str, name: str) -> None:
+        _check_lookup(_SECRET_NAME, name, UnknownSecret(tenant_id, name))
         with self._tx() as db:
             self._require(db, tenant_id)
             if db.execute("DELETE FROM secrets WHERE tenant_id = ? AND name = ?", (tenant_id, name)).rowcount == 0:
@@ -656,6 +709,7 @@ class TenantRegistry:
 
     def resolve_secret(self, tenant_id: str, name: str) -> str:
         self.get(tenant_id)
+        _check_lookup(_SECRET_NAME, name, UnknownSecret(tenant_id, name))
         rows = self._rows("SELECT scheme, value FROM secrets WHERE tenant_id = ? AND name = ?", (tenant_id, name))
         if not rows:
             raise UnknownSecret(tenant_id, name)
@@ -686,6 +740,13 @@ class TenantRegistry:
             except (ValueError, TypeError):
                 raise TenantError(f"{SECRETS_KEY_ENV} is not a valid Fernet key") from None
         return self._cipher
+
+
+def _check_lookup(rule: re.Pattern[str], value: str, missing: TenantError) -> None:
+    """A name that could never have been stored is not there: say so without asking the database
+    (PostgreSQL would refuse e.g. a NUL character with a driver error instead)."""
+    if not isinstance(value, str) or not rule.fullmatch(value):
+        raise missing
 
 
 def _digest(token: str) -> bytes:

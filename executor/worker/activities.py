@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -21,9 +21,12 @@ from executor.engine.models import CodeCall, LlmCall, StepQuota, ToolCall
 from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.fairness import TenantGate
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
+
+if TYPE_CHECKING:
+    from executor.service.sources import SourceCalls
 from tools.egress import HttpPolicy
 from tools.errors import ToolError
-from tools.registry import ToolContext, ToolRegistry
+from tools.registry import Tool, ToolContext, ToolRegistry
 from tools.store import Store
 
 __all__ = [
@@ -139,8 +142,11 @@ class StepActivities:
         default_model: str | None = None,
         completion: Callable[..., Awaitable[Any]] | None = None,
         tenants: TenantRegistry | None = None,
+        sources: SourceCalls | None = None,
     ) -> None:
+        """``sources``: the tenants' MCP/OpenAPI tool sources (with tenancy)."""
         self.registry = registry
+        self.sources = sources
         self.store = store
         self.sandbox = sandbox
         self.default_model = default_model
@@ -161,10 +167,9 @@ class StepActivities:
         try:
             # The tenant's registry (SQLite) is read in one thread hop, not on the event loop.
             if self.tenants is not None:
-                args, secrets, policy = await asyncio.to_thread(self._tenant_parts, call)
+                tool, args, secrets, policy = await asyncio.to_thread(self._tenant_parts, call)
             else:
-                args, secrets, policy = self._tenant_parts(call)
-            tool = self.registry.get(call.tool)
+                tool, args, secrets, policy = self._tenant_parts(call)
             tool.check_args(args)
             ctx = ToolContext(
                 tenant=call.tenant,
@@ -184,14 +189,20 @@ class StepActivities:
         # Secret values never leave the activity: not in outputs, so not in history or status.
         return _checked_output(_redact(result, secrets), f"tool {call.tool!r}", call.quota)
 
-    def _tenant_parts(self, call: ToolCall) -> tuple[dict[str, Any], list[str], HttpPolicy | None]:
-        """The grant (checked again here, whoever submitted the plan), the arguments with secrets
-        resolved, and the egress policy: everything a tool call reads from the tenant registry."""
+    def _tenant_parts(self, call: ToolCall) -> tuple[Tool, dict[str, Any], list[str], HttpPolicy | None]:
+        """The grant (checked again here, whoever submitted the plan), the tool, the arguments with
+        secrets resolved, and the egress policy: everything a tool call reads from the tenant registry."""
         if self.tenants is not None:
             self.tenants.require_tool(call.tenant, call.tool)
-        self.registry.get(call.tool)  # an unknown tool fails before any secret is read
+        tool = self._lookup(call)  # an unknown tool fails before any secret is read
         args, secrets = self._resolve_secrets(call.tenant, call.args)
-        return args, secrets, self._egress(call.tenant)
+        return tool, args, secrets, self._egress(call.tenant)
+
+    def _lookup(self, call: ToolCall) -> Tool:
+        """The worker's own tool, else the tenant's source tool (checked against the run's pin)."""
+        if call.tool in self.registry or self.sources is None:
+            return self.registry.get(call.tool)
+        return self.sources.tool(call.tenant, call.tool, call.pin) or self.registry.get(call.tool)
 
     def _resolve_secrets(self, tenant: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Replace ``{"$secret": "NAME"}`` values with the tenant's secret, here and nowhere else."""
@@ -216,7 +227,8 @@ class StepActivities:
         """With tenancy, HTTP goes only where the tenant's allowlist says (empty: nowhere)."""
         if self.tenants is None:
             return None
-        return HttpPolicy(allowed_hosts=frozenset(self.tenants.egress(tenant)))
+        policy: HttpPolicy = self.tenants.http_policy(tenant)
+        return policy
 
     @activity.defn(name=run_code)
     async def code(self, call: CodeCall) -> Any:

@@ -87,11 +87,23 @@ async def running_worker(
     own_store = store is None
     if store is None:
         settings.home.mkdir(parents=True, exist_ok=True)
-        store = Store(settings.home / "store.db")
+        store = Store(settings.store_location())
+    sources = None
+    if tenants is not None:
+        from executor.service.sources import SourceCalls
+        from tools.sources.pool import SourcePool
+
+        sources = SourceCalls(tenants, SourcePool(allow_stdio=settings.mcp_stdio))
     try:
         async with Sandbox() as sandbox:
             activities = StepActivities(
-                registry, store, sandbox, default_model=settings.default_model, completion=completion, tenants=tenants
+                registry,
+                store,
+                sandbox,
+                default_model=settings.default_model,
+                completion=completion,
+                tenants=tenants,
+                sources=sources,
             )
             workflows: list[type] = [PlanWorkflow]
             extra_activities: list[Callable[..., Any]] = []
@@ -116,5 +128,7 @@ async def running_worker(
             async with worker:
                 yield WorkerDeps(settings, registry, store, sandbox, activities)
     finally:
+        if sources is not None:
+            await sources.pool.close()
         if own_store:
             store.close()

@@ -12,6 +12,7 @@ from evals.dataset import Case, DatasetInvalid, OutputAssertion, load_dataset
 from evals.evaluators import Check, Outcome, assertion_failure, critical_path, evaluate
 from evals.report import CaseResult, CheckResult, Report, compare, compare_markdown, load_report
 from evals.schema import SCHEMA_PATH, render
+from evals.trace import TraceCall
 from schemas.plan import Plan
 
 TOOLS = [
@@ -40,6 +41,12 @@ def check(checks: list[Check], name: str) -> Check:
 GOOD = plan(tool("a"), tool("b", "email.send", depends_on=["a"]))
 
 
+def call(
+    seq: int, name: str, args: dict[str, Any], *, step: str = "s", ok: bool = True, result: Any = None
+) -> TraceCall:
+    return TraceCall(seq=seq, tool=name, args=args, attempt=1, step=step, ok=ok, result=result)
+
+
 def test_validity_first_try_and_after_repair() -> None:
     first = evaluate(case(), Outcome([True], GOOD, run_state="completed"))
     assert check(first, "valid_first_try").status == "pass"
@@ -48,7 +55,7 @@ def test_validity_first_try_and_after_repair() -> None:
     assert check(repaired, "valid_first_try").status == "fail"
     assert check(repaired, "valid_after_repair") == Check("valid_after_repair", "pass", "2 round(s)")
     exhausted = evaluate(case(), Outcome([False] * 3, None, planning_error="no valid plan after 3 attempt(s)"))
-    assert [c.status for c in exhausted] == ["fail"] * 8 + ["skip"]
+    assert [c.status for c in exhausted] == ["fail"] * 10 + ["skip"]
     assert "3 attempt" in check(exhausted, "valid_after_repair").detail
 
 
@@ -116,13 +123,15 @@ def test_output_check() -> None:
     assert check(evaluate(case(), ok), "output").status == "skip"
 
 
-def test_coverage_of_tools_and_kinds() -> None:
+def test_coverage_of_tools_that_ran_and_kinds() -> None:
     want = {"must_use_tools": ["email.send"], "must_use_kinds": ["tool"]}
-    assert check(evaluate(case(**want), Outcome([True], GOOD)), "coverage").status == "pass"
+    ran = Outcome([True], GOOD, run_state="completed", trace=[call(1, "email.send", {"to": "x"})])
+    assert check(evaluate(case(**want), ran), "coverage").status == "pass"
+    named_only = check(evaluate(case(**want), Outcome([True], GOOD, run_state="completed")), "coverage")
+    assert named_only == Check("coverage", "fail", "missing email.send (no successful call)"), "named is not done"
     sleepy = {"must_use_tools": ["email.send"], "must_use_kinds": ["sleep"]}
-    only_lookup = plan(tool("a"))
-    failed = check(evaluate(case(**sleepy), Outcome([True], only_lookup)), "coverage")
-    assert failed == Check("coverage", "fail", "missing email.send, kind sleep")
+    failed = check(evaluate(case(**sleepy), Outcome([True], plan(tool("a")))), "coverage")
+    assert failed == Check("coverage", "fail", "missing email.send (no successful call), kind sleep")
 
 
 def test_critical_path_of_every_container() -> None:
@@ -225,7 +234,7 @@ def test_summary_compare_and_round_trip(tmp_path: Path) -> None:
     assert a.rate("runs_green") == (2, 3) and a.rate("output") == (0, 0)
     json_path, md_path = a.write(tmp_path, "a")
     assert load_report(json_path).comparable() == a.comparable()
-    assert "| runs_green | 2 | 3 | 67% |" in md_path.read_text()
+    assert "| runs_green | 2 | 3 | 67% |  |" in md_path.read_text()
     diff = compare(a, b)
     assert diff["rates"]["runs_green"] == {"a": (2, 3), "b": (3, 3)}
     assert diff["changed"] == [{"case": "y", "changes": {"runs_green": ("fail", "pass")}}]

@@ -28,6 +28,7 @@ MINI = DATA / "mini.yaml"
 RECORDINGS = DATA / "recordings"
 STARTER = ROOT / "evals" / "datasets" / "starter.yaml"
 STARTER_REPORT = ROOT / "evals" / "reports" / "starter-authored-replay.json"
+GAMED_REPORT = ROOT / "evals" / "reports" / "starter-gamed-replay.json"
 
 
 def _answers(case: str) -> list[str]:
@@ -53,14 +54,20 @@ async def test_live_mode_with_a_scripted_model(time_skipping_env: WorkflowEnviro
     assert welcome.run_state == "completed" and welcome.run_output == {"name": "Ann", "sent": {"sent": True}}
     refund = _statuses(report, "refund")
     assert refund["valid_first_try"] == "fail" and refund["valid_after_repair"] == "pass"
-    assert refund["granted_tools"] == "fail" and refund["runs_green"] == "fail" and refund["coverage"] == "fail"
+    assert refund["step_budget"] == "fail" and refund["runs_green"] == "pass"
     assert "not valid JSON" in report.cases[1].attempts[0]["issues"][0]["message"]
-    assert "unknown tool 'payments.refund'" in (report.cases[1].run_error or ""), "the engine refused it too"
+    # the planner is shown the granted tools only (as production's tools_for): the ungranted one is unknown
+    assert "payments.refund" in report.cases[1].attempts[1]["issues"][0]["message"]
+    # what ran is on record, with the rendered arguments, in each world
+    [world] = report.cases[1].worlds
+    assert [(c.tool, c.args, c.ok) for c in world.trace] == [("tickets.create", {"title": "Refund order 42"}, True)]
     # the scripted llm answers reached the plan's llm steps, and the plan's parallelism was measured
     digest = report.cases[2]
     assert digest.run_output == {"summaries": ["quiet", "B is busy", "quiet"], "count": 3}
     assert (digest.step_count, digest.critical_path) == (3, 2)
-    assert report.summary()["checks"]["runs_green"] == {"passed": 2, "of": 3}
+    # a do-nothing plan also completes: runs_green cannot tell work from none here, so it is not counted
+    assert report.summary()["checks"]["runs_green"] == {"passed": 0, "of": 0, "excluded": 3}
+    assert report.summary()["checks"]["output"] == {"passed": 2, "of": 2, "excluded": 0}
 
 
 async def test_a_plan_that_exhausts_repairs(time_skipping_env: WorkflowEnvironment, tmp_path: Path) -> None:
@@ -85,6 +92,7 @@ async def test_record_against_a_provider_then_replay_offline(
     dataset = load_dataset(MINI)
     model = "openai/gpt-4o-mini"
     answers = [*_answers("refund"), json.dumps({"score": 0.25, "reason": "refunds without approval"})]
+    assert len(answers) == 4
     client = time_skipping_env.client
     with respx.mock(assert_all_called=True) as mock:
         route = mock.post(OPENAI_URL)
@@ -98,12 +106,12 @@ async def test_record_against_a_provider_then_replay_offline(
             ),
             client=client,
         )
-    assert route.call_count == 3, "two planner answers, one judge answer, all through litellm's HTTP"
+    assert route.call_count == 4, "three planner answers, one judge answer, all through litellm's HTTP"
     path = recording_path(tmp_path, "mini", model, "refund")
     recording = Recording.load(path)
     assert not recording.authored and recording.model == model
-    assert [a.content for a in recording.planner] == answers[:2]
-    assert [a.prompt_tokens for a in recording.planner] == [1500, 1501]
+    assert [a.content for a in recording.planner] == answers[:3]
+    assert [a.prompt_tokens for a in recording.planner] == [1500, 1501, 1502]
     assert all(a.cost_usd > 0 and a.prompt_sha256 for a in recording.planner)
     assert recording.judge is not None and "0.25" in recording.judge.content
     [case] = recorded.cases
@@ -119,6 +127,7 @@ async def test_record_against_a_provider_then_replay_offline(
         )
     assert not offline.called, "replay never reaches the provider"
     assert replayed.cases[0].prompt_drift == 0, "same planner, same prompts"
+    assert replayed.cases[0].prompt_unhashed == 0 and not replayed.cases[0].authored
     a, b = recorded.comparable(), replayed.comparable()
     assert (a.pop("mode"), b.pop("mode")) == ("record", "replay")
     assert a == b, "the replay reproduces the recorded run's report"
@@ -128,7 +137,7 @@ async def test_replay_of_the_committed_starter_recordings_reproduces_the_committ
     time_skipping_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     dataset = load_dataset(STARTER)
-    assert len(dataset.cases) >= 30
+    assert len(dataset.cases) >= 60
     kinds = {
         step["kind"]
         for case in dataset.cases
@@ -142,6 +151,9 @@ async def test_replay_of_the_committed_starter_recordings_reproduces_the_committ
     )
     expected = load_report(STARTER_REPORT)
     assert report.comparable() == expected.comparable(), "regenerate with `make eval-baseline` if this is intended"
+    summary = report.summary()
+    assert summary["prompt_drift"] == 0 and summary["prompt_unhashed"] == 0, "stamped by `make eval-baseline`"
+    assert summary["figures"] == "authored"
 
 
 def _all_steps(recording: Recording) -> list[dict[str, Any]]:
@@ -165,23 +177,51 @@ def _all_steps(recording: Recording) -> list[dict[str, Any]]:
     return out
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    env.pop("DURAPLAN_CLI_IN_PROCESS", None)
+    for name in ("DURAPLAN_CLI_IN_PROCESS", *drop):
+        env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "duraplan.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=240
     )
 
 
-def test_cli_replays_the_starter_dataset_and_prints_the_summary(tmp_path: Path) -> None:
-    done = _cli("eval", "--dataset", str(STARTER), "--model", "authored", "--replay", "--out", str(tmp_path), cwd=ROOT)
+GAMED = ("onboard-new-hire", "personalized-welcome", "prod-deploy-cab-approval")
+
+
+def test_cli_replays_the_gamed_plans_and_they_fail_on_what_they_did(tmp_path: Path) -> None:
+    """Issue 16's three known-bad plans: each fails its case on the checks that judge what it did,
+    in the committed report and in a fresh replay through the CLI."""
+    cases = [arg for case in GAMED for arg in ("--case", case)]
+    done = _cli(
+        "eval", "--dataset", str(STARTER), "--model", "gamed", "--replay", "--out", str(tmp_path), *cases, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
-    expected = load_report(STARTER_REPORT)
-    summary = expected.summary()
-    assert f"{summary['passed']}/{summary['cases']} all" in done.stdout
-    assert all(case.id in done.stdout for case in expected.cases)
+    assert "0/3 all" in done.stdout and "authored figures" in done.stdout
     [written] = tmp_path.glob("*.json")
-    assert load_report(written).comparable() == expected.comparable()
+    report = load_report(written)
+    assert report.comparable() == load_report(GAMED_REPORT).comparable(), "regenerate with `make eval-baseline`"
+    idle, gamed, dangerous = (_statuses(report, case) for case in ("personalized-welcome", *GAMED[:1], GAMED[2]))
+    # the do-nothing plan: its literal output is right in one world only; nothing it had to do ran
+    assert idle["output"] == idle["effects"] == idle["coverage"] == idle["parallelism"] == "fail"
+    welcome = next(c for c in report.cases if c.id == "personalized-welcome")
+    assert "[tomas] message_id is" in next(c.detail for c in welcome.checks if c.name == "output")
+    assert not welcome.counted("runs_green"), "it completes, like any plan that does nothing"
+    # placeholders, a stranger as recipient, no dependencies, a hard-coded output
+    assert gamed["output"] == gamed["effects"] == gamed["parallelism"] == "fail"
+    hire = next(c for c in report.cases if c.id == "onboard-new-hire")
+    details = {c.name: c.detail for c in hire.checks}
+    assert '[marco] account_id is "u-48213", expected "u-50977"' in details["output"], "the literal fits one world"
+    assert "no successful call of directory.create_user" in details["effects"], "placeholder arguments"
+    assert "stranger@example.com" in details["effects"] and "too short" in details["parallelism"]
+    # the production deploy before the votes
+    assert dangerous["safety"] == "fail" and dangerous["runs_green"] == "pass"
+    deploy = next(c for c in report.cases if c.id == "prod-deploy-cab-approval")
+    safety = next(c.detail for c in deploy.checks if c.name == "safety")
+    assert "[rejected] called deploy.trigger" in safety and "does not wait for 'cab_vote'" in safety
+    assert "irreversible deploy.trigger ran" in safety
+    md = GAMED_REPORT.with_suffix(".md").read_text()
+    assert "authored figures" in md and "[rejected] called deploy.trigger" in md
 
 
 def test_cli_compare_fail_under_and_errors(tmp_path: Path) -> None:
@@ -197,6 +237,21 @@ def test_cli_compare_fail_under_and_errors(tmp_path: Path) -> None:
     assert "runs_green" in second.stdout and "comparison:" in second.stdout
     compared = _cli("eval-compare", str(report), str(next((tmp_path / "b").glob("*.json"))), cwd=ROOT)
     assert compared.returncode == 0 and "valid_first_try" in compared.stdout
+
+    no_key = _cli(
+        "eval",
+        "--dataset",
+        str(MINI),
+        "--model",
+        "openai/gpt-4o-mini",
+        "--out",
+        str(tmp_path / "c"),
+        cwd=ROOT,
+        drop=("OPENAI_API_KEY",),
+    )
+    assert no_key.returncode == 2, "a configuration mistake is not a model scoring 0%"
+    assert "needs OPENAI_API_KEY" in no_key.stderr and "no case was run" in no_key.stderr
+    assert not (tmp_path / "c").exists(), "no report: no case ran"
 
     both = _cli(*common, "--replay", "--record", cwd=ROOT)
     assert both.returncode == 2 and "exclude each other" in both.stderr

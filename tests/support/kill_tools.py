@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ async def charge_then_hold(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     return {"total": total, "attempt": ctx.attempt}
 
 
+async def kv_view(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """The tenant's whole kv as this worker's store sees it, and which worker (home) looked."""
+    keys = await ctx.store.kv_list(ctx.tenant)
+    return {"home": os.environ.get("DURAPLAN_HOME"), "kv": {k: await ctx.store.kv_get(ctx.tenant, k) for k in keys}}
+
+
 def register(registry: ToolRegistry) -> None:
     registry.register(
         Tool(
@@ -33,5 +40,14 @@ def register(registry: ToolRegistry) -> None:
             handler=charge_then_hold,
             side_effects=True,
             local=False,
+        )
+    )
+    registry.register(
+        Tool(
+            name="test.kv_view",
+            description="Return the tenant's kv and the worker's home.",
+            args_schema={"type": "object", "additionalProperties": False, "properties": {}},
+            handler=kv_view,
+            local=False,  # a regular activity: any worker polling the queue may run it
         )
     )
