@@ -27,6 +27,7 @@ from evals.plan_shape import critical_path, plan_steps, step_count
 from evals.run_checks import call_checks, coverage_check, parallelism_check
 from evals.trace import TraceCall
 from evals.worlds import DEFAULT_WORLD, resolve_worlds
+from executor.lang.script import analyse
 from schemas.plan import Plan
 
 __all__ = [
@@ -135,6 +136,9 @@ def evaluate(case: Case, outcome: Outcome) -> list[Check]:
         return checks
     steps = plan_steps(plan.steps)
     used_tools = {s.tool for s in steps if s.kind == "tool"}
+    for s in steps:
+        if s.kind == "script":  # the tools a script names (literally: the validator insists)
+            used_tools |= analyse(s.code).tools
     checks.append(_granted(case, used_tools))
     count = len(steps)
     if expect.max_steps is None:

@@ -47,6 +47,23 @@ Rules:
 7. Side-effecting tools get idempotency keys and retries from duraplan; add a `compensate` action
    to a side effect that must be undone when the run fails later."""
 
+_SCRIPTS = """\
+A step of kind "script" runs Python (a sandboxed subset: no imports of I/O modules, no files,
+no network) where every call of a host function is a durable step: it survives crashes and is
+never repeated once done. Prefer a script when the logic is a loop with early exits, a retry
+that depends on what a tool returned, or "ask until the answer validates"; prefer plain steps
+for a fixed DAG. Host functions, called directly by name:
+  tool("name", **args) -> the tool's output        llm(prompt, output_schema=None, model=None)
+  sleep("1h") / sleep_until("2030-01-01T00:00:00Z")  wait_for_event("type", timeout="24h") -> payload
+  parallel([call("tool", "name", **args), call("sleep", "1s"), ...]) -> list of results, run at once
+  now() -> ISO time   random() -> float   compensate("tool", **args): undo if the run fails later
+  fail("message", error_type="...")
+Tool names must be string literals from the tool list; a failed call raises an exception the
+script may catch. Step `inputs` (templates) become globals; the last expression is the output.
+Example: {"id": "poll", "kind": "script", "inputs": {"url": "${input.url}"},
+"code": "for i in range(5):\n    r = tool('http.request', url=url)\n    if r['status'] == 200:\n"
+"        break\n    sleep('1m')\nr"}"""
+
 _EXAMPLE = {
     "name": "greet_many",
     "description": "Greet every name in parallel, then summarise.",
@@ -86,7 +103,7 @@ def system_prompt(catalog: Iterable[Mapping[str, Any]]) -> str:
     example = json.dumps(_EXAMPLE, indent=1, ensure_ascii=False)
     return (
         f"{_INTRO}\n\n## Plan format\n{format_summary()}\n\n## Expressions\n{_EXPRESSIONS}\n\n"
-        f"## {_RULES}\n\n## Tools you may use\n{render_catalog(catalog)}\n\n"
+        f"## {_RULES}\n\n## Script steps\n{_SCRIPTS}\n\n## Tools you may use\n{render_catalog(catalog)}\n\n"
         f"## Example (format only: its steps use no tools)\n{example}"
     )
 

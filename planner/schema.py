@@ -21,7 +21,19 @@ __all__ = ["format_summary", "plan_schema", "response_schema"]
 
 SCHEMA_FILE = Path(schemas.__file__).resolve().parent / "plan.schema.json"
 _DROP = frozenset({"$schema", "$id", "discriminator", "title"})
-_STEP_ORDER = ("tool", "llm", "code", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail")
+_STEP_ORDER = (
+    "tool",
+    "llm",
+    "code",
+    "script",
+    "sleep",
+    "wait_for_event",
+    "foreach",
+    "switch",
+    "subplan",
+    "set",
+    "fail",
+)
 
 
 @functools.lru_cache(maxsize=1)

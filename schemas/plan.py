@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DURATION_PATTERN",
+    "MAX_SCRIPT_BYTES",
     "STEP_ID_PATTERN",
     "Case",
     "CodeStep",
@@ -29,6 +30,7 @@ __all__ = [
     "PlanLimits",
     "Replan",
     "Retry",
+    "ScriptStep",
     "SetStep",
     "SleepStep",
     "Step",
@@ -105,10 +107,14 @@ class _StepBase(_Model):
     )
     when: Expression | None = Field(None, description="Run only when this is truthy; else skipped.")
     retry: Retry | None = Field(
-        None, description="Retry policy of tool, llm and code steps (defaults apply); an error on other kinds."
+        None,
+        description="Retry policy of tool, llm, code and script steps (a script: of each host call); "
+        "an error on other kinds.",
     )
     timeout: Duration | None = Field(
-        None, description="Per-attempt time limit of tool, llm and code steps (wait_for_event: how long to wait)."
+        None,
+        description="Per-attempt time limit of tool, llm and code steps, and of each segment of a script "
+        "(wait_for_event: how long to wait).",
     )
     on_error: Literal["fail", "continue"] = Field(
         "fail", description="continue: record the error, output null, and go on."
@@ -116,8 +122,9 @@ class _StepBase(_Model):
     compensate: Compensation | None = None
     execution: Literal["auto", "local", "remote"] = Field(
         "auto",
-        description="Tool, llm and code steps: local: a Temporal local activity (no server round trip, "
-        "for short steps); remote: a regular activity; auto: local for code and short tools.",
+        description="Tool, llm, code and script steps: local: a Temporal local activity (no server round trip, "
+        "for short steps); remote: a regular activity; auto: local for code and short tools, and for scripts "
+        "that call only short tools.",
     )
 
 
@@ -147,6 +154,27 @@ class CodeStep(_StepBase):
     )
     memory_mb: int | None = Field(None, ge=1, le=1024)
     cpu_seconds: float | None = Field(None, gt=0, le=300)
+
+
+MAX_SCRIPT_BYTES = 64 * 1024  # a script's source: a program, not a data set (pass data in `inputs`)
+
+
+class ScriptStep(_StepBase):
+    kind: Literal["script"]
+    code: str = Field(
+        min_length=1,
+        max_length=MAX_SCRIPT_BYTES,
+        description="Python run in the sandbox; every host-function call (tool, llm, sleep, sleep_until, "
+        "wait_for_event, parallel, now, random, compensate, fail) is a durable step of the run. The value of "
+        "its last expression is the output.",
+    )
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Globals bound before the script runs (templates)."
+    )
+    memory_mb: int | None = Field(None, ge=1, le=1024, description="Heap limit of each segment between host calls.")
+    cpu_seconds: float | None = Field(
+        None, gt=0, le=300, description="CPU time limit of each segment between host calls."
+    )
 
 
 class SleepStep(_StepBase):
@@ -203,6 +231,7 @@ Step = Annotated[
     ToolStep
     | LlmStep
     | CodeStep
+    | ScriptStep
     | SleepStep
     | WaitForEventStep
     | ForeachStep

@@ -4,8 +4,9 @@ Re-record after an intentional, versioned change to the interpreter:
 ``.venv/bin/python tests/replay_plans.py [NAME...]`` (starts its own dev server; only the named
 plans when names are given: keep the older histories, they replay the pre-patch branches).
 
-Versions: ``dag_foreach_switch`` and ``events_sleep_compensation`` were recorded before the
-``status-attribute-waiting`` and ``subplan-child-run-id`` patches; ``subplan_waiting`` after.
+Versions: ``dag_foreach_switch``, ``events_sleep_compensation`` and ``script_host_calls`` were
+recorded before the ``status-attribute-waiting`` and ``subplan-child-run-id`` patches;
+``subplan_waiting`` after.
 """
 
 from __future__ import annotations
@@ -110,6 +111,30 @@ PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] =
         {},
         [("go", {"ok": True})],
     ),
+    "script_host_calls": (
+        {
+            "name": "replay-script",
+            "steps": [
+                {
+                    "id": "s",
+                    "kind": "script",
+                    "code": (
+                        "tool('kv.put', key='hold', value=1)\n"
+                        "compensate('kv.delete', key='hold')\n"
+                        "t = now()\n"
+                        "r = random()\n"
+                        "both = parallel([call('sleep', '1s'), call('tool', 'debug.echo', value=r)])\n"
+                        "ok = wait_for_event('approval', timeout='1h')\n"
+                        "if not ok['ok']:\n"
+                        "    fail('denied by ' + ok['by'], error_type='Denied')\n"
+                        "'done'\n"
+                    ),
+                }
+            ],
+        },
+        {},
+        [("approval", {"ok": False, "by": "ann"})],
+    ),
 }
 
 
@@ -147,4 +172,4 @@ if __name__ == "__main__":
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    asyncio.run(_record(sys.argv[1:]))
+    asyncio.run(_record(sys.argv[1:]))  # names of the plans to record; all when none

@@ -300,3 +300,18 @@ async def test_run_rate_survives_a_restart_between_bursts(env: Env) -> None:
     with pytest.raises(RunNotFound):
         await dp.get_run("r4", tenant=tenant).status()
     restarted.close()
+
+
+async def test_script_segments_get_the_tenants_code_quota(env: Env) -> None:
+    tenant = env.tenant(code_memory_mb=64, code_cpu_seconds=1)
+    hungry = {"name": "hungry", "steps": [{"id": "s", "kind": "script", "code": "1", "memory_mb": 128}]}
+    with pytest.raises(QuotaExceeded, match="code_memory_mb"):
+        await env.dp.submit_plan(hungry, tenant=tenant, session="s")
+    # The segment after a host call spins: it gets the tenant's 1 s, not the sandbox default.
+    code = "t = now()\nn = 0\nwhile True:\n    n += 1"
+    spin = {"name": "spin", "steps": [{"id": "s", "kind": "script", "code": code, "retry": {"max_attempts": 1}}]}
+    handle = await env.dp.submit_plan(spin, tenant=tenant, session="s")
+    with pytest.raises(RunFailed, match="TimeoutError"):
+        await handle.result()
+    [step] = (await handle.status())["steps"]
+    assert [c["kind"] for c in step["calls"]] == ["now"]

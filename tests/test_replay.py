@@ -55,3 +55,19 @@ async def test_plans_complete_with_every_task_replayed(dev_server: DevServer, tm
             "approval": "completed",
             "deny": "failed",
         }
+
+
+async def test_script_completes_with_every_task_replayed(dev_server: DevServer, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, task_queue=f"replay-{uuid.uuid4().hex[:8]}")
+    async with running_worker(dev_server.client, settings, max_cached_workflows=0) as deps:
+        plan, _, events = PLANS["script_host_calls"]
+        handle = await Duraplan(dev_server.client, settings).submit_plan(plan, tenant="replay", session="s")
+        for event_type, payload in events:
+            await handle.send_event(event_type, payload)
+        with pytest.raises(RunFailed, match="denied by ann"):
+            await handle.result()
+        status = await handle.status()
+        assert await deps.store.kv_get("replay", "hold") is None, "the script's compensation ran"
+    kinds = [c["kind"] for c in status["steps"][0]["calls"]]
+    assert kinds == ["tool", "compensate", "now", "random", "parallel", "wait_for_event", "fail"]
+    assert status["error"]["type"] == "Denied"

@@ -140,7 +140,9 @@ HOSTILE: dict[str, Probe] = {
     ),
     # output: printed and returned
     "print_bomb": Probe("while True:\n    print('x' * 100000)", ("MemoryError",)),
-    "huge_output": Probe("'x' * (100 * 1024 * 1024)", ("OutputTooLarge",), memory_mb=256),
+    # 16 MiB: far over the 1 MiB output cap, yet quick to build on a loaded machine (100 MiB hit the
+    # segment's CPU limit first under load); the memory bomb is the probe below.
+    "huge_output": Probe("'x' * (16 * 1024 * 1024)", ("OutputTooLarge",), memory_mb=256),
     "huge_output_default_limits": Probe("'x' * (100 * 1024 * 1024)", ("MemoryError",)),
     "many_small_outputs": Probe("['x' * 100 for i in range(200000)]", ("OutputTooLarge",), memory_mb=256),
     # recursion

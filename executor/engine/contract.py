@@ -15,12 +15,14 @@ __all__ = [
     "RUN_CODE",
     "RUN_LLM",
     "RUN_REPLAN",
+    "RUN_SCRIPT",
     "RUN_TOOL",
     "SA_PLAN_HASH",
     "SA_PLAN_NAME",
     "SA_SESSION",
     "SA_STATUS",
     "SA_TENANT",
+    "SCRIPT_SNAPSHOT_BYTES",
     "SEARCH_ATTRIBUTES",
     "START_RUN",
     "TENANT_BUSY",
@@ -32,6 +34,7 @@ WORKFLOW_NAME = "DuraplanRun"
 RUN_TOOL = "duraplan.tool"
 RUN_CODE = "duraplan.code"
 RUN_LLM = "duraplan.llm"
+RUN_SCRIPT = "duraplan.script"  # one segment of a script step, up to and including its next host call
 RUN_REPLAN = "duraplan.replan"  # registered by the planner's worker parts, not by executor.worker
 START_RUN = "duraplan.start_run"  # a workflow starting a run (a chat session's submit): the start path
 
@@ -41,6 +44,7 @@ TENANT_BUSY = "TenantBusy"  # error type of a step the worker refused before run
 
 CODE_MEMORY_MB = 64  # a code step's sandbox limits when neither the step nor a quota sets them
 CODE_CPU_SECONDS = 5.0
+SCRIPT_SNAPSHOT_BYTES = 256 * 1024  # a script's compressed sandbox state, carried in history between calls
 
 SA_TENANT = SearchAttributeKey.for_keyword("DuraplanTenant")
 SA_SESSION = SearchAttributeKey.for_keyword("DuraplanSession")

@@ -24,6 +24,7 @@ __all__ = [
     "Revision",
     "RunInput",
     "RunQuotas",
+    "ScriptSegment",
     "SendEventResult",
     "StartRunRequest",
     "StartRunResult",
@@ -211,6 +212,30 @@ class LlmCall:
     max_tokens: int | None = None
     timeout_s: float | None = None
     quota: StepQuota | None = None
+
+
+@dataclass
+class ScriptSegment:
+    """One segment of a script step: resume the sandbox from ``snapshot`` (None: start the script)
+    with ``resume`` (the last host call's outcome) and run to its next host call; a ``tool`` or
+    ``llm`` call there is performed in the same activity (call number ``index``, ``attempt``)."""
+
+    tenant: str
+    run_id: str
+    step_path: str
+    code: str
+    inputs: dict[str, Any]
+    index: int  # number of host calls completed before this segment
+    attempt: int
+    idempotency_key: str  # of the script step; a call's key is this plus "#<index>"
+    snapshot: str | None = None  # base64 of the compressed sandbox dump
+    resume: dict[str, Any] | None = None  # {"value": ...} or {"error": [exception type, message]}
+    memory_mb: int | None = None
+    cpu_seconds: float | None = None
+    max_snapshot_bytes: int | None = None
+    quota: StepQuota | None = None
+    # Host calls the run may still make (max_steps): a tool or llm call beyond it is not performed.
+    calls_left: int | None = None
 
 
 @dataclass

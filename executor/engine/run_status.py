@@ -112,6 +112,7 @@ class StepView(_Mapping):
     kind: str
     path: str
     state: StepState
+    name: str | None = Field(default=None, description="a script's host call: the tool or event it names")
     attempts: int = 0
     started_at: str | None = None
     ended_at: str | None = None
@@ -126,6 +127,7 @@ class StepView(_Mapping):
     )
     items: list[ForeachItemView] | None = Field(default=None, description="foreach: each item's steps, on request")
     child_run_id: str | None = Field(default=None, description="subplan: the child run (open it like any run)")
+    calls: list[StepView] | None = Field(default=None, description="script: its host calls (the newest kept)")
 
 
 class RevisionView(_Mapping):
@@ -223,6 +225,7 @@ def settle_step(view: StepView) -> StepView:
         update={
             "state": settle_state(view.state),
             "steps": [settle_step(s) for s in view.steps],
+            "calls": None if view.calls is None else [settle_step(c) for c in view.calls],
             "items": items,
             "progress": progress,
         }

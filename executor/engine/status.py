@@ -17,9 +17,9 @@ from executor.engine.run_status import (
     StepState,
     StepView,
 )
-from schemas.plan import ForeachStep, Plan, Step, SubplanStep, SwitchStep
+from schemas.plan import ForeachStep, Plan, ScriptStep, Step, SubplanStep, SwitchStep
 
-__all__ = ["assemble", "compact", "error_dict", "preview", "record_dict", "step_view"]
+__all__ = ["assemble", "compact", "error_dict", "preview", "public_detail", "record_dict", "script_calls", "step_view"]
 
 
 def compact(records: dict[str, StepRecord]) -> dict[str, StepRecord]:
@@ -55,8 +55,16 @@ def record_dict(rec: StepRecord) -> dict[str, Any]:
         "ended_at": rec.ended_at,
         "error": error_dict(rec.error),
         "output_preview": preview(rec.output),
-        "detail": rec.detail,
+        "detail": public_detail(rec.detail),
     }
+
+
+def public_detail(detail: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A record's detail without the engine's private state (keys starting with ``_``: a script's
+    snapshot and call log), which status shows in its own form or not at all."""
+    if detail is None or not any(k.startswith("_") for k in detail):
+        return detail
+    return {k: v for k, v in detail.items() if not k.startswith("_")}
 
 
 def preview(value: Any, limit: int = 200) -> str | None:
@@ -83,7 +91,7 @@ def step_view(step: Step, path: str, records: Mapping[str, StepRecord], *, items
         ended_at=rec.ended_at,
         error=None if rec.error is None else StepErrorView(type=rec.error.type, message=rec.error.message),
         output_preview=preview(rec.output),
-        detail=rec.detail,
+        detail=public_detail(rec.detail),
     )
     if isinstance(step, SwitchStep):
         chosen = rec.detail.get("branch") if rec.detail else None
@@ -108,7 +116,30 @@ def step_view(step: Step, path: str, records: Mapping[str, StepRecord], *, items
             view.items = item_views
     elif isinstance(step, SubplanStep) and rec.detail:
         view.child_run_id = rec.detail.get("child_run_id")
+    elif isinstance(step, ScriptStep):
+        view.calls = [StepView.model_validate({**c, "path": f"{path}{c['id']}"}) for c in script_calls(rec)]
     return view
+
+
+def script_calls(rec: StepRecord) -> list[dict[str, Any]]:
+    """The script step's host calls as nested step views (the newest ``SCRIPT_LOG_KEPT``)."""
+    log = (rec.detail or {}).get("_log") or []
+    pending = (rec.detail or {}).get("_pending")
+    entries = [*log, pending["entry"]] if pending else log
+    return [
+        {
+            "id": f"#{e['i']}",
+            "name": e["name"],
+            "kind": e["fn"],
+            "state": e["s"],
+            "attempts": e.get("a", 1),
+            "started_at": e.get("t0"),
+            "ended_at": e.get("t1"),
+            "error": None if "e" not in e else {"type": e["e"][0], "message": e["e"][1]},
+            "output_preview": e.get("o"),
+        }
+        for e in entries
+    ]
 
 
 def _item_view(

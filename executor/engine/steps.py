@@ -33,6 +33,7 @@ from schemas.plan import (
     FailStep,
     ForeachStep,
     LlmStep,
+    ScriptStep,
     SetStep,
     SleepStep,
     Step,
@@ -63,6 +64,8 @@ class StepsMixin(EngineBase):
                 return await self._activity_step(step, path, frame, rec)
             case LlmStep():
                 return await self._activity_step(step, path, frame, rec)
+            case ScriptStep():
+                return await self._script(step, path, frame, rec)
             case SetStep():
                 self._count_step(path)
                 return self._render(step.value, frame, "/value")

@@ -8,6 +8,7 @@ The interpreter is split along its sections; this class holds the entry point, t
 (status query, event/pause/resume updates) and replanning, and mixes in:
 
     scheduling.py     blocks as DAGs, a step's life cycle, step budgets, continue-as-new
+    script.py         script steps: sandboxed Python whose host calls are durable steps
     steps.py          the exhaustive match over step kinds; activity steps, timers, events
     containers.py     foreach, switch, subplan
     compensation.py   undo actions on failure or cancel
@@ -54,11 +55,13 @@ with workflow.unsafe.imports_passed_through():
     from executor.engine.retry import to_step_error
     from executor.engine.run_status import parent_of
     from executor.engine.scheduling import SchedulingMixin
+    from executor.engine.script import ScriptMixin
     from executor.engine.status import assemble, compact, error_dict, record_dict
     from executor.engine.steps import StepsMixin
     from executor.lang.expressions import ExpressionError, evaluate, render
+    from executor.lang.script import analyse
     from executor.lang.validate import all_steps
-    from schemas.plan import ForeachStep, Plan, Step, WaitForEventStep, parse_duration
+    from schemas.plan import Plan, ScriptStep, Step, WaitForEventStep, parse_duration
 
 __all__ = ["WORKFLOW_NAME", "PlanWorkflow"]
 
@@ -69,7 +72,7 @@ _PATCH_LIST_WAITING = "status-attribute-waiting"
 
 
 @workflow.defn(name=WORKFLOW_NAME)
-class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMixin):
+class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMixin, ScriptMixin):
     @workflow.init
     def __init__(self, inp: RunInput) -> None:
         self.inp = inp
@@ -390,17 +393,6 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             ),
         )
 
-    def _step_view(self, step: Step, path: str) -> dict[str, Any]:
-        rec = self.records.get(path) or StepRecord()
-        view = {"id": step.id, "kind": step.kind, **record_dict(rec)}
-        if isinstance(step, ForeachStep) and rec.detail and "items" in rec.detail:
-            done = sum(1 for i in range(rec.detail["items"]) if self._done(f"{path}[{i}]"))
-            view["progress"] = {
-                "done": done if rec.state != "completed" else rec.detail["items"],
-                "total": rec.detail["items"],
-            }
-        return view
-
 
 def _event_schemas(steps: list[Step]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
@@ -409,4 +401,7 @@ def _event_schemas(steps: list[Step]) -> dict[str, list[dict[str, Any]]]:
             schemas = out.setdefault(step.event, [])
             if step.payload_schema is not None:
                 schemas.append(step.payload_schema)
+        elif isinstance(step, ScriptStep):  # a script's wait_for_event("x") names a literal type
+            for event in sorted(analyse(step.code).events):
+                out.setdefault(event, [])
     return out

@@ -28,6 +28,7 @@ from executor.lang.expressions import (
     references,
     strip_template,
 )
+from executor.lang.script import LiteralCall, analyse
 from schemas.plan import (
     CodeStep,
     Compensation,
@@ -35,6 +36,7 @@ from schemas.plan import (
     ForeachStep,
     LlmStep,
     Plan,
+    ScriptStep,
     SetStep,
     SleepStep,
     Step,
@@ -55,7 +57,7 @@ MAX_NESTING = 8
 MAX_WAIT_SECONDS = 365 * 86400.0  # the reference product's longest sleep
 MAX_STEP_TIMEOUT = 86400.0
 STEP_KINDS = frozenset(
-    {"tool", "llm", "code", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail"}
+    {"tool", "llm", "code", "script", "sleep", "wait_for_event", "foreach", "switch", "subplan", "set", "fail"}
 )
 
 
@@ -162,7 +164,7 @@ def _own_expressions(step: Step) -> Iterator[_Expr]:
         case LlmStep():
             yield from _templates(step.prompt, "/prompt")
             yield from _templates(step.system, "/system")
-        case CodeStep():
+        case CodeStep() | ScriptStep():
             yield from _templates(step.inputs, "/inputs")
         case SleepStep():
             yield from _templates(step.until, "/until")
@@ -310,13 +312,13 @@ class _Checker:
     def activity_options(self, step: Step, ptr: str) -> None:
         """retry, timeout and execution shape one activity call: on other kinds they would do nothing,
         so saying them is an error rather than a silently dropped wish."""
-        if isinstance(step, ToolStep | LlmStep | CodeStep):
+        if isinstance(step, ToolStep | LlmStep | CodeStep | ScriptStep):
             return
         hints = {
-            "retry": "retries apply to tool, llm and code steps; set retry on the steps inside",
+            "retry": "retries apply to tool, llm, code and script steps; set retry on the steps inside",
             "timeout": "a time limit applies to tool, llm and code steps (and wait_for_event); "
             "give a subplan's plan limits.deadline instead",
-            "execution": "execution applies to tool, llm and code steps",
+            "execution": "execution applies to tool, llm, code and script steps",
         }
         given = step.model_fields_set
         for option, hint in hints.items():
@@ -344,6 +346,8 @@ class _Checker:
                             step.id,
                             "invalid_value",
                         )
+            case ScriptStep():
+                self.script(step, ptr)
             case SleepStep():
                 if (step.duration is None) == (step.until is None):
                     self.add(ptr, "a sleep needs exactly one of duration or until", step.id, "invalid_value")
@@ -439,6 +443,60 @@ class _Checker:
             ast.parse(source)
         except SyntaxError as exc:
             self.add(ptr, f"Python syntax error at line {exc.lineno}: {exc.msg}", sid, "code_syntax")
+
+    def script(self, step: ScriptStep, ptr: str) -> None:
+        """Syntax, unknown functions, literal host-call arguments, tools and their grants."""
+        info = analyse(step.code)
+        for line, message in info.problems:
+            code = "code_syntax" if message.startswith("Python syntax error") else "script"
+            self.add(f"{ptr}/code", f"line {line}: {message}", step.id, code)
+        for name in step.inputs:
+            if not name.isidentifier():
+                message = f"input name {name!r} is not a Python identifier"
+                self.add(f"{ptr}/inputs/{name}", message, step.id, "invalid_value")
+        for call in info.calls:
+            self._script_call(call, f"{ptr}/code", step.id)
+
+    def _script_call(self, call: LiteralCall, ptr: str, sid: str) -> None:
+        before = len(self.issues)
+        match call.function:
+            case "tool" | "compensate" if isinstance(call.first, str):
+                self.tool_call(call.first, call.args, ptr, sid, "", "")
+                if call.dynamic:  # with computed arguments only errors inside a literal one are certain
+                    self.issues[before:] = [
+                        i
+                        for i in self.issues[before:]
+                        if i.code != "tool_args" or any(i.pointer.startswith(f"{ptr}/{k}") for k in call.args)
+                    ]
+            case "sleep" if call.first is not None:
+                self._literal_duration(call.first, ptr, sid, "sleep()")
+            case "wait_for_event" if "timeout" in call.args:
+                self._literal_duration(call.args["timeout"], ptr, sid, "wait_for_event()")
+            case "sleep_until" if isinstance(call.first, str):
+                self._timestamp(call.first, ptr, sid)
+            case "llm" if isinstance(call.args.get("output_schema"), dict):
+                self._json_schema(call.args["output_schema"], ptr, sid)
+            case _:
+                return
+        # The pointer cannot point into the source: the message names the line.
+        self.issues[before:] = [
+            PlanIssue(ptr, f"line {call.line}: {i.message}", step=sid, code=i.code) for i in self.issues[before:]
+        ]
+
+    def _literal_duration(self, value: Any, ptr: str, sid: str, where: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.add(ptr, f"{where}: a duration is a string like 30s or a number of seconds", sid, "invalid_value")
+            return
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            self.add(ptr, f"{where}: {exc}", sid, "invalid_value")
+            return
+        before = len(self.issues)
+        self._seconds(value, ptr, sid, MAX_WAIT_SECONDS)
+        self.issues[before:] = [
+            PlanIssue(i.pointer, f"{where}: {i.message}", step=i.step, code=i.code) for i in self.issues[before:]
+        ]
 
     def _cycles(self, steps: list[Step], base: str, siblings: set[str]) -> None:
         deps = {s.id: (step_references(s) & siblings) - {s.id} for s in steps}

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from executor.engine.models import RunQuotas
 from executor.errors import DuraplanError, register_failure_type
 from executor.lang.validate import all_steps
-from schemas.plan import CodeStep, Plan, SubplanStep
+from schemas.plan import CodeStep, Plan, ScriptStep, SubplanStep
 from tools.database import Tx, is_database_url, open_database
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ class Quotas:
         for step in all_steps(plan.steps):
             if isinstance(step, SubplanStep):
                 self.check_plan(step.plan, tenant)
-            if not isinstance(step, CodeStep):
+            if not isinstance(step, CodeStep | ScriptStep):  # a script's limits are per segment
                 continue
             if step.memory_mb is not None and step.memory_mb > self.code_memory_mb:
                 detail = f"step {step.id!r} asks memory_mb={step.memory_mb}; the cap is {self.code_memory_mb}"

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_TOOL, TENANT_BUSY
-from executor.engine.models import CodeCall, LlmCall, StepQuota, ToolCall
+from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_SCRIPT, RUN_TOOL, TENANT_BUSY
+from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
 from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.fairness import TenantGate
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
+from executor.worker.script import run_segment, script_call
 
 if TYPE_CHECKING:
     from executor.service.sources import SourceCalls
@@ -36,10 +37,11 @@ __all__ = [
     "heartbeating",
     "run_code",
     "run_llm",
+    "run_script",
     "run_tool",
 ]
 
-run_tool, run_code, run_llm = RUN_TOOL, RUN_CODE, RUN_LLM
+run_tool, run_code, run_llm, run_script = RUN_TOOL, RUN_CODE, RUN_LLM, RUN_SCRIPT
 MAX_OUTPUT_BYTES = 1024 * 1024  # the reference product's per-step result limit
 SECRET_KEY = "$secret"  # {"$secret": "NAME"} in tool arguments: resolved only inside the activity
 
@@ -155,7 +157,7 @@ class StepActivities:
         self.gate = TenantGate()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.tool, self.code, self.llm]
+        return [self.tool, self.code, self.llm, self.script]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
@@ -245,8 +247,6 @@ class StepActivities:
 
     @activity.defn(name=run_llm)
     async def llm(self, call: LlmCall) -> dict[str, Any]:
-        from executor.worker.llm import complete
-
         model = call.model or self.default_model
         if not model:
             raise _fail(
@@ -255,5 +255,33 @@ class StepActivities:
                 retryable=False,
             )
         async with _admitted(self.gate, call.tenant, call.quota):
-            result = await heartbeating(complete(call, model, self._completion))
+            return await self._llm(call, model)
+
+    async def _llm(self, call: LlmCall, model: str) -> dict[str, Any]:
+        from executor.worker.llm import complete
+
+        result = await heartbeating(complete(call, model, self._completion))
         return dict(_checked_output(result, "llm step", call.quota))
+
+    @activity.defn(name=run_script)
+    async def script(self, seg: ScriptSegment) -> dict[str, Any]:
+        """One script segment; its tool or llm call goes through ``_tool`` / ``llm`` like a step's."""
+
+        async def perform(fn: str, args: list[Any], kwargs: dict[str, Any], index: int) -> Any:
+            call = script_call(seg, fn, args, kwargs, index)
+            if isinstance(call, ToolCall):
+                return await self._tool(call)
+            model = call.model or self.default_model
+            if not model:
+                message = "llm() has no model: pass model= or set DURAPLAN_MODEL"
+                raise _fail(message, "LlmNotConfigured", retryable=False)
+            return (await self._llm(call, model))["content"]
+
+        try:
+            async with _admitted(self.gate, seg.tenant, seg.quota):
+                result = await heartbeating(run_segment(self.sandbox, seg, perform))
+        except SandboxError as exc:
+            raise _fail(f"script segment failed: {exc}", exc.error_type, retryable=exc.retryable) from None
+        if "output" in result:
+            result["output"] = _checked_output(result["output"], "script step", seg.quota)
+        return result

@@ -18,6 +18,7 @@ them. Around that, defence in depth at the OS level:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import re
@@ -27,6 +28,7 @@ import stat
 import sys
 import sysconfig
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +36,17 @@ from typing import Any, Literal
 
 import pydantic_monty
 
-__all__ = ["Sandbox", "SandboxError", "SandboxLimits", "WorkerLimits", "find_monty_binary", "write_launcher"]
+from executor.worker.warm import WarmSessions
+
+__all__ = [
+    "Sandbox",
+    "SandboxError",
+    "SandboxLimits",
+    "WorkerLimits",
+    "find_monty_binary",
+    "sandbox_error",
+    "write_launcher",
+]
 
 _EXC_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b")
 _MB = 1024 * 1024
@@ -187,6 +199,22 @@ def _output_too_large(value: Any, budget: int) -> bool:
     return False
 
 
+def sandbox_error(exc: BaseException) -> SandboxError:
+    """The step's error for what the pool raised: the sandboxed exception by name, or a crash or an
+    unavailable worker (both retryable)."""
+    if isinstance(exc, pydantic_monty.MontySyntaxError):
+        return SandboxError("SyntaxError", str(exc), retryable=False)
+    if isinstance(exc, pydantic_monty.MontyCrashedError):
+        what = "was killed after its deadline" if exc.timed_out else "crashed"
+        return SandboxError("SandboxCrashed", f"sandbox worker {what}: {exc}", retryable=True)
+    if isinstance(exc, pydantic_monty.MontyError):
+        text = str(exc)
+        match = _EXC_NAME.match(text)
+        return SandboxError(match.group(1) if match else "CodeError", text, retryable=False)
+    # the pool could not start a worker, or had none free
+    return SandboxError("SandboxUnavailable", f"no sandbox worker: {exc}", retryable=True)
+
+
 class Sandbox:
     """A pool of sandbox workers. ``run`` executes one step on a worker of its own.
 
@@ -222,6 +250,7 @@ class Sandbox:
         self._launcher_shell = launcher_shell
         self._launcher_dir: str | None = None
         self._pool: pydantic_monty.AsyncMonty | None = None
+        self.warm = WarmSessions()  # a script session kept between its segments (executor/worker/warm.py)
 
     def _write_launcher(self) -> Path:
         assert self._launcher_dir is not None
@@ -249,6 +278,7 @@ class Sandbox:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
+            await self.warm.close_all()
             if self._pool is not None:
                 await self._pool.__aexit__(et, e, tb)
                 # monty 1.4's pool finishes tearing down on its own threads just after __aexit__ returns; an
@@ -291,6 +321,38 @@ class Sandbox:
         except (OSError, ValueError, IndexError):
             return  # the worker is already gone (its step fails with it) or is not ours to limit
 
+    @contextlib.asynccontextmanager
+    async def session(
+        self,
+        limits: SandboxLimits,
+        *,
+        max_suspensions: int = 1000,
+        os_policy: pydantic_monty.OSPolicy | None = None,
+    ) -> AsyncIterator[pydantic_monty.AsyncMontySession]:
+        """A fresh session on a fresh worker, held for a script segment: ``limits`` bound each turn
+        between host calls (``max_turn_duration_secs``), not the whole session."""
+        if self._pool is None:
+            raise RuntimeError("Sandbox is not running: use `async with Sandbox() as sandbox`")
+        resource_limits: pydantic_monty.ResourceLimits = {
+            "max_memory": limits.memory_mb * _MB,
+            "max_turn_duration_secs": limits.cpu_seconds,
+            "max_recursion_depth": limits.max_recursion,
+            "max_total_sleep_secs": limits.cpu_seconds,
+            "max_suspensions": max_suspensions,
+        }
+        policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds, **(os_policy or {})}
+        self._restore_launcher()
+        async with self._pool.checkout(script_name="script.py", limits=resource_limits, os_policy=policy) as session:
+            self._tighten(session.worker_pid, limits)
+            yield session
+
+    def _restore_launcher(self) -> None:
+        if self._launcher_dir is not None and not os.path.exists(os.path.join(self._launcher_dir, "monty-worker")):
+            # A temp-dir cleaner removed the launcher under a long-running pool: put it back, or no new
+            # worker could start.
+            os.makedirs(self._launcher_dir, mode=0o700, exist_ok=True)
+            self._write_launcher()
+
     async def run(self, code: str, inputs: dict[str, Any], limits: SandboxLimits) -> Any:
         """Value of the snippet's last expression."""
         if self._pool is None:
@@ -305,28 +367,15 @@ class Sandbox:
         }
         os_policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds}
         printed = pydantic_monty.CollectString(max_bytes=self.max_print_bytes)
-        if self._launcher_dir is not None and not os.path.exists(os.path.join(self._launcher_dir, "monty-worker")):
-            # A temp-dir cleaner removed the launcher under a long-running pool: put it back, or no new
-            # worker could start.
-            os.makedirs(self._launcher_dir, mode=0o700, exist_ok=True)
-            self._write_launcher()
+        self._restore_launcher()
         try:
             async with self._pool.checkout(
                 script_name="step.py", limits=resource_limits, os_policy=os_policy
             ) as session:
                 self._tighten(session.worker_pid, limits)
                 result = await session.feed_run(code, inputs=inputs, print_callback=printed)
-        except pydantic_monty.MontySyntaxError as exc:
-            raise SandboxError("SyntaxError", str(exc), retryable=False) from None
-        except pydantic_monty.MontyCrashedError as exc:
-            what = "was killed after its deadline" if exc.timed_out else "crashed"
-            raise SandboxError("SandboxCrashed", f"sandbox worker {what}: {exc}", retryable=True) from None
-        except pydantic_monty.MontyError as exc:
-            text = str(exc)
-            match = _EXC_NAME.match(text)
-            raise SandboxError(match.group(1) if match else "CodeError", text, retryable=False) from None
-        except (RuntimeError, TimeoutError) as exc:  # the pool could not start a worker, or had none free
-            raise SandboxError("SandboxUnavailable", f"no sandbox worker: {exc}", retryable=True) from None
+        except (pydantic_monty.MontyError, RuntimeError, TimeoutError) as exc:
+            raise sandbox_error(exc) from None
         if _output_too_large(result, self.max_output_bytes):
             raise SandboxError(
                 "OutputTooLarge", f"code step result exceeds {self.max_output_bytes} bytes", retryable=False

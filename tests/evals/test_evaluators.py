@@ -66,6 +66,8 @@ def test_granted_tools() -> None:
     assert failed == Check("granted_tools", "fail", "uses ungranted payments.refund")
     nested = plan({"id": "each", "kind": "foreach", "items": "[`1`]", "steps": [tool("r", "payments.refund")]})
     assert check(evaluate(case(), Outcome([True], nested)), "granted_tools").status == "fail"
+    script = plan({"id": "s", "kind": "script", "code": "tool('payments.refund', amount=1)"})
+    assert check(evaluate(case(), Outcome([True], script)), "granted_tools").status == "fail"
 
 
 def test_step_budget_counts_nested_steps() -> None:

@@ -1,0 +1,59 @@
+"""llm() from a script: inline (in the segment's activity) and in parallel(), through litellm
+against the provider's real HTTP shape, mocked with respx only."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import litellm
+import pytest
+import pytest_asyncio
+import respx
+from test_llm_step import OPENAI, completion
+
+from executor import Duraplan, Settings, running_worker
+from executor.service.devserver import DevServer
+
+CODE = """
+verdict = llm('Is ' + topic + ' cute?', output_schema={'type': 'object', 'required': ['cute']})
+more = parallel([call('llm', 'one word for ' + topic), call('llm', 'another word for ' + topic)])
+{'cute': verdict['cute'], 'words': more}
+"""
+
+
+@pytest.fixture(autouse=True)
+def offline_litellm(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(litellm, "disable_aiohttp_transport", True)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    yield
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def dp(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[Duraplan]:
+    settings = Settings(home=tmp_path, task_queue=f"sllm-{uuid.uuid4().hex[:8]}", default_model="openai/gpt-4o-mini")
+    async with running_worker(dev_server.client, settings):
+        yield Duraplan(dev_server.client, settings)
+
+
+async def test_llm_inline_and_in_parallel(dp: Duraplan) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        content = '{"cute": true}' if prompt.startswith("Is ") else prompt.split()[0]
+        return httpx.Response(200, json=completion(content))
+
+    plan = {
+        "name": "script-llm",
+        "steps": [{"id": "s", "kind": "script", "code": CODE, "inputs": {"topic": "otters"}}],
+        "output": "${steps.s.output}",
+    }
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.post(OPENAI).mock(side_effect=answer)
+        handle = await dp.submit_plan(plan, tenant="t", session="s")
+        assert await handle.result(timeout=60) == {"cute": True, "words": ["one", "another"]}
+    assert route.call_count == 3
+    calls = (await handle.status())["steps"][0]["calls"]
+    assert [(c["kind"], c["state"]) for c in calls] == [("llm", "completed"), ("parallel", "completed")]
