@@ -34,9 +34,11 @@ from executor.engine.workflow import PlanWorkflow
 from executor.service.client import Duraplan
 from executor.service.config import SEARCH_ATTRIBUTES, Settings
 from executor.worker.activities import StepActivities
+from executor.worker.metering import Meter
 from executor.worker.runner import workflow_runner
 from executor.worker.sandbox import Sandbox
 from tools import Store, ToolContext, ToolRegistry, builtin_tools
+from tools.usage import UsageStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPORAL_CLI = ROOT / ".venv" / "bin" / "temporal"
@@ -195,9 +197,10 @@ async def bench_env(
             settings = Settings(home=home, task_queue=task_queue)
             registry = timed_registry()
             store = Store(home / "store.db")
+            usage = UsageStore(home / "store.db")  # metered as a deployed worker is
             try:
                 async with Sandbox() as sandbox:
-                    activities = StepActivities(registry, store, sandbox, default_model=None)
+                    activities = StepActivities(registry, store, sandbox, default_model=None, meter=Meter(usage))
                     worker = Worker(
                         client,
                         task_queue=task_queue,
@@ -209,6 +212,7 @@ async def bench_env(
                     async with worker:
                         yield Bench(client, Duraplan(client, settings, registry), task_queue, probe, label)
             finally:
+                usage.close()
                 store.close()
 
 

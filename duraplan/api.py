@@ -44,6 +44,7 @@ from duraplan.api_models import (
     SubmitRunRequest,
     ValidationResult,
 )
+from duraplan.api_ops import add_ops_routes
 from duraplan.api_sources import add_source_routes
 from duraplan.console import mount_console
 from duraplan.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
@@ -485,6 +486,8 @@ def create_app(
         """A fresh run of the same plan and inputs under the same id (a running one is terminated)."""
         await run_of(tenant, run_id).restart()
         return RunAction(run_id=run_id, action="restart", state="running")
+
+    add_ops_routes(app, dp, TenantDep, _responses)  # GET /v1/usage, POST /v1/runs:bulk
 
     # -- chat sessions --
 

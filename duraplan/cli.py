@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from duraplan.mcp_server import app as mcp_app
+from duraplan.ops_cli import register as register_ops
 from duraplan.sources_cli import source_app, tools_app
 from duraplan.tenants_cli import app as tenants_app
 from evals.cli import app as evals_app
@@ -29,6 +30,7 @@ from executor.lang.validate import check_plan
 from executor.service.client import Duraplan, RunHandle
 from executor.service.config import Settings
 from executor.service.process import exit_process
+from executor.service.telemetry import configure_telemetry
 from planner.cli import app as planner_app
 
 __all__ = ["app"]
@@ -404,6 +406,9 @@ async def dev(
 
     settings = Settings.from_env(home=home)
     settings.home.mkdir(parents=True, exist_ok=True)
+    # Before the dev server's client connects: it (and the worker on it) then traces and serves
+    # SDK metrics when DURAPLAN_OTLP_ENDPOINT / DURAPLAN_PROMETHEUS_ADDRESS ask for it.
+    configure_telemetry(settings)
     async with DevServer(
         home=settings.home, port=port, ui_port=ui_port, db_file=None if in_memory else settings.home / "temporal.db"
     ) as server:
@@ -441,6 +446,9 @@ async def api(
     from duraplan.api import serve
 
     await serve(Settings.from_env(address=address, namespace=namespace), host=host, port=port)
+
+
+register_ops(app, command, _dp)  # `duraplan usage` and `duraplan bulk`
 
 
 def main() -> None:  # pragma: no cover - console script entry

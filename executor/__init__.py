@@ -30,11 +30,15 @@ if TYPE_CHECKING:
     )
     from executor.lang.loader import load_plan
     from executor.lang.validate import check_plan, validate_plan
+    from executor.service.bulk import BulkResult
     from executor.service.client import Duraplan, RunHandle, list_runs, submit_plan
     from executor.service.config import Settings
+    from executor.service.usage import UsageReport
     from executor.worker.runner import running_worker
 
 _WHERE = {
+    "BulkResult": "executor.service.bulk",
+    "UsageReport": "executor.service.usage",
     "Duraplan": "executor.service.client",
     "RunHandle": "executor.service.client",
     "list_runs": "executor.service.client",
@@ -55,6 +59,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "BulkResult",
     "Duraplan",
     "DuraplanError",
     "InputsInvalid",
@@ -66,6 +71,7 @@ __all__ = [
     "RunNotFound",
     "RunStateError",
     "Settings",
+    "UsageReport",
     "check_plan",
     "list_runs",
     "load_plan",

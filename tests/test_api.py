@@ -551,7 +551,13 @@ def test_fuzz_the_published_spec(live: LiveApi) -> None:
             fuzz()
         except Exception as exc:
             failures[operation.label] = str(exc)[:3000]
-    assert operations == len(labels) == 21, labels
+    assert operations == len(labels) == 23, labels
     ok = {label for (label, status), _ in seen.items() if status < 300}
-    assert {"POST /v1/plans:validate", "POST /v1/plan", "GET /v1/runs", "GET /v1/runs/{run_id}"} <= ok, seen
+    assert {
+        "POST /v1/plans:validate",
+        "POST /v1/plan",
+        "GET /v1/runs",
+        "GET /v1/runs/{run_id}",
+        "GET /v1/usage",
+    } <= ok, seen
     assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from executor.engine.frames import Frame
+from executor.engine.metering import RunMeter
 from executor.engine.models import (
     CompensationCall,
     EventRecord,
@@ -49,6 +50,7 @@ class EngineBase:
     _task_mark: int
     _local_in_task: int
     _parked: int
+    _meter: RunMeter
 
     if TYPE_CHECKING:
         # scheduling.py

@@ -49,7 +49,15 @@ class CompensationMixin(EngineBase):
                     await self._dispatch(RUN_TOOL, arg, call.tool in self._local_tools, None)
                 else:
                     assert call.code is not None
-                    arg = CodeCall(self.inp.tenant, self.inp.run_id, f"{call.path}#compensate", call.code, call.inputs)
+                    arg = CodeCall(
+                        self.inp.tenant,
+                        self.inp.run_id,
+                        f"{call.path}#compensate",
+                        call.code,
+                        call.inputs,
+                        generation=self.inp.generation,
+                        attempt=attempt,
+                    )
                     await self._dispatch(RUN_CODE, arg, True, None)
                 return
             except (ActivityError, ApplicationError, TimeoutError) as exc:

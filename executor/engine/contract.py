@@ -12,6 +12,7 @@ __all__ = [
     "CODE_CPU_SECONDS",
     "CODE_MEMORY_MB",
     "HEARTBEAT_TIMEOUT",
+    "METER_RUN",
     "RUN_CODE",
     "RUN_LLM",
     "RUN_REPLAN",
@@ -37,6 +38,7 @@ RUN_LLM = "duraplan.llm"
 RUN_SCRIPT = "duraplan.script"  # one segment of a script step, up to and including its next host call
 RUN_REPLAN = "duraplan.replan"  # registered by the planner's worker parts, not by executor.worker
 START_RUN = "duraplan.start_run"  # a workflow starting a run (a chat session's submit): the start path
+METER_RUN = "duraplan.meter_run"  # records how a run segment ended (executor.engine.metering)
 
 HEARTBEAT_TIMEOUT = 10.0  # a killed worker is noticed in seconds, not after the step's timeout
 

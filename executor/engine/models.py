@@ -197,6 +197,9 @@ class CodeCall:
     memory_mb: int | None = None
     cpu_seconds: float | None = None
     quota: StepQuota | None = None
+    # The step's identity for metering (a retried step counts once, each attempt separately).
+    generation: int = 0
+    attempt: int = 0
 
 
 @dataclass
@@ -212,6 +215,8 @@ class LlmCall:
     max_tokens: int | None = None
     timeout_s: float | None = None
     quota: StepQuota | None = None
+    generation: int = 0
+    attempt: int = 0
 
 
 @dataclass

@@ -94,17 +94,17 @@ class SchedulingMixin(EngineBase):
             rec.output = await self._execute(step, path, frame, rec)
         except StepFailed as failure:
             if step.on_error == "continue":
-                self._finish(rec, "failed", failure.error)
+                self._finish(rec, "failed", failure.error, step.kind)
                 return
-            self._finish(rec, "failed", failure.error)
+            self._finish(rec, "failed", failure.error, step.kind)
             raise
         except ExpressionError as exc:
             error = StepError("ExpressionError", str(exc))
-            self._finish(rec, "failed", error)
+            self._finish(rec, "failed", error, step.kind)
             if step.on_error == "continue":
                 return
             raise StepFailed(path, error) from None
-        self._finish(rec, "completed", None)
+        self._finish(rec, "completed", None, step.kind)
         if step.compensate is not None:
             c = step.compensate
             self.compensations.append(
@@ -119,8 +119,9 @@ class SchedulingMixin(EngineBase):
         if self._should_continue_as_new():
             self._draining = True
 
-    def _finish(self, rec: StepRecord, state: StepState, error: StepError | None) -> None:
+    def _finish(self, rec: StepRecord, state: StepState, error: StepError | None, kind: str) -> None:
         rec.state, rec.error, rec.ended_at = state, error, workflow.now().isoformat()
+        self._meter.step_finished(kind)
 
     def _parallel_limit(self) -> int:
         """The plan's max_parallel; with quotas, never above the tenant's in-flight cap, so one

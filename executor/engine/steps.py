@@ -196,6 +196,8 @@ class StepsMixin(EngineBase):
                     step.memory_mb or self._code_default("code_memory_mb", CODE_MEMORY_MB),
                     step.cpu_seconds or self._code_default("code_cpu_seconds", CODE_CPU_SECONDS),
                     self._step_quota,
+                    generation=self.inp.generation,
+                    attempt=attempt,
                 )
                 if timeout is None and step.cpu_seconds is not None:
                     timeout = step.cpu_seconds + 5.0
@@ -213,6 +215,8 @@ class StepsMixin(EngineBase):
                     max_tokens=step.max_tokens,
                     timeout_s=timeout,
                     quota=self._step_quota,
+                    generation=self.inp.generation,
+                    attempt=attempt,
                 )
         return await self._dispatch(name, arg, local, timeout)
 

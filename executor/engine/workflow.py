@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from executor.engine.containers import ContainersMixin
     from executor.engine.contract import RUN_REPLAN, SA_PLAN_HASH, SA_STATUS, WORKFLOW_NAME
     from executor.engine.frames import Drained, Frame, StepFailed, StepsView
+    from executor.engine.metering import RunMeter
     from executor.engine.models import (
         Carry,
         CompensationCall,
@@ -118,6 +119,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         self._local_in_task = 0
         self._parked = 0  # steps sleeping or waiting for an event right now
         self._listed = self.state  # the DuraplanStatus last upserted
+        self._meter = RunMeter(inp.tenant, inp.run_id, inp.generation, self.continued, self.started_at)
 
     @workflow.run
     async def run(self, inp: RunInput) -> Any:
@@ -125,10 +127,12 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             output = await self._run_plan()
         except Drained:
             await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._meter.segment_ended(None)
             workflow.continue_as_new(self._carry_input())
         except StepFailed as failure:
             self.error, self.failed_step = failure.error, failure.path
             await self._compensate("failed")
+            await self._meter.segment_ended("failed")
             raise ApplicationError(
                 str(failure),
                 {"step": failure.path, "type": failure.error.type, "message": failure.error.message},
@@ -138,8 +142,10 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         except asyncio.CancelledError:
             self.error = StepError("Cancelled", "run was cancelled")
             await self._compensate("cancelled")
+            await self._meter.segment_ended("cancelled")
             raise
         self._set_state("completed")
+        await self._meter.segment_ended("completed")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return output
 

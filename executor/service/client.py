@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import timedelta
@@ -32,6 +33,7 @@ from executor.engine.models import EventRecord, RunInput
 from executor.engine.run_status import RUN_STATES, RunState, RunStatus, RunSummary, parent_of
 from executor.engine.workflow import PlanWorkflow
 from executor.errors import InputsInvalid, RunFailed, RunNotFound, RunStateError, from_failure
+from executor.service.bulk import BulkResult, RunFilter, run_bulk
 from executor.service.config import Settings, connect
 from executor.service.start import (
     NAME_PATTERN as NAME_PATTERN,
@@ -44,9 +46,12 @@ from executor.service.start import (
     load_context,
     start_run,
 )
+from executor.service.telemetry import submit_span
 from executor.service.tenants import QuotaExceeded, TenantRegistry
+from executor.service.usage import UsageReport, record_run_start, usage_report
 from schemas.plan import Plan
 from tools import ToolRegistry, default_registry
+from tools.usage import UsageStore
 
 if TYPE_CHECKING:
     from executor.service.sources import ToolSources
@@ -89,12 +94,36 @@ class Duraplan:
         settings: Settings | None = None,
         registry: ToolRegistry | None = None,
         tenants: TenantRegistry | None = None,
+        usage: UsageStore | None = None,
     ) -> None:
-        """``tenants``: enforce the tenant registry (known tenant, tool grants, quotas, run-creation rate)."""
+        """``tenants``: enforce the tenant registry (known tenant, tool grants, quotas, run-creation rate);
+        ``usage``: the usage ledger (default: the workers' store database when metering is on, opened on first use)."""
         self.client = client
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
+        self._usage = usage
+        self._recording: set[asyncio.Task[None]] = set()
+
+    @property
+    def usage_store(self) -> UsageStore | None:
+        """The workers' ledger: the shared database, or ``<home>/store.db`` once a worker created it
+        (a client never creates a ledger of its own that no worker writes to)."""
+        if self._usage is None and self.settings.metering:
+            local = self.settings.home / "store.db"
+            if self.settings.database_url or local.exists():
+                self._usage = UsageStore(self.settings.store_location())
+        return self._usage
+
+    async def usage(
+        self, *, tenant: str, day: str | None = None, first: str | None = None, last: str | None = None
+    ) -> UsageReport:
+        """The tenant's usage for ``day``, or ``first``..``last`` (UTC, inclusive); today by default."""
+        store = self.usage_store
+        if store is None:
+            why = "metering is off (DURAPLAN_METERING=0)" if not self.settings.metering else "no worker has written one"
+            raise RunStateError(f"no usage ledger at {self.settings.store_location()}: {why}")
+        return await usage_report(store, check_name("tenant", tenant), day=day, first=first, last=last)
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:
@@ -123,20 +152,52 @@ class Duraplan:
         the tenant's current catalog); a call to a tool that changed since fails the step."""
         if context is None or context.tenant != tenant:
             context = await self.context(tenant)
-        started = await start_run(
-            self.client,
-            self.settings,
-            self.registry_for(tenant),
-            context,
-            plan,
-            session=session,
-            inputs=inputs,
-            run_id=run_id,
-            pins=lambda parsed: self._pins(tenant, parsed, tool_pins),
-        )
+        run_id = check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
+        # The root of the run's trace: the interceptor's StartWorkflow span and everything after nest under it.
+        with submit_span(tenant, session, run_id):
+            started = await start_run(
+                self.client,
+                self.settings,
+                self.registry_for(tenant),
+                context,
+                plan,
+                session=session,
+                inputs=inputs,
+                run_id=run_id,
+                pins=lambda parsed: self._pins(tenant, parsed, tool_pins),
+            )
+        if started.created:
+            self._record_start(tenant, started.run_id, 0)
         handle = RunHandle(self, tenant, started.run_id)
         handle._started = started.handle
         return handle
+
+    async def bulk(
+        self,
+        action: str,
+        *,
+        tenant: str,
+        session: str | None = None,
+        plan_hash: str | None = None,
+        state: str | None = None,
+        dry_run: bool = False,
+    ) -> BulkResult:
+        """cancel, terminate, pause or resume every open run of ``tenant`` matching the filter
+        (``dry_run``: only count them). Never reaches another tenant's runs."""
+        if not self.settings.search_attributes:
+            raise RunStateError("bulk operations need search attributes (Settings.search_attributes)")
+        return await run_bulk(
+            self.client, tenant, action, RunFilter(session=session, plan_hash=plan_hash, state=state), dry_run=dry_run
+        )
+
+    def _record_start(self, tenant: str, run_id: str, generation: int) -> None:
+        """Meter the start off the submit path (the worker backfills it at the run's end if this
+        process exits first), so a submit never waits for the ledger."""
+        if self.usage_store is None:
+            return
+        task = asyncio.create_task(record_run_start(self.usage_store, tenant, run_id, generation))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     def tools_for(self, tenant: str) -> ToolRegistry:
         """The tools ``tenant`` may use: what a planner should be shown (all of them without tenancy)."""
@@ -412,6 +473,7 @@ class RunHandle:
             pins=lambda _: dict(first.tool_pins),  # the catalog the plan was made with
         )
         self._started = started.handle
+        self._dp._record_start(self.tenant, self.run_id, first.generation + 1)
         return self
 
     async def _first_input(self) -> RunInput:

@@ -57,6 +57,12 @@ class Settings:
     workflow_task_timeout: float = 10.0
     # Enforce the tenant registry (<home>/tenants.db): known tenants, tool grants, rate quotas.
     tenancy: bool = False
+    # Per-tenant usage ledger in <home>/store.db (executor.metering).
+    metering: bool = True
+    # OpenTelemetry traces by OTLP/HTTP to this endpoint (e.g. http://localhost:4318); off when unset.
+    otlp_endpoint: str | None = None
+    # Temporal SDK metrics for Prometheus on this address (e.g. 127.0.0.1:9464); off when unset.
+    prometheus_address: str | None = None
     # PostgreSQL for the tool store and the tenant registry, shared by every worker and client
     # (postgresql://user:password@host:port/dbname); None: SQLite files in ``home``. Not in repr:
     # it may hold a password.
@@ -83,6 +89,9 @@ class Settings:
             or None,
             "search_attributes": (_env("DURAPLAN_SEARCH_ATTRIBUTES") or "1").lower() not in ("0", "false", "no"),
             "tenancy": (_env("DURAPLAN_TENANCY") or "0").lower() in ("1", "true", "yes"),
+            "metering": (_env("DURAPLAN_METERING") or "1").lower() not in ("0", "false", "no"),
+            "otlp_endpoint": _env("DURAPLAN_OTLP_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "prometheus_address": _env("DURAPLAN_PROMETHEUS_ADDRESS"),
             "database_url": _database_url(_env("DURAPLAN_DATABASE_URL")),
             "mcp_stdio": (_env("DURAPLAN_MCP_STDIO") or "0").lower() in ("1", "true", "yes"),
         }
@@ -129,9 +138,14 @@ def _path(value: str | None) -> Path | None:
 
 
 async def connect(settings: Settings) -> Client:
+    from executor.service.telemetry import client_interceptors, configure_telemetry, runtime
+
+    configure_telemetry(settings)  # traces / SDK metrics, when the settings ask for them
     return await Client.connect(
         settings.address,
         namespace=settings.namespace,
         api_key=settings.api_key,
         tls=settings.tls_config(),
+        interceptors=client_interceptors(),
+        runtime=runtime(),
     )

@@ -18,8 +18,10 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_SCRIPT, RUN_TOOL, TENANT_BUSY
 from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
+from executor.service.telemetry import step_span, tool_span
 from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.fairness import TenantGate
+from executor.worker.metering import Meter, llm_cost, step_key
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
 from executor.worker.script import run_segment, script_call
 
@@ -145,8 +147,10 @@ class StepActivities:
         completion: Callable[..., Awaitable[Any]] | None = None,
         tenants: TenantRegistry | None = None,
         sources: SourceCalls | None = None,
+        meter: Meter | None = None,
     ) -> None:
-        """``sources``: the tenants' MCP/OpenAPI tool sources (with tenancy)."""
+        """``sources``: the tenants' MCP/OpenAPI tool sources (with tenancy); ``meter``: the usage ledger."""
+        self.meter = meter or Meter(None)
         self.registry = registry
         self.sources = sources
         self.store = store
@@ -157,12 +161,18 @@ class StepActivities:
         self.gate = TenantGate()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.tool, self.code, self.llm, self.script]
+        return [self.tool, self.code, self.llm, self.script, self.meter.meter_run]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
-        async with _admitted(self.gate, call.tenant, call.quota):
-            return await self._tool(call)
+        # The tool call's idempotency key is "<tenant>/<step identity>".
+        key = call.idempotency_key.removeprefix(f"{call.tenant}/")
+        async with (
+            _admitted(self.gate, call.tenant, call.quota),
+            self.meter.attempt(call.tenant, key, call.attempt, "tool"),
+        ):
+            with step_span("tool", call.tenant, call.run_id, call.step_path, call.attempt):
+                return await self._tool(call)
 
     async def _tool(self, call: ToolCall) -> Any:
         secrets: list[str] = []
@@ -182,7 +192,8 @@ class StepActivities:
                 store=self.store,
                 http_policy=policy,
             )
-            result = await heartbeating(tool.handler(args, ctx))
+            with tool_span(call.tool):
+                result = await heartbeating(tool.handler(args, ctx))
         except ToolError as exc:
             message = _redact(exc.message, secrets)
             raise _fail(message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
@@ -238,9 +249,18 @@ class StepActivities:
             memory_mb=call.memory_mb or SandboxLimits.memory_mb,
             cpu_seconds=call.cpu_seconds or SandboxLimits.cpu_seconds,
         )
+        key = step_key(call.run_id, call.generation, call.step_path)
         try:
-            async with _admitted(self.gate, call.tenant, call.quota):
-                result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits))
+            async with (
+                _admitted(self.gate, call.tenant, call.quota),
+                self.meter.attempt(call.tenant, key, call.attempt, "code") as stats,
+            ):
+
+                def on_cpu(seconds: float) -> None:
+                    stats.cpu_seconds = seconds
+
+                with step_span("code", call.tenant, call.run_id, call.step_path, call.attempt):
+                    result = await heartbeating(self.sandbox.run(call.code, call.inputs, limits, on_cpu=on_cpu))
         except SandboxError as exc:
             raise _fail(f"code step failed: {exc}", exc.error_type, retryable=exc.retryable) from None
         return _checked_output(result, "code step", call.quota)
@@ -254,13 +274,26 @@ class StepActivities:
                 "LlmNotConfigured",
                 retryable=False,
             )
-        async with _admitted(self.gate, call.tenant, call.quota):
-            return await self._llm(call, model)
+        key = step_key(call.run_id, call.generation, call.step_path)
+        async with (
+            _admitted(self.gate, call.tenant, call.quota),
+            self.meter.attempt(call.tenant, key, call.attempt, "llm") as stats,
+        ):
 
-    async def _llm(self, call: LlmCall, model: str) -> dict[str, Any]:
+            def on_usage(prompt_tokens: int, completion_tokens: int) -> None:
+                # reported before the answer is checked: a rejected answer's tokens were spent too
+                stats.prompt_tokens, stats.completion_tokens = prompt_tokens, completion_tokens
+                stats.cost_usd = llm_cost(model, prompt_tokens, completion_tokens)
+
+            with step_span("llm", call.tenant, call.run_id, call.step_path, call.attempt):
+                return await self._llm(call, model, on_usage)
+
+    async def _llm(
+        self, call: LlmCall, model: str, on_usage: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]:
         from executor.worker.llm import complete
 
-        result = await heartbeating(complete(call, model, self._completion))
+        result = await heartbeating(complete(call, model, self._completion, on_usage=on_usage))
         return dict(_checked_output(result, "llm step", call.quota))
 
     @activity.defn(name=run_script)

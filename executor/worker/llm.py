@@ -15,13 +15,19 @@ import jsonschema
 from temporalio.exceptions import ApplicationError
 
 from executor.engine.models import LlmCall
+from executor.service.telemetry import model_span
 
 __all__ = ["complete", "provider_error"]
 
 
 async def complete(
-    call: LlmCall, model: str, completion: Callable[..., Awaitable[Any]] | None = None
+    call: LlmCall,
+    model: str,
+    completion: Callable[..., Awaitable[Any]] | None = None,
+    *,
+    on_usage: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
+    """``on_usage(prompt_tokens, completion_tokens)`` hears the tokens as soon as the answer is in."""
     import litellm
 
     messages = [{"role": "system", "content": call.system}] if call.system else []
@@ -39,11 +45,17 @@ async def complete(
             "json_schema": {"name": "step_output", "schema": call.output_schema},
         }
     try:
-        response = await (completion or litellm.acompletion)(**kwargs)
+        with model_span(model) as current:
+            response = await (completion or litellm.acompletion)(**kwargs)
+            usage = getattr(response, "usage", None)
+            current.set_attribute("gen_ai.usage.input_tokens", int(getattr(usage, "prompt_tokens", 0) or 0))
+            current.set_attribute("gen_ai.usage.output_tokens", int(getattr(usage, "completion_tokens", 0) or 0))
     except Exception as exc:
         raise provider_error(exc) from None
     text = response.choices[0].message.content or ""
     usage = getattr(response, "usage", None)
+    if on_usage is not None:
+        on_usage(int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
     result: dict[str, Any] = {
         "content": text,
         "model": getattr(response, "model", model),

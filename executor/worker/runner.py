@@ -13,11 +13,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from executor.engine.workflow import PlanWorkflow
 from executor.service.config import Settings
+from executor.service.telemetry import client_interceptors, configure_telemetry
 from executor.service.tenants import TenantRegistry
 from executor.worker.activities import StepActivities
+from executor.worker.metering import Meter
 from executor.worker.sandbox import Sandbox
 from executor.worker.starter import RunStarter
 from tools import Store, ToolRegistry, default_registry
+from tools.usage import UsageStore
 
 __all__ = ["PASSTHROUGH", "WorkerDeps", "WorkerParts", "running_worker", "workflow_runner"]
 
@@ -84,10 +87,16 @@ async def running_worker(
     enforces tool grants at dispatch; ``parts`` add workflows and activities (``duraplan.running_worker``
     adds the planner's)."""
     registry = registry or default_registry(extra_modules=settings.tool_modules)
+    configure_telemetry(settings)
+    traced = [i for i in client_interceptors() if i not in client.config()["interceptors"]]
+    if traced:  # a client connected before tracing was on (e.g. the dev server's): the worker traces
+        worker_options["interceptors"] = [*worker_options.get("interceptors", []), *traced]
     own_store = store is None
     if store is None:
         settings.home.mkdir(parents=True, exist_ok=True)
         store = Store(settings.store_location())
+    # The usage ledger lives in the tool store's database, on a connection of its own.
+    usage = UsageStore(settings.store_location()) if settings.metering else None
     sources = None
     if tenants is not None:
         from executor.service.sources import SourceCalls
@@ -103,6 +112,7 @@ async def running_worker(
                 default_model=settings.default_model,
                 completion=completion,
                 tenants=tenants,
+                meter=Meter(usage),
                 sources=sources,
             )
             workflows: list[type] = [PlanWorkflow]
@@ -128,6 +138,8 @@ async def running_worker(
             async with worker:
                 yield WorkerDeps(settings, registry, store, sandbox, activities)
     finally:
+        if usage is not None:
+            usage.close()
         if sources is not None:
             await sources.pool.close()
         if own_store:

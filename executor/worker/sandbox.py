@@ -28,7 +28,7 @@ import stat
 import sys
 import sysconfig
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -353,8 +353,16 @@ class Sandbox:
             os.makedirs(self._launcher_dir, mode=0o700, exist_ok=True)
             self._write_launcher()
 
-    async def run(self, code: str, inputs: dict[str, Any], limits: SandboxLimits) -> Any:
-        """Value of the snippet's last expression."""
+    async def run(
+        self,
+        code: str,
+        inputs: dict[str, Any],
+        limits: SandboxLimits,
+        *,
+        on_cpu: Callable[[float], None] | None = None,
+    ) -> Any:
+        """Value of the snippet's last expression; ``on_cpu(seconds)`` hears the CPU time the step's
+        worker spent on it (for metering), when the worker could be measured."""
         if self._pool is None:
             raise RuntimeError("Sandbox is not running: use `async with Sandbox() as sandbox`")
         resource_limits: pydantic_monty.ResourceLimits = {
@@ -373,7 +381,13 @@ class Sandbox:
                 script_name="step.py", limits=resource_limits, os_policy=os_policy
             ) as session:
                 self._tighten(session.worker_pid, limits)
-                result = await session.feed_run(code, inputs=inputs, print_callback=printed)
+                cpu_before = _cpu_seconds(session.worker_pid)
+                try:
+                    result = await session.feed_run(code, inputs=inputs, print_callback=printed)
+                finally:
+                    cpu_after = _cpu_seconds(session.worker_pid)
+                    if on_cpu is not None and cpu_before is not None and cpu_after is not None:
+                        on_cpu(max(cpu_after - cpu_before, 0.0))
         except (pydantic_monty.MontyError, RuntimeError, TimeoutError) as exc:
             raise sandbox_error(exc) from None
         if _output_too_large(result, self.max_output_bytes):
@@ -381,3 +395,15 @@ class Sandbox:
                 "OutputTooLarge", f"code step result exceeds {self.max_output_bytes} bytes", retryable=False
             )
         return result
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (None if it cannot be read, e.g. it is gone)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

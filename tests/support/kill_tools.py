@@ -20,6 +20,20 @@ async def charge_then_hold(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     return {"total": total, "attempt": ctx.attempt}
 
 
+async def count_execution(args: dict[str, Any], ctx: ToolContext) -> int:
+    """Count every execution, deliberately without an idempotency key: shows a step ran again."""
+    return await ctx.store.kv_incr(ctx.tenant, args["key"])
+
+
+async def hold_local(args: dict[str, Any], ctx: ToolContext) -> str:
+    """A local step that says it started, then holds until a release file appears."""
+    Path(args["started_file"]).touch()
+    release = Path(args["release_file"])
+    while not release.exists():
+        await asyncio.sleep(0.05)
+    return "released"
+
+
 async def kv_view(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     """The tenant's whole kv as this worker's store sees it, and which worker (home) looked."""
     keys = await ctx.store.kv_list(ctx.tenant)
@@ -27,6 +41,34 @@ async def kv_view(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
 
 
 def register(registry: ToolRegistry) -> None:
+    registry.register(
+        Tool(
+            name="test.count_local",
+            description="Count executions of this step (no idempotency key: every execution counts).",
+            args_schema={
+                "type": "object",
+                "required": ["key"],
+                "additionalProperties": False,
+                "properties": {"key": {"type": "string"}},
+            },
+            handler=count_execution,
+            local=True,
+        )
+    )
+    registry.register(
+        Tool(
+            name="test.hold_local",
+            description="Touch a file, then wait for another (a local activity in flight).",
+            args_schema={
+                "type": "object",
+                "required": ["started_file", "release_file"],
+                "additionalProperties": False,
+                "properties": {"started_file": {"type": "string"}, "release_file": {"type": "string"}},
+            },
+            handler=hold_local,
+            local=True,
+        )
+    )
     registry.register(
         Tool(
             name="test.charge_then_hold",
