@@ -9,8 +9,6 @@ mistake is never a 5xx. ``create_app`` builds the app, ``serve`` runs it with uv
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
@@ -44,7 +42,6 @@ from duraplan.api_models import (
     RunPlan,
     RunResult,
     RunStatus,
-    RunSummary,
     SubmitRunRequest,
     ValidationResult,
 )
@@ -53,38 +50,30 @@ from duraplan.api_sources import add_source_routes
 from duraplan.console import mount_console
 from duraplan.guards import RequestGuard
 from duraplan.streams import DEFAULT_STREAMS_PER_TENANT, StreamSlots
+from executor.engine.run_status import FINAL_RUN_STATES, RunState
 from executor.errors import (
     DuraplanError,
-    InputsInvalid,
-    PlanInvalid,
-    RunConflict,
-    RunFailed,
-    RunNotFound,
     RunStateError,
 )
 from executor.lang.validate import check_plan
 from executor.service.client import Duraplan, RunHandle
 from executor.service.config import Settings, connect
+from executor.service.start import RUN_ID_REGEX, TenantContext, load_context
 from executor.service.tenants import (
     AuthenticationFailed,
-    QuotaExceeded,
     Tenant,
     TenantRegistry,
-    ToolNotGranted,
-    UnknownTenant,
 )
 from planner.client import ChatSession
 from planner.core import plan_goal
-from planner.errors import BudgetExhausted, PlannerError, ProviderRejected, RateLimited, RepairExhausted
 from schemas.plan import Plan
 
 __all__ = ["PROBLEMS", "TERMINAL_STATES", "create_app", "problem_response", "serve"]
 
 PROBLEMS = "https://duraplan.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
-TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "terminated"})
+TERMINAL_STATES = FINAL_RUN_STATES
 POLL_INTERVAL_S = 0.2
-CONCURRENCY_RETRY_S = 5.0
 Completion = Callable[..., Awaitable[Any]]
 
 
@@ -106,62 +95,22 @@ def problem_response(
     )
 
 
-def _issues(problems: list[str]) -> list[dict[str, Any]]:
-    return [{"pointer": "", "step": None, "code": "inputs", "message": p} for p in problems]
-
-
-# Limits a request breaks by its own size or shape: retrying the same request cannot help, so not 429.
-_QUOTA_STATUS = {"max_event_bytes": 413, "max_steps_per_run": 422, "code_cpu_seconds": 422, "code_memory_mb": 422}
-
-
 def _problem_for(exc: DuraplanError) -> JSONResponse:
-    detail = str(exc)
-    if isinstance(exc, AuthenticationFailed):
-        return problem_response(
-            401, "authentication", "Authentication failed", detail, headers={"WWW-Authenticate": "Bearer"}
-        )
-    if isinstance(exc, QuotaExceeded):
-        retry_after = exc.retry_after_s
-        if retry_after is None and _QUOTA_STATUS.get(exc.limit, 429) == 429:
-            retry_after = CONCURRENCY_RETRY_S  # a running run must end first: try again later
-        headers = None if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
-        return problem_response(
-            _QUOTA_STATUS.get(exc.limit, 429),
-            "quota",
-            "Quota exceeded",
-            detail,
-            headers=headers,
-            limit=exc.limit,
-            retry_after_s=exc.retry_after_s,
-        )
-    if isinstance(exc, PlanInvalid):
-        return problem_response(422, "validation", "Plan invalid", detail, issues=[i.to_dict() for i in exc.issues])
-    if isinstance(exc, InputsInvalid):
-        return problem_response(422, "validation", "Input invalid", detail, issues=_issues(exc.problems))
-    if isinstance(exc, RunNotFound | UnknownTenant):
-        return problem_response(404, "not-found", "Not found", detail)
-    if isinstance(exc, RunConflict):
-        return problem_response(409, "conflict", "Conflict", detail)
-    if isinstance(exc, RunStateError):
-        return problem_response(409, "run-state", "Operation does not fit the run's state", detail)
-    if isinstance(exc, RunFailed):
-        return problem_response(
-            409, "run-failed", f"Run {exc.status}", detail, run_id=exc.run_id, state=exc.status, details=exc.details
-        )
-    if isinstance(exc, ToolNotGranted):
-        return problem_response(403, "forbidden", "Tool not granted", detail)
-    if isinstance(exc, RepairExhausted | BudgetExhausted):
-        return problem_response(422, "planning-failed", "No valid plan", detail, **exc.details())
-    if isinstance(exc, ProviderRejected) and exc.status in (400, 404, 422):
-        # an unknown model, a request the provider cannot take: the client's choice, not an outage
-        return problem_response(422, "model-rejected", "Model rejected the request", detail, provider_status=exc.status)
-    if isinstance(exc, PlannerError):
-        retry = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else None
-        headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
-        return problem_response(
-            503, "planner-unavailable", "Planner unavailable", detail, headers=headers, error=type(exc).__name__
-        )
-    return problem_response(400, "bad-request", "Bad request", detail)
+    """Every error class describes its own problem (executor.errors.DuraplanError): a lookup."""
+    headers: dict[str, str] = {}
+    retry = exc.retry_after_seconds()
+    if retry:
+        headers["Retry-After"] = str(max(1, math.ceil(retry)))
+    if exc.status_code() == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return problem_response(
+        exc.status_code(),
+        exc.problem_kind(),
+        exc.problem_title(),
+        str(exc),
+        headers=headers or None,
+        **exc.problem_extra(),
+    )
 
 
 async def _duraplan_error(request: Request, exc: Exception) -> Response:
@@ -308,17 +257,27 @@ def _responses(*codes: int, **extra: dict[str, Any]) -> dict[int | str, dict[str
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer dp_<key_id>_<secret>`")
 
 
-def _authenticate(
+async def _authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 ) -> Tenant:
     if credentials is None:
         raise AuthenticationFailed()
     registry: TenantRegistry = request.app.state.tenants
-    return registry.authenticate(credentials.credentials)
+    return await asyncio.to_thread(registry.authenticate, credentials.credentials)  # SQLite: off the loop
 
 
 TenantDep = Annotated[Tenant, Depends(_authenticate)]
-RunId = Annotated[str, Path(pattern=NAME_REGEX, description="a run id of the authenticated tenant")]
+
+
+async def _context(request: Request, tenant: TenantDep) -> TenantContext:
+    """The tenant's grants and quotas, read once per request and passed down to the start path."""
+    return await load_context(request.app.state.tenants, tenant.tenant_id)
+
+
+ContextDep = Annotated[TenantContext, Depends(_context)]
+RunId = Annotated[
+    str, Path(pattern=RUN_ID_REGEX, description="a run id of the authenticated tenant (or a subplan's child_run_id)")
+]
 SessionId = Annotated[str, Path(pattern=NAME_REGEX, description="an agent session of the authenticated tenant")]
 IdempotencyKey = Annotated[
     str | None,
@@ -365,9 +324,14 @@ def create_app(
     def run_of(tenant: Tenant, run_id: str) -> RunHandle:
         return dp.get_run(run_id, tenant=tenant.tenant_id)
 
-    def chat_of(tenant: Tenant, session: str, model: str | None = None) -> ChatSession:
+    def chat_of(context: TenantContext, session: str, model: str | None = None) -> ChatSession:
         return ChatSession(
-            dp, tenant=tenant.tenant_id, session=session, model=model or default_model, run_task_queue=run_task_queue
+            dp,
+            tenant=context.tenant,
+            session=session,
+            model=model or default_model,
+            run_task_queue=run_task_queue,
+            catalog=dp.catalog_for(context.tenant),  # granted tools only; source tools with their schema hash
         )
 
     def run_id_for(body_id: str | None, key: str | None) -> str | None:
@@ -379,20 +343,19 @@ def create_app(
 
     @app.post("/v1/plans:validate", response_model=ValidationResult, tags=["plans"], responses=_responses())
     async def validate_plan(
-        tenant: TenantDep,
+        context: ContextDep,
         plan: Annotated[dict[str, Any], Body(description="a plan object (schemas/plan.schema.json)")],
     ) -> ValidationResult:
         """Validate a plan against the tenant's tools and grants; every problem at once."""
-        granted = functools.partial(tenants.is_tool_granted, tenant.tenant_id)
-        _, issues = check_plan(plan, tools=dp.registry_for(tenant.tenant_id), granted=granted)
+        _, issues = check_plan(plan, tools=dp.registry_for(context.tenant), granted=context.is_granted)
         return ValidationResult(valid=not issues, issues=[Issue(**i.to_dict()) for i in issues])
 
     @app.post("/v1/plan", response_model=PlanResponse, tags=["plans"], responses=_responses(422))
-    async def plan(tenant: TenantDep, body: PlanRequest) -> PlanResponse:
+    async def plan(context: ContextDep, body: PlanRequest) -> PlanResponse:
         """Plan a goal: the model's plan, validated and repaired, with attempts, tokens and cost."""
         result = await plan_goal(
             body.goal,
-            tools=dp.tools_for(tenant.tenant_id),  # the model sees, and may use, granted tools only
+            tools=context.tools(dp.registry_for(context.tenant)),  # the model sees, and may use, granted tools only
             model=body.model or default_model,
             max_attempts=body.max_attempts,
             budget_usd=body.budget_usd,
@@ -422,35 +385,39 @@ def create_app(
         ),
     )
     async def submit_run(
-        tenant: TenantDep, body: SubmitRunRequest, response: Response, idempotency_key: IdempotencyKey = None
+        context: ContextDep, body: SubmitRunRequest, response: Response, idempotency_key: IdempotencyKey = None
     ) -> RunCreated:
         """Validate and start a run; ``Idempotency-Key`` (or ``run_id``) makes retries return the same run."""
         handle = await dp.submit_plan(
             body.plan,
-            tenant=tenant.tenant_id,
+            tenant=context.tenant,
             session=body.session,
             inputs=body.inputs,
             run_id=run_id_for(body.run_id, idempotency_key),
+            context=context,
         )
         created = handle._started is not None  # set only when this request started the workflow
         response.status_code = 201 if created else 200
         response.headers["Location"] = f"/v1/runs/{handle.run_id}"
-        return RunCreated(run_id=handle.run_id, tenant=tenant.tenant_id, session=body.session, created=created)
+        return RunCreated(run_id=handle.run_id, tenant=context.tenant, session=body.session, created=created)
 
     @app.get("/v1/runs", response_model=RunList, tags=["runs"], responses=_responses(422))
     async def list_runs(
         tenant: TenantDep,
         session: Annotated[str | None, Query(pattern=NAME_REGEX)] = None,
-        status: Annotated[str | None, Query(pattern="^(running|paused|completed|failed|cancelled|terminated)$")] = None,
+        status: Annotated[RunState | None, Query(description="the current generation's state")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> RunList:
         """The tenant's runs, newest first."""
-        rows = await dp.list_runs(tenant=tenant.tenant_id, session=session, status=status, limit=limit)
-        return RunList(runs=[RunSummary.model_validate(r) for r in rows])
+        return RunList(runs=await dp.list_runs(tenant=tenant.tenant_id, session=session, status=status, limit=limit))
 
     @app.get("/v1/runs/{run_id}", response_model=RunStatus, tags=["runs"], responses=_responses(404))
-    async def run_status(tenant: TenantDep, run_id: RunId) -> RunStatus:
-        return RunStatus.model_validate(await run_of(tenant, run_id).status())
+    async def run_status(
+        tenant: TenantDep,
+        run_id: RunId,
+        items: Annotated[bool, Query(description="include each foreach item's steps")] = False,
+    ) -> RunStatus:
+        return await run_of(tenant, run_id).status(items=items)
 
     @app.get("/v1/runs/{run_id}/plan", response_model=RunPlan, tags=["runs"], responses=_responses(404))
     async def run_plan(tenant: TenantDep, run_id: RunId) -> RunPlan:
@@ -461,7 +428,7 @@ def create_app(
     async def run_result(tenant: TenantDep, run_id: RunId) -> RunResult:
         """The output of a completed run; 409 run-state while it runs, 409 run-failed when it did not complete."""
         handle = run_of(tenant, run_id)
-        state = (await handle.status())["state"]
+        state = (await handle.status()).state
         if state not in TERMINAL_STATES:
             raise RunStateError(f"run {run_id!r} is {state}; its result is not there yet")
         return RunResult(run_id=run_id, state="completed", output=await handle.result())
@@ -497,17 +464,17 @@ def create_app(
                 slot.release()
 
         async def changes() -> AsyncIterator[str]:
-            snapshot: dict[str, Any] | None = first
+            snapshot: RunStatus | None = first
             last = None
             while True:
                 if snapshot is None:
                     await asyncio.sleep(POLL_INTERVAL_S)
                     snapshot = await handle.status()
-                text = json.dumps(snapshot, default=str)
+                text = snapshot.model_dump_json()
                 if text != last:
                     last = text
                     yield f"event: status\ndata: {text}\n\n"
-                if snapshot.get("state") in TERMINAL_STATES:
+                if snapshot.state in TERMINAL_STATES:
                     return
                 snapshot = None
 
@@ -528,7 +495,7 @@ def create_app(
     async def send_event(tenant: TenantDep, run_id: RunId, body: EventRequest) -> EventAccepted:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
         result = await run_of(tenant, run_id).send_event(body.type, body.payload, body.event_id)
-        return EventAccepted.model_validate(result)
+        return EventAccepted(**result, run_id=run_id, type=body.type)
 
     action_responses = _responses(404, 409)
 
@@ -569,9 +536,9 @@ def create_app(
         tags=["chats"],
         responses=_responses(409, 422),
     )
-    async def chat_message(tenant: TenantDep, session: SessionId, body: ChatMessageRequest) -> RevisionResponse:
+    async def chat_message(context: ContextDep, session: SessionId, body: ChatMessageRequest) -> RevisionResponse:
         """Plan (first message) or revise the session's plan: the new revision and its diff."""
-        revision = await chat_of(tenant, session, body.model).send(body.text)
+        revision = await chat_of(context, session, body.model).send(body.text)
         return RevisionResponse(session=session, **asdict(revision))
 
     @app.post(
@@ -582,15 +549,15 @@ def create_app(
         responses=_responses(409, 422, 429),
     )
     async def chat_submit(
-        tenant: TenantDep,
+        context: ContextDep,
         session: SessionId,
         body: Annotated[ChatSubmitRequest | None, Body()] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> RunCreated:
         """Run the session's latest revision (the same run id again: the same run)."""
         body = body or ChatSubmitRequest()
-        handle = await chat_of(tenant, session).submit(body.inputs, run_id=run_id_for(body.run_id, idempotency_key))
-        return RunCreated(run_id=handle.run_id, tenant=tenant.tenant_id, session=session, created=True)
+        handle = await chat_of(context, session).submit(body.inputs, run_id=run_id_for(body.run_id, idempotency_key))
+        return RunCreated(run_id=handle.run_id, tenant=context.tenant, session=session, created=True)
 
     return app
 

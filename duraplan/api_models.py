@@ -1,4 +1,8 @@
-"""Request and response models of the HTTP API (``duraplan.api``): they make the OpenAPI spec precise."""
+"""Request and response models of the interfaces (HTTP API, MCP tools, CLI ``--json``): one shape each.
+
+``RunStatus`` and ``RunSummary`` are the engine's own (``executor.engine.run_status``): the workflow
+query produces them and every surface shows them unchanged.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from executor.engine.run_status import RunStatus, RunSummary
 from executor.service.client import NAME_PATTERN
 
 __all__ = [
@@ -38,10 +43,10 @@ JsonObject = dict[str, Any]
 class Issue(BaseModel):
     """One problem in a plan (or in run inputs): where, which step, and what."""
 
-    pointer: str = Field(description="JSON pointer into the plan ('' is the whole plan)")
+    pointer: str = Field(description="JSON pointer into the plan, e.g. /steps/1/args; '' for the whole plan.")
     message: str
-    step: str | None = None
-    code: str = "invalid"
+    step: str | None = Field(default=None, description="Id of the step the problem is in, if any.")
+    code: str = Field(default="invalid", description="Problem class, e.g. schema, unknown_reference, tool_args, cycle.")
 
 
 class Problem(BaseModel):
@@ -62,7 +67,7 @@ class Problem(BaseModel):
 
 class ValidationResult(BaseModel):
     valid: bool
-    issues: list[Issue]
+    issues: list[Issue] = Field(description="Every problem found (empty when valid).")
 
 
 class SubmitRunRequest(BaseModel):
@@ -83,34 +88,8 @@ class RunCreated(BaseModel):
     created: bool = Field(description="false when an existing run with the same id, plan and inputs was returned")
 
 
-class RunSummary(BaseModel):
-    run_id: str
-    tenant: str | None = None
-    session: str | None = None
-    plan_name: str | None = None
-    plan_hash: str | None = None
-    state: str
-    started_at: str | None = None
-    closed_at: str | None = None
-
-
 class RunList(BaseModel):
-    runs: list[RunSummary]
-
-
-class RunStatus(BaseModel):
-    """A run's status snapshot: state, per-step state/attempts/timings/errors/output previews, plan hash."""
-
-    model_config = ConfigDict(extra="allow")
-
-    run_id: str
-    tenant: str
-    state: str = Field(description="running, waiting, paused, compensating, completed, failed, cancelled or terminated")
-    session: str | None = None
-    plan_name: str | None = None
-    plan_hash: str | None = None
-    steps: list[JsonObject] = Field(default_factory=list)
-    closed_at: str | None = None
+    runs: list[RunSummary] = Field(description="Newest first: one row per run id (its current generation).")
 
 
 class RunPlan(BaseModel):
@@ -139,8 +118,10 @@ class EventRequest(BaseModel):
 
 class EventAccepted(BaseModel):
     accepted: bool
-    duplicate: bool
-    buffered: int
+    duplicate: bool = Field(description="True when this event_id was already delivered (counted once).")
+    buffered: int = Field(description="Events the run holds that no step has taken yet.")
+    run_id: str | None = None
+    type: str | None = Field(default=None, description="the event type")
 
 
 class RunAction(BaseModel):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -23,6 +24,7 @@ from duraplan.ops_cli import register as register_ops
 from duraplan.sources_cli import source_app, tools_app
 from duraplan.tenants_cli import app as tenants_app
 from evals.cli import app as evals_app
+from executor.engine.run_status import FINAL_RUN_STATES, RUN_STATES, RunStatus, StepView
 from executor.errors import DuraplanError, PlanInvalid
 from executor.lang.loader import load_plan
 from executor.lang.validate import check_plan
@@ -57,7 +59,7 @@ Session = Annotated[str, typer.Option("--session", "-s", envvar="DURAPLAN_SESSIO
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 Address = Annotated[str | None, typer.Option("--address", help="Temporal address (DURAPLAN_ADDRESS).")]
 Namespace = Annotated[str | None, typer.Option("--namespace", help="Temporal namespace.")]
-FINAL = ("completed", "failed", "cancelled", "terminated")
+FINAL = FINAL_RUN_STATES
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -147,14 +149,24 @@ def _parse_inputs(pairs: list[str], inputs_json: str | None) -> dict[str, Any]:
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(_jsonable(value), indent=2, default=str) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
 
 
 # ---- progress ----------------------------------------------------------------------------------
 
 
-def _steps_table(status: dict[str, Any]) -> Table:
-    title = f"{status.get('plan_name')}  run {status.get('run_id')}  ({status.get('state')})"
+def _steps_table(status: RunStatus) -> Table:
+    title = f"{status.plan_name}  run {status.run_id}  ({status.state})"
     table = Table(title=escape(title))
     for col in ("step", "kind", "state", "tries", "detail"):
         table.add_column(col)
@@ -165,27 +177,40 @@ def _steps_table(status: dict[str, Any]) -> Table:
         "retrying": "yellow",
         "throttled": "yellow",
         "waiting": "magenta",
+        "cancelled": "red",
     }
-    for step in status.get("steps", []):
-        state = step["state"]
+
+    def add(step: StepView, depth: int) -> None:
         detail = ""
-        if step.get("error"):
-            detail = f"{step['error']['type']}: {step['error']['message']}"
-        elif step.get("progress"):
-            detail = f"{step['progress']['done']}/{step['progress']['total']} items"
-        elif step.get("output_preview"):
-            detail = step["output_preview"]
+        if step.error:
+            detail = f"{step.error.type}: {step.error.message}"
+        elif step.progress:
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(step.progress.counts.items()))
+            detail = f"{step.progress.done}/{step.progress.total} items ({counts})"
+        elif step.child_run_id:
+            detail = f"child run {step.child_run_id}"
+        elif step.output_preview:
+            detail = step.output_preview
         table.add_row(
-            step["id"],
-            step["kind"],
-            f"[{colors.get(state, 'white')}]{state}[/]",
-            str(step["attempts"] or ""),
-            detail[:80],
+            escape("  " * depth + step.id),
+            step.kind,
+            f"[{colors.get(step.state, 'white')}]{step.state}[/]",
+            str(step.attempts or ""),
+            escape(detail[:100]),
         )
+        for inner in step.steps:
+            add(inner, depth + 1)
+        for item in step.items or []:
+            table.add_row(escape("  " * (depth + 1) + f"[{item.index}]"), "item", item.state, "", "")
+            for inner in item.steps:
+                add(inner, depth + 2)
+
+    for step in status.steps:
+        add(step, 0)
     return table
 
 
-async def _follow(handle: RunHandle, live_output: bool) -> dict[str, Any]:
+async def _follow(handle: RunHandle, live_output: bool) -> RunStatus:
     """Show live step progress until the run ends; the final status."""
     status = await handle.status()
     if not live_output:
@@ -281,22 +306,23 @@ async def run(
 @app.command()
 @command
 async def status(
-    run_id: str,
+    run_id: Annotated[str, typer.Argument(help="A run id, or a subplan step's child run id.")],
     tenant: Tenant = "default",
+    items: Annotated[bool, typer.Option("--items", help="Show each foreach item's steps.")] = False,
     as_json: JsonOut = False,
     address: Address = None,
     namespace: Namespace = None,
 ) -> None:
-    """Show a run's state and each step's state, attempts, timings, error and output."""
+    """Show a run's state and each step's state (nested ones too), attempts, timings, error and output."""
     dp = await _dp(address, namespace)
-    st = await dp.get_run(run_id, tenant=tenant).status()
+    st = await dp.get_run(run_id, tenant=tenant).status(items=items)
     if as_json:
         _print_json(st)
         return
     out.print(_steps_table(st))
-    out.print(f"plan hash {st.get('plan_hash')}  executed steps {st.get('executed_steps', '?')}", highlight=False)
-    if st.get("error"):
-        out.print(f"[red]error[/red] {st['error']['type']}: {st['error']['message']}", highlight=False)
+    out.print(f"plan hash {st.plan_hash}  executed steps {st.executed_steps}", highlight=False)
+    if st.error:
+        out.print(f"[red]error[/red] {st.error.type}: {st.error.message}", highlight=False)
 
 
 @app.command()
@@ -305,7 +331,7 @@ async def runs(
     tenant: Tenant = "default",
     session: Annotated[str | None, typer.Option("--session", "-s", help="Only this session.")] = None,
     state: Annotated[
-        str | None, typer.Option("--status", help="running, paused, completed, failed, cancelled, terminated")
+        str | None, typer.Option("--status", help=", ".join(RUN_STATES) + " (of the current generation)")
     ] = None,
     limit: int = 50,
     as_json: JsonOut = False,
@@ -319,10 +345,12 @@ async def runs(
         _print_json(rows)
         return
     table = Table()
-    for col in ("run", "session", "plan", "state", "started"):
+    for col in ("run", "session", "plan", "state", "gen", "started"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["run_id"], r["session"] or "", r["plan_name"] or "", r["state"], r["started_at"][:19])
+        table.add_row(
+            escape(r.run_id), r.session or "", r.plan_name or "", r.state, str(r.generation), (r.started_at or "")[:19]
+        )
     out.print(table)
 
 

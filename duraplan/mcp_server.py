@@ -28,7 +28,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from duraplan.api_models import EventAccepted, Issue, RunList, ValidationResult
 from duraplan.mcp_auth import TenantKeyAuth, check_http_auth
+from executor.engine.run_status import FINAL_RUN_STATES, RunState, RunStatus
 from executor.errors import DuraplanError, PlanInvalid, PlanIssue, RunFailed
 from executor.lang.validate import check_plan
 from executor.service.client import NAME_PATTERN, Duraplan
@@ -42,7 +44,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-RunState = Literal["running", "paused", "completed", "failed", "cancelled", "terminated"]
 MAX_WAIT_SECONDS = 300.0
 
 INSTRUCTIONS = """\
@@ -61,22 +62,16 @@ PlanArg = Annotated[
         )
     ),
 ]
-RunIdArg = Annotated[str, Field(description=f"The run id submit_plan returned (matches {NAME_PATTERN.pattern}).")]
+RunIdArg = Annotated[
+    str,
+    Field(
+        description=f"The run id submit_plan returned (matches {NAME_PATTERN.pattern}), or a subplan step's "
+        "child_run_id from get_run."
+    ),
+]
 
 
 # ---- results (their JSON Schemas are the tools' output schemas) --------------------------------
-
-
-class Issue(BaseModel):
-    pointer: str = Field(description="JSON pointer into the plan, e.g. /steps/1/args; '' for the whole plan.")
-    step: str | None = Field(description="Id of the step the problem is in, if any.")
-    code: str = Field(description="Problem class, e.g. schema, unknown_reference, tool_args, cycle.")
-    message: str
-
-
-class ValidationResult(BaseModel):
-    valid: bool
-    issues: list[Issue] = Field(description="Every problem found (empty when valid).")
 
 
 class Submitted(BaseModel):
@@ -101,22 +96,9 @@ class Planned(BaseModel):
     cost_usd: float
 
 
-class EventAccepted(BaseModel):
-    run_id: str
-    type: str
-    duplicate: bool = Field(description="True when this event_id was already delivered (counted once).")
-    detail: dict[str, Any] = Field(description="The run's answer to the event, as the workflow returned it.")
-
-
 class Cancelled(BaseModel):
     run_id: str
     cancel_requested: bool = Field(description="Cancellation is graceful: compensations run, then state cancelled.")
-
-
-class RunList(BaseModel):
-    runs: list[dict[str, Any]] = Field(
-        description="Newest first: run_id, session, plan_name, plan_hash, state, started_at, closed_at."
-    )
 
 
 # ---- errors --------------------------------------------------------------------------------------
@@ -211,18 +193,14 @@ def create_server(
     server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS.format(tenant=tenant), middleware=[_OneLineErrors()])
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
 
-    def granted() -> Callable[[str], bool] | None:
-        return None if dp.tenants is None else functools.partial(dp.tenants.is_tool_granted, tenant)
-
     @server.tool(annotations=read_only)
     @_tool_errors
     async def validate_plan(plan: PlanArg) -> ValidationResult:
         """Check a plan without running it. Returns every problem at once, each with a JSON pointer and step id:
         schema errors, duplicate ids, unknown references, dependency cycles, unknown or ungranted tools,
         bad tool arguments, expression and code syntax, durations and limits."""
-        if dp.tenants is not None:
-            dp.tenants.get(tenant)
-        _, issues = check_plan(plan, tools=dp.registry_for(tenant), granted=granted())
+        context = await dp.context(tenant)  # the tenant's grants, read once, off the event loop
+        _, issues = check_plan(plan, tools=dp.registry_for(tenant), granted=context.is_granted)
         return ValidationResult(valid=not issues, issues=_issues(issues))
 
     @server.tool(annotations=ToolAnnotations(idempotent_hint=True, destructive_hint=False))
@@ -245,7 +223,10 @@ def create_server(
     ) -> Submitted:
         """Validate a plan and start it as a durable run. Returns at once with the run_id; follow it with get_run.
         An invalid plan is rejected with every problem listed (JSON pointer, step id) and nothing is started."""
-        handle = await dp.submit_plan(plan, tenant=tenant, session=session, inputs=inputs, run_id=run_id)
+        context = await dp.context(tenant)
+        handle = await dp.submit_plan(
+            plan, tenant=tenant, session=session, inputs=inputs, run_id=run_id, context=context
+        )
         return Submitted(run_id=handle.run_id, tenant=tenant, session=session)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
@@ -261,7 +242,8 @@ def create_server(
         catalog and repairs its answer from the validator's findings, a bounded number of times."""
         from planner.core import plan_goal as plan
 
-        result = await plan(goal, tools=dp.tools_for(tenant), model=model, completion=completion)
+        tools = (await dp.context(tenant)).tools(dp.registry)  # the model sees, and may use, granted tools only
+        result = await plan(goal, tools=tools, model=model, completion=completion)
         return Planned(
             plan=result.plan_json,
             model=result.model,
@@ -282,18 +264,20 @@ def create_server(
                 description="Wait up to this long for the run to finish before answering (0: answer now).",
             ),
         ] = 0,
-    ) -> dict[str, Any]:
-        """A run's state (running, waiting, paused, completed, failed, cancelled, terminated), each step's state,
-        attempts, timings, error and output preview, the plan hash and revisions; `result` holds the plan's output
-        once the run completed, `error` says why it failed."""
+        items: Annotated[bool, Field(description="Include each foreach item's steps.")] = False,
+    ) -> RunStatus:
+        """A run's state (running, waiting, paused, replanning, compensating, completed, failed, cancelled,
+        terminated), each step's state, attempts, timings, error and output preview, nested steps (switch branches,
+        foreach item counts, a subplan's child_run_id, which get_run opens too), the plan hash and revisions;
+        `result` holds the plan's output once the run completed, `error` says why it failed."""
         handle = dp.get_run(run_id, tenant=tenant)
-        status = await handle.status()
-        if wait_seconds > 0 and status.get("state") not in ("completed", "failed", "cancelled", "terminated"):
+        status = await handle.status(items=items)
+        if wait_seconds > 0 and status.state not in FINAL_RUN_STATES:
             with contextlib.suppress(TimeoutError, RunFailed):
                 await asyncio.wait_for(handle.result(), wait_seconds)
-            status = await handle.status()
-        if status.get("state") == "completed":
-            status["result"] = await handle.result()
+            status = await handle.status(items=items)
+        if status.state == "completed":
+            status = status.model_copy(update={"result": await handle.result()})
         return status
 
     @server.tool(annotations=ToolAnnotations(idempotent_hint=True, destructive_hint=False))
@@ -310,7 +294,7 @@ def create_server(
     ) -> EventAccepted:
         """Deliver an event to a running run. Events sent before a step waits for them are kept."""
         answer = await dp.get_run(run_id, tenant=tenant).send_event(type, payload, event_id=event_id)
-        return EventAccepted(run_id=run_id, type=type, duplicate=bool(answer.get("duplicate")), detail=answer)
+        return EventAccepted(**answer, run_id=run_id, type=type)
 
     @server.tool(annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=True))
     @_tool_errors

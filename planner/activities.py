@@ -21,6 +21,9 @@ from temporalio.exceptions import ApplicationError
 
 from executor.engine.contract import RUN_REPLAN
 from executor.engine.models import ReplanRequest
+from executor.errors import DuraplanError, to_failure
+from executor.service.start import check_revision, load_context
+from executor.service.tenants import TenantRegistry
 from executor.worker.activities import heartbeating
 from planner.core import plan_goal
 from planner.errors import PlannerError, RateLimited
@@ -68,11 +71,17 @@ async def _litellm_loaded() -> None:
 
 class PlannerActivities:
     def __init__(
-        self, registry: ToolRegistry, *, default_model: str | None = None, completion: Completion | None = None
+        self,
+        registry: ToolRegistry,
+        *,
+        default_model: str | None = None,
+        completion: Completion | None = None,
+        tenants: TenantRegistry | None = None,
     ) -> None:
         self.registry = registry
         self.default_model = default_model
         self._completion = completion
+        self.tenants = tenants  # a revision meets the tenant's grants (and the run's pinned quotas)
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.plan, self.replan]
@@ -112,17 +121,22 @@ class PlannerActivities:
         and never imports the planner."""
         await _litellm_loaded()
         try:
+            context = await load_context(self.tenants, request.tenant)
             result = await heartbeating(
                 plan_goal(
                     _replan_request_text(request),
-                    tools=self.registry,
+                    tools=context.tools(self.registry),  # the model sees, and may use, granted tools only
                     model=request.model or self.default_model,
                     previous=request.plan,
                     completion=self._completion,
                 )
             )
+            # What the run was started under: its pinned quotas, not the tenant's current ones.
+            check_revision(result.plan, context, request.quotas, self.registry)
         except PlannerError as exc:
             raise to_application_error(exc) from None
+        except DuraplanError as exc:
+            raise to_failure(exc) from None
         return result.plan_json
 
 

@@ -7,6 +7,7 @@ plans, later ones revise, ``submit`` runs the latest revision. Planning errors c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,10 +22,10 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ApplicationError
 
-from executor.errors import DuraplanError, InputsInvalid, RunConflict, RunStateError
+from executor.errors import DuraplanError, InputsInvalid, from_failure
 from executor.service.client import NAME_PATTERN, Duraplan, RunHandle
 from executor.service.config import SA_SESSION, SA_TENANT
-from planner.errors import PlannerError, error_from_failure
+from planner.errors import PlannerError
 from planner.models import SessionInput, SubmitRequest
 from planner.workflows import PlanningSession, session_workflow_id
 
@@ -87,8 +88,9 @@ class ChatSession:
             tenant=tenant,
             session=session,
             model=model,
-            # With tenancy, the model is shown (and may use) the tenant's granted tools only.
-            catalog=catalog if catalog is not None or dp.tenants is None else dp.catalog_for(tenant),
+            # With tenancy, the model is shown (and may use) the tenant's granted tools only: read
+            # in start(), off the event loop.
+            catalog=catalog,
             local_tools=[n for n in dp.registry.names() if dp.registry.get(n).local],
             max_attempts=max_attempts,
             budget_usd=budget_usd,
@@ -101,6 +103,7 @@ class ChatSession:
             history_limit=history_limit,
         )
         self._started = False
+        self._granted_catalog = catalog is None and dp.tenants is not None
 
     def __repr__(self) -> str:
         return f"ChatSession(tenant={self.tenant!r}, session={self.session!r})"
@@ -112,6 +115,8 @@ class ChatSession:
     async def start(self) -> ChatSession:
         """Start the session workflow, or join it if it is running (idempotent)."""
         if not self._started:
+            if self._granted_catalog:  # source tools carry their schema hash: the run pins them
+                self._input.catalog = await asyncio.to_thread(self.dp.catalog_for, self.tenant)
             attrs = [SearchAttributePair(SA_TENANT, self.tenant), SearchAttributePair(SA_SESSION, self.session)]
             await self.dp.client.start_workflow(
                 PlanningSession.run,
@@ -159,21 +164,14 @@ class ChatSession:
 
 
 def _error(exc: WorkflowUpdateFailedError) -> DuraplanError:
+    """The typed error of a refused update: a lookup by failure type (executor.errors.from_failure)."""
+    error = from_failure(exc.cause)
+    if error is not None:
+        return error
     cause = exc.cause
-    if not isinstance(cause, ApplicationError):
-        return PlannerError(f"planning session update failed: {cause or exc}")
-    first = cause.details[0] if cause.details else None
-    match cause.type:
-        case "InputsInvalid":
-            return InputsInvalid("run inputs", [str(p) for p in first] if isinstance(first, list) else [cause.message])
-        case "EmptyMessage":
-            return InputsInvalid("message", [cause.message])
-        case "RunConflict":
-            return RunConflict(cause.message)
-        case "NothingToSubmit" | "SessionClosed":
-            return RunStateError(cause.message)
-        case _:
-            return error_from_failure(cause.type, cause.message, first if isinstance(first, dict) else None)
+    if isinstance(cause, ApplicationError):
+        return PlannerError(cause.message)
+    return PlannerError(f"planning session update failed: {cause or exc}")
 
 
 async def submit_goal(

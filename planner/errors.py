@@ -42,10 +42,21 @@ class PlannerError(DuraplanError):
     """Root of the planner's errors. Not retryable unless a subclass says so."""
 
     retryable: ClassVar[bool] = False
+    http_status, problem, title = 503, "planner-unavailable", "Planner unavailable"
 
     def details(self) -> dict[str, Any]:
         """What crosses Temporal besides the message (JSON)."""
         return {}
+
+    def failure_details(self) -> dict[str, Any]:
+        return self.details()
+
+    def problem_extra(self) -> dict[str, Any]:
+        return {"error": type(self).__name__}
+
+    @classmethod
+    def from_details(cls, message: str, details: dict[str, Any]) -> DuraplanError:
+        return error_from_failure(cls.type_name, message, details)
 
 
 class ModelNotConfigured(PlannerError):
@@ -76,6 +87,24 @@ class ProviderUnreachable(PlannerError):
     def details(self) -> dict[str, Any]:
         return {"status": self.status}
 
+    def _clients_choice(self) -> bool:
+        # an unknown model, a request the provider cannot take: the client's choice, not an outage
+        return self.status in (400, 404, 422)
+
+    def status_code(self) -> int:
+        return 422 if self._clients_choice() else self.http_status
+
+    def problem_kind(self) -> str:
+        return "model-rejected" if self._clients_choice() else self.problem
+
+    def problem_title(self) -> str:
+        return "Model rejected the request" if self._clients_choice() else self.title
+
+    def problem_extra(self) -> dict[str, Any]:
+        if self._clients_choice():
+            return {"provider_status": self.status}
+        return super().problem_extra()
+
 
 class RateLimited(PlannerError):
     """The provider answered 429; ``retry_after`` is its hint in seconds, if any."""
@@ -85,6 +114,9 @@ class RateLimited(PlannerError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+    def retry_after_seconds(self) -> float | None:
+        return self.retry_after
 
     def details(self) -> dict[str, Any]:
         return {"retry_after": self.retry_after}
@@ -100,9 +132,32 @@ class ProviderRejected(PlannerError):
     def details(self) -> dict[str, Any]:
         return {"status": self.status}
 
+    def _clients_choice(self) -> bool:
+        # an unknown model, a request the provider cannot take: the client's choice, not an outage
+        return self.status in (400, 404, 422)
+
+    def status_code(self) -> int:
+        return 422 if self._clients_choice() else self.http_status
+
+    def problem_kind(self) -> str:
+        return "model-rejected" if self._clients_choice() else self.problem
+
+    def problem_title(self) -> str:
+        return "Model rejected the request" if self._clients_choice() else self.title
+
+    def problem_extra(self) -> dict[str, Any]:
+        if self._clients_choice():
+            return {"provider_status": self.status}
+        return super().problem_extra()
+
 
 class RepairExhausted(PlannerError):
     """Every attempt produced an invalid plan; ``last_issues`` are the validator's last findings."""
+
+    http_status, problem, title = 422, "planning-failed", "No valid plan"
+
+    def problem_extra(self) -> dict[str, Any]:
+        return self.details()
 
     def __init__(self, attempts: int, last_issues: list[PlanIssue], history: Sequence[Attempt] = ()) -> None:
         self.attempts = attempts
@@ -119,6 +174,11 @@ class RepairExhausted(PlannerError):
 
 class BudgetExhausted(PlannerError):
     """The attempts so far cost the whole budget before a valid plan came back."""
+
+    http_status, problem, title = 422, "planning-failed", "No valid plan"
+
+    def problem_extra(self) -> dict[str, Any]:
+        return self.details()
 
     def __init__(self, spent_usd: float, budget_usd: float, attempts: int = 0) -> None:
         self.spent_usd = spent_usd

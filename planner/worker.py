@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from executor.service.config import Settings
+from executor.service.tenants import TenantRegistry
 from planner.provider import Completion
 from tools.registry import ToolRegistry
 
@@ -13,7 +14,11 @@ __all__ = ["worker_parts"]
 
 
 def worker_parts(
-    settings: Settings, *, registry: ToolRegistry | None = None, completion: Completion | None = None
+    settings: Settings,
+    *,
+    registry: ToolRegistry | None = None,
+    completion: Completion | None = None,
+    tenants: TenantRegistry | None = None,
 ) -> tuple[list[type], list[Callable[..., Any]]]:
     """``(workflows, activities)`` to add to a worker: ``PlanningSession`` and ``duraplan.plan``.
 
@@ -28,5 +33,7 @@ def worker_parts(
         from tools import default_registry
 
         registry = default_registry(extra_modules=settings.tool_modules)
-    activities = PlannerActivities(registry, default_model=settings.default_model, completion=completion)
+    activities = PlannerActivities(
+        registry, default_model=settings.default_model, completion=completion, tenants=tenants
+    )
     return [PlanningSession], activities.all()

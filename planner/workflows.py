@@ -3,9 +3,10 @@
 Workflow id ``<tenant>/planning/<session>``. Each ``message`` update plans (first message) or
 revises (later ones: the latest plan plus the request) through the ``duraplan.plan`` activity,
 and records revision v1, v2, ... with a unified diff against the one before. ``submit`` starts the
-latest revision as a run: a child ``DuraplanRun`` workflow with the id ``<tenant>/<run_id>`` that
-outlives the session (parent close policy ABANDON). No I/O here: the model is called by the
-activity, which Temporal retries (429, 5xx); diffs and hashes are pure functions.
+latest revision as a run through the one start path (the ``duraplan.start_run`` activity on the
+run workers: the tenant's grants, quotas, rate and concurrency cap apply as for a direct submit);
+sessions that submitted before that started child workflows, and still replay so. No I/O here:
+the model is called by the activity, which Temporal retries (429, 5xx); diffs and hashes are pure functions.
 """
 
 from __future__ import annotations
@@ -22,8 +23,16 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 with workflow.unsafe.imports_passed_through():
     import jsonschema
 
-    from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
-    from executor.engine.models import RunInput, plan_hash
+    from executor.engine.contract import (
+        SA_PLAN_HASH,
+        SA_PLAN_NAME,
+        SA_SESSION,
+        SA_STATUS,
+        SA_TENANT,
+        START_RUN,
+        WORKFLOW_NAME,
+    )
+    from executor.engine.models import RunInput, StartRunRequest, StartRunResult, plan_hash
     from planner.diff import plan_diff
     from planner.models import HEARTBEAT_SECONDS, PLAN_ACTIVITY, PlanOutput, PlanRequest, SessionInput, SubmitRequest
 
@@ -31,6 +40,7 @@ __all__ = ["SESSION_WORKFLOW", "PlanningSession", "session_workflow_id"]
 
 SESSION_WORKFLOW = "DuraplanPlanningSession"
 _PATCH_IDLE_END = "session-idle-end"
+_PATCH_START_PATH = "submit-through-start-path"
 NON_RETRYABLE = ["ModelNotConfigured", "ProviderRejected", "RepairExhausted", "BudgetExhausted", "PlannerError"]
 
 
@@ -161,6 +171,38 @@ class PlanningSession:
             if run_id in latest["runs"]:
                 return run_id  # the same submission again
             plan: dict[str, Any] = latest["plan"]
+            if workflow.patched(_PATCH_START_PATH):
+                # Through the one start path (an activity): tenant, grants, quotas, rate token,
+                # concurrency cap, fairness and timeouts exactly as for a direct submit.
+                try:
+                    started: StartRunResult = await workflow.execute_activity(
+                        START_RUN,
+                        StartRunRequest(
+                            tenant=self.inp.tenant,
+                            session=self.inp.session,
+                            plan=plan,
+                            inputs=dict(request.inputs),
+                            run_id=run_id,
+                            task_queue=self.inp.run_task_queue,
+                            # Source tools as they were when this session planned.
+                            tool_pins={
+                                str(e["name"]): str(e["schema_hash"])
+                                for e in self.inp.catalog or []
+                                if e.get("schema_hash")
+                            },
+                        ),
+                        result_type=StartRunResult,
+                        # on the workers that serve runs (every executor worker registers it)
+                        task_queue=self.inp.run_task_queue,
+                        start_to_close_timeout=timedelta(seconds=60),
+                        # refusals are non-retryable failures; a lost worker or RPC is retried
+                        retry_policy=RetryPolicy(maximum_attempts=3),
+                    )
+                except ActivityError as exc:
+                    raise _update_failure(exc) from None
+                latest["runs"].append(started.run_id)
+                return started.run_id
+            # Sessions that submitted before the start path: replay what they did.
             digest: str = latest["plan_hash"]
             name = str(plan.get("name", ""))
             arg = RunInput(
@@ -205,7 +247,11 @@ class PlanningSession:
             for e in jsonschema.Draft202012Validator(schema).iter_errors(request.inputs)
         ]
         if problems:
-            raise ApplicationError("run inputs invalid: " + "; ".join(problems), problems, type="InputsInvalid")
+            raise ApplicationError(
+                "run inputs invalid: " + "; ".join(problems),
+                {"what": "run inputs", "problems": problems},
+                type="InputsInvalid",
+            )
 
     # ---- end ---------------------------------------------------------------------------------
 

@@ -1,8 +1,12 @@
 """Plans whose recorded histories are committed in tests/histories and replayed by test_replay.
 
 Re-record after an intentional, versioned change to the interpreter:
-``.venv/bin/python tests/replay_plans.py [NAME...]`` (starts its own dev server; every plan when no
-name is given).
+``.venv/bin/python tests/replay_plans.py [NAME...]`` (starts its own dev server; only the named
+plans when names are given: keep the older histories, they replay the pre-patch branches).
+
+Versions: ``dag_foreach_switch``, ``events_sleep_compensation`` and ``script_host_calls`` were
+recorded before the ``status-attribute-waiting`` and ``subplan-child-run-id`` patches;
+``subplan_waiting`` after.
 """
 
 from __future__ import annotations
@@ -88,6 +92,24 @@ PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] =
         },
         {},
         [("approval", {"ok": False, "by": "ann"})],
+    ),
+    # The run's open state follows waiting (DuraplanStatus upserts) and the child has its own run id.
+    "subplan_waiting": (
+        {
+            "name": "replay-subplan",
+            "steps": [
+                {
+                    "id": "child",
+                    "kind": "subplan",
+                    "plan": {"name": "replay-child", "steps": [{"id": "one", "kind": "set", "value": 1}]},
+                },
+                {"id": "nap", "kind": "sleep", "duration": "200ms", "depends_on": ["child"]},
+                {"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h", "depends_on": ["nap"]},
+            ],
+            "output": {"child": "${steps.child.output}", "go": "${steps.go.output}"},
+        },
+        {},
+        [("go", {"ok": True})],
     ),
     "script_host_calls": (
         {

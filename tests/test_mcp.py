@@ -23,6 +23,7 @@ from mcp.types import CallToolResult, TextContent
 from duraplan.mcp_server import _flatten, create_server
 from duraplan.worker import running_worker
 from executor import Duraplan, Settings
+from executor.engine.run_status import RUN_STATES, RunStatus
 from executor.service.devserver import DevServer
 from planner.testing import ScriptedModel
 
@@ -124,14 +125,11 @@ async def test_tools_have_json_schemas(env: Env) -> None:
         assert all(p.get("description") for p in schema["properties"].values()), name
         assert tool.output_schema is not None and tool.output_schema["type"] == "object", name
         assert "tenant" not in schema["properties"], name  # fixed per server instance
-    assert tools["list_runs"].input_schema["properties"]["status"]["anyOf"][0]["enum"] == [
-        "running",
-        "paused",
-        "completed",
-        "failed",
-        "cancelled",
-        "terminated",
-    ]
+    # The one vocabulary of run states (waiting included), the engine's RunStatus as output schema.
+    assert tools["list_runs"].input_schema["properties"]["status"]["anyOf"][0]["enum"] == list(RUN_STATES)
+    assert "waiting" in RUN_STATES
+    get_run = tools["get_run"].output_schema
+    assert get_run is not None and set(get_run["properties"]) == set(RunStatus.model_json_schema()["properties"])
     assert tools["validate_plan"].annotations is not None and tools["validate_plan"].annotations.read_only_hint
 
 
@@ -174,7 +172,7 @@ async def test_event_flow_list_and_cancel(env: Env) -> None:
         assert "already exists" in conflict
 
         status = await _ok(client, "get_run", {"run_id": "r1"})
-        assert status["state"] == "waiting" and "result" not in status
+        assert status["state"] == "waiting" and status["result"] is None
 
         bad = await _error(client, "send_event", {"run_id": "r1", "type": "approval", "payload": {"approved": "y"}})
         assert "event invalid" in bad
@@ -192,7 +190,7 @@ async def test_event_flow_list_and_cancel(env: Env) -> None:
         await _ok(client, "submit_plan", {"plan": WAITS, "session": "chat-2", "inputs": {"who": "bob"}, "run_id": "r2"})
         assert await _ok(client, "cancel_run", {"run_id": "r2"}) == {"run_id": "r2", "cancel_requested": True}
         cancelled = await _ok(client, "get_run", {"run_id": "r2", "wait_seconds": 30})
-        assert cancelled["state"] == "cancelled" and "result" not in cancelled
+        assert cancelled["state"] == "cancelled" and cancelled["result"] is None
 
         deadline = asyncio.get_running_loop().time() + 30
         while True:  # visibility is eventually consistent

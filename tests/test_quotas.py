@@ -96,7 +96,7 @@ async def test_max_steps_per_run(env: Env) -> None:
     with pytest.raises(RunFailed, match="max_steps_per_run=3"):
         await handle.result()
     status = await handle.status()
-    assert [s["state"] for s in status["steps"]] == ["completed"] * 3 + ["failed", "pending"]
+    assert [s["state"] for s in status["steps"]] == ["completed"] * 3 + ["failed", "skipped"]
     await assert_replays(handle)
     # Within the cap, fine; a quota raised later applies to new runs.
     assert await (await env.dp.submit_plan(_echoes(3), tenant=tenant, session="s")).result() is None

@@ -47,4 +47,4 @@ async def test_ten_thousand_steps_continue_as_new(dev_server: DevServer, tmp_pat
     # nums + 10,000 items + total: nothing ran twice across continue-as-new.
     assert status["executed_steps"] == N + 2
     each = next(s for s in status["steps"] if s["id"] == "each")
-    assert each["progress"] == {"done": N, "total": N}
+    assert each["progress"] == {"done": N, "total": N, "counts": {"completed": N}}

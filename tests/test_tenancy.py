@@ -119,7 +119,7 @@ async def test_secrets_are_resolved_in_the_activity_and_never_recorded(dev_serve
     # The tool saw the value (it echoed it back), but the output is redacted before it is recorded.
     assert output == {"value": "***", "note": "sent with a secret"}
     assert "tok-5up3r-s3cr3t" not in json.dumps(history.to_json_dict())
-    assert "tok-5up3r-s3cr3t" not in json.dumps(status)
+    assert "tok-5up3r-s3cr3t" not in status.model_dump_json()
     tenants.close()
 
 

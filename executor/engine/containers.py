@@ -7,18 +7,34 @@ from typing import Any
 
 import jsonschema
 from temporalio import workflow
+from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ChildWorkflowError
 
 from executor.engine.base import EngineBase
-from executor.engine.contract import WORKFLOW_NAME
+from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
 from executor.engine.frames import Drained, Frame, StepFailed
 from executor.engine.models import RunInput, StepError, StepRecord, plan_hash
 from executor.engine.retry import to_step_error
+from executor.engine.run_status import child_run_id
 from executor.engine.scheduling import cancel_all
 from executor.lang.expressions import truthy
 from schemas.plan import ForeachStep, SubplanStep, SwitchStep
 
 __all__ = ["ContainersMixin"]
+
+_PATCH_CHILD_RUN_ID = "subplan-child-run-id"
+
+
+def _child_attributes(tenant: str, session: str, digest: str, name: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SA_TENANT, tenant),
+            SearchAttributePair(SA_SESSION, session),
+            SearchAttributePair(SA_STATUS, "running"),
+            SearchAttributePair(SA_PLAN_HASH, digest),
+            SearchAttributePair(SA_PLAN_NAME, name[:200]),
+        ]
+    )
 
 
 class ContainersMixin(EngineBase):
@@ -41,6 +57,8 @@ class ContainersMixin(EngineBase):
                     if task in done:
                         del running[i]
                         task.result()
+        except GeneratorExit:
+            raise  # the worker drops this run from its cache: nothing may be awaited any more
         except BaseException:
             await cancel_all(running.values())
             raise
@@ -80,7 +98,15 @@ class ContainersMixin(EngineBase):
         problems = [e.message for e in jsonschema.Draft202012Validator(step.plan.inputs).iter_errors(inputs)]
         if problems:
             raise StepFailed(path, StepError("InputsInvalid", "; ".join(problems)))
-        child_id = f"{self.inp.run_id}.{path}"
+        if workflow.patched(_PATCH_CHILD_RUN_ID):
+            # A run id of its own that every surface opens like any run (tenant/<child run id>).
+            child_id = child_run_id(self.inp.run_id, path, self.inp.generation)
+            workflow_id = f"{self.inp.tenant}/{child_id}"
+            rec.detail = {"child_run_id": child_id}
+        else:  # runs started before: the id their history has
+            child_id = f"{self.inp.run_id}.{path}"
+            workflow_id = f"{self.inp.tenant}/{child_id}/{self.inp.generation}"
+        digest = plan_hash(child_plan)
         while self._active >= self._max_parallel:
             await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
@@ -89,7 +115,7 @@ class ContainersMixin(EngineBase):
                 WORKFLOW_NAME,
                 RunInput(
                     plan=child_plan,
-                    plan_hash=plan_hash(child_plan),
+                    plan_hash=digest,
                     tenant=self.inp.tenant,
                     session=self.inp.session,
                     run_id=child_id,
@@ -101,8 +127,16 @@ class ContainersMixin(EngineBase):
                     quotas=self.inp.quotas,
                     tool_pins=self.inp.tool_pins,
                 ),
-                id=f"{self.inp.tenant}/{child_id}/{self.inp.generation}",
-                search_attributes=workflow.info().typed_search_attributes if self.inp.search_attributes else None,
+                id=workflow_id,
+                # What the start path gives a top-level run (executor.service.start): the tenant's
+                # fairness key, the task timeout, its own plan in memo and search attributes;
+                # quotas are the parent's pinned ones.
+                priority=Priority(fairness_key=self.inp.tenant),
+                task_timeout=workflow.info().task_timeout,
+                memo={"generation": self.inp.generation, "plan_hash": digest},
+                search_attributes=_child_attributes(self.inp.tenant, self.inp.session, digest, step.plan.name)
+                if self.inp.search_attributes
+                else None,
             )
         except ChildWorkflowError as exc:
             error, _ = to_step_error(exc)

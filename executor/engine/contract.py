@@ -25,6 +25,7 @@ __all__ = [
     "SA_TENANT",
     "SCRIPT_SNAPSHOT_BYTES",
     "SEARCH_ATTRIBUTES",
+    "START_RUN",
     "TENANT_BUSY",
     "WORKFLOW_NAME",
 ]
@@ -36,6 +37,7 @@ RUN_CODE = "duraplan.code"
 RUN_LLM = "duraplan.llm"
 RUN_SCRIPT = "duraplan.script"  # one segment of a script step, up to and including its next host call
 RUN_REPLAN = "duraplan.replan"  # registered by the planner's worker parts, not by executor.worker
+START_RUN = "duraplan.start_run"  # a workflow starting a run (a chat session's submit): the start path
 METER_RUN = "duraplan.meter_run"  # records how a run segment ended (executor.engine.metering)
 
 HEARTBEAT_TIMEOUT = 10.0  # a killed worker is noticed in seconds, not after the step's timeout

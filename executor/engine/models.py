@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
+
+from executor.engine.run_status import FINAL_STEP_STATES, StepState
 
 __all__ = [
     "TERMINAL_STATES",
@@ -24,6 +26,8 @@ __all__ = [
     "RunQuotas",
     "ScriptSegment",
     "SendEventResult",
+    "StartRunRequest",
+    "StartRunResult",
     "StepError",
     "StepQuota",
     "StepRecord",
@@ -34,19 +38,8 @@ __all__ = [
     "record_to_json",
 ]
 
-StepState = Literal[
-    "pending",
-    "running",
-    "retrying",
-    "throttled",
-    "sleeping",
-    "waiting",
-    "completed",
-    "failed",
-    "skipped",
-    "compensated",
-]
-TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "skipped", "compensated"})
+# The engine's "done" is a final step state (the one list lives in executor.engine.run_status).
+TERMINAL_STATES: frozenset[str] = FINAL_STEP_STATES
 
 
 def plan_hash(plan: dict[str, Any]) -> str:
@@ -261,6 +254,8 @@ class ReplanRequest:
     completed: dict[str, Any]  # step path -> output of every completed step
     revision: int
     model: str | None = None
+    # The run's pinned quotas: a revision must meet them (checked by the replan activity).
+    quotas: RunQuotas | None = None
 
 
 @dataclass
@@ -276,3 +271,22 @@ class SendEventResult:
     accepted: bool
     duplicate: bool
     buffered: int
+
+
+@dataclass
+class StartRunRequest:
+    """Input of the ``duraplan.start_run`` activity: a run to start through the start path."""
+
+    tenant: str
+    session: str
+    plan: dict[str, Any]
+    inputs: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    task_queue: str | None = None  # the worker's own when None
+    tool_pins: dict[str, str] = field(default_factory=dict)  # source tool -> catalog schema hash
+
+
+@dataclass
+class StartRunResult:
+    run_id: str
+    created: bool

@@ -58,6 +58,8 @@ class SchedulingMixin(EngineBase):
                     if task in done:
                         del running[sid]
                         task.result()
+        except GeneratorExit:
+            raise  # the worker drops this run from its cache: nothing may be awaited any more
         except BaseException:
             await cancel_all(running.values())
             raise

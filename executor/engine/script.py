@@ -46,7 +46,7 @@ from executor.engine.models import (
 )
 from executor.engine.retry import DEFAULT_RETRY, backoff_delay, cancelled, throttle_delay, to_step_error
 from executor.engine.scheduling import cancel_all
-from executor.engine.status import preview
+from executor.engine.status import preview, script_calls
 from executor.lang.script import PARALLEL_FUNCTIONS, analyse
 from schemas.plan import Retry, ScriptStep, parse_duration
 
@@ -98,10 +98,18 @@ class ScriptMixin(EngineBase):
             else:
                 pending = d["_pending"]
                 rec.state = _step_state(pending["call"]["fn"])  # the run shows "waiting" meanwhile
+                parked = rec.state in ("sleeping", "waiting")
+                if parked:
+                    self._parked += 1
+                    self._sync_listed()
                 try:
                     outcome = await self._host_call(step, path, d["calls"], pending)
                 finally:
                     rec.state = "running"
+                    if parked:
+                        self._parked -= 1
+                if parked:
+                    self._sync_listed()
                 self._advance(d, pending["snap"], outcome, pending["entry"])
             if self._should_continue_as_new():
                 self._draining = True
@@ -374,27 +382,6 @@ class ScriptMixin(EngineBase):
             if _final(error.type, error.retryable, attempt, policy):
                 return {"error": _error(error.type, error.message)}
             await workflow.sleep(backoff_delay(policy, attempt, retry_after))
-
-
-def script_calls(rec: StepRecord) -> list[dict[str, Any]]:
-    """The script step's host calls as nested step views (the newest ``SCRIPT_LOG_KEPT``)."""
-    log = (rec.detail or {}).get("_log") or []
-    pending = (rec.detail or {}).get("_pending")
-    entries = [*log, pending["entry"]] if pending else log
-    return [
-        {
-            "id": f"#{e['i']}",
-            "name": e["name"],
-            "kind": e["fn"],
-            "state": e["s"],
-            "attempts": e.get("a", 1),
-            "started_at": e.get("t0"),
-            "ended_at": e.get("t1"),
-            "error": None if "e" not in e else {"type": e["e"][0], "message": e["e"][1]},
-            "output_preview": e.get("o"),
-        }
-        for e in entries
-    ]
 
 
 # ---- pure helpers ------------------------------------------------------------------------------

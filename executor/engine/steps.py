@@ -119,6 +119,7 @@ class StepsMixin(EngineBase):
         while self._active >= self._max_parallel:
             await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
+        self._sync_listed()
         rec.started_at = rec.started_at or workflow.now().isoformat()
         rec.state = "running"
         try:
@@ -167,6 +168,7 @@ class StepsMixin(EngineBase):
                 await workflow.sleep(self._retry_wait(policy, attempt, retry_after))
         finally:
             self._active -= 1
+            self._sync_listed()
 
     def _retry_wait(self, policy: Retry, attempt: int, retry_after: float | None) -> float:
         """The backoff, with a server's Retry-After clamped to max_interval. Runs recorded before
@@ -316,12 +318,20 @@ class StepsMixin(EngineBase):
         rec.state = "sleeping"
         remaining = (wake - workflow.now()).total_seconds()
         if remaining > 0:
+            self._park(1)
             try:
                 await workflow.wait_condition(lambda: self._draining, timeout=remaining)
             except builtins.TimeoutError:
                 return None
+            finally:
+                self._park(-1)
             raise Drained()
         return None
+
+    def _park(self, delta: int) -> None:
+        """A step starts (1) or stops (-1) sleeping or waiting: the run may turn waiting or running."""
+        self._parked += delta
+        self._sync_listed()
 
     async def _wait_for_event(self, step: WaitForEventStep, path: str, rec: StepRecord) -> Any:
         self._count_step(path)
@@ -335,6 +345,7 @@ class StepsMixin(EngineBase):
             if limit is not None and rec.started_at is not None:
                 started = datetime.fromisoformat(rec.started_at)
                 remaining = max(limit - (workflow.now() - started).total_seconds(), 0.001)
+            self._park(1)
             try:
                 await workflow.wait_condition(
                     lambda: self._draining or any(e.type == step.event for e in self.events), timeout=remaining
@@ -346,6 +357,8 @@ class StepsMixin(EngineBase):
                 raise StepFailed(
                     path, StepError("EventTimeout", f"no {step.event!r} event within {step.timeout}")
                 ) from None
+            finally:
+                self._park(-1)
             found = self._take_event(step.event)
             if found is None:
                 raise Drained()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,19 +55,22 @@ with workflow.unsafe.imports_passed_through():
         record_to_json,
     )
     from executor.engine.retry import to_step_error
+    from executor.engine.run_status import parent_of
     from executor.engine.scheduling import SchedulingMixin
-    from executor.engine.script import ScriptMixin, script_calls
-    from executor.engine.status import compact, error_dict, record_dict
+    from executor.engine.script import ScriptMixin
+    from executor.engine.status import assemble, compact, error_dict, record_dict
     from executor.engine.steps import StepsMixin
     from executor.lang.expressions import ExpressionError, evaluate, render
     from executor.lang.script import analyse
     from executor.lang.validate import all_steps
-    from schemas.plan import ForeachStep, Plan, ScriptStep, Step, WaitForEventStep, parse_duration
+    from schemas.plan import Plan, ScriptStep, Step, WaitForEventStep, parse_duration
 
 __all__ = ["WORKFLOW_NAME", "PlanWorkflow"]
 
 EVENT_ID_MEMORY = 10_000
 _PATCH_NO_FINAL_UPSERT = "no-final-status-upsert"
+# DuraplanStatus follows the run's open state, `waiting` included (runs recorded before: it did not).
+_PATCH_LIST_WAITING = "status-attribute-waiting"
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -114,6 +118,8 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         self._deps_cache: dict[int, set[str]] = {}
         self._task_mark = -1  # history length when the current workflow task started
         self._local_in_task = 0
+        self._parked = 0  # steps sleeping or waiting for an event right now
+        self._listed = self.state  # the DuraplanStatus last upserted
         self._meter = RunMeter(inp.tenant, inp.run_id, inp.generation, self.continued, self.started_at)
 
     @workflow.run
@@ -175,6 +181,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             completed=completed,
             revision=len(self.revisions) + 1,
             model=replan.model,
+            quotas=self.inp.quotas,
         )
         self._set_state("replanning")
         try:
@@ -229,40 +236,47 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             ) from None
 
     @workflow.query
-    def status(self) -> dict[str, Any]:
-        top = [self._step_view(s, s.id) for s in self.plan.steps]
-        return {
+    def status(self, items: bool = False) -> dict[str, Any]:
+        """The run's ``RunStatus`` (executor.engine.run_status) as JSON; ``items``: each foreach item's steps."""
+        run = {
             "run_id": self.inp.run_id,
             "tenant": self.inp.tenant,
             "session": self.inp.session,
-            "plan_name": self.plan.name,
-            "plan_version": self.plan.version,
             "plan_hash": self.current_hash,
             "revision": len(self.revisions),
             "revisions": [dataclasses.asdict(r) for r in self.revisions],
             "replan_errors": self.replan_errors,
-            "state": self._public_state(),
             "paused": self.paused,
             "started_at": self.started_at,
             "executed_steps": self.executed,
             "continued_as_new": self.continued,
             "generation": self.inp.generation,
+            "parent_run_id": parent_of(self.inp.run_id),
             "buffered_events": len(self.events),
             "error": error_dict(self.error),
             "failed_step": self.failed_step,
             "compensation_errors": self.compensation_errors,
-            "steps": top,
         }
+        state = self._public_state()
+        return assemble(run=run, plan=self.plan, records=self.records, state=state, items=items).model_dump(mode="json")
 
     def _public_state(self) -> str:
         """running, or waiting when nothing executes and something sleeps or waits for an event."""
-        if (
-            self.state == "running"
-            and self._active == 0
-            and any(r.state in ("sleeping", "waiting") for r in self.records.values())
-        ):
+        if self.state == "running" and self._active == 0 and self._parked > 0:
             return "waiting"
         return self.state
+
+    def _sync_listed(self) -> None:
+        """Keep DuraplanStatus equal to the public state while the run is open (running <-> waiting)."""
+        unwinding = sys.exc_info()[1]
+        if unwinding is not None and not isinstance(unwinding, Exception):
+            return  # cancelled, drained for continue-as-new, or evicted: the state changes otherwise
+        state = self._public_state()
+        if state == self._listed or state not in ("running", "waiting") or not self.inp.search_attributes:
+            return
+        if workflow.patched(_PATCH_LIST_WAITING):
+            self._listed = state
+            workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
 
     @workflow.query
     def plan_view(self) -> dict[str, Any]:
@@ -356,6 +370,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
 
     def _set_state(self, state: str) -> None:
         self.state = state
+        self._listed = state
         # Closed runs are listed by Temporal's own execution status: no upsert (and no history
         # event) for final states. Runs recorded before this change did upsert: keep replaying them.
         final = state in ("completed", "failed", "cancelled")
@@ -388,19 +403,6 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
                 continued=self.continued + 1,
             ),
         )
-
-    def _step_view(self, step: Step, path: str) -> dict[str, Any]:
-        rec = self.records.get(path) or StepRecord()
-        view = {"id": step.id, "kind": step.kind, **record_dict(rec)}
-        if isinstance(step, ForeachStep) and rec.detail and "items" in rec.detail:
-            done = sum(1 for i in range(rec.detail["items"]) if self._done(f"{path}[{i}]"))
-            view["progress"] = {
-                "done": done if rec.state != "completed" else rec.detail["items"],
-                "total": rec.detail["items"],
-            }
-        if isinstance(step, ScriptStep):
-            view["calls"] = script_calls(rec)
-        return view
 
 
 def _event_schemas(steps: list[Step]) -> dict[str, list[dict[str, Any]]]:

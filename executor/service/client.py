@@ -8,49 +8,49 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import gc
 import json
-import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import (
-    Priority,
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
 from executor.engine.limits import json_size
-from executor.engine.models import EventRecord, RunInput, plan_hash
-from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
-from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
-from executor.lang.depth import MAX_JSON_DEPTH, deepest
-from executor.lang.loader import load_plan
-from executor.lang.validate import validate_plan
-from executor.service.admission import Admission
+from executor.engine.models import EventRecord, RunInput
+from executor.engine.run_status import RUN_STATES, RunState, RunStatus, RunSummary, parent_of
+from executor.engine.workflow import PlanWorkflow
+from executor.errors import InputsInvalid, RunFailed, RunNotFound, RunStateError, from_failure
 from executor.service.bulk import BulkResult, RunFilter, run_bulk
-from executor.service.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, Settings, connect
+from executor.service.config import Settings, connect
 from executor.service.converter import utf8_client
+from executor.service.start import (
+    NAME_PATTERN as NAME_PATTERN,
+)
+from executor.service.start import (
+    TenantContext,
+    check_depth,
+    check_name,
+    check_run_id,
+    first_input,
+    load_context,
+    start_run,
+)
 from executor.service.telemetry import submit_span
 from executor.service.tenants import QuotaExceeded, TenantRegistry
 from executor.service.usage import UsageReport, record_run_start, usage_report
@@ -63,33 +63,31 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_EVENT_BYTES", "Duraplan", "RunHandle", "list_runs", "submit_plan"]
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MAX_EVENT_BYTES = 1024 * 1024  # the reference product's event payload limit
-_STATUS = {
+_STATUS: dict[WorkflowExecutionStatus, RunState] = {
     WorkflowExecutionStatus.COMPLETED: "completed",
     WorkflowExecutionStatus.FAILED: "failed",
     WorkflowExecutionStatus.CANCELED: "cancelled",
     WorkflowExecutionStatus.TERMINATED: "terminated",
     WorkflowExecutionStatus.TIMED_OUT: "failed",
 }
-_STATUS_FILTER = {
+# Closed runs are listed by Temporal's own execution status (always true, terminate included);
+# open ones by DuraplanStatus, which the workflow keeps equal to its open state.
+_CLOSED_FILTER = {
     "completed": "ExecutionStatus = 'Completed'",
     "failed": "(ExecutionStatus = 'Failed' OR ExecutionStatus = 'TimedOut')",
     "cancelled": "ExecutionStatus = 'Canceled'",
     "terminated": "ExecutionStatus = 'Terminated'",
-    "running": "ExecutionStatus = 'Running'",
-    "paused": "ExecutionStatus = 'Running' AND DuraplanStatus = 'paused'",
 }
+_VERIFY_BATCH = 100
 
 
-def _check_name(kind: str, value: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise InputsInvalid(kind, [f"{value!r} must match {NAME_PATTERN.pattern}"])
-    return value
-
-
-def _digest(value: Any) -> str:
-    return plan_hash(value if isinstance(value, dict) else {"value": value})
+def _status_clause(status: str) -> str:
+    if status not in RUN_STATES:
+        raise InputsInvalid("status filter", [f"{status!r} is not one of {', '.join(RUN_STATES)}"])
+    if status in _CLOSED_FILTER:
+        return _CLOSED_FILTER[status]
+    return f"ExecutionStatus = 'Running' AND DuraplanStatus = '{status}'"
 
 
 class Duraplan:
@@ -103,14 +101,13 @@ class Duraplan:
         tenants: TenantRegistry | None = None,
         usage: UsageStore | None = None,
     ) -> None:
-        """``tenants``: enforce the tenant registry (known tenant, tool grants, run-creation rate);
+        """``tenants``: enforce the tenant registry (known tenant, tool grants, quotas, run-creation rate);
         ``usage``: the usage ledger (default: the workers' store database when metering is on, opened on first use)."""
         self.client = utf8_client(client)  # payloads as UTF-8 JSON: what the size limits count
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
         self._owns_tenants = False  # opened by connect(): close() closes it
-        self._admission = Admission()
         self._usage = usage
         self._recording: set[asyncio.Task[None]] = set()
 
@@ -132,7 +129,7 @@ class Duraplan:
         if store is None:
             why = "metering is off (DURAPLAN_METERING=0)" if not self.settings.metering else "no worker has written one"
             raise RunStateError(f"no usage ledger at {self.settings.store_location()}: {why}")
-        return await usage_report(store, _check_name("tenant", tenant), day=day, first=first, last=last)
+        return await usage_report(store, check_name("tenant", tenant), day=day, first=first, last=last)
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:
@@ -156,6 +153,10 @@ class Duraplan:
         self.__dict__.pop("client", None)
         gc.collect()  # the client's native handles go now, not during interpreter shutdown
 
+    async def context(self, tenant: str) -> TenantContext:
+        """The tenant's entry (existence, grants, quotas), read once, off the event loop."""
+        return await load_context(self.tenants, tenant)
+
     async def submit_plan(
         self,
         plan: Mapping[str, Any] | Plan | str | Path,
@@ -164,91 +165,34 @@ class Duraplan:
         session: str,
         inputs: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        context: TenantContext | None = None,
         tool_pins: Mapping[str, str] | None = None,
     ) -> RunHandle:
-        """Validate and start a run; idempotent on ``run_id`` (same plan and inputs: same run).
+        """Validate and start a run (``executor.service.start.start_run``); idempotent on ``run_id``
+        (same plan and inputs: same run). ``context``: the tenant's, when the caller has read it.
 
         ``tool_pins``: source tool -> schema hash of the catalog the plan was made with (default:
         the tenant's current catalog); a call to a tool that changed since fails the step."""
-        run_id = _check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
+        if context is None or context.tenant != tenant:
+            context = await self.context(tenant)
+        run_id = check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
         # The root of the run's trace: the interceptor's StartWorkflow span and everything after nest under it.
         with submit_span(tenant, session, run_id):
-            return await self._submit_plan(
-                plan, tenant=tenant, session=session, inputs=inputs, run_id=run_id, tool_pins=tool_pins
+            started = await start_run(
+                self.client,
+                self.settings,
+                self.registry_for(tenant),
+                context,
+                plan,
+                session=session,
+                inputs=inputs,
+                run_id=run_id,
+                pins=lambda parsed: self._pins(tenant, parsed, tool_pins),
             )
-
-    async def _submit_plan(
-        self,
-        plan: Mapping[str, Any] | Plan | str | Path,
-        *,
-        tenant: str,
-        session: str,
-        inputs: Mapping[str, Any] | None,
-        run_id: str,
-        tool_pins: Mapping[str, str] | None,
-    ) -> RunHandle:
-        _check_name("tenant", tenant)
-        _check_name("session", session)
-        granted = None
-        if self.tenants is not None:
-            self.tenants.get(tenant)  # UnknownTenant before anything else
-            granted = functools.partial(self.tenants.is_tool_granted, tenant)
-        parsed = validate_plan(
-            plan if isinstance(plan, Plan) else load_plan(plan), tools=self.registry_for(tenant), granted=granted
-        )
-        body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        inputs = dict(inputs or {})
-        _check_depth("run inputs", inputs)
-        problems = [
-            f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}"
-            for e in jsonschema.Draft202012Validator(parsed.inputs).iter_errors(inputs)
-        ]
-        if problems:
-            raise InputsInvalid("run inputs", problems)
-        digest = plan_hash(body)
-        tenants = self.tenants
-        tenant_quotas = tenants.quotas(tenant) if tenants is not None else None
-        if tenant_quotas is not None:
-            tenant_quotas.check_plan(parsed, tenant)
-        arg = RunInput(
-            plan=body,
-            plan_hash=digest,
-            tenant=tenant,
-            session=session,
-            run_id=run_id,
-            inputs=inputs,
-            local_tools=[n for n in self.registry.names() if self.registry.get(n).local],
-            search_attributes=self.settings.search_attributes,
-            quotas=tenant_quotas.for_run() if tenant_quotas is not None else None,
-            tool_pins=self._pins(tenant, parsed, tool_pins),
-        )
-        # After validation (an invalid plan costs no quota); the rate token first: refusing a
-        # flood must cost a local SQLite update, not a visibility query per request.
-        token = False
-        if tenants is not None:
-            tenants.require_run_tokens(tenant)
-            token = True
-        handle = RunHandle(self, tenant, run_id)
-        try:
-            cap = tenant_quotas.max_concurrent_runs if tenant_quotas is not None else None
-            async with self._admitted(tenant, cap) as started:
-                handle._started = await self._start(
-                    arg, parsed.name, WorkflowIDReusePolicy.REJECT_DUPLICATE, WorkflowIDConflictPolicy.FAIL
-                )
-                started(handle.workflow_id)
-            token = False  # spent: the run started
-            self._record_start(tenant, run_id, arg.generation)
-        except WorkflowAlreadyStartedError:
-            # Rare path: compare with what the existing run was started with (no memo on the hot path).
-            existing = await handle._first_input()
-            original = existing.revisions[0].plan_hash if existing.revisions else existing.plan_hash
-            if (original, _digest(existing.inputs)) != (digest, _digest(inputs)):
-                raise RunConflict(
-                    f"run {run_id!r} already exists for tenant {tenant!r} with a different plan or inputs"
-                ) from None
-        finally:
-            if token and tenants is not None:  # nothing started: the token goes back
-                tenants.return_run_tokens(tenant)
+        if started.created:
+            self._record_start(tenant, started.run_id, 0)
+        handle = RunHandle(self, tenant, started.run_id)
+        handle._started = started.handle
         return handle
 
     async def bulk(
@@ -278,69 +222,9 @@ class Duraplan:
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
-    @contextlib.asynccontextmanager
-    async def _admitted(self, tenant: str, cap: int | None) -> AsyncIterator[Callable[[str], None]]:
-        """The tenant's running-run cap, checked and held across the start (see admission.py)."""
-        if cap is None or not self.settings.search_attributes:
-            yield lambda _workflow_id: None
-            return
-        query = (
-            f"DuraplanTenant = {json.dumps(tenant)} AND ExecutionStatus = 'Running' "
-            f"AND WorkflowType = '{WORKFLOW_NAME}'"
-        )
-
-        async def visible(limit: int) -> set[str]:
-            return {wf.id async for wf in self.client.list_workflows(query, limit=limit)}
-
-        async def alive(workflow_id: str) -> bool:
-            desc = await self.client.get_workflow_handle(workflow_id).describe()
-            return desc.status == WorkflowExecutionStatus.RUNNING
-
-        def refuse(running: int) -> QuotaExceeded:
-            return QuotaExceeded("max_concurrent_runs", None, tenant=tenant, detail=f"{running} running, cap {cap}")
-
-        async with self._admission.admit(tenant, cap, visible, alive, refuse) as started:
-            yield started
-
-    async def _start(
-        self,
-        arg: RunInput,
-        plan_name: str,
-        reuse: WorkflowIDReusePolicy,
-        conflict: WorkflowIDConflictPolicy,
-    ) -> WorkflowHandle[Any, Any]:
-        return await self.client.start_workflow(
-            PlanWorkflow.run,
-            arg,
-            id=f"{arg.tenant}/{arg.run_id}",
-            task_queue=self.settings.task_queue,
-            search_attributes=None
-            if not arg.search_attributes
-            else TypedSearchAttributes(
-                [
-                    SearchAttributePair(SA_TENANT, arg.tenant),
-                    SearchAttributePair(SA_SESSION, arg.session),
-                    SearchAttributePair(SA_PLAN_HASH, arg.plan_hash),
-                    SearchAttributePair(SA_PLAN_NAME, plan_name[:200]),
-                ]
-            ),
-            # Weighted round-robin per tenant when tasks queue up: a flood from one tenant waits
-            # its turn behind others' work (the server needs matching.enableFairness; dev sets it).
-            priority=Priority(fairness_key=arg.tenant),
-            id_reuse_policy=reuse,
-            id_conflict_policy=conflict,
-            # Start the first workflow task on this process's worker, if it has one: saves a hop.
-            request_eager_start=True,
-            task_timeout=timedelta(seconds=self.settings.workflow_task_timeout),
-        )
-
     def tools_for(self, tenant: str) -> ToolRegistry:
         """The tools ``tenant`` may use: what a planner should be shown (all of them without tenancy)."""
-        if self.tenants is None:
-            return self.registry
-        self.tenants.get(tenant)
-        every = self.registry_for(tenant)
-        return ToolRegistry(every.get(name) for name in every.names() if self.tenants.is_tool_granted(tenant, name))
+        return TenantContext.load(self.tenants, tenant).tools(self.registry_for(tenant))
 
     @functools.cached_property
     def sources(self) -> ToolSources:
@@ -376,7 +260,8 @@ class Duraplan:
         return {**current, **{k: v for k, v in (given or {}).items() if k in used}}
 
     def get_run(self, run_id: str, *, tenant: str) -> RunHandle:
-        return RunHandle(self, _check_name("tenant", tenant), _check_name("run_id", run_id))
+        """A run of ``tenant``: a submitted run id, or a subplan's child run id (``RunStatus.steps[].child_run_id``)."""
+        return RunHandle(self, check_name("tenant", tenant), check_run_id(run_id))
 
     async def list_runs(
         self,
@@ -385,36 +270,77 @@ class Duraplan:
         session: str | None = None,
         status: str | None = None,
         limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        """Runs of one tenant, newest first, optionally of one session and in one status."""
+    ) -> list[RunSummary]:
+        """Runs of one tenant (subplan children included), newest first: one row per run id, its
+        current generation; ``status`` filters on that generation."""
         if not self.settings.search_attributes:
             raise RunStateError("listing runs needs search attributes (Settings.search_attributes)")
-        clauses = [f"DuraplanTenant = {json.dumps(_check_name('tenant', tenant))}", f"WorkflowType = '{WORKFLOW_NAME}'"]
+        clauses = [
+            f"DuraplanTenant = {json.dumps(check_name('tenant', tenant))}",
+            f"WorkflowType = '{WORKFLOW_NAME}'",
+            "ExecutionStatus != 'ContinuedAsNew'",
+        ]
         if session is not None:
-            clauses.append(f"DuraplanSession = {json.dumps(_check_name('session', session))}")
+            clauses.append(f"DuraplanSession = {json.dumps(check_name('session', session))}")
         if status is not None:
-            if status not in _STATUS_FILTER:
-                raise InputsInvalid("status filter", [f"{status!r} is not one of {', '.join(_STATUS_FILTER)}"])
-            clauses.append(_STATUS_FILTER[status])
-        out = []
-        async for wf in self.client.list_workflows(" AND ".join(clauses), limit=limit):
-            sa = wf.typed_search_attributes
-            run_id = wf.id.split("/", 1)[1] if "/" in wf.id else wf.id
-            if "/" in run_id:
-                continue  # a subplan's child run: listed through its parent
-            out.append(
-                {
-                    "run_id": run_id,
-                    "tenant": sa.get(SA_TENANT),
-                    "session": sa.get(SA_SESSION),
-                    "plan_name": sa.get(SA_PLAN_NAME),
-                    "plan_hash": sa.get(SA_PLAN_HASH),
-                    "state": _STATUS.get(wf.status, sa.get(SA_STATUS) or "running") if wf.status else "running",
-                    "started_at": wf.start_time.isoformat(),
-                    "closed_at": wf.close_time.isoformat() if wf.close_time else None,
-                }
-            )
+            clauses.append(_status_clause(status))
+        out: list[RunSummary] = []
+        seen: set[str] = set()
+        batch: list[WorkflowExecution] = []
+
+        async def flush() -> None:
+            rows = batch[:]
+            batch.clear()
+            if status in _CLOSED_FILTER:  # an older generation may match where the current one does not
+                current = await self._current_runs(tenant, [wf.id for wf in rows])
+                rows = [wf for wf in rows if current.get(wf.id) == wf.run_id]
+            for wf in rows:
+                if len(out) < limit:
+                    out.append(await _summary(wf))
+
+        async for wf in self.client.list_workflows(" AND ".join(clauses), page_size=min(max(limit, 10), 1000)):
+            if wf.id in seen:
+                continue  # an older generation of a run already listed (newest come first)
+            seen.add(wf.id)
+            batch.append(wf)
+            if len(batch) >= _VERIFY_BATCH:
+                await flush()
+                if len(out) >= limit:
+                    break
+        await flush()
         return out
+
+    async def _current_runs(self, tenant: str, workflow_ids: list[str]) -> dict[str, str]:
+        """Workflow id -> the Temporal run id of its newest execution (the current generation)."""
+        if not workflow_ids:
+            return {}
+        ids = ", ".join(json.dumps(i) for i in workflow_ids)
+        query = f"WorkflowId IN ({ids}) AND ExecutionStatus != 'ContinuedAsNew'"
+        newest: dict[str, str] = {}
+        async for wf in self.client.list_workflows(query):
+            newest.setdefault(wf.id, wf.run_id)
+        return newest
+
+
+async def _summary(wf: WorkflowExecution) -> RunSummary:
+    sa = wf.typed_search_attributes
+    run_id = wf.id.split("/", 1)[1] if "/" in wf.id else wf.id
+    state: str = _STATUS.get(wf.status, "running") if wf.status else "running"
+    if state == "running":
+        state = sa.get(SA_STATUS) or "running"
+    memo = await wf.memo()
+    return RunSummary(
+        run_id=run_id,
+        tenant=sa.get(SA_TENANT),
+        session=sa.get(SA_SESSION),
+        plan_name=sa.get(SA_PLAN_NAME),
+        plan_hash=sa.get(SA_PLAN_HASH),
+        state=state if state in RUN_STATES else "running",  # type: ignore[arg-type]
+        generation=int(memo.get("generation", 0)) if "~" not in run_id else int(run_id.rsplit("~", 1)[1]),
+        parent_run_id=parent_of(run_id),
+        started_at=wf.start_time.isoformat(),
+        closed_at=wf.close_time.isoformat() if wf.close_time else None,
+    )
 
 
 class RunHandle:
@@ -444,27 +370,32 @@ class RunHandle:
                 raise RunNotFound(self.tenant, self.run_id) from None
             raise
 
-    async def status(self) -> dict[str, Any]:
-        """Run state and per-step state, attempts, timings, errors and output previews."""
+    async def status(self, *, items: bool = False) -> RunStatus:
+        """Run state and every step's state, attempts, timings, errors and output previews, nested
+        steps included; ``items``: each foreach item's steps too."""
         desc = await self._describe()
         try:
-            status: dict[str, Any] = await self._handle.query(PlanWorkflow.status)
+            raw: dict[str, Any] = await self._handle.query(PlanWorkflow.status, items)
+            status = RunStatus.model_validate(raw)
         except (RPCError, Exception):  # no worker to answer: describe alone still tells the state
             sa = desc.typed_search_attributes
-            status = {
-                "run_id": self.run_id,
-                "tenant": self.tenant,
-                "session": sa.get(SA_SESSION),
-                "plan_name": sa.get(SA_PLAN_NAME),
-                "plan_hash": sa.get(SA_PLAN_HASH),
-                "state": sa.get(SA_STATUS) or "running",
-                "steps": [],
-            }
+            status = RunStatus(
+                run_id=self.run_id,
+                tenant=self.tenant,
+                session=sa.get(SA_SESSION),
+                plan_hash=sa.get(SA_PLAN_HASH),
+                plan_name=sa.get(SA_PLAN_NAME),
+                state="running",
+                parent_run_id=parent_of(self.run_id),
+            )
         if desc.status in _STATUS:
-            status["state"] = _STATUS[desc.status]
-        status["started_at_server"] = desc.start_time.isoformat()
-        status["closed_at"] = desc.close_time.isoformat() if desc.close_time else None
-        return status
+            status = status.settled(_STATUS[desc.status])  # Temporal's word on a closed run is final
+        return status.model_copy(
+            update={
+                "started_at_server": desc.start_time.isoformat(),
+                "closed_at": desc.close_time.isoformat() if desc.close_time else None,
+            }
+        )
 
     async def plan(self) -> dict[str, Any]:
         """The plan the run executes now and every step record by path (nested steps included).
@@ -505,11 +436,11 @@ class RunHandle:
 
     async def send_event(self, type: str, payload: Any = None, event_id: str | None = None) -> dict[str, Any]:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
-        _check_depth("event payload", payload)
+        check_depth("event payload", payload)
         size = json_size(payload)  # UTF-8 bytes, as history stores it (not \\u escapes)
         tenants = self._dp.tenants
         if tenants is not None:
-            cap = tenants.quotas(self.tenant).max_event_bytes
+            cap = (await asyncio.to_thread(tenants.quotas, self.tenant)).max_event_bytes
             if size > cap:
                 detail = f"event {type!r} payload is {size} bytes; the cap is {cap}"
                 raise QuotaExceeded("max_event_bytes", None, tenant=self.tenant, detail=detail)
@@ -544,30 +475,33 @@ class RunHandle:
             raise RunStateError(f"run {self.run_id!r} is {state}; nothing to {operation}")
 
     async def restart(self) -> RunHandle:
-        """A fresh run of the same plan and inputs under the same run id (running one terminated).
+        """A fresh run of the same plan and inputs under the same run id (running one terminated),
+        through the start path: the tenant's current grants, quotas, rate and concurrency apply.
 
         Effects happen again: idempotency keys include the restart generation."""
+        if parent_of(self.run_id) is not None:
+            raise RunStateError(f"run {self.run_id!r} is a subplan's child run: restart its parent")
         first = await self._first_input()
-        first.carry = None
-        first.generation = first.generation + 1
-        reuse, conflict = WorkflowIDReusePolicy.ALLOW_DUPLICATE, WorkflowIDConflictPolicy.TERMINATE_EXISTING
-        self._started = await self._dp._start(first, first.plan.get("name", ""), reuse, conflict)
-        self._dp._record_start(self.tenant, self.run_id, first.generation)
+        context = await self._dp.context(self.tenant)
+        plan = first.plan
+        started = await start_run(
+            self._dp.client,
+            self._dp.settings,
+            self._dp.registry_for(self.tenant),
+            context,
+            plan,
+            session=first.session,
+            inputs=first.inputs,
+            run_id=self.run_id,
+            generation=first.generation + 1,
+            pins=lambda _: dict(first.tool_pins),  # the catalog the plan was made with
+        )
+        self._started = started.handle
+        self._dp._record_start(self.tenant, self.run_id, first.generation + 1)
         return self
 
     async def _first_input(self) -> RunInput:
-        try:
-            async for event in self._handle.fetch_history_events():
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-                    payloads = event.workflow_execution_started_event_attributes.input.payloads
-                    [value] = self._dp.client.data_converter.payload_converter.from_payloads(payloads, [RunInput])
-                    assert isinstance(value, RunInput)
-                    return value
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(self.tenant, self.run_id) from None
-            raise
-        raise RunStateError(f"run {self.run_id!r} has no start event")
+        return await first_input(self._dp.client, self.tenant, self.run_id)
 
     async def _update(self, update: Any, *args: Any) -> Any:
         desc = await self._describe()
@@ -576,24 +510,16 @@ class RunHandle:
         try:
             return await self._handle.execute_update(update, *args)
         except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            message = getattr(cause, "message", str(cause))
-            kind = getattr(cause, "type", None)
-            if kind in ("EventPayloadInvalid", "UnknownEventType"):
-                raise InputsInvalid("event", [message]) from None
-            if kind == "EventTooLarge":  # the run's pinned quota (the client's check saw a newer one)
-                raise QuotaExceeded("max_event_bytes", None, tenant=self.tenant, detail=message) from None
-            raise RunStateError(message) from None
+            error = from_failure(exc.cause)  # the workflow refuses with typed failures: a lookup
+            if isinstance(error, QuotaExceeded) and error.tenant is None:
+                error = QuotaExceeded(error.limit, error.retry_after_s, tenant=self.tenant, detail=error.detail)
+            if error is not None:
+                raise error from None
+            raise RunStateError(getattr(exc.cause, "message", str(exc.cause))) from None
         except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
             # The run closed while the update was in flight ("workflow update was aborted by
             # closing workflow"): the same conflict as arriving after the end, not a lost run.
             raise RunStateError(f"run {self.run_id!r} ended before the request was accepted: {exc}") from None
-
-
-def _check_depth(what: str, value: Any) -> None:
-    too_deep = deepest(value)
-    if too_deep is not None:
-        raise InputsInvalid(what, [f"{too_deep}: nested more than {MAX_JSON_DEPTH} levels deep"])
 
 
 _default: Duraplan | None = None
@@ -629,6 +555,6 @@ async def list_runs(
     status: str | None = None,
     limit: int = 100,
     duraplan: Duraplan | None = None,
-) -> list[dict[str, Any]]:
+) -> list[RunSummary]:
     dp = duraplan or await _default_dp()
     return await dp.list_runs(tenant=tenant, session=session, status=status, limit=limit)

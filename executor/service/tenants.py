@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_type_hints
 
 from executor.engine.models import RunQuotas
-from executor.errors import DuraplanError
+from executor.errors import DuraplanError, register_failure_type
 from executor.lang.validate import all_steps
 from schemas.plan import CodeStep, Plan, ScriptStep, SubplanStep
 from tools.database import Tx, is_database_url, open_database
@@ -114,6 +114,8 @@ class TenantError(DuraplanError):
 
 
 class UnknownTenant(TenantError):
+    http_status, problem, title = 404, "not-found", "Not found"
+
     def __init__(self, tenant_id: str) -> None:
         self.tenant_id = tenant_id
         super().__init__(f"unknown tenant {tenant_id!r}")
@@ -126,12 +128,21 @@ class UnknownKey(TenantError):
 
 
 class AuthenticationFailed(TenantError):
+    http_status, problem, title = 401, "authentication", "Authentication failed"
+
     def __init__(self) -> None:
         super().__init__("invalid or revoked API key")
 
 
+# A refusal for max_concurrent_runs has no known wait: a run must end first. Clients are told to
+# come back after this many seconds (HTTP Retry-After) rather than at once.
+CONCURRENCY_RETRY_S = 5.0
+
+
 class QuotaExceeded(TenantError):
     """A tenant hit ``limit``; retry after ``retry_after_s`` seconds (None: only a raised limit helps)."""
+
+    http_status, problem, title = 429, "quota", "Quota exceeded"
 
     def __init__(
         self, limit: str, retry_after_s: float | None, *, tenant: str | None = None, detail: str | None = None
@@ -146,7 +157,39 @@ class QuotaExceeded(TenantError):
             if retry_after_s is not None
             else "retrying will not help until the limit is raised"
         )
+        self.detail = detail
         super().__init__(f"{who}exceeded quota {limit}{what}; {when}")
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]  # a rate refusal passes; a size never does
+        return self.retry_after_s is not None
+
+    def status_code(self) -> int:
+        return _QUOTA_STATUS.get(self.limit, 429)
+
+    def retry_after_seconds(self) -> float | None:
+        if self.retry_after_s is None and self.status_code() == 429:
+            return CONCURRENCY_RETRY_S  # a running run must end first: try again later
+        return self.retry_after_s
+
+    def problem_extra(self) -> dict[str, Any]:
+        return {"limit": self.limit, "retry_after_s": self.retry_after_s}
+
+    def failure_details(self) -> dict[str, Any]:
+        return {"limit": self.limit, "retry_after_s": self.retry_after_s, "tenant": self.tenant, "detail": self.detail}
+
+    @classmethod
+    def from_details(cls, message: str, details: dict[str, Any]) -> DuraplanError:
+        if "limit" not in details:  # the workflow's own refusal (EventTooLarge): the run's pinned quota
+            return cls("max_event_bytes", None, tenant=details.get("tenant"), detail=message)
+        limit, retry = details["limit"], details.get("retry_after_s")
+        return cls(limit, retry, tenant=details.get("tenant"), detail=details.get("detail"))
+
+
+# Limits a request breaks by its own size or shape: retrying the same request cannot help, so not 429.
+_QUOTA_STATUS = {"max_event_bytes": 413, "max_steps_per_run": 422, "code_cpu_seconds": 422, "code_memory_mb": 422}
+# The workflow refuses an event over the run's pinned max_event_bytes under this name.
+register_failure_type("EventTooLarge", QuotaExceeded.from_details)
 
 
 class UnknownSecret(TenantError):
@@ -157,6 +200,8 @@ class UnknownSecret(TenantError):
 
 
 class ToolNotGranted(TenantError):
+    http_status, problem, title = 403, "forbidden", "Tool not granted"
+
     def __init__(self, tool: str, tenant: str) -> None:
         self.tool = tool
         self.tenant = tenant

@@ -169,19 +169,11 @@ class StepActivities:
     async def _tool(self, call: ToolCall) -> Any:
         secrets = Redactor()
         try:
-            if self.tenants is not None:  # the grant is checked again here, whoever submitted the plan
-                self.tenants.require_tool(call.tenant, call.tool)
-                # Every secret of the tenant, not only those this step uses: a value an earlier
-                # step wrote or a service echoes must not reach history either.
-                secrets = Redactor(self.tenants.secret_values(call.tenant))
-            tool = self._lookup(call)
-            args, used = self._resolve_secrets(call.tenant, call.args)
-            if used and not tool.accepts_secrets:
-                raise ToolError(
-                    f"tool {call.tool!r} does not accept secrets: it stores or reshapes its arguments, "
-                    "where redaction cannot follow them",
-                    error_type="SecretNotAllowed",
-                )
+            # The tenant's registry (SQLite) is read in one thread hop, not on the event loop.
+            if self.tenants is not None:
+                tool, args, secrets, policy = await asyncio.to_thread(self._tenant_parts, call)
+            else:
+                tool, args, secrets, policy = self._tenant_parts(call)
             tool.check_args(args)
             ctx = ToolContext(
                 tenant=call.tenant,
@@ -190,7 +182,7 @@ class StepActivities:
                 attempt=call.attempt,
                 idempotency_key=call.idempotency_key,
                 store=self.store,
-                http_policy=self._egress(call.tenant),
+                http_policy=policy,
             )
             with tool_span(call.tool):
                 result = await heartbeating(tool.handler(args, ctx))
@@ -207,6 +199,26 @@ class StepActivities:
             raise _fail(secrets.text(f"{type(exc).__name__}: {exc}"), type(exc).__name__, retryable=True) from None
         # Secret values never leave the activity: not in outputs, so not in history or status.
         return _checked_output(secrets.value(result), f"tool {call.tool!r}", call.quota)
+
+    def _tenant_parts(self, call: ToolCall) -> tuple[Tool, dict[str, Any], Redactor, HttpPolicy | None]:
+        """The grant (checked again here, whoever submitted the plan), the tool, the arguments with
+        secrets resolved, what to redact, and the egress policy: everything a tool call reads from
+        the tenant registry."""
+        secrets = Redactor()
+        if self.tenants is not None:
+            self.tenants.require_tool(call.tenant, call.tool)
+            # Every secret of the tenant, not only those this step uses: a value an earlier step
+            # wrote or a service echoes must not reach history either.
+            secrets = Redactor(self.tenants.secret_values(call.tenant))
+        tool = self._lookup(call)  # an unknown tool fails before any secret is read
+        args, used = self._resolve_secrets(call.tenant, call.args)
+        if used and not tool.accepts_secrets:
+            raise ToolError(
+                f"tool {call.tool!r} does not accept secrets: it stores or reshapes its arguments, "
+                "where redaction cannot follow them",
+                error_type="SecretNotAllowed",
+            )
+        return tool, args, secrets, self._egress(call.tenant)
 
     def _lookup(self, call: ToolCall) -> Tool:
         """The worker's own tool, else the tenant's source tool (checked against the run's pin)."""

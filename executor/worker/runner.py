@@ -20,6 +20,7 @@ from executor.worker.activities import StepActivities
 from executor.worker.memory import pin_mmap_threshold
 from executor.worker.metering import Meter
 from executor.worker.sandbox import Sandbox
+from executor.worker.starter import RunStarter
 from tools import Store, ToolRegistry, default_registry
 from tools.usage import UsageStore
 
@@ -43,7 +44,12 @@ class WorkerParts(Protocol):
     """More workflows and activities for a worker (the planner's, for planning sessions and replanning)."""
 
     def __call__(
-        self, settings: Settings, *, registry: ToolRegistry, completion: Callable[..., Awaitable[Any]] | None
+        self,
+        settings: Settings,
+        *,
+        registry: ToolRegistry,
+        completion: Callable[..., Awaitable[Any]] | None,
+        tenants: TenantRegistry | None = None,
     ) -> tuple[list[type], list[Callable[..., Any]]]: ...
 
 
@@ -115,14 +121,20 @@ async def running_worker(
             workflows: list[type] = [PlanWorkflow]
             extra_activities: list[Callable[..., Any]] = []
             for part in parts:
-                more_workflows, more_activities = part(settings, registry=registry, completion=completion)
+                more_workflows, more_activities = part(
+                    settings, registry=registry, completion=completion, tenants=tenants
+                )
                 workflows += more_workflows
                 extra_activities += more_activities
             worker = Worker(
                 utf8_client(client),  # history in UTF-8 JSON, as every size limit counts it
                 task_queue=task_queue or settings.task_queue,
                 workflows=workflows,
-                activities=[*activities.all(), *extra_activities],
+                activities=[
+                    *activities.all(),
+                    *RunStarter(client, settings, registry, tenants).all(),
+                    *extra_activities,
+                ],
                 workflow_runner=workflow_runner(),
                 **worker_options,
             )

@@ -78,7 +78,8 @@ async def test_compensations_run_when_a_waiting_run_is_cancelled(
     steps = steps_by_id(await handle.status())
     assert steps["a"]["state"] == "compensated"
     assert steps["b"]["state"] == "compensated"
-    assert steps["never"]["state"] == "pending"
+    assert steps["never"]["state"] == "skipped"  # never started: a run that ended leaves no step open
+    assert steps["wait"]["state"] == "cancelled"  # it was waiting when the run was cancelled
 
 
 async def test_no_compensation_when_the_run_completes(dp: Duraplan, tenant: str, worker_deps: WorkerDeps) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from executor import Duraplan
+from executor import Duraplan, RunNotFound
 
 from .conftest import max_overlap, run_failure, step_records, steps_by_id, ts, wait_for
 
@@ -42,7 +42,7 @@ async def test_foreach_bounded_concurrency_keeps_item_order(dp: Duraplan, tenant
     assert max_overlap(intervals) == 2  # bounded, and the bound was actually used
     each = steps_by_id(await handle.status())["each"]
     assert each["state"] == "completed"
-    assert each["progress"] == {"done": 6, "total": 6}
+    assert each["progress"] == {"done": 6, "total": 6, "counts": {"completed": 6}}
 
 
 async def test_foreach_output_expression_per_item(dp: Duraplan, tenant: str) -> None:
@@ -214,7 +214,7 @@ async def test_failing_subplan_fails_the_parent(dp: Duraplan, tenant: str) -> No
     steps = steps_by_id(await handle.status())
     assert steps["child"]["state"] == "failed"
     assert steps["child"]["error"]["type"] == "ChildBroke"
-    assert steps["after"]["state"] == "pending"
+    assert steps["after"]["state"] == "skipped"  # the run failed before it could start
 
 
 async def test_failing_subplan_with_on_error_continue(dp: Duraplan, tenant: str) -> None:
@@ -222,16 +222,23 @@ async def test_failing_subplan_with_on_error_continue(dp: Duraplan, tenant: str)
     assert await handle.result() == {"status": "failed", "error": "ChildBroke"}
 
 
-async def test_subplan_child_runs_are_not_listed_as_runs(dp: Duraplan, tenant: str) -> None:
+async def test_subplan_child_run_is_opened_and_listed_like_any_run(dp: Duraplan, tenant: str) -> None:
     plan = {"name": "parent", "steps": [{"id": "child", "kind": "subplan", "plan": CHILD, "inputs": {"x": 1}}]}
     handle = await dp.submit_plan(plan, tenant=tenant, session="sub")
     await handle.result()
+    child_id = steps_by_id(await handle.status())["child"]["child_run_id"]
+    assert child_id == f"{handle.run_id}~child~0"
+    child = await dp.get_run(child_id, tenant=tenant).status()
+    assert (child.state, child.plan_name, child.parent_run_id) == ("completed", "child", handle.run_id)
+    assert await dp.get_run(child_id, tenant=tenant).result() == {"doubled": 2}
+    with pytest.raises(RunNotFound):  # another tenant cannot open it
+        await dp.get_run(child_id, tenant=f"{tenant}-b").status()
 
-    async def listed() -> list[str] | None:
-        runs = [r["run_id"] for r in await dp.list_runs(tenant=tenant, status="completed")]
-        return runs or None
+    async def listed() -> dict[str, str | None] | None:
+        rows = {r.run_id: r.parent_run_id for r in await dp.list_runs(tenant=tenant, status="completed")}
+        return rows if len(rows) == 2 else None
 
-    assert await wait_for(listed, timeout=15) == [handle.run_id]
+    assert await wait_for(listed, timeout=15) == {handle.run_id: None, child_id: handle.run_id}
 
 
 async def test_subplan_with_a_null_literal_runs(dp: Duraplan, tenant: str) -> None:

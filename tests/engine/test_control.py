@@ -78,7 +78,8 @@ async def test_cancel_fails_result_with_status_cancelled(dp: Duraplan, tenant: s
     status = await handle.status()
     assert status["state"] == "cancelled"
     assert status["error"]["type"] == "Cancelled"
-    assert steps_by_id(status)["second"]["state"] == "pending"
+    # No step of an ended run is left open: in flight is cancelled, never started is skipped.
+    assert {s.id: s.state for s in status.steps} == {"first": "cancelled", "second": "skipped"}
     with pytest.raises(RunStateError):
         await handle.send_event("go")
 
@@ -138,3 +139,24 @@ async def test_pause_of_a_finished_run_raises_run_state_error(dp: Duraplan, tena
     with pytest.raises(RunStateError):
         await handle.resume()
     assert await step_state(handle, "second") == "completed"
+
+
+async def test_a_restarted_run_is_listed_once_by_its_current_generation(dp: Duraplan, tenant: str) -> None:
+    plan = {"name": "waits", "steps": [{"id": "wait", "kind": "wait_for_event", "event": "go", "timeout": "60s"}]}
+    handle = await dp.submit_plan(plan, tenant=tenant, session="ctl", run_id="again")
+    try:
+        await handle.restart()
+        await handle.restart()  # generations 0 and 1 are terminated, 2 waits
+        await wait_step_state(handle, "wait", "waiting")
+
+        async def listed() -> list[tuple[str, int, str]] | None:
+            rows = [(r.run_id, r.generation, r.state) for r in await dp.list_runs(tenant=tenant)]
+            return rows if rows == [("again", 2, "waiting")] else None
+
+        assert await wait_for(listed, timeout=15)
+        # Filters apply to the current generation: the terminated ones are not this run's state.
+        assert await dp.list_runs(tenant=tenant, status="terminated") == []
+        assert [r.run_id for r in await dp.list_runs(tenant=tenant, status="waiting")] == ["again"]
+        assert (await handle.status()).generation == 2
+    finally:
+        await handle.terminate()
