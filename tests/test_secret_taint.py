@@ -93,7 +93,7 @@ async def test_secrets_are_refused_where_untrackable_and_redacted_everywhere_els
     assert steps["fail"]["error"]["type"] == "LeakyFailure"
     assert steps["crash"]["error"]["type"] == "RuntimeError"
     assert output["recall"]["remembered"] == "***"
-    everything = json.dumps(history.to_json_dict()) + json.dumps(status) + json.dumps(output)
+    everything = json.dumps(history.to_json_dict()) + status.model_dump_json() + json.dumps(output)
     for fragment in ("5up3r", "X-Injected", base64.b64encode(SECRET.encode()).decode()[:12]):
         assert fragment not in everything, fragment
     tenants.close()

@@ -121,7 +121,8 @@ async def test_two_workers_one_postgres_store_kill_one_mid_step(
         release.touch()
 
         results = [await h.result(timeout=120) for h in handles]
-        assert all(r["attempt"] == 2 for r in results), "every step ran again, on worker B"
+        # A lost worker is not an attempt: the step is dispatched again as attempt 1, on worker B.
+        assert all(r["attempt"] == 1 for r in results), results
         # Each retry got the first attempt's recorded result: every charge happened exactly once.
         assert sorted(r["total"] for r in results) == list(range(1, RUNS + 1))
         assert await store.kv_get("acme", "charges") == RUNS

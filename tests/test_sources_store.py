@@ -33,8 +33,7 @@ def test_sources_per_tenant_on_both_backends(db_location: str | Path) -> None:
         assert stored_spec == spec and catalog.tools[0].args_schema["required"] == ["a", "b", "c"]
         assert catalog.hash != _catalog("shop", ["a", "b"]).hash
 
-        reg.delete("acme")  # the tenant's sources go with it
-        reg.create("acme")
+        reg.delete("acme")  # the tenant's sources go with it (its name is retired, not reusable)
         assert reg.sources.list("acme") == []
         with pytest.raises(UnknownSource):
             reg.sources.remove("acme", "shop")
