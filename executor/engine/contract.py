@@ -9,6 +9,9 @@ from __future__ import annotations
 from temporalio.common import SearchAttributeKey
 
 __all__ = [
+    "CARRY_DROP",
+    "CARRY_LOAD",
+    "CARRY_SAVE",
     "CODE_CPU_SECONDS",
     "CODE_MEMORY_MB",
     "HEARTBEAT_TIMEOUT",
@@ -32,6 +35,9 @@ RUN_TOOL = "duraplan.tool"
 RUN_CODE = "duraplan.code"
 RUN_LLM = "duraplan.llm"
 RUN_REPLAN = "duraplan.replan"  # registered by the planner's worker parts, not by executor.worker
+CARRY_SAVE = "duraplan.carry.save"  # a continue-as-new carry too large for history, kept by the worker
+CARRY_LOAD = "duraplan.carry.load"
+CARRY_DROP = "duraplan.carry.drop"
 
 HEARTBEAT_TIMEOUT = 10.0  # a killed worker is noticed in seconds, not after the step's timeout
 

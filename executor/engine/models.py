@@ -134,6 +134,11 @@ class Carry:
     paused: bool = False
     started_at: str | None = None
     continued: int = 0
+    # Finished items of running foreach loops, packed (executor.engine.carry): path -> runs.
+    items: dict[str, list[list[Any]]] = field(default_factory=dict)
+    # Set when the carry was too large for history: the rest is read from the worker's store.
+    ref: str | None = None
+    parts: int = 0
 
 
 @dataclass
@@ -175,6 +180,8 @@ class RunInput:
     revisions: list[Revision] = field(default_factory=list)
     # None without tenancy: plan limits and built-in defaults only.
     quotas: RunQuotas | None = None
+    # A carry whose JSON is longer than this goes to the worker's store (executor.engine.carry).
+    carry_limit: int = 256 * 1024
 
 
 @dataclass

@@ -12,6 +12,7 @@ The interpreter is split along its sections; this class holds the entry point, t
     containers.py     foreach, switch, subplan
     compensation.py   undo actions on failure or cancel
     retry.py          backoff and failure translation (pure)
+    carry.py          the continue-as-new carry: packed, and offloaded to the worker's store when large
     status.py         status records and compaction (pure)
 """
 
@@ -31,13 +32,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     import jsonschema
 
+    from executor.engine.carry import CarryMixin
     from executor.engine.compensation import CompensationMixin
     from executor.engine.containers import ContainersMixin
     from executor.engine.contract import RUN_REPLAN, SA_PLAN_HASH, SA_STATUS, WORKFLOW_NAME
     from executor.engine.frames import Drained, Frame, StepFailed, StepsView
     from executor.engine.models import (
         Carry,
-        CompensationCall,
         EventRecord,
         ReplanRequest,
         Revision,
@@ -47,12 +48,10 @@ with workflow.unsafe.imports_passed_through():
         StepQuota,
         StepRecord,
         plan_hash,
-        record_from_json,
-        record_to_json,
     )
     from executor.engine.retry import to_step_error
     from executor.engine.scheduling import SchedulingMixin
-    from executor.engine.status import compact, error_dict, record_dict
+    from executor.engine.status import error_dict, record_dict
     from executor.engine.steps import StepsMixin
     from executor.lang.expressions import ExpressionError, evaluate, render
     from executor.lang.validate import all_steps
@@ -65,7 +64,7 @@ _PATCH_NO_FINAL_UPSERT = "no-final-status-upsert"
 
 
 @workflow.defn(name=WORKFLOW_NAME)
-class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMixin):
+class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMixin, CarryMixin):
     @workflow.init
     def __init__(self, inp: RunInput) -> None:
         self.inp = inp
@@ -76,17 +75,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             Revision(revision=1, plan_hash=inp.plan_hash, reason=None, at=workflow.now().isoformat())
         ]
         self.replan_errors: list[dict[str, str]] = []
-        carry = inp.carry or Carry()
-        self.records: dict[str, StepRecord] = {k: record_from_json(v) for k, v in carry.records.items()}
-        self.events: list[EventRecord] = carry.events
-        self.seen_event_ids: list[str] = carry.seen_event_ids
-        self._seen = set(carry.seen_event_ids)
-        self.compensations: list[CompensationCall] = carry.compensations
-        self.executed = carry.executed_steps
-        self.paused = carry.paused
-        self.started_at = carry.started_at or workflow.now().isoformat()
-        self.continued = carry.continued
-        self.state = "paused" if self.paused else "running"
+        self._restore(inp.carry or Carry())  # an offloaded carry's records load when run() starts
         self.error: StepError | None = None
         self.failed_step: str | None = None
         self.compensation_errors: list[dict[str, str]] = []
@@ -113,13 +102,15 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
     @workflow.run
     async def run(self, inp: RunInput) -> Any:
         try:
+            await self._load_carry()
             output = await self._run_plan()
         except Drained:
             await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(self._carry_input())
+            workflow.continue_as_new(await self._carry_input())
         except StepFailed as failure:
             self.error, self.failed_step = failure.error, failure.path
             await self._compensate("failed")
+            await self._drop_carry()
             raise ApplicationError(
                 str(failure),
                 {"step": failure.path, "type": failure.error.type, "message": failure.error.message},
@@ -130,6 +121,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             self.error = StepError("Cancelled", "run was cancelled")
             await self._compensate("cancelled")
             raise
+        await self._drop_carry()
         self._set_state("completed")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return output
@@ -348,7 +340,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         if self.inp.search_attributes and not (final and workflow.patched(_PATCH_NO_FINAL_UPSERT)):
             workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
 
-    def _carry_input(self) -> RunInput:
+    async def _carry_input(self) -> RunInput:
         return RunInput(
             plan=self.plan_json,
             plan_hash=self.current_hash,
@@ -362,16 +354,8 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             search_attributes=self.inp.search_attributes,
             revisions=self.revisions,
             quotas=self.inp.quotas,
-            carry=Carry(
-                records={k: record_to_json(v) for k, v in compact(self.records).items()},
-                events=self.events,
-                seen_event_ids=self.seen_event_ids,
-                compensations=self.compensations,
-                executed_steps=self.executed,
-                paused=self.paused,
-                started_at=self.started_at,
-                continued=self.continued + 1,
-            ),
+            carry=await self._next_carry(),
+            carry_limit=self.inp.carry_limit,
         )
 
     def _step_view(self, step: Step, path: str) -> dict[str, Any]:
