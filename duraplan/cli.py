@@ -9,24 +9,20 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
 
-from duraplan.mcp_server import app as mcp_app
-from duraplan.tenants_cli import app as tenants_app
-from evals.cli import app as evals_app
+from duraplan.lazy import LazyGroup
 from executor.errors import DuraplanError, PlanInvalid
-from executor.lang.loader import load_plan
-from executor.lang.validate import check_plan
-from executor.service.client import Duraplan, RunHandle
 from executor.service.config import Settings
 from executor.service.process import exit_process
-from planner.cli import app as planner_app
+
+if TYPE_CHECKING:  # what a command needs is imported when it runs (duraplan.lazy: why)
+    from rich.table import Table
+
+    from executor.service.client import Duraplan, RunHandle
 
 __all__ = ["app"]
 
@@ -34,13 +30,12 @@ __all__ = ["app"]
 # bundled copy is enough for cost accounting and keeps start-up fast on closed networks.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-app = typer.Typer(help="duraplan: durable execution of runtime-supplied plans on Temporal.", no_args_is_help=True)
+# `plan`, `chat`, `eval`, `eval-compare`, `tenants` and `mcp` are imported when used (duraplan.lazy).
+app = typer.Typer(
+    cls=LazyGroup, help="duraplan: durable execution of runtime-supplied plans on Temporal.", no_args_is_help=True
+)
 events_app = typer.Typer(help="Send events to runs.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
-app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
-app.add_typer(evals_app)  # `duraplan eval` and `duraplan eval-compare`
-app.add_typer(tenants_app, name="tenants")
-app.add_typer(mcp_app)  # `duraplan mcp`
 out = Console()
 err = Console(stderr=True)
 
@@ -91,6 +86,8 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
 
 
 async def _dp(address: str | None, namespace: str | None) -> Duraplan:
+    from executor.service.client import Duraplan
+
     return await Duraplan.connect(Settings.from_env(address=address, namespace=namespace))
 
 
@@ -124,6 +121,9 @@ def _print_json(value: Any) -> None:
 
 
 def _steps_table(status: dict[str, Any]) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     title = f"{status.get('plan_name')}  run {status.get('run_id')}  ({status.get('state')})"
     table = Table(title=escape(title))
     for col in ("step", "kind", "state", "tries", "detail"):
@@ -163,6 +163,8 @@ async def _follow(handle: RunHandle, live_output: bool) -> dict[str, Any]:
             await asyncio.sleep(0.2)
             status = await handle.status()
         return status
+    from rich.live import Live
+
     with Live(_steps_table(status), console=out, refresh_per_second=8) as live:
         while status["state"] not in FINAL:
             await asyncio.sleep(0.2)
@@ -195,6 +197,9 @@ async def _finish(handle: RunHandle, as_json: bool) -> None:
 @app.command()
 def validate(plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")], as_json: JsonOut = False) -> None:
     """Check a plan without running it; lists every problem and exits non-zero if there are any."""
+    from executor.lang.loader import load_plan
+    from executor.lang.validate import check_plan
+
     try:
         raw = load_plan(plan)
     except PlanInvalid as exc:
@@ -287,6 +292,8 @@ async def runs(
     if as_json:
         _print_json(rows)
         return
+    from rich.table import Table
+
     table = Table()
     for col in ("run", "session", "plan", "state", "started"):
         table.add_column(col)
@@ -391,6 +398,8 @@ async def dev(
                 out.print("worker ready; Ctrl-C to stop")
                 await api  # serves until interrupted
                 return
+            from executor.service.client import Duraplan
+
             dp = Duraplan(server.client, settings, tenants=settings.tenant_registry())
             values = _parse_inputs(input or [], None)
             handle = await dp.submit_plan(run_plan, tenant=tenant, session=session, inputs=values)
