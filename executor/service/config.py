@@ -26,7 +26,9 @@ if TYPE_CHECKING:
         SEARCH_ATTRIBUTES,
     )
 
-_CONTRACT_NAMES = frozenset({"SA_PLAN_HASH", "SA_PLAN_NAME", "SA_SESSION", "SA_STATUS", "SA_TENANT", "SEARCH_ATTRIBUTES"})
+_CONTRACT_NAMES = frozenset(
+    {"SA_PLAN_HASH", "SA_PLAN_NAME", "SA_SESSION", "SA_STATUS", "SA_TENANT", "SEARCH_ATTRIBUTES"}
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -36,6 +38,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(contract, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if TYPE_CHECKING:
     from executor.service.tenants import TenantRegistry
