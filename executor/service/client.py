@@ -7,7 +7,7 @@ found. Plans are validated (and inputs checked) before anything reaches Temporal
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import json
 import re
 import uuid
@@ -40,9 +40,9 @@ from executor.engine.models import EventRecord, RunInput, plan_hash
 from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
 from executor.errors import InputsInvalid, RunConflict, RunFailed, RunNotFound, RunStateError
 from executor.lang.loader import load_plan
-from executor.lang.validate import validate_plan
+from executor.lang.validate_cache import validate_plan_cached
 from executor.service.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, Settings, connect
-from executor.service.tenants import QuotaExceeded, TenantRegistry
+from executor.service.tenants import QuotaExceeded, RunCounts, TenantRegistry
 from schemas.plan import Plan
 from tools import ToolRegistry, default_registry
 
@@ -92,6 +92,7 @@ class Duraplan:
         self.settings = settings or Settings.from_env()
         self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
         self.tenants = tenants
+        self._run_counts = RunCounts()
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:
@@ -112,10 +113,10 @@ class Duraplan:
         _check_name("session", session)
         run_id = _check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
         granted = None
-        if self.tenants is not None:
-            self.tenants.get(tenant)  # UnknownTenant before anything else
-            granted = functools.partial(self.tenants.is_tool_granted, tenant)
-        parsed = validate_plan(
+        context = self.tenants.context(tenant) if self.tenants is not None else None  # UnknownTenant first
+        if context is not None:
+            granted = context.is_tool_granted
+        parsed = validate_plan_cached(
             plan if isinstance(plan, Plan) else load_plan(plan), tools=self.registry, granted=granted
         )
         body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
@@ -128,7 +129,7 @@ class Duraplan:
             raise InputsInvalid("run inputs", problems)
         digest = plan_hash(body)
         tenants = self.tenants
-        tenant_quotas = tenants.quotas(tenant) if tenants is not None else None
+        tenant_quotas = context.quotas if context is not None else None
         if tenant_quotas is not None:
             tenant_quotas.check_plan(parsed, tenant)
         arg = RunInput(
@@ -146,7 +147,7 @@ class Duraplan:
         # flood must cost a local SQLite update, not a visibility query per request.
         token = False
         if tenants is not None:
-            tenants.require_run_tokens(tenant)
+            await asyncio.to_thread(tenants.require_run_tokens, tenant)  # a SQLite write: off the event loop
             token = True
         handle = RunHandle(self, tenant, run_id)
         try:
@@ -166,7 +167,7 @@ class Duraplan:
                 ) from None
         finally:
             if token and tenants is not None:  # nothing started: the token goes back
-                tenants.return_run_tokens(tenant)
+                await asyncio.to_thread(tenants.return_run_tokens, tenant)
         return handle
 
     async def _check_concurrency(self, tenant: str, cap: int) -> None:
@@ -178,9 +179,12 @@ class Duraplan:
             f"DuraplanTenant = {json.dumps(tenant)} AND ExecutionStatus = 'Running' "
             f"AND WorkflowType = '{WORKFLOW_NAME}'"
         )
+        if self._run_counts.admits(tenant, cap):
+            return
         running = (await self.client.count_workflows(query)).count
         if running >= cap:
             raise QuotaExceeded("max_concurrent_runs", None, tenant=tenant, detail=f"{running} running, cap {cap}")
+        self._run_counts.counted(tenant, running)
 
     async def _start(
         self,
