@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_TOOL, TENANT_BUSY
 from executor.engine.models import CodeCall, LlmCall, StepQuota, ToolCall
 from executor.service.tenants import TenantError, TenantRegistry
+from executor.worker.carry import CarryActivities
 from executor.worker.fairness import TenantGate
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
 from tools.egress import HttpPolicy
@@ -149,7 +150,8 @@ class StepActivities:
         self.gate = TenantGate()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.tool, self.code, self.llm]
+        # The carry activities keep a long run's continue-as-new state in this store (executor.worker.carry).
+        return [self.tool, self.code, self.llm, *CarryActivities(self.store).all()]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:

@@ -15,7 +15,6 @@ from executor.engine.workflow import PlanWorkflow
 from executor.service.config import Settings
 from executor.service.tenants import TenantRegistry
 from executor.worker.activities import StepActivities
-from executor.worker.carry import CarryActivities
 from executor.worker.sandbox import Sandbox
 from tools import Store, ToolRegistry, default_registry
 
@@ -98,7 +97,7 @@ async def running_worker(
                 client,
                 task_queue=task_queue or settings.task_queue,
                 workflows=workflows,
-                activities=[*activities.all(), *CarryActivities(store).all(), *extra_activities],
+                activities=[*activities.all(), *extra_activities],
                 workflow_runner=workflow_runner(),
                 **worker_options,
             )
