@@ -41,7 +41,7 @@ from bench.harness import (
     throughput,
 )
 
-SIZES = (1, 3, 10)
+SIZES: tuple[int, ...] = (1, 3, 10)  # --sizes changes it
 STRATEGIES = ("local", "remote")
 TARGET_FIRST_STEP_MS = 10.0
 TARGET_THREE_STEP_MS = 30.0
@@ -385,6 +385,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="devserver",
         help="devserver: executor.service.devserver.DevServer (default); testing: WorkflowEnvironment.start_local",
     )
+    ap.add_argument("--sizes", default=None, help="plan sizes in steps (default 1,3,10; e.g. 1,3,10,100)")
     ap.add_argument("--json", metavar="PATH", help="also write every number (and raw samples) as JSON here")
     ap.add_argument("--markdown", metavar="PATH", help="also write the results table as markdown here")
     args = ap.parse_args(argv)
@@ -397,6 +398,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.sizes:
+        global SIZES
+        SIZES = tuple(int(n) for n in args.sizes.split(","))
     env = environment()
     t0 = time.perf_counter()
     foreign = ForeignLoad()

@@ -105,8 +105,15 @@ def _render_string(text: str, scope: dict[str, Any]) -> Any:
     return "".join(parts)
 
 
-def _spans(text: str) -> list[tuple[int, int, str]]:
+@lru_cache(maxsize=8192)  # a plan's templates are scanned once per step run, each time the same
+def _spans(text: str) -> tuple[tuple[int, int, str], ...]:
     """(start, end, expression) of each ``${...}``; braces inside literals and quotes don't end it."""
+    if "${" not in text:
+        return ()
+    return tuple(_scan(text))
+
+
+def _scan(text: str) -> list[tuple[int, int, str]]:
     out: list[tuple[int, int, str]] = []
     i = text.find("${")
     while i != -1:
