@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -43,7 +42,6 @@ __all__ = [
 ]
 
 CARRY_PART_BYTES = 256 * 1024  # characters per loaded part: each is one local-activity result in history
-_ITEM = re.compile(r"^(.*)\[(\d+)\]$")
 _PATCH_CARRY_OFFLOAD = "carry-offload"
 _CARRY_TIMEOUT = timedelta(seconds=60)
 
@@ -75,11 +73,12 @@ def pack_records(records: dict[str, StepRecord]) -> tuple[dict[str, dict[str, An
     kept: dict[str, dict[str, Any]] = {}
     by_loop: dict[str, dict[int, Any]] = {}
     for key, rec in compact(records).items():
-        match = _ITEM.match(key) if key.endswith("]") else None
-        if match is not None and _plain_item(rec):
-            by_loop.setdefault(match.group(1), {})[int(match.group(2))] = rec.output
-        else:
-            kept[key] = record_to_json(rec)
+        if key.endswith("]") and _plain_item(rec):
+            loop, _, index = key[:-1].rpartition("[")
+            if index.isdigit():
+                by_loop.setdefault(loop, {})[int(index)] = rec.output
+                continue
+        kept[key] = record_to_json(rec)
     items: dict[str, list[list[Any]]] = {}
     for loop, outputs in by_loop.items():
         runs: list[list[Any]] = []
@@ -114,7 +113,12 @@ def _plain_item(rec: StepRecord) -> bool:
 
 
 def encode_carry(carry: Carry) -> str:
-    return json.dumps(dataclasses.asdict(carry), separators=(",", ":"), ensure_ascii=False)
+    # Not dataclasses.asdict: it deep-copies every record and output (seconds at 100,000 items,
+    # past the workflow thread's 2 s deadlock limit); only events and compensations are dataclasses.
+    data = {f.name: getattr(carry, f.name) for f in dataclasses.fields(carry)}
+    data["events"] = [dataclasses.asdict(e) for e in carry.events]
+    data["compensations"] = [dataclasses.asdict(c) for c in carry.compensations]
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode_carry(text: str) -> Carry:
