@@ -74,9 +74,9 @@ def pack_records(records: dict[str, StepRecord]) -> tuple[dict[str, dict[str, An
     by_loop: dict[str, dict[int, Any]] = {}
     for key, rec in compact(records).items():
         if key.endswith("]") and _plain_item(rec):
-            loop, _, index = key[:-1].rpartition("[")
-            if index.isdigit():
-                by_loop.setdefault(loop, {})[int(index)] = rec.output
+            loop, _, digits = key[:-1].rpartition("[")
+            if digits.isdigit():
+                by_loop.setdefault(loop, {})[int(digits)] = rec.output
                 continue
         kept[key] = record_to_json(rec)
     items: dict[str, list[list[Any]]] = {}
