@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,15 +34,22 @@ def _loadavg() -> float:
     return os.getloadavg()[0]
 
 
-def import_cost(modules: list[str]) -> tuple[float, list[str]]:
-    """Wall seconds to import duraplan.cli and ``modules`` in a fresh interpreter; heavy ones loaded."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def import_cost(modules: list[str]) -> tuple[float, list[str], float]:
+    """Wall seconds to import duraplan.cli and ``modules`` in a fresh interpreter, the heavy modules
+    that loaded, and the child's whole CPU time (less disturbed by other processes than wall time)."""
+    cpu0 = _children_cpu()
     code = (
         "import sys, time; t = time.perf_counter(); import duraplan.cli\n"
         + "".join(f"import {m}\n" for m in modules)
         + f"print(time.perf_counter() - t); print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    return float(out[0]), [m for m in out[1].split(",") if m]
+    return float(out[0]), [m for m in out[1].split(",") if m], _children_cpu() - cpu0
 
 
 def validate_wall(path: str) -> float:
@@ -54,11 +62,13 @@ def main(repeat: int) -> None:
     load = _loadavg()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(PLAN, f)
-    print("| command | import (ms, p50) | heavy modules loaded |")
-    print("|---|---:|---|")
+    print("| command | import wall (ms, p50) | interpreter CPU (ms, p50) | heavy modules loaded |")
+    print("|---|---:|---:|---|")
     for command, modules in COMMANDS.items():
         runs = [import_cost(modules) for _ in range(repeat)]
-        print(f"| {command} | {statistics.median(r[0] for r in runs) * 1000:.0f} | {', '.join(runs[0][1]) or '-'} |")
+        wall_ms = statistics.median(r[0] for r in runs) * 1000
+        cpu_ms = statistics.median(r[2] for r in runs) * 1000
+        print(f"| {command} | {wall_ms:.0f} | {cpu_ms:.0f} | {', '.join(runs[0][1]) or '-'} |")
     interp = statistics.median(_interpreter() for _ in range(repeat))
     wall = statistics.median(validate_wall(f.name) for _ in range(repeat))
     os.unlink(f.name)

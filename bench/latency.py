@@ -207,11 +207,12 @@ def build_report(
 
     for strategy in STRATEGIES:
         local = strategy == "local"
-        add("first step running", strategy, "first_step_s", 1, TARGET_FIRST_STEP_MS if local else None)
-        add("submit call returns", strategy, "submit_s", 1, None)
-        add("end-to-end, 1 step", strategy, "e2e_s", 1, None)
-        add("end-to-end, 3 steps", strategy, "e2e_s", 3, TARGET_THREE_STEP_MS if local else None)
-        add("end-to-end, 10 steps", strategy, "e2e_s", 10, None)
+        first = min(SIZES)  # 1 unless --sizes leaves it out
+        add("first step running", strategy, "first_step_s", first, TARGET_FIRST_STEP_MS if local else None)
+        add("submit call returns", strategy, "submit_s", first, None)
+        for steps in SIZES:
+            target = TARGET_THREE_STEP_MS if local and steps == 3 else None
+            add(f"end-to-end, {steps} step{'s' if steps > 1 else ''}", strategy, "e2e_s", steps, target)
         dp, hw = thr["duraplan"][strategy], thr["hand-written"][strategy]
         ratio = dp["rate"] / hw["rate"] if hw["rate"] else float("nan")
         rows.append(
