@@ -159,11 +159,17 @@ def _escape(token: str) -> str:
 
 def references(expression: str) -> tuple[set[str], set[str]]:
     """(root names used, step ids referenced as ``steps.<id>``) in a bare expression."""
+    roots, steps = _references(expression)
+    return set(roots), set(steps)
+
+
+@lru_cache(maxsize=8192)  # every run of a plan asks again for each of its steps' dependencies
+def _references(expression: str) -> tuple[frozenset[str], frozenset[str]]:
     tree = compile_expression(strip_template(expression)).parsed
     roots: set[str] = set()
     steps: set[str] = set()
     _walk(tree, roots, steps, in_projection=False)
-    return roots, steps
+    return frozenset(roots), frozenset(steps)
 
 
 def _walk(node: dict[str, Any], roots: set[str], steps: set[str], in_projection: bool) -> None:
