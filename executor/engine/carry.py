@@ -8,9 +8,10 @@ limits (2 MB per payload; the history's own size):
   its output). They travel as one list of runs per loop (``Carry.items``: path -> ``[[first
   index, [outputs...]], ...]``) instead of a record per item, and are unpacked into per-item
   records when the next execution starts, so the engine itself sees no difference.
-- **Offload**: a carry whose JSON is larger than ``RunInput.carry_limit`` is written to the
-  worker's store by a local activity (``CARRY_SAVE``; its input never enters history) and the
-  next execution's input holds only a reference (``Carry.ref``). That execution reads it back in
+- **Offload**: a carry whose JSON is larger than ``RunInput.carry_limit`` has its records and
+  compensations written to the worker's store by a local activity (``CARRY_SAVE``; its input never
+  enters history) and the next execution's input holds a reference (``Carry.ref``) beside the
+  small parts (events, event ids, pause state, counters). That execution reads it back in
   parts of at most ``CARRY_PART_BYTES`` (``CARRY_LOAD``; each part's text is in history as the
   local activity's result, far below the payload limit) before it runs anything.
 """
@@ -156,9 +157,8 @@ class CarryMixin(EngineBase):
         return f"{self.inp.run_id}#{self.inp.generation}"
 
     async def _load_carry(self) -> None:
-        """Read an offloaded carry back before anything runs. Events and event ids that arrived
-        meanwhile are kept after the carried ones; pause state, counters and start time travel
-        inline and were restored already."""
+        """Read an offloaded carry back (records, compensations) before anything runs. Events,
+        event ids, pause state, counters and start time travel inline and were restored already."""
         stub = self.inp.carry
         if stub is None or stub.ref is None:
             return
@@ -172,12 +172,8 @@ class CarryMixin(EngineBase):
             )
             parts.append(text)
         carry = decode_carry("".join(parts))
-        arrived, arrived_ids = self.events, self.seen_event_ids
         self.records = unpack_records(carry.records, carry.items)
         self.compensations = carry.compensations
-        self.events = carry.events + arrived
-        self.seen_event_ids = carry.seen_event_ids + arrived_ids
-        self._seen = set(self.seen_event_ids)
 
     async def _drop_carry(self) -> None:
         """The run is over: its stored carries are not needed any more."""
@@ -208,16 +204,21 @@ class CarryMixin(EngineBase):
             return carry
         key = str(carry.continued)
         keep = self.inp.carry.ref if self.inp.carry is not None else None
+        stored = dataclasses.replace(carry, events=[], seen_event_ids=[])
         parts: int = await workflow.execute_local_activity(
             CARRY_SAVE,
-            CarrySave(self.inp.tenant, self._carry_owner(), key, text, keep),
+            CarrySave(self.inp.tenant, self._carry_owner(), key, encode_carry(stored), keep),
             result_type=int,
             start_to_close_timeout=_CARRY_TIMEOUT,
         )
+        # Built after the save: an event or a pause that arrived while it ran is in it (no step
+        # runs while the run drains, so records and compensations cannot have changed).
         return Carry(
-            executed_steps=carry.executed_steps,
-            paused=carry.paused,
-            started_at=carry.started_at,
+            events=self.events,
+            seen_event_ids=self.seen_event_ids,
+            executed_steps=self.executed,
+            paused=self.paused,
+            started_at=self.started_at,
             continued=carry.continued,
             ref=key,
             parts=parts,

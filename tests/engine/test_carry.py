@@ -61,10 +61,12 @@ async def test_long_run_offloads_its_carry_and_runs_every_step_once(dp: Duraplan
                 "steps": [{"id": "echo", "kind": "tool", "tool": "debug.echo", "args": {"value": "${item}"}}],
                 "output": "${steps.echo.output.value}",
             },
+            # An event sent while the loop runs waits in the buffer across every continue-as-new.
+            {"id": "go", "kind": "wait_for_event", "event": "go", "depends_on": ["each"]},
             {"id": "total", "kind": "code", "code": "(len(xs), sum(xs))", "inputs": {"xs": "${steps.each.output}"}},
         ],
         "limits": {"max_parallel": 5, "max_steps": 10 * N},
-        "output": "${steps.total.output}",
+        "output": {"total": "${steps.total.output}", "go": "${steps.go.output}"},
     }
     run_id = f"carry-{plan_hash({'n': id(plan)})[-8:]}"
     arg = RunInput(
@@ -81,10 +83,11 @@ async def test_long_run_offloads_its_carry_and_runs_every_step_once(dp: Duraplan
     handle = await dp.client.start_workflow(
         WORKFLOW_NAME, arg, id=f"{tenant}/{run_id}", task_queue=dp.settings.task_queue
     )
-    assert await handle.result() == [N, N * (N - 1) // 2]
+    await handle.execute_update("send_event", EventRecord("go", {"k": 1}, "e-1", ""))
+    assert await handle.result() == {"total": [N, N * (N - 1) // 2], "go": {"k": 1}}
     status = await handle.query("status")
     assert status["continued_as_new"] >= 2
-    assert status["executed_steps"] == N + 2  # nothing ran twice across executions
+    assert status["executed_steps"] == N + 3  # nothing ran twice across executions
 
     # Later executions started from a reference, not from the records themselves.
     refs = 0
