@@ -41,7 +41,7 @@ from bench.harness import (
     throughput,
 )
 
-SIZES = (1, 3, 10)
+SIZES: tuple[int, ...] = (1, 3, 10)  # --sizes changes it
 STRATEGIES = ("local", "remote")
 TARGET_FIRST_STEP_MS = 10.0
 TARGET_THREE_STEP_MS = 30.0
@@ -207,11 +207,12 @@ def build_report(
 
     for strategy in STRATEGIES:
         local = strategy == "local"
-        add("first step running", strategy, "first_step_s", 1, TARGET_FIRST_STEP_MS if local else None)
-        add("submit call returns", strategy, "submit_s", 1, None)
-        add("end-to-end, 1 step", strategy, "e2e_s", 1, None)
-        add("end-to-end, 3 steps", strategy, "e2e_s", 3, TARGET_THREE_STEP_MS if local else None)
-        add("end-to-end, 10 steps", strategy, "e2e_s", 10, None)
+        first = min(SIZES)  # 1 unless --sizes leaves it out
+        add("first step running", strategy, "first_step_s", first, TARGET_FIRST_STEP_MS if local else None)
+        add("submit call returns", strategy, "submit_s", first, None)
+        for steps in SIZES:
+            target = TARGET_THREE_STEP_MS if local and steps == 3 else None
+            add(f"end-to-end, {steps} step{'s' if steps > 1 else ''}", strategy, "e2e_s", steps, target)
         dp, hw = thr["duraplan"][strategy], thr["hand-written"][strategy]
         ratio = dp["rate"] / hw["rate"] if hw["rate"] else float("nan")
         rows.append(
@@ -385,6 +386,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="devserver",
         help="devserver: executor.service.devserver.DevServer (default); testing: WorkflowEnvironment.start_local",
     )
+    ap.add_argument("--sizes", default=None, help="plan sizes in steps (default 1,3,10; e.g. 1,3,10,100)")
     ap.add_argument("--json", metavar="PATH", help="also write every number (and raw samples) as JSON here")
     ap.add_argument("--markdown", metavar="PATH", help="also write the results table as markdown here")
     args = ap.parse_args(argv)
@@ -397,6 +399,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.sizes:
+        global SIZES
+        SIZES = tuple(int(n) for n in args.sizes.split(","))
     env = environment()
     t0 = time.perf_counter()
     foreign = ForeignLoad()

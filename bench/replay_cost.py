@@ -33,7 +33,7 @@ from bench.overhead import TIMINGS, timing_runner
 from executor.engine.workflow import PlanWorkflow
 
 console = Console(width=160)
-SIZES = (1, 3, 10)
+SIZES: tuple[int, ...] = (1, 3, 10)  # --sizes changes it
 
 
 async def record() -> dict[str, WorkflowHistory]:
@@ -87,10 +87,13 @@ def top(profile: cProfile.Profile, n: int = 30) -> str:
 
 
 async def main() -> None:
+    global SIZES
     ap = argparse.ArgumentParser(prog="python -m bench.replay_cost")
     ap.add_argument("--replays", type=int, default=200)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--sizes", default="1,3,10", help="plan sizes in steps, e.g. 10,100")
     args = ap.parse_args()
+    SIZES = tuple(int(n) for n in args.sizes.split(","))
     histories = await record()
     console.log(f"recorded {len(histories)} histories")
     # TimingRunner: the worker's sandboxed runner, with every activation timed in its thread
@@ -132,11 +135,12 @@ async def main() -> None:
     if args.profile:
         for system in ("duraplan", "hand-written"):
             prof = cProfile.Profile()
-            h = histories[f"local/3/{system}"]
+            cell = f"local/{max(SIZES)}/{system}"
+            h = histories[cell]
             prof.enable()
             await plain.replay_workflows(_repeat(h, args.replays))
             prof.disable()
-            console.rule(f"cProfile, {args.replays} replays of local/3/{system} (sorted by own time)")
+            console.rule(f"cProfile, {args.replays} replays of {cell} (sorted by own time)")
             print(top(prof))
 
 

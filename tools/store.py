@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tools.database import Tx, open_database
+from tools.database import Database, Tx, open_database
 
 __all__ = ["EffectOutcome", "Store"]
 
@@ -89,6 +89,11 @@ class Store:
         except BaseException:
             self._db.close()
             raise
+
+    @property
+    def database(self) -> Database:
+        """The connection source, for state kept beside the tools' (``tools.carry_store``)."""
+        return self._db
 
     def close(self) -> None:
         self._db.close()

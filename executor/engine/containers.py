@@ -44,7 +44,9 @@ class ContainersMixin(EngineBase):
             raise StepFailed(path, StepError("ExpressionError", f"items must be a list, got {type(items).__name__}"))
         rec.detail = {"items": len(items)}
         running: dict[int, asyncio.Task[None]] = {}
-        todo = list(range(len(items)))
+        # Items finished before continue-as-new are skipped here, not one task each: a 100,000-item
+        # loop continues as new dozens of times.
+        todo = [i for i in range(len(items)) if not self._done(f"{path}[{i}]")]
         try:
             while todo or running:
                 while todo and len(running) < step.max_concurrency and not self._draining:

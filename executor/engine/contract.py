@@ -9,6 +9,9 @@ from __future__ import annotations
 from temporalio.common import SearchAttributeKey
 
 __all__ = [
+    "CARRY_DROP",
+    "CARRY_LOAD",
+    "CARRY_SAVE",
     "CODE_CPU_SECONDS",
     "CODE_MEMORY_MB",
     "HEARTBEAT_TIMEOUT",
@@ -39,6 +42,9 @@ RUN_SCRIPT = "duraplan.script"  # one segment of a script step, up to and includ
 RUN_REPLAN = "duraplan.replan"  # registered by the planner's worker parts, not by executor.worker
 START_RUN = "duraplan.start_run"  # a workflow starting a run (a chat session's submit): the start path
 METER_RUN = "duraplan.meter_run"  # records how a run segment ended (executor.engine.metering)
+CARRY_SAVE = "duraplan.carry.save"  # a continue-as-new carry too large for history, kept by the worker
+CARRY_LOAD = "duraplan.carry.load"
+CARRY_DROP = "duraplan.carry.drop"
 
 HEARTBEAT_TIMEOUT = 10.0  # a killed worker is noticed in seconds, not after the step's timeout
 

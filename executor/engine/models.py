@@ -128,6 +128,11 @@ class Carry:
     paused: bool = False
     started_at: str | None = None
     continued: int = 0
+    # Finished items of running foreach loops, packed (executor.engine.carry): path -> runs.
+    items: dict[str, list[list[Any]]] = field(default_factory=dict)
+    # Set when the carry was too large for history: the rest is read from the worker's store.
+    ref: str | None = None
+    parts: int = 0
 
 
 @dataclass
@@ -172,6 +177,8 @@ class RunInput:
     # Source tool name -> its catalog schema hash when the plan was made: a call to a tool that
     # changed since fails (ToolSchemaChanged) instead of sending arguments for another schema.
     tool_pins: dict[str, str] = field(default_factory=dict)
+    # A carry whose JSON is longer than this goes to the worker's store (executor.engine.carry).
+    carry_limit: int = 256 * 1024
 
 
 @dataclass

@@ -19,12 +19,21 @@ from executor.lang.expressions import ExpressionError, truthy
 from executor.lang.validate import step_references
 from schemas.plan import CodeStep, LlmStep, Step, ToolStep
 
-__all__ = ["SchedulingMixin", "cancel_all", "ready"]
+__all__ = ["SchedulingMixin", "blocked_by", "cancel_all", "ready"]
 
 
 def ready(waiting: dict[str, Step], deps: Callable[[Step], Iterable[str]], done: Callable[[str], bool]) -> list[str]:
     """Ids of waiting steps whose dependencies have all finished, in plan order."""
     return [sid for sid, step in waiting.items() if all(done(d) for d in deps(step))]
+
+
+def blocked_by(steps: list[Step], deps: Callable[[Step], Iterable[str]]) -> dict[str, list[str]]:
+    """Step id -> ids of the steps that wait for it."""
+    out: dict[str, list[str]] = {}
+    for step in steps:
+        for dep in deps(step):
+            out.setdefault(dep, []).append(step.id)
+    return out
 
 
 async def cancel_all(tasks: Any) -> None:
@@ -42,11 +51,18 @@ class SchedulingMixin(EngineBase):
         ids = {s.id for s in steps}
         waiting = {s.id: s for s in steps}
         running: dict[str, asyncio.Task[None]] = {}
+        # Only the dependents of steps that just finished can have become ready: checking those
+        # (in plan order, as before) instead of every waiting step keeps a long block linear.
+        dependents = blocked_by(steps, lambda s: self._deps(s, ids))
+        order = {s.id: i for i, s in enumerate(steps)}
+        candidates: dict[str, Step] | None = None  # None: every waiting step (the first pass)
         try:
             while waiting or running:
                 if not self._draining:
-                    for sid in ready(waiting, lambda s: self._deps(s, ids), lambda d: self._done(frame.visible[d])):
+                    pool = waiting if candidates is None else candidates
+                    for sid in ready(pool, lambda s: self._deps(s, ids), lambda d: self._done(frame.visible[d])):
                         running[sid] = asyncio.create_task(self._run_step(waiting.pop(sid), frame))
+                finished: set[str] = set()
                 if not running:
                     if not self._draining:  # unreachable for validated plans (no cycles)
                         raise StepFailed(
@@ -58,6 +74,8 @@ class SchedulingMixin(EngineBase):
                     if task in done:
                         del running[sid]
                         task.result()
+                        finished.update(dependents.get(sid, ()))
+                candidates = {sid: waiting[sid] for sid in sorted(finished & waiting.keys(), key=order.__getitem__)}
         except GeneratorExit:
             raise  # the worker drops this run from its cache: nothing may be awaited any more
         except BaseException:

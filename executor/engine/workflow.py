@@ -13,6 +13,7 @@ The interpreter is split along its sections; this class holds the entry point, t
     containers.py     foreach, switch, subplan
     compensation.py   undo actions on failure or cancel
     retry.py          backoff and failure translation (pure)
+    carry.py          the continue-as-new carry: packed, and offloaded to the worker's store when large
     status.py         status records and compaction (pure)
 """
 
@@ -32,6 +33,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     import jsonschema
 
+    from executor.engine.carry import CarryMixin
     from executor.engine.compensation import CompensationMixin
     from executor.engine.containers import ContainersMixin
     from executor.engine.contract import RUN_REPLAN, SA_PLAN_HASH, SA_STATUS, WORKFLOW_NAME
@@ -41,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
     from executor.engine.metering import RunMeter
     from executor.engine.models import (
         Carry,
-        CompensationCall,
         EventRecord,
         ReplanRequest,
         Revision,
@@ -49,16 +50,13 @@ with workflow.unsafe.imports_passed_through():
         SendEventResult,
         StepError,
         StepQuota,
-        StepRecord,
         plan_hash,
-        record_from_json,
-        record_to_json,
     )
     from executor.engine.retry import to_step_error
     from executor.engine.run_status import parent_of
     from executor.engine.scheduling import SchedulingMixin
     from executor.engine.script import ScriptMixin
-    from executor.engine.status import assemble, compact, error_dict, record_dict
+    from executor.engine.status import assemble, error_dict, record_dict
     from executor.engine.steps import StepsMixin
     from executor.lang.expressions import ExpressionError, evaluate, render
     from executor.lang.script import analyse
@@ -74,7 +72,7 @@ _PATCH_LIST_WAITING = "status-attribute-waiting"
 
 
 @workflow.defn(name=WORKFLOW_NAME)
-class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMixin, ScriptMixin):
+class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMixin, ScriptMixin, CarryMixin):
     @workflow.init
     def __init__(self, inp: RunInput) -> None:
         self.inp = inp
@@ -85,17 +83,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             Revision(revision=1, plan_hash=inp.plan_hash, reason=None, at=workflow.now().isoformat())
         ]
         self.replan_errors: list[dict[str, str]] = []
-        carry = inp.carry or Carry()
-        self.records: dict[str, StepRecord] = {k: record_from_json(v) for k, v in carry.records.items()}
-        self.events: list[EventRecord] = carry.events
-        self.seen_event_ids: list[str] = carry.seen_event_ids
-        self._seen = set(carry.seen_event_ids)
-        self.compensations: list[CompensationCall] = carry.compensations
-        self.executed = carry.executed_steps
-        self.paused = carry.paused
-        self.started_at = carry.started_at or workflow.now().isoformat()
-        self.continued = carry.continued
-        self.state = "paused" if self.paused else "running"
+        self._restore(inp.carry or Carry())  # an offloaded carry's records load when run() starts
         self.error: StepError | None = None
         self.failed_step: str | None = None
         self.compensation_errors: list[dict[str, str]] = []
@@ -125,14 +113,16 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
     @workflow.run
     async def run(self, inp: RunInput) -> Any:
         try:
+            await self._load_carry()
             output = await self._run_plan()
         except Drained:
             await workflow.wait_condition(workflow.all_handlers_finished)
             await self._meter.segment_ended(None)
-            workflow.continue_as_new(self._carry_input())
+            workflow.continue_as_new(await self._carry_input())
         except StepFailed as failure:
             self.error, self.failed_step = failure.error, failure.path
             await self._compensate("failed")
+            await self._drop_carry()
             await self._meter.segment_ended("failed")
             raise ApplicationError(
                 str(failure),
@@ -145,6 +135,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             await self._compensate("cancelled")
             await self._meter.segment_ended("cancelled")
             raise
+        await self._drop_carry()
         self._set_state("completed")
         await self._meter.segment_ended("completed")
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -377,7 +368,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         if self.inp.search_attributes and not (final and workflow.patched(_PATCH_NO_FINAL_UPSERT)):
             workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
 
-    def _carry_input(self) -> RunInput:
+    async def _carry_input(self) -> RunInput:
         return RunInput(
             plan=self.plan_json,
             plan_hash=self.current_hash,
@@ -392,16 +383,8 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             revisions=self.revisions,
             quotas=self.inp.quotas,
             tool_pins=self.inp.tool_pins,
-            carry=Carry(
-                records={k: record_to_json(v) for k, v in compact(self.records).items()},
-                events=self.events,
-                seen_event_ids=self.seen_event_ids,
-                compensations=self.compensations,
-                executed_steps=self.executed,
-                paused=self.paused,
-                started_at=self.started_at,
-                continued=self.continued + 1,
-            ),
+            carry=await self._next_carry(),
+            carry_limit=self.inp.carry_limit,
         )
 
 

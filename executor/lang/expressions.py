@@ -105,8 +105,15 @@ def _render_string(text: str, scope: dict[str, Any]) -> Any:
     return "".join(parts)
 
 
-def _spans(text: str) -> list[tuple[int, int, str]]:
+@lru_cache(maxsize=8192)  # a plan's templates are scanned once per step run, each time the same
+def _spans(text: str) -> tuple[tuple[int, int, str], ...]:
     """(start, end, expression) of each ``${...}``; braces inside literals and quotes don't end it."""
+    if "${" not in text:
+        return ()
+    return tuple(_scan(text))
+
+
+def _scan(text: str) -> list[tuple[int, int, str]]:
     out: list[tuple[int, int, str]] = []
     i = text.find("${")
     while i != -1:
@@ -152,11 +159,17 @@ def _escape(token: str) -> str:
 
 def references(expression: str) -> tuple[set[str], set[str]]:
     """(root names used, step ids referenced as ``steps.<id>``) in a bare expression."""
+    roots, steps = _references(expression)
+    return set(roots), set(steps)
+
+
+@lru_cache(maxsize=8192)  # every run of a plan asks again for each of its steps' dependencies
+def _references(expression: str) -> tuple[frozenset[str], frozenset[str]]:
     tree = compile_expression(strip_template(expression)).parsed
     roots: set[str] = set()
     steps: set[str] = set()
     _walk(tree, roots, steps, in_projection=False)
-    return roots, steps
+    return frozenset(roots), frozenset(steps)
 
 
 def _walk(node: dict[str, Any], roots: set[str], steps: set[str], in_projection: bool) -> None:

@@ -10,11 +10,36 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import Client, TLSConfig
-
-from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, SEARCH_ATTRIBUTES
 from executor.errors import SettingsInvalid
 from executor.service.converter import UTF8_DATA_CONVERTER
+
+if TYPE_CHECKING:
+    # Imported when used: reading settings (every CLI command does) must not load the Temporal
+    # client and its protobufs (~0.3 s), which `duraplan validate` never needs.
+    from temporalio.client import Client, TLSConfig
+
+    from executor.engine.contract import (
+        SA_PLAN_HASH,
+        SA_PLAN_NAME,
+        SA_SESSION,
+        SA_STATUS,
+        SA_TENANT,
+        SEARCH_ATTRIBUTES,
+    )
+
+_CONTRACT_NAMES = frozenset(
+    {"SA_PLAN_HASH", "SA_PLAN_NAME", "SA_SESSION", "SA_STATUS", "SA_TENANT", "SEARCH_ATTRIBUTES"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    """The search attribute keys, re-exported on first use (they import temporalio)."""
+    if name in _CONTRACT_NAMES:
+        from executor.engine import contract
+
+        return getattr(contract, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if TYPE_CHECKING:
     from executor.service.tenants import TenantRegistry
@@ -120,6 +145,8 @@ class Settings:
         if not (self.tls or self.tls_ca or self.tls_cert):
             # Temporal Cloud API keys imply TLS.
             return self.api_key is not None
+        from temporalio.client import TLSConfig
+
         return TLSConfig(
             server_root_ca_cert=self.tls_ca.read_bytes() if self.tls_ca else None,
             client_cert=self.tls_cert.read_bytes() if self.tls_cert else None,
@@ -140,6 +167,8 @@ def _path(value: str | None) -> Path | None:
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     """``lazy``: connect on the first call (a server that must start without Temporal)."""
+    from temporalio.client import Client
+
     from executor.service.telemetry import client_interceptors, configure_telemetry, runtime
 
     configure_telemetry(settings)  # traces / SDK metrics, when the settings ask for them

@@ -45,6 +45,7 @@ from executor.errors import InputsInvalid, RunConflict, RunNotFound, RunStateErr
 from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from executor.lang.loader import load_plan
 from executor.lang.validate import validate_plan
+from executor.lang.validate_cache import validate_plan_cached
 from executor.service.admission import Admission
 from executor.service.config import Settings
 from executor.service.tenants import QuotaExceeded, Quotas, TenantRegistry
@@ -162,7 +163,10 @@ async def start_run(
     ``pins(plan)``: the source tools' catalog schema hashes the run is pinned to."""
     check_name("session", session)
     run_id = check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
-    parsed = validate_plan(plan if isinstance(plan, Plan) else load_plan(plan), tools=tools, granted=ctx.is_granted)
+    # remembered by content (grants are asked again on every hit): a repeated plan costs no re-validation
+    parsed = validate_plan_cached(
+        plan if isinstance(plan, Plan) else load_plan(plan), tools=tools, granted=ctx.is_granted
+    )
     body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
     values = dict(inputs or {})
     check_depth("run inputs", values)

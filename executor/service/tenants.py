@@ -81,7 +81,9 @@ __all__ = [
     "QuotaExceeded",
     "Quotas",
     "RateDecision",
+    "RunCounts",
     "Tenant",
+    "TenantContext",
     "TenantError",
     "TenantRegistry",
     "ToolNotGranted",
@@ -364,6 +366,47 @@ CREATE TABLE IF NOT EXISTS secrets (
 """
 
 
+CONTEXT_TTL_S = 1.0  # how stale a submit's view of a tenant may be (changes made here apply at once)
+
+
+@dataclass(frozen=True)
+class TenantContext:
+    """What starting a run needs of a tenant, read in one go and kept ``CONTEXT_TTL_S``: a submit
+    then costs no registry read. Changes through this registry drop it at once; changes made by
+    another process are seen within the TTL (grants are checked again at dispatch)."""
+
+    tenant: Tenant
+    quotas: Quotas
+    grants: tuple[str, ...]
+    expires: float  # time.monotonic()
+
+    def is_tool_granted(self, tool_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(tool_name, pattern) for pattern in self.grants)
+
+
+class RunCounts:
+    """The concurrent-run cap without a visibility query per start: a tenant's running runs as last
+    counted, plus the runs started here since. Below the cap that is proof enough for ``ttl``
+    seconds (runs that ended since only make it more conservative); at the cap, or older, count
+    again. Visibility is eventually consistent anyway: the rate quota bounds what slips through."""
+
+    def __init__(self, ttl: float = CONTEXT_TTL_S) -> None:
+        self.ttl = ttl
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def admits(self, tenant_id: str, cap: int) -> bool:
+        """True (and counts one more start) when the tenant is certainly under ``cap``."""
+        hit = self._counts.get(tenant_id)
+        if hit is None or time.monotonic() - hit[0] >= self.ttl or hit[1] >= cap:
+            return False
+        self._counts[tenant_id] = (hit[0], hit[1] + 1)
+        return True
+
+    def counted(self, tenant_id: str, running: int) -> None:
+        """A fresh count; the run about to start is one more."""
+        self._counts[tenant_id] = (time.monotonic(), running + 1)
+
+
 class TenantRegistry:
     """Tenants, keys, quotas, rate buckets, grants, egress and secrets in one SQLite file at
     ``path``, or in PostgreSQL when ``path`` is a ``postgresql://`` URL.
@@ -383,6 +426,7 @@ class TenantRegistry:
         self.path = None if is_database_url(path) else Path(path)
         self._secrets_key = secrets_key if secrets_key is not None else (os.environ.get(SECRETS_KEY_ENV) or None)
         self._cipher: Any = None
+        self._contexts: dict[str, TenantContext] = {}
         try:
             self._db.create_schema(_SCHEMA)
         except BaseException:
@@ -447,6 +491,18 @@ class TenantRegistry:
             raise UnknownTenant(tenant_id)
         return Tenant(*rows[0])
 
+    def context(self, tenant_id: str) -> TenantContext:
+        """The tenant, its quotas and grants; UnknownTenant if it does not exist (cached: see TenantContext)."""
+        cached = self._contexts.get(tenant_id)
+        now = time.monotonic()
+        if cached is not None and cached.expires > now:
+            return cached
+        context = TenantContext(
+            self.get(tenant_id), self.quotas(tenant_id), tuple(self.granted_tools(tenant_id)), now + CONTEXT_TTL_S
+        )
+        self._contexts[tenant_id] = context
+        return context
+
     def list(self) -> builtins.list[Tenant]:
         rows = self._rows("SELECT tenant_id, display_name, created_at FROM tenants ORDER BY tenant_id")
         return [Tenant(*row) for row in rows]
@@ -459,6 +515,7 @@ class TenantRegistry:
             db.execute("DELETE FROM tenants WHERE tenant_id = ?", (tenant_id,))
             db.execute("DELETE FROM retired_tenants WHERE tenant_id = ?", (tenant_id,))  # portable upsert
             db.execute("INSERT INTO retired_tenants VALUES (?, ?)", (tenant_id, time.time()))
+        self._contexts.pop(tenant_id, None)
 
     # ---- API keys ------------------------------------------------------------------------------
 
@@ -546,6 +603,7 @@ class TenantRegistry:
                         " ON CONFLICT (tenant_id, name) DO UPDATE SET value = excluded.value",
                         (tenant_id, name, float(value)),
                     )
+            self._contexts.pop(tenant_id, None)
             return self._quotas(db, tenant_id)
 
     # ---- run-creation rate limit ---------------------------------------------------------------
@@ -612,6 +670,7 @@ class TenantRegistry:
             db.executemany(
                 "INSERT INTO tool_grants VALUES (?, ?) ON CONFLICT DO NOTHING", [(tenant_id, p) for p in checked]
             )
+        self._contexts.pop(tenant_id, None)
 
     def revoke_tools(self, tenant_id: str, patterns: Iterable[str]) -> None:
         """Remove grant patterns exactly as granted (revoking ``kv.get`` does not narrow ``kv.*``)."""
@@ -621,6 +680,7 @@ class TenantRegistry:
             db.executemany(
                 "DELETE FROM tool_grants WHERE tenant_id = ? AND pattern = ?", [(tenant_id, p) for p in checked]
             )
+        self._contexts.pop(tenant_id, None)
 
     def granted_tools(self, tenant_id: str) -> builtins.list[str]:
         self.get(tenant_id)

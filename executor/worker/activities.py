@@ -21,6 +21,7 @@ from executor.engine.limits import MAX_STEP_OUTPUT_BYTES, bounded_text
 from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
 from executor.service.telemetry import step_span, tool_span
 from executor.service.tenants import TenantError, TenantRegistry
+from executor.worker.carry import CarryActivities
 from executor.worker.fairness import TenantGate
 from executor.worker.metering import Meter, llm_cost, step_key
 from executor.worker.redaction import Redactor
@@ -153,7 +154,8 @@ class StepActivities:
         self.gate = TenantGate()
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.tool, self.code, self.llm, self.script, self.meter.meter_run]
+        # The carry activities keep a long run's continue-as-new state in this store (executor.worker.carry).
+        return [self.tool, self.code, self.llm, self.script, self.meter.meter_run, *CarryActivities(self.store).all()]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:

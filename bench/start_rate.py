@@ -1,0 +1,113 @@
+"""Start rate: runs started per second, duraplan's ``submit_plan`` beside a hand-written start.
+
+One dev server (SQLite on disk, WAL), no worker (a start is the server accepting the run), at most
+``--in-flight`` start calls at once, rounds interleaved so both sides see the same load:
+
+- hand-written: ``client.start_workflow`` of a one-signal waiter with an id and a task queue;
+- duraplan: ``Duraplan.submit_plan`` of a one-step ``wait_for_event`` plan (validation, hashing,
+  inputs schema, search attributes), without tenancy and with a tenant registry (SQLite) on.
+
+``--profile`` prints where the duraplan side's own time goes (cProfile, in-process).
+
+    PYTHONPATH=. .venv/bin/python -m bench.start_rate --n 400
+    PYTHONPATH=. .venv/bin/python -m bench.start_rate --n 100 --rounds 1 --profile   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench.baseline import WAITER_WORKFLOW
+from bench.harness import ForeignLoad, dev_server
+from executor.service.client import Duraplan
+from executor.service.config import Settings
+from executor.service.tenants import TenantRegistry
+
+TENANT = "bench"
+PLAN: dict[str, Any] = {
+    "name": "bench-waiter",
+    "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "2h"}],
+    "output": "${steps.go.output}",
+}
+
+
+async def rate(n: int, in_flight: int, start: Callable[[str], Awaitable[Any]]) -> float:
+    sem = asyncio.Semaphore(in_flight)
+    prefix = uuid.uuid4().hex[:8]
+
+    async def one(i: int) -> None:
+        async with sem:
+            await start(f"sr-{prefix}-{i}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return n / (time.perf_counter() - t0)
+
+
+async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="duraplan-start-") as tmp:
+        home = Path(tmp)
+        async with dev_server(home, []) as (client, label, _pid):
+            queue = f"start-{uuid.uuid4().hex[:6]}"
+            settings = Settings(home=home, task_queue=queue)
+            registry = TenantRegistry(home / "tenants.db")
+            registry.create(TENANT)
+            plain = Duraplan(client, settings)
+            tenanted = Duraplan(client, settings, tenants=registry)
+
+            async def hand_written(run_id: str) -> Any:
+                return await client.start_workflow(WAITER_WORKFLOW, id=f"{TENANT}/{run_id}", task_queue=queue)
+
+            def duraplan_side(dp: Duraplan) -> Callable[[str], Awaitable[Any]]:
+                async def start(run_id: str) -> Any:
+                    return await dp.submit_plan(PLAN, tenant=TENANT, session="start", run_id=run_id)
+
+                return start
+
+            sides = {
+                "hand-written": hand_written,
+                "duraplan": duraplan_side(plain),
+                "duraplan + tenancy": duraplan_side(tenanted),
+            }
+            await rate(20, in_flight, hand_written)  # warm the connection and the server
+            results: dict[str, list[float]] = {s: [] for s in sides}
+            profiler = cProfile.Profile() if profile else None
+            load = ForeignLoad()
+            for _ in range(rounds):
+                for side, start in sides.items():
+                    if profiler is not None and side != "hand-written":
+                        profiler.enable()
+                    results[side].append(await rate(n, in_flight, start))
+                    if profiler is not None:
+                        profiler.disable()
+            foreign = load.cores()
+            registry.close()
+    hw = statistics.median(results["hand-written"])
+    print(f"\n{label}; {n} starts per cell, {in_flight} in flight, {rounds} round(s)")
+    print("| side | starts/s (p50 of rounds) | ratio to hand-written |")
+    print("|---|---:|---:|")
+    for side, values in results.items():
+        print(f"| {side} | {statistics.median(values):.0f} | {statistics.median(values) / hw:.2f} |")
+    print(f"other processes kept {foreign:.2f} cores busy meanwhile")
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(prog="python -m bench.start_rate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--in-flight", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    asyncio.run(main(args.n, args.in_flight, args.rounds, args.profile))
