@@ -10,30 +10,23 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
 
-from duraplan.mcp_server import app as mcp_app
-from duraplan.ops_cli import register as register_ops
-from duraplan.sources_cli import source_app, tools_app
-from duraplan.tenants_cli import app as tenants_app
-from evals.cli import app as evals_app
-from executor.engine.run_status import FINAL_RUN_STATES, RUN_STATES, RunStatus, StepView
+from duraplan.lazy import LazyGroup
+from executor.engine.run_status import FINAL_RUN_STATES, RUN_STATES
 from executor.errors import DuraplanError, PlanInvalid
-from executor.lang.loader import load_plan
-from executor.lang.validate import check_plan
-from executor.service.client import Duraplan, RunHandle
 from executor.service.config import Settings
-from executor.service.devserver import DevServerError
 from executor.service.process import exit_process
-from executor.service.telemetry import configure_telemetry
-from planner.cli import app as planner_app
+
+if TYPE_CHECKING:  # what a command needs is imported when it runs (duraplan.lazy says why)
+    from rich.table import Table
+
+    from executor.engine.run_status import RunStatus, StepView
+    from executor.service.client import Duraplan, RunHandle
 
 __all__ = ["app"]
 
@@ -41,15 +34,12 @@ __all__ = ["app"]
 # bundled copy is enough for cost accounting and keeps start-up fast on closed networks.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-app = typer.Typer(help="duraplan: durable execution of runtime-supplied plans on Temporal.", no_args_is_help=True)
+# plan, chat, eval, eval-compare, tenants, tools, mcp, usage and bulk are imported when used (duraplan.lazy).
+app = typer.Typer(
+    cls=LazyGroup, help="duraplan: durable execution of runtime-supplied plans on Temporal.", no_args_is_help=True
+)
 events_app = typer.Typer(help="Send events to runs.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
-app.add_typer(planner_app)  # `duraplan plan` and `duraplan chat`
-app.add_typer(evals_app)  # `duraplan eval` and `duraplan eval-compare`
-app.add_typer(tenants_app, name="tenants")
-tenants_app.add_typer(source_app, name="source")  # `duraplan tenants source add|list|refresh|remove`
-app.add_typer(tools_app, name="tools")  # `duraplan tools list [--tenant T]`
-app.add_typer(mcp_app)  # `duraplan mcp`
 out = Console()
 err = Console(stderr=True)
 
@@ -81,8 +71,6 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
             code = exc.exit_code
         except _Terminated:
             code = 143
-        except DevServerError as exc:  # e.g. the port is taken: one line, not a traceback
-            code = _fail(str(exc).splitlines()[0]).exit_code
         except PlanInvalid as exc:
             err.print(f"[red]error:[/red] plan is invalid ({len(exc.issues)} problem(s))", highlight=False)
             for issue in exc.issues:
@@ -93,9 +81,12 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
         except ConnectionError as exc:  # tools.DatabaseUnavailable: the message names the database
             code = _fail(str(exc)).exit_code
         except RuntimeError as exc:
-            if "connect" not in str(exc).lower():
+            if _is_dev_server_error(exc):  # e.g. the port is taken: one line, not a traceback
+                code = _fail(str(exc).splitlines()[0]).exit_code
+            elif "connect" in str(exc).lower():
+                code = _fail(f"cannot reach Temporal: {exc} (start one with `duraplan dev`)").exit_code
+            else:
                 raise
-            code = _fail(f"cannot reach Temporal: {exc} (start one with `duraplan dev`)").exit_code
         except KeyboardInterrupt:
             code = 130
         exit_process(code)
@@ -112,12 +103,16 @@ def _terminated(signum: int, frame: Any) -> None:
 
 
 async def _dp(address: str | None, namespace: str | None) -> Duraplan:
+    from executor.service.client import Duraplan
+
     return await Duraplan.connect(Settings.from_env(address=address, namespace=namespace))
 
 
 def _check_locally(plan: Path, address: str | None, namespace: str | None) -> None:
     """PlanInvalid for a plan that can never run, before any connection is tried (tool grants
     are the server's to check)."""
+    from executor.lang.loader import load_plan
+    from executor.lang.validate import check_plan
     from tools import default_registry
 
     settings = Settings.from_env(address=address, namespace=namespace)
@@ -152,7 +147,15 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(_jsonable(value), indent=2, default=str) + "\n")
 
 
+def _is_dev_server_error(exc: BaseException) -> bool:
+    from executor.service.devserver import DevServerError
+
+    return isinstance(exc, DevServerError)
+
+
 def _jsonable(value: Any) -> Any:
+    from pydantic import BaseModel
+
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, list):
@@ -166,6 +169,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _steps_table(status: RunStatus) -> Table:
+    from rich.table import Table
+
     title = f"{status.plan_name}  run {status.run_id}  ({status.state})"
     table = Table(title=escape(title))
     for col in ("step", "kind", "state", "tries", "detail"):
@@ -218,6 +223,8 @@ async def _follow(handle: RunHandle, live_output: bool) -> RunStatus:
             await asyncio.sleep(0.2)
             status = await handle.status()
         return status
+    from rich.live import Live
+
     with Live(_steps_table(status), console=out, refresh_per_second=8) as live:
         while status["state"] not in FINAL:
             await asyncio.sleep(0.2)
@@ -250,6 +257,9 @@ async def _finish(handle: RunHandle, as_json: bool) -> None:
 @app.command()
 def validate(plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")], as_json: JsonOut = False) -> None:
     """Check a plan without running it; lists every problem and exits non-zero if there are any."""
+    from executor.lang.loader import load_plan
+    from executor.lang.validate import check_plan
+
     try:
         raw = load_plan(plan)
     except PlanInvalid as exc:
@@ -344,6 +354,8 @@ async def runs(
     if as_json:
         _print_json(rows)
         return
+    from rich.table import Table
+
     table = Table()
     for col in ("run", "session", "plan", "state", "gen", "started"):
         table.add_column(col)
@@ -428,7 +440,9 @@ async def dev(
 ) -> None:
     """Start the embedded Temporal dev server (SQLite, WAL) and a worker; prints the UI address."""
     from duraplan.worker import running_worker
+    from executor.service.client import Duraplan
     from executor.service.devserver import DevServer
+    from executor.service.telemetry import configure_telemetry
 
     # SIGTERM unwinds like Ctrl-C: the `async with` blocks close, so the dev server stops its
     # Temporal process instead of this process dying with its child still holding the ports.
@@ -476,9 +490,6 @@ async def api(
     from duraplan.api import serve
 
     await serve(Settings.from_env(address=address, namespace=namespace), host=host, port=port)
-
-
-register_ops(app, command, _dp)  # `duraplan usage` and `duraplan bulk`
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -18,7 +18,7 @@ from executor.service.config import Settings
 from executor.service.usage import UsageReport, usage_report
 from tools.usage import UsageStore
 
-__all__ = ["register"]
+__all__ = ["app", "register"]
 
 out = Console()
 Tenant = Annotated[str, typer.Option("--tenant", "-t", envvar="DURAPLAN_TENANT", help="The tenant.")]
@@ -100,3 +100,17 @@ def register(app: typer.Typer, command: Command, connect: Connect) -> None:
                 f"{result.strategy}, {result.state})",
                 highlight=False,
             )
+
+
+# `duraplan usage` and `duraplan bulk`, loaded when used (duraplan.lazy): wired to the CLI's
+# error-handling wrapper and connection, which are loaded by then.
+app = typer.Typer()
+
+
+def _wire() -> None:
+    from duraplan.cli import _dp, command
+
+    register(app, command, _dp)
+
+
+_wire()

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from duraplan.tenants_cli import JsonOut, TenantArg, _print_json, _registry, _user_errors
+from duraplan.tenants_cli import app as tenants_app
 from executor.service.config import Settings
 from executor.service.sources import ToolSources, describe
 from tools import builtin_tools, default_registry
@@ -26,7 +27,7 @@ from tools.errors import ToolError
 from tools.sources.catalog import SourceKind, SourceSpec
 from tools.sources.store import UnknownSource
 
-__all__ = ["source_app", "tools_app"]
+__all__ = ["source_app", "tenants_app", "tools_app"]
 
 source_app = typer.Typer(help="A tenant's tool sources: MCP servers and OpenAPI services.", no_args_is_help=True)
 tools_app = typer.Typer(help="The tool catalog.", no_args_is_help=True)
@@ -170,3 +171,6 @@ def tools_list(
         granted = "" if tenant is None else ("granted" if row["granted"] else "not granted")
         effects = "side effects" if row["side_effects"] else "read-only"
         typer.echo(f"{row['name']}\t{row['origin']}\t{effects}\t{granted}".rstrip())
+
+
+tenants_app.add_typer(source_app, name="source")  # `duraplan tenants source add|list|refresh|remove`

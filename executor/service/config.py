@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from executor.errors import SettingsInvalid
-from executor.service.converter import UTF8_DATA_CONVERTER
 
 if TYPE_CHECKING:
     # Imported when used: reading settings (every CLI command does) must not load the Temporal
@@ -169,6 +168,7 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     """``lazy``: connect on the first call (a server that must start without Temporal)."""
     from temporalio.client import Client
 
+    from executor.service.converter import UTF8_DATA_CONVERTER
     from executor.service.telemetry import client_interceptors, configure_telemetry, runtime
 
     configure_telemetry(settings)  # traces / SDK metrics, when the settings ask for them
