@@ -87,24 +87,6 @@ class ProviderUnreachable(PlannerError):
     def details(self) -> dict[str, Any]:
         return {"status": self.status}
 
-    def _clients_choice(self) -> bool:
-        # an unknown model, a request the provider cannot take: the client's choice, not an outage
-        return self.status in (400, 404, 422)
-
-    def status_code(self) -> int:
-        return 422 if self._clients_choice() else self.http_status
-
-    def problem_kind(self) -> str:
-        return "model-rejected" if self._clients_choice() else self.problem
-
-    def problem_title(self) -> str:
-        return "Model rejected the request" if self._clients_choice() else self.title
-
-    def problem_extra(self) -> dict[str, Any]:
-        if self._clients_choice():
-            return {"provider_status": self.status}
-        return super().problem_extra()
-
 
 class RateLimited(PlannerError):
     """The provider answered 429; ``retry_after`` is its hint in seconds, if any."""
