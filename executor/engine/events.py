@@ -18,15 +18,15 @@ EVENT_BUFFER_FULL = "EventBufferFull"
 NO_CONSUMER = "RunStateError"  # the run can no longer use the event: a state conflict (HTTP 409)
 
 
-def check_buffer(buffered: list[EventRecord], event: EventRecord) -> None:
-    """Raise (an update validator's refusal) when ``event`` would overflow the buffer."""
+def check_buffer(buffered: list[EventRecord], event: EventRecord, size: int) -> None:
+    """Raise (an update validator's refusal) when ``event`` (``size`` bytes of JSON) would overflow
+    the buffer."""
     if len(buffered) >= MAX_BUFFERED_EVENTS:
         raise ApplicationError(
             f"run already holds {len(buffered)} events no step has consumed (the limit is "
             f"{MAX_BUFFERED_EVENTS}); event {event.type!r} not accepted",
             type=EVENT_BUFFER_FULL,
         )
-    size = json_size(event.payload)
     held = sum(json_size(e.payload) for e in buffered)
     if held + size > MAX_BUFFERED_EVENT_BYTES:
         raise ApplicationError(

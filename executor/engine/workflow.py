@@ -303,14 +303,13 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
                 f"no wait_for_event step waits for event type {event.type!r} (waited types: {known})",
                 type="UnknownEventType",
             )
-        if self._quotas is not None:
-            size = json_size(event.payload)  # UTF-8 bytes, as history stores it
-            if size > self._quotas.max_event_bytes:
-                raise ApplicationError(
-                    f"payload of event {event.type!r} is {size} bytes; the tenant's quota max_event_bytes "
-                    f"is {self._quotas.max_event_bytes}",
-                    type="EventTooLarge",
-                )
+        size = json_size(event.payload)  # UTF-8 bytes, as history stores it; measured once
+        if self._quotas is not None and size > self._quotas.max_event_bytes:
+            raise ApplicationError(
+                f"payload of event {event.type!r} is {size} bytes; the tenant's quota max_event_bytes "
+                f"is {self._quotas.max_event_bytes}",
+                type="EventTooLarge",
+            )
         for schema in schemas:
             errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(event.payload), key=str)
             if errors:
@@ -322,7 +321,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
                 )
         if event.event_id is not None and event.event_id in self._seen:
             return  # a resend: answered as a duplicate, whatever the buffer holds now
-        check_buffer(self.events, event)
+        check_buffer(self.events, event, size)
         check_consumer(self.plan.steps, self.records, self.events, event)
 
     @workflow.update
