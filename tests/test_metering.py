@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import litellm
 import pytest
 import pytest_asyncio
 import respx
+from test_worker_kill import _until
 
 from duraplan.api import create_app
 from executor import Duraplan, RunFailed, Settings, running_worker
@@ -57,13 +58,6 @@ def _start_worker(server: DevServer, home: Path, queue: str) -> subprocess.Popen
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-
-
-async def _until(probe: Callable[[], Awaitable[Any]], timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await probe():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_each_step_counts_once_across_worker_kills(dev_server: DevServer, tmp_path: Path) -> None:
