@@ -194,13 +194,14 @@ async def bench_env(
         home = Path(tmp)
         async with dev_server(home, [probe], server) as (client, label, _pid):
             task_queue = f"bench-{uuid.uuid4().hex[:8]}"
-            settings = Settings(home=home, task_queue=task_queue)
+            metering = os.environ.get("DURAPLAN_METERING", "1") != "0"  # metered as a deployed worker is
+            settings = Settings(home=home, task_queue=task_queue, metering=metering)
             registry = timed_registry()
             store = Store(home / "store.db")
-            usage = UsageStore(home / "store.db")  # metered as a deployed worker is
+            usage = UsageStore(home / "store.db")
             try:
                 async with Sandbox() as sandbox:
-                    meter = Meter(usage if os.environ.get("DURAPLAN_METERING", "1") != "0" else None)
+                    meter = Meter(usage if metering else None)
                     activities = StepActivities(registry, store, sandbox, default_model=None, meter=meter)
                     worker = Worker(
                         client,

@@ -61,8 +61,8 @@ from bench.harness import (
 from executor.engine.models import RunInput, plan_hash
 from executor.lang.loader import load_plan
 from executor.lang.validate import validate_plan
-from executor.service.client import _digest
 from executor.service.config import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT
+from executor.service.start import _digest
 from schemas.plan import Plan
 
 console = Console(width=160)

@@ -13,7 +13,10 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from executor import Duraplan, RunFailed, Settings, running_worker
+from executor.engine.contract import WORKFLOW_NAME
+from executor.engine.models import RunInput, plan_hash
 from executor.engine.workflow import PlanWorkflow
+from executor.lang.loader import load_plan
 from executor.service.devserver import DevServer
 from executor.worker.runner import workflow_runner
 
@@ -71,3 +74,56 @@ async def test_script_completes_with_every_task_replayed(dev_server: DevServer, 
     kinds = [c["kind"] for c in status["steps"][0]["calls"]]
     assert kinds == ["tool", "compensate", "now", "random", "parallel", "wait_for_event", "fail"]
     assert status["error"]["type"] == "Denied"
+
+
+def _markers(history: WorkflowHistory) -> list[str]:
+    return [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+
+
+def _upserts(history: WorkflowHistory) -> int:
+    return sum(e.HasField("upsert_workflow_search_attributes_event_attributes") for e in history.events)
+
+
+ECHO = {
+    "name": "echo",
+    "steps": [{"id": "e", "kind": "tool", "tool": "debug.echo", "args": {"value": 1}, "execution": "local"}],
+    "output": "${steps.e.output}",
+}
+
+
+@pytest.mark.parametrize("metering", [True, False], ids=["metered", "unmetered"])
+async def test_new_runs_record_no_patch_markers(dev_server: DevServer, tmp_path: Path, metering: bool) -> None:
+    """A run started now takes every engine change as given: no patch marker and no
+    TemporalChangeVersion upsert in its history; the run-end metering activity only when metered."""
+    settings = Settings(home=tmp_path, task_queue=f"engine-{uuid.uuid4().hex[:8]}", metering=metering)
+    async with running_worker(dev_server.client, settings, max_cached_workflows=0):
+        handle = await Duraplan(dev_server.client, settings).submit_plan(ECHO, tenant="replay", session="s")
+        assert await handle.result() == {"value": 1}
+        history = await dev_server.client.get_workflow_handle(f"replay/{handle.run_id}").fetch_history()
+    # the tool step's local activity, then the run-end metering one
+    assert _markers(history) == ["core_local_activity"] * (2 if metering else 1)
+    assert _upserts(history) == 0
+    replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
+    assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
+
+
+async def test_runs_started_before_engine_versions_still_patch(dev_server: DevServer, tmp_path: Path) -> None:
+    """A run whose input has no engine version (started by an older client, or continued from an
+    older run) asks ``workflow.patched`` where it always did, so the markers are there."""
+    settings = Settings(home=tmp_path, task_queue=f"engine-{uuid.uuid4().hex[:8]}")
+    body = load_plan(ECHO)
+    arg = RunInput(
+        plan=body, plan_hash=plan_hash(body), tenant="replay", session="s", run_id=f"old-{uuid.uuid4().hex[:8]}"
+    )
+    assert arg.engine == 0
+    async with running_worker(dev_server.client, settings, max_cached_workflows=0):
+        handle = await dev_server.client.start_workflow(
+            WORKFLOW_NAME, arg, id=f"replay/{arg.run_id}", task_queue=settings.task_queue, search_attributes=None
+        )
+        assert await handle.result() == {"value": 1}
+        history = await handle.fetch_history()
+    assert "core_patch" in _markers(history)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from temporalio import workflow
+
 from executor.engine.frames import Frame
 from executor.engine.metering import RunMeter
 from executor.engine.models import (
@@ -51,6 +53,15 @@ class EngineBase:
     _local_in_task: int
     _parked: int
     _meter: RunMeter
+
+    def _since(self, patch_id: str) -> bool:
+        """Whether the behaviour change ``patch_id`` applies to this run.
+
+        Runs started at engine version 1 or later had every change up to it from their first task,
+        so they never call ``workflow.patched`` (no marker, no search-attribute upsert per call);
+        older runs ask it exactly where they always did, so their histories replay unchanged.
+        """
+        return self.inp.engine >= 1 or workflow.patched(patch_id)
 
     if TYPE_CHECKING:
         # scheduling.py

@@ -200,7 +200,7 @@ class CarryMixin(EngineBase):
             continued=self.continued + 1,
         )
         text = encode_carry(carry)
-        if len(text) <= self.inp.carry_limit or not workflow.patched(_PATCH_CARRY_OFFLOAD):
+        if len(text) <= self.inp.carry_limit or not self._since(_PATCH_CARRY_OFFLOAD):
             return carry
         key = str(carry.continued)
         keep = self.inp.carry.ref if self.inp.carry is not None else None

@@ -100,7 +100,7 @@ class ContainersMixin(EngineBase):
         problems = [e.message for e in jsonschema.Draft202012Validator(step.plan.inputs).iter_errors(inputs)]
         if problems:
             raise StepFailed(path, StepError("InputsInvalid", "; ".join(problems)))
-        if workflow.patched(_PATCH_CHILD_RUN_ID):
+        if self._since(_PATCH_CHILD_RUN_ID):
             # A run id of its own that every surface opens like any run (tenant/<child run id>).
             child_id = child_run_id(self.inp.run_id, path, self.inp.generation)
             workflow_id = f"{self.inp.tenant}/{child_id}"
@@ -128,6 +128,8 @@ class ContainersMixin(EngineBase):
                     search_attributes=self.inp.search_attributes,
                     quotas=self.inp.quotas,
                     tool_pins=self.inp.tool_pins,
+                    engine=self.inp.engine,
+                    metered=self.inp.metered,
                 ),
                 id=workflow_id,
                 # What the start path gives a top-level run (executor.service.start): the tenant's

@@ -38,8 +38,20 @@ class RunMeterCall:
 
 
 class RunMeter:
-    def __init__(self, tenant: str, run_id: str, generation: int, segment: int, started_at: str) -> None:
+    def __init__(
+        self,
+        tenant: str,
+        run_id: str,
+        generation: int,
+        segment: int,
+        started_at: str,
+        *,
+        metered: bool = True,
+        given: bool = False,
+    ) -> None:
         self._call = RunMeterCall(tenant, run_id, generation, segment, started_at, None, False)
+        self._metered = metered  # False: nothing to record, so no local activity at all
+        self._given = given  # the run's engine version has metering from its first task (no patch call)
 
     def step_finished(self, kind: str) -> None:
         if kind not in ACTIVITY_KINDS:
@@ -48,7 +60,7 @@ class RunMeter:
 
     async def segment_ended(self, outcome: str | None) -> None:
         """Record the segment; a metering failure is logged, never fails the run."""
-        if not workflow.patched(_PATCH_METER):
+        if not self._metered or not (self._given or workflow.patched(_PATCH_METER)):
             return
         self._call.outcome = outcome
         self._call.child = workflow.info().parent is not None

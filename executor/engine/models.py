@@ -14,6 +14,7 @@ from typing import Any
 from executor.engine.run_status import FINAL_STEP_STATES, StepState
 
 __all__ = [
+    "ENGINE_VERSION",
     "TERMINAL_STATES",
     "Carry",
     "CodeCall",
@@ -156,6 +157,12 @@ class StepQuota:
     max_output_bytes: int | None = None
 
 
+# The engine version new runs start under (RunInput.engine). A behaviour change that must not
+# alter runs already in flight takes a new ``workflow.patched`` id; when a release gathers such ids,
+# bump this and let ``EngineBase._since`` treat them as given for runs started at the new version.
+ENGINE_VERSION = 1
+
+
 @dataclass
 class RunInput:
     plan: dict[str, Any]
@@ -179,6 +186,13 @@ class RunInput:
     tool_pins: dict[str, str] = field(default_factory=dict)
     # A carry whose JSON is longer than this goes to the worker's store (executor.engine.carry).
     carry_limit: int = 256 * 1024
+    # The engine behaviour the run was started under (ENGINE_VERSION). 0: runs started before
+    # versions existed, which ask ``workflow.patched`` at each change point; 1 or later take every
+    # change up to that version as given (each patched() call costs every new run a marker and a
+    # TemporalChangeVersion search-attribute upsert). Kept across continue-as-new and subplans.
+    engine: int = 0
+    # False: the deployment meters nothing (Settings.metering), so no run-end metering activity.
+    metered: bool = True
 
 
 @dataclass

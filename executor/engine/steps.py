@@ -142,7 +142,7 @@ class StepsMixin(EngineBase):
                         raise asyncio.CancelledError() from None  # the run is being cancelled: no retry
                     error, retry_after = to_step_error(exc)
                     lost = worker_lost(exc)
-                if lost and losses < MAX_WORKER_LOSSES and workflow.patched(PATCH_WORKER_LOSS):
+                if lost and losses < MAX_WORKER_LOSSES and self._since(PATCH_WORKER_LOSS):
                     # The worker died (or lost the server) under the step: not the step's
                     # fault, so not an attempt; bounded, as the step may be what kills it.
                     losses += 1
@@ -176,7 +176,7 @@ class StepsMixin(EngineBase):
         within = retry_after is None or (
             isinstance(retry_after, int | float) and retry_after <= parse_duration(policy.max_interval)
         )
-        clamp = within or workflow.patched(PATCH_CLAMP_RETRY_AFTER)
+        clamp = within or self._since(PATCH_CLAMP_RETRY_AFTER)
         if not clamp and not math.isfinite(float(retry_after or 0.0)):
             clamp = True
         return backoff_delay(policy, attempt, retry_after, clamp=clamp)
@@ -268,7 +268,7 @@ class StepsMixin(EngineBase):
     def _guard_output(self, path: str, value: Any) -> Any:
         """A value the workflow itself produced (set, the run's output), held to the step limit."""
         size = oversize(value, MAX_STEP_OUTPUT_BYTES)
-        if size is not None and workflow.patched(PATCH_PAYLOAD_GUARD):
+        if size is not None and self._since(PATCH_PAYLOAD_GUARD):
             raise StepFailed(
                 path, StepError("OutputTooLarge", f"output is {size} bytes; the limit is {MAX_STEP_OUTPUT_BYTES}")
             )
@@ -277,7 +277,7 @@ class StepsMixin(EngineBase):
     async def _dispatch(self, fn: str, arg: Any, local: bool, timeout: float | None) -> Any:
         once = RetryPolicy(maximum_attempts=1)  # the workflow owns retries: it shows them in status
         size = oversize(vars(arg), MAX_ACTIVITY_INPUT_BYTES)
-        if size is not None and workflow.patched(PATCH_PAYLOAD_GUARD):
+        if size is not None and self._since(PATCH_PAYLOAD_GUARD):
             # Scheduled, it would fail the workflow task (over 2 MiB) again and again: fail the step.
             raise ApplicationError(
                 f"step input is {size} bytes; the limit is {MAX_ACTIVITY_INPUT_BYTES}",

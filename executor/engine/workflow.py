@@ -108,7 +108,15 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         self._local_in_task = 0
         self._parked = 0  # steps sleeping or waiting for an event right now
         self._listed = self.state  # the DuraplanStatus last upserted
-        self._meter = RunMeter(inp.tenant, inp.run_id, inp.generation, self.continued, self.started_at)
+        self._meter = RunMeter(
+            inp.tenant,
+            inp.run_id,
+            inp.generation,
+            self.continued,
+            self.started_at,
+            metered=inp.metered,
+            given=inp.engine >= 1,
+        )
 
     @workflow.run
     async def run(self, inp: RunInput) -> Any:
@@ -265,7 +273,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         state = self._public_state()
         if state == self._listed or state not in ("running", "waiting") or not self.inp.search_attributes:
             return
-        if workflow.patched(_PATCH_LIST_WAITING):
+        if self._since(_PATCH_LIST_WAITING):
             self._listed = state
             workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
 
@@ -364,7 +372,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         # Closed runs are listed by Temporal's own execution status: no upsert (and no history
         # event) for final states. Runs recorded before this change did upsert: keep replaying them.
         final = state in ("completed", "failed", "cancelled")
-        if self.inp.search_attributes and not (final and workflow.patched(_PATCH_NO_FINAL_UPSERT)):
+        if self.inp.search_attributes and not (final and self._since(_PATCH_NO_FINAL_UPSERT)):
             workflow.upsert_search_attributes([SA_STATUS.value_set(state)])
 
     async def _carry_input(self) -> RunInput:
@@ -384,6 +392,8 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             tool_pins=self.inp.tool_pins,
             carry=await self._next_carry(),
             carry_limit=self.inp.carry_limit,
+            engine=self.inp.engine,
+            metered=self.inp.metered,
         )
 
 

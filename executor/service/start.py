@@ -40,7 +40,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
-from executor.engine.models import Revision, RunInput, RunQuotas, plan_hash
+from executor.engine.models import ENGINE_VERSION, Revision, RunInput, RunQuotas, plan_hash
 from executor.errors import InputsInvalid, RunConflict, RunNotFound, RunStateError
 from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from executor.lang.loader import load_plan
@@ -192,6 +192,8 @@ async def start_run(
         quotas=ctx.quotas.for_run() if ctx.quotas is not None else None,
         revisions=revisions or [],
         tool_pins=pins(parsed) if pins is not None else {},
+        engine=ENGINE_VERSION,
+        metered=settings.metering,
     )
     # After validation (an invalid plan costs no quota); the rate token first: refusing a flood
     # must cost a local SQLite update, not a visibility query per request.
