@@ -1,4 +1,4 @@
-"""The tenant's concurrent-run cap, held under bursts.
+"""The tenant's concurrent-run cap, held under bursts, at a cost that does not grow with the cap.
 
 Temporal's visibility store is eventually consistent: a run started a moment ago is not yet
 listed as running, so ten submissions at once each counted the same few running runs and all
@@ -6,6 +6,13 @@ started (10 with a cap of 3). Here the check and the start are one step per tena
 this process), and runs this process started recently count until visibility lists them, or
 until a describe shows they already ended. Across several API processes the overshoot is
 bounded by the other processes' bursts within the visibility delay (the rate quota bounds that).
+
+Far from the cap a start costs no query at all: the last visibility count (at most ``COUNT_TTL_S``
+old) plus every run this process started in the last ``RECENT_S`` is an upper bound on what is
+running (a run counted twice or ended since only makes it larger), and below the cap it admits.
+Only a start that bound does not clear pays for the exact check: a fresh count, which of the
+recent runs visibility lists already (a query over their ids, not a listing of every running run),
+and a describe of those it does not.
 """
 
 from __future__ import annotations
@@ -14,41 +21,69 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
-__all__ = ["RECENT_S", "Admission"]
+__all__ = ["COUNT_TTL_S", "RECENT_S", "Admission", "RunningView"]
 
 RECENT_S = 10.0  # longer than visibility takes to list a started run
+COUNT_TTL_S = 1.0  # how long a visibility count of running runs serves the fast path
+
+
+@dataclass(frozen=True)
+class RunningView:
+    """How a tenant's running runs are seen: a count, and which of some ids are listed."""
+
+    count: Callable[[], Awaitable[int]]
+    listed: Callable[[list[str]], Awaitable[set[str]]]  # the ids among these visibility lists as running
+    alive: Callable[[str], Awaitable[bool]]  # a describe: still running?
+
+
+@dataclass
+class _Tenant:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    recent: dict[str, float] = field(default_factory=dict)  # workflow id -> when this process started it
+    count: int = 0
+    counted_at: float = float("-inf")
 
 
 class Admission:
     def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._recent: dict[str, dict[str, float]] = {}
+        self._tenants: dict[str, _Tenant] = {}
 
     @contextlib.asynccontextmanager
     async def admit(
         self,
         tenant: str,
         cap: int,
-        visible_running: Callable[[int], Awaitable[set[str]]],
-        still_running: Callable[[str], Awaitable[bool]],
+        view: RunningView,
         refuse: Callable[[int], BaseException],
     ) -> AsyncIterator[Callable[[str], None]]:
         """Hold the tenant's admission while the caller starts a run; ``started(workflow_id)``
         records it. ``refuse(running)`` is raised when the tenant is at ``cap``."""
-        lock = self._locks.setdefault(tenant, asyncio.Lock())
-        async with lock:
+        state = self._tenants.setdefault(tenant, _Tenant())
+        async with state.lock:
             now = time.monotonic()
-            recent = {k: t for k, t in self._recent.get(tenant, {}).items() if now - t < RECENT_S}
-            visible = await visible_running(cap + len(recent))
-            unseen = [k for k in recent if k not in visible]
-            alive = [k for k, ok in zip(unseen, await asyncio.gather(*map(still_running, unseen)), strict=True) if ok]
-            self._recent[tenant] = {k: recent[k] for k in alive}  # listed or ended: visibility has it
-            running = len(visible) + len(alive)
-            if running >= cap:
-                raise refuse(running)
+            state.recent = {k: t for k, t in state.recent.items() if now - t < RECENT_S}
+            if now - state.counted_at >= COUNT_TTL_S:
+                state.count, state.counted_at = await view.count(), now
+            if state.count + len(state.recent) >= cap:
+                running = await self._exact(state, view, now)
+                if running >= cap:
+                    raise refuse(running)
 
             def started(workflow_id: str) -> None:
-                self._recent[tenant][workflow_id] = time.monotonic()
+                state.recent[workflow_id] = time.monotonic()
 
             yield started
+
+    @staticmethod
+    async def _exact(state: _Tenant, view: RunningView, now: float) -> int:
+        """Running runs now: a fresh count plus the recent runs visibility does not list yet and a
+        describe finds running. Listed or ended runs leave ``recent`` (the count has them)."""
+        state.count, state.counted_at = await view.count(), now
+        ids = list(state.recent)
+        listed = await view.listed(ids) if ids else set()
+        unseen = [k for k in ids if k not in listed]
+        alive = await asyncio.gather(*map(view.alive, unseen))
+        state.recent = {k: state.recent[k] for k, ok in zip(unseen, alive, strict=True) if ok}
+        return state.count + len(state.recent)

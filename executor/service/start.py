@@ -46,7 +46,7 @@ from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from executor.lang.loader import load_plan
 from executor.lang.validate import validate_plan
 from executor.lang.validate_cache import validate_plan_cached
-from executor.service.admission import Admission
+from executor.service.admission import Admission, RunningView
 from executor.service.config import Settings
 from executor.service.tenants import QuotaExceeded, Quotas, TenantRegistry
 from schemas.plan import Plan
@@ -263,6 +263,7 @@ def _digest(value: Any) -> str:
 # One per process: a tenant's check-and-start is one step here, so a burst cannot all count the
 # same few running runs (see executor/service/admission.py).
 _ADMISSION = Admission()
+_IDS_PER_QUERY = 100  # workflow ids per visibility query in the exact check
 
 
 @contextlib.asynccontextmanager
@@ -274,12 +275,20 @@ async def _admitted(
     if cap is None or not settings.search_attributes:
         yield lambda _workflow_id: None
         return
-    query = (
+    running = (
         f"DuraplanTenant = {json.dumps(tenant)} AND ExecutionStatus = 'Running' AND WorkflowType = '{WORKFLOW_NAME}'"
     )
 
-    async def visible(limit: int) -> set[str]:
-        return {wf.id async for wf in client.list_workflows(query, limit=limit)}
+    async def count() -> int:
+        return (await client.count_workflows(running)).count
+
+    async def listed(ids: list[str]) -> set[str]:
+        out: set[str] = set()
+        for i in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[i : i + _IDS_PER_QUERY]
+            query = f"{running} AND WorkflowId IN ({', '.join(json.dumps(k) for k in chunk)})"
+            out.update([wf.id async for wf in client.list_workflows(query, limit=len(chunk))])
+        return out
 
     async def alive(workflow_id: str) -> bool:
         desc = await client.get_workflow_handle(workflow_id).describe()
@@ -288,7 +297,7 @@ async def _admitted(
     def refuse(running: int) -> QuotaExceeded:
         return QuotaExceeded("max_concurrent_runs", None, tenant=tenant, detail=f"{running} running, cap {cap}")
 
-    async with _ADMISSION.admit(tenant, cap, visible, alive, refuse) as started:
+    async with _ADMISSION.admit(tenant, cap, RunningView(count, listed, alive), refuse) as started:
         yield started
 
 

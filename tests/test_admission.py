@@ -1,0 +1,86 @@
+"""The concurrent-run cap's admission: exact near the cap, free of queries far from it.
+
+The view here is a stand-in for visibility (what the server would count and list); the real
+server's side is covered by the burst tests in test_api_hostile and test_tenancy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from executor.service.admission import Admission, RunningView
+
+
+class Visibility:
+    """Runs visibility counts and lists, lagging behind the starts as the real store does."""
+
+    def __init__(self) -> None:
+        self.listed_runs: set[str] = set()
+        self.ended: set[str] = set()
+        self.counts = 0
+        self.lists = 0
+        self.describes = 0
+
+    async def count(self) -> int:
+        self.counts += 1
+        return len(self.listed_runs)
+
+    async def listed(self, ids: list[str]) -> set[str]:
+        self.lists += 1
+        return self.listed_runs & set(ids)
+
+    async def alive(self, workflow_id: str) -> bool:
+        self.describes += 1
+        return workflow_id not in self.ended
+
+    def view(self) -> RunningView:
+        return RunningView(self.count, self.listed, self.alive)
+
+
+class Refused(Exception):
+    pass
+
+
+async def _start(admission: Admission, vis: Visibility, cap: int, wid: str) -> bool:
+    try:
+        async with admission.admit("t", cap, vis.view(), lambda n: Refused(n)) as started:
+            await asyncio.sleep(0)  # the start RPC
+            started(wid)
+            return True
+    except Refused:
+        return False
+
+
+async def test_a_burst_is_held_at_the_cap_while_visibility_lags() -> None:
+    admission, vis = Admission(), Visibility()
+    admitted = await asyncio.gather(*(_start(admission, vis, 3, f"r{i}") for i in range(10)))
+    assert sum(admitted) == 3
+
+
+async def test_far_from_the_cap_a_start_costs_no_query() -> None:
+    admission, vis = Admission(), Visibility()
+    admitted = await asyncio.gather(*(_start(admission, vis, 10_000, f"r{i}") for i in range(500)))
+    assert all(admitted)
+    assert (vis.counts, vis.lists, vis.describes) == (1, 0, 0)
+
+
+async def test_runs_listed_or_ended_stop_counting_twice() -> None:
+    admission, vis = Admission(), Visibility()
+    assert all([await _start(admission, vis, 2, f"r{i}") for i in range(2)])
+    assert not await _start(admission, vis, 2, "r2"), "two recent runs, neither listed yet: at the cap"
+    vis.listed_runs.add("r0")  # visibility caught up with one run...
+    assert not await _start(admission, vis, 2, "r3"), "...which counts once, not twice"
+    vis.ended.add("r1")  # the unlisted one ended: its slot is free
+    assert await _start(admission, vis, 2, "r4")
+    assert vis.lists >= 2 and vis.describes >= 2
+
+
+@pytest.mark.parametrize("cap", [1, 5])
+async def test_the_exact_check_refuses_with_the_running_count(cap: int) -> None:
+    admission, vis = Admission(), Visibility()
+    vis.listed_runs = {f"old{i}" for i in range(cap)}
+    with pytest.raises(Refused) as info:
+        async with admission.admit("t", cap, vis.view(), lambda n: Refused(n)):
+            pass
+    assert info.value.args == (cap,)
