@@ -58,11 +58,21 @@ class SchedulingMixin(EngineBase):
         candidates: dict[str, Step] | None = None  # None: every waiting step (the first pass)
         try:
             while waiting or running:
+                finished: set[str] = set()
                 if not self._draining:
                     pool = waiting if candidates is None else candidates
-                    for sid in ready(pool, lambda s: self._deps(s, ids), lambda d: self._done(frame.visible[d])):
+                    starting = ready(pool, lambda s: self._deps(s, ids), lambda d: self._done(frame.visible[d]))
+                    if len(starting) == 1 and not running and self.inp.engine >= 1:
+                        # One step and nothing beside it (a chain): awaited here, not as a task
+                        # the loop waits on, which costs each step of a chain a task and a wait.
+                        # Runs before engine version 1 keep the task: their histories have its order.
+                        sid = starting[0]
+                        await self._run_step(waiting.pop(sid), frame)
+                        finished.update(dependents.get(sid, ()))
+                        candidates = {s: waiting[s] for s in sorted(finished & waiting.keys(), key=order.__getitem__)}
+                        continue
+                    for sid in starting:
                         running[sid] = asyncio.create_task(self._run_step(waiting.pop(sid), frame))
-                finished: set[str] = set()
                 if not running:
                     if not self._draining:  # unreachable for validated plans (no cycles)
                         raise StepFailed(
