@@ -84,3 +84,23 @@ async def test_the_exact_check_refuses_with_the_running_count(cap: int) -> None:
         async with admission.admit("t", cap, vis.view(), lambda n: Refused(n)):
             pass
     assert info.value.args == (cap,)
+
+
+async def test_start_calls_run_in_parallel_and_in_flight_ones_hold_a_slot() -> None:
+    admission, vis = Admission(), Visibility()
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(wid: str) -> None:
+        async with admission.admit("t", 2, vis.view(), lambda n: Refused(n)) as started:
+            inside.set()
+            await release.wait()  # the start RPC, still in flight
+            started(wid)
+
+    first = asyncio.create_task(slow("r0"))
+    await inside.wait()
+    # the tenant is not locked while r0's start is in flight: another start is decided now...
+    assert await asyncio.wait_for(_start(admission, vis, 2, "r1"), timeout=5)
+    # ...and r0's in-flight start holds its slot: a third is refused at cap 2
+    assert not await _start(admission, vis, 2, "r2")
+    release.set()
+    await first

@@ -2,9 +2,10 @@
 
 Temporal's visibility store is eventually consistent: a run started a moment ago is not yet
 listed as running, so ten submissions at once each counted the same few running runs and all
-started (10 with a cap of 3). Here the check and the start are one step per tenant (a lock in
-this process), and runs this process started recently count until visibility lists them, or
-until a describe shows they already ended. Across several API processes the overshoot is
+started (10 with a cap of 3). Here the check is one step per tenant (a lock in this process) that
+reserves a slot, starts in flight hold theirs (so the start RPCs themselves run in parallel), and
+runs this process started recently count until visibility lists them, or until a describe shows
+they already ended. Across several API processes the overshoot is
 bounded by the other processes' bursts within the visibility delay (the rate quota bounds that).
 
 Far from the cap a start costs no query at all: the last visibility count (at most ``COUNT_TTL_S``
@@ -44,6 +45,7 @@ class _Tenant:
     recent: dict[str, float] = field(default_factory=dict)  # workflow id -> when this process started it
     count: int = 0
     counted_at: float = float("-inf")
+    starting: int = 0  # admitted starts whose RPC is in flight: they hold a slot
 
 
 class Admission:
@@ -66,15 +68,19 @@ class Admission:
             state.recent = {k: t for k, t in state.recent.items() if now - t < RECENT_S}
             if now - state.counted_at >= COUNT_TTL_S:
                 state.count, state.counted_at = await view.count(), now
-            if state.count + len(state.recent) >= cap:
-                running = await self._exact(state, view, now)
+            if state.count + len(state.recent) + state.starting >= cap:
+                running = await self._exact(state, view, now) + state.starting
                 if running >= cap:
                     raise refuse(running)
+            state.starting += 1
 
-            def started(workflow_id: str) -> None:
-                state.recent[workflow_id] = time.monotonic()
+        def started(workflow_id: str) -> None:
+            state.recent[workflow_id] = time.monotonic()
 
+        try:
             yield started
+        finally:
+            state.starting -= 1
 
     @staticmethod
     async def _exact(state: _Tenant, view: RunningView, now: float) -> int:
