@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from executor.service.admission import Admission, RunningView
+from executor.service.admission import COUNT_TTL_S, MAX_COUNT_TTL_S, Admission, RunningView, count_ttl
 
 
 class Visibility:
@@ -104,3 +104,18 @@ async def test_start_calls_run_in_parallel_and_in_flight_ones_hold_a_slot() -> N
     assert not await _start(admission, vis, 2, "r2")
     release.set()
     await first
+
+
+def test_a_count_serves_longer_the_more_headroom_the_rate_quota_leaves() -> None:
+    assert count_ttl(headroom=50_000, rate=300, burst=300) == MAX_COUNT_TTL_S
+    assert count_ttl(headroom=900, rate=300, burst=300) == 2.0  # 600 runs of room at 300/s
+    assert count_ttl(headroom=200, rate=300, burst=300) == COUNT_TTL_S  # a burst could fill it
+    assert count_ttl(headroom=50_000, rate=0, burst=0) == COUNT_TTL_S  # no rate quota: no bound
+
+
+async def test_far_from_the_cap_a_count_is_reused_under_a_rate_quota() -> None:
+    admission, vis = Admission(), Visibility()
+    for i in range(5):
+        async with admission.admit("t", 10_000, vis.view(), lambda n: Refused(n), rate=100, burst=10) as started:
+            started(f"r{i}")
+    assert vis.counts == 1

@@ -8,9 +8,13 @@ runs this process started recently count until visibility lists them, or until a
 they already ended. Across several API processes the overshoot is
 bounded by the other processes' bursts within the visibility delay (the rate quota bounds that).
 
-Far from the cap a start costs no query at all: the last visibility count (at most ``COUNT_TTL_S``
-old) plus every run this process started in the last ``RECENT_S`` is an upper bound on what is
-running (a run counted twice or ended since only makes it larger), and below the cap it admits.
+Far from the cap a start costs no query at all: the last visibility count plus every run this
+process started in the last ``RECENT_S`` is an upper bound on what this process can see running (a
+run counted twice or ended since only makes it larger), and below the cap it admits. How long a
+count serves depends on the headroom: other processes can start at most ``burst + rate * t`` of the
+tenant's runs in ``t`` seconds (the rate quota), so a count is trusted while that cannot fill the
+headroom, from ``COUNT_TTL_S`` up to ``MAX_COUNT_TTL_S`` (a count query scans every running run
+of the tenant in visibility: at 50,000 runs it is not free).
 Only a start that bound does not clear pays for the exact check: a fresh count, which of the
 recent runs visibility lists already (a query over their ids, not a listing of every running run),
 and a describe of those it does not.
@@ -24,10 +28,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-__all__ = ["COUNT_TTL_S", "RECENT_S", "Admission", "RunningView"]
+__all__ = ["COUNT_TTL_S", "MAX_COUNT_TTL_S", "RECENT_S", "Admission", "RunningView", "count_ttl"]
 
 RECENT_S = 10.0  # longer than visibility takes to list a started run
-COUNT_TTL_S = 1.0  # how long a visibility count of running runs serves the fast path
+COUNT_TTL_S = 1.0  # how long a visibility count of running runs serves the fast path, at least
+MAX_COUNT_TTL_S = 30.0  # ... and at most, however large the headroom
+
+
+def count_ttl(headroom: float, rate: float, burst: int) -> float:
+    """Seconds a count leaves ``headroom`` runs below the cap that the tenant's rate quota cannot
+    fill from elsewhere: ``(headroom - burst) / rate``, within [COUNT_TTL_S, MAX_COUNT_TTL_S]."""
+    if rate <= 0 or headroom <= burst:  # no rate quota bounds the others, or no room to spare
+        return COUNT_TTL_S
+    return min(max((headroom - burst) / rate, COUNT_TTL_S), MAX_COUNT_TTL_S)
 
 
 @dataclass(frozen=True)
@@ -59,14 +72,19 @@ class Admission:
         cap: int,
         view: RunningView,
         refuse: Callable[[int], BaseException],
+        *,
+        rate: float = 0.0,
+        burst: int = 0,
     ) -> AsyncIterator[Callable[[str], None]]:
-        """Hold the tenant's admission while the caller starts a run; ``started(workflow_id)``
-        records it. ``refuse(running)`` is raised when the tenant is at ``cap``."""
+        """Admit one start of the tenant's while the caller makes it; ``started(workflow_id)``
+        records it. ``refuse(running)`` is raised when the tenant is at ``cap``. ``rate`` and
+        ``burst`` are the tenant's run-rate quota (0: none, so a count serves ``COUNT_TTL_S``)."""
         state = self._tenants.setdefault(tenant, _Tenant())
         async with state.lock:
             now = time.monotonic()
             state.recent = {k: t for k, t in state.recent.items() if now - t < RECENT_S}
-            if now - state.counted_at >= COUNT_TTL_S:
+            known = state.count + len(state.recent) + state.starting
+            if now - state.counted_at >= count_ttl(cap - known, rate, burst):
                 state.count, state.counted_at = await view.count(), now
             if state.count + len(state.recent) + state.starting >= cap:
                 running = await self._exact(state, view, now) + state.starting

@@ -206,7 +206,7 @@ async def start_run(
         # a restart replaces a run that may be running: it does not count against the cap
         cap = None if ctx.quotas is None else ctx.quotas.max_concurrent_runs + (generation > 0)
         restart = generation > 0
-        async with _admitted(client, settings, ctx.tenant, cap) as admitted:
+        async with _admitted(client, settings, ctx.tenant, cap, ctx.quotas) as admitted:
             handle = await client.start_workflow(
                 WORKFLOW_NAME,
                 arg,
@@ -268,7 +268,7 @@ _IDS_PER_QUERY = 100  # workflow ids per visibility query in the exact check
 
 @contextlib.asynccontextmanager
 async def _admitted(
-    client: Client, settings: Settings, tenant: str, cap: int | None
+    client: Client, settings: Settings, tenant: str, cap: int | None, quotas: Quotas | None
 ) -> AsyncIterator[Callable[[str], None]]:
     """The tenant's running-run cap, checked and held across the start. Visibility is eventually
     consistent: runs this process started recently count until it lists them."""
@@ -297,7 +297,10 @@ async def _admitted(
     def refuse(running: int) -> QuotaExceeded:
         return QuotaExceeded("max_concurrent_runs", None, tenant=tenant, detail=f"{running} running, cap {cap}")
 
-    async with _ADMISSION.admit(tenant, cap, RunningView(count, listed, alive), refuse) as started:
+    rate, burst = (quotas.runs_per_second, quotas.runs_burst) if quotas is not None else (0.0, 0)
+    async with _ADMISSION.admit(
+        tenant, cap, RunningView(count, listed, alive), refuse, rate=rate, burst=burst
+    ) as started:
         yield started
 
 
