@@ -119,3 +119,30 @@ async def test_far_from_the_cap_a_count_is_reused_under_a_rate_quota() -> None:
         async with admission.admit("t", 10_000, vis.view(), lambda n: Refused(n), rate=100, burst=10) as started:
             started(f"r{i}")
     assert vis.counts == 1
+
+
+async def test_a_start_finishing_during_the_exact_check_still_counts() -> None:
+    admission, vis = Admission(), Visibility()
+    release, inside = asyncio.Event(), asyncio.Event()
+
+    async def held(wid: str) -> None:
+        async with admission.admit("t", 2, vis.view(), lambda n: Refused(n)) as started:
+            inside.set()
+            await release.wait()
+            started(wid)
+
+    assert await _start(admission, vis, 2, "r0")
+    first = asyncio.create_task(held("r1"))
+    await inside.wait()  # r1's start is in flight: the tenant is at its cap of 2
+
+    slow_listed = vis.listed
+
+    async def listed(ids: list[str]) -> set[str]:
+        release.set()  # r1's start returns while the exact check awaits visibility
+        await first
+        return await slow_listed(ids)
+
+    vis.listed = listed  # type: ignore[method-assign]
+    assert not await _start(admission, vis, 2, "r2"), "r1 moved from in flight to recent: still running"
+    vis.listed = slow_listed  # type: ignore[method-assign]
+    assert not await _start(admission, vis, 2, "r3")

@@ -103,11 +103,19 @@ class Admission:
     @staticmethod
     async def _exact(state: _Tenant, view: RunningView, now: float) -> int:
         """Running runs now: a fresh count plus the recent runs visibility does not list yet and a
-        describe finds running. Listed or ended runs leave ``recent`` (the count has them)."""
-        state.count, state.counted_at = await view.count(), now
+        describe finds running. Listed or ended runs leave ``recent`` (the count has them).
+
+        The listing comes first: a run listed then is in the count taken after it, while one listed
+        only after the count would be dropped from ``recent`` and counted nowhere (one run over the
+        cap in a burst). A run that becomes visible in between counts twice: that errs on the safe side."""
         ids = list(state.recent)
         listed = await view.listed(ids) if ids else set()
+        state.count, state.counted_at = await view.count(), now
         unseen = [k for k in ids if k not in listed]
         alive = await asyncio.gather(*map(view.alive, unseen))
-        state.recent = {k: state.recent[k] for k, ok in zip(unseen, alive, strict=True) if ok}
+        # Removed one by one, not rebuilt: starts that finished while this awaited are in
+        # ``recent`` now and nowhere else.
+        for k, ok in [*((k, False) for k in listed), *zip(unseen, alive, strict=True)]:
+            if not ok:
+                state.recent.pop(k, None)
         return state.count + len(state.recent)
