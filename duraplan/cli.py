@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from duraplan.lazy import LazyGroup
-from executor.engine.run_status import FINAL_RUN_STATES, RUN_STATES
+from executor.engine.states import FINAL_RUN_STATES, RUN_STATES
 from executor.errors import DuraplanError, PlanInvalid
 from executor.service.config import Settings
 from executor.service.process import exit_process
 
 if TYPE_CHECKING:  # what a command needs is imported when it runs (duraplan.lazy says why)
+    from rich.console import Console
     from rich.table import Table
 
     from executor.engine.run_status import RunStatus, StepView
@@ -40,8 +39,36 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Send events to runs.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
-out = Console()
-err = Console(stderr=True)
+
+
+class _Console:
+    """A rich ``Console`` made on first use: ``--json`` output never imports rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    @functools.cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=self._stderr)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        self.console.print(*objects, **kwargs)
+
+    def print_json(self, json: str) -> None:
+        self.console.print_json(json)
+
+
+out = _Console(stderr=False)
+err = _Console(stderr=True)
+
+
+def escape(markup: str) -> str:
+    from rich.markup import escape
+
+    return escape(markup)
+
 
 T = TypeVar("T")
 Tenant = Annotated[str, typer.Option("--tenant", "-t", envvar="DURAPLAN_TENANT", help="Tenant the run belongs to.")]
@@ -225,7 +252,7 @@ async def _follow(handle: RunHandle, live_output: bool) -> RunStatus:
         return status
     from rich.live import Live
 
-    with Live(_steps_table(status), console=out, refresh_per_second=8) as live:
+    with Live(_steps_table(status), console=out.console, refresh_per_second=8) as live:
         while status["state"] not in FINAL:
             await asyncio.sleep(0.2)
             status = await handle.status()

@@ -32,7 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
 from executor.engine.limits import json_size
-from executor.engine.models import EventRecord
+from executor.engine.models import EventRecord, SendEventResult
 from executor.engine.run_status import RUN_STATES, RunState, RunStatus, RunSummary, parent_of
 from executor.errors import InputsInvalid, RunFailed, RunNotFound, RunStateError, from_failure
 from executor.service.config import Settings, connect
@@ -470,7 +470,7 @@ class RunHandle:
         elif size > MAX_EVENT_BYTES:
             raise InputsInvalid("event payload", [f"{size} bytes; the limit is {MAX_EVENT_BYTES}"])
         event = EventRecord(type=type, payload=payload, event_id=event_id, received_at="")
-        result = await self._update("send_event", event)
+        result = await self._update("send_event", event, result_type=SendEventResult)
         return asdict(result) if not isinstance(result, dict) else result
 
     async def pause(self) -> str:
@@ -530,14 +530,15 @@ class RunHandle:
 
         return await first_input(self._dp.client, self.tenant, self.run_id)
 
-    async def _update(self, update: str, *args: Any) -> Any:
+    async def _update(self, update: str, *args: Any, result_type: type | None = None) -> Any:
         """Run ``PlanWorkflow``'s update named ``update`` (by name: the workflow module is the
-        worker's, and a client that only reads or steers runs need not import it)."""
+        worker's, and a client that only reads or steers runs need not import it); ``result_type``:
+        what its result decodes to, as the method's annotation would say."""
         desc = await self._describe()
         if desc.status != WorkflowExecutionStatus.RUNNING:
             raise RunStateError(f"run {self.run_id!r} is {_STATUS.get(desc.status, 'closed')}")
         try:
-            return await self._handle.execute_update(update, *args)
+            return await self._handle.execute_update(update, args=args, result_type=result_type)
         except WorkflowUpdateFailedError as exc:
             # Its failure types (QuotaExceeded) register with from_failure when the module loads.
             from executor.service.tenants import QuotaExceeded
