@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -93,6 +92,8 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
     def wrapper(*args: Any, **kwargs: Any) -> None:
         code = 0
         try:
+            import asyncio  # here, not at the top: `duraplan validate` runs no event loop
+
             asyncio.run(fn(*args, **kwargs))
         except typer.Exit as exc:
             code = exc.exit_code
@@ -244,6 +245,8 @@ def _steps_table(status: RunStatus) -> Table:
 
 async def _follow(handle: RunHandle, live_output: bool) -> RunStatus:
     """Show live step progress until the run ends; the final status."""
+    import asyncio
+
     status = await handle.status()
     if not live_output:
         while status["state"] not in FINAL:
@@ -448,6 +451,8 @@ async def worker(address: Address = None, namespace: Namespace = None) -> None:
     settings = Settings.from_env(address=address, namespace=namespace)
     client = await connect(settings)
     async with running_worker(client, settings, tenants=settings.tenant_registry()):
+        import asyncio
+
         out.print(f"worker polling task queue {settings.task_queue!r} on {settings.address} ({settings.namespace})")
         await asyncio.Event().wait()
 
@@ -487,6 +492,8 @@ async def dev(
         out.print(f"Temporal {server.address}   UI {server.ui_url}   data {settings.home}", highlight=False)
         async with running_worker(server.client, settings, tenants=settings.tenant_registry()):
             if run_plan is None:
+                import asyncio
+
                 from duraplan.api import serve
 
                 api = asyncio.create_task(serve(settings, host="127.0.0.1", port=api_port, log_level="warning"))

@@ -7,7 +7,6 @@ arguments before a handler runs, so handlers only apply defaults and domain chec
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -408,6 +407,8 @@ async def _debug_echo(args: dict[str, Any], ctx: ToolContext) -> Any:
 
 async def _debug_sleep(args: dict[str, Any], ctx: ToolContext) -> Any:
     seconds = args["seconds"]
+    import asyncio  # loaded with the running loop; not at import: validating a plan runs none
+
     await asyncio.sleep(seconds)
     return {"slept": seconds}
 

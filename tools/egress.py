@@ -13,7 +13,6 @@ policy did not see.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 import socket
@@ -56,6 +55,8 @@ _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:
 
 async def resolve_host(host: str, port: int) -> list[str]:
     """Every address the system resolver gives for ``host`` (the client may connect to any)."""
+    import asyncio  # loaded with the running loop; not at import: every tool registry builds a policy
+
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     return [str(info[4][0]) for info in infos]
 
