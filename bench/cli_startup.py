@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 # command -> the modules it imports when it runs (beside duraplan.cli itself)
 COMMANDS: dict[str, list[str]] = {
@@ -80,8 +81,8 @@ def command_cost(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     return time.perf_counter() - t, _children_cpu() - cpu0
 
 
-def _median(runs: list[tuple[float, ...]], i: int) -> float:
-    return statistics.median(r[i] for r in runs) * 1000
+def _median(runs: Sequence[Sequence[Any]], i: int) -> float:
+    return float(statistics.median(r[i] for r in runs)) * 1000
 
 
 def _end_to_end(repeat: int, address: str | None, plan_file: str) -> dict[str, Callable[[], tuple[float, float]]]:
@@ -126,8 +127,8 @@ def main(repeat: int, address: str | None) -> None:
     print("| command | wall (ms, p50) | CPU (ms, p50) |")
     print("|---|---:|---:|")
     for command, run in _end_to_end(repeat, address, f.name).items():
-        runs = [run() for _ in range(repeat)]
-        print(f"| {command} | {_median(runs, 0):.0f} | {_median(runs, 1):.0f} |")
+        timed = [run() for _ in range(repeat)]
+        print(f"| {command} | {_median(timed, 0):.0f} | {_median(timed, 1):.0f} |")
     Path(f.name).unlink()
     print(f"load average (1 min) before / after: {load:.1f} / {_loadavg():.1f} on {os.cpu_count()} cores")
 
