@@ -577,6 +577,7 @@ async def serve(
 
     registry = tenants or settings.tenant_registry() or TenantRegistry(settings.registry_location())
     dp = Duraplan(await connect(settings), settings, tenants=registry)
+    dp.registry.names()  # DURAPLAN_TOOL_MODULES load now: a broken one fails the start, not a request
     app = create_app(dp, registry)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
     try:

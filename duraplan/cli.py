@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -13,16 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from duraplan.lazy import LazyGroup
-from executor.engine.run_status import FINAL_RUN_STATES, RUN_STATES
+from executor.engine.states import FINAL_RUN_STATES, RUN_STATES
 from executor.errors import DuraplanError, PlanInvalid
 from executor.service.config import Settings
 from executor.service.process import exit_process
 
 if TYPE_CHECKING:  # what a command needs is imported when it runs (duraplan.lazy says why)
+    from rich.console import Console
     from rich.table import Table
 
     from executor.engine.run_status import RunStatus, StepView
@@ -40,8 +38,36 @@ app = typer.Typer(
 )
 events_app = typer.Typer(help="Send events to runs.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
-out = Console()
-err = Console(stderr=True)
+
+
+class _Console:
+    """A rich ``Console`` made on first use: ``--json`` output never imports rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    @functools.cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=self._stderr)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        self.console.print(*objects, **kwargs)
+
+    def print_json(self, json: str) -> None:
+        self.console.print_json(json)
+
+
+out = _Console(stderr=False)
+err = _Console(stderr=True)
+
+
+def escape(markup: str) -> str:
+    from rich.markup import escape
+
+    return escape(markup)
+
 
 T = TypeVar("T")
 Tenant = Annotated[str, typer.Option("--tenant", "-t", envvar="DURAPLAN_TENANT", help="Tenant the run belongs to.")]
@@ -66,6 +92,8 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
     def wrapper(*args: Any, **kwargs: Any) -> None:
         code = 0
         try:
+            import asyncio  # here, not at the top: `duraplan validate` runs no event loop
+
             asyncio.run(fn(*args, **kwargs))
         except typer.Exit as exc:
             code = exc.exit_code
@@ -217,6 +245,8 @@ def _steps_table(status: RunStatus) -> Table:
 
 async def _follow(handle: RunHandle, live_output: bool) -> RunStatus:
     """Show live step progress until the run ends; the final status."""
+    import asyncio
+
     status = await handle.status()
     if not live_output:
         while status["state"] not in FINAL:
@@ -225,7 +255,7 @@ async def _follow(handle: RunHandle, live_output: bool) -> RunStatus:
         return status
     from rich.live import Live
 
-    with Live(_steps_table(status), console=out, refresh_per_second=8) as live:
+    with Live(_steps_table(status), console=out.console, refresh_per_second=8) as live:
         while status["state"] not in FINAL:
             await asyncio.sleep(0.2)
             status = await handle.status()
@@ -421,6 +451,8 @@ async def worker(address: Address = None, namespace: Namespace = None) -> None:
     settings = Settings.from_env(address=address, namespace=namespace)
     client = await connect(settings)
     async with running_worker(client, settings, tenants=settings.tenant_registry()):
+        import asyncio
+
         out.print(f"worker polling task queue {settings.task_queue!r} on {settings.address} ({settings.namespace})")
         await asyncio.Event().wait()
 
@@ -460,6 +492,8 @@ async def dev(
         out.print(f"Temporal {server.address}   UI {server.ui_url}   data {settings.home}", highlight=False)
         async with running_worker(server.client, settings, tenants=settings.tenant_registry()):
             if run_plan is None:
+                import asyncio
+
                 from duraplan.api import serve
 
                 api = asyncio.create_task(serve(settings, host="127.0.0.1", port=api_port, log_level="warning"))

@@ -336,6 +336,7 @@ async def serve(
     if transport == "http":
         check_http_auth(host, registry, no_auth)
     dp = Duraplan(await connect(settings, lazy=True), settings, tenants=registry)
+    dp.registry.names()  # DURAPLAN_TOOL_MODULES load now: a broken one fails the start, not a call
     server = create_server(dp, tenant=tenant)
     if transport == "stdio":
         await server.run_stdio_async()

@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from temporalio.exceptions import ApplicationError, FailureError
+if TYPE_CHECKING:  # imported where a failure is built or read: `duraplan validate` never loads temporalio
+    from temporalio.exceptions import ApplicationError
 
 __all__ = [
     "DuraplanError",
@@ -112,6 +113,8 @@ class DuraplanError(Exception):
 def to_failure(exc: DuraplanError, *, final: bool = False) -> ApplicationError:
     """``exc`` as the ``ApplicationError`` it travels as inside Temporal; ``final``: not retried by
     Temporal even when the error is retryable (the caller decides, e.g. a refused start)."""
+    from temporalio.exceptions import ApplicationError
+
     delay = exc.retry_after_seconds()
     return ApplicationError(
         str(exc),
@@ -124,6 +127,8 @@ def to_failure(exc: DuraplanError, *, final: bool = False) -> ApplicationError:
 
 def from_failure(failure: BaseException | None) -> DuraplanError | None:
     """The typed error inside a Temporal failure chain (activity, child, update...), if it is one."""
+    from temporalio.exceptions import ApplicationError, FailureError
+
     cause: BaseException | None = failure
     while cause is not None:
         if isinstance(cause, ApplicationError):

@@ -13,27 +13,25 @@ policy did not see.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import ipaddress
 import re
 import socket
-import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import httpcore
-import httpx
-
 from tools.errors import ToolError
+
+if TYPE_CHECKING:  # imported where a URL is parsed: every tool registry builds a policy, few send
+    import httpcore
+    import httpx
 
 __all__ = [
     "EgressTarget",
     "HttpPolicy",
     "IPAddress",
     "IPNetwork",
-    "PinnedTransport",
     "Resolver",
     "parse_ip_literal",
     "parse_private_target",
@@ -57,6 +55,8 @@ _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:
 
 async def resolve_host(host: str, port: int) -> list[str]:
     """Every address the system resolver gives for ``host`` (the client may connect to any)."""
+    import asyncio  # loaded with the running loop; not at import: every tool registry builds a policy
+
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     return [str(info[4][0]) for info in infos]
 
@@ -204,6 +204,8 @@ def _parse_host_rule(entry: str) -> _HostRule:
     if port is None and scheme is not None:
         port = _DEFAULT_PORTS[scheme]
     # Spell the host as check() sees it (lowercase, IDNA decoded, no brackets or trailing dot).
+    import httpx
+
     try:
         normalized = _norm_host(httpx.URL(f"http://[{host}]/" if ":" in host else f"http://{host}/").host)
     except httpx.InvalidURL as exc:
@@ -285,6 +287,8 @@ class HttpPolicy:
         to leave the policy (EgressDenied). A URL that httpx cannot parse and this policy has no
         objection to raises ``httpx.InvalidURL``.
         """
+        import httpx
+
         try:
             parsed = httpx.URL(url)
         except httpx.InvalidURL:
@@ -341,6 +345,8 @@ class HttpPolicy:
         The host is resolved once and every address must pass; the returned target carries
         them for ``PinnedTransport.pin``.
         """
+        import httpx
+
         url = httpx.URL(url) if isinstance(url, str) else url
         _, host, port, literal = self._vet_form(url)
         private_ok = self._private_ok(host, port)
@@ -376,96 +382,6 @@ class HttpPolicy:
             raise _denied(url, f"host {host!r} did not resolve to usable addresses: {raw}")
         # Deduplicated, order kept: getaddrinfo lists each address once per socket type.
         return list(dict.fromkeys(a for a in addresses if a is not None))
-
-
-class PinnedTransport(httpx.AsyncHTTPTransport):
-    """An httpx transport that connects only where ``HttpPolicy.check`` said it may.
-
-    Call ``pin(target)`` with the ``EgressTarget`` of each request (each redirect hop) before
-    sending it. The connection goes to ``target.addresses`` in order, never to a fresh lookup
-    of the name; the URL is untouched, so the Host header, TLS SNI and certificate checks all
-    use the host name. A connection for any other host or port is refused (EgressDenied), and
-    nothing is kept alive, so every hop gets a new connection to the addresses vetted for it.
-
-    One transport serves one exchange (a request and its redirects), one request at a time:
-    the pin is per transport. The pinning sits in the httpcore network backend, below the
-    connection pool that respx patches: with respx active no connection is made at all,
-    without it every one is pinned.
-    """
-
-    def __init__(
-        self,
-        *,
-        verify: ssl.SSLContext | bool = True,
-        network_backend: httpcore.AsyncNetworkBackend | None = None,
-    ) -> None:
-        # verify=False: the parent's pool is replaced below, don't load a CA bundle for it.
-        super().__init__(verify=False, trust_env=False)
-        self._backend = _PinnedBackend(network_backend if network_backend is not None else httpcore.AnyIOBackend())
-        # The pool httpx builds (no proxy, no HTTP/2), on our backend and without keep-alive.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=_default_ssl_context() if verify is True else httpx.create_ssl_context(verify=verify),
-            max_keepalive_connections=0,
-            network_backend=self._backend,
-        )
-
-    def pin(self, target: EgressTarget) -> None:
-        """Allow the next connection to ``target``'s host and port, to its vetted addresses only."""
-        self._backend.pin(target)
-
-
-@functools.cache
-def _default_ssl_context() -> ssl.SSLContext:
-    # Loading the CA bundle takes tens of milliseconds; a context can serve many connections.
-    return httpx.create_ssl_context(verify=True, trust_env=False)
-
-
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._inner = inner
-        self._pinned: tuple[str, int, tuple[IPAddress, ...]] | None = None
-
-    def pin(self, target: EgressTarget) -> None:
-        # httpcore connects to the URL's raw (IDNA-encoded) host: key the pin the same way.
-        self._pinned = (_norm_host(target.url.raw_host.decode("ascii")), target.port, target.addresses)
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        pinned = self._pinned
-        if pinned is None or (_norm_host(host), port) != pinned[:2]:
-            raise ToolError(
-                f"egress denied: connection to {host}:{port} was not vetted by the egress policy",
-                retryable=False,
-                error_type="EgressDenied",
-            )
-        addresses = pinned[2]
-        if not addresses:  # block_private=False: the name was vetted, not its addresses
-            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
-        for ip in addresses:
-            try:
-                return await self._inner.connect_tcp(str(ip), port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise ToolError("egress denied: unix sockets are not allowed", retryable=False, error_type="EgressDenied")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 def parse_private_target(entry: str) -> str:

@@ -20,7 +20,6 @@ workers on other machines serialize the same way, and unrelated keys do not wait
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -288,9 +287,13 @@ class Store:
         return outcome.result
 
     async def _read(self, fn: Callable[[Tx], T]) -> T:
+        import asyncio  # loaded with the running loop; not at import: validating a plan runs none
+
         return await asyncio.to_thread(self._run_read, fn)
 
     async def _write(self, fn: Callable[[Tx], T]) -> T:
+        import asyncio
+
         return await asyncio.to_thread(self._run_write, fn)
 
     def _run_read(self, fn: Callable[[Tx], T]) -> T:

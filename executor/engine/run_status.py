@@ -3,14 +3,25 @@
 ``RunStatus`` is produced by the workflow's ``status`` query (``executor.engine.status.assemble``)
 and used unchanged by the Python client, the HTTP API (its OpenAPI schema), the MCP tools (their
 output schema) and the CLI. Every ``--status`` filter takes a ``RunState``; every step shows a
-``StepState``. Nothing else in the code base spells these lists.
+``StepState``. Nothing else in the code base spells these lists (the vocabulary itself lives in
+``executor.engine.states``, which has no pydantic, and is re-exported here).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from executor.engine.states import (
+    FINAL_RUN_STATES,
+    FINAL_STEP_STATES,
+    OPEN_RUN_STATES,
+    RUN_STATES,
+    STEP_STATES,
+    RunState,
+    StepState,
+)
 
 __all__ = [
     "FINAL_RUN_STATES",
@@ -31,37 +42,6 @@ __all__ = [
     "parent_of",
     "settle_step",
 ]
-
-RunState = Literal[
-    "running",  # steps execute
-    "waiting",  # running, but nothing executes: every open step sleeps or waits for an event
-    "paused",  # no new step starts
-    "replanning",  # a step failed and the planner is revising the plan
-    "compensating",  # failed or cancelled; undo actions run
-    "completed",
-    "failed",
-    "cancelled",
-    "terminated",
-]
-RUN_STATES: tuple[str, ...] = get_args(RunState)
-FINAL_RUN_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "terminated"})
-OPEN_RUN_STATES: tuple[str, ...] = tuple(s for s in RUN_STATES if s not in FINAL_RUN_STATES)
-
-StepState = Literal[
-    "pending",
-    "running",
-    "retrying",
-    "throttled",  # refused by the worker's per-tenant gate; dispatched again (not an attempt)
-    "sleeping",
-    "waiting",
-    "completed",
-    "failed",
-    "skipped",  # its `when` was false, its switch branch was not taken, or its run ended first
-    "compensated",
-    "cancelled",  # it was running when its run ended
-]
-STEP_STATES: tuple[str, ...] = get_args(StepState)
-FINAL_STEP_STATES: frozenset[str] = frozenset({"completed", "failed", "skipped", "compensated", "cancelled"})
 
 
 class _Mapping(BaseModel):

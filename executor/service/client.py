@@ -32,34 +32,26 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
 from executor.engine.limits import json_size
-from executor.engine.models import EventRecord, RunInput
+from executor.engine.models import EventRecord, SendEventResult
 from executor.engine.run_status import RUN_STATES, RunState, RunStatus, RunSummary, parent_of
-from executor.engine.workflow import PlanWorkflow
 from executor.errors import InputsInvalid, RunFailed, RunNotFound, RunStateError, from_failure
-from executor.service.bulk import BulkResult, RunFilter, run_bulk
 from executor.service.config import Settings, connect
 from executor.service.converter import utf8_client
-from executor.service.start import (
-    NAME_PATTERN as NAME_PATTERN,
-)
-from executor.service.start import (
-    TenantContext,
-    check_depth,
-    check_name,
-    check_run_id,
-    first_input,
-    load_context,
-    start_run,
-)
-from executor.service.telemetry import submit_span
-from executor.service.tenants import QuotaExceeded, TenantRegistry
-from executor.service.usage import UsageReport, record_run_start, usage_report
-from schemas.plan import Plan
-from tools import ToolRegistry, default_registry
-from tools.usage import UsageStore
+from executor.service.names import NAME_PATTERN as NAME_PATTERN
+from executor.service.names import check_depth, check_name, check_run_id
 
+# Reading a run (`duraplan status`, `runs`, `events send`) needs none of the start path, the
+# workflow definition, tenancy, metering or the tool registry: those load when first used.
 if TYPE_CHECKING:
+    from executor.engine.models import RunInput
+    from executor.service.bulk import BulkResult
     from executor.service.sources import ToolSources
+    from executor.service.start import TenantContext
+    from executor.service.tenants import TenantRegistry
+    from executor.service.usage import UsageReport
+    from schemas.plan import Plan
+    from tools import ToolRegistry
+    from tools.usage import UsageStore
 
 __all__ = ["MAX_EVENT_BYTES", "Duraplan", "RunHandle", "list_runs", "submit_plan"]
 
@@ -105,11 +97,25 @@ class Duraplan:
         ``usage``: the usage ledger (default: the workers' store database when metering is on, opened on first use)."""
         self.client = utf8_client(client)  # payloads as UTF-8 JSON: what the size limits count
         self.settings = settings or Settings.from_env()
-        self.registry = registry or default_registry(extra_modules=self.settings.tool_modules)
+        self._registry = registry
         self.tenants = tenants
         self._owns_tenants = False  # opened by connect(): close() closes it
         self._usage = usage
         self._recording: set[asyncio.Task[None]] = set()
+
+    @property
+    def registry(self) -> ToolRegistry:
+        """The tools plans are validated against (default: the built-in tools plus
+        ``Settings.tool_modules``), built on first use: reading a run needs none."""
+        if self._registry is None:
+            from tools import default_registry
+
+            self._registry = default_registry(extra_modules=self.settings.tool_modules)
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: ToolRegistry) -> None:
+        self._registry = registry
 
     @property
     def usage_store(self) -> UsageStore | None:
@@ -118,6 +124,8 @@ class Duraplan:
         if self._usage is None and self.settings.metering:
             local = self.settings.home / "store.db"
             if self.settings.database_url or local.exists():
+                from tools.usage import UsageStore
+
                 self._usage = UsageStore(self.settings.store_location())
         return self._usage
 
@@ -125,6 +133,8 @@ class Duraplan:
         self, *, tenant: str, day: str | None = None, first: str | None = None, last: str | None = None
     ) -> UsageReport:
         """The tenant's usage for ``day``, or ``first``..``last`` (UTC, inclusive); today by default."""
+        from executor.service.usage import usage_report
+
         store = self.usage_store
         if store is None:
             why = "metering is off (DURAPLAN_METERING=0)" if not self.settings.metering else "no worker has written one"
@@ -155,6 +165,8 @@ class Duraplan:
 
     async def context(self, tenant: str) -> TenantContext:
         """The tenant's entry (existence, grants, quotas), read once, off the event loop."""
+        from executor.service.start import load_context
+
         return await load_context(self.tenants, tenant)
 
     async def submit_plan(
@@ -173,6 +185,9 @@ class Duraplan:
 
         ``tool_pins``: source tool -> schema hash of the catalog the plan was made with (default:
         the tenant's current catalog); a call to a tool that changed since fails the step."""
+        from executor.service.start import start_run
+        from executor.service.telemetry import submit_span
+
         if context is None or context.tenant != tenant:
             context = await self.context(tenant)
         run_id = check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
@@ -207,6 +222,8 @@ class Duraplan:
     ) -> BulkResult:
         """cancel, terminate, pause or resume every open run of ``tenant`` matching the filter
         (``dry_run``: only count them). Never reaches another tenant's runs."""
+        from executor.service.bulk import RunFilter, run_bulk
+
         if not self.settings.search_attributes:
             raise RunStateError("bulk operations need search attributes (Settings.search_attributes)")
         return await run_bulk(
@@ -218,12 +235,16 @@ class Duraplan:
         process exits first), so a submit never waits for the ledger."""
         if self.usage_store is None:
             return
+        from executor.service.usage import record_run_start
+
         task = asyncio.create_task(record_run_start(self.usage_store, tenant, run_id, generation))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
     def tools_for(self, tenant: str) -> ToolRegistry:
         """The tools ``tenant`` may use: what a planner should be shown (all of them without tenancy)."""
+        from executor.service.start import TenantContext
+
         return TenantContext.load(self.tenants, tenant).tools(self.registry_for(tenant))
 
     @functools.cached_property
@@ -375,7 +396,7 @@ class RunHandle:
         steps included; ``items``: each foreach item's steps too."""
         desc = await self._describe()
         try:
-            raw: dict[str, Any] = await self._handle.query(PlanWorkflow.status, items)
+            raw: dict[str, Any] = await self._handle.query("status", items)
             status = RunStatus.model_validate(raw)
         except (RPCError, Exception):  # no worker to answer: describe alone still tells the state
             sa = desc.typed_search_attributes
@@ -404,9 +425,9 @@ class RunHandle:
         await self._describe()  # RunNotFound for an unknown run, another tenant's included
         view: dict[str, Any] = {"plan": None, "plan_hash": None, "revision": None, "records": {}}
         try:
-            view.update(await self._handle.query(PlanWorkflow.plan_view))
+            view.update(await self._handle.query("plan_view"))
             # Apart: a huge foreach's records can outgrow a query answer; the plan alone still draws.
-            view["records"] = await self._handle.query(PlanWorkflow.step_records)
+            view["records"] = await self._handle.query("step_records")
         except (RPCError, Exception):  # as in status(): a closed run without a worker cannot answer
             pass
         return {"run_id": self.run_id, **view}
@@ -442,20 +463,22 @@ class RunHandle:
         if tenants is not None:
             cap = (await asyncio.to_thread(tenants.quotas, self.tenant)).max_event_bytes
             if size > cap:
+                from executor.service.tenants import QuotaExceeded
+
                 detail = f"event {type!r} payload is {size} bytes; the cap is {cap}"
                 raise QuotaExceeded("max_event_bytes", None, tenant=self.tenant, detail=detail)
         elif size > MAX_EVENT_BYTES:
             raise InputsInvalid("event payload", [f"{size} bytes; the limit is {MAX_EVENT_BYTES}"])
         event = EventRecord(type=type, payload=payload, event_id=event_id, received_at="")
-        result = await self._update(PlanWorkflow.send_event, event)
+        result = await self._update("send_event", event, result_type=SendEventResult)
         return asdict(result) if not isinstance(result, dict) else result
 
     async def pause(self) -> str:
         """No new step starts; running steps finish."""
-        return str(await self._update(PlanWorkflow.pause))
+        return str(await self._update("pause"))
 
     async def resume(self) -> str:
-        return str(await self._update(PlanWorkflow.resume))
+        return str(await self._update("resume"))
 
     async def cancel(self) -> None:
         """Graceful: running steps are cancelled and compensations run in reverse order."""
@@ -481,6 +504,8 @@ class RunHandle:
         Effects happen again: idempotency keys include the restart generation."""
         if parent_of(self.run_id) is not None:
             raise RunStateError(f"run {self.run_id!r} is a subplan's child run: restart its parent")
+        from executor.service.start import start_run
+
         first = await self._first_input()
         context = await self._dp.context(self.tenant)
         plan = first.plan
@@ -501,15 +526,23 @@ class RunHandle:
         return self
 
     async def _first_input(self) -> RunInput:
+        from executor.service.start import first_input
+
         return await first_input(self._dp.client, self.tenant, self.run_id)
 
-    async def _update(self, update: Any, *args: Any) -> Any:
+    async def _update(self, update: str, *args: Any, result_type: type | None = None) -> Any:
+        """Run ``PlanWorkflow``'s update named ``update`` (by name: the workflow module is the
+        worker's, and a client that only reads or steers runs need not import it); ``result_type``:
+        what its result decodes to, as the method's annotation would say."""
         desc = await self._describe()
         if desc.status != WorkflowExecutionStatus.RUNNING:
             raise RunStateError(f"run {self.run_id!r} is {_STATUS.get(desc.status, 'closed')}")
         try:
-            return await self._handle.execute_update(update, *args)
+            return await self._handle.execute_update(update, args=args, result_type=result_type)
         except WorkflowUpdateFailedError as exc:
+            # Its failure types (QuotaExceeded) register with from_failure when the module loads.
+            from executor.service.tenants import QuotaExceeded
+
             error = from_failure(exc.cause)  # the workflow refuses with typed failures: a lookup
             if isinstance(error, QuotaExceeded) and error.tenant is None:
                 error = QuotaExceeded(error.limit, error.retry_after_s, tenant=self.tenant, detail=error.detail)

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import fnmatch
 import json
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -42,12 +41,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
 from executor.engine.models import ENGINE_VERSION, Revision, RunInput, RunQuotas, plan_hash
 from executor.errors import InputsInvalid, RunConflict, RunNotFound, RunStateError
-from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from executor.lang.loader import load_plan
 from executor.lang.validate import validate_plan
 from executor.lang.validate_cache import validate_plan_cached
 from executor.service.admission import Admission, RunningView
 from executor.service.config import Settings
+from executor.service.names import CHILD_RUN_PATTERN, NAME_PATTERN, RUN_ID_REGEX, check_depth, check_name, check_run_id
 from executor.service.tenants import QuotaExceeded, Quotas, TenantRegistry
 from schemas.plan import Plan
 from tools import ToolRegistry
@@ -65,25 +64,6 @@ __all__ = [
     "load_context",
     "start_run",
 ]
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-# A subplan's child run: <parent run id>~<step path>~<generation> (``~`` never occurs in a submitted id).
-CHILD_RUN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}(~[A-Za-z0-9_.\[\]-]{1,500}~[0-9]{1,9}){1,16}$")
-# Either: what an HTTP path parameter or MCP argument naming a run must match.
-RUN_ID_REGEX = rf"{NAME_PATTERN.pattern}|{CHILD_RUN_PATTERN.pattern}"
-
-
-def check_name(kind: str, value: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise InputsInvalid(kind, [f"{value!r} must match {NAME_PATTERN.pattern}"])
-    return value
-
-
-def check_run_id(value: str) -> str:
-    """A run id to open: a submitted one, or a subplan's child run id."""
-    if NAME_PATTERN.match(value) or CHILD_RUN_PATTERN.match(value):
-        return value
-    raise InputsInvalid("run_id", [f"{value!r} must match {NAME_PATTERN.pattern} (or be a subplan's child run id)"])
 
 
 @dataclass(frozen=True)
@@ -302,13 +282,6 @@ async def _admitted(
         tenant, cap, RunningView(count, listed, alive), refuse, rate=rate, burst=burst
     ) as started:
         yield started
-
-
-def check_depth(what: str, value: Any) -> None:
-    """JSON nested deeper than anything reasonable is refused before it reaches Temporal."""
-    too_deep = deepest(value)
-    if too_deep is not None:
-        raise InputsInvalid(what, [f"{too_deep}: nested more than {MAX_JSON_DEPTH} levels deep"])
 
 
 async def first_input(client: Client, tenant: str, run_id: str) -> RunInput:

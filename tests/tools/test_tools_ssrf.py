@@ -36,7 +36,8 @@ import respx
 
 from tests.tools.http_calls import call, expect_error, tool_named
 from tools import HttpPolicy, ToolContext, ToolError
-from tools.egress import PinnedTransport, parse_ip_literal
+from tools.egress import parse_ip_literal
+from tools.transport import PinnedTransport
 
 ContextFactory = Callable[..., ToolContext]
 

@@ -20,8 +20,9 @@ from urllib.parse import quote, urljoin
 
 import httpx
 
-from tools.egress import HttpPolicy, PinnedTransport, redact_url
+from tools.egress import HttpPolicy, redact_url
 from tools.sources.catalog import Catalog, CatalogTool, SourceError, SourceSpec, unique_tools
+from tools.transport import PinnedTransport
 
 __all__ = ["MAX_DOCUMENT_BYTES", "OpenApiClient", "openapi_catalog", "operations"]
 

@@ -1,0 +1,42 @@
+"""What a tenant, session or run id must look like, and how deep JSON may nest: the checks every
+surface runs before anything reaches Temporal.
+
+Apart from ``executor.service.start`` (which re-exports them) so that reading a run's status or
+sending it an event imports no start path (plan validation, tenancy, jsonschema).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from executor.errors import InputsInvalid
+from executor.lang.depth import MAX_JSON_DEPTH, deepest
+
+__all__ = ["CHILD_RUN_PATTERN", "NAME_PATTERN", "RUN_ID_REGEX", "check_depth", "check_name", "check_run_id"]
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# A subplan's child run: <parent run id>~<step path>~<generation> (``~`` never occurs in a submitted id).
+CHILD_RUN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}(~[A-Za-z0-9_.\[\]-]{1,500}~[0-9]{1,9}){1,16}$")
+# Either: what an HTTP path parameter or MCP argument naming a run must match.
+RUN_ID_REGEX = rf"{NAME_PATTERN.pattern}|{CHILD_RUN_PATTERN.pattern}"
+
+
+def check_name(kind: str, value: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise InputsInvalid(kind, [f"{value!r} must match {NAME_PATTERN.pattern}"])
+    return value
+
+
+def check_run_id(value: str) -> str:
+    """A run id to open: a submitted one, or a subplan's child run id."""
+    if NAME_PATTERN.match(value) or CHILD_RUN_PATTERN.match(value):
+        return value
+    raise InputsInvalid("run_id", [f"{value!r} must match {NAME_PATTERN.pattern} (or be a subplan's child run id)"])
+
+
+def check_depth(what: str, value: Any) -> None:
+    """JSON nested deeper than anything reasonable is refused before it reaches Temporal."""
+    too_deep = deepest(value)
+    if too_deep is not None:
+        raise InputsInvalid(what, [f"{too_deep}: nested more than {MAX_JSON_DEPTH} levels deep"])
