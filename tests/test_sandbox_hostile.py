@@ -395,19 +395,6 @@ def test_launcher_clears_environment_and_descriptors(tmp_path: Path, shell: Lite
         worker.communicate(timeout=10)
 
 
-async def test_reused_worker_gets_each_steps_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With recycle_after > 1 a step lowers only the soft limits, so a bigger step can follow on that worker."""
-    async with Sandbox(max_processes=1, recycle_after=10) as sandbox:
-        pids = _spy_on_workers(sandbox, monkeypatch)
-        assert await sandbox.run("len('x' * 1000)", {}, SandboxLimits(memory_mb=16)) == 1000
-        big = "len('x' * (200 * 1024 * 1024))"
-        assert await sandbox.run(big, {}, SandboxLimits(memory_mb=256)) == 200 * 1024 * 1024
-        assert pids[0] == pids[1]
-        soft, hard = (int(v) for v in _proc_limits(pids[0])["Max address space"])
-        assert soft == sandbox.step_rlimits(SandboxLimits(memory_mb=256))["AS"]
-        assert hard == sandbox.worker_limits.address_space_mb * 1024 * 1024
-
-
 async def test_launcher_removed_by_a_temp_cleaner_is_rewritten() -> None:
     async with Sandbox() as sandbox:
         assert sandbox._launcher_dir is not None
