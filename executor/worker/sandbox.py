@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import pydantic_monty
 
-from executor.worker.spares import Spares, close_pool
+from executor.worker.spares import Checkout, Spares, close_pool, close_session
 from executor.worker.warm import WarmSessions
 
 __all__ = [
@@ -236,7 +236,7 @@ class Sandbox:
         self,
         *,
         max_processes: int = 2,
-        spares: int = 1,
+        spares: int = 2,
         checkout_timeout: float = 60.0,
         worker_limits: WorkerLimits | None = None,
         request_timeout: float | None = None,
@@ -257,6 +257,7 @@ class Sandbox:
         self._launcher_dir: str | None = None
         self._spares: Spares | None = None
         self._spare_count = spares
+        self._retiring: set[asyncio.Task[None]] = set()  # workers of finished steps being killed
         self.warm = WarmSessions()  # a script session kept between its segments (executor/worker/warm.py)
 
     def _write_launcher(self) -> Path:
@@ -267,7 +268,7 @@ class Sandbox:
         self._launcher_dir = tempfile.mkdtemp(prefix="duraplan-sandbox-")
         try:
             self._write_launcher()
-            self._spares = Spares(self._start_worker, self._spare_count)
+            self._spares = Spares(self._start_worker, self._step_checkout(SandboxLimits()), self._spare_count)
             self._spares.top_up()
         except BaseException:
             self._cleanup()
@@ -281,6 +282,9 @@ class Sandbox:
             await self.warm.close_all()
             if self._spares is not None:
                 await self._spares.close()
+            while self._retiring:  # the workers of steps just finished
+                await asyncio.wait(set(self._retiring))
+            if self._spares is not None:
                 # monty 1.4's pool finishes tearing down on its own threads just after __aexit__ returns; an
                 # interpreter that exits within those few milliseconds aborts (SIGABRT) about one time in
                 # three. Give it a moment.
@@ -289,15 +293,16 @@ class Sandbox:
             self._spares = None
             self._cleanup()
 
-    async def _start_worker(self) -> pydantic_monty.AsyncMonty:
-        """A pool of one worker for one step, its process spawned (raises RuntimeError if it cannot be)."""
+    async def _start_worker(self, checkouts: int) -> pydantic_monty.AsyncMonty:
+        """A pool of one worker for one step, allowing ``checkouts`` sessions (a spare's first runs no
+        code), its process spawned (raises RuntimeError if it cannot be)."""
         self._restore_launcher()
         assert self._launcher_dir is not None
         pool = pydantic_monty.AsyncMonty(
             binary_path=os.path.join(self._launcher_dir, "monty-worker"),
             min_processes=1,
             max_processes=1,
-            max_checkouts_per_worker=1,
+            max_checkouts_per_worker=checkouts,
             checkout_timeout=self._checkout_timeout,
             request_timeout=self.request_timeout,
         )
@@ -305,9 +310,10 @@ class Sandbox:
         return pool
 
     @contextlib.asynccontextmanager
-    async def _worker(self) -> AsyncIterator[pydantic_monty.AsyncMonty]:
-        """A started worker's pool, this step's alone (a spare when one is ready); closed, and its
-        worker killed, when the step is done."""
+    async def _checkout(self, checkout: Checkout) -> AsyncIterator[pydantic_monty.AsyncMontySession]:
+        """A session on a started worker of its own (a spare when one is ready). When the block exits the
+        worker is retired in the background: killed and reaped, its slot freed after that; the step's
+        answer does not wait for it."""
         spares = self._require_running()
         try:
             async with asyncio.timeout(self._checkout_timeout):
@@ -315,18 +321,49 @@ class Sandbox:
         except TimeoutError:
             raise TimeoutError(f"every sandbox worker was busy for {self._checkout_timeout:g} s") from None
         try:
-            pool = await spares.take()
-            try:
-                yield pool
-            finally:
-                await close_pool(pool)
-        finally:
+            # The pool may start a worker at checkout (in place of one that died), from the launcher.
+            self._restore_launcher()
+            pool, session = await spares.take(checkout)
+        except BaseException:
             self._slots.release()
+            raise
+        error: BaseException | None = None
+        try:
+            yield session
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._retire(pool, session, error)
+
+    def _retire(
+        self, pool: pydantic_monty.AsyncMonty, session: pydantic_monty.AsyncMontySession, error: BaseException | None
+    ) -> None:
+        async def retire() -> None:
+            try:
+                await close_session(session, error)
+                await close_pool(pool)
+            finally:
+                self._slots.release()
+                if self._spares is not None:
+                    self._spares.top_up()
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     @property
     def spares(self) -> Spares:
-        """The spare workers (for tests and benchmarks: ``await sandbox.spares.settled()``)."""
+        """The spare workers (``ready``: how many wait for a step)."""
         return self._require_running()
+
+    async def settled(self) -> None:
+        """Wait until the workers of finished steps are gone and the spares being started are started
+        (for tests and benchmarks: a quiet sandbox)."""
+        spares = self._require_running()
+        while self._retiring:
+            await asyncio.wait(set(self._retiring))
+        await spares.settled()
 
     def _require_running(self) -> Spares:
         if self._spares is None:
@@ -382,12 +419,25 @@ class Sandbox:
             "max_suspensions": max_suspensions,
         }
         policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds, **(os_policy or {})}
-        async with (
-            self._worker() as pool,
-            pool.checkout(script_name="script.py", limits=resource_limits, os_policy=policy) as session,
-        ):
+        async with self._checkout(Checkout("script.py", resource_limits, policy)) as session:
             self._tighten(session.worker_pid, limits)
             yield session
+
+    @staticmethod
+    def _step_checkout(limits: SandboxLimits) -> Checkout:
+        """The session a code step runs in (a spare has one open for the default limits)."""
+        resource_limits: pydantic_monty.ResourceLimits = {
+            "max_memory": limits.memory_mb * _MB,
+            "max_feed_duration_secs": limits.cpu_seconds,
+            "max_recursion_depth": limits.max_recursion,
+            # time.sleep() does not count as execution time: without this a step could sleep in 10 s
+            # slices for as long as its suspension budget lasts (~3 hours), holding its worker.
+            "max_total_sleep_secs": limits.cpu_seconds,
+        }
+        # Above the total: one sleep longer than the step's budget (time.sleep(1e9)) must fail the
+        # step as a TimeoutError, not be cut short silently and let the code go on as if it had slept.
+        os_policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds + 1.0}
+        return Checkout("step.py", resource_limits, os_policy)
 
     def _restore_launcher(self) -> None:
         if self._launcher_dir is not None and not os.path.exists(os.path.join(self._launcher_dir, "monty-worker")):
@@ -407,23 +457,9 @@ class Sandbox:
         """Value of the snippet's last expression; ``on_cpu(seconds)`` hears the CPU time the step's
         worker spent on it (for metering), when the worker could be measured."""
         self._require_running()
-        resource_limits: pydantic_monty.ResourceLimits = {
-            "max_memory": limits.memory_mb * _MB,
-            "max_feed_duration_secs": limits.cpu_seconds,
-            "max_recursion_depth": limits.max_recursion,
-            # time.sleep() does not count as execution time: without this a step could sleep in 10 s
-            # slices for as long as its suspension budget lasts (~3 hours), holding its worker.
-            "max_total_sleep_secs": limits.cpu_seconds,
-        }
-        # Above the total: one sleep longer than the step's budget (time.sleep(1e9)) must fail the
-        # step as a TimeoutError, not be cut short silently and let the code go on as if it had slept.
-        os_policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds + 1.0}
         printed = pydantic_monty.CollectString(max_bytes=self.max_print_bytes)
         try:
-            async with (
-                self._worker() as pool,
-                pool.checkout(script_name="step.py", limits=resource_limits, os_policy=os_policy) as session,
-            ):
+            async with self._checkout(self._step_checkout(limits)) as session:
                 self._tighten(session.worker_pid, limits)
                 cpu_before = _cpu_seconds(session.worker_pid)
                 try:
