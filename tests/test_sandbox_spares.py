@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from test_sandbox_hostile import _alive, _proc_limits, _spy_on_workers, _wait_for, monty_workers
 
+from executor.errors import SettingsInvalid
+from executor.service.config import Settings
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="inspects workers through /proc")
@@ -185,3 +187,13 @@ def test_spares_die_with_a_killed_host(tmp_path: Path) -> None:
     while any(_alive(pid) for pid in spares):  # reparented to init: dead (or a zombie init reaps)
         assert time.monotonic() < deadline, "a spare outlived its host"
         time.sleep(0.01)
+
+
+def test_spares_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().sandbox_spares == 2
+    monkeypatch.setenv("DURAPLAN_SANDBOX_SPARES", "0")
+    assert Settings.from_env().sandbox_spares == 0
+    for bad in ("-1", "two", "17", "1.5"):
+        monkeypatch.setenv("DURAPLAN_SANDBOX_SPARES", bad)
+        with pytest.raises(SettingsInvalid, match="DURAPLAN_SANDBOX_SPARES must be a whole number from 0 to 16"):
+            Settings.from_env()
