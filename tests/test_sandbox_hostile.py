@@ -398,9 +398,10 @@ def test_launcher_clears_environment_and_descriptors(tmp_path: Path, shell: Lite
 async def test_launcher_removed_by_a_temp_cleaner_is_rewritten() -> None:
     async with Sandbox() as sandbox:
         assert sandbox._launcher_dir is not None
-        await _still_serves(sandbox)  # no worker is being spawned while the launcher goes
+        await _still_serves(sandbox)
+        await sandbox.settled()  # no worker is being spawned while the launcher goes
         shutil.rmtree(sandbox._launcher_dir)
-        for _ in range(2):
+        for _ in range(sandbox.spares.count + 2):  # the spares, then workers started from the launcher
             await _still_serves(sandbox)
 
 
@@ -408,9 +409,10 @@ async def test_worker_that_cannot_start_fails_only_its_own_step() -> None:
     async with Sandbox() as sandbox:
         assert sandbox._launcher_dir is not None
         launcher = Path(sandbox._launcher_dir) / "monty-worker"
+        await sandbox.settled()
         launcher.chmod(0o600)
         with pytest.raises(SandboxError) as info:
-            for _ in range(2):  # the first step may still find the worker spawned at start
+            for _ in range(sandbox.spares.count + 1):  # the spares started before still serve
                 await sandbox.run("1 + 1", {}, SandboxLimits())
         assert info.value.error_type == "SandboxUnavailable"
         assert info.value.retryable
