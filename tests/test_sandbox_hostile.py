@@ -395,25 +395,13 @@ def test_launcher_clears_environment_and_descriptors(tmp_path: Path, shell: Lite
         worker.communicate(timeout=10)
 
 
-async def test_reused_worker_gets_each_steps_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With recycle_after > 1 a step lowers only the soft limits, so a bigger step can follow on that worker."""
-    async with Sandbox(max_processes=1, recycle_after=10) as sandbox:
-        pids = _spy_on_workers(sandbox, monkeypatch)
-        assert await sandbox.run("len('x' * 1000)", {}, SandboxLimits(memory_mb=16)) == 1000
-        big = "len('x' * (200 * 1024 * 1024))"
-        assert await sandbox.run(big, {}, SandboxLimits(memory_mb=256)) == 200 * 1024 * 1024
-        assert pids[0] == pids[1]
-        soft, hard = (int(v) for v in _proc_limits(pids[0])["Max address space"])
-        assert soft == sandbox.step_rlimits(SandboxLimits(memory_mb=256))["AS"]
-        assert hard == sandbox.worker_limits.address_space_mb * 1024 * 1024
-
-
 async def test_launcher_removed_by_a_temp_cleaner_is_rewritten() -> None:
     async with Sandbox() as sandbox:
         assert sandbox._launcher_dir is not None
-        await _still_serves(sandbox)  # no worker is being spawned while the launcher goes
+        await _still_serves(sandbox)
+        await sandbox.settled()  # no worker is being spawned while the launcher goes
         shutil.rmtree(sandbox._launcher_dir)
-        for _ in range(2):
+        for _ in range(sandbox.spares.count + 2):  # the spares, then workers started from the launcher
             await _still_serves(sandbox)
 
 
@@ -421,9 +409,10 @@ async def test_worker_that_cannot_start_fails_only_its_own_step() -> None:
     async with Sandbox() as sandbox:
         assert sandbox._launcher_dir is not None
         launcher = Path(sandbox._launcher_dir) / "monty-worker"
+        await sandbox.settled()
         launcher.chmod(0o600)
         with pytest.raises(SandboxError) as info:
-            for _ in range(2):  # the first step may still find the worker spawned at start
+            for _ in range(sandbox.spares.count + 1):  # the spares started before still serve
                 await sandbox.run("1 + 1", {}, SandboxLimits())
         assert info.value.error_type == "SandboxUnavailable"
         assert info.value.retryable

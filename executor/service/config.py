@@ -95,6 +95,9 @@ class Settings:
     # Let tenants' stdio MCP sources spawn their command on this worker (DURAPLAN_MCP_STDIO=1).
     # Off by default: a stdio source is code running on the worker host.
     mcp_stdio: bool = False
+    # Sandbox workers started ahead of the code steps that will use them, per worker (0: each step
+    # waits 5-20 ms for its own). Each idle one is a monty process of ~6 MB RSS; none serves two steps.
+    sandbox_spares: int = 2
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -119,6 +122,7 @@ class Settings:
             "prometheus_address": _env("DURAPLAN_PROMETHEUS_ADDRESS"),
             "database_url": _database_url(_env("DURAPLAN_DATABASE_URL")),
             "mcp_stdio": (_env("DURAPLAN_MCP_STDIO") or "0").lower() in ("1", "true", "yes"),
+            "sandbox_spares": _count("DURAPLAN_SANDBOX_SPARES", _env("DURAPLAN_SANDBOX_SPARES"), maximum=16),
         }
         values = {k: v for k, v in env.items() if v is not None}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -158,6 +162,14 @@ def _database_url(value: str | None) -> str | None:
         # Never echo the value: it may hold a password.
         raise SettingsInvalid("DURAPLAN_DATABASE_URL must be a postgresql:// URL")
     return value
+
+
+def _count(name: str, value: str | None, *, maximum: int) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) > maximum:
+        raise SettingsInvalid(f"{name} must be a whole number from 0 to {maximum}, got {value!r}")
+    return int(value)
 
 
 def _path(value: str | None) -> Path | None:

@@ -107,7 +107,7 @@ async def running_worker(
 
         sources = SourceCalls(tenants, SourcePool(allow_stdio=settings.mcp_stdio))
     try:
-        async with Sandbox() as sandbox:
+        async with Sandbox(spares=settings.sandbox_spares) as sandbox:
             activities = StepActivities(
                 registry,
                 store,

@@ -1,18 +1,21 @@
-"""The code-step sandbox: pydantic-monty, a Python interpreter in Rust, in a pool of subprocesses.
+"""The code-step sandbox: pydantic-monty, a Python interpreter in Rust, in subprocesses of its own.
 
 Monty has no filesystem, network or environment access; limits on memory, time, recursion, sleeping and
 printed output are enforced in the worker process, and a parent-side deadline kills a worker that ignores
 them. Around that, defence in depth at the OS level:
 
-* Workers start through a launcher script (written to a private temporary directory when the pool starts)
+* Workers start through a launcher script (written to a private temporary directory when the sandbox starts)
   that execs the real ``monty`` binary with an empty environment, no inherited descriptors beyond
   stdin/stdout/stderr, ``SIGXFSZ`` ignored, and rlimits: address space, CPU seconds, open files, no
   file writes (``RLIMIT_FSIZE`` 0), no core dumps, optionally processes. Those are ceilings for any step;
-  when a worker is checked out for a step its address-space and CPU limits are lowered to that step's
-  own budget (``prlimit`` on the worker's pid), so a small step cannot grow its worker to the ceiling.
-* Every step gets a fresh session on a fresh worker (``recycle_after=1``): no state survives between
-  steps or tenants, and whatever a step did to its worker's process dies with it.
-* A worker that crashes or hangs fails only its own step (``SandboxCrashed``); the pool replaces it.
+  when a worker is checked out for a step its address-space and CPU limits are lowered, hard, to that
+  step's own budget (``prlimit`` on the worker's pid) before the step's code runs, so a small step cannot
+  grow its worker to the ceiling.
+* Every step gets a fresh session on a fresh worker, which serves that step only and is killed after it:
+  no state survives between steps or tenants, and whatever a step did to its worker's process dies with it.
+  So that a step does not wait for its worker to start, a few spare workers are started ahead, in the
+  background (executor/worker/spares.py): each is handed to one step, and taking one starts the next.
+* A worker that crashes or hangs fails only its own step (``SandboxCrashed``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any, Literal
 
 import pydantic_monty
 
+from executor.worker.spares import Checkout, Spares, close_pool, close_session
 from executor.worker.warm import WarmSessions
 
 __all__ = [
@@ -216,11 +220,12 @@ def sandbox_error(exc: BaseException) -> SandboxError:
 
 
 class Sandbox:
-    """A pool of sandbox workers. ``run`` executes one step on a worker of its own.
+    """Sandbox workers for steps. ``run`` executes one step on a worker process of its own.
 
-    ``recycle_after`` is how many steps a worker serves before it is replaced; 1 (the default) gives every
-    step a fresh process, at the cost of a worker spawn per step (the pool spawns on demand: ~5-10 ms on
-    top of a warm worker's ~1 ms).
+    ``max_processes`` is how many steps (and script sessions) run at once; more wait up to
+    ``checkout_timeout`` seconds for one to finish, then fail retryably (SandboxUnavailable).
+    ``spares`` is how many idle workers are kept started ahead, on top of those (0: every step waits for its
+    worker to start, 5-20 ms). A worker is never reused: each serves one step.
     ``request_timeout`` is the pool's hard per-request deadline in seconds, the backstop behind each
     step's own deadline (its ``cpu_seconds`` plus a grace second), sized for the longest step allowed.
     ``max_output_bytes`` bounds a step's result on its way to the host (results beyond it fail the step
@@ -231,7 +236,8 @@ class Sandbox:
         self,
         *,
         max_processes: int = 2,
-        recycle_after: int = 1,
+        spares: int = 2,
+        checkout_timeout: float = 60.0,
         worker_limits: WorkerLimits | None = None,
         request_timeout: float | None = None,
         max_output_bytes: int = 4 * _MB,
@@ -245,11 +251,13 @@ class Sandbox:
         self.max_print_bytes = max_print_bytes
         self.request_timeout = request_timeout or self.worker_limits.cpu_seconds + 30.0
         self._binary = binary_path or find_monty_binary()
-        self._max_processes = max_processes
-        self._recycle_after = recycle_after
+        self._slots = asyncio.Semaphore(max_processes)
+        self._checkout_timeout = checkout_timeout
         self._launcher_shell = launcher_shell
         self._launcher_dir: str | None = None
-        self._pool: pydantic_monty.AsyncMonty | None = None
+        self._spares: Spares | None = None
+        self._spare_count = spares
+        self._retiring: set[asyncio.Task[None]] = set()  # workers of finished steps being killed
         self.warm = WarmSessions()  # a script session kept between its segments (executor/worker/warm.py)
 
     def _write_launcher(self) -> Path:
@@ -259,16 +267,9 @@ class Sandbox:
     async def __aenter__(self) -> Sandbox:
         self._launcher_dir = tempfile.mkdtemp(prefix="duraplan-sandbox-")
         try:
-            launcher = self._write_launcher()
-            self._pool = pydantic_monty.AsyncMonty(
-                binary_path=launcher,
-                min_processes=1,
-                max_processes=self._max_processes,
-                max_checkouts_per_worker=self._recycle_after,
-                checkout_timeout=60.0,
-                request_timeout=self.request_timeout,
-            )
-            await self._pool.__aenter__()
+            self._write_launcher()
+            self._spares = Spares(self._start_worker, self._step_checkout(SandboxLimits()), self._spare_count)
+            self._spares.top_up()
         except BaseException:
             self._cleanup()
             raise
@@ -279,15 +280,95 @@ class Sandbox:
     ) -> None:
         try:
             await self.warm.close_all()
-            if self._pool is not None:
-                await self._pool.__aexit__(et, e, tb)
+            if self._spares is not None:
+                await self._spares.close()
+            while self._retiring:  # the workers of steps just finished
+                await asyncio.wait(set(self._retiring))
+            if self._spares is not None:
                 # monty 1.4's pool finishes tearing down on its own threads just after __aexit__ returns; an
                 # interpreter that exits within those few milliseconds aborts (SIGABRT) about one time in
                 # three. Give it a moment.
                 await asyncio.sleep(0.05)
         finally:
-            self._pool = None
+            self._spares = None
             self._cleanup()
+
+    async def _start_worker(self, checkouts: int) -> pydantic_monty.AsyncMonty:
+        """A pool of one worker for one step, allowing ``checkouts`` sessions (a spare's first runs no
+        code), its process spawned (raises RuntimeError if it cannot be)."""
+        self._restore_launcher()
+        assert self._launcher_dir is not None
+        pool = pydantic_monty.AsyncMonty(
+            binary_path=os.path.join(self._launcher_dir, "monty-worker"),
+            min_processes=1,
+            max_processes=1,
+            max_checkouts_per_worker=checkouts,
+            checkout_timeout=self._checkout_timeout,
+            request_timeout=self.request_timeout,
+        )
+        await pool.__aenter__()
+        return pool
+
+    @contextlib.asynccontextmanager
+    async def _checkout(self, checkout: Checkout) -> AsyncIterator[pydantic_monty.AsyncMontySession]:
+        """A session on a started worker of its own (a spare when one is ready). When the block exits the
+        worker is retired in the background: killed and reaped, its slot freed after that; the step's
+        answer does not wait for it."""
+        spares = self._require_running()
+        try:
+            async with asyncio.timeout(self._checkout_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise TimeoutError(f"every sandbox worker was busy for {self._checkout_timeout:g} s") from None
+        try:
+            # The pool may start a worker at checkout (in place of one that died), from the launcher.
+            self._restore_launcher()
+            pool, session = await spares.take(checkout)
+        except BaseException:
+            self._slots.release()
+            raise
+        error: BaseException | None = None
+        try:
+            yield session
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._retire(pool, session, error)
+
+    def _retire(
+        self, pool: pydantic_monty.AsyncMonty, session: pydantic_monty.AsyncMontySession, error: BaseException | None
+    ) -> None:
+        async def retire() -> None:
+            try:
+                await close_session(session, error)
+                await close_pool(pool)
+            finally:
+                self._slots.release()
+                if self._spares is not None:
+                    self._spares.top_up()
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @property
+    def spares(self) -> Spares:
+        """The spare workers (``ready``: how many wait for a step)."""
+        return self._require_running()
+
+    async def settled(self) -> None:
+        """Wait until the workers of finished steps are gone and the spares being started are started
+        (for tests and benchmarks: a quiet sandbox)."""
+        spares = self._require_running()
+        while self._retiring:
+            await asyncio.wait(set(self._retiring))
+        await spares.settled()
+
+    def _require_running(self) -> Spares:
+        if self._spares is None:
+            raise RuntimeError("Sandbox is not running: use `async with Sandbox() as sandbox`")
+        return self._spares
 
     def _cleanup(self) -> None:
         if self._launcher_dir is not None:
@@ -306,9 +387,8 @@ class Sandbox:
         }
 
     def _tighten(self, pid: int | None, limits: SandboxLimits) -> None:
-        """Lower the checked-out worker's limits to the step's. A worker that serves one step only gets
-        hard limits (which it can never raise again); a reused worker gets soft ones, since the next
-        step on it may need more."""
+        """Lower the checked-out worker's limits to the step's, soft and hard: it serves this step only,
+        and can never raise them again."""
         if pid is None:  # no local worker attached: the launcher's ceilings still hold
             return
         try:
@@ -316,8 +396,7 @@ class Sandbox:
                 fields = f.read().rsplit(")", 1)[1].split()
             cpu_used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             for name, value in self.step_rlimits(limits, cpu_used).items():
-                hard = value if self._recycle_after == 1 else self._ceilings[name]
-                resource.prlimit(pid, getattr(resource, f"RLIMIT_{name}"), (value, hard))
+                resource.prlimit(pid, getattr(resource, f"RLIMIT_{name}"), (value, value))
         except (OSError, ValueError, IndexError):
             return  # the worker is already gone (its step fails with it) or is not ours to limit
 
@@ -331,8 +410,7 @@ class Sandbox:
     ) -> AsyncIterator[pydantic_monty.AsyncMontySession]:
         """A fresh session on a fresh worker, held for a script segment: ``limits`` bound each turn
         between host calls (``max_turn_duration_secs``), not the whole session."""
-        if self._pool is None:
-            raise RuntimeError("Sandbox is not running: use `async with Sandbox() as sandbox`")
+        self._require_running()
         resource_limits: pydantic_monty.ResourceLimits = {
             "max_memory": limits.memory_mb * _MB,
             "max_turn_duration_secs": limits.cpu_seconds,
@@ -341,14 +419,29 @@ class Sandbox:
             "max_suspensions": max_suspensions,
         }
         policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds, **(os_policy or {})}
-        self._restore_launcher()
-        async with self._pool.checkout(script_name="script.py", limits=resource_limits, os_policy=policy) as session:
+        async with self._checkout(Checkout("script.py", resource_limits, policy)) as session:
             self._tighten(session.worker_pid, limits)
             yield session
 
+    @staticmethod
+    def _step_checkout(limits: SandboxLimits) -> Checkout:
+        """The session a code step runs in (a spare has one open for the default limits)."""
+        resource_limits: pydantic_monty.ResourceLimits = {
+            "max_memory": limits.memory_mb * _MB,
+            "max_feed_duration_secs": limits.cpu_seconds,
+            "max_recursion_depth": limits.max_recursion,
+            # time.sleep() does not count as execution time: without this a step could sleep in 10 s
+            # slices for as long as its suspension budget lasts (~3 hours), holding its worker.
+            "max_total_sleep_secs": limits.cpu_seconds,
+        }
+        # Above the total: one sleep longer than the step's budget (time.sleep(1e9)) must fail the
+        # step as a TimeoutError, not be cut short silently and let the code go on as if it had slept.
+        os_policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds + 1.0}
+        return Checkout("step.py", resource_limits, os_policy)
+
     def _restore_launcher(self) -> None:
         if self._launcher_dir is not None and not os.path.exists(os.path.join(self._launcher_dir, "monty-worker")):
-            # A temp-dir cleaner removed the launcher under a long-running pool: put it back, or no new
+            # A temp-dir cleaner removed the launcher under a long-running sandbox: put it back, or no new
             # worker could start.
             os.makedirs(self._launcher_dir, mode=0o700, exist_ok=True)
             self._write_launcher()
@@ -363,25 +456,10 @@ class Sandbox:
     ) -> Any:
         """Value of the snippet's last expression; ``on_cpu(seconds)`` hears the CPU time the step's
         worker spent on it (for metering), when the worker could be measured."""
-        if self._pool is None:
-            raise RuntimeError("Sandbox is not running: use `async with Sandbox() as sandbox`")
-        resource_limits: pydantic_monty.ResourceLimits = {
-            "max_memory": limits.memory_mb * _MB,
-            "max_feed_duration_secs": limits.cpu_seconds,
-            "max_recursion_depth": limits.max_recursion,
-            # time.sleep() does not count as execution time: without this a step could sleep in 10 s
-            # slices for as long as its suspension budget lasts (~3 hours), holding its worker.
-            "max_total_sleep_secs": limits.cpu_seconds,
-        }
-        # Above the total: one sleep longer than the step's budget (time.sleep(1e9)) must fail the
-        # step as a TimeoutError, not be cut short silently and let the code go on as if it had slept.
-        os_policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds + 1.0}
+        self._require_running()
         printed = pydantic_monty.CollectString(max_bytes=self.max_print_bytes)
-        self._restore_launcher()
         try:
-            async with self._pool.checkout(
-                script_name="step.py", limits=resource_limits, os_policy=os_policy
-            ) as session:
+            async with self._checkout(self._step_checkout(limits)) as session:
                 self._tighten(session.worker_pid, limits)
                 cpu_before = _cpu_seconds(session.worker_pid)
                 try:

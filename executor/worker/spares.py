@@ -1,0 +1,180 @@
+"""Spare sandbox workers: processes started ahead of the steps that will use them.
+
+Starting a sandbox worker (the launcher, then monty) takes 5-20 ms, and no worker ever serves two steps,
+so a step that started its own would pay that every time. The sandbox keeps a few spares instead: each
+is a one-worker ``AsyncMonty`` pool whose process was spawned in the background, with a session already
+open for the most common checkout (a code step with the default limits). A step takes a spare whole,
+and closes it (killing its worker) when it is done; then a replacement is started.
+
+What a spare is, and is not:
+
+* one process for one step: a spare pool is never put back, and after its step it is closed. The
+  session opened ahead runs no code: a step with the same checkout uses it, any other step closes it
+  and opens its own (the pool allows exactly those two checkouts);
+* no one's data: it was started by the same launcher as any worker (empty environment, no inherited
+  descriptors, the ceilings' rlimits) and has run no code; the step that takes it lowers its rlimits to
+  its own budget before its code runs (``Sandbox._tighten``, as for a worker started on demand);
+* never dead when handed out: before a spare is handed out its process is checked through /proc (same
+  process as when it was started, a child of this one, not exited, not stopped); one that fails the
+  check is closed and the next one taken, or a worker started for the step;
+* reaped at shutdown: ``close`` waits for spares being started and closes every one held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import pydantic_monty
+
+__all__ = ["Checkout", "Spare", "Spares", "close_pool", "process_start"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What a session is opened with (``AsyncMonty.checkout``'s arguments)."""
+
+    script_name: str
+    limits: pydantic_monty.ResourceLimits
+    os_policy: pydantic_monty.OSPolicy
+
+    def open(self, pool: pydantic_monty.AsyncMonty) -> pydantic_monty.AsyncMontySession:
+        return pool.checkout(script_name=self.script_name, limits=self.limits, os_policy=self.os_policy)
+
+
+async def close_pool(pool: pydantic_monty.AsyncMonty) -> None:
+    """Close a one-worker pool: its worker, idle or done, is killed and reaped."""
+    with contextlib.suppress(Exception):  # a pool that failed half-way has nothing left to close
+        await pool.__aexit__(None, None, None)
+
+
+async def close_session(session: pydantic_monty.AsyncMontySession, error: BaseException | None = None) -> None:
+    with contextlib.suppress(Exception):  # a worker that died has nothing to give back
+        await session.__aexit__(type(error) if error else None, error, None)
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), if it is a live, running child of this
+    process; None if it is gone, exited (a zombie), stopped or not ours."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    state, ppid, start = fields[0], fields[1], fields[19]
+    if state in ("Z", "X", "x", "T", "t") or int(ppid) != os.getpid():
+        return None
+    return start
+
+
+@dataclass
+class Spare:
+    pool: pydantic_monty.AsyncMonty
+    session: pydantic_monty.AsyncMontySession  # opened for ``Spares.prepared``, no code run
+    pid: int
+    started: str  # process_start(pid) when it was ready: a pid the kernel reused does not match
+
+    def alive(self) -> bool:
+        return process_start(self.pid) == self.started
+
+    async def close(self) -> None:
+        await close_session(self.session)
+        await close_pool(self.pool)
+
+
+class Spares:
+    """Up to ``count`` started one-worker pools, each with a session open for ``prepared``.
+
+    ``start(checkouts)`` makes and enters one pool allowing that many checkouts (spawning its worker);
+    it raises if the worker cannot be spawned.
+    """
+
+    def __init__(
+        self, start: Callable[[int], Awaitable[pydantic_monty.AsyncMonty]], prepared: Checkout, count: int
+    ) -> None:
+        if count < 0:
+            raise ValueError(f"spares must be >= 0, got {count}")
+        self.count = count
+        self.prepared = prepared
+        self._start = start
+        self._ready: collections.deque[Spare] = collections.deque()
+        self._starting: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def ready(self) -> int:
+        """Spares started and waiting for a step."""
+        return len(self._ready)
+
+    async def take(self, checkout: Checkout) -> tuple[pydantic_monty.AsyncMonty, pydantic_monty.AsyncMontySession]:
+        """A worker's pool for one step, and an entered session on it for ``checkout``: a live spare's
+        when one is ready, else a worker started now. The caller owns both, closes them, and then calls
+        ``top_up``: starting a process costs this process's event loop ~0.3 ms (the fork), which a
+        step should not wait for. Only when no spare was ready are the replacements started at once."""
+        if self._closed:
+            raise RuntimeError("the sandbox's spares are closed")
+        while self._ready:
+            spare = self._ready.popleft()
+            if not spare.alive():
+                log.warning("spare sandbox worker %d died while idle: closed, not used", spare.pid)
+                await spare.close()
+                continue
+            if checkout == self.prepared:
+                return spare.pool, spare.session
+            await close_session(spare.session)  # no code ran in it; the pool allows one more checkout
+            return spare.pool, await self._open(spare.pool, checkout)
+        self.top_up()
+        return (pool := await self._start(1)), await self._open(pool, checkout)
+
+    @staticmethod
+    async def _open(pool: pydantic_monty.AsyncMonty, checkout: Checkout) -> pydantic_monty.AsyncMontySession:
+        try:
+            session = checkout.open(pool)
+            await session.__aenter__()
+        except BaseException:
+            await close_pool(pool)
+            raise
+        return session
+
+    def top_up(self) -> None:
+        """Start as many spares as are missing (ready or starting)."""
+        if self._closed:
+            return
+        for _ in range(self.count - len(self._ready) - len(self._starting)):
+            task = asyncio.get_running_loop().create_task(self._refill())
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+
+    async def settled(self) -> None:
+        """Wait until the spares being started are ready (or failed to start)."""
+        while self._starting:
+            await asyncio.wait(set(self._starting))  # (not gather: a cancelled wait must not cancel them)
+
+    async def _refill(self) -> None:
+        try:
+            pool = await self._start(2)
+            session = await self._open(pool, self.prepared)
+        except Exception as exc:  # the next take starts its own worker, and reports why it cannot
+            log.warning("could not start a spare sandbox worker: %s", exc)
+            return
+        pid = session.worker_pid
+        spare = Spare(pool, session, pid or 0, (process_start(pid) if pid else None) or "")
+        if self._closed or not spare.alive():
+            await spare.close()
+        else:
+            self._ready.append(spare)
+
+    async def close(self) -> None:
+        """Stop starting spares and close every one held. Spares being started are waited for, not
+        cancelled: a pool cancelled half-way could leave its worker to the garbage collector."""
+        self._closed = True
+        await self.settled()
+        while self._ready:
+            await self._ready.popleft().close()

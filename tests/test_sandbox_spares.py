@@ -1,0 +1,199 @@
+"""Spare sandbox workers (executor/worker/spares.py): started ahead so a step does not wait for its worker,
+and still one process per step, with the step's own limits, nothing inherited, nothing left behind.
+
+Workers are watched from the host through /proc, as in test_sandbox_hostile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_sandbox_hostile import _alive, _proc_limits, _spy_on_workers, _wait_for, monty_workers
+
+from executor.errors import SettingsInvalid
+from executor.service.config import Settings
+from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="inspects workers through /proc")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def _ready_spares(sandbox: Sandbox, count: int) -> set[int]:
+    """The pids of ``count`` idle spares, once all have exec'd monty (no step is running)."""
+    await sandbox.settled()
+    await _wait_for(lambda: len(monty_workers()) == count)
+    assert sandbox.spares.ready == count
+    return set(monty_workers())
+
+
+async def test_consecutive_steps_run_on_spares_in_different_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with Sandbox(spares=1) as sandbox:
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        spares_seen = []
+        for value in (1, 2, 3):
+            spares_seen.append(await _ready_spares(sandbox, 1))
+            assert await sandbox.run("{'value': x}", {"x": value}, SandboxLimits()) == {"value": value}
+        assert len(set(pids)) == 3, "every step had a process of its own"
+        for pid, spares in zip(pids, spares_seen, strict=True):
+            assert spares == {pid}, "each step ran on the spare started before it"
+        await _wait_for(lambda: not any(_alive(pid) for pid in pids))  # and each is gone after its step
+
+
+async def test_spare_killed_while_idle_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with Sandbox(spares=1) as sandbox:
+        (spare,) = await _ready_spares(sandbox, 1)
+        os.kill(spare, signal.SIGKILL)
+        await _wait_for(lambda: not _alive(spare))
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        assert await sandbox.run("sum(xs)", {"xs": [1, 2, 3]}, SandboxLimits()) == 6
+        assert pids and pids[0] != spare
+        # The sandbox keeps going on spares again.
+        await _ready_spares(sandbox, 1)
+        assert await sandbox.run("2 * 21", {}, SandboxLimits()) == 42
+
+
+async def test_dead_spares_fail_no_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both spares die: each of the next steps still gets a live worker of its own."""
+    async with Sandbox(spares=2) as sandbox:
+        spares = await _ready_spares(sandbox, 2)
+        for pid in spares:
+            os.kill(pid, signal.SIGKILL)
+        await _wait_for(lambda: not any(_alive(pid) for pid in spares))
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        results = await asyncio.gather(*(sandbox.run("x * 2", {"x": i}, SandboxLimits()) for i in range(3)))
+        assert results == [0, 2, 4]
+        assert len(set(pids)) == 3 and not set(pids) & spares
+
+
+async def test_step_on_a_spare_gets_its_own_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spare starts with the ceilings; the step that takes it lowers them, hard, before its code runs."""
+    async with Sandbox(spares=1) as sandbox:
+        (spare,) = await _ready_spares(sandbox, 1)
+        assert int(_proc_limits(spare)["Max address space"][1]) == sandbox.worker_limits.address_space_mb << 20
+        limits = SandboxLimits(memory_mb=32, cpu_seconds=0.5)
+        seen: list[dict[str, tuple[str, str]]] = []
+        pids: list[int] = []
+        tighten = sandbox._tighten
+
+        def spy(pid: int | None, step_limits: SandboxLimits) -> None:
+            tighten(pid, step_limits)
+            assert pid is not None
+            pids.append(pid)
+            seen.append(_proc_limits(pid))  # what the step's code will run under
+
+        monkeypatch.setattr(sandbox, "_tighten", spy)
+        with pytest.raises(SandboxError) as info:
+            await sandbox.run("while True:\n    pass", {}, limits)
+        assert info.value.error_type == "TimeoutError"
+        assert pids[0] == spare
+        expected = sandbox.step_rlimits(limits)
+        assert seen[0]["Max address space"] == (str(expected["AS"]),) * 2
+        soft, hard = (int(v) for v in seen[0]["Max cpu time"])
+        assert soft == hard and expected["CPU"] <= soft <= expected["CPU"] + 1
+
+        (spare,) = await _ready_spares(sandbox, 1)
+        with pytest.raises(SandboxError) as info:
+            await sandbox.run("x = 'x' * (64 * 1024 * 1024)\nlen(x)", {}, limits)
+        assert info.value.error_type == "MemoryError"
+        assert pids[1] == spare
+        assert seen[1]["Max address space"] == (str(expected["AS"]),) * 2
+
+
+async def test_spares_have_no_environment_or_descriptors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spares are started in the background, long after the host's environment may have gained a
+    secret: they inherit none of it."""
+    monkeypatch.setenv("DURAPLAN_SECRET_PROBE", "hunter2")
+    async with Sandbox(spares=2) as sandbox:
+        await sandbox.run("1", {}, SandboxLimits())  # a replacement is started after the step
+        for pid in await _ready_spares(sandbox, 2):
+            assert Path(f"/proc/{pid}/environ").read_bytes() == b""
+            fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+            assert fds[:3] == [0, 1, 2] and all(fd >= 10 for fd in fds[3:])
+
+
+async def test_without_spares_every_step_starts_its_own_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with Sandbox(spares=0) as sandbox:
+        await sandbox.settled()
+        assert monty_workers() == []
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        assert [await sandbox.run("x", {"x": i}, SandboxLimits()) for i in range(2)] == [0, 1]
+        assert len(set(pids)) == 2
+        assert sandbox.spares.ready == 0
+
+
+def _children() -> set[int]:
+    """Every child process of this one, whatever it runs now (a worker still in its launcher too)."""
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        pids.update(int(pid) for pid in (task / "children").read_text().split())
+    return pids
+
+
+async def test_no_worker_survives_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _children()
+    async with Sandbox(spares=2) as sandbox:
+        spy = _spy_on_workers(sandbox, monkeypatch)
+        spares = await _ready_spares(sandbox, 2)
+        running = asyncio.ensure_future(sandbox.run("while True:\n    pass", {}, SandboxLimits(cpu_seconds=30)))
+        await _wait_for(lambda: bool(spy))
+        await sandbox.run("1", {}, SandboxLimits())
+        assert set(spy) == spares  # both steps ran on spares
+        await sandbox.settled()  # their replacements are started
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        workers = spares | (_children() - before)
+    assert len(workers) >= 4
+    await _wait_for(lambda: not any(_alive(pid) for pid in workers))
+    assert monty_workers() == []
+
+
+def test_spares_die_with_a_killed_host(tmp_path: Path) -> None:
+    """A worker process killed outright (no shutdown) leaves no sandbox worker running: idle spares exit
+    when their host's end of the pipe closes."""
+    script = tmp_path / "host.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from executor.worker.sandbox import Sandbox, SandboxLimits\n"
+        "from test_sandbox_hostile import monty_workers\n"
+        "async def main():\n"
+        "    async with Sandbox(spares=2) as sandbox:\n"
+        "        assert await sandbox.run('1 + 1', {}, SandboxLimits()) == 2\n"
+        "        await sandbox.settled()\n"
+        "        while len(monty_workers()) < 2:\n"
+        "            await asyncio.sleep(0.01)\n"
+        "        print(' '.join(map(str, monty_workers())), flush=True)\n"
+        "        await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    host = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout is not None
+        spares = [int(pid) for pid in host.stdout.readline().split()]
+        assert len(spares) == 2 and all(_alive(pid) for pid in spares)
+    finally:
+        host.kill()
+        host.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in spares):  # reparented to init: dead (or a zombie init reaps)
+        assert time.monotonic() < deadline, "a spare outlived its host"
+        time.sleep(0.01)
+
+
+def test_spares_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().sandbox_spares == 2
+    monkeypatch.setenv("DURAPLAN_SANDBOX_SPARES", "0")
+    assert Settings.from_env().sandbox_spares == 0
+    for bad in ("-1", "two", "17", "1.5"):
+        monkeypatch.setenv("DURAPLAN_SANDBOX_SPARES", bad)
+        with pytest.raises(SettingsInvalid, match="DURAPLAN_SANDBOX_SPARES must be a whole number from 0 to 16"):
+            Settings.from_env()
