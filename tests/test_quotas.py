@@ -110,7 +110,14 @@ async def test_max_step_output_bytes(env: Env) -> None:
         "name": "big",
         "steps": [
             {"id": "small", "kind": "tool", "tool": "debug.echo", "args": {"value": "x" * 100}},
-            {"id": "big", "kind": "tool", "tool": "debug.echo", "args": {"value": "x" * 2000}},
+            # after "small" (a reference orders them): run side by side, either may end first
+            {
+                "id": "big",
+                "kind": "tool",
+                "tool": "debug.echo",
+                "args": {"value": "x" * 2000},
+                "when": "${steps.small.output.value}",
+            },
         ],
     }
     handle = await env.dp.submit_plan(plan, tenant=tenant, session="s")

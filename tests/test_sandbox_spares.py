@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sandbox_hostile import _alive, _proc_limits, _spy_on_workers, _wait_for, monty_workers
+from test_sandbox_hostile import _alive, _proc_limits, _spy_on_workers, _wait_for
+from test_sandbox_hostile import monty_workers as all_monty_workers
 
 from executor.errors import SettingsInvalid
 from executor.service.config import Settings
@@ -24,6 +25,19 @@ from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
 pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="inspects workers through /proc")
 
 ROOT = Path(__file__).resolve().parents[1]
+_FOREIGN: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _foreign_workers() -> None:
+    """Workers this process had before the test (another test's worker, with its own spares, may
+    live on in this process): not the test's, so not counted."""
+    _FOREIGN.clear()
+    _FOREIGN.update(all_monty_workers())
+
+
+def monty_workers() -> list[int]:
+    return [pid for pid in all_monty_workers() if pid not in _FOREIGN]
 
 
 async def _ready_spares(sandbox: Sandbox, count: int) -> set[int]:
