@@ -1,7 +1,8 @@
 """Code step start: a one-step code run end to end, minus the same run with a local tool step.
 
 Both plans take ``input.x`` and return ``{"value": x}``: one with ``debug.echo`` as a local tool
-step, one with a code step (the sandbox). Runs alternate, one at a time, after a warm-up; the
+step, one with a code step (the sandbox). Runs alternate, one at a time, after a warm-up, each
+once the worker's sandbox has settled (spares started, the last step's process gone); the
 difference of the p50s is what starting a sandboxed code step costs over calling a tool, warm.
 
 End to end is what the target is stated in, and on a shared machine it is noisy (the sandbox's
@@ -85,6 +86,10 @@ async def main(samples: int, warmup: int) -> None:
         for i in range(samples):
             order = (TOOL_PLAN, CODE_PLAN) if i % 2 == 0 else (CODE_PLAN, TOOL_PLAN)
             for plan in order:
+                # Warm: each run finds the worker settled (the last code step's process retired and
+                # its replacement spare started), as a worker between requests does.
+                assert bench.sandbox is not None
+                await bench.sandbox.settled()
                 sample = await run_duraplan(bench, plan)
                 (tool if plan is TOOL_PLAN else code).append(sample.e2e_s)
         foreign = load.cores()

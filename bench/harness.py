@@ -115,6 +115,7 @@ class Bench:
     task_queue: str
     probe: EagerProbe
     server: str
+    sandbox: Sandbox | None = None  # the worker's: code steps run there
     prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _seq: int = 0
     last_run_id: str = ""
@@ -212,7 +213,7 @@ async def bench_env(
                         **(worker_options or {}),
                     )
                     async with worker:
-                        yield Bench(client, Duraplan(client, settings, registry), task_queue, probe, label)
+                        yield Bench(client, Duraplan(client, settings, registry), task_queue, probe, label, sandbox)
             finally:
                 usage.close()
                 store.close()
