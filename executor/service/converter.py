@@ -27,10 +27,24 @@ from temporalio.converter import (
 __all__ = ["UTF8_DATA_CONVERTER", "utf8_client"]
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 class _Utf8Encoder(AdvancedJSONEncoder):
     def __init__(self, **kwargs: Any) -> None:
         kwargs["ensure_ascii"] = False
         super().__init__(**kwargs)
+
+    def default(self, o: Any) -> Any:
+        # A dataclass as a shallow dict: the encoder comes back here for the dataclasses inside it.
+        # The base class's ``dataclasses.asdict`` deep-copies every value first (a run's whole plan,
+        # on every start and every activity input) only for the encoder to walk it again.
+        names = _FIELDS.get(type(o))
+        if names is None and dataclasses.is_dataclass(o) and not isinstance(o, type):
+            names = _FIELDS[type(o)] = tuple(f.name for f in dataclasses.fields(o))
+        if names is not None:
+            return {name: getattr(o, name) for name in names}
+        return super().default(o)
 
 
 class _Utf8PayloadConverter(CompositePayloadConverter):
