@@ -504,9 +504,23 @@ class RunHandle:
         return await first_input(self._dp.client, self.tenant, self.run_id)
 
     async def _update(self, update: Any, *args: Any) -> Any:
-        desc = await self._describe()
-        if desc.status != WorkflowExecutionStatus.RUNNING:
-            raise RunStateError(f"run {self.run_id!r} is {_STATUS.get(desc.status, 'closed')}")
+        # No describe first: the update itself is the check (a closed or unknown run answers
+        # NOT_FOUND), so an event costs one round trip, as a signal does. Only a refusal is
+        # explained, by a describe: RunNotFound for no such run, RunStateError for a closed one.
+        for attempt in range(2):
+            try:
+                return await self._execute_update(update, *args)
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise RunStateError(f"run {self.run_id!r} ended before the request was accepted: {exc}") from None
+                desc = await self._describe()  # RunNotFound when the run does not exist
+                if desc.status != WorkflowExecutionStatus.RUNNING:
+                    raise RunStateError(f"run {self.run_id!r} is {_STATUS.get(desc.status, 'closed')}") from None
+                if attempt:  # running again (continued as new in between), and still refused
+                    raise RunStateError(f"run {self.run_id!r} did not accept the request: {exc}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _execute_update(self, update: Any, *args: Any) -> Any:
         try:
             return await self._handle.execute_update(update, *args)
         except WorkflowUpdateFailedError as exc:
@@ -516,7 +530,7 @@ class RunHandle:
             if error is not None:
                 raise error from None
             raise RunStateError(getattr(exc.cause, "message", str(exc.cause))) from None
-        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
             # The run closed while the update was in flight ("workflow update was aborted by
             # closing workflow"): the same conflict as arriving after the end, not a lost run.
             raise RunStateError(f"run {self.run_id!r} ended before the request was accepted: {exc}") from None
