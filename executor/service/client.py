@@ -506,18 +506,18 @@ class RunHandle:
     async def _update(self, update: Any, *args: Any) -> Any:
         # No describe first: the update itself is the check (a closed or unknown run answers
         # NOT_FOUND), so an event costs one round trip, as a signal does. Only a refusal is
-        # explained, by a describe: RunNotFound for no such run, RunStateError for a closed one.
+        # explained, by a describe: RunNotFound for no such run, RunStateError for a closed one
+        # (an unreachable server fails the describe with its own RPCError, as before).
         for attempt in range(2):
             try:
                 return await self._execute_update(update, *args)
             except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise RunStateError(f"run {self.run_id!r} ended before the request was accepted: {exc}") from None
-                desc = await self._describe()  # RunNotFound when the run does not exist
+                desc = await self._describe()
                 if desc.status != WorkflowExecutionStatus.RUNNING:
                     raise RunStateError(f"run {self.run_id!r} is {_STATUS.get(desc.status, 'closed')}") from None
-                if attempt:  # running again (continued as new in between), and still refused
-                    raise RunStateError(f"run {self.run_id!r} did not accept the request: {exc}") from None
+                if exc.status == RPCStatusCode.NOT_FOUND and not attempt:
+                    continue  # the run continued as new in between: its next run takes the update
+                raise RunStateError(f"run {self.run_id!r} did not accept the request: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _execute_update(self, update: Any, *args: Any) -> Any:
