@@ -79,11 +79,14 @@ class BaselineWorkflow:
 
 WAITER_WORKFLOW = "BenchWaiter"
 RELEASE_SIGNAL = "release"
+WAITER_TIMEOUT = timedelta(hours=2)  # the timeout of bench.concurrency's wait_for_event step
 
 
 @workflow.defn(name=WAITER_WORKFLOW)
 class WaiterWorkflow:
-    """The hand-written floor for a waiting run: block on a signal, return its payload."""
+    """The hand-written floor for a waiting run: block on a signal, return its payload.
+
+    With the same 2 h timeout as bench.concurrency's ``wait_for_event`` step: both hold a timer."""
 
     def __init__(self) -> None:
         self._payload: Any = None
@@ -91,7 +94,7 @@ class WaiterWorkflow:
 
     @workflow.run
     async def run(self) -> Any:
-        await workflow.wait_condition(lambda: self._released)
+        await workflow.wait_condition(lambda: self._released, timeout=WAITER_TIMEOUT)
         return self._payload
 
     @workflow.signal(name=RELEASE_SIGNAL)

@@ -4,7 +4,7 @@ Each side, in turn, on one dev server (SQLite on disk, WAL):
 
 1. a fresh worker **process** (so its memory is that side's alone) serves the side's workflow;
 2. N runs are started (at most ``--in-flight`` start calls at once): the start rate;
-3. once every run is waiting, the worker's RSS (``/proc/<pid>/status``);
+3. once every run is waiting and held by the worker (its cache allowing), the worker's RSS (``/proc/<pid>/status``);
 4. every run is released (duraplan: an event, an update; hand-written: a signal) and awaited:
    the release rate, and that every run completed with its own payload (none lost).
 
@@ -85,23 +85,59 @@ async def serve(side: str, address: str, task_queue: str, home: str, cache: int)
 
     client = await Client.connect(address)
     options: dict[str, Any] = {"max_cached_workflows": cache, "max_concurrent_workflow_tasks": 100}
-    stop = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    workers: list[Worker] = []
+    original_init = Worker.__init__
+
+    def keep(self: Worker, *args: Any, **kwargs: Any) -> None:  # the Worker running_worker builds
+        original_init(self, *args, **kwargs)
+        workers.append(self)
+
+    Worker.__init__ = keep  # type: ignore[method-assign]
     if side == "duraplan":
         settings = Settings(home=Path(home), task_queue=task_queue)
         async with running_worker(client, settings, **options):
             print("READY", flush=True)
-            await stop
+            await answer(workers)
         return
     del PlanWorkflow  # the hand-written side serves only its own workflow
     async with Worker(
         client, task_queue=task_queue, workflows=[WaiterWorkflow], workflow_runner=bench_runner(), **options
     ):
         print("READY", flush=True)
-        await stop
+        await answer(workers)
+
+
+async def answer(workers: list[Any]) -> None:
+    """Until stdin closes: each line asks how many runs the worker holds in its cache."""
+    loop = asyncio.get_running_loop()
+    while await loop.run_in_executor(None, sys.stdin.readline):
+        # SDK internals (a benchmark may look): the runs whose first workflow task this worker took
+        held = sum(len(w._workflow_worker._running_workflows) for w in workers if w._workflow_worker)
+        print(held, flush=True)
+
+
+@dataclass
+class WorkerProcess:
+    pid: int
+    proc: subprocess.Popen[str]
+
+    async def held(self) -> int:
+        """How many runs the worker holds (cached workflow instances)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("held\n")
+        self.proc.stdin.flush()
+        while True:  # the SDK core may log to the same stdout
+            line = (await asyncio.to_thread(self.proc.stdout.readline)).strip()
+            if line.isdigit():
+                return int(line)
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError("worker process exited")
 
 
 @contextlib.asynccontextmanager
-async def worker_process(side: str, address: str, task_queue: str, home: Path, cache: int) -> AsyncIterator[int]:
+async def worker_process(
+    side: str, address: str, task_queue: str, home: Path, cache: int
+) -> AsyncIterator[WorkerProcess]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.concurrency", "--serve", side, address, task_queue, str(home), str(cache)],
@@ -116,7 +152,7 @@ async def worker_process(side: str, address: str, task_queue: str, home: Path, c
         proc.kill()
         raise RuntimeError(f"{side} worker did not start: {line!r}")
     try:
-        yield proc.pid
+        yield WorkerProcess(proc.pid, proc)
     finally:
         proc.stdin.close()
         try:
@@ -138,15 +174,21 @@ async def bounded(items: list[Any], in_flight: int, fn: Callable[[Any], Awaitabl
     return await asyncio.gather(*(one(i) for i in items))
 
 
-async def wait_all_waiting(client: Client, query: str, n: int, timeout: float) -> None:
-    """Until the server's visibility counts ``n`` running executions of the side's type."""
+async def wait_all_waiting(
+    client: Client, query: str, n: int, timeout: float, worker: WorkerProcess, cache: int
+) -> None:
+    """Until the server's visibility counts ``n`` running executions of the side's type and the
+    worker holds all ``n`` (their first workflow task done): the server counts a run as soon as it
+    is started, long before a busy worker has taken it, and RSS measured then misses those runs."""
     deadline = time.monotonic() + timeout
+    count = held = 0
     while time.monotonic() < deadline:
         count = (await client.count_workflows(query)).count
-        if count >= n:
+        held = await worker.held()
+        if count >= n and held >= min(n, cache):
             return
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"only {count} of {n} runs reached the server within {timeout} s")
+    raise RuntimeError(f"{count} of {n} runs reached the server, the worker holds {held}, within {timeout} s")
 
 
 async def settle(pid: int) -> float:
@@ -166,7 +208,8 @@ async def run_side(side: str, client: Client, address: str, n: int, in_flight: i
     prefix = uuid.uuid4().hex[:6]
     ids = [f"{side[:2]}-{prefix}-{i}" for i in range(n)]
     with tempfile.TemporaryDirectory(prefix="duraplan-conc-") as home:
-        async with worker_process(side, address, task_queue, Path(home), cache) as pid:
+        async with worker_process(side, address, task_queue, Path(home), cache) as worker:
+            pid = worker.pid
             await asyncio.sleep(1.0)
             rss_idle = rss_mib(pid)
             cpu0 = _proc_cpu(pid)
@@ -182,7 +225,9 @@ async def run_side(side: str, client: Client, address: str, n: int, in_flight: i
             t0 = time.perf_counter()
             handles = await bounded(ids, in_flight, start)
             start_s = time.perf_counter() - t0
-            await wait_all_waiting(client, f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'", n, 600)
+            await wait_all_waiting(
+                client, f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'", n, 600, worker, cache
+            )
             rss_waiting = await settle(pid)
 
             async def release(pair: tuple[str, Any]) -> Any:

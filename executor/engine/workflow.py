@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         StepQuota,
         plan_hash,
     )
+    from executor.engine.plans import shared_plan
     from executor.engine.retry import to_step_error
     from executor.engine.run_status import parent_of
     from executor.engine.scheduling import SchedulingMixin
@@ -76,7 +77,8 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
     @workflow.init
     def __init__(self, inp: RunInput) -> None:
         self.inp = inp
-        self.plan = Plan.model_validate(inp.plan)
+        # one parsed plan and one body per plan in this worker, not one per run (waiting runs add up)
+        inp.plan, self.plan = shared_plan(inp.plan_hash, inp.plan)
         self.plan_json = inp.plan
         self.current_hash = inp.plan_hash
         self.revisions: list[Revision] = list(inp.revisions) or [

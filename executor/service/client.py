@@ -533,10 +533,25 @@ class RunHandle:
     async def _update(self, update: str, *args: Any, result_type: type | None = None) -> Any:
         """Run ``PlanWorkflow``'s update named ``update`` (by name: the workflow module is the
         worker's, and a client that only reads or steers runs need not import it); ``result_type``:
-        what its result decodes to, as the method's annotation would say."""
-        desc = await self._describe()
-        if desc.status != WorkflowExecutionStatus.RUNNING:
-            raise RunStateError(f"run {self.run_id!r} is {_STATUS.get(desc.status, 'closed')}")
+        what its result decodes to, as the method's annotation would say.
+
+        No describe first: the update itself is the check (a closed or unknown run answers
+        NOT_FOUND), so an event costs one round trip, as a signal does. Only a refusal is
+        explained, by a describe: RunNotFound for no such run, RunStateError for a closed one
+        (an unreachable server fails the describe with its own RPCError, as before)."""
+        for attempt in range(2):
+            try:
+                return await self._execute_update(update, *args, result_type=result_type)
+            except RPCError as exc:
+                desc = await self._describe()
+                if desc.status != WorkflowExecutionStatus.RUNNING:
+                    raise RunStateError(f"run {self.run_id!r} is {_STATUS.get(desc.status, 'closed')}") from None
+                if exc.status == RPCStatusCode.NOT_FOUND and not attempt:
+                    continue  # the run continued as new in between: its next run takes the update
+                raise RunStateError(f"run {self.run_id!r} did not accept the request: {exc}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _execute_update(self, update: str, *args: Any, result_type: type | None = None) -> Any:
         try:
             return await self._handle.execute_update(update, args=args, result_type=result_type)
         except WorkflowUpdateFailedError as exc:
@@ -549,7 +564,7 @@ class RunHandle:
             if error is not None:
                 raise error from None
             raise RunStateError(getattr(exc.cause, "message", str(exc.cause))) from None
-        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
             # The run closed while the update was in flight ("workflow update was aborted by
             # closing workflow"): the same conflict as arriving after the end, not a lost run.
             raise RunStateError(f"run {self.run_id!r} ended before the request was accepted: {exc}") from None

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from executor import Duraplan, InputsInvalid, RunStateError
+from executor import Duraplan, InputsInvalid, RunNotFound, RunStateError
 
 from .conftest import run_failure, step_state, steps_by_id, wait_step_state
 
@@ -120,5 +120,11 @@ async def test_event_to_a_finished_run_raises_run_state_error(dp: Duraplan, tena
     handle = await dp.submit_plan(plan, tenant=tenant, session="ev")
     await handle.send_event("approval", 1)
     await handle.result()
-    with pytest.raises(RunStateError):
+    with pytest.raises(RunStateError, match="is completed"):
         await handle.send_event("approval", 2)
+
+
+async def test_event_to_an_unknown_run_raises_run_not_found(dp: Duraplan, tenant: str) -> None:
+    # the update is sent without a describe first: its refusal is what names the cause
+    with pytest.raises(RunNotFound):
+        await dp.get_run("no-such-run", tenant=tenant).send_event("approval", 1)
