@@ -192,7 +192,7 @@ async def start_run(
                 arg,
                 id=f"{ctx.tenant}/{run_id}",
                 task_queue=task_queue or settings.task_queue,
-                memo={"generation": generation},
+                memo={"generation": generation} if generation else None,  # absent: 0 (less held per run)
                 search_attributes=_attributes(arg, parsed.name) if arg.search_attributes else None,
                 # Weighted round-robin per tenant when tasks queue up: a flood from one tenant waits
                 # its turn behind others' work (the server needs matching.enableFairness; dev sets it).
