@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import builtins
 import json
+import time
 from typing import Any
 
 from tools.database import Database
 from tools.sources.catalog import Catalog, SourceSpec
 
-__all__ = ["SourceStore", "UnknownSource"]
+__all__ = ["LIST_TTL_S", "SourceStore", "UnknownSource"]
+
+LIST_TTL_S = 1.0  # how long a tenant's list of sources, read once, serves this process
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tool_sources (
@@ -42,6 +45,10 @@ class SourceStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         db.create_schema(_SCHEMA)
+        # tenant -> (when read, its sources). Every submit asks (validation and tool pins): two
+        # reads per start before. Changes made through this store drop the entry at once; a
+        # change made by another process is seen within LIST_TTL_S, as the tenant context is.
+        self._listed: dict[str, tuple[float, builtins.list[tuple[SourceSpec, Catalog]]]] = {}
 
     def put(self, tenant: str, spec: SourceSpec, catalog: Catalog, *, replace: bool) -> None:
         """Store a source with its catalog; ValueError if it exists and ``replace`` is false."""
@@ -55,11 +62,13 @@ class SourceStore:
                 raise ValueError(f"tenant {tenant!r} already has a tool source {spec.name!r}; remove it first")
             tx.execute("DELETE FROM tool_sources WHERE tenant_id = ? AND name = ?", (tenant, spec.name))
             tx.execute("INSERT INTO tool_sources VALUES (?, ?, ?, ?, ?, ?)", (*row, catalog.fetched_at))
+        self._listed.pop(tenant, None)
 
     def remove(self, tenant: str, name: str) -> None:
         with self._db.transaction() as tx:
             if tx.execute("DELETE FROM tool_sources WHERE tenant_id = ? AND name = ?", (tenant, name)).rowcount == 0:
                 raise UnknownSource(tenant, name)
+        self._listed.pop(tenant, None)
 
     def get(self, tenant: str, name: str) -> tuple[SourceSpec, Catalog]:
         with self._db.reading() as tx:
@@ -71,11 +80,19 @@ class SourceStore:
         return _decode(row)
 
     def list(self, tenant: str) -> builtins.list[tuple[SourceSpec, Catalog]]:
+        now = time.monotonic()
+        hit = self._listed.get(tenant)
+        if hit is not None and now - hit[0] < LIST_TTL_S:
+            return list(hit[1])
         with self._db.reading() as tx:
             rows = tx.execute(
                 "SELECT spec, catalog FROM tool_sources WHERE tenant_id = ? ORDER BY name", (tenant,)
             ).fetchall()
-        return [_decode(row) for row in rows]
+        sources = [_decode(row) for row in rows]
+        if len(self._listed) > 10_000:
+            self._listed.clear()
+        self._listed[tenant] = (now, sources)
+        return list(sources)
 
 
 def _decode(row: Any) -> tuple[SourceSpec, Catalog]:
