@@ -19,7 +19,7 @@ import litellm
 import pytest
 import pytest_asyncio
 import respx
-from test_worker_kill import _until
+from test_worker_kill import _start_worker, _until
 
 from duraplan.api import create_app
 from executor import Duraplan, RunFailed, Settings, running_worker
@@ -33,26 +33,6 @@ from tools.usage import AttemptUsage, RunEnd, UsageStore
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = Path(__file__).resolve().parent / "support"
 OPENAI = "https://api.openai.com/v1/chat/completions"
-
-
-def _start_worker(server: DevServer, home: Path, queue: str) -> subprocess.Popen[bytes]:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{SUPPORT}",
-        "DURAPLAN_ADDRESS": server.address,
-        "DURAPLAN_TASK_QUEUE": queue,
-        "DURAPLAN_HOME": str(home),
-        "DURAPLAN_TOOL_MODULES": "kill_tools",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "duraplan.cli", "worker"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -36,7 +36,7 @@ def _start_worker(server: DevServer, home: Path, queue: str) -> subprocess.Popen
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # not a pipe nobody reads: a chatty worker would block on it
         start_new_session=True,
     )
 
