@@ -59,32 +59,33 @@ class SchedulingMixin(EngineBase):
         try:
             while waiting or running:
                 finished: set[str] = set()
+                starting: list[str] = []
                 if not self._draining:
                     pool = waiting if candidates is None else candidates
                     starting = ready(pool, lambda s: self._deps(s, ids), lambda d: self._done(frame.visible[d]))
-                    if len(starting) == 1 and not running and self.inp.engine >= 1:
-                        # One step and nothing beside it (a chain): awaited here, not as a task
-                        # the loop waits on, which costs each step of a chain a task and a wait.
-                        # Runs before engine version 1 keep the task: their histories have its order.
-                        sid = starting[0]
-                        await self._run_step(waiting.pop(sid), frame)
-                        finished.update(dependents.get(sid, ()))
-                        candidates = {s: waiting[s] for s in sorted(finished & waiting.keys(), key=order.__getitem__)}
-                        continue
+                if len(starting) == 1 and not running and self.inp.engine >= 1:
+                    # One step and nothing beside it (a chain): awaited here, not as a task the
+                    # loop waits on, which costs each step of a chain a task and a wait.
+                    # Runs before engine version 1 keep the task: their histories have its order.
+                    sid = starting[0]
+                    await self._run_step(waiting.pop(sid), frame)
+                    finished.update(dependents.get(sid, ()))
+                else:
                     for sid in starting:
                         running[sid] = asyncio.create_task(self._run_step(waiting.pop(sid), frame))
-                if not running:
-                    if not self._draining:  # unreachable for validated plans (no cycles)
-                        raise StepFailed(
-                            frame.prefix or "(plan)", StepError("Deadlock", f"steps {sorted(waiting)} can never start")
-                        )
-                    raise Drained()
-                done, _ = await workflow.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
-                for sid, task in list(running.items()):
-                    if task in done:
-                        del running[sid]
-                        task.result()
-                        finished.update(dependents.get(sid, ()))
+                    if not running:
+                        if not self._draining:  # unreachable for validated plans (no cycles)
+                            raise StepFailed(
+                                frame.prefix or "(plan)",
+                                StepError("Deadlock", f"steps {sorted(waiting)} can never start"),
+                            )
+                        raise Drained()
+                    done, _ = await workflow.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
+                    for sid, task in list(running.items()):
+                        if task in done:
+                            del running[sid]
+                            task.result()
+                            finished.update(dependents.get(sid, ()))
                 candidates = {sid: waiting[sid] for sid in sorted(finished & waiting.keys(), key=order.__getitem__)}
         except GeneratorExit:
             raise  # the worker drops this run from its cache: nothing may be awaited any more
