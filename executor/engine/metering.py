@@ -9,6 +9,7 @@ by run, generation and segment, so a re-executed workflow task writes nothing tw
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -47,11 +48,11 @@ class RunMeter:
         started_at: str,
         *,
         metered: bool = True,
-        given: bool = False,
+        since: Callable[[str], bool] = workflow.patched,
     ) -> None:
         self._call = RunMeterCall(tenant, run_id, generation, segment, started_at, None, False)
         self._metered = metered  # False: nothing to record, so no local activity at all
-        self._given = given  # the run's engine version has metering from its first task (no patch call)
+        self._since = since  # whether a behaviour change applies to the run (EngineBase._since)
 
     def step_finished(self, kind: str) -> None:
         if kind not in ACTIVITY_KINDS:
@@ -60,7 +61,7 @@ class RunMeter:
 
     async def segment_ended(self, outcome: str | None) -> None:
         """Record the segment; a metering failure is logged, never fails the run."""
-        if not self._metered or not (self._given or workflow.patched(_PATCH_METER)):
+        if not self._metered or not self._since(_PATCH_METER):
             return
         self._call.outcome = outcome
         self._call.child = workflow.info().parent is not None

@@ -117,7 +117,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             self.continued,
             self.started_at,
             metered=inp.metered,
-            given=inp.engine >= 1,
+            since=self._since,
         )
 
     @workflow.run
