@@ -81,7 +81,6 @@ __all__ = [
     "QuotaExceeded",
     "Quotas",
     "RateDecision",
-    "RunCounts",
     "Tenant",
     "TenantContext",
     "TenantError",
@@ -382,29 +381,6 @@ class TenantContext:
 
     def is_tool_granted(self, tool_name: str) -> bool:
         return any(fnmatch.fnmatchcase(tool_name, pattern) for pattern in self.grants)
-
-
-class RunCounts:
-    """The concurrent-run cap without a visibility query per start: a tenant's running runs as last
-    counted, plus the runs started here since. Below the cap that is proof enough for ``ttl``
-    seconds (runs that ended since only make it more conservative); at the cap, or older, count
-    again. Visibility is eventually consistent anyway: the rate quota bounds what slips through."""
-
-    def __init__(self, ttl: float = CONTEXT_TTL_S) -> None:
-        self.ttl = ttl
-        self._counts: dict[str, tuple[float, int]] = {}
-
-    def admits(self, tenant_id: str, cap: int) -> bool:
-        """True (and counts one more start) when the tenant is certainly under ``cap``."""
-        hit = self._counts.get(tenant_id)
-        if hit is None or time.monotonic() - hit[0] >= self.ttl or hit[1] >= cap:
-            return False
-        self._counts[tenant_id] = (hit[0], hit[1] + 1)
-        return True
-
-    def counted(self, tenant_id: str, running: int) -> None:
-        """A fresh count; the run about to start is one more."""
-        self._counts[tenant_id] = (time.monotonic(), running + 1)
 
 
 class TenantRegistry:
