@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ import pytest
 import pytest_asyncio
 from mcp import Client as McpClient
 from mcp.types import TextContent
+from test_surfaces import cli_env
 
 from duraplan.api import create_app
 from duraplan.mcp_server import create_server
@@ -133,15 +133,7 @@ async def test_cli_run(env: Env, tmp_path: Path) -> None:
         tenant,
         "--no-wait",
         cwd=ROOT,
-        env={
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(ROOT),
-            "DURAPLAN_ADDRESS": env.address,
-            "DURAPLAN_TASK_QUEUE": env.settings.task_queue,
-            "DURAPLAN_HOME": str(env.settings.home),
-            "DURAPLAN_TENANCY": "1",
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        },
+        env=cli_env(env.address, env.settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -70,6 +70,19 @@ async def env(dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory) -
     tenants.close()
 
 
+def cli_env(address: str, settings: Settings) -> dict[str, str]:
+    """The environment a ``duraplan`` command needs to reach this test's server, worker and home."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "DURAPLAN_ADDRESS": address,
+        "DURAPLAN_TASK_QUEUE": settings.task_queue,
+        "DURAPLAN_HOME": str(settings.home),
+        "DURAPLAN_TENANCY": "1",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+
+
 async def cli(env: Env, *args: str) -> Any:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -78,15 +91,7 @@ async def cli(env: Env, *args: str) -> Any:
         *args,
         "--json",
         cwd=ROOT,
-        env={
-            "PATH": os.environ.get("PATH", ""),
-            "PYTHONPATH": str(ROOT),
-            "DURAPLAN_ADDRESS": env.address,
-            "DURAPLAN_TASK_QUEUE": env.settings.task_queue,
-            "DURAPLAN_HOME": str(env.settings.home),
-            "DURAPLAN_TENANCY": "1",
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        },
+        env=cli_env(env.address, env.settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
