@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -87,6 +89,47 @@ async def test_early_exit_reports_log_tail(tmp_path: Path) -> None:
         async with server:
             pass
     assert server.pid is None
+
+
+_HOLDER = """
+import asyncio, sys
+from pathlib import Path
+from executor.service.devserver import DevServer
+
+async def main() -> None:
+    async with DevServer(Path(sys.argv[1]), port=0, ui=False, in_memory=True) as server:
+        print(server.pid, flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv")
+async def test_server_dies_with_a_killed_owner(tmp_path: Path) -> None:
+    """SIGKILL skips atexit: the server must still not outlive the process that started it."""
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, str(tmp_path), stdout=asyncio.subprocess.PIPE
+    )
+    assert owner.stdout is not None
+    line = await asyncio.wait_for(owner.stdout.readline(), timeout=60)
+    server_pid = int(line)
+    assert _alive(server_pid)
+    owner.kill()
+    await owner.wait()
+    deadline = asyncio.get_running_loop().time() + 15
+    while _alive(server_pid):
+        assert asyncio.get_running_loop().time() < deadline, "dev server outlived its killed owner"
+        await asyncio.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (the server's parent is gone, so init reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 async def test_time_skipping_env(time_skipping_env: WorkflowEnvironment) -> None:

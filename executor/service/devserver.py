@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,20 @@ __all__ = [
 DYNAMIC_CONFIG: Final = ("matching.useNewMatcher=true", "matching.enableFairness=true")
 SQLITE_PRAGMAS: Final = ("journal_mode=WAL", "synchronous=NORMAL")
 STOP_GRACE_SECONDS: Final = 5.0
+
+
+def _die_with_parent() -> list[str]:
+    """A prefix that makes the server get SIGTERM when this process dies, however it dies.
+
+    atexit covers a normal exit and Ctrl-C, not SIGTERM's default action or SIGKILL (a benchmark
+    stopped by ``timeout`` left its server running). ``setpriv --pdeathsig`` sets the signal and
+    execs the server (same pid). The kernel sends it when the *thread* that started the child
+    exits, so only a start from the main thread asks for it.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "TERM", "--"]
 
 
 class DevServerError(RuntimeError):
@@ -249,7 +264,7 @@ class DevServer:
         self.home.mkdir(parents=True, exist_ok=True)
         if self.db_file is not None:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
-        args = self._args()
+        args = [*_die_with_parent(), *self._args()]
         began = time.monotonic()
         with open(self.log_file, "ab") as log:
             self._log_offset = log.tell()
