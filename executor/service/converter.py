@@ -10,6 +10,9 @@ every size limit counts UTF-8 bytes of the JSON: what history stores.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
+from collections.abc import Sequence
 from typing import Any
 
 from temporalio.client import Client
@@ -22,7 +25,10 @@ from temporalio.converter import (
     DataConverter,
     JSONPlainPayloadConverter,
     JSONProtoPayloadConverter,
+    JSONTypeConverter,
+    value_to_type,
 )
+from temporalio.converter import JSONTypeConverterUnhandled as Unhandled
 
 __all__ = ["UTF8_DATA_CONVERTER", "utf8_client"]
 
@@ -47,6 +53,43 @@ class _Utf8Encoder(AdvancedJSONEncoder):
         return super().default(o)
 
 
+@functools.lru_cache(maxsize=1024)
+def _field_plan(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, type hint, init) per field. ``typing.get_type_hints`` re-evaluates every string
+    annotation (``from __future__ import annotations``: all of ours) on each call, and the SDK
+    calls it on every decode of a dataclass: a run's input and every activity result."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name], f.init) for f in dataclasses.fields(cls))
+
+
+class _CachedDataclasses(JSONTypeConverter):
+    """The SDK's dataclass decoding (``value_to_type``), with each class's field hints cached."""
+
+    def __init__(self) -> None:
+        self.chain: Sequence[JSONTypeConverter] = (self,)
+
+    def to_typed_value(self, hint: type, value: Any) -> Any | Unhandled | None:
+        if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+            return JSONTypeConverter.Unhandled
+        if not isinstance(value, dict):
+            raise TypeError(f"Cannot convert to dataclass {hint}, value is {type(value)} not dict")
+        init: dict[str, Any] = {}
+        later: dict[str, Any] = {}
+        for name, field_hint, in_init in _field_plan(hint):
+            field_value = value.get(name, dataclasses.MISSING)
+            if field_value is dataclasses.MISSING:
+                continue  # a missing required field fails at instantiation, as in the SDK
+            try:
+                converted = value_to_type(field_hint, field_value, self.chain)
+            except Exception as err:
+                raise TypeError(f"Failed converting field {name} on dataclass {hint}") from err
+            (init if in_init else later)[name] = converted
+        obj = hint(**init)
+        for name, converted in later.items():  # init=False fields, restored as the SDK does
+            object.__setattr__(obj, name, converted)
+        return obj
+
+
 class _Utf8PayloadConverter(CompositePayloadConverter):
     def __init__(self) -> None:
         super().__init__(
@@ -54,7 +97,7 @@ class _Utf8PayloadConverter(CompositePayloadConverter):
             BinaryPlainPayloadConverter(),
             JSONProtoPayloadConverter(),
             BinaryProtoPayloadConverter(),
-            JSONPlainPayloadConverter(encoder=_Utf8Encoder),
+            JSONPlainPayloadConverter(encoder=_Utf8Encoder, custom_type_converters=[_CachedDataclasses()]),
         )
 
 
