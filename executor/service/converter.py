@@ -90,15 +90,20 @@ class _CachedDataclasses(JSONTypeConverter):
         return obj
 
 
+# Stateless, so built once: the worker builds a new data converter, and so a new payload
+# converter, for every workflow activation.
+_PARTS = (
+    BinaryNullPayloadConverter(),
+    BinaryPlainPayloadConverter(),
+    JSONProtoPayloadConverter(),
+    BinaryProtoPayloadConverter(),
+    JSONPlainPayloadConverter(encoder=_Utf8Encoder, custom_type_converters=[_CachedDataclasses()]),
+)
+
+
 class _Utf8PayloadConverter(CompositePayloadConverter):
     def __init__(self) -> None:
-        super().__init__(
-            BinaryNullPayloadConverter(),
-            BinaryPlainPayloadConverter(),
-            JSONProtoPayloadConverter(),
-            BinaryProtoPayloadConverter(),
-            JSONPlainPayloadConverter(encoder=_Utf8Encoder, custom_type_converters=[_CachedDataclasses()]),
-        )
+        super().__init__(*_PARTS)
 
 
 UTF8_DATA_CONVERTER = dataclasses.replace(DataConverter.default, payload_converter_class=_Utf8PayloadConverter)
