@@ -122,22 +122,32 @@ class PlannerActivities:
         await _litellm_loaded()
         try:
             context = await load_context(self.tenants, request.tenant)
+            tools = await asyncio.to_thread(self._tools_of, request.tenant)
             result = await heartbeating(
                 plan_goal(
                     _replan_request_text(request),
-                    tools=context.tools(self.registry),  # the model sees, and may use, granted tools only
+                    tools=context.tools(tools),  # the model sees, and may use, granted tools only
                     model=request.model or self.default_model,
                     previous=request.plan,
                     completion=self._completion,
                 )
             )
             # What the run was started under: its pinned quotas, not the tenant's current ones.
-            check_revision(result.plan, context, request.quotas, self.registry)
+            check_revision(result.plan, context, request.quotas, tools)
         except PlannerError as exc:
             raise to_application_error(exc) from None
         except DuraplanError as exc:
             raise to_failure(exc) from None
         return result.plan_json
+
+    def _tools_of(self, tenant: str) -> ToolRegistry:
+        """This worker's tools and the tenant's source tools, as a submit validates against
+        (blocking: the tenant store)."""
+        if self.tenants is None:
+            return self.registry
+        from executor.service.sources import ToolSources
+
+        return ToolSources(self.tenants).registry_for(tenant, self.registry)
 
 
 def _replan_request_text(request: ReplanRequest) -> str:

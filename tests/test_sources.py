@@ -200,6 +200,38 @@ async def test_another_tenant_cannot_see_or_call_a_source(env: Env) -> None:
         assert (await http.delete("/v1/sources/billing", headers=auth("globex"))).status_code == 204
 
 
+async def test_a_failed_run_is_replanned_onto_the_tenants_source_tools(env: Env) -> None:
+    """Replanning shows the model, and validates the revision against, the tenant's own tools:
+    its sources included (not only the worker's), and not another tenant's."""
+    await env.dp.sources.add("acme", shop_spec(env.mcp))
+    failing = {
+        "name": "sum-it",
+        "replan": {"max_revisions": 1, "model": MODEL},
+        "steps": [{"id": "sum", "kind": "tool", "tool": "shop.broken", "args": {}}],
+        "output": "${steps.sum.output}",
+    }
+    revision = {**failing, "steps": [{"id": "sum", "kind": "tool", "tool": "shop.add", "args": {"a": 2, "b": 3}}]}
+    env.model.add(revision)
+    with env.model:
+        handle = await env.dp.submit_plan(failing, tenant="acme", session="s", run_id=f"rp-{uuid.uuid4().hex[:6]}")
+        assert await handle.result(timeout=60) == {"sum": 5}
+    assert "shop.add: Add two integers." in env.model.calls[-1].messages[0]["content"]
+
+    # globex has a source of its own (billing), not acme's shop: a revision using shop.add is
+    # refused there (the model is not shown it either), so the run fails.
+    await env.dp.sources.add("globex", SourceSpec("billing", "openapi", f"{env.api.origin}/openapi.json"))
+    rejected = {**failing, "steps": [{"id": "sum", "kind": "tool", "tool": "billing.reject", "args": {}}]}
+    env.model.add(revision, revision, revision)  # the planner's repair loop asks three times
+    with env.model:
+        handle = await env.dp.submit_plan(rejected, tenant="globex", session="s", run_id=f"rp-{uuid.uuid4().hex[:6]}")
+        with pytest.raises(RunFailed):
+            await handle.result(timeout=60)
+    prompt = env.model.calls[-1].messages[0]["content"]
+    assert "billing.reject" in prompt and "shop.add" not in prompt
+    assert "unknown_tool" in env.model.calls[-1].last_user_message, "the revision was refused for naming shop.add"
+    assert env.seen.calls["add"] == 1
+
+
 async def test_openapi_operations_run_with_keys_retries_and_status_mapping(env: Env) -> None:
     await env.dp.sources.add("acme", SourceSpec("billing", "openapi", f"{env.api.origin}/openapi.json"))
     tools = {e["name"]: e for e in env.dp.sources.entries("acme")}
