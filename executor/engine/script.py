@@ -195,7 +195,7 @@ class ScriptMixin(EngineBase):
             await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
         try:
-            return await self._dispatch(fn, arg, local and self._local_slot(), timeout)
+            return await self._dispatch(fn, arg, await self._local_place(local), timeout)
         finally:
             self._active -= 1
 

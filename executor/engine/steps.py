@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import math
 from datetime import datetime, timedelta
 from typing import Any, assert_never
@@ -73,9 +74,18 @@ REMOTE_TIMEOUT = 600.0  # the reference product's default step timeout
 LOCAL_TIMEOUT = 30.0
 LOCAL_TIMEOUT_MAX = 60.0  # longer steps are never run as local activities
 # Local activities run inside one workflow task, which stays open while any is in flight. A
-# steady stream of them (a big foreach) would keep it open past its timeout, so after this many
-# in one task the next steps go to regular activities, letting the task complete.
+# steady stream of them (a big foreach) would hold it open for seconds (Temporal's core only
+# heartbeats it every 80% of its timeout), and signals, updates, queries and cancellation all
+# wait for the task to end. So after this many in one task the task is cut: runs before engine
+# version 2 send every further step of the task to a regular activity; later ones send one, and
+# the others wait for the next task, which that activity's completion starts (a timer would do
+# it with fewer events, but timers fire on the server's timer tick: ~1 s on the dev server).
 LOCAL_PER_TASK = 100
+TASK_CUT_ENGINE = 2
+
+
+def _task_ended(started_at: int) -> bool:
+    return workflow.info().get_current_history_length() != started_at
 
 
 class StepsMixin(EngineBase):
@@ -131,7 +141,7 @@ class StepsMixin(EngineBase):
                 rec.attempts = attempt
                 rec.state = "running"
                 try:
-                    result = await self._call(step, path, frame, attempt, local and self._local_slot(), timeout)
+                    result = await self._call(step, path, frame, attempt, await self._local_place(local), timeout)
                     if isinstance(step, LlmStep):
                         rec.detail = {"model": result.get("model"), "usage": result.get("usage")}
                         return result.get("content")
@@ -189,6 +199,29 @@ class StepsMixin(EngineBase):
             return False
         self._local_in_task += 1
         return True
+
+    async def _local_place(self, local: bool) -> bool:
+        """Whether this attempt runs as a local activity, waiting for a new task if need be."""
+        if not local:
+            return False
+        if self.inp.engine >= TASK_CUT_ENGINE:
+            return await self._local_turn()
+        return self._local_slot()
+
+    async def _local_turn(self) -> bool:
+        """Room for one more local activity in this workflow task (True). Past ``LOCAL_PER_TASK``,
+        one step goes to a regular activity (False) to end the task, the others wait for the next."""
+        while True:
+            length = workflow.info().get_current_history_length()
+            if length != self._task_mark:
+                self._task_mark, self._local_in_task, self._task_cut = length, 0, False
+            if self._local_in_task < LOCAL_PER_TASK:
+                self._local_in_task += 1
+                return True
+            if not self._task_cut:
+                self._task_cut = True
+                return False
+            await workflow.wait_condition(functools.partial(_task_ended, length))
 
     def _is_local(self, step: ToolStep | CodeStep | LlmStep) -> bool:
         if step.execution != "auto":

@@ -108,6 +108,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         self._deps_cache: dict[int, set[str]] = {}
         self._task_mark = -1  # history length when the current workflow task started
         self._local_in_task = 0
+        self._task_cut = False  # a step was sent to a regular activity to end the current task
         self._parked = 0  # steps sleeping or waiting for an event right now
         self._listed = self.state  # the DuraplanStatus last upserted
         self._meter = RunMeter(

@@ -1,0 +1,89 @@
+"""A stream of local activities (a big foreach of local tools) is cut into workflow tasks of at most
+``LOCAL_PER_TASK``: from engine version 2 by sending one step per cut to a regular activity, before
+it by sending every further step of the task to one. Both on a worker that replays every task."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from executor import Settings, running_worker
+from executor.engine.contract import WORKFLOW_NAME
+from executor.engine.models import RunInput, plan_hash
+from executor.engine.steps import LOCAL_PER_TASK, TASK_CUT_ENGINE
+from executor.engine.workflow import PlanWorkflow
+from executor.lang.loader import load_plan
+from executor.service.devserver import DevServer
+from executor.worker.runner import workflow_runner
+
+N = LOCAL_PER_TASK * 2 + 50
+PLAN = {
+    "name": "many-local",
+    "steps": [
+        {
+            "id": "each",
+            "kind": "foreach",
+            "items": "${input.items}",
+            "max_concurrency": 20,
+            "steps": [
+                {"id": "echo", "kind": "tool", "tool": "debug.echo", "args": {"value": "${item}"}, "execution": "local"}
+            ],
+            "output": "${steps.echo.output.value}",
+        }
+    ],
+    "output": "${steps.each.output}",
+}
+
+
+def _count(history: WorkflowHistory, kind: int) -> int:
+    return sum(e.event_type == kind for e in history.events)
+
+
+def _most_markers_per_task(history: WorkflowHistory) -> int:
+    """The most local-activity markers one workflow task completion recorded."""
+    most = current = 0
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            current = 0
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            current += 1
+            most = max(most, current)
+    return most
+
+
+@pytest.mark.parametrize("engine", [TASK_CUT_ENGINE - 1, TASK_CUT_ENGINE])
+async def test_a_task_full_of_local_activities_is_cut(dev_server: DevServer, tmp_path: Path, engine: int) -> None:
+    settings = Settings(home=tmp_path, task_queue=f"cut-{uuid.uuid4().hex[:8]}", metering=False)
+    body = load_plan(PLAN)
+    arg = RunInput(
+        plan=body,
+        plan_hash=plan_hash(body),
+        tenant="cut",
+        session="s",
+        run_id=f"cut-{uuid.uuid4().hex[:8]}",
+        inputs={"items": list(range(N))},
+        engine=engine,
+        metered=False,
+    )
+    async with running_worker(dev_server.client, settings, max_cached_workflows=0):
+        handle = await dev_server.client.start_workflow(
+            WORKFLOW_NAME, arg, id=f"cut/{arg.run_id}", task_queue=settings.task_queue, search_attributes=None
+        )
+        assert await handle.result() == list(range(N))
+        history = await handle.fetch_history()
+    assert _most_markers_per_task(history) <= LOCAL_PER_TASK
+    remote = _count(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    local = _count(history, EventType.EVENT_TYPE_MARKER_RECORDED)
+    assert local + remote == N
+    if engine >= TASK_CUT_ENGINE:
+        # one regular activity per cut; the rest waited for the next task and ran locally
+        assert 1 <= remote <= N // LOCAL_PER_TASK, remote
+    else:
+        assert remote > N // LOCAL_PER_TASK, "older runs send every step past the cut to regular activities"
+    replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
+    assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
