@@ -241,10 +241,10 @@ def _spy_on_workers(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> list[i
     pids: list[int] = []
     tighten = sandbox._tighten
 
-    def spy(pid: int | None, limits: SandboxLimits) -> None:
+    def spy(pid: int | None, limits: SandboxLimits) -> float | None:
         assert pid is not None
         pids.append(pid)
-        tighten(pid, limits)
+        return tighten(pid, limits)
 
     monkeypatch.setattr(sandbox, "_tighten", spy)
     return pids

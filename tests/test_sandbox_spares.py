@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_sandbox_hostile import _alive, _proc_limits, _spy_on_workers, _wait_for
@@ -22,6 +23,7 @@ from test_sandbox_hostile import monty_workers as all_monty_workers
 from executor.errors import SettingsInvalid
 from executor.service.config import Settings
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
+from executor.worker.spares import Spares
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="inspects workers through /proc")
 
@@ -62,6 +64,29 @@ async def test_consecutive_steps_run_on_spares_in_different_processes(monkeypatc
         await _wait_for(lambda: not any(_alive(pid) for pid in pids))  # and each is gone after its step
 
 
+async def test_a_step_on_a_warmed_up_spare_sees_nothing_of_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spares run the host's warm-up snippet (its input is ``x``) in a session of their own: the step's
+    session, prepared or opened for other limits, starts empty."""
+    warmed: list[int] = []
+    warm_up = Spares._warm_up
+
+    async def counted(self: Spares, pool: Any) -> None:
+        await warm_up(self, pool)
+        warmed.append(1)
+
+    monkeypatch.setattr(Spares, "_warm_up", counted)
+    async with Sandbox(spares=1) as sandbox:
+        for limits in (SandboxLimits(), SandboxLimits(memory_mb=32)):  # the prepared session, then another
+            (spare,) = await _ready_spares(sandbox, 1)
+            pids = _spy_on_workers(sandbox, monkeypatch)
+            with pytest.raises(SandboxError) as info:
+                await sandbox.run("x", {}, limits)
+            assert info.value.error_type == "NameError"
+            assert pids == [spare]
+            assert await sandbox.run("y", {"y": 7}, limits) == 7  # inputs still reach the step's session
+    assert len(warmed) >= 2, "every spare was warmed up"
+
+
 async def test_spare_killed_while_idle_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
     async with Sandbox(spares=1) as sandbox:
         (spare,) = await _ready_spares(sandbox, 1)
@@ -98,11 +123,12 @@ async def test_step_on_a_spare_gets_its_own_limits(monkeypatch: pytest.MonkeyPat
         pids: list[int] = []
         tighten = sandbox._tighten
 
-        def spy(pid: int | None, step_limits: SandboxLimits) -> None:
-            tighten(pid, step_limits)
+        def spy(pid: int | None, step_limits: SandboxLimits) -> float | None:
+            cpu_used = tighten(pid, step_limits)
             assert pid is not None
             pids.append(pid)
             seen.append(_proc_limits(pid))  # what the step's code will run under
+            return cpu_used
 
         monkeypatch.setattr(sandbox, "_tighten", spy)
         with pytest.raises(SandboxError) as info:

@@ -343,19 +343,18 @@ class Sandbox:
             "CPU": min(cpu, self._ceilings["CPU"]),
         }
 
-    def _tighten(self, pid: int | None, limits: SandboxLimits) -> None:
+    def _tighten(self, pid: int | None, limits: SandboxLimits) -> float | None:
         """Lower the checked-out worker's limits to the step's, soft and hard: it serves this step only,
-        and can never raise them again."""
-        if pid is None:  # no local worker attached: the launcher's ceilings still hold
-            return
+        and can never raise them again. Returns the CPU seconds the worker had used (None if unknown)."""
+        cpu_used = _cpu_seconds(pid)
+        if pid is None or cpu_used is None:  # no local worker attached (the launcher's ceilings hold), or gone
+            return None
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            cpu_used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             for name, value in self.step_rlimits(limits, cpu_used).items():
                 resource.prlimit(pid, getattr(resource, f"RLIMIT_{name}"), (value, value))
-        except (OSError, ValueError, IndexError):
-            return  # the worker is already gone (its step fails with it) or is not ours to limit
+        except (OSError, ValueError):
+            return None  # the worker is already gone (its step fails with it) or is not ours to limit
+        return cpu_used
 
     @contextlib.asynccontextmanager
     async def session(
@@ -417,8 +416,7 @@ class Sandbox:
         printed = pydantic_monty.CollectString(max_bytes=self.max_print_bytes)
         try:
             async with self._checkout(self._step_checkout(limits)) as session:
-                self._tighten(session.worker_pid, limits)
-                cpu_before = _cpu_seconds(session.worker_pid)
+                cpu_before = self._tighten(session.worker_pid, limits)
                 try:
                     result = await session.feed_run(code, inputs=inputs, print_callback=printed)
                 finally:
@@ -434,13 +432,16 @@ class Sandbox:
         return result
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds of a process so far (None if it cannot be read, e.g. it is gone)."""
     if pid is None:
         return None
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
     except (OSError, ValueError, IndexError):
         return None
