@@ -85,7 +85,7 @@ class Result:
     e2e_ms: float  # code - tool, p50
     activity_ms: float  # the same, inside the activities
     sandbox_cpu_ms: float  # the sandbox's processes, per code step
-    host_cpu_ms: float  # this process, per run
+    host_cpu_ms: float  # this process, a code run's CPU minus a tool run's
     foreign_cores: float
 
 
@@ -118,9 +118,10 @@ async def _measure(samples: int, warmup: int, timer: ActivityTimer, options: dic
             await run_duraplan(bench, CODE_PLAN)
         timer.seconds.clear()
         load = ForeignLoad()
-        host_cpu, sandbox_cpu = time.process_time(), children_cpu()
+        sandbox_cpu = children_cpu()
         tool: list[float] = []
         code: list[float] = []
+        host_cpu = {"tool": 0.0, "code": 0.0}  # this process, per kind of run
         for i in range(samples):
             order = (TOOL_PLAN, CODE_PLAN) if i % 2 == 0 else (CODE_PLAN, TOOL_PLAN)
             for plan in order:
@@ -128,10 +129,15 @@ async def _measure(samples: int, warmup: int, timer: ActivityTimer, options: dic
                 # its replacement spare started), as a worker between requests does.
                 assert bench.sandbox is not None
                 await bench.sandbox.settled()
+                started = time.process_time()
                 sample = await run_duraplan(bench, plan)
+                # The code step's worker retired and its replacement started: that CPU is the step's too.
+                await bench.sandbox.settled()
+                host_cpu["tool" if plan is TOOL_PLAN else "code"] += time.process_time() - started
                 (tool if plan is TOOL_PLAN else code).append(sample.e2e_s)
         foreign = load.cores()
-        host_cpu, sandbox_cpu = time.process_time() - host_cpu, children_cpu() - sandbox_cpu
+        sandbox_cpu = children_cpu() - sandbox_cpu
+        host_tool_ms, host_code_ms = (host_cpu[k] / samples * 1000 for k in ("tool", "code"))
     tool_activity, code_activity = timer.seconds["duraplan.tool"], timer.seconds["duraplan.code"]
     print(f"\n{samples} runs each, one at a time; other processes kept {foreign:.2f} cores busy")
     print("| run | end to end p50 (ms) | its activity p50 (ms) |")
@@ -140,13 +146,15 @@ async def _measure(samples: int, warmup: int, timer: ActivityTimer, options: dic
     print(f"| code step | {p50_ms(code):.2f} | {p50_ms(code_activity):.2f} |")
     print(f"code step start (code - tool, p50): {p50_ms(code) - p50_ms(tool):.2f} ms end to end, ", end="")
     print(f"{p50_ms(code_activity) - p50_ms(tool_activity):.2f} ms in the activity")
-    print(f"CPU: sandbox processes {sandbox_cpu / samples * 1000:.2f} ms per code step; ", end="")
-    print(f"this process {host_cpu / samples / 2 * 1000:.2f} ms per run")
+    print(f"CPU: sandbox processes {sandbox_cpu / samples * 1000:.2f} ms per code step; this process ", end="")
+    print(
+        f"{host_tool_ms:.2f} ms per tool run, {host_code_ms:.2f} ms per code run ({host_code_ms - host_tool_ms:+.2f})"
+    )
     return Result(
         p50_ms(code) - p50_ms(tool),
         p50_ms(code_activity) - p50_ms(tool_activity),
         sandbox_cpu / samples * 1000,
-        host_cpu / samples / 2 * 1000,
+        host_code_ms - host_tool_ms,
         foreign,
     )
 
@@ -160,7 +168,7 @@ async def compare(samples: int, warmup: int, variants: list[str], rounds: int) -
         return
     print(f"\n{rounds} round(s) of {samples} runs per variant, medians over the rounds")
     print("| variant | code step start, end to end (ms) | in the activity (ms) | sandbox CPU per step (ms) ", end="")
-    print("| host CPU per run (ms) | other processes (cores) |")
+    print("| host CPU, code run - tool run (ms) | other processes (cores) |")
     print("|---|---:|---:|---:|---:|---:|")
     for variant, rows in results.items():
         fields = ("e2e_ms", "activity_ms", "sandbox_cpu_ms", "host_cpu_ms")

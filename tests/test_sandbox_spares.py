@@ -64,27 +64,28 @@ async def test_consecutive_steps_run_on_spares_in_different_processes(monkeypatc
         await _wait_for(lambda: not any(_alive(pid) for pid in pids))  # and each is gone after its step
 
 
-async def test_a_step_on_a_warmed_up_spare_sees_nothing_of_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Spares run the host's warm-up snippet (its input is ``x``) in a session of their own: the step's
-    session, prepared or opened for other limits, starts empty."""
-    warmed: list[int] = []
+async def test_a_step_on_a_warmed_up_spare_finds_its_session_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spares evaluate the host's warm-up expression in the session a step will use: it leaves no name
+    behind, in that session or in one opened for other limits."""
+    warmed: list[Any] = []
     warm_up = Spares._warm_up
 
-    async def counted(self: Spares, pool: Any) -> None:
-        await warm_up(self, pool)
-        warmed.append(1)
+    async def counted(session: Any) -> None:
+        await warm_up(session)
+        warmed.append(session)
 
-    monkeypatch.setattr(Spares, "_warm_up", counted)
+    monkeypatch.setattr(Spares, "_warm_up", staticmethod(counted))
     async with Sandbox(spares=1) as sandbox:
         for limits in (SandboxLimits(), SandboxLimits(memory_mb=32)):  # the prepared session, then another
-            (spare,) = await _ready_spares(sandbox, 1)
-            pids = _spy_on_workers(sandbox, monkeypatch)
-            with pytest.raises(SandboxError) as info:
-                await sandbox.run("x", {}, limits)
-            assert info.value.error_type == "NameError"
-            assert pids == [spare]
+            for name in ("_", "value", "x"):
+                (spare,) = await _ready_spares(sandbox, 1)
+                pids = _spy_on_workers(sandbox, monkeypatch)
+                with pytest.raises(SandboxError) as info:
+                    await sandbox.run(name, {}, limits)
+                assert info.value.error_type == "NameError"
+                assert pids == [spare]
             assert await sandbox.run("y", {"y": 7}, limits) == 7  # inputs still reach the step's session
-    assert len(warmed) >= 2, "every spare was warmed up"
+    assert len(warmed) >= 7, "every spare was warmed up"
 
 
 async def test_spare_killed_while_idle_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
