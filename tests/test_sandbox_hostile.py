@@ -25,6 +25,7 @@ from typing import cast
 import pytest
 import pytest_asyncio
 
+from executor.worker import launcher as launcher_module
 from executor.worker.launcher import LauncherKind, native_launcher
 from executor.worker.sandbox import (
     Sandbox,
@@ -360,6 +361,21 @@ def test_the_native_launcher_is_the_default_where_a_compiler_is() -> None:
         assert stat.S_IMODE(path.stat().st_mode) == stat.S_IRWXU, "only this user may run or change it"
     finally:
         shutil.rmtree(path.parent)
+
+
+async def test_without_a_compiler_the_sandbox_starts_workers_through_bash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher_module, "_compiler", lambda: None)
+    launcher_module._build.cache_clear()
+    try:
+        async with Sandbox(spares=1) as sandbox:
+            assert sandbox.launcher == "bash"
+            assert sandbox._launcher_dir is not None
+            assert (Path(sandbox._launcher_dir) / "monty-worker").read_bytes().startswith(b"#!/bin/sh")
+            assert await sandbox.run("x + 1", {"x": 1}, SandboxLimits()) == 2
+        with pytest.raises(FileNotFoundError):
+            launcher_module.launcher_kind(MONTY, WorkerLimits(), "native")
+    finally:
+        launcher_module._build.cache_clear()
 
 
 def _write_launcher(directory: Path, limits: WorkerLimits, form: str) -> Path:

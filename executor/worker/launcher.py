@@ -79,6 +79,7 @@ struct rlimit64 {{ unsigned long long cur, max; }};
 
 void __attribute__((noreturn, used)) launcher_main(long *stack) {{
     char **argv = (char **)(stack + 1);
+    if (stack[0] < 1) die(126); /* no argv[0] to replace: argv would run into the environment */
     struct kernel_sigaction ignore = {{ 1 /* SIG_IGN */, 0, 0, 0 }};
     if (sys(NR_RT_SIGACTION, SIGNAL_XFSZ, (long)&ignore, 0, sizeof ignore.mask) != 0) die(126);
     long closed = sys(NR_CLOSE_RANGE, 3, ~0U, 0, 0);
@@ -109,7 +110,7 @@ __asm__(".globl _start\n_start:\n xor %ebp, %ebp\n mov %rsp, %rdi\n and $-16, %r
 #include <unistd.h>
 
 int main(int argc, char **argv) {{
-    (void)argc;
+    if (argc < 1) _exit(126); /* no argv[0] to replace: argv would run into the environment */
     if (signal(SIGNAL_XFSZ, SIG_IGN) == SIG_ERR) _exit(126);
 #ifdef SYS_close_range
     long closed = syscall(SYS_close_range, 3U, ~0U, 0U);
@@ -184,9 +185,25 @@ def _build(binary: str, rlimits: tuple[tuple[str, int], ...], libc: bool) -> byt
                 log.warning("could not build the native sandbox launcher: %s", exc)
                 return None
             if done.returncode == 0:
-                return out.read_bytes()
+                return out.read_bytes() if _works(out) else None
         log.warning("could not build the native sandbox launcher: %s", done.stderr.decode(errors="replace")[-500:])
         return None
+
+
+def _works(launcher: Path) -> bool:
+    """Whether the launcher starts monty here: a host whose seccomp policy refuses one of its system
+    calls gets exit status 126 from every worker, and is better served by a shell launcher. Monty exits
+    0 at once on an empty stdin."""
+    try:
+        done = subprocess.run(
+            [str(launcher), "subprocess"], stdin=subprocess.DEVNULL, capture_output=True, env={}, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("the native sandbox launcher does not run here: %s", exc)
+        return False
+    if done.returncode != 0:
+        log.warning("the native sandbox launcher does not run here (exit status %d)", done.returncode)
+    return done.returncode == 0
 
 
 def _compiler_env() -> dict[str, str]:
