@@ -15,6 +15,8 @@ and the CPU the sandbox's processes used per code step (started ahead or not, ea
 A/B in one run: ``--variants native,bash+cold --rounds 2`` measures each variant (the launcher form,
 executor/worker/launcher.py; ``+cold``: spares not warmed up, executor/worker/spares.py) in turn, the
 whole list ``--rounds`` times over, and ends with one row per variant (the median of its rounds).
+``--sandbox-only`` measures ``Sandbox.run`` alone the same way, without a server (steadier on a busy
+machine).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from bench.harness import ForeignLoad, bench_env, run_duraplan
 from executor.worker import spares
+from executor.worker.sandbox import Sandbox, SandboxLimits
 
 TOOL_PLAN: dict[str, Any] = {
     "name": "bench-tool-step",
@@ -159,6 +162,35 @@ async def _measure(samples: int, warmup: int, timer: ActivityTimer, options: dic
     )
 
 
+async def sandbox_only(samples: int, variants: list[str], rounds: int) -> None:
+    """``Sandbox.run`` alone, no server: the step's path inside the activity, and the CPU per step of
+    the sandbox's processes and of this one (the worker's spawn, retirement and refill included)."""
+    rows: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for _ in range(rounds):
+        for variant in variants:
+            with _variant(variant) as options:
+                async with Sandbox(**options) as sandbox:
+                    await sandbox.settled()
+                    times: list[float] = []
+                    sandbox_cpu, host_cpu = children_cpu(), time.process_time()
+                    for i in range(samples):
+                        await sandbox.settled()
+                        started = time.perf_counter()
+                        await sandbox.run("{'value': x}", {"x": i}, SandboxLimits())
+                        times.append(time.perf_counter() - started)
+                    await sandbox.settled()
+                    sandbox_cpu, host_cpu = children_cpu() - sandbox_cpu, time.process_time() - host_cpu
+            rows[variant].append((p50_ms(times), sandbox_cpu / samples * 1000, host_cpu / samples * 1000))
+    print(f"\nSandbox.run alone, {rounds} round(s) of {samples} steps per variant, medians over the rounds")
+    print(
+        "| variant | Sandbox.run p50 (ms) | sandbox processes' CPU per step (ms) | this process's CPU per step (ms) |"
+    )
+    print("|---|---:|---:|---:|")
+    for variant, results in rows.items():
+        cells = [statistics.median(r[i] for r in results) for i in range(3)]
+        print(f"| {variant} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+
+
 async def compare(samples: int, warmup: int, variants: list[str], rounds: int) -> None:
     results: dict[str, list[Result]] = defaultdict(list)
     for _ in range(rounds):
@@ -183,5 +215,9 @@ if __name__ == "__main__":
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--variants", default="default", help="comma-separated <native|bash|sh|default>[+cold]")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--sandbox-only", action="store_true", help="Sandbox.run alone, without a server")
     args = ap.parse_args()
-    asyncio.run(compare(args.samples, args.warmup, args.variants.split(","), args.rounds))
+    if args.sandbox_only:
+        asyncio.run(sandbox_only(args.samples, args.variants.split(","), args.rounds))
+    else:
+        asyncio.run(compare(args.samples, args.warmup, args.variants.split(","), args.rounds))
