@@ -163,22 +163,17 @@ def _build(binary: str, rlimits: tuple[tuple[str, int], ...], libc: bool) -> byt
     if cc is None or platform.system() != "Linux":
         return None
     source = native_source(binary, dict(rlimits))
+    # Freestanding first on x86-64 (the compiler may still build for another target: then the C-library
+    # form), then the C-library form, static when libc.a is installed.
+    libc_forms = [["-static", "-DDURAPLAN_LAUNCHER_LIBC"], ["-DDURAPLAN_LAUNCHER_LIBC"]]
     freestanding = platform.machine() in ("x86_64", "AMD64") and not libc
-    attempts = [_FREESTANDING] if freestanding else [["-static"], []]  # static when libc.a is installed
+    attempts = [_FREESTANDING, *libc_forms] if freestanding else libc_forms
+    errors = ""
     with tempfile.TemporaryDirectory(prefix="duraplan-launcher-") as tmp:
         src, out = Path(tmp, "launcher.c"), Path(tmp, LAUNCHER_NAME)
         src.write_text(source)
         for flags in attempts:
-            command = [
-                cc,
-                "-O2",
-                "-w",
-                *flags,
-                *(["-DDURAPLAN_LAUNCHER_LIBC"] if libc else []),
-                "-o",
-                str(out),
-                str(src),
-            ]
+            command = [cc, "-O2", "-w", *flags, "-o", str(out), str(src)]
             try:
                 done = subprocess.run(command, capture_output=True, timeout=60, check=False, env=_compiler_env())
             except (OSError, subprocess.TimeoutExpired) as exc:
@@ -186,7 +181,8 @@ def _build(binary: str, rlimits: tuple[tuple[str, int], ...], libc: bool) -> byt
                 return None
             if done.returncode == 0:
                 return out.read_bytes() if _works(out) else None
-        log.warning("could not build the native sandbox launcher: %s", done.stderr.decode(errors="replace")[-500:])
+            errors = done.stderr.decode(errors="replace")[-500:]
+        log.warning("could not build the native sandbox launcher: %s", errors)
         return None
 
 
