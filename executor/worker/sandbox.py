@@ -40,7 +40,7 @@ from typing import Any
 import pydantic_monty
 
 from executor.worker.launcher import LAUNCHER_NAME, LauncherKind, launcher_kind, write_launcher
-from executor.worker.spares import Checkout, Spares, close_pool, close_session
+from executor.worker.spares import Checkout, Spares, close_pool, close_session, proc_stat
 from executor.worker.warm import WarmSessions
 
 __all__ = [
@@ -437,11 +437,10 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def _cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds of a process so far (None if it cannot be read, e.g. it is gone)."""
-    if pid is None:
+    fields = None if pid is None else proc_stat(pid)
+    if fields is None:
         return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    except (OSError, ValueError, IndexError):
+    except ValueError:
         return None
