@@ -189,6 +189,7 @@ async def bench_env(
     runner: SandboxedWorkflowRunner | None = None,
     worker_options: dict[str, Any] | None = None,
     workflows: tuple[type, ...] = (),
+    sandbox_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Bench]:
     probe = EagerProbe()
     with tempfile.TemporaryDirectory(prefix="duraplan-bench-") as tmp:
@@ -201,7 +202,7 @@ async def bench_env(
             store = Store(home / "store.db")
             usage = UsageStore(home / "store.db")
             try:
-                async with Sandbox() as sandbox:
+                async with Sandbox(**(sandbox_options or {})) as sandbox:
                     meter = Meter(usage if metering else None)
                     activities = StepActivities(registry, store, sandbox, default_model=None, meter=meter)
                     worker = Worker(

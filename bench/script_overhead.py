@@ -7,7 +7,9 @@ in a row, all ``execution: local`` and then all ``execution: remote``; runs alte
 script, plan, script...) so background load hits both alike. The per-call time is the interval
 between consecutive ``debug.echo`` starts inside one run (stamped in the tool, bench/harness.py),
 so it holds everything between two calls: the workflow's turn, the activity round trip and, for
-the script, the sandbox segment (load snapshot, resume, run, dump).
+the script, the sandbox segment (load snapshot, resume, run, dump). The difference of the p50s is what
+a script's host call costs over an equivalent tool step (the same measure as bench/code_step.py's for a
+code step); the CPU per call of each side (this process, and the sandbox's workers) is printed too.
 
 Then, without a server: the sandbox part alone (snapshot size and time per segment), and the
 alternative to carrying snapshots, re-executing the script against the recorded results of its
@@ -21,6 +23,7 @@ import asyncio
 import itertools
 import json
 import os
+import resource
 import time
 from typing import Any
 
@@ -50,10 +53,26 @@ def script_plan(calls: int, execution: str) -> dict[str, Any]:
     }
 
 
-async def _intervals(bench: Bench, plan: dict[str, Any]) -> list[float]:
+def _cpu() -> tuple[float, float]:
+    """CPU seconds so far: this process (worker, server client, bench), and its reaped children (the
+    sandbox's workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time(), children.ru_utime + children.ru_stime
+
+
+async def _intervals(bench: Bench, plan: dict[str, Any], cpu: list[float] | None = None) -> list[float]:
+    """The intervals between consecutive tool calls of one run; ``cpu`` (host, sandbox) gains the CPU
+    seconds the run used."""
     run_id = bench.run_id("sc")
+    before = _cpu()
     handle = await bench.dp.submit_plan(plan, tenant=TENANT, session="bench", inputs={"x": 1}, run_id=run_id)
     assert await handle.result() == {"value": 1}
+    if bench.sandbox is not None:
+        await bench.sandbox.settled()  # the run's sandbox workers retired: their CPU is counted
+    if cpu is not None:
+        after = _cpu()
+        cpu[0] += after[0] - before[0]
+        cpu[1] += after[1] - before[1]
     marks = MARKS.pop(run_id)
     return [b - a for a, b in itertools.pairwise(marks)]
 
@@ -66,13 +85,26 @@ async def engine(calls: int, runs: int) -> dict[str, Any]:
             await _intervals(bench, plan)  # warm-up
             await _intervals(bench, script)
             per: dict[str, list[float]] = {"plan": [], "script": []}
+            cpu: dict[str, list[float]] = {"plan": [0.0, 0.0], "script": [0.0, 0.0]}
             for _ in range(runs):
-                per["plan"] += await _intervals(bench, plan)
-                per["script"] += await _intervals(bench, script)
+                per["plan"] += await _intervals(bench, plan, cpu["plan"])
+                per["script"] += await _intervals(bench, script, cpu["script"])
             p50 = {k: percentile(v, 50) * 1000 for k, v in per.items()}
             p95 = {k: percentile(v, 95) * 1000 for k, v in per.items()}
             ratio = p50["script"] / p50["plan"]
-            out[execution] = {"p50_ms": p50, "p95_ms": p95, "ratio_p50": ratio, "n": len(per["plan"])}
+            # CPU per call (per tool step on the plan's side): the whole run's, divided by its calls
+            cpu_ms = {
+                k: {"host": h / (runs * calls) * 1000, "sandbox": c / (runs * calls) * 1000}
+                for k, (h, c) in cpu.items()
+            }
+            out[execution] = {
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "ratio_p50": ratio,
+                "host_call_over_tool_step_ms_p50": p50["script"] - p50["plan"],
+                "cpu_ms_per_call": cpu_ms,
+                "n": len(per["plan"]),
+            }
     return out
 
 
@@ -124,14 +156,28 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     load = os.getloadavg()
+    engine_result = asyncio.run(engine(args.calls, args.runs))
+    load_after = os.getloadavg()
     result = {
         "load_before": load,
         "cpus": os.cpu_count(),
-        "engine": asyncio.run(engine(args.calls, args.runs)),
+        "engine": engine_result,
         "sandbox": asyncio.run(sandbox_only(args.calls)),
-        "load_after": os.getloadavg(),
+        "load_after": load_after,
     }
     print(json.dumps(result, indent=2))
+    print("\n| execution | tool step p50 (ms) | script host call p50 (ms) | host call - tool step (ms) ", end="")
+    print("| CPU per tool step: host / sandbox (ms) | CPU per host call: host / sandbox (ms) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for execution, row in engine_result.items():
+        cpu = row["cpu_ms_per_call"]
+        print(
+            f"| {execution} | {row['p50_ms']['plan']:.2f} | {row['p50_ms']['script']:.2f} "
+            f"| {row['host_call_over_tool_step_ms_p50']:+.2f} "
+            f"| {cpu['plan']['host']:.2f} / {cpu['plan']['sandbox']:.2f} "
+            f"| {cpu['script']['host']:.2f} / {cpu['script']['sandbox']:.2f} |"
+        )
+    print(f"load average before/after: {load[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} cores")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

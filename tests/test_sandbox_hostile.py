@@ -12,17 +12,21 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import cast
 
 import pytest
 import pytest_asyncio
 
+from executor.worker import launcher as launcher_module
+from executor.worker.launcher import LauncherKind, native_launcher
 from executor.worker.sandbox import (
     Sandbox,
     SandboxError,
@@ -238,10 +242,10 @@ def _spy_on_workers(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> list[i
     pids: list[int] = []
     tighten = sandbox._tighten
 
-    def spy(pid: int | None, limits: SandboxLimits) -> None:
+    def spy(pid: int | None, limits: SandboxLimits) -> float | None:
         assert pid is not None
         pids.append(pid)
-        tighten(pid, limits)
+        return tighten(pid, limits)
 
     monkeypatch.setattr(sandbox, "_tighten", spy)
     return pids
@@ -327,8 +331,9 @@ async def test_worker_processes_have_empty_environment_and_rlimits(
         assert _stat(pid)[1] == os.getpid()
         assert Path(f"/proc/{pid}/environ").read_bytes() == b"", "workers get an empty environment"
         fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
-        # Without bash the POSIX-sh launcher can only close descriptors 3-9.
-        assert fds == [0, 1, 2] or (shutil.which("bash") is None and fds[:3] == [0, 1, 2] and min(fds[3:]) >= 10)
+        # The POSIX-sh launcher (no C compiler, no bash) can only close descriptors 3-9.
+        assert fds == [0, 1, 2] or (sandbox.launcher == "sh" and fds[:3] == [0, 1, 2] and min(fds[3:]) >= 10)
+        assert os.path.realpath(f"/proc/{pid}/exe") == MONTY, "the launcher exec'd monty in its own place"
         proc = _proc_limits(pid)
         assert proc["Max file size"] == ("0", "0")
         assert proc["Max core file size"] == ("0", "0")
@@ -347,11 +352,48 @@ async def test_worker_processes_have_empty_environment_and_rlimits(
     assert info.value.error_type == "TimeoutError"
 
 
-@pytest.mark.parametrize("shell", ["bash", "sh"])
-def test_launcher_clears_environment_and_descriptors(tmp_path: Path, shell: Literal["bash", "sh"]) -> None:
+def test_the_native_launcher_is_the_default_where_a_compiler_is() -> None:
+    """.ci/run installs a C compiler: the sandbox execs workers through the native launcher, no shell."""
+    assert shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"), "a C compiler is installed"
+    path = write_launcher(Path(tempfile.mkdtemp()), MONTY, WorkerLimits())
+    try:
+        assert path.read_bytes()[:4] == b"\x7fELF"
+        assert stat.S_IMODE(path.stat().st_mode) == stat.S_IRWXU, "only this user may run or change it"
+    finally:
+        shutil.rmtree(path.parent)
+
+
+async def test_without_a_compiler_the_sandbox_starts_workers_through_bash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher_module, "_compiler", lambda: None)
+    launcher_module._build.cache_clear()
+    try:
+        async with Sandbox(spares=1) as sandbox:
+            assert sandbox.launcher == "bash"
+            assert sandbox._launcher_dir is not None
+            assert (Path(sandbox._launcher_dir) / "monty-worker").read_bytes().startswith(b"#!/bin/sh")
+            assert await sandbox.run("x + 1", {"x": 1}, SandboxLimits()) == 2
+        with pytest.raises(FileNotFoundError):
+            launcher_module.launcher_kind(MONTY, WorkerLimits(), "native")
+    finally:
+        launcher_module._build.cache_clear()
+
+
+def _write_launcher(directory: Path, limits: WorkerLimits, form: str) -> Path:
+    if form != "native-libc":
+        return write_launcher(directory, MONTY, limits, kind=cast(LauncherKind, form))
+    program = native_launcher(MONTY, limits, libc=True)  # the C-library form other architectures get
+    assert program is not None
+    path = directory / "monty-worker"
+    path.write_bytes(program)
+    path.chmod(0o700)
+    return path
+
+
+@pytest.mark.parametrize("form", ["native", "native-libc", "bash", "sh"])
+def test_launcher_clears_environment_and_descriptors(tmp_path: Path, form: str) -> None:
     """The launcher alone, spawned with a secret in its environment and an inheritable descriptor."""
     limits = WorkerLimits(address_space_mb=512, cpu_seconds=20, open_files=12)
-    launcher = write_launcher(tmp_path, MONTY, limits, shell=shell)
+    launcher = _write_launcher(tmp_path, limits, form)
     read_end, write_end = os.pipe()
     # Descriptors the host forgot to close (F_DUPFD copies are inheritable): one below 10, one above.
     low = fcntl.fcntl(write_end, fcntl.F_DUPFD, 3)
@@ -373,8 +415,9 @@ def test_launcher_clears_environment_and_descriptors(tmp_path: Path, shell: Lite
         fds = {int(fd) for fd in os.listdir(f"/proc/{worker.pid}/fd")}
         if low < 10:
             assert low not in fds
-        if shell == "bash":  # POSIX sh can only name descriptors 0-9 in a redirection
+        if form != "sh":  # POSIX sh can only name descriptors 0-9 in a redirection
             assert fds == {0, 1, 2}
+        assert Path(f"/proc/{worker.pid}/cmdline").read_bytes() == os.fsencode(MONTY) + b"\0subprocess\0"
         proc = _proc_limits(worker.pid)
         assert proc["Max address space"] == (str(512 * 1024 * 1024),) * 2
         assert proc["Max cpu time"] == ("20", "20")

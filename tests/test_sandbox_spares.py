@@ -7,12 +7,14 @@ Workers are watched from the host through /proc, as in test_sandbox_hostile.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_sandbox_hostile import _alive, _proc_limits, _spy_on_workers, _wait_for
@@ -21,6 +23,7 @@ from test_sandbox_hostile import monty_workers as all_monty_workers
 from executor.errors import SettingsInvalid
 from executor.service.config import Settings
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
+from executor.worker.spares import Spares
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="inspects workers through /proc")
 
@@ -61,6 +64,30 @@ async def test_consecutive_steps_run_on_spares_in_different_processes(monkeypatc
         await _wait_for(lambda: not any(_alive(pid) for pid in pids))  # and each is gone after its step
 
 
+async def test_a_step_on_a_warmed_up_spare_finds_its_session_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spares evaluate the host's warm-up expression in the session a step will use: it leaves no name
+    behind, in that session or in one opened for other limits."""
+    warmed: list[Any] = []
+    warm_up = Spares._warm_up
+
+    async def counted(session: Any) -> None:
+        await warm_up(session)
+        warmed.append(session)
+
+    monkeypatch.setattr(Spares, "_warm_up", staticmethod(counted))
+    async with Sandbox(spares=1) as sandbox:
+        for limits in (SandboxLimits(), SandboxLimits(memory_mb=32)):  # the prepared session, then another
+            for name in ("_", "value", "x"):
+                (spare,) = await _ready_spares(sandbox, 1)
+                pids = _spy_on_workers(sandbox, monkeypatch)
+                with pytest.raises(SandboxError) as info:
+                    await sandbox.run(name, {}, limits)
+                assert info.value.error_type == "NameError"
+                assert pids == [spare]
+            assert await sandbox.run("y", {"y": 7}, limits) == 7  # inputs still reach the step's session
+    assert len(warmed) >= 7, "every spare was warmed up"
+
+
 async def test_spare_killed_while_idle_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
     async with Sandbox(spares=1) as sandbox:
         (spare,) = await _ready_spares(sandbox, 1)
@@ -97,11 +124,12 @@ async def test_step_on_a_spare_gets_its_own_limits(monkeypatch: pytest.MonkeyPat
         pids: list[int] = []
         tighten = sandbox._tighten
 
-        def spy(pid: int | None, step_limits: SandboxLimits) -> None:
-            tighten(pid, step_limits)
+        def spy(pid: int | None, step_limits: SandboxLimits) -> float | None:
+            cpu_used = tighten(pid, step_limits)
             assert pid is not None
             pids.append(pid)
             seen.append(_proc_limits(pid))  # what the step's code will run under
+            return cpu_used
 
         monkeypatch.setattr(sandbox, "_tighten", spy)
         with pytest.raises(SandboxError) as info:
@@ -125,12 +153,22 @@ async def test_spares_have_no_environment_or_descriptors(monkeypatch: pytest.Mon
     """Spares are started in the background, long after the host's environment may have gained a
     secret: they inherit none of it."""
     monkeypatch.setenv("DURAPLAN_SECRET_PROBE", "hunter2")
-    async with Sandbox(spares=2) as sandbox:
-        await sandbox.run("1", {}, SandboxLimits())  # a replacement is started after the step
-        for pid in await _ready_spares(sandbox, 2):
-            assert Path(f"/proc/{pid}/environ").read_bytes() == b""
-            fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
-            assert fds[:3] == [0, 1, 2] and all(fd >= 10 for fd in fds[3:])
+    # Descriptors the host left inheritable (F_DUPFD copies are), one below 10 and one above.
+    read_end, write_end = os.pipe()
+    leaks = [fcntl.fcntl(write_end, fcntl.F_DUPFD, 3), fcntl.fcntl(write_end, fcntl.F_DUPFD, 40)]
+    try:
+        async with Sandbox(spares=2) as sandbox:
+            await sandbox.run("1", {}, SandboxLimits())  # a replacement is started after the step
+            for pid in await _ready_spares(sandbox, 2):
+                assert Path(f"/proc/{pid}/environ").read_bytes() == b""
+                fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+                if sandbox.launcher == "sh":  # (no C compiler, no bash) only descriptors 3-9 can be closed
+                    assert fds[:3] == [0, 1, 2] and all(fd >= 10 for fd in fds[3:])
+                else:
+                    assert fds == [0, 1, 2]
+    finally:
+        for fd in (read_end, write_end, *leaks):
+            os.close(fd)
 
 
 async def test_without_spares_every_step_starts_its_own_worker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,8 +4,9 @@ Monty has no filesystem, network or environment access; limits on memory, time, 
 printed output are enforced in the worker process, and a parent-side deadline kills a worker that ignores
 them. Around that, defence in depth at the OS level:
 
-* Workers start through a launcher script (written to a private temporary directory when the sandbox starts)
-  that execs the real ``monty`` binary with an empty environment, no inherited descriptors beyond
+* Workers start through a launcher (executor/worker/launcher.py: a small native program exec'd directly, or
+  a shell script where no C compiler is found), written to a private temporary directory when the sandbox
+  starts, that execs the real ``monty`` binary with an empty environment, no inherited descriptors beyond
   stdin/stdout/stderr, ``SIGXFSZ`` ignored, and rlimits: address space, CPU seconds, open files, no
   file writes (``RLIMIT_FSIZE`` 0), no core dumps, optionally processes. Those are ceilings for any step;
   when a worker is checked out for a step its address-space and CPU limits are lowered, hard, to that
@@ -27,7 +28,6 @@ import os
 import re
 import resource
 import shutil
-import stat
 import sys
 import sysconfig
 import tempfile
@@ -35,11 +35,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import pydantic_monty
 
-from executor.worker.spares import Checkout, Spares, close_pool, close_session
+from executor.worker.launcher import LAUNCHER_NAME, LauncherKind, launcher_kind, write_launcher
+from executor.worker.spares import Checkout, Spares, close_pool, close_session, proc_stat
 from executor.worker.warm import WarmSessions
 
 __all__ = [
@@ -115,20 +116,6 @@ class SandboxError(Exception):
         self.retryable = retryable
 
 
-# bash: `ulimit` takes several limits at once (KiB for -v, seconds for -t), `exec -c` clears the environment,
-# and descriptors above 9 can be closed. The script goes through `bash -c` so that bash holds no descriptor
-# of its own (a script file would be open while the loop closes descriptors).
-_BASH_SCRIPT = """trap "" XFSZ
-ulimit {ulimits} || exit 126
-for fd in /proc/$$/fd/*; do fd=${{fd##*/}}; if ((fd > 2)) && [[ -e /proc/$$/fd/$fd ]]; then exec {{fd}}>&-; fi; done
-exec -c "$0" "$@"
-"""
-_BASH_FLAGS = {"AS": "-v", "CPU": "-t", "NOFILE": "-n", "FSIZE": "-f", "CORE": "-c", "NPROC": "-u"}
-# POSIX sh (dash, busybox): one limit per `ulimit`, `env -i` for the environment, and only single-digit
-# descriptors can be named in a redirection, so descriptors above 9 that the host left inheritable leak.
-_SH_FLAGS = {"AS": "-v", "CPU": "-t", "NOFILE": "-n", "FSIZE": "-f", "CORE": "-c", "NPROC": "-p"}
-
-
 def find_monty_binary() -> str:
     """The real ``monty`` binary, found as pydantic_monty finds it: ``MONTY_BIN``, the environment's
     scripts directory (next to ``sys.executable`` in a venv), then ``PATH``."""
@@ -141,45 +128,6 @@ def find_monty_binary() -> str:
     if found := shutil.which("monty"):
         return found
     raise FileNotFoundError("the monty binary was not found: install pydantic-monty or set MONTY_BIN")
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
-def _ulimit_value(name: str, value: int) -> int:
-    return value // 1024 if name == "AS" else value  # -v is in KiB; the others are counts/seconds/0
-
-
-def write_launcher(
-    directory: Path, binary: str, limits: WorkerLimits, *, shell: Literal["bash", "sh"] | None = None
-) -> Path:
-    """Write the executable that the pool spawns instead of ``binary``; returns its path.
-
-    ``shell`` is ``"bash"`` or ``"sh"``; by default bash when it is installed (it also closes inherited
-    descriptors above 9 and costs the same), else the POSIX shell.
-    """
-    rlimits = limits.rlimits()
-    bash = shutil.which("bash") if shell in (None, "bash") else None
-    if shell == "bash" and bash is None:
-        raise FileNotFoundError("bash not found")
-    if bash is not None:
-        ulimits = " ".join(f"{_BASH_FLAGS[n]} {_ulimit_value(n, v)}" for n, v in rlimits.items())
-        script = _BASH_SCRIPT.format(ulimits=ulimits)
-        # (BASH_ENV would make a non-interactive bash source a file before the script.)
-        body = f'unset BASH_ENV ENV\nexec {_quote(bash)} --noprofile --norc -c {_quote(script)} {_quote(binary)} "$@"\n'
-    else:
-        env = shutil.which("env") or "/usr/bin/env"
-        ulimits = " && ".join(f"ulimit {_SH_FLAGS[n]} {_ulimit_value(n, v)}" for n, v in rlimits.items())
-        closes = " ".join(f"{fd}>&-" for fd in range(3, 10))
-        body = f"trap '' XFSZ\n{ulimits} || exit 126\nexec {closes}\nexec {_quote(env)} -i {_quote(binary)} \"$@\"\n"
-    path = directory / "monty-worker"
-    path.write_text(
-        "#!/bin/sh\n# Written by executor.worker.sandbox: a monty worker with an empty environment and OS limits.\n"
-        + body
-    )
-    path.chmod(stat.S_IRWXU)
-    return path
 
 
 def _output_too_large(value: Any, budget: int) -> bool:
@@ -244,7 +192,7 @@ class Sandbox:
         max_output_bytes: int = 4 * _MB,
         max_print_bytes: int = _MB,
         binary_path: str | None = None,
-        launcher_shell: Literal["bash", "sh"] | None = None,
+        launcher: LauncherKind | None = None,
     ) -> None:
         self.worker_limits = worker_limits or WorkerLimits()
         self._ceilings = self.worker_limits.rlimits()
@@ -254,7 +202,8 @@ class Sandbox:
         self._binary = binary_path or find_monty_binary()
         self._slots = asyncio.Semaphore(max_processes)
         self._checkout_timeout = checkout_timeout
-        self._launcher_shell = launcher_shell
+        self._launcher_wanted = launcher
+        self.launcher: LauncherKind | None = None  # the form in use, once running (executor/worker/launcher.py)
         self._launcher_dir: str | None = None
         self._spares: Spares | None = None
         self._spare_count = spares
@@ -263,9 +212,11 @@ class Sandbox:
 
     def _write_launcher(self) -> Path:
         assert self._launcher_dir is not None
-        return write_launcher(Path(self._launcher_dir), self._binary, self.worker_limits, shell=self._launcher_shell)
+        return write_launcher(Path(self._launcher_dir), self._binary, self.worker_limits, kind=self.launcher)
 
     async def __aenter__(self) -> Sandbox:
+        # The native launcher is compiled the first time (~0.1 s, once per process): not on the event loop.
+        self.launcher = await asyncio.to_thread(launcher_kind, self._binary, self.worker_limits, self._launcher_wanted)
         self._launcher_dir = tempfile.mkdtemp(prefix="duraplan-sandbox-")
         try:
             self._write_launcher()
@@ -300,7 +251,7 @@ class Sandbox:
         self._restore_launcher()
         assert self._launcher_dir is not None
         pool = pydantic_monty.AsyncMonty(
-            binary_path=os.path.join(self._launcher_dir, "monty-worker"),
+            binary_path=os.path.join(self._launcher_dir, LAUNCHER_NAME),
             min_processes=1,
             max_processes=1,
             max_checkouts_per_worker=checkouts,
@@ -392,19 +343,18 @@ class Sandbox:
             "CPU": min(cpu, self._ceilings["CPU"]),
         }
 
-    def _tighten(self, pid: int | None, limits: SandboxLimits) -> None:
+    def _tighten(self, pid: int | None, limits: SandboxLimits) -> float | None:
         """Lower the checked-out worker's limits to the step's, soft and hard: it serves this step only,
-        and can never raise them again."""
-        if pid is None:  # no local worker attached: the launcher's ceilings still hold
-            return
+        and can never raise them again. Returns the CPU seconds the worker had used (None if unknown)."""
+        cpu_used = _cpu_seconds(pid)
+        if pid is None or cpu_used is None:  # no local worker attached (the launcher's ceilings hold), or gone
+            return None
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            cpu_used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             for name, value in self.step_rlimits(limits, cpu_used).items():
                 resource.prlimit(pid, getattr(resource, f"RLIMIT_{name}"), (value, value))
-        except (OSError, ValueError, IndexError):
-            return  # the worker is already gone (its step fails with it) or is not ours to limit
+        except (OSError, ValueError):
+            return None  # the worker is already gone (its step fails with it) or is not ours to limit
+        return cpu_used
 
     @contextlib.asynccontextmanager
     async def session(
@@ -446,7 +396,7 @@ class Sandbox:
         return Checkout("step.py", resource_limits, os_policy)
 
     def _restore_launcher(self) -> None:
-        if self._launcher_dir is not None and not os.path.exists(os.path.join(self._launcher_dir, "monty-worker")):
+        if self._launcher_dir is not None and not os.path.exists(os.path.join(self._launcher_dir, LAUNCHER_NAME)):
             # A temp-dir cleaner removed the launcher under a long-running sandbox: put it back, or no new
             # worker could start.
             os.makedirs(self._launcher_dir, mode=0o700, exist_ok=True)
@@ -466,8 +416,7 @@ class Sandbox:
         printed = pydantic_monty.CollectString(max_bytes=self.max_print_bytes)
         try:
             async with self._checkout(self._step_checkout(limits)) as session:
-                self._tighten(session.worker_pid, limits)
-                cpu_before = _cpu_seconds(session.worker_pid)
+                cpu_before = self._tighten(session.worker_pid, limits)
                 try:
                     result = await session.feed_run(code, inputs=inputs, print_callback=printed)
                 finally:
@@ -483,13 +432,15 @@ class Sandbox:
         return result
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds of a process so far (None if it cannot be read, e.g. it is gone)."""
-    if pid is None:
+    fields = None if pid is None else proc_stat(pid)
+    if fields is None:
         return None
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except ValueError:
         return None
