@@ -160,7 +160,8 @@ class StepQuota:
 # The engine version new runs start under (RunInput.engine). A behaviour change that must not
 # alter runs already in flight takes a new ``workflow.patched`` id; when a release gathers such ids,
 # bump this and let ``EngineBase._since`` treat them as given for runs started at the new version.
-ENGINE_VERSION = 1
+# 2: a run segment's end is recorded in the run's memo, not by a local activity (engine.metering).
+ENGINE_VERSION = 2
 
 
 @dataclass

@@ -1,0 +1,187 @@
+"""Folds closed runs' ends into the usage ledger, from Temporal's visibility store.
+
+Runs started at engine version 2 or later record how each segment ended in their memo
+(``executor.engine.metering``, key ``meter``): the outcome, the workflow-step counts, whether it
+is a subplan's child run. Nothing writes that to the ledger while the run closes (that was a local
+activity: ~4 ms of worker CPU per run). Instead a reconciler lists closed ``DuraplanRun``
+executions and writes one ``RunEnd`` per execution, with the same keys the activity used (run id +
+generation, segment), so reading a run twice, or two reconcilers at once, counts it once.
+
+Where it runs:
+
+- in every worker process with metering on, every ``INTERVAL`` seconds (``Reconciler.run``); a
+  lease in the ledger (``usage_reconcile``) lets one process at a time read, the others skip;
+- before a usage report is answered (``Duraplan.usage``: Python, HTTP, MCP), for that tenant only,
+  so a report right after a run ends counts it.
+
+What it reads: the deployment's executions (``DuraplanRun`` on its task queue: a ledger belongs
+to the workers of one queue, as the tool store does) whose ``CloseTime`` is at or after the stored checkpoint minus
+``OVERLAP``. Visibility is eventually consistent: a close shows up there a little after it
+happened, possibly after later closes were already read, and the overlap reads those again. The
+checkpoint moves to the latest close time read. A process remembers what it wrote within the
+overlap window and skips it (no ledger write for a re-read run).
+
+Terminated and timed-out runs cannot record anything (no workflow code runs): a top-level one is
+recorded as ``terminated`` / ``timed_out`` from its visibility status (it counts in
+``runs_terminated``), its generation from the start memo; its workflow steps since its last
+continue-as-new are not counted. A closed run without the ``meter`` memo that is not terminated
+was ended by an engine-1 worker, whose local activity wrote the ledger itself: skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+
+from executor.engine.contract import WORKFLOW_NAME
+from executor.engine.metering import METER_MEMO
+from executor.service.usage import utc_day
+from tools.usage import RunEnd, UsageStore
+
+__all__ = ["INTERVAL", "OVERLAP", "Reconciler", "run_end_of"]
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 5.0  # seconds between a worker's passes
+# How late a close may appear in visibility and still be read. Every pass re-lists this window.
+OVERLAP = 60.0
+FIRST_LOOKBACK = 24 * 3600.0  # the first pass ever (no checkpoint): closes from the last day
+SCOPE = "runs"  # the checkpoint's and lease's key in usage_reconcile
+_TERMINATED = {
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+}
+
+
+def _rfc3339(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _field(meter: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = meter.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+        raise ValueError(f"memo field {name!r} is {value!r}")
+    return value
+
+
+def run_end_of(wf: WorkflowExecution, memo: Mapping[str, Any]) -> RunEnd | None:
+    """The ledger row of one closed execution (its decoded ``memo``); None: nothing to record here."""
+    assert wf.close_time is not None
+    day = utc_day(wf.close_time)
+    meter = memo.get(METER_MEMO)
+    if isinstance(meter, dict):
+        child = _field(meter, "child", bool)
+        steps = meter.get("workflow_steps") or {}
+        started_at = _field(meter, "started_at", str)
+        return RunEnd(
+            tenant=_field(meter, "tenant", str),
+            run_key=f"{_field(meter, 'run_id', str)}/{_field(meter, 'generation', int)}",
+            segment=_field(meter, "segment", int),
+            started_day="" if child else started_at[:10],
+            day=day,
+            outcome=None if child else meter.get("outcome"),
+            workflow_steps={str(k): int(v) for k, v in steps.items() if isinstance(v, int)},
+        )
+    outcome = _TERMINATED.get(wf.status) if wf.status is not None else None
+    if outcome is None or wf.parent_id is not None:
+        return None  # ended by an engine-1 worker's activity, or a child run (a step of its parent)
+    tenant, sep, run_id = wf.id.partition("/")
+    if not sep or not run_id:
+        return None  # not started by the start path (workflow id tenant/run id)
+    generation = memo.get("generation", 0)
+    return RunEnd(
+        tenant=tenant,
+        run_key=f"{run_id}/{generation if isinstance(generation, int) else 0}",
+        segment=-1,  # no segment counts: its steps since the last continue-as-new are unknown
+        started_day=utc_day(wf.start_time),
+        day=day,
+        outcome=outcome,
+    )
+
+
+class Reconciler:
+    """Reads closed runs from visibility into ``store``; one per process."""
+
+    def __init__(self, client: Client, store: UsageStore, task_queue: str, *, search_attributes: bool = True) -> None:
+        self.client = client
+        self.store = store
+        self.task_queue = task_queue  # the deployment's runs: its workers' queue (subplans' too)
+        self.search_attributes = search_attributes  # False: runs carry no DuraplanTenant to filter by
+        self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._written: dict[tuple[str, str], float] = {}  # (workflow id, run id) -> close time
+        self._lock = asyncio.Lock()  # one pass at a time in this process
+
+    async def run(self, interval: float = INTERVAL) -> None:
+        """Pass after pass until cancelled; a failed pass is logged and the next one tries again."""
+        while True:
+            try:
+                if await self.store.take_lease(SCOPE, self.holder, interval * 3):
+                    await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("usage reconcile pass failed")
+            await asyncio.sleep(interval)
+
+    async def reconcile(self, tenant: str | None = None) -> int:
+        """One pass: closed runs since the checkpoint (minus the overlap) into the ledger; returns
+        how many run ends it wrote. ``tenant``: that tenant's runs only (the checkpoint stays)."""
+        async with self._lock:
+            mark = await self.store.reconciled_until(SCOPE)
+            now = dt.datetime.now(dt.UTC).timestamp()
+            since = (mark if mark is not None else now - FIRST_LOOKBACK) - OVERLAP
+            query = (
+                f"WorkflowType = '{WORKFLOW_NAME}' AND TaskQueue = {json.dumps(self.task_queue)} "
+                f"AND ExecutionStatus != 'Running' AND CloseTime >= '{_rfc3339(since)}'"
+            )
+            if tenant is not None and self.search_attributes:
+                query += f" AND DuraplanTenant = {json.dumps(tenant)}"
+            newest = mark
+            written = 0
+            page: list[tuple[tuple[str, str], float, RunEnd]] = []
+            async for wf in self.client.list_workflows(query, page_size=1000):
+                if wf.close_time is None:
+                    continue
+                closed = wf.close_time.timestamp()
+                newest = closed if newest is None else max(newest, closed)
+                key = (wf.id, wf.run_id)
+                if key in self._written:
+                    continue
+                try:
+                    end = run_end_of(wf, await wf.memo())
+                except Exception as exc:  # a memo this code did not write: skip it, never stop the pass
+                    log.warning("usage of workflow %s run %s not readable: %s", wf.id, wf.run_id, exc)
+                    end = None
+                if end is not None and tenant is not None and end.tenant != tenant:
+                    continue  # search attributes off: another tenant's run, left to the worker's pass
+                if end is None:
+                    self._written[key] = closed
+                    continue
+                page.append((key, closed, end))
+                if len(page) >= 500:
+                    written += await self._flush(page)
+            written += await self._flush(page)
+            if tenant is None and newest is not None:
+                await self.store.advance_reconciled(SCOPE, newest)
+            self._forget(since)
+            return written
+
+    async def _flush(self, page: list[tuple[tuple[str, str], float, RunEnd]]) -> int:
+        await self.store.record_run_ends([end for _, _, end in page])
+        for key, closed, _ in page:
+            self._written[key] = closed
+        n = len(page)
+        page.clear()
+        return n
+
+    def _forget(self, before: float) -> None:
+        """Drop what no later pass lists again (closed before this pass's window)."""
+        self._written = {k: t for k, t in self._written.items() if t >= before}

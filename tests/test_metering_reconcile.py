@@ -1,0 +1,152 @@
+"""Run ends reach the ledger from visibility (executor.service.usage_reconcile), once each: a
+completed, a failed, a cancelled, a continued-as-new and a terminated run, and a subplan's child
+run, also when the reconciler reads them again or two reconcilers read at once. On SQLite and on
+the shared PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from executor import Duraplan, RunFailed, Settings, running_worker
+from executor.engine.contract import WORKFLOW_NAME
+from executor.engine.metering import METER_MEMO
+from executor.engine.models import ENGINE_VERSION, RunInput, plan_hash
+from executor.lang.loader import load_plan
+from executor.service.usage_reconcile import SCOPE, Reconciler
+from tests.engine.conftest import step_state, wait_for
+from tools.usage import UsageStore
+
+SETS = {
+    "name": "sets",
+    "steps": [
+        {"id": "a", "kind": "set", "value": 1},
+        {"id": "b", "kind": "set", "value": "${steps.a.output}", "depends_on": ["a"]},
+        {"id": "e", "kind": "tool", "tool": "debug.echo", "args": {"value": 2}, "execution": "local"},
+    ],
+    "output": "${steps.b.output}",
+}
+FAILS = {"name": "fails", "steps": [{"id": "no", "kind": "fail", "message": "refused"}]}
+WAITS = {"name": "waits", "steps": [{"id": "w", "kind": "wait_for_event", "event": "go"}]}
+PARENT = {
+    "name": "parent",
+    "steps": [
+        {
+            "id": "sub",
+            "kind": "subplan",
+            "plan": {"name": "child", "steps": [{"id": "c", "kind": "set", "value": 3}], "output": "${steps.c.output}"},
+        },
+        {"id": "after", "kind": "set", "value": "${steps.sub.output}", "depends_on": ["sub"]},
+    ],
+    "output": "${steps.after.output}",
+}
+# Enough set steps that a small history limit continues the run as new more than once.
+LONG = {
+    "name": "long",
+    "steps": [
+        {"id": f"s{i}", "kind": "sleep", "duration": "1ms", **({"depends_on": [f"s{i - 1}"]} if i else {})}
+        for i in range(12)
+    ],
+}
+
+
+async def _continued_run(client: Client, settings: Settings, tenant: str) -> str:
+    """A run that continues as new (a small history limit), started as the start path would."""
+    body = load_plan(LONG)
+    run_id = f"long-{uuid.uuid4().hex[:8]}"
+    arg = RunInput(
+        plan=body,
+        plan_hash=plan_hash(body),
+        tenant=tenant,
+        session="s",
+        run_id=run_id,
+        history_limit=20,
+        search_attributes=settings.search_attributes,
+        engine=ENGINE_VERSION,
+    )
+    handle = await client.start_workflow(WORKFLOW_NAME, arg, id=f"{tenant}/{run_id}", task_queue=settings.task_queue)
+    await handle.result()
+    return run_id
+
+
+@pytest.mark.parametrize("search_attributes", [True, False], ids=["tenant-filter", "no-search-attributes"])
+async def test_every_run_end_counts_once(
+    client: Client, tmp_path: Path, db_location: str | Path, search_attributes: bool
+) -> None:
+    if search_attributes is False and not isinstance(db_location, Path):
+        pytest.skip("the no-search-attributes path does not depend on the backend")
+    database_url = None if isinstance(db_location, Path) else db_location
+    settings = Settings(
+        home=tmp_path,
+        task_queue=f"meter-rec-{uuid.uuid4().hex[:8]}",
+        database_url=database_url,
+        search_attributes=search_attributes,
+    )
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    async with running_worker(client, settings):
+        dp = Duraplan(client, settings)
+        assert await (await dp.submit_plan(SETS, tenant=tenant, session="s")).result() == 1
+        with pytest.raises(RunFailed, match="refused"):
+            await (await dp.submit_plan(FAILS, tenant=tenant, session="s")).result()
+        waiting = await dp.submit_plan(WAITS, tenant=tenant, session="s")
+        await wait_for(lambda: step_state(waiting, "w"), timeout=30)
+        await waiting.cancel()
+        with pytest.raises(RunFailed):
+            await waiting.result()
+        assert await (await dp.submit_plan(PARENT, tenant=tenant, session="s")).result() == 3
+        long_id = await _continued_run(client, settings, tenant)
+        doomed = await dp.submit_plan(WAITS, tenant=tenant, session="s")
+        await wait_for(lambda: step_state(doomed, "w"), timeout=30)
+        await doomed.terminate()
+
+        # Right after the runs ended: the report's own pass folds them in.
+        expected_steps = {"set": 5, "tool": 1, "fail": 1, "subplan": 1, "sleep": 12}
+
+        async def report_complete() -> bool:
+            total = (await dp.usage(tenant=tenant)).total
+            return total.runs_terminated == 1 and total.steps.get("sleep", 0) == 12
+
+        # Visibility is eventually consistent; the report re-reads it each time it is asked.
+        await wait_for(report_complete, timeout=30, interval=0.2)
+        total = (await dp.usage(tenant=tenant)).total
+        assert total.steps == expected_steps, "each segment's workflow steps once (child run's `c` included)"
+        assert (total.runs_started, total.runs_completed, total.runs_failed) == (6, 3, 1)
+        assert (total.runs_cancelled, total.runs_terminated) == (1, 1), "the child run is no run of its own"
+
+        # Read everything again, from scratch, twice at once on two connections: nothing changes.
+        other = UsageStore(settings.store_location())
+        try:
+            store = dp.usage_store
+            assert store is not None
+            first, second = (
+                Reconciler(client, store, settings.task_queue),
+                Reconciler(client, other, settings.task_queue),
+            )
+            await asyncio.gather(first.reconcile(), second.reconcile(), first.reconcile(tenant))
+            assert await store.reconciled_until(SCOPE) is not None
+            again = (await dp.usage(tenant=tenant)).total
+            assert again == total
+            assert (await dp.usage(tenant=f"{tenant}-other")).total.steps == {}, "nothing leaks to another tenant"
+        finally:
+            other.close()
+
+        # The memo the run wrote, and what a worker of engine 1 would not have written.
+        described = await client.get_workflow_handle(f"{tenant}/{long_id}").describe()
+        meter = (await described.memo())[METER_MEMO]
+        assert meter["outcome"] == "completed" and meter["segment"] >= 1 and meter["tenant"] == tenant
+
+
+async def test_metering_off_writes_nothing(client: Client, tmp_path: Path) -> None:
+    """metered=False: no memo on the run, no ledger, no reconciler."""
+    settings = Settings(home=tmp_path, task_queue=f"meter-off-{uuid.uuid4().hex[:8]}", metering=False)
+    async with running_worker(client, settings):
+        dp = Duraplan(client, settings)
+        handle = await dp.submit_plan(SETS, tenant="off", session="s")
+        assert await handle.result() == 1
+    described = await client.get_workflow_handle(f"off/{handle.run_id}").describe()
+    assert METER_MEMO not in await described.memo()
+    assert dp.usage_store is None
