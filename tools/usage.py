@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS usage_runs (
 );
 CREATE INDEX IF NOT EXISTS usage_runs_started ON usage_runs (tenant, started_day);
 CREATE INDEX IF NOT EXISTS usage_runs_ended ON usage_runs (tenant, ended_day);
+CREATE INDEX IF NOT EXISTS usage_runs_open ON usage_runs (tenant, started_day) WHERE outcome IS NULL;
 
 CREATE TABLE IF NOT EXISTS usage_workflow_steps (
     tenant      {TEXT} NOT NULL,
@@ -195,6 +196,19 @@ class UsageStore:
 
         if ends:
             await self._write(write)
+
+    async def open_runs(self, tenant: str, limit: int) -> list[str]:
+        """Run keys of the tenant's runs started and not recorded as ended, newest day first."""
+
+        def read(tx: Tx) -> list[str]:
+            cur = tx.execute(
+                "SELECT run_key FROM usage_runs WHERE tenant = ? AND outcome IS NULL "
+                "ORDER BY started_day DESC, run_key LIMIT ?",
+                (tenant, limit),
+            )
+            return [str(row[0]) for row in cur]
+
+        return await asyncio.to_thread(self._run_read, read)
 
     # -- the reconciler's checkpoint and lease -----------------------------------------------
 

@@ -160,6 +160,7 @@ class Duraplan:
             )
         try:
             await self._reconciler.reconcile(tenant)
+            await self._reconciler.recheck_open(tenant)
         except Exception:
             log.exception("usage of tenant %s not reconciled before the report", tenant)
 

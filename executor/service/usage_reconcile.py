@@ -12,7 +12,11 @@ Where it runs:
 - in every worker process with metering on, every ``INTERVAL`` seconds (``Reconciler.run``); a
   lease in the ledger (``usage_reconcile``) lets one process at a time read, the others skip;
 - before a usage report is answered (``Duraplan.usage``: Python, HTTP, MCP), for that tenant only,
-  so a report right after a run ends counts it.
+  so a report right after a run ends counts it. Visibility lags the close by a few to tens of
+  milliseconds, so this pass also asks Temporal directly (describe: read from the execution
+  itself, not from visibility) about the tenant's runs the ledger still holds open, the
+  ``RECHECK`` newest; a run that ended a moment ago is among them unless the tenant has more
+  open runs than that, and then the next pass a second later finds it in visibility.
 
 What it reads: the deployment's executions (``DuraplanRun`` on its task queue: a ledger belongs
 to the workers of one queue, as the tool store does) whose ``CloseTime`` is at or after the stored checkpoint minus
@@ -46,13 +50,14 @@ from executor.engine.metering import METER_MEMO
 from executor.service.usage import utc_day
 from tools.usage import RunEnd, UsageStore
 
-__all__ = ["INTERVAL", "OVERLAP", "Reconciler", "run_end_of"]
+__all__ = ["INTERVAL", "OVERLAP", "RECHECK", "Reconciler", "run_end_of"]
 
 log = logging.getLogger(__name__)
 
 INTERVAL = 5.0  # seconds between a worker's passes
 # How late a close may appear in visibility and still be read. Every pass re-lists this window.
 OVERLAP = 60.0
+RECHECK = 100  # open runs a report asks Temporal about directly (see above)
 FIRST_LOOKBACK = 24 * 3600.0  # the first pass ever (no checkpoint): closes from the last day
 SCOPE = "runs"  # the checkpoint's and lease's key in usage_reconcile
 _TERMINATED = {
@@ -173,6 +178,32 @@ class Reconciler:
                 await self.store.advance_reconciled(SCOPE, newest)
             self._forget(since)
             return written
+
+    async def recheck_open(self, tenant: str, limit: int = RECHECK) -> int:
+        """Ask Temporal (not visibility) about the tenant's runs the ledger holds open; record those
+        that ended. Returns how many it recorded."""
+        keys = await self.store.open_runs(tenant, limit)
+        gate = asyncio.Semaphore(16)
+
+        async def one(run_key: str) -> tuple[tuple[str, str], float, RunEnd] | None:
+            run_id = run_key.rpartition("/")[0]
+            async with gate:
+                try:
+                    wf = await self.client.get_workflow_handle(f"{tenant}/{run_id}").describe()
+                    if wf.close_time is None:
+                        return None
+                    end = run_end_of(wf, await wf.memo())
+                except Exception as exc:  # gone (retention), unreachable, a memo it did not write
+                    log.debug("run %s of tenant %s not rechecked: %s", run_key, tenant, exc)
+                    return None
+            if end is None or end.tenant != tenant or end.run_key != run_key:
+                return None  # still running, ended by an engine-1 activity, or another generation now
+            return (wf.id, wf.run_id), wf.close_time.timestamp(), end
+
+        async with self._lock:
+            page = [found for found in await asyncio.gather(*(one(k) for k in keys)) if found is not None]
+            page = [found for found in page if found[0] not in self._written]
+            return await self._flush(page)
 
     async def _flush(self, page: list[tuple[tuple[str, str], float, RunEnd]]) -> int:
         await self.store.record_run_ends([end for _, _, end in page])
