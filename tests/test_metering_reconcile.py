@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from executor import Duraplan, RunFailed, Settings, running_worker
-from executor.engine.contract import WORKFLOW_NAME
+from executor.engine.contract import SA_TENANT, WORKFLOW_NAME
 from executor.engine.metering import METER_MEMO
 from executor.engine.models import ENGINE_VERSION, RunInput, plan_hash
 from executor.lang.loader import load_plan
@@ -44,12 +45,24 @@ PARENT = {
     ],
     "output": "${steps.after.output}",
 }
-# Enough set steps that a small history limit continues the run as new more than once.
+# Remote tool steps grow history (scheduled, started, completed): a small history limit continues the run as new
+# more than once; the set steps between them are counted per segment, from each segment's memo.
 LONG = {
     "name": "long",
     "steps": [
-        {"id": f"s{i}", "kind": "sleep", "duration": "1ms", **({"depends_on": [f"s{i - 1}"]} if i else {})}
-        for i in range(12)
+        step
+        for i in range(8)
+        for step in (
+            {
+                "id": f"e{i}",
+                "kind": "tool",
+                "tool": "debug.echo",
+                "args": {"value": i},
+                "execution": "remote",
+                **({"depends_on": [f"s{i - 1}"]} if i else {}),
+            },
+            {"id": f"s{i}", "kind": "set", "value": i, "depends_on": [f"e{i}"]},
+        )
     ],
 }
 
@@ -68,7 +81,14 @@ async def _continued_run(client: Client, settings: Settings, tenant: str) -> str
         search_attributes=settings.search_attributes,
         engine=ENGINE_VERSION,
     )
-    handle = await client.start_workflow(WORKFLOW_NAME, arg, id=f"{tenant}/{run_id}", task_queue=settings.task_queue)
+    attributes = TypedSearchAttributes([SearchAttributePair(SA_TENANT, tenant)])
+    handle = await client.start_workflow(
+        WORKFLOW_NAME,
+        arg,
+        id=f"{tenant}/{run_id}",
+        task_queue=settings.task_queue,
+        search_attributes=attributes if settings.search_attributes else None,
+    )
     await handle.result()
     return run_id
 
@@ -103,12 +123,12 @@ async def test_every_run_end_counts_once(
         await wait_for(lambda: step_state(doomed, "w"), timeout=30)
         await doomed.terminate()
 
-        # a, b, after and the child run's c; the cancelled and terminated waits never finished a step.
-        expected_steps = {"set": 4, "tool": 1, "fail": 1, "subplan": 1, "sleep": 12}
+        # set: a, b, after, the child run's c and long's 8; the cancelled and terminated waits finished none.
+        expected_steps = {"set": 12, "tool": 9, "fail": 1, "subplan": 1}
 
         async def report_complete() -> bool:
             total = (await dp.usage(tenant=tenant)).total
-            return total.runs_terminated == 1 and total.steps.get("sleep", 0) == 12
+            return total.runs_terminated == 1 and total.steps.get("set", 0) == 12
 
         # Visibility is eventually consistent; the report re-reads it each time it is asked.
         await wait_for(report_complete, timeout=30, interval=0.2)
@@ -117,17 +137,19 @@ async def test_every_run_end_counts_once(
         assert (total.runs_started, total.runs_completed, total.runs_failed) == (6, 3, 1)
         assert (total.runs_cancelled, total.runs_terminated) == (1, 1), "the child run is no run of its own"
 
+        store = dp.usage_store
+        assert store is not None
+        # The worker's own pass (every few seconds) moves the checkpoint; only it does.
+        await wait_for(lambda: store.reconciled_until(SCOPE), timeout=20, interval=0.2)
+
         # Read everything again, from scratch, twice at once on two connections: nothing changes.
         other = UsageStore(settings.store_location())
         try:
-            store = dp.usage_store
-            assert store is not None
             first, second = (
                 Reconciler(client, store, settings.task_queue),
                 Reconciler(client, other, settings.task_queue),
             )
             await asyncio.gather(first.reconcile(), second.reconcile(), first.reconcile(tenant))
-            assert await store.reconciled_until(SCOPE) is not None
             again = (await dp.usage(tenant=tenant)).total
             assert again == total
             assert (await dp.usage(tenant=f"{tenant}-other")).total.steps == {}, "nothing leaks to another tenant"
@@ -150,3 +172,21 @@ async def test_metering_off_writes_nothing(client: Client, tmp_path: Path) -> No
     described = await client.get_workflow_handle(f"off/{handle.run_id}").describe()
     assert METER_MEMO not in await described.memo()
     assert dp.usage_store is None
+
+
+async def test_checkpoint_only_moves_forward_and_one_reader_holds_the_lease(db_location: str | Path) -> None:
+    store = UsageStore(db_location)
+    try:
+        assert await store.reconciled_until("runs") is None
+        await store.advance_reconciled("runs", 100.0)
+        await store.advance_reconciled("runs", 50.0)  # a slower reader finishing late
+        assert await store.reconciled_until("runs") == 100.0
+        assert await store.take_lease("runs", "a", 60)
+        assert not await store.take_lease("runs", "b", 60), "a holds it"
+        assert await store.take_lease("runs", "a", 60), "a renews its own"
+        assert await store.reconciled_until("runs") == 100.0, "the lease leaves the checkpoint alone"
+        assert await store.take_lease("runs", "a", -1)  # a's lease has run out
+        assert await store.take_lease("runs", "b", 60), "an expired lease goes to the next reader"
+        assert not await store.take_lease("runs", "a", 60)
+    finally:
+        store.close()

@@ -72,7 +72,8 @@ def _rfc3339(epoch: float) -> str:
 
 def _field(meter: Mapping[str, Any], name: str, kind: type) -> Any:
     value = meter.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+    # bool is an int to isinstance: a flag is never a number here, nor a number a flag
+    if type(value) is not kind:
         raise ValueError(f"memo field {name!r} is {value!r}")
     return value
 
