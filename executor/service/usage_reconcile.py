@@ -11,20 +11,23 @@ Where it runs:
 
 - in every worker process with metering on, every ``INTERVAL`` seconds (``Reconciler.run``); a
   lease in the ledger (``usage_reconcile``) lets one process at a time read, the others skip;
-  every ``SWEEP_EVERY``-th pass (and the first) re-reads a longer window (``SWEEP_OVERLAP``);
 - before a usage report is answered (``Duraplan.usage``: Python, HTTP, MCP), for that tenant only,
-  so a report right after a run ends counts it. Visibility lags the close by a few to tens of
+  so a report right after a run ends counts it. Visibility lags a close by a few to tens of
   milliseconds, so this pass also asks Temporal directly (describe: read from the execution
   itself, not from visibility) about the tenant's runs the ledger still holds open, the
   ``RECHECK`` newest; a run that ended a moment ago is among them unless the tenant has more
-  open runs than that, and then the next pass a second later finds it in visibility.
+  open runs than that, and then the next pass finds it in visibility.
 
 What it reads: the deployment's executions (``DuraplanRun`` on its task queue: a ledger belongs
-to the workers of one queue, as the tool store does) whose ``CloseTime`` is at or after the stored checkpoint minus
-``OVERLAP``. Visibility is eventually consistent: a close shows up there a little after it
-happened, possibly after later closes were already read, and the overlap reads those again. The
-checkpoint moves to the latest close time read. A process remembers what it wrote within the
-overlap window and skips it (no ledger write for a re-read run).
+to the workers of one queue, as the tool store does) that closed since the stored checkpoint (the
+latest close time read). Visibility is eventually consistent: a close can show up after later
+closes were read, so each pass also covers the ``OVERLAP`` seconds before the checkpoint, and
+every ``SWEEP_EVERY``-th pass the ``SWEEP_OVERLAP`` seconds. Listing costs per execution (about
+0.1 ms of worker and more of server CPU here), so a process remembers the executions it listed in
+that window and first asks visibility to count the window: the same count means nothing showed up
+late there (what it remembers came from visibility), and it lists only what closed after the
+checkpoint. Otherwise it lists the window again and skips what it wrote (no ledger write for a
+re-read run). So each execution is listed about once.
 
 Terminated and timed-out runs cannot record anything (no workflow code runs): a top-level one is
 recorded as ``terminated`` / ``timed_out`` from its visibility status (it counts in
@@ -54,7 +57,6 @@ from tools.usage import RunEnd, UsageStore
 
 __all__ = [
     "INTERVAL",
-    "LISTINGS_PER_RUN",
     "OVERLAP",
     "RECHECK",
     "SWEEP_EVERY",
@@ -67,15 +69,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INTERVAL = 5.0  # seconds between a worker's passes
-# How late a close may appear in visibility and still be read by the next pass: each pass re-lists
-# this window (listing costs ~0.1 ms of worker CPU and ~0.25 ms of server CPU per execution here).
-OVERLAP = 5.0
-# Every SWEEP_EVERY-th pass re-lists a longer window, for closes that showed up later than OVERLAP
-# (a visibility backlog): lags up to about SWEEP_OVERLAP - SWEEP_EVERY * INTERVAL are still read.
+# How late a close may show up in visibility and still be read by the next pass. A pass counts
+# this window (one call) and lists it again only when the count differs from what it read there.
+OVERLAP = 30.0
+# Every SWEEP_EVERY-th pass (and the first) checks a longer window the same way, for closes that
+# showed up later still (a visibility backlog): lags up to about SWEEP_OVERLAP - SWEEP_EVERY * INTERVAL.
 SWEEP_EVERY = 60
-SWEEP_OVERLAP = 360.0
-# Steady state, each closed execution is listed this many times (the cost the bench counts).
-LISTINGS_PER_RUN = (OVERLAP + INTERVAL) / INTERVAL + SWEEP_OVERLAP / (SWEEP_EVERY * INTERVAL)
+SWEEP_OVERLAP = 600.0
 RECHECK = 100  # open runs a report asks Temporal about directly (see above)
 FIRST_LOOKBACK = 24 * 3600.0  # the first pass ever (no checkpoint): closes from the last day
 SCOPE = "runs"  # the checkpoint's and lease's key in usage_reconcile
@@ -85,8 +85,8 @@ _TERMINATED = {
 }
 
 
-def _rfc3339(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _field(meter: Mapping[str, Any], name: str, kind: type) -> Any:
@@ -136,6 +136,7 @@ def run_end_of(wf: WorkflowExecution, memo: Mapping[str, Any]) -> RunEnd | None:
 class PassStats:
     listed: int  # executions visibility returned
     written: int  # run ends written to the ledger (not written by this process before)
+    counted: bool = False  # the overlap was counted, not listed again: nothing in it had shown up late
 
 
 class Reconciler:
@@ -147,7 +148,10 @@ class Reconciler:
         self.task_queue = task_queue  # the deployment's runs: its workers' queue (subplans' too)
         self.search_attributes = search_attributes  # False: runs carry no DuraplanTenant to filter by
         self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._written: dict[tuple[str, str], float] = {}  # (workflow id, run id) -> close time
+        # (workflow id, run id) -> close time, of what it listed (and wrote, when there was a run end)
+        self._written: dict[tuple[str, str], dt.datetime] = {}
+        # it remembers every execution visibility listed to it from here on (the max: nothing yet)
+        self._remembered_from = dt.datetime.max.replace(tzinfo=dt.UTC)
         self._lock = asyncio.Lock()  # one pass at a time in this process
 
     async def run(self, interval: float = INTERVAL) -> None:
@@ -167,25 +171,36 @@ class Reconciler:
 
     async def reconcile(self, tenant: str | None = None, *, overlap: float = OVERLAP) -> PassStats:
         """One pass: closed runs since the checkpoint (minus ``overlap``) into the ledger.
-        ``tenant``: that tenant's runs only (the checkpoint stays where it is)."""
+        ``tenant``: that tenant's runs only (the checkpoint stays where it is).
+
+        Re-reading the overlap is what makes a late close safe, and listing costs per execution;
+        so when this process remembers every execution it listed in the overlap, it first asks
+        visibility to count them (one cheap call): the same number means nothing showed up late
+        (what it remembers came from visibility), and only closes after the checkpoint are listed."""
         async with self._lock:
             mark = await self.store.reconciled_until(SCOPE)
-            now = dt.datetime.now(dt.UTC).timestamp()
-            since = (mark if mark is not None else now - FIRST_LOOKBACK) - overlap
-            query = (
-                f"WorkflowType = '{WORKFLOW_NAME}' AND TaskQueue = {json.dumps(self.task_queue)} "
-                f"AND ExecutionStatus != 'Running' AND CloseTime >= '{_rfc3339(since)}'"
-            )
+            now = dt.datetime.now(dt.UTC)
+            mark_at = dt.datetime.fromtimestamp(mark, dt.UTC) if mark is not None else None
+            since = (mark_at or now - dt.timedelta(seconds=FIRST_LOOKBACK)) - dt.timedelta(seconds=overlap)
+            base = f"WorkflowType = '{WORKFLOW_NAME}' AND TaskQueue = {json.dumps(self.task_queue)}"
             if tenant is not None and self.search_attributes:
-                query += f" AND DuraplanTenant = {json.dumps(tenant)}"
-            newest = mark
+                base += f" AND DuraplanTenant = {json.dumps(tenant)}"
+            base += " AND ExecutionStatus != 'Running'"
+            listed_from = since
+            if mark_at is not None and tenant is None and since >= self._remembered_from:
+                known = sum(1 for t in self._written.values() if since <= t < mark_at)
+                window = f"{base} AND CloseTime >= '{_rfc3339(since)}' AND CloseTime < '{_rfc3339(mark_at)}'"
+                if known and (await self.client.count_workflows(window)).count == known:
+                    listed_from = mark_at
+            newest = mark_at
             written = listed = 0
-            page: list[tuple[tuple[str, str], float, RunEnd]] = []
+            page: list[tuple[tuple[str, str], dt.datetime, RunEnd]] = []
+            query = f"{base} AND CloseTime >= '{_rfc3339(listed_from)}'"
             async for wf in self.client.list_workflows(query, page_size=1000):
                 listed += 1
-                if wf.close_time is None:
+                closed = wf.close_time
+                if closed is None:
                     continue
-                closed = wf.close_time.timestamp()
                 newest = closed if newest is None else max(newest, closed)
                 key = (wf.id, wf.run_id)
                 if key in self._written:
@@ -204,10 +219,13 @@ class Reconciler:
                 if len(page) >= 500:
                     written += await self._flush(page)
             written += await self._flush(page)
-            if tenant is None and newest is not None:
-                await self.store.advance_reconciled(SCOPE, newest)
-            self._forget(since)
-            return PassStats(listed, written)
+            if tenant is None:
+                if newest is not None:
+                    await self.store.advance_reconciled(SCOPE, newest.timestamp())
+                if listed_from == since:  # everything since `since` listed: remembered from there on
+                    self._remembered_from = min(self._remembered_from, since)
+                self._forget((newest or now) - dt.timedelta(seconds=SWEEP_OVERLAP))
+            return PassStats(listed, written, listed_from > since)
 
     async def recheck_open(self, tenant: str, limit: int = RECHECK) -> int:
         """Ask Temporal (not visibility) about the tenant's runs the ledger holds open; record those
@@ -215,7 +233,7 @@ class Reconciler:
         keys = await self.store.open_runs(tenant, limit)
         gate = asyncio.Semaphore(16)
 
-        async def one(run_key: str) -> tuple[tuple[str, str], float, RunEnd] | None:
+        async def one(run_key: str) -> tuple[tuple[str, str], dt.datetime, RunEnd] | None:
             run_id = run_key.rpartition("/")[0]
             async with gate:
                 try:
@@ -228,14 +246,14 @@ class Reconciler:
                     return None
             if end is None or end.tenant != tenant or end.run_key != run_key:
                 return None  # still running, ended by an engine-1 activity, or another generation now
-            return (wf.id, wf.run_id), wf.close_time.timestamp(), end
+            return (wf.id, wf.run_id), wf.close_time, end
 
         async with self._lock:
             page = [found for found in await asyncio.gather(*(one(k) for k in keys)) if found is not None]
             page = [found for found in page if found[0] not in self._written]
             return await self._flush(page)
 
-    async def _flush(self, page: list[tuple[tuple[str, str], float, RunEnd]]) -> int:
+    async def _flush(self, page: list[tuple[tuple[str, str], dt.datetime, RunEnd]]) -> int:
         await self.store.record_run_ends([end for _, _, end in page])
         for key, closed, _ in page:
             self._written[key] = closed
@@ -243,6 +261,8 @@ class Reconciler:
         page.clear()
         return n
 
-    def _forget(self, before: float) -> None:
-        """Drop what no later pass lists again (closed before this pass's window)."""
-        self._written = {k: t for k, t in self._written.items() if t >= before}
+    def _forget(self, before: dt.datetime) -> None:
+        """Drop what no later pass (a sweep included) lists or counts again."""
+        if self._written and min(self._written.values()) < before:
+            self._written = {k: t for k, t in self._written.items() if t >= before}
+        self._remembered_from = max(self._remembered_from, before)
