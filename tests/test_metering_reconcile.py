@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from executor import Duraplan, RunFailed, Settings, running_worker
@@ -67,9 +68,11 @@ LONG = {
 }
 
 
-async def _continued_run(client: Client, settings: Settings, tenant: str) -> str:
-    """A run that continues as new (a small history limit), started as the start path would."""
-    body = load_plan(LONG)
+async def _start_continuing(
+    client: Client, settings: Settings, tenant: str, plan: dict[str, Any], generation: int = 0
+) -> tuple[str, WorkflowHandle[Any, Any]]:
+    """A run with a small history limit (it continues as new), started as the start path would."""
+    body = load_plan(plan)
     run_id = f"long-{uuid.uuid4().hex[:8]}"
     arg = RunInput(
         plan=body,
@@ -80,6 +83,7 @@ async def _continued_run(client: Client, settings: Settings, tenant: str) -> str
         history_limit=20,
         search_attributes=settings.search_attributes,
         engine=ENGINE_VERSION,
+        generation=generation,
     )
     attributes = TypedSearchAttributes([SearchAttributePair(SA_TENANT, tenant)])
     handle = await client.start_workflow(
@@ -88,7 +92,13 @@ async def _continued_run(client: Client, settings: Settings, tenant: str) -> str
         id=f"{tenant}/{run_id}",
         task_queue=settings.task_queue,
         search_attributes=attributes if settings.search_attributes else None,
+        memo={"generation": generation} if generation else None,  # as start_run's restart sets it
     )
+    return run_id, handle
+
+
+async def _continued_run(client: Client, settings: Settings, tenant: str) -> str:
+    run_id, handle = await _start_continuing(client, settings, tenant, LONG)
     await handle.result()
     return run_id
 
@@ -205,3 +215,30 @@ async def test_checkpoint_only_moves_forward_and_one_reader_holds_the_lease(db_l
         assert not await store.take_lease("runs", "a", 60)
     finally:
         store.close()
+
+
+async def test_a_run_terminated_after_continuing_as_new_counts_as_terminated(client: Client, tmp_path: Path) -> None:
+    """A restarted run (generation 1) that continued as new and was then terminated: its last
+    execution ran no code of its own, the generation it carries names the run; it counts as
+    terminated, once, and as started once."""
+    settings = Settings(home=tmp_path, task_queue=f"meter-term-{uuid.uuid4().hex[:8]}")
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    waits = {
+        **LONG,
+        "steps": [*LONG["steps"], {"id": "w", "kind": "wait_for_event", "event": "go", "depends_on": ["s7"]}],
+    }
+    async with running_worker(client, settings):
+        dp = Duraplan(client, settings)
+        run_id, handle = await _start_continuing(client, settings, tenant, waits, generation=1)
+
+        async def waiting() -> bool:
+            status = await handle.query("status")
+            return bool(status["continued_as_new"] >= 1 and status["state"] == "waiting")
+
+        await wait_for(waiting, timeout=30, interval=0.1)
+        await handle.terminate("test")
+        total = (await dp.usage(tenant=tenant)).total
+        assert (total.runs_started, total.runs_terminated, total.runs_completed) == (1, 1, 0)
+        assert total.steps.get("set", 0) >= 1, "the segments that continued as new counted their steps"
+        last = await client.get_workflow_handle(f"{tenant}/{run_id}").describe()
+        assert await last.memo() == {"generation": 1}, "continue-as-new carries the start memo over"

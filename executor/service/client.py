@@ -152,14 +152,14 @@ class Duraplan:
         """Fold the tenant's runs that closed since the workers' last pass into the ledger first
         (executor.service.usage_reconcile), so a report right after a run ends counts it. A failure
         is logged: the report answers from the ledger as it is."""
-        from executor.service.usage_reconcile import Reconciler
+        from executor.service.usage_reconcile import REPORT_OVERLAP, Reconciler
 
         if self._reconciler is None or self._reconciler.store is not store:
             self._reconciler = Reconciler(
                 self.client, store, self.settings.task_queue, search_attributes=self.settings.search_attributes
             )
         try:
-            await self._reconciler.reconcile(tenant)
+            await self._reconciler.reconcile(tenant, overlap=REPORT_OVERLAP)
             await self._reconciler.recheck_open(tenant)
         except Exception:
             log.exception("usage of tenant %s not reconciled before the report", tenant)

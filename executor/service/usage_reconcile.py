@@ -59,6 +59,7 @@ __all__ = [
     "INTERVAL",
     "OVERLAP",
     "RECHECK",
+    "REPORT_OVERLAP",
     "SWEEP_EVERY",
     "SWEEP_OVERLAP",
     "PassStats",
@@ -76,6 +77,10 @@ OVERLAP = 30.0
 # showed up later still (a visibility backlog): lags up to about SWEEP_OVERLAP - SWEEP_EVERY * INTERVAL.
 SWEEP_EVERY = 60
 SWEEP_OVERLAP = 600.0
+# A report's own pass (one tenant, no count to lean on) re-lists only this much before the
+# checkpoint: the worker's passes keep the checkpoint seconds behind, and the open-run recheck
+# covers a run that ended a moment ago.
+REPORT_OVERLAP = 5.0
 RECHECK = 100  # open runs a report asks Temporal about directly (see above)
 FIRST_LOOKBACK = 24 * 3600.0  # the first pass ever (no checkpoint): closes from the last day
 SCOPE = "runs"  # the checkpoint's and lease's key in usage_reconcile
@@ -102,33 +107,41 @@ def run_end_of(wf: WorkflowExecution, memo: Mapping[str, Any]) -> RunEnd | None:
     assert wf.close_time is not None
     day = utc_day(wf.close_time)
     meter = memo.get(METER_MEMO)
-    if isinstance(meter, dict):
-        child = _field(meter, "child", bool)
-        steps = meter.get("workflow_steps") or {}
-        started_at = _field(meter, "started_at", str)
+    meter = meter if isinstance(meter, dict) else None
+    terminated = _TERMINATED.get(wf.status) if wf.status is not None else None
+    if terminated is not None:
+        # No workflow code ran to record it. The start memo's generation is there (continue-as-new
+        # carries the start memo over; a memo upsert it does not, but if a `meter` memo is ever
+        # here it names the same run, and its counts were recorded when that segment ended).
+        if wf.parent_id is not None:
+            return None  # a child run is a step of its parent, not a run
+        tenant, sep, run_id = wf.id.partition("/")
+        if not sep or not run_id:
+            return None  # not started by the start path (workflow id tenant/run id)
+        generation = meter.get("generation") if meter is not None else memo.get("generation", 0)
         return RunEnd(
-            tenant=_field(meter, "tenant", str),
-            run_key=f"{_field(meter, 'run_id', str)}/{_field(meter, 'generation', int)}",
-            segment=_field(meter, "segment", int),
-            started_day="" if child else started_at[:10],
+            tenant=tenant,
+            run_key=f"{run_id}/{generation if type(generation) is int else 0}",
+            segment=-1,  # no counts: its steps since the last continue-as-new are unknown
+            started_day=utc_day(wf.start_time),
             day=day,
-            outcome=None if child else meter.get("outcome"),
-            workflow_steps={str(k): int(v) for k, v in steps.items() if isinstance(v, int)},
+            outcome=terminated,
         )
-    outcome = _TERMINATED.get(wf.status) if wf.status is not None else None
-    if outcome is None or wf.parent_id is not None:
-        return None  # ended by an engine-1 worker's activity, or a child run (a step of its parent)
-    tenant, sep, run_id = wf.id.partition("/")
-    if not sep or not run_id:
-        return None  # not started by the start path (workflow id tenant/run id)
-    generation = memo.get("generation", 0)
+    if meter is None:
+        return None  # ended by an engine-1 worker, whose local activity wrote the ledger
+    tenant = _field(meter, "tenant", str)
+    if not wf.id.startswith(f"{tenant}/"):
+        raise ValueError(f"memo names tenant {tenant!r}, the workflow id is {wf.id!r}")
+    child = _field(meter, "child", bool)
+    steps = meter.get("workflow_steps") or {}
     return RunEnd(
         tenant=tenant,
-        run_key=f"{run_id}/{generation if isinstance(generation, int) else 0}",
-        segment=-1,  # no segment counts: its steps since the last continue-as-new are unknown
-        started_day=utc_day(wf.start_time),
+        run_key=f"{_field(meter, 'run_id', str)}/{_field(meter, 'generation', int)}",
+        segment=_field(meter, "segment", int),
+        started_day="" if child else _field(meter, "started_at", str)[:10],
         day=day,
-        outcome=outcome,
+        outcome=None if child else meter.get("outcome"),
+        workflow_steps={str(k): v for k, v in steps.items() if type(v) is int},
     )
 
 
