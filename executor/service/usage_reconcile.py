@@ -237,7 +237,7 @@ class Reconciler:
                     await self.store.advance_reconciled(SCOPE, newest.timestamp())
                 if listed_from == since:  # everything since `since` listed: remembered from there on
                     self._remembered_from = min(self._remembered_from, since)
-                self._forget((newest or now) - dt.timedelta(seconds=SWEEP_OVERLAP))
+            self._forget((newest or now) - dt.timedelta(seconds=SWEEP_OVERLAP))
             return PassStats(listed, written, listed_from > since)
 
     async def recheck_open(self, tenant: str, limit: int = RECHECK) -> int:
@@ -264,7 +264,10 @@ class Reconciler:
         async with self._lock:
             page = [found for found in await asyncio.gather(*(one(k) for k in keys)) if found is not None]
             page = [found for found in page if found[0] not in self._written]
-            return await self._flush(page)
+            written = await self._flush(page)
+            # a front end only ever runs report passes: what it remembers must not grow forever
+            self._forget(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=SWEEP_OVERLAP))
+            return written
 
     async def _flush(self, page: list[tuple[tuple[str, str], dt.datetime, RunEnd]]) -> int:
         await self.store.record_run_ends([end for _, _, end in page])
