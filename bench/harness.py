@@ -225,7 +225,7 @@ async def bench_env(
                     )
                     try:
                         async with worker:
-                            dp = Duraplan(client, settings, registry, usage=usage)
+                            dp = Duraplan(client, settings, registry, usage=usage if metering else None)
                             yield Bench(client, dp, task_queue, probe, label, sandbox, reconciler)
                     finally:
                         if passes is not None:

@@ -82,7 +82,8 @@ SWEEP_OVERLAP = 600.0
 # covers a run that ended a moment ago.
 REPORT_OVERLAP = 5.0
 RECHECK = 100  # open runs a report asks Temporal about directly (see above)
-FIRST_LOOKBACK = 24 * 3600.0  # the first pass ever (no checkpoint): closes from the last day
+FIRST_LOOKBACK = 3600.0  # the first pass ever (no checkpoint): closes from the last hour (engine-2 runs
+# close only on workers of this version, which run the reconciler from their start)
 SCOPE = "runs"  # the checkpoint's and lease's key in usage_reconcile
 _TERMINATED = {
     WorkflowExecutionStatus.TERMINATED: "terminated",
