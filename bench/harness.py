@@ -33,6 +33,7 @@ from bench.baseline import BaselineInput, BaselineWorkflow
 from executor.engine.workflow import PlanWorkflow
 from executor.service.client import Duraplan
 from executor.service.config import SEARCH_ATTRIBUTES, Settings
+from executor.service.usage_reconcile import Reconciler
 from executor.worker.activities import StepActivities
 from executor.worker.metering import Meter
 from executor.worker.runner import workflow_runner
@@ -116,6 +117,7 @@ class Bench:
     probe: EagerProbe
     server: str
     sandbox: Sandbox | None = None  # the worker's: code steps run there
+    reconciler: Reconciler | None = None  # metering on: folds run ends into the ledger, as a worker does
     prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _seq: int = 0
     last_run_id: str = ""
@@ -190,7 +192,10 @@ async def bench_env(
     worker_options: dict[str, Any] | None = None,
     workflows: tuple[type, ...] = (),
     sandbox_options: dict[str, Any] | None = None,
+    reconcile_in_background: bool = True,
 ) -> AsyncIterator[Bench]:
+    """``reconcile_in_background``: metering on, run the usage reconciler's passes every few
+    seconds as a worker does (bench.metering_cost runs them itself, to account for them apart)."""
     probe = EagerProbe()
     with tempfile.TemporaryDirectory(prefix="duraplan-bench-") as tmp:
         home = Path(tmp)
@@ -213,8 +218,21 @@ async def bench_env(
                         workflow_runner=runner or bench_runner(),
                         **(worker_options or {}),
                     )
-                    async with worker:
-                        yield Bench(client, Duraplan(client, settings, registry), task_queue, probe, label, sandbox)
+                    reconciler = Reconciler(client, usage, task_queue) if metering else None
+                    passes = (
+                        asyncio.create_task(reconciler.run())
+                        if reconciler is not None and reconcile_in_background
+                        else None
+                    )
+                    try:
+                        async with worker:
+                            dp = Duraplan(client, settings, registry, usage=usage if metering else None)
+                            yield Bench(client, dp, task_queue, probe, label, sandbox, reconciler)
+                    finally:
+                        if passes is not None:
+                            passes.cancel()
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await passes
             finally:
                 usage.close()
                 store.close()

@@ -29,7 +29,7 @@ Connect = Callable[[str | None, str | None], Awaitable[Duraplan]]
 
 def _usage_table(report: UsageReport) -> Table:
     table = Table(title=f"usage of {report.tenant}, {report.first_day} .. {report.last_day} (UTC)")
-    for col in ("day", "steps", "attempts", "activity s", "code cpu s", "tokens in/out", "cost $", "runs s/c/f/x"):
+    for col in ("day", "steps", "attempts", "activity s", "code cpu s", "tokens in/out", "cost $", "runs s/c/f/x/t"):
         table.add_column(col)
     for d in [*report.days, report.total]:
         table.add_row(
@@ -40,7 +40,7 @@ def _usage_table(report: UsageReport) -> Table:
             f"{d.code_cpu_seconds:.3f}",
             f"{d.llm_prompt_tokens}/{d.llm_completion_tokens}",
             f"{d.llm_cost_usd:.6f}",
-            f"{d.runs_started}/{d.runs_completed}/{d.runs_failed}/{d.runs_cancelled}",
+            f"{d.runs_started}/{d.runs_completed}/{d.runs_failed}/{d.runs_cancelled}/{d.runs_terminated}",
         )
     return table
 

@@ -6,7 +6,8 @@ plans when names are given: keep the older histories, they replay the pre-patch 
 
 Versions: ``dag_foreach_switch``, ``events_sleep_compensation`` and ``script_host_calls`` were
 recorded before the ``status-attribute-waiting`` and ``subplan-child-run-id`` patches;
-``subplan_waiting`` after.
+``subplan_waiting`` after (engine version 1, its end metered by the ``duraplan.meter_run`` local
+activity); ``metered_memo`` at engine version 2 (its end in the memo).
 """
 
 from __future__ import annotations
@@ -110,6 +111,24 @@ PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] =
         },
         {},
         [("go", {"ok": True})],
+    ),
+    "metered_memo": (
+        {
+            "name": "replay-metered",
+            "steps": [
+                {"id": "a", "kind": "set", "value": "${input.n}"},
+                {
+                    "id": "e",
+                    "kind": "tool",
+                    "tool": "debug.echo",
+                    "args": {"value": "${steps.a.output}"},
+                    "execution": "local",
+                },
+            ],
+            "output": "${steps.e.output.value}",
+        },
+        {"n": 7},
+        [],
     ),
     "script_host_calls": (
         {

@@ -9,11 +9,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from executor import Duraplan, RunFailed, Settings, running_worker
 from executor.engine.contract import WORKFLOW_NAME
+from executor.engine.metering import METER_MEMO
 from executor.engine.models import RunInput, plan_hash
 from executor.engine.workflow import PlanWorkflow
 from executor.lang.loader import load_plan
@@ -88,6 +90,15 @@ def _upserts(history: WorkflowHistory) -> int:
     return sum(e.HasField("upsert_workflow_search_attributes_event_attributes") for e in history.events)
 
 
+def _memo_upserts(history: WorkflowHistory) -> list[set[str]]:
+    """The memo keys each WorkflowPropertiesModified event sets."""
+    return [
+        set(e.workflow_properties_modified_event_attributes.upserted_memo.fields)
+        for e in history.events
+        if e.HasField("workflow_properties_modified_event_attributes")
+    ]
+
+
 ECHO = {
     "name": "echo",
     "steps": [{"id": "e", "kind": "tool", "tool": "debug.echo", "args": {"value": 1}, "execution": "local"}],
@@ -98,15 +109,22 @@ ECHO = {
 @pytest.mark.parametrize("metering", [True, False], ids=["metered", "unmetered"])
 async def test_new_runs_record_no_patch_markers(dev_server: DevServer, tmp_path: Path, metering: bool) -> None:
     """A run started now takes every engine change as given: no patch marker and no
-    TemporalChangeVersion upsert in its history; the run-end metering activity only when metered."""
+    TemporalChangeVersion upsert in its history; its end recorded in the memo (no local activity),
+    and only when metered."""
     settings = Settings(home=tmp_path, task_queue=f"engine-{uuid.uuid4().hex[:8]}", metering=metering)
     async with running_worker(dev_server.client, settings, max_cached_workflows=0):
         handle = await Duraplan(dev_server.client, settings).submit_plan(ECHO, tenant="replay", session="s")
         assert await handle.result() == {"value": 1}
         history = await dev_server.client.get_workflow_handle(f"replay/{handle.run_id}").fetch_history()
-    # the tool step's local activity, then the run-end metering one
-    assert _markers(history) == ["core_local_activity"] * (2 if metering else 1)
+    assert _markers(history) == ["core_local_activity"], "the tool step's local activity, no duraplan.meter_run"
+    assert _memo_upserts(history) == ([{METER_MEMO}] if metering else [])
     assert _upserts(history) == 0
+    if metering:  # the upsert rides the final workflow task: right before the completion command
+        kinds = [e.event_type for e in history.events]
+        assert kinds[-2:] == [
+            EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        ]
     replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
     assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
 
@@ -127,3 +145,31 @@ async def test_runs_started_before_engine_versions_still_patch(dev_server: DevSe
         assert await handle.result() == {"value": 1}
         history = await handle.fetch_history()
     assert "core_patch" in _markers(history)
+
+
+async def test_engine_1_runs_still_meter_with_the_local_activity(dev_server: DevServer, tmp_path: Path) -> None:
+    """A run started at engine version 1 (before its end went to the memo) keeps the run-end local
+    activity, on a worker of today, and replays."""
+    settings = Settings(home=tmp_path, task_queue=f"engine-{uuid.uuid4().hex[:8]}")
+    body = load_plan(ECHO)
+    arg = RunInput(
+        plan=body,
+        plan_hash=plan_hash(body),
+        tenant="replay",
+        session="s",
+        run_id=f"v1-{uuid.uuid4().hex[:8]}",
+        search_attributes=False,
+        engine=1,
+    )
+    async with running_worker(dev_server.client, settings, max_cached_workflows=0):
+        handle = await dev_server.client.start_workflow(
+            WORKFLOW_NAME, arg, id=f"replay/{arg.run_id}", task_queue=settings.task_queue
+        )
+        assert await handle.result() == {"value": 1}
+        history = await handle.fetch_history()
+        report = await Duraplan(dev_server.client, settings).usage(tenant="replay")
+    assert _markers(history) == ["core_local_activity"] * 2, "the tool step's, then duraplan.meter_run"
+    assert _memo_upserts(history) == []
+    assert report.total.runs_completed == 1, "the activity wrote the run's end, the reconciler nothing more"
+    replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
+    assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None

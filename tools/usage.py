@@ -20,6 +20,9 @@ What "once" means, and why every table is keyed the way it is:
 - ``usage_workflow_steps``: steps the workflow interprets itself (set, sleep, wait_for_event,
   foreach, switch, subplan, fail), counted by kind per run segment (a continue-as-new boundary),
   keyed by run id + generation + segment.
+- ``usage_reconcile``: how far the reconciler (``executor.service.usage_reconcile``) has read closed
+  runs from visibility (a close time), and which process holds the lease to read next. Losing it,
+  or two readers at once, costs only re-reading: the rows above are keyed, so nothing counts twice.
 
 Every query filters by tenant; nothing reads across tenants.
 """
@@ -77,6 +80,7 @@ CREATE TABLE IF NOT EXISTS usage_runs (
 );
 CREATE INDEX IF NOT EXISTS usage_runs_started ON usage_runs (tenant, started_day);
 CREATE INDEX IF NOT EXISTS usage_runs_ended ON usage_runs (tenant, ended_day);
+CREATE INDEX IF NOT EXISTS usage_runs_open ON usage_runs (tenant, started_day) WHERE outcome IS NULL;
 
 CREATE TABLE IF NOT EXISTS usage_workflow_steps (
     tenant      {TEXT} NOT NULL,
@@ -87,6 +91,13 @@ CREATE TABLE IF NOT EXISTS usage_workflow_steps (
     PRIMARY KEY (tenant, segment_key, kind)
 );
 CREATE INDEX IF NOT EXISTS usage_workflow_steps_by_day ON usage_workflow_steps (tenant, day);
+
+CREATE TABLE IF NOT EXISTS usage_reconcile (
+    scope       {TEXT} NOT NULL PRIMARY KEY,
+    close_time  {REAL},
+    holder      {TEXT},
+    lease_until {REAL} NOT NULL
+);
 """
 
 
@@ -134,6 +145,7 @@ class DayUsage:
     runs_completed: int = 0
     runs_failed: int = 0
     runs_cancelled: int = 0
+    runs_terminated: int = 0  # terminated or timed out: ended without running their own end
 
 
 class UsageStore:
@@ -174,6 +186,74 @@ class UsageStore:
 
     async def record_run_end(self, end: RunEnd) -> None:
         await self._write(lambda tx: _run_end_tx(tx, end))
+
+    async def record_run_ends(self, ends: list[RunEnd]) -> None:
+        """Several run ends in one transaction (the reconciler's page of closed runs)."""
+
+        def write(tx: Tx) -> None:
+            for end in ends:
+                _run_end_tx(tx, end)
+
+        if ends:
+            await self._write(write)
+
+    async def open_runs(self, tenant: str, limit: int) -> list[str]:
+        """Run keys of the tenant's runs started and not recorded as ended, newest day first."""
+
+        def read(tx: Tx) -> list[str]:
+            cur = tx.execute(
+                "SELECT run_key FROM usage_runs WHERE tenant = ? AND outcome IS NULL "
+                "ORDER BY started_day DESC, run_key LIMIT ?",
+                (tenant, limit),
+            )
+            return [str(row[0]) for row in cur]
+
+        return await asyncio.to_thread(self._run_read, read)
+
+    # -- the reconciler's checkpoint and lease -----------------------------------------------
+
+    async def reconciled_until(self, scope: str) -> float | None:
+        """The latest close time (epoch seconds) the reconciler of ``scope`` has read; None: never read."""
+
+        def read(tx: Tx) -> float | None:
+            row = tx.execute("SELECT close_time FROM usage_reconcile WHERE scope = ?", (scope,)).fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await asyncio.to_thread(self._run_read, read)
+
+    async def advance_reconciled(self, scope: str, close_time: float) -> None:
+        """Move the checkpoint forward to ``close_time`` (never back: readers may finish out of order)."""
+
+        def write(tx: Tx) -> None:
+            tx.execute(
+                "INSERT INTO usage_reconcile (scope, close_time, lease_until) VALUES (?, ?, 0) "
+                "ON CONFLICT (scope) DO UPDATE SET close_time = CASE WHEN usage_reconcile.close_time IS NULL "
+                "OR excluded.close_time > usage_reconcile.close_time THEN excluded.close_time "
+                "ELSE usage_reconcile.close_time END",
+                (scope, close_time),
+            )
+
+        await self._write(write)
+
+    async def take_lease(self, scope: str, holder: str, seconds: float) -> bool:
+        """Hold ``scope``'s reading for ``seconds`` unless another holder's lease is still running;
+        True if ``holder`` has it now. One reader at a time saves the others' visibility reads."""
+
+        def take(tx: Tx) -> bool:
+            now = time.time()
+            tx.execute(
+                "INSERT INTO usage_reconcile (scope, close_time, holder, lease_until) VALUES (?, NULL, ?, ?) "
+                "ON CONFLICT (scope) DO NOTHING",
+                (scope, holder, now + seconds),
+            )
+            cur = tx.execute(
+                "UPDATE usage_reconcile SET holder = ?, lease_until = ? "
+                "WHERE scope = ? AND (holder = ? OR holder IS NULL OR lease_until < ?)",
+                (holder, now + seconds, scope, holder, now),
+            )
+            return cur.rowcount > 0
+
+        return await self._write(take)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -295,4 +375,6 @@ def _usage(conn: Tx, tenant: str, first: str, last: str) -> list[DayUsage]:
             u.runs_failed = int(n)
         elif outcome == "cancelled":
             u.runs_cancelled = int(n)
+        elif outcome in ("terminated", "timed_out"):
+            u.runs_terminated += int(n)
     return [days[d] for d in sorted(days)]

@@ -1,14 +1,23 @@
 """The workflow's side of metering: steps it interprets itself, and how each run segment ends.
 
 Deterministic (runs inside the workflow): it counts finished steps by kind in memory and, when a
-run segment ends (completed, failed, cancelled, or continued as new), hands the counts and the
-outcome to one local activity (``duraplan.meter_run``) that writes them to the usage ledger keyed
-by run, generation and segment, so a re-executed workflow task writes nothing twice. Activity steps
-(tool, code, llm) are metered by their activities as each attempt finishes, not here.
+run segment ends (completed, failed, cancelled, or continued as new), records the counts and the
+outcome:
+
+- runs started at engine version 2 or later upsert them into the run's memo (``METER_MEMO``) just
+  before the final command, so they ride the same workflow-task completion (no activity, no extra
+  activation); ``executor.service.usage_reconcile`` folds closed executions' memos into the usage
+  ledger from visibility;
+- older runs hand them to one local activity (``duraplan.meter_run``) that writes the ledger, as
+  they always did, so their histories replay unchanged.
+
+Either way the ledger rows are keyed by run, generation and segment, so nothing is written twice.
+Activity steps (tool, code, llm) are metered by their activities as each attempt finishes, not here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,11 +28,14 @@ from temporalio.exceptions import ActivityError
 
 from executor.engine.contract import METER_RUN
 
-__all__ = ["ACTIVITY_KINDS", "METER_RUN", "RunMeter", "RunMeterCall"]
+__all__ = ["ACTIVITY_KINDS", "MEMO_ENGINE", "METER_MEMO", "METER_RUN", "RunMeter", "RunMeterCall"]
 
 ACTIVITY_KINDS = frozenset({"tool", "code", "llm"})
 # Histories recorded before metering existed replay without the local activity.
 _PATCH_METER = "meter-run-segments"
+# The engine version from which a segment's end is a memo upsert, not a local activity.
+MEMO_ENGINE = 2
+METER_MEMO = "meter"  # the memo key (its value: RunMeterCall's fields, as JSON)
 
 
 @dataclass
@@ -49,10 +61,12 @@ class RunMeter:
         *,
         metered: bool = True,
         since: Callable[[str], bool] = workflow.patched,
+        engine: int = 0,
     ) -> None:
         self._call = RunMeterCall(tenant, run_id, generation, segment, started_at, None, False)
-        self._metered = metered  # False: nothing to record, so no local activity at all
+        self._metered = metered  # False: nothing to record, so no memo and no local activity at all
         self._since = since  # whether a behaviour change applies to the run (EngineBase._since)
+        self._engine = engine  # RunInput.engine: the run's commands depend on it
 
     def step_finished(self, kind: str) -> None:
         if kind not in ACTIVITY_KINDS:
@@ -60,8 +74,18 @@ class RunMeter:
             steps[kind] = steps.get(kind, 0) + 1
 
     async def segment_ended(self, outcome: str | None) -> None:
-        """Record the segment; a metering failure is logged, never fails the run."""
-        if not self._metered or not self._since(_PATCH_METER):
+        """Record the segment; a metering failure is logged, never fails the run.
+
+        Called right before the run's final command (complete, fail, cancel, continue-as-new), with
+        nothing awaited in between, so the memo upsert and that command complete one workflow task."""
+        if not self._metered:
+            return
+        if self._engine >= MEMO_ENGINE:
+            self._call.outcome = outcome
+            self._call.child = workflow.info().parent is not None
+            workflow.upsert_memo({METER_MEMO: dataclasses.asdict(self._call)})
+            return
+        if not self._since(_PATCH_METER):
             return
         self._call.outcome = outcome
         self._call.child = workflow.info().parent is not None

@@ -160,8 +160,9 @@ class StepQuota:
 # The engine version new runs start under (RunInput.engine). A behaviour change that must not
 # alter runs already in flight takes a new ``workflow.patched`` id; when a release gathers such ids,
 # bump this and let ``EngineBase._since`` treat them as given for runs started at the new version.
-# 2: a workflow task full of local activities is cut by one regular activity, not by sending
-#    every further step of the task to one.
+# 2: a run segment's end is recorded in the run's memo, not by a local activity (engine.metering);
+#    a workflow task full of local activities is cut by one regular activity, not by sending
+#    every further step of the task to one (engine.steps).
 ENGINE_VERSION = 2
 
 

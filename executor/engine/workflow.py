@@ -119,6 +119,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             self.started_at,
             metered=inp.metered,
             since=self._since,
+            engine=inp.engine,
         )
 
     @workflow.run

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import gc
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -49,11 +50,14 @@ if TYPE_CHECKING:
     from executor.service.start import TenantContext
     from executor.service.tenants import TenantRegistry
     from executor.service.usage import UsageReport
+    from executor.service.usage_reconcile import Reconciler
     from schemas.plan import Plan
     from tools import ToolRegistry
     from tools.usage import UsageStore
 
 __all__ = ["MAX_EVENT_BYTES", "Duraplan", "RunHandle", "list_runs", "submit_plan"]
+
+log = logging.getLogger(__name__)
 
 MAX_EVENT_BYTES = 1024 * 1024  # the reference product's event payload limit
 _STATUS: dict[WorkflowExecutionStatus, RunState] = {
@@ -101,6 +105,7 @@ class Duraplan:
         self.tenants = tenants
         self._owns_tenants = False  # opened by connect(): close() closes it
         self._usage = usage
+        self._reconciler: Reconciler | None = None
         self._recording: set[asyncio.Task[None]] = set()
 
     @property
@@ -139,7 +144,25 @@ class Duraplan:
         if store is None:
             why = "metering is off (DURAPLAN_METERING=0)" if not self.settings.metering else "no worker has written one"
             raise RunStateError(f"no usage ledger at {self.settings.store_location()}: {why}")
-        return await usage_report(store, check_name("tenant", tenant), day=day, first=first, last=last)
+        tenant = check_name("tenant", tenant)
+        await self._reconcile_usage(store, tenant)
+        return await usage_report(store, tenant, day=day, first=first, last=last)
+
+    async def _reconcile_usage(self, store: UsageStore, tenant: str) -> None:
+        """Fold the tenant's runs that closed since the workers' last pass into the ledger first
+        (executor.service.usage_reconcile), so a report right after a run ends counts it. A failure
+        is logged: the report answers from the ledger as it is."""
+        from executor.service.usage_reconcile import REPORT_OVERLAP, Reconciler
+
+        if self._reconciler is None or self._reconciler.store is not store:
+            self._reconciler = Reconciler(
+                self.client, store, self.settings.task_queue, search_attributes=self.settings.search_attributes
+            )
+        try:
+            await self._reconciler.reconcile(tenant, overlap=REPORT_OVERLAP)
+            await self._reconciler.recheck_open(tenant)
+        except Exception:
+            log.exception("usage of tenant %s not reconciled before the report", tenant)
 
     @classmethod
     async def connect(cls, settings: Settings | None = None, registry: ToolRegistry | None = None) -> Duraplan:

@@ -45,6 +45,7 @@ class UsageDay(BaseModel):
     runs_completed: int
     runs_failed: int
     runs_cancelled: int
+    runs_terminated: int = Field(0, description="top-level runs terminated or timed out (no run-end of their own)")
 
 
 class UsageReport(BaseModel):
@@ -92,6 +93,7 @@ def _day(u: DayUsage) -> UsageDay:
         runs_completed=u.runs_completed,
         runs_failed=u.runs_failed,
         runs_cancelled=u.runs_cancelled,
+        runs_terminated=u.runs_terminated,
     )
 
 
@@ -111,6 +113,7 @@ def _total(days: list[DayUsage]) -> DayUsage:
         total.runs_completed += u.runs_completed
         total.runs_failed += u.runs_failed
         total.runs_cancelled += u.runs_cancelled
+        total.runs_terminated += u.runs_terminated
     return total
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,25 @@ class WorkerDeps:
     store: Store
     sandbox: Sandbox
     activities: StepActivities
+
+
+@contextlib.asynccontextmanager
+async def _reconciling(client: Client, usage: UsageStore | None, settings: Settings) -> AsyncIterator[None]:
+    """Fold closed runs' ends into the ledger while the worker runs (executor.service.usage_reconcile)."""
+    if usage is None:
+        yield
+        return
+    from executor.service.usage_reconcile import Reconciler
+
+    task = asyncio.create_task(
+        Reconciler(utf8_client(client), usage, settings.task_queue, search_attributes=settings.search_attributes).run()
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.asynccontextmanager
@@ -138,7 +158,7 @@ async def running_worker(
                 workflow_runner=workflow_runner(),
                 **worker_options,
             )
-            async with worker:
+            async with worker, _reconciling(client, usage, settings):
                 yield WorkerDeps(settings, registry, store, sandbox, activities)
     finally:
         if usage is not None:
