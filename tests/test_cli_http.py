@@ -90,28 +90,28 @@ class Env:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
-    """A dev server with its UI (whose HTTP API routes ``<tenant>/<run_id>``) and a worker; the
-    home holds no dev-server record, so only DURAPLAN_HTTP_ADDRESS selects the HTTP path."""
+async def env(ui_dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+    """The dev server with its UI (whose HTTP API routes ``<tenant>/<run_id>``) and a worker; the
+    CLI's home holds no dev-server record, so only DURAPLAN_HTTP_ADDRESS selects the HTTP path."""
     home = tmp_path_factory.mktemp("cli-http")
-    async with DevServer(tmp_path_factory.mktemp("cli-http-server"), port=0, ui=True, in_memory=True) as server:
-        settings = Settings(home=home, address=server.address, task_queue=f"cli-http-{uuid.uuid4().hex[:8]}")
-        async with running_worker(server.client, settings):
-            dp = Duraplan(server.client, settings)
-            done = await dp.submit_plan(
-                {
-                    "name": "http-done",
-                    "steps": [{"id": "a", "kind": "tool", "tool": "debug.echo", "args": {"value": 1}}],
-                },
-                tenant=TENANT,
-                session="s1",
-                run_id="done",
-            )
-            await done.result()
-            for run_id in ("wait-sdk", "wait-http"):
-                await dp.submit_plan(WAITING, tenant=TENANT, session="s2", run_id=run_id)
-            await _continued_run(dp)
-            yield Env(server, settings, dp)
+    server = ui_dev_server
+    settings = Settings(home=home, address=server.address, task_queue=f"cli-http-{uuid.uuid4().hex[:8]}")
+    async with running_worker(server.client, settings):
+        dp = Duraplan(server.client, settings)
+        done = await dp.submit_plan(
+            {
+                "name": "http-done",
+                "steps": [{"id": "a", "kind": "tool", "tool": "debug.echo", "args": {"value": 1}}],
+            },
+            tenant=TENANT,
+            session="s1",
+            run_id="done",
+        )
+        await done.result()
+        for run_id in ("wait-sdk", "wait-http"):
+            await dp.submit_plan(WAITING, tenant=TENANT, session="s2", run_id=run_id)
+        await _continued_run(dp)
+        yield Env(server, settings, dp)
 
 
 async def _continued_run(dp: Duraplan) -> None:
