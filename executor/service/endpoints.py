@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["DEV_RECORD", "http_address", "remove_dev_record", "write_dev_record"]
 
 DEV_RECORD = "devserver.json"
-_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0"}
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0"}  # urlsplit's hostname drops the brackets
 
 
 def write_dev_record(home: Path, *, address: str, namespace: str, http_api: str, ui_api: str | None) -> None:
@@ -52,10 +53,15 @@ def http_address(settings: Settings, *, address_given: bool = False) -> str | No
     record = _dev_record(settings.home)
     if record is None or record.get("namespace") != settings.namespace:
         return None
-    if _normal(str(record.get("address", ""))) != _normal(settings.address):
+    here = _normal(settings.address)
+    if here is None or _normal(str(record.get("address", ""))) != here:
         return None
     url = record.get("ui_api") or record.get("http_api")
-    return url if isinstance(url, str) and url else None
+    # A dev server is this machine's: a record naming anything else (which would be sent the API
+    # key) is not one duraplan wrote.
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).hostname not in _LOOPBACK:
+        return None
+    return url
 
 
 def _dev_record(home: Path) -> dict[str, Any] | None:
@@ -66,7 +72,7 @@ def _dev_record(home: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _normal(address: str) -> str:
-    """``host:port`` with every loopback spelling as one."""
+def _normal(address: str) -> str | None:
+    """``host:port`` of a loopback address, every spelling as one; None for any other host."""
     host, _, port = address.rpartition(":")
-    return f"{'loopback' if host in _LOOPBACK else host}:{port}"
+    return f"loopback:{port}" if host in _LOOPBACK else None

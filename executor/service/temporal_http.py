@@ -115,6 +115,8 @@ class TemporalHttp:
         self._https = parsed.scheme == "https"
         self._host = parsed.hostname
         self._port = parsed.port
+        # What messages name: never a user:password the address may carry.
+        self.url = f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
         self._base = f"{parsed.path.rstrip('/')}/api/v1/namespaces/{_quote(endpoint.namespace)}"
         self._conn: http.client.HTTPConnection | None = None
 
@@ -161,8 +163,8 @@ class TemporalHttp:
             raw = response.read()
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise HttpUnavailable(f"{self.endpoint.url}: {exc}") from None
-        return _answer(response.status, raw, self.endpoint.url)
+            raise HttpUnavailable(f"{self.url}: {exc}") from None
+        return _answer(response.status, raw, self.url)
 
     def describe(self, workflow_id: str) -> dict[str, Any]:
         """``DescribeWorkflowExecution`` of the id's latest run."""
