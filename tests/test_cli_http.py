@@ -108,7 +108,7 @@ async def env(ui_dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory
             run_id="done",
         )
         await done.result()
-        for run_id in ("wait-sdk", "wait-http"):
+        for run_id in ("wait-sdk", "wait-http", "odd:id.v-1"):
             await dp.submit_plan(WAITING, tenant=TENANT, session="s2", run_id=run_id)
         await _continued_run(dp)
         yield Env(server, settings, dp)
@@ -167,10 +167,15 @@ async def test_reads_answer_the_same_over_http(env: Env) -> None:
         status = _same(env, "status", "wait-sdk", "-t", TENANT, "--json", http=ui)
         assert json.loads(status.stdout)["state"] == "waiting"
         assert _same(env, "status", "done", "-t", TENANT, http=ui).stdout.count("completed") >= 2
+        # ':' is a reserved character in a URL path: escaped, and read back as itself.
+        assert (
+            json.loads(_same(env, "status", "odd:id.v-1", "-t", TENANT, "--json", http=ui).stdout)["run_id"]
+            == "odd:id.v-1"
+        )
         chain = json.loads(_same(env, "status", "chain", "-t", TENANT, "--json", http=ui).stdout)
         assert chain["continued_as_new"] >= 1
         rows = json.loads(_same(env, "runs", "-t", TENANT, "--json", http=ui).stdout)
-        assert {r["run_id"] for r in rows} == {"done", "wait-sdk", "wait-http"}  # chain has no search attributes
+        assert {r["run_id"] for r in rows} == {"done", "wait-sdk", "wait-http", "odd:id.v-1"}  # chain: no attributes
         assert [
             r["run_id"]
             for r in json.loads(_same(env, "runs", "-t", TENANT, "--status", "completed", "--json", http=ui).stdout)

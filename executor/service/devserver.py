@@ -279,6 +279,8 @@ class DevServer:
         atexit.register(self._kill_now)
         try:
             self._client = await self._wait_ready(began + self.startup_timeout)
+            if self.ui_url is not None:
+                await self._wait_ui_ready(began + self.startup_timeout)
         except BaseException:
             await self.stop()
             raise
@@ -318,6 +320,27 @@ class DevServer:
                 continue
             if self._proc.poll() is None:  # not someone else's server on that port
                 return client
+
+    async def _wait_ui_ready(self, deadline: float) -> None:
+        """Until the UI server's HTTP API answers from the frontend (it connects a moment after the
+        frontend listens, and answers 503 until then): the CLI's HTTP path goes through it. A UI
+        that never does is no reason to fail the server: the CLI then uses the SDK."""
+        import urllib.error
+        import urllib.request
+
+        url = f"{self.ui_url}/api/v1/namespaces/{self.namespace}/workflows?pageSize=1"
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        while time.monotonic() < deadline and self._proc is not None and self._proc.poll() is None:
+            if await asyncio.to_thread(answers):
+                return
+            await asyncio.sleep(0.1)
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of this run's log."""
