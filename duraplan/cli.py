@@ -509,11 +509,29 @@ def _show_event(result: dict[str, Any], event_type: str, as_json: bool) -> None:
         out.print("duplicate (already delivered)" if result["duplicate"] else f"event {event_type!r} accepted")
 
 
-def _control(name: str, doc: str, action: Callable[[RunHandle], Awaitable[Any]]) -> None:
+def _control(
+    name: str,
+    doc: str,
+    action: Callable[[RunHandle], Awaitable[Any]],
+    over_http: Callable[[HttpRuns, str, str], Any] | None = None,
+) -> None:
+    """A run control command; ``over_http``: the same action over Temporal's HTTP API."""
+
     @command
-    async def control(
+    def control(
         run_id: str, tenant: Tenant = "default", address: Address = None, namespace: Namespace = None
-    ) -> None:
+    ) -> Coroutine[Any, Any, None] | None:
+        def act(runs: HttpRuns) -> bool:
+            assert over_http is not None
+            over_http(runs, run_id, tenant)
+            return True
+
+        if over_http is None or _over_http(address, namespace, act) is None:
+            return _control_sdk(run_id, tenant, address, namespace)
+        out.print(f"{name}: {run_id}")
+        return None
+
+    async def _control_sdk(run_id: str, tenant: str, address: str | None, namespace: str | None) -> None:
         dp = await _dp(address, namespace)
         await action(dp.get_run(run_id, tenant=tenant))
         out.print(f"{name}: {run_id}")
@@ -522,11 +540,31 @@ def _control(name: str, doc: str, action: Callable[[RunHandle], Awaitable[Any]])
     app.command(name)(control)
 
 
-_control("cancel", "Cancel gracefully: running steps stop, compensations run.", lambda h: h.cancel())
-_control("pause", "Pause: no new step starts; running steps finish.", lambda h: h.pause())
-_control("resume", "Resume a paused run.", lambda h: h.resume())
-_control("terminate", "Terminate at once: nothing more runs, not even compensations.", lambda h: h.terminate())
-_control("restart", "Start the run afresh with the same plan and inputs.", lambda h: h.restart())
+_control(
+    "cancel",
+    "Cancel gracefully: running steps stop, compensations run.",
+    lambda h: h.cancel(),
+    lambda r, run_id, tenant: r.cancel(run_id, tenant=tenant),
+)
+_control(
+    "pause",
+    "Pause: no new step starts; running steps finish.",
+    lambda h: h.pause(),
+    lambda r, run_id, tenant: r.pause(run_id, tenant=tenant),
+)
+_control(
+    "resume",
+    "Resume a paused run.",
+    lambda h: h.resume(),
+    lambda r, run_id, tenant: r.resume(run_id, tenant=tenant),
+)
+_control(
+    "terminate",
+    "Terminate at once: nothing more runs, not even compensations.",
+    lambda h: h.terminate(),
+    lambda r, run_id, tenant: r.terminate(run_id, tenant=tenant),
+)
+_control("restart", "Start the run afresh with the same plan and inputs.", lambda h: h.restart())  # the start path: SDK
 
 
 @app.command()

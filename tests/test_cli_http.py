@@ -28,11 +28,14 @@ from duraplan.worker import running_worker
 from executor import Duraplan, Settings
 from executor.engine.contract import WORKFLOW_NAME
 from executor.engine.models import RunInput, plan_hash
+from executor.engine.states import FINAL_RUN_STATES
 from executor.service.devserver import DevServer
 from executor.service.endpoints import DEV_RECORD
+from tests.engine.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TENANT = "acme"
+CONTROL = "acme-ops"  # the runs the control commands steer
 PROBE = """
 import os, runpy, sys
 sys.argv = ["duraplan", *sys.argv[1:]]
@@ -110,6 +113,8 @@ async def env(ui_dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory
         await done.result()
         for run_id in ("wait-sdk", "wait-http", "odd:id.v-1"):
             await dp.submit_plan(WAITING, tenant=TENANT, session="s2", run_id=run_id)
+        for run_id in ("ctl-sdk", "ctl-http", "term-sdk", "term-http"):
+            await dp.submit_plan(WAITING, tenant=CONTROL, session="s4", run_id=run_id)
         await _continued_run(dp)
         yield Env(server, settings, dp)
 
@@ -244,6 +249,53 @@ async def test_events_answer_the_same_over_http(env: Env) -> None:
     await asyncio.to_thread(check)
     chain = await env.dp.get_run("chain", tenant=TENANT).status()
     assert next(s for s in chain.steps if s.id == "go").state == "completed"
+
+
+async def test_controls_answer_the_same_over_http(env: Env) -> None:
+    """pause, resume, cancel and terminate: two runs in the same state, one steered over each path."""
+    ui = env.server.ui_url
+    assert ui is not None
+
+    def both(*args: str, pair: str) -> Answer:
+        sdk = env.cli(*args[:1], f"{pair}-sdk", *args[1:], "-t", CONTROL, http=None)
+        via = env.cli(*args[:1], f"{pair}-http", *args[1:], "-t", CONTROL, http=ui)
+        assert sdk.sdk_loaded and not via.sdk_loaded, args
+        same = (via.stdout.replace("-http", "-sdk"), via.stderr.replace("-http", "-sdk"), via.code)
+        assert same == (sdk.stdout, sdk.stderr, sdk.code), (args, via, sdk)
+        return via
+
+    loop = asyncio.get_running_loop()
+
+    def check() -> None:
+        # Another tenant cannot steer the run: not found, and the run goes on.
+        foreign = _same(env, "cancel", "ctl-http", "-t", "intruder", http=ui)
+        assert foreign.code == 1 and "ctl-http" in foreign.stderr
+        assert both("pause", pair="ctl").stdout.strip() == "pause: ctl-http"
+        state = json.loads(env.cli("status", "ctl-http", "-t", CONTROL, "--json", http=ui).stdout)
+        assert state["paused"] is True
+        assert both("resume", pair="ctl").code == 0
+        assert both("cancel", pair="ctl").stdout.strip() == "cancel: ctl-http"
+        for run_id in ("ctl-sdk", "ctl-http"):  # the cancellation is asked; the run ends a moment later
+            asyncio.run_coroutine_threadsafe(_closed(env, run_id), loop).result(60)
+        for action in ("cancel", "terminate", "pause"):  # nothing left to steer
+            refused = both(action, pair="ctl")
+            assert refused.code == 1 and "cancelled" in refused.stderr, refused
+        assert both("terminate", pair="term").stdout.strip() == "terminate: term-http"
+        state = json.loads(env.cli("status", "term-http", "-t", CONTROL, "--json", http=ui).stdout)
+        assert state["state"] == "terminated"
+        missing = _same(env, "terminate", "no-such-run", "-t", CONTROL, http=ui)
+        assert missing.code == 1
+
+    await asyncio.to_thread(check)
+
+
+async def _closed(env: Env, run_id: str) -> None:
+    run = env.dp.get_run(run_id, tenant=CONTROL)
+
+    async def ended() -> bool:
+        return (await run.status()).state in FINAL_RUN_STATES
+
+    await wait_for(ended, timeout=60)
 
 
 async def test_frontend_http_port_lists_and_the_rest_falls_back(env: Env) -> None:

@@ -116,14 +116,46 @@ class HttpRuns:
         result = self._update(tenant, run_id, "send_event", event)
         return asdict(SendEventResult(**result))
 
-    def _update(self, tenant: str, run_id: str, name: str, arg: Any) -> Any:
+    def pause(self, run_id: str, *, tenant: str) -> str:
+        """As ``RunHandle.pause``."""
+        return str(self._update(check_name("tenant", tenant), check_run_id(run_id), "pause"))
+
+    def resume(self, run_id: str, *, tenant: str) -> str:
+        """As ``RunHandle.resume``."""
+        return str(self._update(check_name("tenant", tenant), check_run_id(run_id), "resume"))
+
+    def cancel(self, run_id: str, *, tenant: str) -> None:
+        """As ``RunHandle.cancel``."""
+        tenant, run_id = check_name("tenant", tenant), check_run_id(run_id)
+        self._running(tenant, run_id, "cancel")
+        try:
+            self.api.request_cancel(f"{tenant}/{run_id}")
+        except TemporalHttpError as exc:  # e.g. it ended in between: the SDK path tells it its way
+            raise HttpUnavailable(f"cancel: {exc}") from None
+
+    def terminate(self, run_id: str, *, tenant: str, reason: str = "terminated by user") -> None:
+        """As ``RunHandle.terminate``."""
+        tenant, run_id = check_name("tenant", tenant), check_run_id(run_id)
+        self._running(tenant, run_id, "terminate")
+        try:
+            self.api.terminate(f"{tenant}/{run_id}", reason)
+        except TemporalHttpError as exc:
+            raise HttpUnavailable(f"terminate: {exc}") from None
+
+    def _running(self, tenant: str, run_id: str, operation: str) -> None:
+        """As ``RunHandle._running``: RunNotFound, or RunStateError for a run that has ended."""
+        state = _status_name(self._describe(tenant, run_id).get("workflowExecutionInfo") or {})
+        if state != _RUNNING:
+            raise RunStateError(f"run {run_id!r} is {CLOSED_STATES.get(state, 'closed')}; nothing to {operation}")
+
+    def _update(self, tenant: str, run_id: str, name: str, *args: Any) -> Any:
         """As ``RunHandle._update``: the update is the check; only a refusal is explained by a
         describe (RunNotFound, or RunStateError for a closed run); a NOT_FOUND of a running run
         (it continued as new in between) is tried once more, on its next run."""
         workflow_id = f"{tenant}/{run_id}"
         for attempt in range(2):
             try:
-                outcome = self.api.update(workflow_id, name, arg, update_id=str(uuid.uuid4()))
+                outcome = self.api.update(workflow_id, name, args, update_id=str(uuid.uuid4()))
             except TemporalHttpError as exc:
                 info = self._describe(tenant, run_id).get("workflowExecutionInfo") or {}
                 state = _status_name(info)

@@ -180,7 +180,7 @@ class TemporalHttp:
         payloads = (answer.get("queryResult") or {}).get("payloads") or []
         return decode_payload(payloads[0]) if payloads else None
 
-    def update(self, workflow_id: str, name: str, arg: Any, update_id: str) -> dict[str, Any]:
+    def update(self, workflow_id: str, name: str, args: tuple[Any, ...], update_id: str) -> dict[str, Any]:
         """Run update ``name`` to completion; its ``outcome`` (``success`` payloads or ``failure``).
 
         The server answers once the update completed or after a long-poll timeout: asked again
@@ -188,7 +188,10 @@ class TemporalHttp:
         been delivered is ``HttpUnavailable``; after, a ``TemporalHttpError`` (never a second try
         by another path that could not tell it is the same update)."""
         body = {
-            "request": {"meta": {"updateId": update_id}, "input": {"args": {"payloads": [encode_payload(arg)]}}},
+            "request": {
+                "meta": {"updateId": update_id},
+                "input": {"args": {"payloads": [encode_payload(a) for a in args]}},
+            },
             "waitPolicy": {"lifecycleStage": _COMPLETED},
         }
         path = f"/workflows/{_quote(workflow_id)}/update/{_quote(name)}"
@@ -208,6 +211,14 @@ class TemporalHttp:
             if outcome:
                 return outcome
         raise TemporalHttpError(4, f"update {update_id!r} did not complete")
+
+    def request_cancel(self, workflow_id: str) -> None:
+        """``RequestCancelWorkflowExecution`` of the id's latest run."""
+        self._call("POST", f"/workflows/{_quote(workflow_id)}/cancel", {"requestId": secrets.token_hex(16)})
+
+    def terminate(self, workflow_id: str, reason: str) -> None:
+        """``TerminateWorkflowExecution`` of the id's latest run."""
+        self._call("POST", f"/workflows/{_quote(workflow_id)}/terminate", {"reason": reason})
 
     def list(self, query: str, page_size: int) -> Iterator[dict[str, Any]]:
         """``ListWorkflowExecutions``: every matching execution, newest first, page by page."""
