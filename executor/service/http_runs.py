@@ -1,7 +1,7 @@
-"""Reading runs and sending them events over Temporal's HTTP API, without the Temporal SDK.
+"""Reading runs, sending them events and steering them over Temporal's HTTP API, without the SDK.
 
-The same operations as ``Duraplan.list_runs``, ``RunHandle.status`` and ``RunHandle.send_event``
-(``executor.service.client``), with the same results and errors: both build on
+The same operations as ``Duraplan.list_runs`` and ``RunHandle.status``, ``send_event``, ``pause``,
+``resume``, ``cancel`` and ``terminate`` (``executor.service.client``), with the same results and errors: both build on
 ``executor.service.run_queries``. A run of ``tenant`` is the workflow ``<tenant>/<run_id>``, so
 another tenant's run id is not found here either. ``HttpUnavailable`` means this path got no
 answer from Temporal; the caller then takes the SDK path (which reports an unreachable server its
