@@ -2,21 +2,27 @@
 
 For each command, a fresh interpreter imports ``duraplan.cli`` plus what the command imports when
 it runs, and reports the wall and CPU time of that and the modules' own ``-X importtime`` total
-(least disturbed by other processes). ``validate`` also runs end to end; ``status``, ``runs`` and
-``events send`` do when ``--address`` names a Temporal server with a duraplan worker (e.g.
-``duraplan dev``): the bench submits one waiting run there and reads it. Medians of ``--repeat``
-runs, with the load other processes put on the machine.
+(least disturbed by other processes). ``status``, ``runs`` and ``events send`` are measured on both
+of their paths: over Temporal's HTTP API (no Temporal SDK) and over the SDK (when no HTTP endpoint
+is known). ``validate`` also runs end to end; the other three do against a Temporal server with a
+duraplan worker: ``--dev`` starts one (``duraplan dev`` in a temporary home, whose dev-server
+record gives the CLI its HTTP API), or ``--address`` names one (``--http-address`` its HTTP API).
+The bench submits one waiting run there and reads it, alternating the two paths. Medians of
+``--repeat`` runs, with the load other processes put on the machine.
 
-    PYTHONPATH=. .venv/bin/python -m bench.cli_startup [--address 127.0.0.1:7233]
+    PYTHONPATH=. .venv/bin/python -m bench.cli_startup [--dev | --address 127.0.0.1:7233 [--http-address URL]]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import resource
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -24,17 +30,33 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from executor.service.endpoints import DEV_RECORD
+
 # command -> the modules it imports when it runs (beside duraplan.cli itself)
+_HTTP = ["executor.service.endpoints", "executor.service.http_runs"]
 COMMANDS: dict[str, list[str]] = {
     "validate": ["executor.lang.loader", "executor.lang.validate", "tools", "rich.console"],
-    "status": ["executor.service.client", "rich.console", "rich.table"],
-    "runs": ["executor.service.client", "rich.console", "rich.table"],
-    "events send": ["executor.service.client", "rich.console"],
+    "status (HTTP)": [*_HTTP, "rich.console", "rich.table"],
+    "runs (HTTP)": [*_HTTP, "rich.console", "rich.table"],
+    "events send (HTTP)": [*_HTTP, "rich.console"],
+    "status (SDK)": ["executor.service.client", "rich.console", "rich.table"],
+    "runs (SDK)": ["executor.service.client", "rich.console", "rich.table"],
+    "events send (SDK)": ["executor.service.client", "rich.console"],
 }
-HEAVY = ("mcp", "litellm", "evals", "planner", "httpx", "executor.engine.workflow", "executor.service.start")
+HEAVY = (
+    "temporalio",
+    "mcp",
+    "litellm",
+    "evals",
+    "planner",
+    "httpx",
+    "executor.engine.workflow",
+    "executor.service.start",
+)
 TARGET_MS = 300
 PLAN = {"name": "bench-cli", "steps": [{"id": "a", "kind": "tool", "tool": "debug.echo", "args": {"value": 1}}]}
 # `events send` sends "go" with one event id: delivered once, a duplicate after, while "never" holds the run open
@@ -85,14 +107,26 @@ def _median(runs: Sequence[Sequence[Any]], i: int) -> float:
     return float(statistics.median(r[i] for r in runs)) * 1000
 
 
-def _end_to_end(repeat: int, address: str | None, plan_file: str) -> dict[str, Callable[[], tuple[float, float]]]:
+@dataclass(frozen=True)
+class Server:
+    address: str
+    http_home: str | None  # a home whose dev-server record names the HTTP API
+    http_address: str | None
+
+
+def _end_to_end(server: Server | None, plan_file: str, scratch: str) -> dict[str, Callable[[], tuple[float, float]]]:
     env = dict(os.environ)
     commands: dict[str, Callable[[], tuple[float, float]]] = {
         "validate": lambda: command_cost(["validate", plan_file], env)
     }
-    if address is None:
+    if server is None:
         return commands
-    env["DURAPLAN_ADDRESS"] = address
+    # The SDK path: no HTTP address, and a home without a dev-server record.
+    sdk = {**env, "DURAPLAN_ADDRESS": server.address, "DURAPLAN_HOME": scratch}
+    sdk.pop("DURAPLAN_HTTP_ADDRESS", None)
+    http = {**sdk, "DURAPLAN_HOME": server.http_home or scratch}
+    if server.http_address:
+        http["DURAPLAN_HTTP_ADDRESS"] = server.http_address
     run_id = f"bench-cli-{uuid.uuid4().hex[:8]}"
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(WAITING_PLAN, f)
@@ -100,18 +134,45 @@ def _end_to_end(repeat: int, address: str | None, plan_file: str) -> dict[str, C
         [sys.executable, "-m", "duraplan.cli", "run", f.name, "--no-wait", "--run-id", run_id],
         check=True,
         capture_output=True,
-        env=env,
+        env=sdk,
     )
     os.unlink(f.name)
-    commands["status"] = lambda: command_cost(["status", run_id], env)
-    commands["runs"] = lambda: command_cost(["runs", "--limit", "10"], env)
-    commands["events send"] = lambda: command_cost(
-        ["events", "send", run_id, "go", "--payload", "{}", "--event-id", "bench"], env
-    )
+    argv = {
+        "status": ["status", run_id],
+        "runs": ["runs", "--limit", "10"],
+        "events send": ["events", "send", run_id, "go", "--payload", "{}", "--event-id", "bench"],
+    }
+    for name, args in argv.items():  # HTTP and SDK of one command next to each other
+        commands[f"{name} (HTTP)"] = functools.partial(command_cost, args, http)
+        commands[f"{name} (SDK)"] = functools.partial(command_cost, args, sdk)
     return commands
 
 
-def main(repeat: int, address: str | None) -> None:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start_dev(home: str) -> tuple[subprocess.Popen[bytes], Server]:
+    """``duraplan dev`` (Temporal with its UI, a worker) in ``home``; its dev-server record."""
+    args = ["dev", "--port", str(_free_port()), "--api-port", str(_free_port()), "--home", home, "--in-memory"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "duraplan.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    record = Path(home) / DEV_RECORD
+    deadline = time.monotonic() + 60
+    while not record.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"duraplan dev did not start (exit {proc.poll()})")
+        time.sleep(0.1)
+    time.sleep(1.0)  # the worker starts polling after the server is up
+    return proc, Server(address=json.loads(record.read_text())["address"], http_home=home, http_address=None)
+
+
+def main(repeat: int, server: Server | None, dev: bool) -> None:
     load = _loadavg()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(PLAN, f)
@@ -123,14 +184,32 @@ def main(repeat: int, address: str | None) -> None:
         heavy = ", ".join(runs[0][3]) or "-"
         print(f"| {command} | {_median(runs, 0):.0f} | {_median(runs, 1):.0f} | {_median(runs, 2):.0f} | {heavy} |")
     print()
-    print(f"end to end (target {TARGET_MS} ms)" + ("" if address else "; --address for status, runs, events send"))
-    print("| command | wall (ms, p50) | CPU (ms, p50) |")
-    print("|---|---:|---:|")
-    for command, run in _end_to_end(repeat, address, f.name).items():
-        timed = [run() for _ in range(repeat)]
-        print(f"| {command} | {_median(timed, 0):.0f} | {_median(timed, 1):.0f} |")
+    with tempfile.TemporaryDirectory() as scratch, tempfile.TemporaryDirectory() as dev_home:
+        proc = None
+        if dev:
+            proc, server = _start_dev(dev_home)
+        try:
+            _print_end_to_end(repeat, server, f.name, scratch)
+        finally:
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)  # `duraplan dev` stops its Temporal server on SIGTERM
+                proc.wait(timeout=30)
     Path(f.name).unlink()
     print(f"load average (1 min) before / after: {load:.1f} / {_loadavg():.1f} on {os.cpu_count()} cores")
+
+
+def _print_end_to_end(repeat: int, server: Server | None, plan_file: str, scratch: str) -> None:
+    note = "" if server else "; --dev or --address for status, runs, events send"
+    print(f"end to end (target {TARGET_MS} ms){note}")
+    print("| command | wall (ms, p50) | CPU (ms, p50) |")
+    print("|---|---:|---:|")
+    commands = _end_to_end(server, plan_file, scratch)
+    timed: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(repeat):  # interleaved: load changes hit every command alike
+        for name, run in commands.items():
+            timed[name].append(run())
+    for name, runs in timed.items():
+        print(f"| {name} | {_median(runs, 0):.0f} | {_median(runs, 1):.0f} |")
 
 
 def _interpreter() -> float:
@@ -142,5 +221,9 @@ def _interpreter() -> float:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m bench.cli_startup", description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--dev", action="store_true", help="start `duraplan dev` to time status, runs, events send")
     ap.add_argument("--address", help="a Temporal server with a duraplan worker: also time status, runs, events send")
-    main(ap.parse_args().repeat, ap.parse_args().address)
+    ap.add_argument("--http-address", help="its HTTP API (the UI server's, e.g. http://127.0.0.1:8233)")
+    ns = ap.parse_args()
+    given = Server(ns.address, None, ns.http_address) if ns.address else None
+    main(ns.repeat, given, ns.dev)

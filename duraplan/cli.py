@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import types
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -23,8 +24,9 @@ if TYPE_CHECKING:  # what a command needs is imported when it runs (duraplan.laz
     from rich.console import Console
     from rich.table import Table
 
-    from executor.engine.run_status import RunStatus, StepView
+    from executor.engine.run_status import RunStatus, RunSummary, StepView
     from executor.service.client import Duraplan, RunHandle
+    from executor.service.http_runs import HttpRuns
 
 __all__ = ["app"]
 
@@ -83,8 +85,9 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async command; turn expected errors into one line and an exit code.
+def command(fn: Callable[..., Coroutine[Any, Any, None] | None]) -> Callable[..., None]:
+    """Run a command; turn expected errors into one line and an exit code. A command returning a
+    coroutine (an ``async def`` one, or one that falls back to the SDK) runs it on an event loop.
 
     The process ends through ``executor.service.process.exit_process`` (why: see there)."""
 
@@ -92,9 +95,11 @@ def command(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]
     def wrapper(*args: Any, **kwargs: Any) -> None:
         code = 0
         try:
-            import asyncio  # here, not at the top: `duraplan validate` runs no event loop
+            pending = fn(*args, **kwargs)
+            if isinstance(pending, types.CoroutineType):
+                import asyncio  # here, not at the top: `validate` and the HTTP path run no event loop
 
-            asyncio.run(fn(*args, **kwargs))
+                asyncio.run(pending)
         except typer.Exit as exc:
             code = exc.exit_code
         except _Terminated:
@@ -128,6 +133,30 @@ class _Terminated(KeyboardInterrupt):
 
 def _terminated(signum: int, frame: Any) -> None:
     raise _Terminated()
+
+
+def _over_http(address: str | None, namespace: str | None, call: Callable[[HttpRuns], T]) -> T | None:
+    """``call``'s result over Temporal's HTTP API, which needs no Temporal SDK (0.3 s of start-up);
+    None when no HTTP endpoint is known (``executor.service.endpoints``) or it gave no answer: the
+    caller then takes the SDK path, with the same results, errors and exit codes."""
+    from executor.service.endpoints import http_address
+
+    settings = Settings.from_env(address=address, namespace=namespace)
+    url = http_address(settings, address_given=address is not None)
+    if url is None:
+        return None
+    from executor.service.http_runs import HttpRuns, HttpUnavailable
+
+    try:
+        runs = HttpRuns.open(settings, url)
+    except ValueError:  # a record naming no http(s) URL: as if there were none
+        return None
+    try:
+        return call(runs)
+    except HttpUnavailable:
+        return None
+    finally:
+        runs.close()
 
 
 async def _dp(address: str | None, namespace: str | None) -> Duraplan:
@@ -345,17 +374,30 @@ async def run(
 
 @app.command()
 @command
-async def status(
+def status(
     run_id: Annotated[str, typer.Argument(help="A run id, or a subplan step's child run id.")],
     tenant: Tenant = "default",
     items: Annotated[bool, typer.Option("--items", help="Show each foreach item's steps.")] = False,
     as_json: JsonOut = False,
     address: Address = None,
     namespace: Namespace = None,
-) -> None:
+) -> Coroutine[Any, Any, None] | None:
     """Show a run's state and each step's state (nested ones too), attempts, timings, error and output."""
+    st = _over_http(address, namespace, lambda runs: runs.status(run_id, tenant=tenant, items=items))
+    if st is None:
+        return _status_sdk(run_id, tenant, items, as_json, address, namespace)
+    _show_status(st, as_json)
+    return None
+
+
+async def _status_sdk(
+    run_id: str, tenant: str, items: bool, as_json: bool, address: str | None, namespace: str | None
+) -> None:
     dp = await _dp(address, namespace)
-    st = await dp.get_run(run_id, tenant=tenant).status(items=items)
+    _show_status(await dp.get_run(run_id, tenant=tenant).status(items=items), as_json)
+
+
+def _show_status(st: RunStatus, as_json: bool) -> None:
     if as_json:
         _print_json(st)
         return
@@ -367,7 +409,7 @@ async def status(
 
 @app.command()
 @command
-async def runs(
+def runs(
     tenant: Tenant = "default",
     session: Annotated[str | None, typer.Option("--session", "-s", help="Only this session.")] = None,
     state: Annotated[
@@ -377,10 +419,31 @@ async def runs(
     as_json: JsonOut = False,
     address: Address = None,
     namespace: Namespace = None,
-) -> None:
+) -> Coroutine[Any, Any, None] | None:
     """List a tenant's runs, newest first."""
+    rows = _over_http(
+        address, namespace, lambda r: r.list_runs(tenant=tenant, session=session, status=state, limit=limit)
+    )
+    if rows is None:
+        return _runs_sdk(tenant, session, state, limit, as_json, address, namespace)
+    _show_runs(rows, as_json)
+    return None
+
+
+async def _runs_sdk(
+    tenant: str,
+    session: str | None,
+    state: str | None,
+    limit: int,
+    as_json: bool,
+    address: str | None,
+    namespace: str | None,
+) -> None:
     dp = await _dp(address, namespace)
-    rows = await dp.list_runs(tenant=tenant, session=session, status=state, limit=limit)
+    _show_runs(await dp.list_runs(tenant=tenant, session=session, status=state, limit=limit), as_json)
+
+
+def _show_runs(rows: list[RunSummary], as_json: bool) -> None:
     if as_json:
         _print_json(rows)
         return
@@ -398,7 +461,7 @@ async def runs(
 
 @events_app.command("send")
 @command
-async def send_event(
+def send_event(
     run_id: str,
     event_type: Annotated[str, typer.Argument(metavar="TYPE")],
     payload: Annotated[str | None, typer.Option("--payload", help="JSON payload.")] = None,
@@ -407,25 +470,68 @@ async def send_event(
     as_json: JsonOut = False,
     address: Address = None,
     namespace: Namespace = None,
-) -> None:
+) -> Coroutine[Any, Any, None] | None:
     """Send an event to a run; kept until a wait_for_event step takes it."""
     try:
         value = json.loads(payload) if payload is not None else None
     except json.JSONDecodeError as exc:
         raise _fail(f"--payload is not JSON: {exc}") from None
+    result = _over_http(
+        address,
+        namespace,
+        lambda runs: runs.send_event(run_id, tenant=tenant, type=event_type, payload=value, event_id=event_id),
+    )
+    if result is None:
+        return _send_event_sdk(run_id, event_type, value, event_id, tenant, as_json, address, namespace)
+    _show_event(result, event_type, as_json)
+    return None
+
+
+async def _send_event_sdk(
+    run_id: str,
+    event_type: str,
+    value: Any,
+    event_id: str | None,
+    tenant: str,
+    as_json: bool,
+    address: str | None,
+    namespace: str | None,
+) -> None:
     dp = await _dp(address, namespace)
     result = await dp.get_run(run_id, tenant=tenant).send_event(event_type, value, event_id=event_id)
+    _show_event(result, event_type, as_json)
+
+
+def _show_event(result: dict[str, Any], event_type: str, as_json: bool) -> None:
     if as_json:
         _print_json(result)
     else:
         out.print("duplicate (already delivered)" if result["duplicate"] else f"event {event_type!r} accepted")
 
 
-def _control(name: str, doc: str, action: Callable[[RunHandle], Awaitable[Any]]) -> None:
+def _control(
+    name: str,
+    doc: str,
+    action: Callable[[RunHandle], Awaitable[Any]],
+    over_http: Callable[[HttpRuns, str, str], Any] | None = None,
+) -> None:
+    """A run control command; ``over_http``: the same action over Temporal's HTTP API."""
+
     @command
-    async def control(
+    def control(
         run_id: str, tenant: Tenant = "default", address: Address = None, namespace: Namespace = None
-    ) -> None:
+    ) -> Coroutine[Any, Any, None] | None:
+        def act(runs: HttpRuns) -> bool:
+            assert over_http is not None
+            over_http(runs, run_id, tenant)
+            return True
+
+        if over_http is None or _over_http(address, namespace, act) is None:
+            return _control_sdk(run_id, tenant, address, namespace)
+        out.print(f"{name}: {run_id}")
+        return None
+
+    async def _control_sdk(run_id: str, tenant: str, address: str | None, namespace: str | None) -> None:
         dp = await _dp(address, namespace)
         await action(dp.get_run(run_id, tenant=tenant))
         out.print(f"{name}: {run_id}")
@@ -434,11 +540,31 @@ def _control(name: str, doc: str, action: Callable[[RunHandle], Awaitable[Any]])
     app.command(name)(control)
 
 
-_control("cancel", "Cancel gracefully: running steps stop, compensations run.", lambda h: h.cancel())
-_control("pause", "Pause: no new step starts; running steps finish.", lambda h: h.pause())
-_control("resume", "Resume a paused run.", lambda h: h.resume())
-_control("terminate", "Terminate at once: nothing more runs, not even compensations.", lambda h: h.terminate())
-_control("restart", "Start the run afresh with the same plan and inputs.", lambda h: h.restart())
+_control(
+    "cancel",
+    "Cancel gracefully: running steps stop, compensations run.",
+    lambda h: h.cancel(),
+    lambda r, run_id, tenant: r.cancel(run_id, tenant=tenant),
+)
+_control(
+    "pause",
+    "Pause: no new step starts; running steps finish.",
+    lambda h: h.pause(),
+    lambda r, run_id, tenant: r.pause(run_id, tenant=tenant),
+)
+_control(
+    "resume",
+    "Resume a paused run.",
+    lambda h: h.resume(),
+    lambda r, run_id, tenant: r.resume(run_id, tenant=tenant),
+)
+_control(
+    "terminate",
+    "Terminate at once: nothing more runs, not even compensations.",
+    lambda h: h.terminate(),
+    lambda r, run_id, tenant: r.terminate(run_id, tenant=tenant),
+)
+_control("restart", "Start the run afresh with the same plan and inputs.", lambda h: h.restart())  # the start path: SDK
 
 
 @app.command()

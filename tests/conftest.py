@@ -40,6 +40,15 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         yield server
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def ui_dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevServer]:
+    """An in-memory dev server with its UI: the UI server's HTTP API routes duraplan's
+    ``<tenant>/<run_id>`` workflow ids, which the CLI's HTTP path needs (tests/test_cli_http.py)."""
+    home = tmp_path_factory.mktemp("temporal-dev-ui")
+    async with DevServer(home, port=0, ui=True, in_memory=True) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def client(dev_server: DevServer) -> Client:
     return dev_server.client

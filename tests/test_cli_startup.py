@@ -1,9 +1,11 @@
 """Everyday commands import what they use (bench/cli_startup.py reports the times).
 
 `duraplan validate` loads no Temporal SDK, no event loop, no HTTP client, no MCP SDK and no
-litellm; `status`, `runs` and `events send` load the Temporal client but not the start path, the
-workflow definition, tenancy, plan validation or the tool registry. What a command imports is what
-its start-up costs, so these sets are the regression test for start-up time."""
+litellm; `status`, `runs` and `events send` load no Temporal SDK and no event loop when Temporal's
+HTTP API is known (DURAPLAN_HTTP_ADDRESS, or the dev server's record), and otherwise the Temporal
+client but not the start path, the workflow definition, tenancy, plan validation or the tool
+registry. What a command imports is what its start-up costs, so these sets are the regression test
+for start-up time."""
 
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ NOT_FOR_CLIENT = (
     "tools",
     "temporalio.worker",
 )
+# What the same commands never need over Temporal's HTTP API.
+NOT_OVER_HTTP = (*NOT_FOR_CLIENT, "temporalio", "asyncio", "opentelemetry", "executor.service.client")
 
 PROBE = """
 import os, runpy, sys
@@ -94,8 +98,12 @@ def test_help_lists_the_lazy_commands() -> None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def waiting_run(dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, str]]:
-    """A run waiting for an event, and the environment that points the CLI at its server."""
+async def waiting_run(
+    ui_dev_server: DevServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, str]]:
+    """A run waiting for an event, and the environment that points the CLI at its server (over the
+    SDK: the CLI's home holds no dev-server record)."""
+    dev_server = ui_dev_server
     home = tmp_path_factory.mktemp("startup-home")
     queue = f"startup-{uuid.uuid4().hex[:8]}"
     settings = Settings(home=home, task_queue=queue)
@@ -103,12 +111,13 @@ async def waiting_run(dev_server: DevServer, tmp_path_factory: pytest.TempPathFa
     steps = [
         {"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h"},
         {"id": "hold", "kind": "wait_for_event", "event": "never", "timeout": "1h", "depends_on": ["go"]},
+        {"id": "last", "kind": "wait_for_event", "event": "last", "timeout": "1h", "depends_on": ["hold"]},
     ]
     plan = {"name": "startup", "steps": steps}
     async with running_worker(dev_server.client, settings):
         dp = Duraplan(dev_server.client, settings)
         handle = await dp.submit_plan(plan, tenant="default", session="s", run_id=f"startup-{uuid.uuid4().hex[:8]}")
-        yield {**env, "RUN_ID": handle.run_id}
+        yield {**env, "RUN_ID": handle.run_id, "HTTP": dev_server.ui_url or ""}
         await handle.terminate()
 
 
@@ -127,4 +136,23 @@ async def test_status_runs_and_events_send_import_no_start_path(waiting_run: dic
         _loaded_after, "events", "send", run_id, "go", "--payload", "{}", watch=NOT_FOR_CLIENT, env=waiting_run
     )
     assert output.strip() == "event 'go' accepted"
+    assert loaded == []
+
+
+async def test_status_runs_and_events_send_over_http_import_no_temporal_sdk(waiting_run: dict[str, str]) -> None:
+    env = {**waiting_run, "DURAPLAN_HTTP_ADDRESS": waiting_run["HTTP"]}
+    run_id = waiting_run["RUN_ID"]
+    output, loaded = await asyncio.to_thread(_loaded_after, "status", run_id, "--json", watch=NOT_OVER_HTTP, env=env)
+    assert json.loads(output)["run_id"] == run_id
+    assert loaded == []
+    output, loaded = await asyncio.to_thread(_loaded_after, "status", run_id, watch=NOT_OVER_HTTP, env=env)
+    assert run_id in output
+    assert loaded == []
+    output, loaded = await asyncio.to_thread(_loaded_after, "runs", watch=NOT_OVER_HTTP, env=env)
+    assert run_id in output
+    assert loaded == []
+    output, loaded = await asyncio.to_thread(
+        _loaded_after, "events", "send", run_id, "never", "--event-id", "over-http", watch=NOT_OVER_HTTP, env=env
+    )
+    assert output.strip() == "event 'never' accepted"
     assert loaded == []

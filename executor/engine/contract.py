@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from temporalio.common import SearchAttributeKey
 
+from executor.engine.names import (
+    ATTR_PLAN_HASH,
+    ATTR_PLAN_NAME,
+    ATTR_SESSION,
+    ATTR_STATUS,
+    ATTR_TENANT,
+    WORKFLOW_NAME,
+)
+
 __all__ = [
     "CARRY_DROP",
     "CARRY_LOAD",
@@ -33,8 +42,6 @@ __all__ = [
     "WORKFLOW_NAME",
 ]
 
-WORKFLOW_NAME = "DuraplanRun"
-
 RUN_TOOL = "duraplan.tool"
 RUN_CODE = "duraplan.code"
 RUN_LLM = "duraplan.llm"
@@ -54,9 +61,9 @@ CODE_MEMORY_MB = 64  # a code step's sandbox limits when neither the step nor a 
 CODE_CPU_SECONDS = 5.0
 SCRIPT_SNAPSHOT_BYTES = 256 * 1024  # a script's compressed sandbox state, carried in history between calls
 
-SA_TENANT = SearchAttributeKey.for_keyword("DuraplanTenant")
-SA_SESSION = SearchAttributeKey.for_keyword("DuraplanSession")
-SA_STATUS = SearchAttributeKey.for_keyword("DuraplanStatus")
-SA_PLAN_HASH = SearchAttributeKey.for_keyword("DuraplanPlanHash")
-SA_PLAN_NAME = SearchAttributeKey.for_keyword("DuraplanPlanName")
+SA_TENANT = SearchAttributeKey.for_keyword(ATTR_TENANT)
+SA_SESSION = SearchAttributeKey.for_keyword(ATTR_SESSION)
+SA_STATUS = SearchAttributeKey.for_keyword(ATTR_STATUS)
+SA_PLAN_HASH = SearchAttributeKey.for_keyword(ATTR_PLAN_HASH)
+SA_PLAN_NAME = SearchAttributeKey.for_keyword(ATTR_PLAN_NAME)
 SEARCH_ATTRIBUTES = (SA_TENANT, SA_SESSION, SA_STATUS, SA_PLAN_HASH, SA_PLAN_NAME)

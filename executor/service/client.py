@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -28,18 +27,28 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
+from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
-from executor.engine.limits import json_size
 from executor.engine.models import EventRecord, SendEventResult
-from executor.engine.run_status import RUN_STATES, RunState, RunStatus, RunSummary, parent_of
-from executor.errors import InputsInvalid, RunFailed, RunNotFound, RunStateError, from_failure
+from executor.engine.run_status import RunState, RunStatus, RunSummary, parent_of
+from executor.errors import RunFailed, RunNotFound, RunStateError, from_failure
 from executor.service.config import Settings, connect
 from executor.service.converter import utf8_client
 from executor.service.names import NAME_PATTERN as NAME_PATTERN
-from executor.service.names import check_depth, check_name, check_run_id
+from executor.service.names import check_name, check_run_id
+from executor.service.run_queries import (
+    CLOSED_FILTER,
+    CLOSED_STATES,
+    MAX_EVENT_BYTES,
+    VERIFY_BATCH,
+    check_event,
+    current_runs_query,
+    describe_only_status,
+    list_query,
+    run_summary,
+)
 
 # Reading a run (`duraplan status`, `runs`, `events send`) needs none of the start path, the
 # workflow definition, tenancy, metering or the tool registry: those load when first used.
@@ -59,31 +68,10 @@ __all__ = ["MAX_EVENT_BYTES", "Duraplan", "RunHandle", "list_runs", "submit_plan
 
 log = logging.getLogger(__name__)
 
-MAX_EVENT_BYTES = 1024 * 1024  # the reference product's event payload limit
+# Temporal's execution status -> the state of a closed run (one table: run_queries.CLOSED_STATES).
 _STATUS: dict[WorkflowExecutionStatus, RunState] = {
-    WorkflowExecutionStatus.COMPLETED: "completed",
-    WorkflowExecutionStatus.FAILED: "failed",
-    WorkflowExecutionStatus.CANCELED: "cancelled",
-    WorkflowExecutionStatus.TERMINATED: "terminated",
-    WorkflowExecutionStatus.TIMED_OUT: "failed",
+    WorkflowExecutionStatus[name]: state for name, state in CLOSED_STATES.items()
 }
-# Closed runs are listed by Temporal's own execution status (always true, terminate included);
-# open ones by DuraplanStatus, which the workflow keeps equal to its open state.
-_CLOSED_FILTER = {
-    "completed": "ExecutionStatus = 'Completed'",
-    "failed": "(ExecutionStatus = 'Failed' OR ExecutionStatus = 'TimedOut')",
-    "cancelled": "ExecutionStatus = 'Canceled'",
-    "terminated": "ExecutionStatus = 'Terminated'",
-}
-_VERIFY_BATCH = 100
-
-
-def _status_clause(status: str) -> str:
-    if status not in RUN_STATES:
-        raise InputsInvalid("status filter", [f"{status!r} is not one of {', '.join(RUN_STATES)}"])
-    if status in _CLOSED_FILTER:
-        return _CLOSED_FILTER[status]
-    return f"ExecutionStatus = 'Running' AND DuraplanStatus = '{status}'"
 
 
 class Duraplan:
@@ -319,15 +307,7 @@ class Duraplan:
         current generation; ``status`` filters on that generation."""
         if not self.settings.search_attributes:
             raise RunStateError("listing runs needs search attributes (Settings.search_attributes)")
-        clauses = [
-            f"DuraplanTenant = {json.dumps(check_name('tenant', tenant))}",
-            f"WorkflowType = '{WORKFLOW_NAME}'",
-            "ExecutionStatus != 'ContinuedAsNew'",
-        ]
-        if session is not None:
-            clauses.append(f"DuraplanSession = {json.dumps(check_name('session', session))}")
-        if status is not None:
-            clauses.append(_status_clause(status))
+        query = list_query(tenant, session, status)
         out: list[RunSummary] = []
         seen: set[str] = set()
         batch: list[WorkflowExecution] = []
@@ -335,19 +315,19 @@ class Duraplan:
         async def flush() -> None:
             rows = batch[:]
             batch.clear()
-            if status in _CLOSED_FILTER:  # an older generation may match where the current one does not
+            if status in CLOSED_FILTER:  # an older generation may match where the current one does not
                 current = await self._current_runs(tenant, [wf.id for wf in rows])
                 rows = [wf for wf in rows if current.get(wf.id) == wf.run_id]
             for wf in rows:
                 if len(out) < limit:
                     out.append(await _summary(wf))
 
-        async for wf in self.client.list_workflows(" AND ".join(clauses), page_size=min(max(limit, 10), 1000)):
+        async for wf in self.client.list_workflows(query, page_size=min(max(limit, 10), 1000)):
             if wf.id in seen:
                 continue  # an older generation of a run already listed (newest come first)
             seen.add(wf.id)
             batch.append(wf)
-            if len(batch) >= _VERIFY_BATCH:
+            if len(batch) >= VERIFY_BATCH:
                 await flush()
                 if len(out) >= limit:
                     break
@@ -358,33 +338,26 @@ class Duraplan:
         """Workflow id -> the Temporal run id of its newest execution (the current generation)."""
         if not workflow_ids:
             return {}
-        ids = ", ".join(json.dumps(i) for i in workflow_ids)
-        query = f"WorkflowId IN ({ids}) AND ExecutionStatus != 'ContinuedAsNew'"
         newest: dict[str, str] = {}
-        async for wf in self.client.list_workflows(query):
+        async for wf in self.client.list_workflows(current_runs_query(workflow_ids)):
             newest.setdefault(wf.id, wf.run_id)
         return newest
 
 
 async def _summary(wf: WorkflowExecution) -> RunSummary:
-    sa = wf.typed_search_attributes
-    run_id = wf.id.split("/", 1)[1] if "/" in wf.id else wf.id
-    state: str = _STATUS.get(wf.status, "running") if wf.status else "running"
-    if state == "running":
-        state = sa.get(SA_STATUS) or "running"
     memo = await wf.memo()
-    return RunSummary(
-        run_id=run_id,
-        tenant=sa.get(SA_TENANT),
-        session=sa.get(SA_SESSION),
-        plan_name=sa.get(SA_PLAN_NAME),
-        plan_hash=sa.get(SA_PLAN_HASH),
-        state=state if state in RUN_STATES else "running",  # type: ignore[arg-type]
-        generation=int(memo.get("generation", 0)) if "~" not in run_id else int(run_id.rsplit("~", 1)[1]),
-        parent_run_id=parent_of(run_id),
-        started_at=wf.start_time.isoformat(),
-        closed_at=wf.close_time.isoformat() if wf.close_time else None,
+    return run_summary(
+        wf.id,
+        wf.status.name if wf.status else None,
+        _attributes(wf.typed_search_attributes),
+        memo.get("generation"),
+        wf.start_time.isoformat(),
+        wf.close_time.isoformat() if wf.close_time else None,
     )
+
+
+def _attributes(typed: TypedSearchAttributes) -> dict[str, Any]:
+    return {pair.key.name: pair.value for pair in typed}
 
 
 class RunHandle:
@@ -422,16 +395,7 @@ class RunHandle:
             raw: dict[str, Any] = await self._handle.query("status", items)
             status = RunStatus.model_validate(raw)
         except (RPCError, Exception):  # no worker to answer: describe alone still tells the state
-            sa = desc.typed_search_attributes
-            status = RunStatus(
-                run_id=self.run_id,
-                tenant=self.tenant,
-                session=sa.get(SA_SESSION),
-                plan_hash=sa.get(SA_PLAN_HASH),
-                plan_name=sa.get(SA_PLAN_NAME),
-                state="running",
-                parent_run_id=parent_of(self.run_id),
-            )
+            status = describe_only_status(self.run_id, self.tenant, _attributes(desc.typed_search_attributes))
         if desc.status in _STATUS:
             status = status.settled(_STATUS[desc.status])  # Temporal's word on a closed run is final
         return status.model_copy(
@@ -480,18 +444,10 @@ class RunHandle:
 
     async def send_event(self, type: str, payload: Any = None, event_id: str | None = None) -> dict[str, Any]:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
-        check_depth("event payload", payload)
-        size = json_size(payload)  # UTF-8 bytes, as history stores it (not \\u escapes)
-        tenants = self._dp.tenants
-        if tenants is not None:
-            cap = (await asyncio.to_thread(tenants.quotas, self.tenant)).max_event_bytes
-            if size > cap:
-                from executor.service.tenants import QuotaExceeded
-
-                detail = f"event {type!r} payload is {size} bytes; the cap is {cap}"
-                raise QuotaExceeded("max_event_bytes", None, tenant=self.tenant, detail=detail)
-        elif size > MAX_EVENT_BYTES:
-            raise InputsInvalid("event payload", [f"{size} bytes; the limit is {MAX_EVENT_BYTES}"])
+        if self._dp.tenants is None:
+            check_event(type, payload, self.tenant, None)
+        else:  # reads the registry: off the event loop
+            await asyncio.to_thread(check_event, type, payload, self.tenant, self._dp.tenants)
         event = EventRecord(type=type, payload=payload, event_id=event_id, received_at="")
         result = await self._update("send_event", event, result_type=SendEventResult)
         return asdict(result) if not isinstance(result, dict) else result

@@ -80,6 +80,9 @@ class Settings:
     # fan-outs of local steps need headroom on a loaded machine; a crashed worker's in-flight
     # local steps are retried after this long.
     workflow_task_timeout: float = 10.0
+    # Temporal's HTTP API (http(s)://host:port): the CLI reads runs and sends events through it
+    # without loading the Temporal SDK (executor.service.endpoints; `duraplan dev` records its own).
+    http_address: str | None = None
     # Enforce the tenant registry (<home>/tenants.db): known tenants, tool grants, rate quotas.
     tenancy: bool = False
     # Per-tenant usage ledger in <home>/store.db (executor.metering).
@@ -115,6 +118,7 @@ class Settings:
             "default_model": _env("DURAPLAN_MODEL"),
             "tool_modules": tuple(m.strip() for m in (_env("DURAPLAN_TOOL_MODULES") or "").split(",") if m.strip())
             or None,
+            "http_address": _http_address(_env("DURAPLAN_HTTP_ADDRESS")),
             "search_attributes": (_env("DURAPLAN_SEARCH_ATTRIBUTES") or "1").lower() not in ("0", "false", "no"),
             "tenancy": (_env("DURAPLAN_TENANCY") or "0").lower() in ("1", "true", "yes"),
             "metering": (_env("DURAPLAN_METERING") or "1").lower() not in ("0", "false", "no"),
@@ -162,6 +166,13 @@ def _database_url(value: str | None) -> str | None:
         # Never echo the value: it may hold a password.
         raise SettingsInvalid("DURAPLAN_DATABASE_URL must be a postgresql:// URL")
     return value
+
+
+def _http_address(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        # Never echoed: it may hold credentials.
+        raise SettingsInvalid("DURAPLAN_HTTP_ADDRESS must be an http:// or https:// URL")
+    return value.rstrip("/") if value else None
 
 
 def _count(name: str, value: str | None, *, maximum: int) -> int | None:

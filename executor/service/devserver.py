@@ -25,6 +25,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from executor.service.config import SEARCH_ATTRIBUTES, Settings, connect
+from executor.service.endpoints import remove_dev_record, write_dev_record
 
 __all__ = [
     "DEFAULT_DB",
@@ -164,6 +165,7 @@ class DevServer:
         port: int = 7233,
         ui: bool = True,
         ui_port: int | None = None,
+        http_port: int | None = None,
         namespace: str = "default",
         db_file: Path | str | _DefaultDb | None = DEFAULT_DB,
         in_memory: bool = False,
@@ -178,6 +180,8 @@ class DevServer:
         self.ui_port = ui_port
         self._auto_port = port == 0
         self._auto_ui_port = ui_port is None
+        self.http_port = http_port
+        self._auto_http_port = http_port is None
         self.namespace = namespace
         if in_memory or db_file is None:
             self.db_file: Path | None = None
@@ -207,6 +211,13 @@ class DevServer:
         return f"http://{host}:{self.ui_port}"
 
     @property
+    def http_url(self) -> str:
+        """The frontend's HTTP API (grpc-gateway JSON); its routes cannot address duraplan's
+        ``<tenant>/<run_id>`` workflow ids, only list them (``executor.service.temporal_http``)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(self.ip, self.address.rsplit(":", 1)[0])
+        return f"http://{host}:{self.http_port}"
+
+    @property
     def client(self) -> Client:
         if self._client is None:
             raise DevServerError("dev server is not running")
@@ -218,7 +229,7 @@ class DevServer:
 
     def _args(self) -> list[str]:
         args = [temporal_cli_path(), "server", "start-dev", "--ip", self.ip, "--port", str(self.port)]
-        args += ["--namespace", self.namespace, "--log-level", self.log_level]
+        args += ["--namespace", self.namespace, "--log-level", self.log_level, "--http-port", str(self.http_port)]
         args += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
         if self.db_file is not None:
             args += ["--db-filename", str(self.db_file)]
@@ -253,6 +264,9 @@ class DevServer:
                 raise DevServerError(f"port {self.address} is already in use")
             if self.ui and self._auto_ui_port:
                 self.ui_port = _free_port(self.ip) if self._auto_port else self.port + 1000
+            if self._auto_http_port:  # pinned, so it can be recorded: Temporal's usual 7243 beside 7233
+                fixed = self.port + 10
+                self.http_port = _free_port(self.ip) if self._auto_port or _port_in_use(self.ip, fixed) else fixed
             try:
                 await self._launch()
                 return
@@ -280,10 +294,20 @@ class DevServer:
         atexit.register(self._kill_now)
         try:
             self._client = await self._wait_ready(began + self.startup_timeout)
+            if self.ui_url is not None:
+                await self._wait_ui_ready(began + self.startup_timeout)
         except BaseException:
             await self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
+        # The CLI finds the HTTP API here (executor.service.endpoints) and then needs no Temporal SDK.
+        write_dev_record(
+            self.home,
+            address=self.address,
+            namespace=self.namespace,
+            http_api=self.http_url,
+            ui_api=self.ui_url,
+        )
 
     async def _wait_ready(self, deadline: float) -> Client:
         assert self._proc is not None
@@ -312,6 +336,27 @@ class DevServer:
             if self._proc.poll() is None:  # not someone else's server on that port
                 return client
 
+    async def _wait_ui_ready(self, deadline: float) -> None:
+        """Until the UI server's HTTP API answers from the frontend (it connects a moment after the
+        frontend listens, and answers 503 until then): the CLI's HTTP path goes through it. A UI
+        that never does is no reason to fail the server: the CLI then uses the SDK."""
+        import urllib.error
+        import urllib.request
+
+        url = f"{self.ui_url}/api/v1/namespaces/{self.namespace}/workflows?pageSize=1"
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        while time.monotonic() < deadline and self._proc is not None and self._proc.poll() is None:
+            if await asyncio.to_thread(answers):
+                return
+            await asyncio.sleep(0.1)
+
     def log_tail(self, lines: int = 40) -> str:
         """The end of this run's log."""
         try:
@@ -328,6 +373,7 @@ class DevServer:
         if proc is None:
             return
         atexit.unregister(self._kill_now)
+        remove_dev_record(self.home, self.address)
         if proc.poll() is None:
             self._signal(proc, signal.SIGTERM)
             deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -345,6 +391,8 @@ class DevServer:
     def _kill_now(self) -> None:
         """Interpreter exit without ``stop()`` (e.g. an unhandled Ctrl-C): don't leak the server."""
         proc = self._proc
+        if proc is not None:
+            remove_dev_record(self.home, self.address)
         if proc is not None and proc.poll() is None:
             self._signal(proc, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):

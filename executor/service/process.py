@@ -18,9 +18,9 @@ __all__ = ["exit_process"]
 
 
 def exit_process(code: int) -> NoReturn:
-    from executor.service.telemetry import flush_tracing
-
-    flush_tracing()  # queued spans would die with the process
+    telemetry = sys.modules.get("executor.service.telemetry")
+    if telemetry is not None:  # not loaded: no tracing was set up (and opentelemetry stays unloaded)
+        telemetry.flush_tracing()  # queued spans would die with the process
     sys.stdout.flush()
     sys.stderr.flush()
     if os.environ.get("DURAPLAN_CLI_IN_PROCESS"):  # tests that call the app in-process
