@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import signal
 import sys
 import types
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -128,11 +129,37 @@ def command(fn: Callable[..., Coroutine[Any, Any, None] | None]) -> Callable[...
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so every ``finally`` and ``async with`` runs."""
+    """The command was stopped by SIGTERM (exit status 143), after unwinding."""
 
 
-def _terminated(signum: int, frame: Any) -> None:
-    raise _Terminated()
+@contextlib.contextmanager
+def _sigterm_cancels_this_task() -> Iterator[None]:
+    """SIGTERM cancels the running command at its next ``await``, so every ``finally`` and
+    ``async with`` runs, then the command exits with 143. (A handler raising wherever the signal
+    landed, inside a print or half-way through the event loop, could leave a lock held: `duraplan
+    dev` then hung with its Temporal server still running.) uvicorn's own SIGTERM handling, while
+    the API serves, stops the server and raises the signal again, which lands here."""
+    import asyncio
+
+    task = asyncio.current_task()
+    assert task is not None
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if stopped:
+            raise _Terminated() from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _over_http(address: str | None, namespace: str | None, call: Callable[[HttpRuns], T]) -> T | None:
@@ -597,14 +624,27 @@ async def dev(
     session: Session = "default",
 ) -> None:
     """Start the embedded Temporal dev server (SQLite, WAL) and a worker; prints the UI address."""
+    # SIGTERM unwinds: the `async with` blocks close, so the dev server stops its Temporal process
+    # instead of this process dying with its child still holding the ports.
+    with _sigterm_cancels_this_task():
+        await _dev(port, ui_port, home, in_memory, api_port, run_plan, input, tenant, session)
+
+
+async def _dev(
+    port: int,
+    ui_port: int | None,
+    home: Path | None,
+    in_memory: bool,
+    api_port: int,
+    run_plan: Path | None,
+    input: list[str] | None,
+    tenant: str,
+    session: str,
+) -> None:
     from duraplan.worker import running_worker
     from executor.service.client import Duraplan
     from executor.service.devserver import DevServer
     from executor.service.telemetry import configure_telemetry
-
-    # SIGTERM unwinds like Ctrl-C: the `async with` blocks close, so the dev server stops its
-    # Temporal process instead of this process dying with its child still holding the ports.
-    signal.signal(signal.SIGTERM, _terminated)
 
     settings = Settings.from_env(home=home)
     settings.home.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,7 @@ async def test_dev_stops_its_temporal_server_on_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 30)
         assert not _listening(port), "the Temporal server outlived `duraplan dev`"
+        assert proc.returncode == 143, proc.returncode
     finally:
         if proc.returncode is None:
             proc.kill()
