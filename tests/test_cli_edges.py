@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from executor.service.devserver import DevServer
 from tests.test_cli import ROOT, Cli
 from tests.test_cli import cli as cli  # the module fixture: a worker on the dev server
 
@@ -88,6 +89,30 @@ async def test_dev_stops_its_temporal_server_on_sigterm(tmp_path: Path) -> None:
         await asyncio.wait_for(proc.wait(), 30)
         assert not _listening(port), "the Temporal server outlived `duraplan dev`"
         assert proc.returncode == 143, proc.returncode
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_worker_shuts_down_on_sigterm(tmp_path: Path, dev_server: DevServer) -> None:
+    """A deployment stops a worker with SIGTERM: it leaves the task queue and exits 143, at once."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "duraplan.cli",
+        "worker",
+        cwd=ROOT,
+        env=_env(tmp_path, DURAPLAN_ADDRESS=dev_server.address, DURAPLAN_TASK_QUEUE=f"term-{os.getpid()}"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        while b"worker polling" not in await asyncio.wait_for(proc.stdout.readline(), 90):
+            pass
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 143
     finally:
         if proc.returncode is None:
             proc.kill()
