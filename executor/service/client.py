@@ -64,7 +64,8 @@ _STATUS: dict[WorkflowExecutionStatus, RunState] = {
     WorkflowExecutionStatus.TIMED_OUT: "failed",
 }
 # Closed runs are listed by Temporal's own execution status (always true, terminate included);
-# open ones by DuraplanStatus, which the workflow keeps equal to its open state.
+# open ones by DuraplanStatus, which the workflow keeps equal to its open state once it leaves
+# `running` (a run starts without it: unset means running).
 _CLOSED_FILTER = {
     "completed": "ExecutionStatus = 'Completed'",
     "failed": "(ExecutionStatus = 'Failed' OR ExecutionStatus = 'TimedOut')",
@@ -79,6 +80,8 @@ def _status_clause(status: str) -> str:
         raise InputsInvalid("status filter", [f"{status!r} is not one of {', '.join(RUN_STATES)}"])
     if status in _CLOSED_FILTER:
         return _CLOSED_FILTER[status]
+    if status == "running":  # a run starts without DuraplanStatus: unset means running
+        return "ExecutionStatus = 'Running' AND (DuraplanStatus = 'running' OR DuraplanStatus IS NULL)"
     return f"ExecutionStatus = 'Running' AND DuraplanStatus = '{status}'"
 
 
