@@ -96,6 +96,7 @@ async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
                         profiler.disable()
             foreign = load.cores()
             registry.close()
+
     def p50(side: str, i: int) -> float:
         return statistics.median(r[i] for r in results[side])
 
@@ -104,9 +105,7 @@ async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
     print("| side | starts/s (p50 of rounds) | ratio to hand-written | client CPU ms/start | server CPU ms/start |")
     print("|---|---:|---:|---:|---:|")
     for side in results:
-        print(
-            f"| {side} | {p50(side, 0):.0f} | {p50(side, 0) / hw:.2f} | {p50(side, 1):.2f} | {p50(side, 2):.2f} |"
-        )
+        print(f"| {side} | {p50(side, 0):.0f} | {p50(side, 0) / hw:.2f} | {p50(side, 1):.2f} | {p50(side, 2):.2f} |")
     print(f"other processes kept {foreign:.2f} cores busy meanwhile")
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
