@@ -417,7 +417,8 @@ class TenantRegistry:
         self._cipher: Any = None
         self._contexts: dict[str, TenantContext] = {}
         self._leases: dict[str, _Lease] = {}  # tenant -> run tokens this process took ahead
-        self._lease_lock = threading.Lock()
+        self._lease_lock = threading.Lock()  # the leases in memory (an event loop takes it too)
+        self._lease_io = threading.Lock()  # one lease transaction at a time
         try:
             self._db.create_schema(_SCHEMA)
         except BaseException:
@@ -691,23 +692,37 @@ class TenantRegistry:
         The batch follows demand: twice the last one if that was spent before it expired, else
         as many as were spent in it; one for a tenant that starts runs now and then (the same
         write per start as an unleased token), at most ``min(RUN_LEASE_MAX, runs_burst // 10)``."""
-        with self._lease_lock:  # one lease at a time per process: the others spend from it
-            now = time.monotonic()
-            lease = self._leases.setdefault(tenant_id, _Lease())
-            if lease.tokens >= 1 and lease.expires > now:
-                lease.tokens -= 1
-                lease.spent += 1
-                return
-            want = min(2 * lease.size, RUN_LEASE_MAX) if lease.expires > now else max(1, lease.spent)
-            decision, granted = self._lease_run_tokens(tenant_id, want, lease.tokens)
-            # given back with this lease (or refused: then the bucket has them)
-            lease.tokens, lease.spent, lease.size = 0, 0, max(granted, 1)
-            if not decision.allowed:
-                quotas = self._quotas_cached(tenant_id)
-                retry = decision.retry_after_s if math.isfinite(decision.retry_after_s) else None
-                detail = f"{quotas.runs_per_second:g}/s, burst {quotas.runs_burst}"
-                raise QuotaExceeded("runs_per_second", retry, tenant=tenant_id, detail=detail)
-            lease.tokens, lease.spent, lease.expires = granted - 1, 1, now + RUN_LEASE_S
+        # One lease at a time per process (the others then spend from it); the memory lock is
+        # never held across the transaction: the event loop takes it in spend_leased_run_token.
+        with self._lease_io:
+            with self._lease_lock:
+                now = time.monotonic()
+                lease = self._leases.setdefault(tenant_id, _Lease())
+                if lease.tokens >= 1 and lease.expires > now:
+                    lease.tokens -= 1
+                    lease.spent += 1
+                    return
+                want = min(2 * lease.size, RUN_LEASE_MAX) if lease.expires > now else max(1, lease.spent)
+                give_back, lease.tokens = lease.tokens, 0  # unspendable now: back with this lease
+            try:
+                decision, granted = self._lease_run_tokens(tenant_id, want, give_back)
+            except BaseException:
+                with self._lease_lock:
+                    lease.tokens += give_back  # nothing was written: they are still this process's
+                raise
+            with self._lease_lock:
+                # A quota change dropped the lease meanwhile: this start spends its token, the rest
+                # of the batch is not spent under the old quota (the bucket undercounts).
+                if self._leases.get(tenant_id) is lease:
+                    lease.size = max(granted, 1)
+                    if decision.allowed:
+                        # tokens given back meanwhile (runs that did not start) stay in the lease
+                        lease.tokens, lease.spent, lease.expires = lease.tokens + granted - 1, 1, now + RUN_LEASE_S
+        if not decision.allowed:
+            quotas = self._quotas_cached(tenant_id)
+            retry = decision.retry_after_s if math.isfinite(decision.retry_after_s) else None
+            detail = f"{quotas.runs_per_second:g}/s, burst {quotas.runs_burst}"
+            raise QuotaExceeded("runs_per_second", retry, tenant=tenant_id, detail=detail)
 
     def give_back_run_token(self, tenant_id: str) -> None:
         """A token spent on a run that did not start (refused later, or an idempotent re-submit):
