@@ -7,6 +7,9 @@ One dev server (SQLite on disk, WAL), no worker (a start is the server accepting
 - duraplan: ``Duraplan.submit_plan`` of a one-step ``wait_for_event`` plan (validation, hashing,
   inputs schema, search attributes), without tenancy and with a tenant registry (SQLite) on.
 
+Each cell also prints CPU per start: this process's (the client: Python and the SDK's threads) and
+the dev server's (``/proc``), which load from other processes skews far less than starts/s.
+
 ``--profile`` prints where the duraplan side's own time goes (cProfile, in-process).
 
     PYTHONPATH=. .venv/bin/python -m bench.start_rate --n 400

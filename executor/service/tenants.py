@@ -27,7 +27,9 @@ Design notes:
   but latency to every request; the hash is compared with ``hmac.compare_digest``.
 * Quotas store only a tenant's overrides; everything else follows ``Quotas()`` defaults.
 * The run-creation token bucket (``runs_per_second`` refill, ``runs_burst`` capacity) lives in
-  SQLite with wall-clock timestamps, so a restarted service continues the same bucket.
+  SQLite with wall-clock timestamps, so a restarted service continues the same bucket. A submitting
+  process leases tokens from it a few at a time (``take_leased_run_token``) and spends them in
+  memory within ``RUN_LEASE_S``: the bucket still bounds every process's starts together.
 * Tool grants are allow-patterns (``fnmatch``, case-sensitive). A new tenant gets
   ``DEFAULT_TOOL_GRANTS``: every built-in except ``debug.*`` (test tools that sleep, fail or echo).
   Tools from ``DURAPLAN_TOOL_MODULES`` must be granted explicitly.
