@@ -7,6 +7,9 @@ One dev server (SQLite on disk, WAL), no worker (a start is the server accepting
 - duraplan: ``Duraplan.submit_plan`` of a one-step ``wait_for_event`` plan (validation, hashing,
   inputs schema, search attributes), without tenancy and with a tenant registry (SQLite) on.
 
+Each cell also prints CPU per start: this process's (the client: Python and the SDK's threads) and
+the dev server's (``/proc``), which load from other processes skews far less than starts/s.
+
 ``--profile`` prints where the duraplan side's own time goes (cProfile, in-process).
 
     PYTHONPATH=. .venv/bin/python -m bench.start_rate --n 400
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.baseline import WAITER_WORKFLOW
-from bench.harness import ForeignLoad, dev_server
+from bench.harness import ForeignLoad, cpu_snapshot, dev_server
 from executor.service.client import Duraplan
 from executor.service.config import Settings
 from executor.service.tenants import TenantRegistry
@@ -41,7 +44,8 @@ PLAN: dict[str, Any] = {
 }
 
 
-async def rate(n: int, in_flight: int, start: Callable[[str], Awaitable[Any]]) -> float:
+async def rate(n: int, in_flight: int, start: Callable[[str], Awaitable[Any]]) -> tuple[float, float, float]:
+    """(starts per second, client CPU ms per start, dev server CPU ms per start)."""
     sem = asyncio.Semaphore(in_flight)
     prefix = uuid.uuid4().hex[:8]
 
@@ -49,9 +53,12 @@ async def rate(n: int, in_flight: int, start: Callable[[str], Awaitable[Any]]) -
         async with sem:
             await start(f"sr-{prefix}-{i}")
 
+    client0, server0 = cpu_snapshot()
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
-    return n / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    client1, server1 = cpu_snapshot()
+    return n / wall, (client1 - client0) * 1000 / n, (server1 - server0) * 1000 / n
 
 
 async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
@@ -80,7 +87,7 @@ async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
                 "duraplan + tenancy": duraplan_side(tenanted),
             }
             await rate(20, in_flight, hand_written)  # warm the connection and the server
-            results: dict[str, list[float]] = {s: [] for s in sides}
+            results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in sides}
             profiler = cProfile.Profile() if profile else None
             load = ForeignLoad()
             for _ in range(rounds):
@@ -92,12 +99,16 @@ async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
                         profiler.disable()
             foreign = load.cores()
             registry.close()
-    hw = statistics.median(results["hand-written"])
+
+    def p50(side: str, i: int) -> float:
+        return statistics.median(r[i] for r in results[side])
+
+    hw = p50("hand-written", 0)
     print(f"\n{label}; {n} starts per cell, {in_flight} in flight, {rounds} round(s)")
-    print("| side | starts/s (p50 of rounds) | ratio to hand-written |")
-    print("|---|---:|---:|")
-    for side, values in results.items():
-        print(f"| {side} | {statistics.median(values):.0f} | {statistics.median(values) / hw:.2f} |")
+    print("| side | starts/s (p50 of rounds) | ratio to hand-written | client CPU ms/start | server CPU ms/start |")
+    print("|---|---:|---:|---:|---:|")
+    for side in results:
+        print(f"| {side} | {p50(side, 0):.0f} | {p50(side, 0) / hw:.2f} | {p50(side, 1):.2f} | {p50(side, 2):.2f} |")
     print(f"other processes kept {foreign:.2f} cores busy meanwhile")
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)

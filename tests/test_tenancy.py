@@ -167,3 +167,30 @@ async def test_a_burst_respects_the_concurrent_run_cap(dev_server: DevServer, tm
         for handle in started:
             await handle.cancel()
     tenants.close()
+
+
+async def test_a_run_is_listed_running_before_its_status_attribute_is_ever_set(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    """A run starts without DuraplanStatus (one search attribute less per start): the listing's
+    `running` filter and its state still say running, and `waiting` does not list it."""
+    from executor.engine.contract import SA_STATUS, SA_TENANT
+
+    tenant = f"list-{uuid.uuid4().hex[:8]}"
+    # No worker on this queue: the run stays running and never sets its status.
+    dp = Duraplan(dev_server.client, Settings(home=tmp_path, task_queue=f"idle-{uuid.uuid4().hex[:8]}"))
+    waits = {"name": "waits", "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+    handle = await dp.submit_plan(waits, tenant=tenant, session="s", run_id="idle")
+    try:
+        attributes = (await dev_server.client.get_workflow_handle(f"{tenant}/idle").describe()).typed_search_attributes
+        assert attributes.get(SA_TENANT) == tenant and attributes.get(SA_STATUS) is None
+        for _ in range(200):  # visibility catches up
+            running = await dp.list_runs(tenant=tenant, status="running")
+            if running:
+                break
+            await asyncio.sleep(0.05)
+        assert [(r.run_id, r.state) for r in running] == [("idle", "running")]
+        assert await dp.list_runs(tenant=tenant, status="waiting") == []
+        assert [r.state for r in await dp.list_runs(tenant=tenant)] == ["running"]
+    finally:
+        await handle.terminate()

@@ -644,3 +644,70 @@ def test_a_deleted_tenants_name_is_never_handed_to_a_new_owner(reg: TenantRegist
         with pytest.raises(TenantError, match="cannot be reused"):
             reopened.create("acme")
         reopened.close()
+
+
+def _spend_leased(reg: TenantRegistry, tenant: str) -> bool:
+    """What a submit does for its run token: from this process's lease, else a new lease."""
+    if reg.spend_leased_run_token(tenant):
+        return True
+    try:
+        reg.take_leased_run_token(tenant)
+    except QuotaExceeded:
+        return False
+    return True
+
+
+def test_leased_run_tokens_never_over_admit_across_registries(db: str | Path) -> None:
+    """Two processes leasing batches from one bucket admit exactly the burst between them, then
+    both refuse: tokens leased ahead were taken from the shared bucket."""
+    burst = 60  # leases of up to 6
+    with TenantRegistry(db) as first, TenantRegistry(db) as second:
+        first.create("acme")
+        first.set_quotas("acme", runs_per_second=0.0001, runs_burst=burst)  # no whole token refills meanwhile
+        admitted = {id(first): 0, id(second): 0}
+        refused: set[int] = set()
+        while len(refused) < 2:
+            for reg in (first, second):
+                if _spend_leased(reg, "acme"):
+                    admitted[id(reg)] += 1
+                    refused.discard(id(reg))
+                else:
+                    refused.add(id(reg))
+        assert sum(admitted.values()) == burst
+        assert min(admitted.values()) > 0
+        with pytest.raises(QuotaExceeded) as info:
+            second.take_leased_run_token("acme")
+        assert info.value.limit == "runs_per_second"
+        assert not first.take_run_tokens("acme").allowed
+
+
+def test_leased_tokens_given_back_reach_the_bucket(db: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token given back (a run that did not start) is spent again here, or, once the lease has
+    expired, returned to the bucket with the next lease: the quota counts started runs only."""
+    monkeypatch.setattr(tenants_mod, "RUN_LEASE_S", 0.0)  # every lease expires at once
+    with TenantRegistry(db) as reg:
+        reg.create("acme")
+        reg.set_quotas("acme", runs_per_second=0.0001, runs_burst=2)
+        reg.take_leased_run_token("acme")
+        reg.take_leased_run_token("acme")
+        with pytest.raises(QuotaExceeded):
+            reg.take_leased_run_token("acme")
+        reg.give_back_run_token("acme")
+        assert not reg.spend_leased_run_token("acme")  # expired: not spendable from memory ...
+        reg.take_leased_run_token("acme")  # ... but back in the bucket with this lease
+        with pytest.raises(QuotaExceeded):
+            reg.take_leased_run_token("acme")
+
+
+def test_a_quota_change_drops_leased_tokens(reg: TenantRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tenants_mod, "RUN_LEASE_S", 60.0)  # however slow the machine, the lease holds
+    reg.create("acme")
+    reg.set_quotas("acme", runs_per_second=0.0001, runs_burst=300)
+    for _ in range(8):  # leases grow with demand: 1, 2, 4, ...
+        assert _spend_leased(reg, "acme")
+    assert reg.spend_leased_run_token("acme")
+    reg.set_quotas("acme", runs_burst=1)
+    assert not reg.spend_leased_run_token("acme")  # the new quota applies to the next submit
+    reg.take_leased_run_token("acme")
+    with pytest.raises(QuotaExceeded):
+        reg.take_leased_run_token("acme")

@@ -46,7 +46,7 @@ class EngineBase:
     _draining: bool
     _quotas: RunQuotas | None
     _max_parallel: int
-    _local_tools: set[str]
+    _local_tools: frozenset[str]
     _step_quota: StepQuota | None
     _deps_cache: dict[int, set[str]]
     _task_mark: int

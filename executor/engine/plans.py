@@ -14,11 +14,12 @@ from typing import Any
 
 from schemas.plan import Plan
 
-__all__ = ["MAX_SHARED_PLANS", "shared_plan"]
+__all__ = ["MAX_SHARED_PLANS", "shared_names", "shared_plan"]
 
 MAX_SHARED_PLANS = 512  # distinct plans kept; past it the cache starts over (runs keep theirs)
 
 _parsed: dict[str, tuple[dict[str, Any], Plan]] = {}
+_names: dict[tuple[str, ...], tuple[list[str], frozenset[str]]] = {}
 
 
 def shared_plan(digest: str, body: dict[str, Any]) -> tuple[dict[str, Any], Plan]:
@@ -31,3 +32,16 @@ def shared_plan(digest: str, body: dict[str, Any]) -> tuple[dict[str, Any], Plan
         _parsed.clear()
     _parsed[digest] = entry
     return entry
+
+
+def shared_names(names: list[str]) -> tuple[list[str], frozenset[str]]:
+    """``(names, as a set)`` already held for an equal list (a run's local tools: the same few
+    names in every run of a worker), else ``names`` and a new set. The list is passed on (to
+    children and continue-as-new), never changed."""
+    key = tuple(names)
+    hit = _names.get(key)
+    if hit is None:
+        if len(_names) >= MAX_SHARED_PLANS:
+            _names.clear()
+        hit = _names[key] = (names, frozenset(key))
+    return hit

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -55,7 +56,9 @@ class RunningView:
 @dataclass
 class _Tenant:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    recent: dict[str, float] = field(default_factory=dict)  # workflow id -> when this process started it
+    # workflow id -> when this process started it, oldest first (pruned from the front: at a few
+    # hundred starts/s a rebuild of every recent start on every admit was a thousand entries each)
+    recent: OrderedDict[str, float] = field(default_factory=OrderedDict)
     count: int = 0
     counted_at: float = float("-inf")
     starting: int = 0  # admitted starts whose RPC is in flight: they hold a slot
@@ -82,7 +85,8 @@ class Admission:
         state = self._tenants.setdefault(tenant, _Tenant())
         async with state.lock:
             now = time.monotonic()
-            state.recent = {k: t for k, t in state.recent.items() if now - t < RECENT_S}
+            while state.recent and now - next(iter(state.recent.values())) >= RECENT_S:
+                state.recent.popitem(last=False)
             known = state.count + len(state.recent) + state.starting
             if now - state.counted_at >= count_ttl(cap - known, rate, burst):
                 state.count, state.counted_at = await view.count(), now
@@ -94,6 +98,7 @@ class Admission:
 
         def started(workflow_id: str) -> None:
             state.recent[workflow_id] = time.monotonic()
+            state.recent.move_to_end(workflow_id)  # a restart of an id already here: now the newest
 
         try:
             yield started

@@ -50,7 +50,8 @@ CLOSED_STATES: dict[str, RunState] = {
     "TIMED_OUT": "failed",
 }
 # Closed runs are listed by Temporal's own execution status (always true, terminate included);
-# open ones by DuraplanStatus, which the workflow keeps equal to its open state.
+# open ones by DuraplanStatus, which the workflow keeps equal to its open state once it leaves
+# `running` (a run starts without it: unset means running).
 CLOSED_FILTER = {
     "completed": "ExecutionStatus = 'Completed'",
     "failed": "(ExecutionStatus = 'Failed' OR ExecutionStatus = 'TimedOut')",
@@ -65,6 +66,8 @@ def status_clause(status: str) -> str:
         raise InputsInvalid("status filter", [f"{status!r} is not one of {', '.join(RUN_STATES)}"])
     if status in CLOSED_FILTER:
         return CLOSED_FILTER[status]
+    if status == "running":  # a run starts without DuraplanStatus: unset means running
+        return f"ExecutionStatus = 'Running' AND ({ATTR_STATUS} = 'running' OR {ATTR_STATUS} IS NULL)"
     return f"ExecutionStatus = 'Running' AND {ATTR_STATUS} = '{status}'"
 
 

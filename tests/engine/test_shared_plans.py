@@ -1,8 +1,9 @@
-"""Runs of one plan share its parsed model in a worker; a forged or stale hash never maps to another plan."""
+"""Runs of one plan share its parsed model in a worker; a forged or stale hash never maps to another plan.
+Runs with the same local tools share one list and one set of them."""
 
 from __future__ import annotations
 
-from executor.engine.plans import shared_plan
+from executor.engine.plans import shared_names, shared_plan
 
 
 def _plan(name: str) -> dict[str, object]:
@@ -19,3 +20,11 @@ def test_a_hash_reused_for_another_body_parses_that_body() -> None:
     shared_plan("sha256:forged", _plan("shared-b"))
     body, parsed = shared_plan("sha256:forged", _plan("shared-c"))
     assert parsed.name == "shared-c" and body == _plan("shared-c")
+
+
+def test_equal_local_tool_lists_share_one_list_and_set() -> None:
+    names, as_set = shared_names(["kv.get", "kv.put"])
+    again, again_set = shared_names(["kv.get", "kv.put"])  # decoded afresh for another run
+    assert again is names and again_set is as_set and as_set == {"kv.get", "kv.put"}
+    other, other_set = shared_names(["kv.put", "kv.get"])  # another order: passed on as given
+    assert other == ["kv.put", "kv.get"] and other_set == as_set
