@@ -603,11 +603,14 @@ async def worker(address: Address = None, namespace: Namespace = None) -> None:
 
     settings = Settings.from_env(address=address, namespace=namespace)
     client = await connect(settings)
-    async with running_worker(client, settings, tenants=settings.tenant_registry()):
-        import asyncio
+    # SIGTERM (a deployment stopping the worker) shuts the worker down as Ctrl-C does: no new
+    # tasks polled, the ones in flight given their grace period, then exit 143.
+    with _sigterm_cancels_this_task():
+        async with running_worker(client, settings, tenants=settings.tenant_registry()):
+            import asyncio
 
-        out.print(f"worker polling task queue {settings.task_queue!r} on {settings.address} ({settings.namespace})")
-        await asyncio.Event().wait()
+            out.print(f"worker polling task queue {settings.task_queue!r} on {settings.address} ({settings.namespace})")
+            await asyncio.Event().wait()
 
 
 @app.command()
