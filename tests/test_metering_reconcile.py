@@ -244,3 +244,29 @@ async def test_a_run_terminated_after_continuing_as_new_counts_as_terminated(cli
         assert total.steps.get("set", 0) >= 1, "the segments that continued as new counted their steps"
         last = await client.get_workflow_handle(f"{tenant}/{run_id}").describe()
         assert await last.memo() == {"generation": 1}, "continue-as-new carries the start memo over"
+
+
+async def test_a_tenant_asking_for_usage_in_a_loop_is_rechecked_once_a_second(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each recheck asks Temporal about up to RECHECK open runs: a report loop must not multiply them."""
+    store = UsageStore(tmp_path / "usage.db")
+    try:
+        reconciler = Reconciler(client, store, f"recheck-{uuid.uuid4().hex[:8]}")
+        asked: list[str] = []
+        real = store.open_runs
+
+        async def open_runs(tenant: str, limit: int) -> list[str]:
+            asked.append(tenant)
+            return await real(tenant, limit)
+
+        monkeypatch.setattr(store, "open_runs", open_runs)
+        for _ in range(5):
+            await reconciler.recheck_open("loop")
+        await reconciler.recheck_open("other")
+        assert asked == ["loop", "other"], "one recheck per tenant within RECHECK_INTERVAL"
+        monkeypatch.setattr("executor.service.usage_reconcile.RECHECK_INTERVAL", 0.0)
+        await reconciler.recheck_open("loop")
+        assert asked == ["loop", "other", "loop"]
+    finally:
+        store.close()

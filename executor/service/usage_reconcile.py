@@ -82,6 +82,9 @@ SWEEP_OVERLAP = 600.0
 # covers a run that ended a moment ago.
 REPORT_OVERLAP = 5.0
 RECHECK = 100  # open runs a report asks Temporal about directly (see above)
+# A tenant's recheck runs at most this often per process: each is up to RECHECK describes, and a
+# tenant asking for its usage in a loop must not turn into a flood of them on the Temporal frontend.
+RECHECK_INTERVAL = 1.0
 FIRST_LOOKBACK = 3600.0  # the first pass ever (no checkpoint): closes from the last hour (engine-2 runs
 # close only on workers of this version, which run the reconciler from their start)
 SCOPE = "runs"  # the checkpoint's and lease's key in usage_reconcile
@@ -167,6 +170,7 @@ class Reconciler:
         # it remembers every execution visibility listed to it from here on (the max: nothing yet)
         self._remembered_from = dt.datetime.max.replace(tzinfo=dt.UTC)
         self._lock = asyncio.Lock()  # one pass at a time in this process
+        self._rechecked: dict[str, float] = {}  # tenant -> when its last recheck started (monotonic)
 
     async def run(self, interval: float = INTERVAL) -> None:
         """Pass after pass until cancelled (every SWEEP_EVERY-th one, the first included, a sweep);
@@ -243,7 +247,14 @@ class Reconciler:
 
     async def recheck_open(self, tenant: str, limit: int = RECHECK) -> int:
         """Ask Temporal (not visibility) about the tenant's runs the ledger holds open; record those
-        that ended. Returns how many it recorded."""
+        that ended. Returns how many it recorded; at most one recheck per tenant and
+        ``RECHECK_INTERVAL`` (the report's visibility pass still runs every time)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._rechecked.get(tenant, -RECHECK_INTERVAL) < RECHECK_INTERVAL:
+            return 0
+        if len(self._rechecked) > 10_000:
+            self._rechecked = {t: at for t, at in self._rechecked.items() if now - at < RECHECK_INTERVAL}
+        self._rechecked[tenant] = now
         keys = await self.store.open_runs(tenant, limit)
         gate = asyncio.Semaphore(16)
 
