@@ -38,6 +38,7 @@ from executor.engine.retry import (
     to_step_error,
     worker_lost,
 )
+from executor.lang.secret_refs import literal_refs
 from schemas.plan import (
     CodeStep,
     FailStep,
@@ -227,6 +228,7 @@ class StepsMixin(EngineBase):
                     self._render(step.args, frame, "/args"),
                     self._step_quota,
                     self.inp.tool_pins.get(step.tool),
+                    literal_refs(step.args),
                 )
             case CodeStep():
                 name = RUN_CODE
