@@ -507,6 +507,9 @@ class RunHandle:
         from executor.service.start import start_run
 
         first = await self._first_input()
+        # Only a running generation is replaced (and frees its slot): restarting an ended run
+        # starts one more, under the cap like any start.
+        replacing = (await self._describe()).status == WorkflowExecutionStatus.RUNNING
         context = await self._dp.context(self.tenant)
         plan = first.plan
         started = await start_run(
@@ -520,6 +523,7 @@ class RunHandle:
             run_id=self.run_id,
             generation=first.generation + 1,
             pins=lambda _: dict(first.tool_pins),  # the catalog the plan was made with
+            replacing=replacing,
         )
         self._started = started.handle
         self._dp._record_start(self.tenant, self.run_id, first.generation + 1)

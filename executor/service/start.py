@@ -136,11 +136,13 @@ async def start_run(
     revisions: list[Revision] | None = None,
     task_queue: str | None = None,
     pins: Callable[[Plan], dict[str, str]] | None = None,
+    replacing: bool = False,
 ) -> Started:
     """Validate and start a run for ``ctx.tenant``; idempotent on ``run_id`` (same plan and inputs:
     the same run). ``generation`` > 0 restarts ``run_id`` (a running generation is terminated).
     ``tools``: what the plan validates against (the worker's and the tenant's source tools);
-    ``pins(plan)``: the source tools' catalog schema hashes the run is pinned to."""
+    ``pins(plan)``: the source tools' catalog schema hashes the run is pinned to; ``replacing``:
+    a restart of a generation that is running now (it is terminated, so its slot is the new one's)."""
     check_name("session", session)
     run_id = check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
     # remembered by content (grants are asked again on every hit): a repeated plan costs no re-validation
@@ -183,8 +185,10 @@ async def start_run(
         await asyncio.to_thread(registry.require_run_tokens, ctx.tenant)
         token = True
     try:
-        # a restart replaces a run that may be running: it does not count against the cap
-        cap = None if ctx.quotas is None else ctx.quotas.max_concurrent_runs + (generation > 0)
+        # A restart of a running generation replaces it: that one run does not count twice. A
+        # restart of an ended run is one more running run (it once let a tenant at its cap start
+        # one over it).
+        cap = None if ctx.quotas is None else ctx.quotas.max_concurrent_runs + (generation > 0 and replacing)
         restart = generation > 0
         async with _admitted(client, settings, ctx.tenant, cap, ctx.quotas) as admitted:
             handle = await client.start_workflow(
