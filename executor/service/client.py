@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 __all__ = ["MAX_EVENT_BYTES", "Duraplan", "RunHandle", "list_runs", "submit_plan"]
 
 MAX_EVENT_BYTES = 1024 * 1024  # the reference product's event payload limit
+# An event's type and id, in characters (the HTTP API's own limit): an id is kept in history and
+# in every continued run's carry (the last 10,000), outside the payload's byte quota.
+MAX_EVENT_NAME_CHARS = 200
 _STATUS: dict[WorkflowExecutionStatus, RunState] = {
     WorkflowExecutionStatus.COMPLETED: "completed",
     WorkflowExecutionStatus.FAILED: "failed",
@@ -457,6 +460,13 @@ class RunHandle:
 
     async def send_event(self, type: str, payload: Any = None, event_id: str | None = None) -> dict[str, Any]:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
+        problems = [
+            f"{field}: must be 1 to {MAX_EVENT_NAME_CHARS} characters, not {len(value)}"
+            for field, value in (("type", type), ("event_id", event_id))
+            if value is not None and not 0 < len(value) <= MAX_EVENT_NAME_CHARS
+        ]
+        if problems:
+            raise InputsInvalid("event", problems)
         check_depth("event payload", payload)
         size = json_size(payload)  # UTF-8 bytes, as history stores it (not \\u escapes)
         tenants = self._dp.tenants

@@ -185,3 +185,19 @@ async def test_python_values_that_are_not_json_are_refused_naming_where(
     assert str(refused.value) == f"event payload invalid: {message}"
     assert (await handle.status())["state"] == "waiting"
     await handle.terminate()
+
+
+async def test_an_event_type_or_id_over_200_characters_is_refused(dp: Duraplan, tenant: str) -> None:
+    """The HTTP API capped them, the Python API and MCP did not: two events with megabyte ids went
+    into history (and the carry keeps the last 10,000 ids), outside the payload's byte quota."""
+    wait = {"name": "w", "steps": [{"id": "w", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+    handle = await dp.submit_plan(wait, tenant=tenant, session="s")
+    with pytest.raises(InputsInvalid, match="event invalid: event_id: must be 1 to 200 characters, not 1000000"):
+        await handle.send_event("go", 1, event_id="e" * 1_000_000)
+    with pytest.raises(InputsInvalid, match="type: must be 1 to 200 characters, not 201"):
+        await handle.send_event("g" * 201, 1)
+    with pytest.raises(InputsInvalid, match="event_id: must be 1 to 200 characters, not 0"):
+        await handle.send_event("go", 1, event_id="")
+    assert (await handle.status())["state"] == "waiting"
+    assert (await handle.send_event("go", 1, event_id="e" * 200))["accepted"]
+    await handle.result()
