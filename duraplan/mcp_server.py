@@ -188,7 +188,7 @@ def create_server(
 
     ``completion`` replaces ``litellm.acompletion`` for ``plan_goal`` (tests pass a
     ``planner.testing.ScriptedModel``)."""
-    if not NAME_PATTERN.match(tenant):
+    if not NAME_PATTERN.fullmatch(tenant):
         raise ValueError(f"tenant {tenant!r} must match {NAME_PATTERN.pattern}")
     server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS.format(tenant=tenant), middleware=[_OneLineErrors()])
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
@@ -384,7 +384,7 @@ def mcp_command(
     if transport not in ("stdio", "http"):
         typer.echo(f"error: --transport must be stdio or http, not {transport!r}", err=True)
         raise typer.Exit(2)
-    if not NAME_PATTERN.match(tenant):
+    if not NAME_PATTERN.fullmatch(tenant):
         typer.echo(f"error: --tenant {tenant!r} must match {NAME_PATTERN.pattern}", err=True)
         raise typer.Exit(2)
     code = 0

@@ -231,3 +231,19 @@ async def test_chat_submit_takes_the_rate_token_like_a_direct_submit(env: Env) -
     with pytest.raises(QuotaExceeded) as direct:
         await env.dp.submit_plan(small, tenant=tenant, session="s")
     assert direct.value.limit == "runs_per_second"
+
+
+@pytest.mark.parametrize("value", ["run-1\n", "acme\n"])
+def test_a_name_with_a_trailing_newline_is_refused(value: str) -> None:
+    """``$`` in a Python regex also matches before a final newline: ``run-1\\n`` passed as a run id
+    (Python API, CLI) and became a run apart from ``run-1``."""
+    from executor.errors import InputsInvalid
+    from executor.service.bulk import RunFilter, bulk_query
+    from executor.service.names import check_name, check_run_id
+
+    with pytest.raises(InputsInvalid):
+        check_name("run_id", value)
+    with pytest.raises(InputsInvalid):
+        check_run_id(value)
+    with pytest.raises(InputsInvalid):
+        bulk_query("acme", RunFilter(session=value))

@@ -68,11 +68,11 @@ class BulkResult(BaseModel):
 def bulk_query(tenant: str, flt: RunFilter) -> str:
     """The visibility query for a tenant's open top-level runs matching ``flt``; bad values raise."""
     problems = []
-    if not _NAME.match(tenant):
+    if not _NAME.fullmatch(tenant):
         problems.append(f"tenant: {tenant!r} is not a tenant id")
-    if flt.session is not None and not _NAME.match(flt.session):
+    if flt.session is not None and not _NAME.fullmatch(flt.session):
         problems.append(f"session: {flt.session!r} must match {_NAME.pattern}")
-    if flt.plan_hash is not None and not _HASH.match(flt.plan_hash):
+    if flt.plan_hash is not None and not _HASH.fullmatch(flt.plan_hash):
         problems.append(f"plan_hash: {flt.plan_hash!r} is not sha256:<64 hex digits>")
     if flt.state is not None and flt.state not in _STATES:
         problems.append(f"state: {flt.state!r} is not one of {', '.join(_STATES)} (only open runs can be acted on)")

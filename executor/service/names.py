@@ -23,14 +23,14 @@ RUN_ID_REGEX = rf"{NAME_PATTERN.pattern}|{CHILD_RUN_PATTERN.pattern}"
 
 
 def check_name(kind: str, value: str) -> str:
-    if not NAME_PATTERN.match(value):
+    if not NAME_PATTERN.fullmatch(value):
         raise InputsInvalid(kind, [f"{value!r} must match {NAME_PATTERN.pattern}"])
     return value
 
 
 def check_run_id(value: str) -> str:
     """A run id to open: a submitted one, or a subplan's child run id."""
-    if NAME_PATTERN.match(value) or CHILD_RUN_PATTERN.match(value):
+    if NAME_PATTERN.fullmatch(value) or CHILD_RUN_PATTERN.fullmatch(value):
         return value
     raise InputsInvalid("run_id", [f"{value!r} must match {NAME_PATTERN.pattern} (or be a subplan's child run id)"])
 
