@@ -183,7 +183,7 @@ async def test_a_secret_reference_in_data_is_refused_not_resolved(dev_server: De
 
 
 def test_literal_refs_are_the_plans_own_with_a_literal_name() -> None:
-    from executor.lang.secret_refs import disarm, literal_refs, ref_pointers
+    from executor.lang.secret_refs import disarm, literal_refs, ref_pointers, secret_names
 
     args: dict[str, Any] = {
         "h": {"a/b": {"$secret": "K"}},
@@ -198,3 +198,5 @@ def test_literal_refs_are_the_plans_own_with_a_literal_name() -> None:
     assert args["h"]["a/b"] == {"$secret": "K"}, "not changed in place"
     plain = {"x": [1, 2]}
     assert disarm(plain) is plain
+    code = "tool('out.send', h={\"$secret\": \"J2\"})\nq = {'$secret' : 'Q'}"
+    assert secret_names({**args, "steps": [{"code": code}]}) == {"K", "J", "J2", "Q", "${steps.x.output}"}

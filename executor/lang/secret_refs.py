@@ -15,9 +15,10 @@ answers) has its references disarmed (``disarm``) so it cannot pass one on.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
-__all__ = ["DATA_KEY", "SECRET_KEY", "disarm", "is_ref", "literal_refs", "ref_pointers"]
+__all__ = ["DATA_KEY", "SECRET_KEY", "disarm", "is_ref", "literal_refs", "ref_pointers", "secret_names"]
 
 SECRET_KEY = "$secret"
 DATA_KEY = "$data"  # added to a reference that arrived as data: no longer a reference
@@ -60,6 +61,29 @@ def disarm(value: Any, keep: list[str] | None = None) -> Any:
         ref = _at(value, pointer)
         ref[DATA_KEY] = True
     return value
+
+
+# A reference written in text (a script's code): "$secret": "NAME", either quote.
+_IN_TEXT = re.compile(r"""["']\$secret["']\s*:\s*["']([^"']*)["']""")
+
+
+def secret_names(plan: Any) -> set[str]:
+    """Every secret a plan (as JSON) names: its references, and those written in its text (script
+    code). A replanned revision may name only secrets its run's plan already named: the model
+    writing it read step outputs and errors, which are data."""
+    names: set[str] = set()
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        if is_ref(node):
+            names.add(str(node[SECRET_KEY]))
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and "$secret" in node:
+            names.update(_IN_TEXT.findall(node))
+    return names
 
 
 def _literal_name(ref: Any) -> bool:

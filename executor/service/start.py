@@ -40,8 +40,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_STATUS, SA_TENANT, WORKFLOW_NAME
 from executor.engine.models import ENGINE_VERSION, Revision, RunInput, RunQuotas, plan_hash
-from executor.errors import InputsInvalid, RunConflict, RunNotFound, RunStateError
+from executor.errors import InputsInvalid, PlanInvalid, PlanIssue, RunConflict, RunNotFound, RunStateError
 from executor.lang.loader import load_plan
+from executor.lang.secret_refs import secret_names
 from executor.lang.validate import validate_plan
 from executor.lang.validate_cache import validate_plan_cached
 from executor.service.admission import Admission, RunningView
@@ -102,10 +103,32 @@ async def load_context(registry: TenantRegistry | None, tenant: str) -> TenantCo
     return await asyncio.to_thread(TenantContext.load, registry, tenant)
 
 
-def check_revision(plan: Plan, ctx: TenantContext, quotas: RunQuotas | None, tools: ToolRegistry) -> Plan:
-    """A replanned revision meets what its run was started under: the tenant's grants and the
-    run's pinned quotas (not the tenant's current ones)."""
+def check_revision(
+    plan: Plan,
+    ctx: TenantContext,
+    quotas: RunQuotas | None,
+    tools: ToolRegistry,
+    previous: Mapping[str, Any] | None = None,
+) -> Plan:
+    """A replanned revision meets what its run was started under: the tenant's grants, the run's
+    pinned quotas (not the tenant's current ones) and, given the ``previous`` plan, names no secret
+    it did not (the model read step outputs and errors: data could ask it for any secret)."""
     checked = validate_plan(plan, tools=tools, granted=ctx.is_granted)
+    if previous is not None:
+        added = secret_names(checked.model_dump(mode="json", by_alias=True, exclude_unset=True)) - secret_names(
+            previous
+        )
+        if added:
+            raise PlanInvalid(
+                [
+                    PlanIssue(
+                        "",
+                        f"the revision names secret(s) {sorted(added)} that the run's plan did not: a revision "
+                        "may use only the secrets its run was started with",
+                        code="secret_not_in_plan",
+                    )
+                ]
+            )
     if quotas is not None:
         Quotas(
             max_steps_per_run=quotas.max_steps,
