@@ -1,9 +1,10 @@
-"""Request guards in front of the HTTP API: a body size limit and a JSON nesting limit.
+"""Request guards in front of the HTTP API: a body size limit, a JSON nesting limit, and JSON only.
 
 Without them a 10 MB body reached Temporal and came back as gRPC RESOURCE_EXHAUSTED (answered
 429 with ``Retry-After: 1``, so clients retried for ever), and JSON nested a few hundred deep broke
 recursive code on the way (a 500 ``text/plain``). Both are the client's mistake: 413 and 422,
-as problem details, before any handler runs.
+as problem details, before any handler runs. Python's JSON parser also takes ``NaN`` and
+``Infinity``, which are not JSON: they went into history as such and came back as null; 422 too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from executor.lang.depth import MAX_JSON_DEPTH, deepest
+from executor.lang.depth import MAX_JSON_DEPTH, json_problem
 
 __all__ = ["MAX_REQUEST_BYTES", "RequestGuard"]
 
@@ -27,7 +28,8 @@ class _TooLarge(Exception):
 
 
 class RequestGuard:
-    """ASGI middleware: refuses bodies over ``max_bytes`` (413) and JSON deeper than ``max_depth`` (422)."""
+    """ASGI middleware: refuses bodies over ``max_bytes`` (413), JSON deeper than ``max_depth`` and
+    NaN or Infinity (422)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_REQUEST_BYTES, max_depth: int = MAX_JSON_DEPTH) -> None:
         self.app = app
@@ -47,7 +49,7 @@ class RequestGuard:
         except _TooLarge:
             await self._too_large(send, None)
             return
-        problem = self._too_deep(body)
+        problem = self._not_plain_json(body)
         if problem is not None:
             await _problem(send, 422, "validation", "Request invalid", problem, issues=[problem])
             return
@@ -69,7 +71,7 @@ class RequestGuard:
                 break
         return b"".join(chunks)
 
-    def _too_deep(self, body: bytes) -> dict[str, Any] | None:
+    def _not_plain_json(self, body: bytes) -> dict[str, Any] | None:
         if not body:
             return None
         try:
@@ -79,10 +81,11 @@ class RequestGuard:
         except ValueError:
             return None  # not JSON: the handler's own validation answers (400)
         else:
-            found = deepest(value, self.max_depth)
+            found = json_problem(value, self.max_depth)
             if found is None:
                 return None
-            pointer = found
+            pointer, code, message = found
+            return {"pointer": pointer, "step": None, "code": code, "message": message}
         return {
             "pointer": pointer,
             "step": None,

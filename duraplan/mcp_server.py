@@ -188,7 +188,7 @@ def create_server(
 
     ``completion`` replaces ``litellm.acompletion`` for ``plan_goal`` (tests pass a
     ``planner.testing.ScriptedModel``)."""
-    if not NAME_PATTERN.match(tenant):
+    if not NAME_PATTERN.fullmatch(tenant):
         raise ValueError(f"tenant {tenant!r} must match {NAME_PATTERN.pattern}")
     server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS.format(tenant=tenant), middleware=[_OneLineErrors()])
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
@@ -232,10 +232,16 @@ def create_server(
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
     @_tool_errors
     async def plan_goal(
-        goal: Annotated[str, Field(min_length=1, description="What the plan should do, in natural language.")],
+        goal: Annotated[
+            str, Field(min_length=1, max_length=20_000, description="What the plan should do, in natural language.")
+        ],
         model: Annotated[
             str | None,
-            Field(description="litellm model, e.g. openai/gpt-4o-mini; defaults to the server's DURAPLAN_MODEL."),
+            Field(
+                min_length=1,
+                max_length=200,
+                description="litellm model, e.g. openai/gpt-4o-mini; defaults to the server's DURAPLAN_MODEL.",
+            ),
         ] = None,
     ) -> Planned:
         """Turn a natural-language goal into a validated plan (not started): the model sees this tenant's tool
@@ -284,12 +290,19 @@ def create_server(
     @_tool_errors
     async def send_event(
         run_id: RunIdArg,
-        type: Annotated[str, Field(min_length=1, description="Event type a wait_for_event step waits for.")],
+        type: Annotated[
+            str, Field(min_length=1, max_length=200, description="Event type a wait_for_event step waits for.")
+        ],
         payload: Annotated[
             Any, Field(description="Any JSON value; checked against the step's payload_schema. At most 1 MiB.")
         ] = None,
         event_id: Annotated[
-            str | None, Field(description="Deduplication id: an event_id is delivered once, however often sent.")
+            str | None,
+            Field(
+                min_length=1,
+                max_length=200,
+                description="Deduplication id: an event_id is delivered once, however often sent.",
+            ),
         ] = None,
     ) -> EventAccepted:
         """Deliver an event to a running run. Events sent before a step waits for them are kept."""
@@ -371,7 +384,7 @@ def mcp_command(
     if transport not in ("stdio", "http"):
         typer.echo(f"error: --transport must be stdio or http, not {transport!r}", err=True)
         raise typer.Exit(2)
-    if not NAME_PATTERN.match(tenant):
+    if not NAME_PATTERN.fullmatch(tenant):
         typer.echo(f"error: --tenant {tenant!r} must match {NAME_PATTERN.pattern}", err=True)
         raise typer.Exit(2)
     code = 0

@@ -133,7 +133,7 @@ class PlannerActivities:
                 )
             )
             # What the run was started under: its pinned quotas, not the tenant's current ones.
-            check_revision(result.plan, context, request.quotas, tools)
+            check_revision(result.plan, context, request.quotas, tools, previous=request.plan)
         except PlannerError as exc:
             raise to_application_error(exc) from None
         except DuraplanError as exc:

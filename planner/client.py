@@ -55,7 +55,7 @@ class Revision:
 
 
 def _name(kind: str, value: str) -> str:
-    if not NAME_PATTERN.match(value):
+    if not NAME_PATTERN.fullmatch(value):
         raise InputsInvalid(kind, [f"{value!r} must match {NAME_PATTERN.pattern}"])
     return value
 

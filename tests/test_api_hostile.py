@@ -4,6 +4,7 @@ problem, never a 5xx, never a 429 that invites retrying a request that can never
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -111,6 +112,43 @@ async def test_json_too_deep_for_any_parser_is_a_validation_problem(http: httpx.
         "/v1/runs", content=content, headers={**live.headers("acme"), "Content-Type": "application/json"}
     )
     assert_problem(response, 422, "validation")
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "pointer"),
+    [
+        ("/v1/runs", '{"plan": PLAN, "session": "s", "inputs": {"x": [1, NaN]}}', "/inputs/x/1"),
+        ("/v1/runs", '{"plan": PLAN, "session": "s", "inputs": {"x": Infinity}}', "/inputs/x"),
+        ("/v1/plans:validate", '{"name": "n", "steps": [{"id": "s", "kind": "set", "value": -Infinity}]}', None),
+    ],
+    ids=["inputs-nan", "inputs-infinity", "plan-infinity"],
+)
+async def test_nan_and_infinity_are_not_json_and_are_refused(
+    http: httpx.AsyncClient, live: LiveApi, path: str, content: str, pointer: str | None
+) -> None:
+    """Python's parser takes NaN and Infinity: they went into history as such (other readers of it
+    fail on them) and a run's output answered them as null."""
+    body = content.replace("PLAN", json.dumps(_set_plan("${input.x}")))
+    response = await http.post(path, content=body, headers={**live.headers("acme"), "Content-Type": "application/json"})
+    problem = assert_problem(response, 422, "validation")
+    assert problem["issues"][0]["code"] == "not_json"
+    assert "is not a JSON number" in problem["detail"]
+    if pointer is not None:
+        assert problem["issues"][0]["pointer"] == pointer
+
+
+async def test_an_event_payload_with_nan_is_refused(http: httpx.AsyncClient, live: LiveApi) -> None:
+    started = await http.post("/v1/runs", json={"plan": WAIT, "session": "s"}, headers=live.headers("acme"))
+    run_id = started.json()["run_id"]
+    sent = await http.post(
+        f"/v1/runs/{run_id}/events",
+        content='{"type": "go", "payload": {"v": NaN}}',
+        headers={**live.headers("acme"), "Content-Type": "application/json"},
+    )
+    assert assert_problem(sent, 422, "validation")["issues"][0]["pointer"] == "/payload/v"
+    status = (await http.get(f"/v1/runs/{run_id}", headers=live.headers("acme"))).json()
+    assert status["state"] == "waiting", "nothing was delivered"
+    await http.post(f"/v1/runs/{run_id}:terminate", headers=live.headers("acme"))
 
 
 def test_python_validation_agrees_with_submit_on_depth() -> None:

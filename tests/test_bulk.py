@@ -19,6 +19,7 @@ import pytest_asyncio
 from duraplan.api import create_app
 from executor import Duraplan, InputsInvalid, RunHandle, Settings, running_worker
 from executor.engine.models import plan_hash
+from executor.service import bulk
 from executor.service.devserver import DevServer
 from executor.service.tenants import TenantRegistry
 
@@ -116,6 +117,24 @@ async def test_bulk_pause_resume_terminate_by_plan_hash_and_state(dp: Duraplan) 
     assert [await _state(h) for h in (a_first, a_second)] == ["terminated", "terminated"]
     assert await _state(b_first) == "waiting"
     await b_first.terminate()
+
+
+async def test_a_bulk_pause_over_the_limit_is_refused_and_changes_nothing(
+    dp: Duraplan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pause and resume are one update per run from this process: a filter matching 50,000 runs
+    held one request for minutes. Over the limit the request is refused up front, naming it."""
+    monkeypatch.setattr(bulk, "MAX_ITERATED_RUNS", 2)
+    tenant = f"cap-{uuid.uuid4().hex[:6]}"
+    handles = [await dp.submit_plan(wait_plan("w"), tenant=tenant, session="s") for _ in range(3)]
+    await _until_count(dp, 3, tenant=tenant)
+    with pytest.raises(InputsInvalid, match=r"3 open runs match; one bulk pause reaches at most 2 runs") as refused:
+        await dp.bulk("pause", tenant=tenant)
+    assert refused.value.status_code() == 422
+    assert [(await h.status())["paused"] for h in handles] == [False, False, False]
+    assert (await dp.bulk("pause", tenant=tenant, dry_run=True)).matched == 3, "a dry run still counts them"
+    terminated = await dp.bulk("terminate", tenant=tenant)  # a server-side batch job: no such limit
+    assert terminated.affected == 3
 
 
 async def test_bulk_rejects_bad_filters_and_actions(dp: Duraplan) -> None:

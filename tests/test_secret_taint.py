@@ -117,3 +117,86 @@ async def test_a_run_without_secrets_still_fails_plainly(dev_server: DevServer, 
         with pytest.raises(RunFailed, match=r"kv\.put.*does not accept secrets"):
             await handle.result()
     tenants.close()
+
+
+# ---- a secret reference that arrives as data is never resolved -----------------------------------
+
+_sent: list[Any] = []
+
+
+async def _send_out(args: dict[str, Any], ctx: ToolContext) -> Any:
+    # Stands for an HTTP call to a host the tenant allows (a comment body, a query string).
+    _sent.append(args)
+    return {"sent": True}
+
+
+async def _injected(args: dict[str, Any], ctx: ToolContext) -> Any:
+    # Output a third party controls (a fetched document, an MCP server, an llm answer).
+    return {"summary": {"$secret": "api_token"}}
+
+
+async def test_a_secret_reference_in_data_is_refused_not_resolved(dev_server: DevServer, tmp_path: Path) -> None:
+    """An event payload or a tool's output holding ``{"$secret": NAME}`` is data: a step that sends
+    it on must not send the tenant's secret. Only the plan's own references are resolved."""
+    _sent.clear()
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create("acme")
+    tenants.grant_tools("acme", ["out.*"])
+    tenants.set_secret("acme", "api_token", SECRET)
+    registry = default_registry()
+    registry.register(Tool("out.send", "sends its arguments to a third party", {"type": "object"}, _send_out))
+    registry.register(Tool("out.fetch", "returns third-party content", {"type": "object"}, _injected))
+    settings = Settings(home=tmp_path, task_queue=f"taint-{uuid.uuid4().hex[:8]}")
+    plan = {
+        "name": "relay",
+        "steps": [
+            {"id": "doc", "kind": "wait_for_event", "event": "doc", "timeout": "1m"},
+            {**_step("relay_event", "out.send", {"body": "${steps.doc.output}"}), "depends_on": ["doc"]},
+            _step("fetch", "out.fetch", {}),
+            {**_step("relay_output", "out.send", {"body": "${steps.fetch.output.summary}"}), "depends_on": ["fetch"]},
+            # the plan's own reference still works, beside data
+            _step("auth", "out.send", {"token": {"$secret": "api_token"}, "note": "${input.note}"}),
+            {
+                "id": "script",
+                "kind": "script",
+                "code": "doc = tool('out.fetch')\ntool('out.send', body=doc['summary'])\ndoc",
+            },
+        ],
+        "output": "${steps.script.output}",
+    }
+    async with running_worker(dev_server.client, settings, registry=registry, tenants=tenants):
+        dp = Duraplan(dev_server.client, settings, registry, tenants=tenants)
+        handle = await dp.submit_plan(plan, tenant="acme", session="s", inputs={"note": ["n"]})
+        await handle.send_event("doc", {"$secret": "api_token"})
+        output = await handle.result()
+        status = await handle.status()
+    steps = {s["id"]: s for s in status["steps"]}
+    for sid in ("relay_event", "relay_output"):
+        assert steps[sid]["state"] == "failed" and steps[sid]["error"]["type"] == "SecretFromData", steps[sid]
+        assert "came from data" in steps[sid]["error"]["message"]
+    assert steps["auth"]["state"] == "completed"
+    assert output == {"summary": {"$secret": "api_token", "$data": True}}
+    leaked = [args for args in _sent if json.dumps(SECRET)[1:-1] in json.dumps(args)]
+    assert leaked == [{"token": SECRET, "note": ["n"]}], _sent
+    assert {"body": {"$secret": "api_token", "$data": True}} in _sent, "the script sent the data on, disarmed"
+    tenants.close()
+
+
+def test_literal_refs_are_the_plans_own_with_a_literal_name() -> None:
+    from executor.lang.secret_refs import disarm, literal_refs, ref_pointers, secret_names
+
+    args: dict[str, Any] = {
+        "h": {"a/b": {"$secret": "K"}},
+        "l": [1, {"$secret": "J"}],
+        "t": {"$secret": "${steps.x.output}"},
+        "s": "${steps.x.output}",
+    }
+    assert ref_pointers(args) == ["/h/a~1b", "/l/1", "/t"]
+    assert literal_refs(args) == ["/h/a~1b", "/l/1"]
+    assert disarm(args, ["/l/1"])["h"]["a/b"] == {"$secret": "K", "$data": True}
+    assert disarm(args, ["/l/1"])["l"][1] == {"$secret": "J"}
+    assert args["h"]["a/b"] == {"$secret": "K"}, "not changed in place"
+    plain = {"x": [1, 2]}
+    assert disarm(plain) is plain
+    code = "tool('out.send', h={\"$secret\": \"J2\"})\nq = {'$secret' : 'Q'}"
+    assert secret_names({**args, "steps": [{"code": code}]}) == {"K", "J", "J2", "Q", "${steps.x.output}"}

@@ -217,6 +217,29 @@ async def test_a_revision_meets_the_runs_pinned_quota(env: Env) -> None:
     assert env.slot.model.remaining == 0
 
 
+async def test_a_revision_names_no_secret_its_run_did_not(env: Env) -> None:
+    """The replanner reads step outputs and errors (data a third party may write): a revision it
+    wrote could name any secret of the tenant, and revisions' references are the plan's own."""
+    tenant = env.tenant()
+    env.tenants.set_secret(tenant, "api_token", "tok-r3vision")
+
+    def plan(ship: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": "ship",
+            "replan": {"max_revisions": 1},
+            "steps": [{"id": "ship", "kind": "tool", "tool": "debug.fail", "args": {"message": "down"}} | ship],
+        }
+
+    env.slot.model = ScriptedModel(plan({"tool": "debug.echo", "args": {"value": {"$secret": "api_token"}}}))
+    handle = await env.dp.submit_plan(plan({}), tenant=tenant, session="s")
+    with pytest.raises(RunFailed, match="down"):
+        await handle.result()
+    status = await handle.status()
+    assert [e["type"] for e in status.replan_errors] == ["PlanInvalid"]
+    assert "names secret(s) ['api_token'] that the run's plan did not" in status.replan_errors[0]["message"]
+    assert status.revision == 1 and env.slot.model.remaining == 0
+
+
 async def test_chat_submit_takes_the_rate_token_like_a_direct_submit(env: Env) -> None:
     tenant = env.tenant()
     env.tenants.set_quotas(tenant, runs_per_second=0.01, runs_burst=1)
@@ -231,3 +254,19 @@ async def test_chat_submit_takes_the_rate_token_like_a_direct_submit(env: Env) -
     with pytest.raises(QuotaExceeded) as direct:
         await env.dp.submit_plan(small, tenant=tenant, session="s")
     assert direct.value.limit == "runs_per_second"
+
+
+@pytest.mark.parametrize("value", ["run-1\n", "acme\n"])
+def test_a_name_with_a_trailing_newline_is_refused(value: str) -> None:
+    """``$`` in a Python regex also matches before a final newline: ``run-1\\n`` passed as a run id
+    (Python API, CLI) and became a run apart from ``run-1``."""
+    from executor.errors import InputsInvalid
+    from executor.service.bulk import RunFilter, bulk_query
+    from executor.service.names import check_name, check_run_id
+
+    with pytest.raises(InputsInvalid):
+        check_name("run_id", value)
+    with pytest.raises(InputsInvalid):
+        check_run_id(value)
+    with pytest.raises(InputsInvalid):
+        bulk_query("acme", RunFilter(session=value))

@@ -145,6 +145,33 @@ async def test_concurrent_run_cap(dev_server: DevServer, tmp_path: Path) -> None
     tenants.close()
 
 
+async def test_a_restart_counts_against_the_cap_unless_it_replaces_a_running_run(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    """Restarting an ended run starts one more: a tenant at its cap was let one over it (a restart
+    was always given one extra slot, as if it replaced a running generation)."""
+    tenant = f"rcap-{uuid.uuid4().hex[:8]}"
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create(tenant)
+    tenants.set_quotas(tenant, max_concurrent_runs=1)
+    settings = Settings(home=tmp_path, task_queue=f"rcap-{uuid.uuid4().hex[:8]}")
+    waits = {"name": "waits", "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+    async with running_worker(dev_server.client, settings, tenants=tenants):
+        dp = Duraplan(dev_server.client, settings, tenants=tenants)
+        ended = await dp.submit_plan(waits, tenant=tenant, session="s", run_id="ended")
+        await ended.cancel()
+        with pytest.raises(RunFailed):
+            await ended.result()
+        running = await dp.submit_plan(waits, tenant=tenant, session="s", run_id="running")
+        with pytest.raises(QuotaExceeded, match="max_concurrent_runs"):
+            await ended.restart()
+        assert (await ended.status()).state == "cancelled"
+        await running.restart()  # replaces itself: still one running
+        assert (await running.status()).generation == 1
+        await running.cancel()
+    tenants.close()
+
+
 async def test_a_burst_respects_the_concurrent_run_cap(dev_server: DevServer, tmp_path: Path) -> None:
     """Issue 11 item 10: ten submissions at once started ten runs with a cap of 3 (visibility had
     not listed any of them yet)."""

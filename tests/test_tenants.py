@@ -497,6 +497,38 @@ def test_secrets_encrypted_at_rest(db: str | Path) -> None:
         other.resolve_secret("acme", "TOKEN")
 
 
+def test_encrypted_secrets_are_decrypted_once_and_a_changed_one_is_read_anew(db: str | Path) -> None:
+    """Every tool call reads all of its tenant's secrets (redaction needs them): with Fernet that
+    was ~1 ms of CPU per call at 100 secrets. Each value is decrypted once; a changed secret (a
+    new ciphertext) is decrypted again, never answered from before."""
+    fernet = pytest.importorskip("cryptography.fernet")
+    key = fernet.Fernet.generate_key().decode()
+    with TenantRegistry(db, secrets_key=key) as reg:
+        reg.create("acme")
+        for i in range(20):
+            reg.set_secret("acme", f"S{i}", f"value-{i}")
+        real = reg._fernet()
+        decrypted: list[bytes] = []
+
+        class Counting:
+            def encrypt(self, data: bytes) -> bytes:
+                return bytes(real.encrypt(data))
+
+            def decrypt(self, token: bytes) -> bytes:
+                decrypted.append(token)
+                return bytes(real.decrypt(token))
+
+        reg._cipher = Counting()
+        first = reg.secret_values("acme")
+        assert sorted(first) == sorted(f"value-{i}" for i in range(20)) and len(decrypted) == 20
+        assert reg.secret_values("acme") == first and reg.resolve_secret("acme", "S3") == "value-3"
+        assert len(decrypted) == 20, "nothing decrypted twice"
+        reg.set_secret("acme", "S3", "rotated")
+        assert reg.resolve_secret("acme", "S3") == "rotated"
+        assert "rotated" in reg.secret_values("acme") and "value-3" not in reg.secret_values("acme")
+        assert len(decrypted) == 21
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ class CompensationMixin(EngineBase):
                         call.tool,
                         call.args,
                         pin=self.inp.tool_pins.get(call.tool),
+                        secrets=call.secrets,
                     )
                     await self._dispatch(RUN_TOOL, arg, call.tool in self._local_tools, None)
                 else:

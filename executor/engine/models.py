@@ -83,6 +83,8 @@ class CompensationCall:
     args: dict[str, Any]
     code: str | None
     inputs: dict[str, Any]
+    # ToolCall.secrets for the compensation's call (None: recorded before it existed).
+    secrets: list[str] | None = None
 
 
 def record_to_json(rec: StepRecord) -> dict[str, Any]:
@@ -209,6 +211,10 @@ class ToolCall:
     args: dict[str, Any]
     quota: StepQuota | None = None
     pin: str | None = None  # RunInput.tool_pins[tool], for source tools
+    # JSON pointers in ``args`` of the {"$secret": NAME} references the plan itself wrote (or the
+    # script's code built): only these are resolved, one arriving as data is refused
+    # (executor.lang.secret_refs). None: scheduled by a worker before this field (all resolved).
+    secrets: list[str] | None = None
 
 
 @dataclass

@@ -16,6 +16,7 @@ from executor.engine.base import EngineBase
 from executor.engine.frames import Drained, Frame, StepFailed
 from executor.engine.models import TERMINAL_STATES, CompensationCall, StepError, StepRecord, StepState
 from executor.lang.expressions import ExpressionError, truthy
+from executor.lang.secret_refs import literal_refs
 from executor.lang.validate import step_references
 from schemas.plan import CodeStep, LlmStep, Step, ToolStep
 
@@ -143,6 +144,7 @@ class SchedulingMixin(EngineBase):
                     args=self._render(c.args, frame, "/compensate/args"),
                     code=c.code,
                     inputs=self._render(c.inputs, frame, "/compensate/inputs"),
+                    secrets=literal_refs(c.args) if c.tool else None,
                 )
             )
         if self._should_continue_as_new():

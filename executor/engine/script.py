@@ -48,6 +48,7 @@ from executor.engine.retry import DEFAULT_RETRY, backoff_delay, cancelled, throt
 from executor.engine.scheduling import cancel_all
 from executor.engine.status import preview, script_calls
 from executor.lang.script import PARALLEL_FUNCTIONS, analyse
+from executor.lang.secret_refs import disarm, literal_refs, ref_pointers
 from schemas.plan import Retry, ScriptStep, parse_duration
 
 __all__ = ["SCRIPT_LOG_KEPT", "ScriptMixin", "script_calls"]
@@ -150,7 +151,10 @@ class ScriptMixin(EngineBase):
                 run_id=self.inp.run_id,
                 step_path=path,
                 code=step.code,
-                inputs=self._render(step.inputs, frame, "/inputs") if d["_snap"] is None else {},
+                # data spliced into the inputs cannot name a secret; the plan's own references can
+                inputs=disarm(self._render(step.inputs, frame, "/inputs"), literal_refs(step.inputs))
+                if d["_snap"] is None
+                else {},
                 index=d["calls"],
                 attempt=attempt,
                 idempotency_key=self._idempotency_key(path),
@@ -276,7 +280,9 @@ class ScriptMixin(EngineBase):
     def _script_compensate(self, path: str, index: int, args: list[Any], kwargs: dict[str, Any]) -> Outcome:
         if len(args) != 1 or not isinstance(args[0], str):
             raise _HostCallError("TypeError", "compensate() takes the tool name, then its keyword arguments")
-        self.compensations.append(CompensationCall(f"{path}#{index}", args[0], dict(kwargs), None, {}))
+        # the script's own references (data reaches it disarmed: executor.lang.secret_refs)
+        refs = ref_pointers(kwargs)
+        self.compensations.append(CompensationCall(f"{path}#{index}", args[0], dict(kwargs), None, {}, refs))
         return {"value": None}
 
     async def _parallel(
@@ -336,6 +342,7 @@ class ScriptMixin(EngineBase):
                             name,
                             kwargs,
                             self._step_quota,
+                            secrets=ref_pointers(kwargs),
                         ),
                         name in self._local_tools,
                     )

@@ -39,6 +39,7 @@ from executor.engine.retry import (
     to_step_error,
     worker_lost,
 )
+from executor.lang.secret_refs import literal_refs
 from schemas.plan import (
     CodeStep,
     FailStep,
@@ -260,6 +261,7 @@ class StepsMixin(EngineBase):
                     self._render(step.args, frame, "/args"),
                     self._step_quota,
                     self.inp.tool_pins.get(step.tool),
+                    literal_refs(step.args),
                 )
             case CodeStep():
                 name = RUN_CODE

@@ -4,9 +4,10 @@ the stack, so anything deeper is refused up front with the pointer of where it g
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["MAX_JSON_DEPTH", "deepest"]
+__all__ = ["MAX_JSON_DEPTH", "deepest", "json_problem"]
 
 MAX_JSON_DEPTH = 100
 
@@ -24,5 +25,37 @@ def deepest(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for key, child in items:
             part = str(key).replace("~", "~0").replace("/", "~1")
+            stack.append((child, f"{pointer}/{part}", depth + 1))
+    return None
+
+
+_SCALARS = (str, int, bool, type(None))
+_KEYS = (str, int, float, bool, type(None))  # what json.dumps writes as an object key
+
+
+def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> tuple[str, str, str] | None:
+    """``(pointer, code, message)`` of the first node that is not plain JSON, else None: nested
+    deeper than ``limit`` (``too_deep``), or ``not_json``: NaN and Infinity (not JSON numbers,
+    RFC 8259: Python wrote them into history, where other readers fail, and the API answered them
+    as null) or a value of another type (a set, bytes, an object: encoded as something else, or
+    a TypeError from the converter)."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        node, pointer, depth = stack.pop()
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                return pointer or "/", "not_json", f"{node!r} is not a JSON number"
+            continue
+        if isinstance(node, _SCALARS):
+            continue
+        if not isinstance(node, dict | list | tuple):
+            return pointer or "/", "not_json", f"a {type(node).__name__} is not a JSON value"
+        if depth > limit:
+            return pointer or "/", "too_deep", f"nested more than {limit} levels deep"
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            part = str(key).replace("~", "~0").replace("/", "~1")
+            if not isinstance(key, _KEYS):
+                return f"{pointer}/{part}", "not_json", f"a {type(key).__name__} is not a JSON object key"
             stack.append((child, f"{pointer}/{part}", depth + 1))
     return None

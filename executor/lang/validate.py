@@ -22,7 +22,7 @@ import jsonschema
 from pydantic import ValidationError
 
 from executor.errors import PlanInvalid, PlanIssue
-from executor.lang.depth import MAX_JSON_DEPTH, deepest
+from executor.lang.depth import json_problem
 from executor.lang.expressions import (
     ExpressionError,
     compile_expression,
@@ -82,10 +82,10 @@ def check_plan(
     else:
         if not isinstance(plan, dict):
             return None, [PlanIssue("", f"a plan is a JSON object, not {type(plan).__name__}", code="schema")]
-        too_deep = deepest(plan)
-        if too_deep is not None:
-            message = f"nested more than {MAX_JSON_DEPTH} levels deep"
-            return None, [PlanIssue(too_deep, message, code="too_deep")]
+        problem = json_problem(plan)
+        if problem is not None:
+            pointer, code, message = problem
+            return None, [PlanIssue(pointer, message, code=code)]
         try:
             parsed = Plan.model_validate(plan)
         except ValidationError as exc:

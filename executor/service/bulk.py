@@ -28,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
 from executor.errors import InputsInvalid
 
-__all__ = ["BULK_ACTIONS", "BulkAction", "BulkResult", "RunFilter", "bulk_query", "run_bulk"]
+__all__ = ["BULK_ACTIONS", "MAX_ITERATED_RUNS", "BulkAction", "BulkResult", "RunFilter", "bulk_query", "run_bulk"]
 
 BulkAction = Literal["cancel", "terminate", "pause", "resume"]
 BULK_ACTIONS: tuple[str, ...] = ("cancel", "terminate", "pause", "resume")
@@ -36,6 +36,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 _STATES = {"running": None, "paused": "DuraplanStatus = 'paused'"}
 _CONCURRENCY = 16  # updates / cancels in flight when iterating
+# Runs one request may pause or resume (they are iterated here, one update each: 50,000 runs held
+# one HTTP request for minutes and every id in memory). More are refused up front, naming this.
+MAX_ITERATED_RUNS = 1000
 _BATCH_REFUSED = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.FAILED_PRECONDITION)
 
 
@@ -65,11 +68,11 @@ class BulkResult(BaseModel):
 def bulk_query(tenant: str, flt: RunFilter) -> str:
     """The visibility query for a tenant's open top-level runs matching ``flt``; bad values raise."""
     problems = []
-    if not _NAME.match(tenant):
+    if not _NAME.fullmatch(tenant):
         problems.append(f"tenant: {tenant!r} is not a tenant id")
-    if flt.session is not None and not _NAME.match(flt.session):
+    if flt.session is not None and not _NAME.fullmatch(flt.session):
         problems.append(f"session: {flt.session!r} must match {_NAME.pattern}")
-    if flt.plan_hash is not None and not _HASH.match(flt.plan_hash):
+    if flt.plan_hash is not None and not _HASH.fullmatch(flt.plan_hash):
         problems.append(f"plan_hash: {flt.plan_hash!r} is not sha256:<64 hex digits>")
     if flt.state is not None and flt.state not in _STATES:
         problems.append(f"state: {flt.state!r} is not one of {', '.join(_STATES)} (only open runs can be acted on)")
@@ -114,8 +117,17 @@ async def run_bulk(
         try:
             return await _batch(client, tenant, action, query, matched, reason, wait_s)
         except RPCError as exc:
-            if exc.status not in _BATCH_REFUSED:
+            # refused by the server: iterated here, within the same limit as pause and resume
+            if exc.status not in _BATCH_REFUSED or matched > MAX_ITERATED_RUNS:
                 raise
+    elif matched > MAX_ITERATED_RUNS:
+        raise InputsInvalid(
+            "bulk request",
+            [
+                f"{matched} open runs match; one bulk {action} reaches at most {MAX_ITERATED_RUNS} runs: "
+                "narrow the filter (session, plan_hash, state) and repeat"
+            ],
+        )
     return await _iterate(client, tenant, action, query, matched, reason)
 
 
@@ -162,7 +174,7 @@ async def _batch(
 
 async def _iterate(client: Client, tenant: str, action: str, query: str, matched: int, reason: str) -> BulkResult:
     prefix = f"{tenant}/"
-    ids = [wf.id async for wf in client.list_workflows(query)]
+    ids = [wf.id async for wf in client.list_workflows(query, limit=MAX_ITERATED_RUNS)]
     gate = asyncio.Semaphore(_CONCURRENCY)
     errors: list[dict[str, str]] = []
 

@@ -445,9 +445,9 @@ class RunHandle:
     async def send_event(self, type: str, payload: Any = None, event_id: str | None = None) -> dict[str, Any]:
         """Deliver an event; kept if no step waits yet; the same ``event_id`` twice counts once."""
         if self._dp.tenants is None:
-            check_event(type, payload, self.tenant, None)
+            check_event(type, payload, self.tenant, None, event_id)
         else:  # reads the registry: off the event loop
-            await asyncio.to_thread(check_event, type, payload, self.tenant, self._dp.tenants)
+            await asyncio.to_thread(check_event, type, payload, self.tenant, self._dp.tenants, event_id)
         event = EventRecord(type=type, payload=payload, event_id=event_id, received_at="")
         result = await self._update("send_event", event, result_type=SendEventResult)
         return asdict(result) if not isinstance(result, dict) else result
@@ -486,6 +486,9 @@ class RunHandle:
         from executor.service.start import start_run
 
         first = await self._first_input()
+        # Only a running generation is replaced (and frees its slot): restarting an ended run
+        # starts one more, under the cap like any start.
+        replacing = (await self._describe()).status == WorkflowExecutionStatus.RUNNING
         context = await self._dp.context(self.tenant)
         plan = first.plan
         started = await start_run(
@@ -499,6 +502,7 @@ class RunHandle:
             run_id=self.run_id,
             generation=first.generation + 1,
             pins=lambda _: dict(first.tool_pins),  # the catalog the plan was made with
+            replacing=replacing,
         )
         self._started = started.handle
         self._dp._record_start(self.tenant, self.run_id, first.generation + 1)

@@ -111,7 +111,7 @@ class HttpRuns:
     ) -> dict[str, Any]:
         """As ``RunHandle.send_event``."""
         tenant, run_id = check_name("tenant", tenant), check_run_id(run_id)
-        check_event(type, payload, tenant, self.tenants)
+        check_event(type, payload, tenant, self.tenants, event_id)
         event = asdict(EventRecord(type=type, payload=payload, event_id=event_id, received_at=""))
         result = self._update(tenant, run_id, "send_event", event)
         return asdict(SendEventResult(**result))

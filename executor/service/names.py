@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from executor.errors import InputsInvalid
-from executor.lang.depth import MAX_JSON_DEPTH, deepest
+from executor.lang.depth import json_problem
 
 __all__ = ["CHILD_RUN_PATTERN", "NAME_PATTERN", "RUN_ID_REGEX", "check_depth", "check_name", "check_run_id"]
 
@@ -23,20 +23,22 @@ RUN_ID_REGEX = rf"{NAME_PATTERN.pattern}|{CHILD_RUN_PATTERN.pattern}"
 
 
 def check_name(kind: str, value: str) -> str:
-    if not NAME_PATTERN.match(value):
+    if not NAME_PATTERN.fullmatch(value):
         raise InputsInvalid(kind, [f"{value!r} must match {NAME_PATTERN.pattern}"])
     return value
 
 
 def check_run_id(value: str) -> str:
     """A run id to open: a submitted one, or a subplan's child run id."""
-    if NAME_PATTERN.match(value) or CHILD_RUN_PATTERN.match(value):
+    if NAME_PATTERN.fullmatch(value) or CHILD_RUN_PATTERN.fullmatch(value):
         return value
     raise InputsInvalid("run_id", [f"{value!r} must match {NAME_PATTERN.pattern} (or be a subplan's child run id)"])
 
 
 def check_depth(what: str, value: Any) -> None:
-    """JSON nested deeper than anything reasonable is refused before it reaches Temporal."""
-    too_deep = deepest(value)
-    if too_deep is not None:
-        raise InputsInvalid(what, [f"{too_deep}: nested more than {MAX_JSON_DEPTH} levels deep"])
+    """JSON nested deeper than anything reasonable, and what is not JSON at all (NaN, a set, an
+    object), is refused before it reaches Temporal, naming where it is."""
+    problem = json_problem(value)
+    if problem is not None:
+        pointer, _, message = problem
+        raise InputsInvalid(what, [f"{pointer}: {message}"])

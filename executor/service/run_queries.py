@@ -31,6 +31,7 @@ __all__ = [
     "CLOSED_FILTER",
     "CLOSED_STATES",
     "MAX_EVENT_BYTES",
+    "MAX_EVENT_NAME_CHARS",
     "VERIFY_BATCH",
     "check_event",
     "current_runs_query",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 MAX_EVENT_BYTES = 1024 * 1024  # the reference product's event payload limit
+# An event's type and id, in characters (the HTTP API's own limit): an id is kept in history and
+# in every continued run's carry (the last 10,000), outside the payload's byte quota.
+MAX_EVENT_NAME_CHARS = 200
 # Temporal's execution status (its enum member name) of a closed run -> the run's state.
 CLOSED_STATES: dict[str, RunState] = {
     "COMPLETED": "completed",
@@ -136,10 +140,19 @@ def describe_only_status(run_id: str, tenant: str, attributes: dict[str, Any]) -
     )
 
 
-def check_event(type: str, payload: Any, tenant: str, tenants: TenantRegistry | None) -> None:
-    """Refuse an event payload too deep or too large (the tenant's ``max_event_bytes`` under
-    tenancy, else ``MAX_EVENT_BYTES``) before it reaches Temporal. Reads the registry: call it off
-    the event loop."""
+def check_event(
+    type: str, payload: Any, tenant: str, tenants: TenantRegistry | None, event_id: str | None = None
+) -> None:
+    """Refuse an event whose type or id is empty or too long, or whose payload is too deep or too
+    large (the tenant's ``max_event_bytes`` under tenancy, else ``MAX_EVENT_BYTES``) before it
+    reaches Temporal. Reads the registry: call it off the event loop."""
+    problems = [
+        f"{field}: must be 1 to {MAX_EVENT_NAME_CHARS} characters, not {len(value)}"
+        for field, value in (("type", type), ("event_id", event_id))
+        if value is not None and not 0 < len(value) <= MAX_EVENT_NAME_CHARS
+    ]
+    if problems:
+        raise InputsInvalid("event", problems)
     check_depth("event payload", payload)
     size = json_size(payload)  # UTF-8 bytes, as history stores it (not \\u escapes)
     if tenants is not None:

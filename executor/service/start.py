@@ -41,8 +41,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_TENANT, WORKFLOW_NAME
 from executor.engine.models import ENGINE_VERSION, Revision, RunInput, RunQuotas, plan_hash
-from executor.errors import InputsInvalid, RunConflict, RunNotFound, RunStateError
+from executor.errors import InputsInvalid, PlanInvalid, PlanIssue, RunConflict, RunNotFound, RunStateError
 from executor.lang.loader import load_plan
+from executor.lang.secret_refs import secret_names
 from executor.lang.validate import validate_plan
 from executor.lang.validate_cache import validate_plan_cached
 from executor.service.admission import Admission, RunningView
@@ -106,10 +107,32 @@ async def load_context(registry: TenantRegistry | None, tenant: str) -> TenantCo
     return await asyncio.to_thread(TenantContext.load, registry, tenant)
 
 
-def check_revision(plan: Plan, ctx: TenantContext, quotas: RunQuotas | None, tools: ToolRegistry) -> Plan:
-    """A replanned revision meets what its run was started under: the tenant's grants and the
-    run's pinned quotas (not the tenant's current ones)."""
+def check_revision(
+    plan: Plan,
+    ctx: TenantContext,
+    quotas: RunQuotas | None,
+    tools: ToolRegistry,
+    previous: Mapping[str, Any] | None = None,
+) -> Plan:
+    """A replanned revision meets what its run was started under: the tenant's grants, the run's
+    pinned quotas (not the tenant's current ones) and, given the ``previous`` plan, names no secret
+    it did not (the model read step outputs and errors: data could ask it for any secret)."""
     checked = validate_plan(plan, tools=tools, granted=ctx.is_granted)
+    if previous is not None:
+        added = secret_names(checked.model_dump(mode="json", by_alias=True, exclude_unset=True)) - secret_names(
+            previous
+        )
+        if added:
+            raise PlanInvalid(
+                [
+                    PlanIssue(
+                        "",
+                        f"the revision names secret(s) {sorted(added)} that the run's plan did not: a revision "
+                        "may use only the secrets its run was started with",
+                        code="secret_not_in_plan",
+                    )
+                ]
+            )
     if quotas is not None:
         Quotas(
             max_steps_per_run=quotas.max_steps,
@@ -140,11 +163,13 @@ async def start_run(
     revisions: list[Revision] | None = None,
     task_queue: str | None = None,
     pins: Callable[[Plan], dict[str, str]] | None = None,
+    replacing: bool = False,
 ) -> Started:
     """Validate and start a run for ``ctx.tenant``; idempotent on ``run_id`` (same plan and inputs:
     the same run). ``generation`` > 0 restarts ``run_id`` (a running generation is terminated).
     ``tools``: what the plan validates against (the worker's and the tenant's source tools);
-    ``pins(plan)``: the source tools' catalog schema hashes the run is pinned to."""
+    ``pins(plan)``: the source tools' catalog schema hashes the run is pinned to; ``replacing``:
+    a restart of a generation that is running now (it is terminated, so its slot is the new one's)."""
     check_name("session", session)
     run_id = check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
     # remembered by content (grants are asked again on every hit): a repeated plan costs no re-validation
@@ -189,8 +214,10 @@ async def start_run(
             await asyncio.to_thread(registry.take_leased_run_token, ctx.tenant)
         token = True
     try:
-        # a restart replaces a run that may be running: it does not count against the cap
-        cap = None if ctx.quotas is None else ctx.quotas.max_concurrent_runs + (generation > 0)
+        # A restart of a running generation replaces it: that one run does not count twice. A
+        # restart of an ended run is one more running run (it once let a tenant at its cap start
+        # one over it).
+        cap = None if ctx.quotas is None else ctx.quotas.max_concurrent_runs + (generation > 0 and replacing)
         restart = generation > 0
         async with _admitted(client, settings, ctx.tenant, cap, ctx.quotas) as admitted:
             handle = await client.start_workflow(

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_SCRIPT, RUN_TOOL, TENANT_BUSY
 from executor.engine.limits import MAX_STEP_OUTPUT_BYTES, bounded_text
 from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
+from executor.lang.secret_refs import SECRET_KEY
 from executor.service.telemetry import step_span, tool_span
 from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.carry import CarryActivities
@@ -48,7 +49,6 @@ __all__ = [
 
 run_tool, run_code, run_llm, run_script = RUN_TOOL, RUN_CODE, RUN_LLM, RUN_SCRIPT
 MAX_OUTPUT_BYTES = MAX_STEP_OUTPUT_BYTES
-SECRET_KEY = "$secret"  # {"$secret": "NAME"} in tool arguments: resolved only inside the activity
 
 T = TypeVar("T")
 
@@ -213,7 +213,7 @@ class StepActivities:
             # wrote or a service echoes must not reach history either.
             secrets = Redactor(self.tenants.secret_values(call.tenant))
         tool = self._lookup(call)  # an unknown tool fails before any secret is read
-        args, used = self._resolve_secrets(call.tenant, call.args)
+        args, used = self._resolve_secrets(call.tenant, call.args, call.secrets)
         if used and not tool.accepts_secrets:
             raise ToolError(
                 f"tool {call.tool!r} does not accept secrets: it stores or reshapes its arguments, "
@@ -228,24 +228,36 @@ class StepActivities:
             return self.registry.get(call.tool)
         return self.sources.tool(call.tenant, call.tool, call.pin) or self.registry.get(call.tool)
 
-    def _resolve_secrets(self, tenant: str, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """Replace ``{"$secret": "NAME"}`` values with the tenant's secret, here and nowhere else."""
+    def _resolve_secrets(
+        self, tenant: str, args: dict[str, Any], honoured: list[str] | None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Replace the ``{"$secret": "NAME"}`` references at the pointers ``honoured`` (the plan's
+        own; None: a call scheduled before they were listed, every one) with the tenant's secret,
+        here and nowhere else. A reference anywhere else arrived as data: refused, not resolved."""
         found: list[str] = []
+        allowed = None if honoured is None else set(honoured)
 
-        def resolve(value: Any) -> Any:
+        def resolve(value: Any, pointer: str) -> Any:
             if isinstance(value, dict):
                 if set(value) == {SECRET_KEY}:
+                    if allowed is not None and pointer not in allowed:
+                        raise ToolError(
+                            f"argument {pointer or '/'} names secret {str(value[SECRET_KEY])[:100]!r} but came from "
+                            "data (an output, event or input), not from the plan: only the plan's own "
+                            '{"$secret": NAME} arguments are resolved',
+                            error_type="SecretFromData",
+                        )
                     if self.tenants is None:
                         raise ToolError("secrets need the tenant registry (DURAPLAN_TENANCY=1)", error_type="NoSecrets")
                     secret = self.tenants.resolve_secret(tenant, str(value[SECRET_KEY]))
                     found.append(secret)
                     return secret
-                return {k: resolve(v) for k, v in value.items()}
+                return {k: resolve(v, f"{pointer}/{_part(k)}") for k, v in value.items()}
             if isinstance(value, list):
-                return [resolve(v) for v in value]
+                return [resolve(v, f"{pointer}/{i}") for i, v in enumerate(value)]
             return value
 
-        return resolve(args), found
+        return resolve(args, ""), found
 
     def _egress(self, tenant: str) -> HttpPolicy | None:
         """With tenancy, HTTP goes only where the tenant's allowlist says (empty: nowhere)."""
@@ -329,3 +341,8 @@ class StepActivities:
         if "output" in result:
             result["output"] = _checked_output(result["output"], "script step", seg.quota)
         return result
+
+
+def _part(key: Any) -> str:
+    """A JSON pointer part (as ``executor.lang.secret_refs`` writes them)."""
+    return str(key).replace("~", "~0").replace("/", "~1")

@@ -28,6 +28,7 @@ from temporalio.exceptions import ApplicationError
 from executor.engine.contract import SCRIPT_SNAPSHOT_BYTES
 from executor.engine.models import LlmCall, ScriptSegment, ToolCall
 from executor.lang.script import HOST_FUNCTIONS, INLINE_FUNCTIONS
+from executor.lang.secret_refs import disarm, ref_pointers
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits, _output_too_large, sandbox_error
 from executor.worker.warm import WarmEntry, close
 
@@ -165,7 +166,10 @@ def script_call(seg: ScriptSegment, fn: str, args: list[Any], kwargs: dict[str, 
         if len(args) != 1 or not isinstance(args[0], str):
             raise _bad("tool() takes the tool name as its one positional argument, then keyword arguments")
         key = f"{seg.idempotency_key}#{index}"
-        return ToolCall(seg.tenant, seg.run_id, path, seg.attempt, key, args[0], kwargs, seg.quota)
+        # every reference in it was built by the script's code: data reaches the script disarmed
+        return ToolCall(
+            seg.tenant, seg.run_id, path, seg.attempt, key, args[0], kwargs, seg.quota, secrets=ref_pointers(kwargs)
+        )
     params = dict(zip(("prompt",), args, strict=False)) | kwargs
     if len(args) > 1 or not isinstance(params.get("prompt"), str):
         raise _bad("llm() takes the prompt as a string")
@@ -240,4 +244,6 @@ def _resume_value(resume: dict[str, Any] | None) -> Any:
     if "error" in resume:
         exc_type, message = resume["error"]
         return {"exc_type": exc_type, "message": message}
-    return {"return_value": resume.get("value")}
+    # A host call's answer is data (a tool's or llm's output, an event): it cannot name a secret
+    # the script then passes to a tool (executor.lang.secret_refs).
+    return {"return_value": disarm(resume.get("value"))}

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from executor import Duraplan, RunFailed, RunStateError
+from executor import Duraplan, InputsInvalid, RunFailed, RunStateError
 from executor.engine.limits import MAX_BUFFERED_EVENTS, MAX_ERROR_BYTES
 from tests.engine.conftest import run_failure, steps_by_id
 
@@ -153,3 +153,51 @@ async def test_an_event_no_step_can_consume_is_refused_not_buffered(dp: Duraplan
         assert isinstance(exc, RunStateError), repr(exc)
     await asyncio.wait_for(handle.result(), 30)
     assert (await handle.status())["buffered_events"] == 0
+
+
+class _Opaque:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (_Opaque(), "/x: a _Opaque is not a JSON value"),
+        ({1, 2}, "/x: a set is not a JSON value"),
+        (b"raw", "/x: a bytes is not a JSON value"),
+        ([1.0, float("nan")], "/x/1: nan is not a JSON number"),
+        ({(1, 2): "tuple key"}, "/x/(1, 2): a tuple is not a JSON object key"),
+    ],
+    ids=["object", "set", "bytes", "nan", "tuple-key"],
+)
+async def test_python_values_that_are_not_json_are_refused_naming_where(
+    dp: Duraplan, tenant: str, value: object, message: str
+) -> None:
+    """From Python, a non-JSON input or event payload was a raw TypeError from the converter (an
+    object), or went into history as something else (a set, bytes) or as NaN."""
+    wait = {"name": "w", "steps": [{"id": "w", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+    with pytest.raises(InputsInvalid) as refused:
+        await dp.submit_plan(wait, tenant=tenant, session="s", inputs={"x": value})
+    assert str(refused.value) == f"run inputs invalid: {message}"
+    handle = await dp.submit_plan(wait, tenant=tenant, session="s")
+    with pytest.raises(InputsInvalid) as refused:
+        await handle.send_event("go", {"x": value})
+    assert str(refused.value) == f"event payload invalid: {message}"
+    assert (await handle.status())["state"] == "waiting"
+    await handle.terminate()
+
+
+async def test_an_event_type_or_id_over_200_characters_is_refused(dp: Duraplan, tenant: str) -> None:
+    """The HTTP API capped them, the Python API and MCP did not: two events with megabyte ids went
+    into history (and the carry keeps the last 10,000 ids), outside the payload's byte quota."""
+    wait = {"name": "w", "steps": [{"id": "w", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+    handle = await dp.submit_plan(wait, tenant=tenant, session="s")
+    with pytest.raises(InputsInvalid, match="event invalid: event_id: must be 1 to 200 characters, not 1000000"):
+        await handle.send_event("go", 1, event_id="e" * 1_000_000)
+    with pytest.raises(InputsInvalid, match="type: must be 1 to 200 characters, not 201"):
+        await handle.send_event("g" * 201, 1)
+    with pytest.raises(InputsInvalid, match="event_id: must be 1 to 200 characters, not 0"):
+        await handle.send_event("go", 1, event_id="")
+    assert (await handle.status())["state"] == "waiting"
+    assert (await handle.send_event("go", 1, event_id="e" * 200))["accepted"]
+    await handle.result()
