@@ -62,7 +62,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_type_hints
@@ -628,7 +628,20 @@ class TenantRegistry:
         """
         if n < 1:
             raise ValueError("n must be at least 1")
-        now = time.time() if now is None else now
+        quotas, taken, tokens = self._spend_run_bucket(
+            tenant_id, time.time() if now is None else now, lambda available, _: n if n <= available else 0
+        )
+        if taken:
+            return RateDecision(True, 0.0, tokens)
+        retry = math.inf if n > quotas.runs_burst else (n - tokens) / quotas.runs_per_second
+        return RateDecision(False, retry, tokens)
+
+    def _spend_run_bucket(
+        self, tenant_id: str, now: float, spend: Callable[[float, Quotas], int], give_back: int = 0
+    ) -> tuple[Quotas, int, float]:
+        """In one transaction: refill the tenant's run bucket up to ``now``, add ``give_back``
+        (never past the burst), take ``spend(available, quotas)`` tokens and store what is left:
+        (quotas, tokens taken, tokens left)."""
         with self._tx() as db:
             self._require(db, tenant_id)
             quotas = self._quotas(db, tenant_id)
@@ -638,19 +651,16 @@ class TenantRegistry:
                 (tenant_id, _RUN_BUCKET),
             ).fetchone()
             tokens = burst if row is None else min(burst, row[0] + max(0.0, now - row[1]) * rate)
-            allowed = n <= tokens
-            if allowed:
-                tokens -= n
+            tokens = min(burst, tokens + give_back)
+            taken = spend(tokens, quotas)
+            tokens -= taken
             db.execute(
                 "INSERT INTO rate_buckets VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (tenant_id, bucket)"
                 " DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
                 (tenant_id, _RUN_BUCKET, tokens, max(now, row[1]) if row else now),
             )
-        if allowed:
-            return RateDecision(True, 0.0, tokens)
-        retry = math.inf if n > burst else (n - tokens) / rate
-        return RateDecision(False, retry, tokens)
+        return quotas, taken, tokens
 
     def return_run_tokens(self, tenant_id: str, n: int = 1) -> None:
         """Give back tokens taken for runs that did not start after all (refused later, or an
@@ -741,29 +751,14 @@ class TenantRegistry:
     def _lease_run_tokens(self, tenant_id: str, want: int, give_back: int) -> tuple[RateDecision, int]:
         """Give ``give_back`` tokens back and take between 1 and ``want`` (capped by the burst), in one
         transaction: (decision, tokens taken)."""
-        now = time.time()
-        with self._tx() as db:
-            self._require(db, tenant_id)
-            quotas = self._quotas(db, tenant_id)
-            rate, burst = quotas.runs_per_second, float(quotas.runs_burst)
-            row = db.execute(
-                "SELECT tokens, updated_at FROM rate_buckets WHERE tenant_id = ? AND bucket = ?",
-                (tenant_id, _RUN_BUCKET),
-            ).fetchone()
-            tokens = burst if row is None else min(burst, row[0] + max(0.0, now - row[1]) * rate)
-            tokens = min(burst, tokens + give_back)
-            taken = min(want, max(1, min(RUN_LEASE_MAX, quotas.runs_burst // 10)), math.floor(tokens))
-            if taken >= 1:
-                tokens -= taken
-            db.execute(
-                "INSERT INTO rate_buckets VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (tenant_id, bucket)"
-                " DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
-                (tenant_id, _RUN_BUCKET, tokens, max(now, row[1]) if row else now),
-            )
-        if taken >= 1:
+
+        def lease(available: float, quotas: Quotas) -> int:
+            return max(0, min(want, max(1, min(RUN_LEASE_MAX, quotas.runs_burst // 10)), math.floor(available)))
+
+        quotas, taken, tokens = self._spend_run_bucket(tenant_id, time.time(), lease, give_back)
+        if taken:
             return RateDecision(True, 0.0, tokens), taken
-        return RateDecision(False, (1 - tokens) / rate, tokens), 0
+        return RateDecision(False, (1 - tokens) / quotas.runs_per_second, tokens), 0
 
     def _quotas_cached(self, tenant_id: str) -> Quotas:
         cached = self.fresh_context(tenant_id)
