@@ -4,6 +4,7 @@ it by sending every further step of the task to one. Both on a worker that repla
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -85,5 +86,57 @@ async def test_a_task_full_of_local_activities_is_cut(dev_server: DevServer, tmp
         assert 1 <= remote <= N // LOCAL_PER_TASK, remote
     else:
         assert remote > N // LOCAL_PER_TASK, "older runs send every step past the cut to regular activities"
+    replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
+    assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
+
+
+async def test_a_cut_whose_step_fails_before_scheduling_hands_over(dev_server: DevServer, tmp_path: Path) -> None:
+    """The step picked to end a full task fails before anything is scheduled (its arguments do not
+    render) and the plan goes on (on_error: continue): another waiting step must end the task, or
+    the steps waiting for the next task would wait for ever."""
+    settings = Settings(home=tmp_path, task_queue=f"cut-{uuid.uuid4().hex[:8]}", metering=False)
+    items: list[dict[str, int]] = [{"x": i} for i in range(LOCAL_PER_TASK)] + [{} for _ in range(30)]
+    plan = {
+        "name": "cut-fails",
+        "steps": [
+            {
+                "id": "each",
+                "kind": "foreach",
+                "items": "${input.items}",
+                "max_concurrency": 10,
+                "steps": [
+                    {
+                        "id": "echo",
+                        "kind": "tool",
+                        "tool": "debug.echo",
+                        "args": {"value": "${abs(item.x)}"},
+                        "execution": "local",
+                        "on_error": "continue",
+                    }
+                ],
+                "output": "${steps.echo.output}",
+            }
+        ],
+        "output": "${steps.each.output}",
+    }
+    body = load_plan(plan)
+    arg = RunInput(
+        plan=body,
+        plan_hash=plan_hash(body),
+        tenant="cut",
+        session="s",
+        run_id=f"cut-{uuid.uuid4().hex[:8]}",
+        inputs={"items": items},
+        engine=TASK_CUT_ENGINE,
+        metered=False,
+    )
+    async with running_worker(dev_server.client, settings):
+        handle = await dev_server.client.start_workflow(
+            WORKFLOW_NAME, arg, id=f"cut/{arg.run_id}", task_queue=settings.task_queue, search_attributes=None
+        )
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+        history = await handle.fetch_history()
+    assert result[:LOCAL_PER_TASK] == [{"value": i} for i in range(LOCAL_PER_TASK)]
+    assert result[LOCAL_PER_TASK:] == [None] * 30
     replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
     assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None

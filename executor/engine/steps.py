@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import functools
 import math
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
@@ -142,7 +144,8 @@ class StepsMixin(EngineBase):
                 rec.attempts = attempt
                 rec.state = "running"
                 try:
-                    result = await self._call(step, path, frame, attempt, await self._local_place(local), timeout)
+                    async with self._placed(local) as placed:
+                        result = await self._call(step, path, frame, attempt, placed, timeout)
                     if isinstance(step, LlmStep):
                         rec.detail = {"model": result.get("model"), "usage": result.get("usage")}
                         return result.get("content")
@@ -201,17 +204,31 @@ class StepsMixin(EngineBase):
         self._local_in_task += 1
         return True
 
-    async def _local_place(self, local: bool) -> bool:
-        """Whether this attempt runs as a local activity, waiting for a new task if need be."""
+    @contextlib.asynccontextmanager
+    async def _placed(self, local: bool) -> AsyncIterator[bool]:
+        """Whether the attempt inside runs as a local activity, waiting for a new task if need be.
+
+        The attempt picked to end a full task (engine 2: placed remote) may end before it scheduled
+        anything (its arguments did not render, its input is too large) while no new task has begun:
+        then the cut is handed to a waiting step, or they would all wait for a task nothing starts."""
         if not local:
-            return False
-        if self.inp.engine >= TASK_CUT_ENGINE:
-            return await self._local_turn()
-        return self._local_slot()
+            yield False
+            return
+        if self.inp.engine < TASK_CUT_ENGINE:
+            yield self._local_slot()
+            return
+        placed = await self._local_turn()
+        mark = self._task_mark
+        try:
+            yield placed
+        finally:
+            if not placed and not _task_ended(mark):
+                self._task_cut = False
 
     async def _local_turn(self) -> bool:
         """Room for one more local activity in this workflow task (True). Past ``LOCAL_PER_TASK``,
-        one step goes to a regular activity (False) to end the task, the others wait for the next."""
+        one step goes to a regular activity (False) to end the task, the others wait for the next
+        task, or for that step to hand the cut on."""
         while True:
             length = workflow.info().get_current_history_length()
             if length != self._task_mark:
@@ -222,7 +239,10 @@ class StepsMixin(EngineBase):
             if not self._task_cut:
                 self._task_cut = True
                 return False
-            await workflow.wait_condition(functools.partial(_task_ended, length))
+            await workflow.wait_condition(functools.partial(self._cut_moved, length))
+
+    def _cut_moved(self, length: int) -> bool:
+        return _task_ended(length) or not self._task_cut
 
     def _is_local(self, step: ToolStep | CodeStep | LlmStep) -> bool:
         if step.execution != "auto":
