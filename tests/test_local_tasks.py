@@ -1,6 +1,7 @@
 """A stream of local activities (a big foreach of local tools) is cut into workflow tasks of at most
-``LOCAL_PER_TASK``: from engine version 2 by sending one step per cut to a regular activity, before
-it by sending every further step of the task to one. Both on a worker that replays every task."""
+``LOCAL_PER_TASK``: from engine version 2 by one empty regular activity per cut (``TASK_CUT``),
+before it by sending every further step of the task to a regular activity. Both on a worker that
+replays every task."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from executor import Settings, running_worker
-from executor.engine.contract import WORKFLOW_NAME
+from executor.engine.contract import TASK_CUT, WORKFLOW_NAME
 from executor.engine.models import RunInput, plan_hash
 from executor.engine.steps import LOCAL_PER_TASK, TASK_CUT_ENGINE
 from executor.engine.workflow import PlanWorkflow
@@ -78,22 +79,27 @@ async def test_a_task_full_of_local_activities_is_cut(dev_server: DevServer, tmp
         assert await handle.result() == list(range(N))
         history = await handle.fetch_history()
     assert _most_markers_per_task(history) <= LOCAL_PER_TASK
-    remote = _count(history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
     local = _count(history, EventType.EVENT_TYPE_MARKER_RECORDED)
-    assert local + remote == N
     if engine >= TASK_CUT_ENGINE:
-        # one regular activity per cut; the rest waited for the next task and ran locally
-        assert 1 <= remote <= N // LOCAL_PER_TASK, remote
+        # every step a local activity; each cut one empty activity whose completion started the next task
+        assert local == N
+        assert set(scheduled) == {TASK_CUT} and 1 <= len(scheduled) <= N // LOCAL_PER_TASK, scheduled
     else:
-        assert remote > N // LOCAL_PER_TASK, "older runs send every step past the cut to regular activities"
+        assert TASK_CUT not in scheduled and local + len(scheduled) == N
+        assert len(scheduled) > N // LOCAL_PER_TASK, "older runs send every step past the cut to regular activities"
     replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
     assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
 
 
 async def test_a_cut_whose_step_fails_before_scheduling_hands_over(dev_server: DevServer, tmp_path: Path) -> None:
-    """The step picked to end a full task fails before anything is scheduled (its arguments do not
-    render) and the plan goes on (on_error: continue): another waiting step must end the task, or
-    the steps waiting for the next task would wait for ever."""
+    """Steps past a full task fail before anything is scheduled (their arguments do not render) and
+    the plan goes on (on_error: continue): the run still ends (a step picked to end the task once
+    waited for ever here)."""
     settings = Settings(home=tmp_path, task_queue=f"cut-{uuid.uuid4().hex[:8]}", metering=False)
     items: list[dict[str, int]] = [{"x": i} for i in range(LOCAL_PER_TASK)] + [{} for _ in range(30)]
     plan = {

@@ -7,7 +7,7 @@ declared here and calls the others through the methods declared below.
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
@@ -53,6 +53,7 @@ class EngineBase:
     _task_mark: int
     _local_in_task: int
     _task_cut: bool
+    _cut_tasks: set[asyncio.Task[None]]
     _parked: int
     _meter: RunMeter
 
@@ -76,7 +77,7 @@ class EngineBase:
         async def _execute(self, step: Step, path: str, frame: Frame, rec: StepRecord) -> Any: ...
         async def _dispatch(self, fn: str, arg: Any, local: bool, timeout: float | None) -> Any: ...
         def _idempotency_key(self, path: str) -> str: ...
-        def _placed(self, local: bool) -> AbstractAsyncContextManager[bool]: ...
+        async def _local_place(self, local: bool) -> bool: ...
         def _code_default(self, quota: str, default: float) -> Any: ...
         def _take_event(self, event_type: str) -> EventRecord | None: ...
 

@@ -38,6 +38,7 @@ __all__ = [
     "SCRIPT_SNAPSHOT_BYTES",
     "SEARCH_ATTRIBUTES",
     "START_RUN",
+    "TASK_CUT",
     "TENANT_BUSY",
     "WORKFLOW_NAME",
 ]
@@ -52,6 +53,8 @@ METER_RUN = "duraplan.meter_run"  # records how a run segment ended (executor.en
 CARRY_SAVE = "duraplan.carry.save"  # a continue-as-new carry too large for history, kept by the worker
 CARRY_LOAD = "duraplan.carry.load"
 CARRY_DROP = "duraplan.carry.drop"
+# Does nothing: its completion starts a new workflow task (engine.steps: a task full of local activities).
+TASK_CUT = "duraplan.task_cut"
 
 HEARTBEAT_TIMEOUT = 10.0  # a killed worker is noticed in seconds, not after the step's timeout
 

@@ -163,8 +163,8 @@ class StepQuota:
 # alter runs already in flight takes a new ``workflow.patched`` id; when a release gathers such ids,
 # bump this and let ``EngineBase._since`` treat them as given for runs started at the new version.
 # 2: a run segment's end is recorded in the run's memo, not by a local activity (engine.metering);
-#    a workflow task full of local activities is cut by one regular activity, not by sending
-#    every further step of the task to one (engine.steps).
+#    a workflow task full of local activities is cut by one empty regular activity (TASK_CUT),
+#    not by sending every further step of the task to a regular activity (engine.steps).
 ENGINE_VERSION = 2
 
 

@@ -199,8 +199,7 @@ class ScriptMixin(EngineBase):
             await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
         try:
-            async with self._placed(local) as placed:
-                return await self._dispatch(fn, arg, placed, timeout)
+            return await self._dispatch(fn, arg, await self._local_place(local), timeout)
         finally:
             self._active -= 1
 

@@ -11,7 +11,6 @@ import builtins
 import contextlib
 import functools
 import math
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
@@ -27,6 +26,7 @@ from executor.engine.contract import (
     RUN_CODE,
     RUN_LLM,
     RUN_TOOL,
+    TASK_CUT,
     TENANT_BUSY,
 )
 from executor.engine.frames import Drained, Frame, StepFailed
@@ -80,9 +80,11 @@ LOCAL_TIMEOUT_MAX = 60.0  # longer steps are never run as local activities
 # steady stream of them (a big foreach) would hold it open for seconds (Temporal's core only
 # heartbeats it every 80% of its timeout), and signals, updates, queries and cancellation all
 # wait for the task to end. So after this many in one task the task is cut: runs before engine
-# version 2 send every further step of the task to a regular activity; later ones send one, and
-# the others wait for the next task, which that activity's completion starts (a timer would do
-# it with fewer events, but timers fire on the server's timer tick: ~1 s on the dev server).
+# version 2 send every further step of the task to a regular activity; later ones schedule one
+# empty activity (``TASK_CUT``) and wait for the next task, which its completion starts as soon as
+# the local activities in flight have finished (a timer would do it with fewer events, but timers
+# fire on the server's timer tick: ~1 s on the dev server; a step of the plan as the cut would
+# keep every other step waiting for as long as that step runs).
 LOCAL_PER_TASK = 100
 TASK_CUT_ENGINE = 2
 
@@ -144,8 +146,7 @@ class StepsMixin(EngineBase):
                 rec.attempts = attempt
                 rec.state = "running"
                 try:
-                    async with self._placed(local) as placed:
-                        result = await self._call(step, path, frame, attempt, placed, timeout)
+                    result = await self._call(step, path, frame, attempt, await self._local_place(local), timeout)
                     if isinstance(step, LlmStep):
                         rec.detail = {"model": result.get("model"), "usage": result.get("usage")}
                         return result.get("content")
@@ -204,31 +205,12 @@ class StepsMixin(EngineBase):
         self._local_in_task += 1
         return True
 
-    @contextlib.asynccontextmanager
-    async def _placed(self, local: bool) -> AsyncIterator[bool]:
-        """Whether the attempt inside runs as a local activity, waiting for a new task if need be.
-
-        The attempt picked to end a full task (engine 2: placed remote) may end before it scheduled
-        anything (its arguments did not render, its input is too large) while no new task has begun:
-        then the cut is handed to a waiting step, or they would all wait for a task nothing starts."""
+    async def _local_place(self, local: bool) -> bool:
+        """Whether this attempt runs as a local activity, waiting for a new task if need be."""
         if not local:
-            yield False
-            return
+            return False
         if self.inp.engine < TASK_CUT_ENGINE:
-            yield self._local_slot()
-            return
-        placed = await self._local_turn()
-        mark = self._task_mark
-        try:
-            yield placed
-        finally:
-            if not placed and not _task_ended(mark):
-                self._task_cut = False
-
-    async def _local_turn(self) -> bool:
-        """Room for one more local activity in this workflow task (True). Past ``LOCAL_PER_TASK``,
-        one step goes to a regular activity (False) to end the task, the others wait for the next
-        task, or for that step to hand the cut on."""
+            return self._local_slot()
         while True:
             length = workflow.info().get_current_history_length()
             if length != self._task_mark:
@@ -237,12 +219,19 @@ class StepsMixin(EngineBase):
                 self._local_in_task += 1
                 return True
             if not self._task_cut:
+                # Whatever becomes of it (completed, failed, timed out), its outcome is an event
+                # and so starts a new task: nothing waits for a task nobody starts.
                 self._task_cut = True
-                return False
-            await workflow.wait_condition(functools.partial(self._cut_moved, length))
+                cut = asyncio.create_task(self._cut_task())
+                self._cut_tasks.add(cut)  # referenced until done
+                cut.add_done_callback(self._cut_tasks.discard)
+            await workflow.wait_condition(functools.partial(_task_ended, length))
 
-    def _cut_moved(self, length: int) -> bool:
-        return _task_ended(length) or not self._task_cut
+    async def _cut_task(self) -> None:
+        with contextlib.suppress(ActivityError, asyncio.CancelledError):
+            await workflow.execute_activity(
+                TASK_CUT, start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_attempts=1)
+            )
 
     def _is_local(self, step: ToolStep | CodeStep | LlmStep) -> bool:
         if step.execution != "auto":

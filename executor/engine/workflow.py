@@ -115,6 +115,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         }
         self._event_schemas = _event_schemas(self.plan.steps)
         self._deps_cache: dict[int, set[str]] = {}
+        self._cut_tasks: set[asyncio.Task[None]] = set()  # TASK_CUT activities in flight (kept referenced)
         self._listed = self.state  # the DuraplanStatus last upserted
         self._meter = RunMeter(
             inp.tenant,

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from executor.engine.contract import HEARTBEAT_TIMEOUT, RUN_CODE, RUN_LLM, RUN_SCRIPT, RUN_TOOL, TENANT_BUSY
+from executor.engine.contract import (
+    HEARTBEAT_TIMEOUT,
+    RUN_CODE,
+    RUN_LLM,
+    RUN_SCRIPT,
+    RUN_TOOL,
+    TASK_CUT,
+    TENANT_BUSY,
+)
 from executor.engine.limits import MAX_STEP_OUTPUT_BYTES, bounded_text
 from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
 from executor.lang.secret_refs import SECRET_KEY
@@ -129,6 +137,11 @@ async def heartbeating(work: Awaitable[T]) -> T:
         task.cancel()  # the activity was cancelled (or failed): so is its work
 
 
+@activity.defn(name=TASK_CUT)
+async def task_cut() -> None:
+    """Nothing: a workflow schedules it so that its completion starts the workflow's next task."""
+
+
 class StepActivities:
     def __init__(
         self,
@@ -155,7 +168,15 @@ class StepActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         # The carry activities keep a long run's continue-as-new state in this store (executor.worker.carry).
-        return [self.tool, self.code, self.llm, self.script, self.meter.meter_run, *CarryActivities(self.store).all()]
+        return [
+            self.tool,
+            self.code,
+            self.llm,
+            self.script,
+            self.meter.meter_run,
+            task_cut,
+            *CarryActivities(self.store).all(),
+        ]
 
     @activity.defn(name=run_tool)
     async def tool(self, call: ToolCall) -> Any:
