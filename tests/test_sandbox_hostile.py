@@ -233,7 +233,7 @@ def monty_workers(parent: int | None = None) -> list[int]:
 def _alive(pid: int) -> bool:
     try:
         return _stat(pid)[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone; or it exited between open and read (ESRCH)
         return False
 
 
