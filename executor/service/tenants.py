@@ -398,6 +398,12 @@ class TenantContext:
         return any(fnmatch.fnmatchcase(tool_name, pattern) for pattern in self.grants)
 
 
+def _rate_refused(tenant_id: str, decision: RateDecision, quotas: Quotas) -> QuotaExceeded:
+    retry = decision.retry_after_s if math.isfinite(decision.retry_after_s) else None
+    detail = f"{quotas.runs_per_second:g}/s, burst {quotas.runs_burst}"
+    return QuotaExceeded("runs_per_second", retry, tenant=tenant_id, detail=detail)
+
+
 class TenantRegistry:
     """Tenants, keys, quotas, rate buckets, grants, egress and secrets in one SQLite file at
     ``path``, or in PostgreSQL when ``path`` is a ``postgresql://`` URL.
@@ -662,25 +668,11 @@ class TenantRegistry:
             )
         return quotas, taken, tokens
 
-    def return_run_tokens(self, tenant_id: str, n: int = 1) -> None:
-        """Give back tokens taken for runs that did not start after all (refused later, or an
-        idempotent re-submit of a run that exists): the quota counts started runs only."""
-        with self._tx() as db:
-            burst = float(self._quotas(db, tenant_id).runs_burst)
-            db.execute(
-                f"UPDATE rate_buckets SET tokens = {db.dialect.least}(?, tokens + ?)"
-                " WHERE tenant_id = ? AND bucket = ?",
-                (burst, n, tenant_id, _RUN_BUCKET),
-            )
-
     def require_run_tokens(self, tenant_id: str, n: int = 1, *, now: float | None = None) -> None:
         """``take_run_tokens`` that raises QuotaExceeded("runs_per_second", retry_after_s) on refusal."""
         decision = self.take_run_tokens(tenant_id, n, now=now)
         if not decision.allowed:
-            quotas = self.quotas(tenant_id)
-            retry = decision.retry_after_s if math.isfinite(decision.retry_after_s) else None
-            detail = f"{quotas.runs_per_second:g}/s, burst {quotas.runs_burst}"
-            raise QuotaExceeded("runs_per_second", retry, tenant=tenant_id, detail=detail)
+            raise _rate_refused(tenant_id, decision, self.quotas(tenant_id))
 
     # A submit that took its run token from the database paid a write transaction (a thread hop
     # and a lock on the tenant) per start: a fifth of a start's cost at a few hundred starts/s.
@@ -735,10 +727,7 @@ class TenantRegistry:
                         # tokens given back meanwhile (runs that did not start) stay in the lease
                         lease.tokens, lease.spent, lease.expires = lease.tokens + granted - 1, 1, now + RUN_LEASE_S
         if not decision.allowed:
-            quotas = self._quotas_cached(tenant_id)
-            retry = decision.retry_after_s if math.isfinite(decision.retry_after_s) else None
-            detail = f"{quotas.runs_per_second:g}/s, burst {quotas.runs_burst}"
-            raise QuotaExceeded("runs_per_second", retry, tenant=tenant_id, detail=detail)
+            raise _rate_refused(tenant_id, decision, self._quotas_cached(tenant_id))
 
     def give_back_run_token(self, tenant_id: str) -> None:
         """A token spent on a run that did not start (refused later, or an idempotent re-submit):
