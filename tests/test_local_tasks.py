@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -24,22 +25,53 @@ from executor.service.devserver import DevServer
 from executor.worker.runner import workflow_runner
 
 N = LOCAL_PER_TASK * 2 + 50
-PLAN = {
-    "name": "many-local",
-    "steps": [
-        {
-            "id": "each",
-            "kind": "foreach",
-            "items": "${input.items}",
-            "max_concurrency": 20,
-            "steps": [
-                {"id": "echo", "kind": "tool", "tool": "debug.echo", "args": {"value": "${item}"}, "execution": "local"}
-            ],
-            "output": "${steps.echo.output.value}",
-        }
-    ],
-    "output": "${steps.each.output}",
-}
+
+
+def _foreach(args: dict[str, Any], *, concurrency: int = 20, **step: Any) -> dict[str, Any]:
+    """A plan: one local ``debug.echo`` step with ``args`` per item of ``input.items``."""
+    echo = {"id": "echo", "kind": "tool", "tool": "debug.echo", "args": args, "execution": "local", **step}
+    return {
+        "name": "many-local",
+        "steps": [
+            {
+                "id": "each",
+                "kind": "foreach",
+                "items": "${input.items}",
+                "max_concurrency": concurrency,
+                "steps": [echo],
+                "output": "${steps.echo.output}",
+            }
+        ],
+        "output": "${steps.each.output}",
+    }
+
+
+async def _run(
+    dev_server: DevServer, tmp_path: Path, plan: dict[str, Any], items: list[Any], engine: int, **worker: Any
+) -> tuple[Any, WorkflowHistory]:
+    """Run ``plan`` over ``items`` as a run started at ``engine`` (unmetered): its result and history,
+    which must replay."""
+    settings = Settings(home=tmp_path, task_queue=f"cut-{uuid.uuid4().hex[:8]}", metering=False)
+    body = load_plan(plan)
+    arg = RunInput(
+        plan=body,
+        plan_hash=plan_hash(body),
+        tenant="cut",
+        session="s",
+        run_id=f"cut-{uuid.uuid4().hex[:8]}",
+        inputs={"items": items},
+        engine=engine,
+        metered=False,
+    )
+    async with running_worker(dev_server.client, settings, **worker):
+        handle = await dev_server.client.start_workflow(
+            WORKFLOW_NAME, arg, id=f"cut/{arg.run_id}", task_queue=settings.task_queue, search_attributes=None
+        )
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+        history = await handle.fetch_history()
+    replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
+    assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
+    return result, history
 
 
 def _count(history: WorkflowHistory, kind: int) -> int:
@@ -60,24 +92,9 @@ def _most_markers_per_task(history: WorkflowHistory) -> int:
 
 @pytest.mark.parametrize("engine", [TASK_CUT_ENGINE - 1, TASK_CUT_ENGINE])
 async def test_a_task_full_of_local_activities_is_cut(dev_server: DevServer, tmp_path: Path, engine: int) -> None:
-    settings = Settings(home=tmp_path, task_queue=f"cut-{uuid.uuid4().hex[:8]}", metering=False)
-    body = load_plan(PLAN)
-    arg = RunInput(
-        plan=body,
-        plan_hash=plan_hash(body),
-        tenant="cut",
-        session="s",
-        run_id=f"cut-{uuid.uuid4().hex[:8]}",
-        inputs={"items": list(range(N))},
-        engine=engine,
-        metered=False,
-    )
-    async with running_worker(dev_server.client, settings, max_cached_workflows=0):
-        handle = await dev_server.client.start_workflow(
-            WORKFLOW_NAME, arg, id=f"cut/{arg.run_id}", task_queue=settings.task_queue, search_attributes=None
-        )
-        assert await handle.result() == list(range(N))
-        history = await handle.fetch_history()
+    plan = _foreach({"value": "${item}"})
+    result, history = await _run(dev_server, tmp_path, plan, list(range(N)), engine, max_cached_workflows=0)
+    assert result == [{"value": i} for i in range(N)]
     assert _most_markers_per_task(history) <= LOCAL_PER_TASK
     scheduled = [
         e.activity_task_scheduled_event_attributes.activity_type.name
@@ -92,57 +109,14 @@ async def test_a_task_full_of_local_activities_is_cut(dev_server: DevServer, tmp
     else:
         assert TASK_CUT not in scheduled and local + len(scheduled) == N
         assert len(scheduled) > N // LOCAL_PER_TASK, "older runs send every step past the cut to regular activities"
-    replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
-    assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
 
 
 async def test_a_cut_whose_step_fails_before_scheduling_hands_over(dev_server: DevServer, tmp_path: Path) -> None:
     """Steps past a full task fail before anything is scheduled (their arguments do not render) and
     the plan goes on (on_error: continue): the run still ends (a step picked to end the task once
     waited for ever here)."""
-    settings = Settings(home=tmp_path, task_queue=f"cut-{uuid.uuid4().hex[:8]}", metering=False)
     items: list[dict[str, int]] = [{"x": i} for i in range(LOCAL_PER_TASK)] + [{} for _ in range(30)]
-    plan = {
-        "name": "cut-fails",
-        "steps": [
-            {
-                "id": "each",
-                "kind": "foreach",
-                "items": "${input.items}",
-                "max_concurrency": 10,
-                "steps": [
-                    {
-                        "id": "echo",
-                        "kind": "tool",
-                        "tool": "debug.echo",
-                        "args": {"value": "${abs(item.x)}"},
-                        "execution": "local",
-                        "on_error": "continue",
-                    }
-                ],
-                "output": "${steps.echo.output}",
-            }
-        ],
-        "output": "${steps.each.output}",
-    }
-    body = load_plan(plan)
-    arg = RunInput(
-        plan=body,
-        plan_hash=plan_hash(body),
-        tenant="cut",
-        session="s",
-        run_id=f"cut-{uuid.uuid4().hex[:8]}",
-        inputs={"items": items},
-        engine=TASK_CUT_ENGINE,
-        metered=False,
-    )
-    async with running_worker(dev_server.client, settings):
-        handle = await dev_server.client.start_workflow(
-            WORKFLOW_NAME, arg, id=f"cut/{arg.run_id}", task_queue=settings.task_queue, search_attributes=None
-        )
-        result = await asyncio.wait_for(handle.result(), timeout=60)
-        history = await handle.fetch_history()
+    plan = _foreach({"value": "${abs(item.x)}"}, concurrency=10, on_error="continue")
+    result, _ = await _run(dev_server, tmp_path, plan, items, TASK_CUT_ENGINE)
     assert result[:LOCAL_PER_TASK] == [{"value": i} for i in range(LOCAL_PER_TASK)]
     assert result[LOCAL_PER_TASK:] == [None] * 30
-    replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
-    assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
