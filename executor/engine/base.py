@@ -7,7 +7,6 @@ declared here and calls the others through the methods declared below.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
@@ -53,7 +52,6 @@ class EngineBase:
     _task_mark: int
     _local_in_task: int
     _task_cut: bool
-    _cut_tasks: set[asyncio.Task[None]]
     _parked: int
     _meter: RunMeter
 

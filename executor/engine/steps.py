@@ -222,9 +222,8 @@ class StepsMixin(EngineBase):
                 # Whatever becomes of it (completed, failed, timed out), its outcome is an event
                 # and so starts a new task: nothing waits for a task nobody starts.
                 self._task_cut = True
-                cut = asyncio.create_task(self._cut_task())
-                self._cut_tasks.add(cut)  # referenced until done
-                cut.add_done_callback(self._cut_tasks.discard)
+                # RUF006: the workflow instance itself holds every task it runs until it is done
+                asyncio.create_task(self._cut_task())  # noqa: RUF006
             await workflow.wait_condition(functools.partial(_task_ended, length))
 
     async def _cut_task(self) -> None:

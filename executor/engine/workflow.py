@@ -84,7 +84,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
     _draining = False
     _task_mark = -1  # history length when the current workflow task started
     _local_in_task = 0
-    _task_cut = False  # a step was sent to a regular activity to end the current task
+    _task_cut = False  # a TASK_CUT activity was scheduled to end the current task
     _parked = 0  # steps sleeping or waiting for an event right now
 
     @workflow.init
@@ -115,7 +115,6 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         }
         self._event_schemas = _event_schemas(self.plan.steps)
         self._deps_cache: dict[int, set[str]] = {}
-        self._cut_tasks: set[asyncio.Task[None]] = set()  # TASK_CUT activities in flight (kept referenced)
         self._listed = self.state  # the DuraplanStatus last upserted
         self._meter = RunMeter(
             inp.tenant,
