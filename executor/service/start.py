@@ -259,7 +259,7 @@ async def start_run(
 
 def _attributes(arg: RunInput, plan_name: str) -> TypedSearchAttributes:
     # No DuraplanStatus: a run starts running, and an unset status means running (the listing's
-    # filter says so: client._status_clause). Each attribute set at start costs the server about
+    # filter says so: run_queries.status_clause). Each attribute set at start costs the server about
     # 0.15 ms of CPU per start (bench/start_rate.py), and the workflow sets the status when it changes.
     return TypedSearchAttributes(
         [
