@@ -33,6 +33,16 @@ SETS = {
     "output": "${steps.b.output}",
 }
 FAILS = {"name": "fails", "steps": [{"id": "no", "kind": "fail", "message": "refused"}]}
+# Tool steps only (engine 3): their runs' ends upsert no memo; the reconciler reads them from the close status.
+TOOLS = {
+    "name": "tools",
+    "steps": [{"id": "t", "kind": "tool", "tool": "debug.echo", "args": {"value": 4}, "execution": "local"}],
+    "output": "${steps.t.output.value}",
+}
+TOOL_FAILS = {
+    "name": "tool-fails",
+    "steps": [{"id": "t", "kind": "tool", "tool": "debug.fail", "args": {"message": "broken"}}],
+}
 WAITS = {"name": "waits", "steps": [{"id": "w", "kind": "wait_for_event", "event": "go"}]}
 PARENT = {
     "name": "parent",
@@ -132,19 +142,28 @@ async def test_every_run_end_counts_once(
         doomed = await dp.submit_plan(WAITS, tenant=tenant, session="s")
         await wait_for(lambda: step_state(doomed, "w"), timeout=30)
         await doomed.terminate()
+        tools_only = await dp.submit_plan(TOOLS, tenant=tenant, session="s")
+        assert await tools_only.result() == 4
+        restarted = await tools_only.restart()  # generation 1: a run of its own
+        assert await restarted.result() == 4
+        with pytest.raises(RunFailed, match="broken"):
+            await (await dp.submit_plan(TOOL_FAILS, tenant=tenant, session="s")).result()
+        for run_id in (tools_only.run_id, waiting.run_id):
+            memo = await (await client.get_workflow_handle(f"{tenant}/{run_id}").describe()).memo()
+            assert METER_MEMO not in memo, "no step the workflow interpreted itself: nothing upserted"
 
         # set: a, b, after, the child run's c and long's 8; the cancelled and terminated waits finished none.
-        expected_steps = {"set": 12, "tool": 9, "fail": 1, "subplan": 1}
+        expected_steps = {"set": 12, "tool": 12, "fail": 1, "subplan": 1}
 
         async def report_complete() -> bool:
             total = (await dp.usage(tenant=tenant)).total
-            return total.runs_terminated == 1 and total.steps.get("set", 0) == 12
+            return total.runs_terminated == 1 and total.steps.get("set", 0) == 12 and total.runs_failed == 2
 
         # Visibility is eventually consistent; the report re-reads it each time it is asked.
         await wait_for(report_complete, timeout=30, interval=0.2)
         total = (await dp.usage(tenant=tenant)).total
         assert total.steps == expected_steps, "each segment's workflow steps once (child run's `c` included)"
-        assert (total.runs_started, total.runs_completed, total.runs_failed) == (6, 3, 1)
+        assert (total.runs_started, total.runs_completed, total.runs_failed) == (9, 5, 2)
         assert (total.runs_cancelled, total.runs_terminated) == (1, 1), "the child run is no run of its own"
 
         store = dp.usage_store
@@ -164,8 +183,9 @@ async def test_every_run_end_counts_once(
                 second.reconcile(overlap=SWEEP_OVERLAP),
                 first.reconcile(tenant, overlap=SWEEP_OVERLAP),
             )
-            # 6 top-level runs, the child, and the long run's earlier executions: all listed again
-            assert all(p.listed >= 8 for p in passes), passes
+            # 9 top-level runs (a restart's two generations), the child, and the long run's earlier
+            # executions: all listed again
+            assert all(p.listed >= 11 for p in passes), passes
             again = (await dp.usage(tenant=tenant)).total
             assert again == total
             # Nothing showed up late: the next pass counts the overlap window instead of listing it.

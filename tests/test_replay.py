@@ -7,6 +7,7 @@ import json
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -106,25 +107,43 @@ ECHO = {
 }
 
 
-@pytest.mark.parametrize("metering", [True, False], ids=["metered", "unmetered"])
-async def test_new_runs_record_no_patch_markers(dev_server: DevServer, tmp_path: Path, metering: bool) -> None:
+# A tool step and a step the workflow interprets itself (a `set`): its end has counts to record.
+ECHO_SET = {
+    "name": "echo-set",
+    "steps": [*ECHO["steps"], {"id": "s", "kind": "set", "value": "${steps.e.output}", "depends_on": ["e"]}],
+    "output": "${steps.s.output}",
+}
+
+
+@pytest.mark.parametrize(
+    ("metering", "plan"),
+    [(True, ECHO_SET), (False, ECHO_SET), (True, ECHO)],
+    ids=["metered", "unmetered", "metered-tools-only"],
+)
+async def test_new_runs_record_no_patch_markers(
+    dev_server: DevServer, tmp_path: Path, metering: bool, plan: dict[str, Any]
+) -> None:
     """A run started now takes every engine change as given: no patch marker and no
     TemporalChangeVersion upsert in its history; its end recorded in the memo (no local activity),
-    and only when metered."""
+    only when metered, and only when it has workflow-step counts to record (engine 3: a run of
+    tool steps only ends with no upsert, its outcome is its close status)."""
     settings = Settings(home=tmp_path, task_queue=f"engine-{uuid.uuid4().hex[:8]}", metering=metering)
     async with running_worker(dev_server.client, settings, max_cached_workflows=0):
-        handle = await Duraplan(dev_server.client, settings).submit_plan(ECHO, tenant="replay", session="s")
+        handle = await Duraplan(dev_server.client, settings).submit_plan(plan, tenant="replay", session="s")
         assert await handle.result() == {"value": 1}
         history = await dev_server.client.get_workflow_handle(f"replay/{handle.run_id}").fetch_history()
     assert _markers(history) == ["core_local_activity"], "the tool step's local activity, no duraplan.meter_run"
-    assert _memo_upserts(history) == ([{METER_MEMO}] if metering else [])
+    upserted = metering and plan is ECHO_SET
+    assert _memo_upserts(history) == ([{METER_MEMO}] if upserted else [])
     assert _upserts(history) == 0
-    if metering:  # the upsert rides the final workflow task: right before the completion command
-        kinds = [e.event_type for e in history.events]
+    kinds = [e.event_type for e in history.events]
+    if upserted:  # the upsert rides the final workflow task: right before the completion command
         assert kinds[-2:] == [
             EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED,
             EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
         ]
+    else:
+        assert EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED not in kinds
     replayer = Replayer(workflows=[PlanWorkflow], workflow_runner=workflow_runner())
     assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
 

@@ -8,6 +8,12 @@ outcome:
   before the final command, so they ride the same workflow-task completion (no activity, no extra
   activation); ``executor.service.usage_reconcile`` folds closed executions' memos into the usage
   ledger from visibility;
+- from engine version 3, a run's first segment (no continue-as-new before it) that interpreted no
+  step itself upserts nothing: everything its end records follows from the execution as visibility
+  lists it (tenant and run id from the workflow id, generation from the start memo, outcome from the
+  close status, parent or not). The memo upsert is a command, a history event and a visibility
+  write on the server (~1.5 ms of worker and server CPU per run here), for runs of tool, code and
+  llm steps only that is all they would have paid for metering;
 - older runs hand them to one local activity (``duraplan.meter_run``) that writes the ledger, as
   they always did, so their histories replay unchanged.
 
@@ -28,13 +34,15 @@ from temporalio.exceptions import ActivityError
 
 from executor.engine.contract import METER_RUN
 
-__all__ = ["ACTIVITY_KINDS", "MEMO_ENGINE", "METER_MEMO", "METER_RUN", "RunMeter", "RunMeterCall"]
+__all__ = ["ACTIVITY_KINDS", "MEMO_ENGINE", "METER_MEMO", "METER_RUN", "SILENT_ENGINE", "RunMeter", "RunMeterCall"]
 
 ACTIVITY_KINDS = frozenset({"tool", "code", "llm"})
 # Histories recorded before metering existed replay without the local activity.
 _PATCH_METER = "meter-run-segments"
 # The engine version from which a segment's end is a memo upsert, not a local activity.
 MEMO_ENGINE = 2
+# The engine version from which a segment with nothing to say (see above) upserts no memo.
+SILENT_ENGINE = 3
 METER_MEMO = "meter"  # the memo key (its value: RunMeterCall's fields, as JSON)
 
 
@@ -80,6 +88,8 @@ class RunMeter:
         nothing awaited in between, so the memo upsert and that command complete one workflow task."""
         if not self._metered:
             return
+        if self._engine >= SILENT_ENGINE and self._call.segment == 0 and not self._call.workflow_steps:
+            return  # usage_reconcile.run_end_of derives this end from the closed execution
         if self._engine >= MEMO_ENGINE:
             self._call.outcome = outcome
             self._call.child = workflow.info().parent is not None

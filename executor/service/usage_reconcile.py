@@ -33,7 +33,9 @@ Terminated and timed-out runs cannot record anything (no workflow code runs): a 
 recorded as ``terminated`` / ``timed_out`` from its visibility status (it counts in
 ``runs_terminated``), its generation from the start memo; its workflow steps since its last
 continue-as-new are not counted. A closed run without the ``meter`` memo that is not terminated
-was ended by an engine-1 worker, whose local activity wrote the ledger itself: skipped.
+is a first segment that had nothing to add to its close status (engine version 3: no step
+interpreted by the workflow itself), or was ended by an engine-1 worker whose local activity wrote
+the same row: either way its row is derived from the execution (outcome from the status).
 """
 
 from __future__ import annotations
@@ -88,6 +90,13 @@ RECHECK_INTERVAL = 1.0
 FIRST_LOOKBACK = 3600.0  # the first pass ever (no checkpoint): closes from the last hour (engine-2 runs
 # close only on workers of this version, which run the reconciler from their start)
 SCOPE = "runs"  # the checkpoint's and lease's key in usage_reconcile
+# How a segment that upserted no meter memo ended ("": continued as new, no outcome yet).
+_CLOSED = {
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "",
+}
 _TERMINATED = {
     WorkflowExecutionStatus.TERMINATED: "terminated",
     WorkflowExecutionStatus.TIMED_OUT: "timed_out",
@@ -132,7 +141,22 @@ def run_end_of(wf: WorkflowExecution, memo: Mapping[str, Any]) -> RunEnd | None:
             outcome=terminated,
         )
     if meter is None:
-        return None  # ended by an engine-1 worker, whose local activity wrote the ledger
+        # An engine-3 first segment that interpreted no step itself (engine.metering): its end
+        # follows from the execution. An engine-1 run (its local activity wrote the ledger) reads
+        # the same way: the same keys, so this adds nothing to what that activity wrote.
+        outcome = _CLOSED.get(wf.status) if wf.status is not None else None
+        tenant, sep, run_id = wf.id.partition("/")
+        if outcome is None or wf.parent_id is not None or not sep or not run_id:
+            return None  # still open, a child run (no steps of its own to count here), not ours
+        generation = memo.get("generation", 0)
+        return RunEnd(
+            tenant=tenant,
+            run_key=f"{run_id}/{generation if type(generation) is int else 0}",
+            segment=0,
+            started_day=utc_day(wf.start_time),
+            day=day,
+            outcome=outcome or None,
+        )
     tenant = _field(meter, "tenant", str)
     if not wf.id.startswith(f"{tenant}/"):
         raise ValueError(f"memo names tenant {tenant!r}, the workflow id is {wf.id!r}")
