@@ -115,6 +115,16 @@ def _field(meter: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+def _run_of(wf: WorkflowExecution, memo: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(tenant, run key) of a top-level run, from its workflow id and the generation in ``memo``;
+    None: a child run (a step of its parent, not a run), or not started by the start path."""
+    tenant, sep, run_id = wf.id.partition("/")
+    if wf.parent_id is not None or not sep or not run_id:
+        return None
+    generation = memo.get("generation", 0)
+    return tenant, f"{run_id}/{generation if type(generation) is int else 0}"
+
+
 def run_end_of(wf: WorkflowExecution, memo: Mapping[str, Any]) -> RunEnd | None:
     """The ledger row of one closed execution (its decoded ``memo``); None: nothing to record here."""
     assert wf.close_time is not None
@@ -126,37 +136,20 @@ def run_end_of(wf: WorkflowExecution, memo: Mapping[str, Any]) -> RunEnd | None:
         # No workflow code ran to record it. The start memo's generation is there (continue-as-new
         # carries the start memo over; a memo upsert it does not, but if a `meter` memo is ever
         # here it names the same run, and its counts were recorded when that segment ended).
-        if wf.parent_id is not None:
-            return None  # a child run is a step of its parent, not a run
-        tenant, sep, run_id = wf.id.partition("/")
-        if not sep or not run_id:
-            return None  # not started by the start path (workflow id tenant/run id)
-        generation = meter.get("generation") if meter is not None else memo.get("generation", 0)
-        return RunEnd(
-            tenant=tenant,
-            run_key=f"{run_id}/{generation if type(generation) is int else 0}",
-            segment=-1,  # no counts: its steps since the last continue-as-new are unknown
-            started_day=utc_day(wf.start_time),
-            day=day,
-            outcome=terminated,
-        )
+        key = _run_of(wf, meter or memo)
+        if key is None:
+            return None
+        # segment -1: no counts, its steps since the last continue-as-new are unknown
+        return RunEnd(key[0], key[1], -1, utc_day(wf.start_time), day, terminated)
     if meter is None:
         # An engine-3 first segment that interpreted no step itself (engine.metering): its end
         # follows from the execution. An engine-1 run (its local activity wrote the ledger) reads
         # the same way: the same keys, so this adds nothing to what that activity wrote.
         outcome = _CLOSED.get(wf.status) if wf.status is not None else None
-        tenant, sep, run_id = wf.id.partition("/")
-        if outcome is None or wf.parent_id is not None or not sep or not run_id:
-            return None  # still open, a child run (no steps of its own to count here), not ours
-        generation = memo.get("generation", 0)
-        return RunEnd(
-            tenant=tenant,
-            run_key=f"{run_id}/{generation if type(generation) is int else 0}",
-            segment=0,
-            started_day=utc_day(wf.start_time),
-            day=day,
-            outcome=outcome or None,
-        )
+        key = _run_of(wf, memo)
+        if outcome is None or key is None:
+            return None
+        return RunEnd(key[0], key[1], 0, utc_day(wf.start_time), day, outcome or None)
     tenant = _field(meter, "tenant", str)
     if not wf.id.startswith(f"{tenant}/"):
         raise ValueError(f"memo names tenant {tenant!r}, the workflow id is {wf.id!r}")
