@@ -351,7 +351,7 @@ def validate(plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML)
     """Check a plan without running it; lists every problem and exits non-zero if there are any."""
     from duraplan.quick import check_file, report  # `duraplan validate PLAN` usually runs there
 
-    code = report(plan, check_file(plan), as_json)
+    code = report(plan, check_file(plan), as_json, rich_only=True)
     if code:
         raise typer.Exit(code)
 

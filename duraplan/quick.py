@@ -12,8 +12,11 @@ module, bad settings) is left to the typer app too, which shows it as before.
 
 from __future__ import annotations
 
+import builtins
+import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -73,21 +76,75 @@ def check_file(plan: Path) -> list[PlanIssue]:
     return issues
 
 
-def report(plan: Path, issues: list[PlanIssue], as_json: bool) -> int:
-    """Print the verdict as ``duraplan validate`` does; its exit code (2: invalid)."""
+def report(plan: Path, issues: list[PlanIssue], as_json: bool, *, rich_only: bool = False) -> int:
+    """Print the verdict as ``duraplan validate`` does; its exit code (2: invalid). Lines that rich
+    would print unchanged are written directly, unless ``rich_only``: loading rich costs as much as
+    reading a plan, and a script or an editor reading the output sees no difference."""
     if as_json:
         body: dict[str, Any] = {"valid": not issues, "issues": [i.to_dict() for i in issues]}
         sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
     elif issues:
-        err = _console(stderr=True)
-        err.print(f"[red]invalid:[/red] {plan} ({len(issues)} problem(s))", highlight=False)
+        header = f"{plan} ({len(issues)} problem(s))"
+        _print(True, f"invalid: {header}", f"[red]invalid:[/red] {header}", rich_only)
         for issue in issues:
-            err.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
+            _print(True, f"  {issue}", None, rich_only)
     else:
-        _console(stderr=False).print(f"[green]valid:[/green] {plan}", highlight=False)
+        _print(False, f"valid: {plan}", f"[green]valid:[/green] {plan}", rich_only)
     return 2 if issues else 0
 
 
+def _print(stderr: bool, text: str, markup: str | None, rich_only: bool) -> None:
+    """``text``, or ``markup`` (rich markup giving ``text``; None: ``text`` soft-wrapped, no
+    markup), as rich's Console prints it."""
+    stream = sys.stderr if stderr else sys.stdout
+    if not rich_only and same_as_rich(text, markup is not None, _plain_width(stream)):
+        stream.write(text + "\n")
+    elif markup is None:
+        _console(stderr).print(text, highlight=False, markup=False, soft_wrap=True)
+    else:
+        _console(stderr).print(markup, highlight=False)
+
+
+# rich replaces :name: by an emoji (also without markup), e.g. in an issue naming a tool ':smile:'
+_EMOJI_CODE = re.compile(r"(:(\S*?)(?:(?:\-)(emoji|text))?:)")
+
+
+def same_as_rich(text: str, wraps: bool, width: int | None) -> bool:
+    """Whether rich, writing to something that is not a terminal ``width`` columns wide (None: a
+    terminal, which gets colours), prints ``text`` unchanged: printable ASCII (one column a
+    character, no tabs or control codes), no markup tag, no emoji code, and when the line wraps
+    (it is not soft-wrapped), no wider than the console."""
+    if width is None or not (text.isascii() and text.isprintable()) or _EMOJI_CODE.search(text):
+        return False
+    return not wraps or ("[" not in text and len(text) <= width)
+
+
+def _plain_width(stream: Any) -> int | None:
+    """The width rich gives a console on ``stream`` when it is no terminal; None when it is one
+    (rich's Console.is_terminal, size and width, with the environment that steers them)."""
+    env = os.environ
+    if hasattr(builtins, "get_ipython") or sys.platform == "win32":
+        return None  # IPython or Jupyter, and Windows consoles: rich has rules of its own there
+    if env.get("TTY_COMPATIBLE") == "1" or env.get("FORCE_COLOR"):
+        return None
+    if env.get("TTY_COMPATIBLE") != "0" and "FORCE_COLOR" not in env:
+        try:
+            if stream.isatty():
+                return None
+        except (AttributeError, ValueError):
+            pass
+    columns = env.get("COLUMNS")
+    if columns is not None and columns.isdigit():
+        return int(columns) or None  # a width of 0: leave it to rich
+    for fd in (0, 1, 2):
+        try:
+            return os.get_terminal_size(fd).columns or 80
+        except (AttributeError, ValueError, OSError):
+            continue
+    return 80
+
+
+@functools.cache
 def _console(stderr: bool) -> Any:
     from rich.console import Console
 

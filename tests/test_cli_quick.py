@@ -1,9 +1,13 @@
 """`duraplan validate` answered by the fast path (duraplan.quick) says exactly what the typer command
-says: the same stdout, stderr and exit code for valid plans and for every kind of problem, and the
-shapes the fast path does not take (help, unknown options, a missing argument) reach typer."""
+says: the same stdout, stderr and exit code for valid plans and every kind of problem, in any
+console (rich prints the typer command's lines; the fast path writes a line itself only where rich
+would print it unchanged), and the shapes the fast path does not take (help, unknown options, a
+missing argument) reach typer. Both run in one interpreter per console setting, to keep this fast;
+a few runs of the real command check the process around them (exit codes, no typer loaded)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
+from duraplan.quick import same_as_rich
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = {"id": "a", "kind": "tool", "tool": "debug.echo", "args": {"value": 1}}
@@ -60,34 +67,59 @@ PLANS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Out:
-    code: int
+    code: int | str
     out: str
     err: str
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR")}
-    env.pop("DURAPLAN_CLI_IN_PROCESS", None)
-    return {**env, "PYTHONPATH": str(ROOT), "TERM": "dumb"}
+# Runs each argv through the fast path and the typer command in this one interpreter.
+HARNESS = """
+import contextlib, io, json, os, sys
+os.environ["DURAPLAN_CLI_IN_PROCESS"] = "1"  # the fast path raises SystemExit instead of ending
+from duraplan import quick
+from duraplan.cli import app
+results = []
+for argv in json.loads(sys.argv[1]):
+    row = []
+    for typer_only in (False, True):
+        quick._console.cache_clear()  # a console reads COLUMNS when made
+        out, err, code = io.StringIO(), io.StringIO(), "not answered"
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                app(argv, prog_name="duraplan") if typer_only else quick.quick(argv)
+            except SystemExit as exc:
+                code = exc.code
+        row.append([code, out.getvalue(), err.getvalue()])
+    results.append(row)
+sys.__stdout__.write(json.dumps(results))
+"""
 
 
-def _run(argv: list[str], *, typer_only: bool) -> Out:
-    # The typer app on its own: imported, not run as __main__, so the fast path never sees argv.
-    entry = (
-        ["-c", "from duraplan.cli import app; app(prog_name='python -m duraplan.cli')"]
-        if typer_only
-        else ["-m", "duraplan.cli"]
-    )
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    steering = ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "DURAPLAN_CLI_IN_PROCESS")
+    env = {k: v for k, v in os.environ.items() if k not in steering}
+    return {**env, "PYTHONPATH": str(ROOT), "TERM": "dumb", **extra}
+
+
+def _both(argvs: list[list[str]], env: dict[str, str] | None = None) -> list[tuple[Out, Out]]:
+    """(fast path, typer command) for each argv."""
     done = subprocess.run(
-        [sys.executable, *entry, *argv],
+        [sys.executable, "-c", HARNESS, json.dumps(argvs)],
         capture_output=True,
         text=True,
+        check=True,
         cwd=ROOT,
-        env=_env(),
-        stdin=subprocess.DEVNULL,
-        timeout=60,
+        env=_env(env or {}),
+        stdin=subprocess.DEVNULL,  # no terminal anywhere: rich's width is 80 or COLUMNS
+        timeout=120,
     )
-    return Out(done.returncode, done.stdout, done.stderr)
+    return [(Out(*fast), Out(*slow)) for fast, slow in json.loads(done.stdout)]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=_env(env or {}), timeout=60
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,33 +135,61 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["odd_path"] = odd / "plan.json"
     files["odd_path"].write_text(PLANS["unknown_tool"])
     files["missing"] = base / "missing.json"
+    files["yaml_example"] = ROOT / "examples" / "approval.yaml"
     return files
 
 
-@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@pytest.fixture(scope="module")
+def answers(plans: dict[str, Path]) -> dict[tuple[str, bool], Out]:
+    """The fast path's answer for each plan, text and --json, each equal to the typer command's."""
+    argvs = [["validate", str(path), *(["--json"] if as_json else [])] for path in plans.values() for as_json in (0, 1)]
+    found = {}
+    for argv, (fast, slow) in zip(argvs, _both(argvs), strict=True):
+        assert fast == slow, argv
+        name = next(n for n, p in plans.items() if str(p) == argv[1])
+        found[name, len(argv) == 3] = fast
+    return found
+
+
 @pytest.mark.parametrize("name", [*PLANS, "odd_path", "missing", "yaml_example"])
-def test_fast_path_prints_what_typer_prints(plans: dict[str, Path], name: str, as_json: bool) -> None:
-    path = str(ROOT / "examples" / "approval.yaml") if name == "yaml_example" else str(plans[name])
-    argv = ["validate", path, *(["--json"] if as_json else [])]
-    fast, slow = _run(argv, typer_only=False), _run(argv, typer_only=True)
-    assert fast == slow
+def test_fast_path_prints_what_typer_prints(
+    answers: dict[tuple[str, bool], Out], plans: dict[str, Path], name: str
+) -> None:
+    text, as_json = answers[name, False], answers[name, True]
     valid = name in ("valid", "yaml_example")
-    assert fast.code == (0 if valid else 2), fast
-    assert "Traceback" not in fast.err
-    if as_json:
-        assert json.loads(fast.out)["valid"] is valid
-    elif valid:
-        assert fast.out == f"valid: {path}\n" and fast.err == ""
+    assert text.code == as_json.code == (0 if valid else 2), text
+    assert json.loads(as_json.out)["valid"] is valid and as_json.err == ""
+    if valid:
+        assert text.out == f"valid: {plans[name]}\n" and text.err == ""
     else:
-        assert fast.out == "" and fast.err.startswith("invalid: ")
+        assert text.out == "" and text.err.startswith("invalid: ")
+        header = " ".join(text.err.split())  # rich wraps a header longer than the console
+        assert f"({len(json.loads(as_json.out)['issues'])} problem(s))" in header
 
 
-def test_every_kind_of_problem_keeps_its_message(plans: dict[str, Path]) -> None:
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"COLUMNS": "40"},
+        {"COLUMNS": "250"},
+        {"FORCE_COLOR": "1", "TERM": "xterm"},
+        {"TTY_COMPATIBLE": "0", "FORCE_COLOR": "1"},
+    ],
+    ids=["narrow", "wide", "force-color", "not-tty-compatible"],
+)
+def test_fast_path_prints_what_typer_prints_in_any_console(plans: dict[str, Path], env: dict[str, str]) -> None:
+    argvs = [["validate", str(plans[n])] for n in ("valid", "schema", "markup_and_emoji", "odd_path")]
+    for argv, (fast, slow) in zip(argvs, _both(argvs, env), strict=True):
+        assert fast == slow, argv
+        colours = "FORCE_COLOR" in env and "TTY_COMPATIBLE" not in env
+        assert ("\x1b[" in fast.out + fast.err) is colours
+
+
+def test_every_kind_of_problem_keeps_its_message(answers: dict[tuple[str, bool], Out], plans: dict[str, Path]) -> None:
     """The messages `duraplan validate` gave before the fast path, one of each kind."""
 
     def issues(name: str) -> list[tuple[str, str | None, str]]:
-        out = _run(["validate", str(plans[name]), "--json"], typer_only=False)
-        return [(i["pointer"], i["code"], i["message"]) for i in json.loads(out.out)["issues"]]
+        return [(i["pointer"], i["code"], i["message"]) for i in json.loads(answers[name, True].out)["issues"]]
 
     assert issues("schema")[:2] == [
         ("/name", "schema", "String should have at least 1 character"),
@@ -165,20 +225,82 @@ def test_every_kind_of_problem_keeps_its_message(plans: dict[str, Path]) -> None
     assert issues("not_a_mapping") == [("", "parse", f"{plans['not_a_mapping']}: a plan is a mapping/object, not list")]
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
+def test_other_shapes_reach_typer() -> None:
+    argvs = [
         ["validate"],
         ["validate", "--help"],
         ["validate", "a.json", "b.json"],
         ["validate", "--yaml", "a.json"],
         ["validate", "--json=1", "a.json"],
         ["--help"],
-    ],
-    ids=["no-plan", "help", "two-plans", "unknown-option", "flag-with-value", "root-help"],
-)
-def test_other_shapes_reach_typer(argv: list[str]) -> None:
-    fast, slow = _run(argv, typer_only=False), _run(argv, typer_only=True)
-    assert fast == slow
-    assert "Usage:" in fast.out + fast.err or "Error" in fast.err
-    assert fast.code == (0 if "--help" in argv else 2)
+        ["runs", "--help"],
+    ]
+    for argv, (fast, slow) in zip(argvs, _both(argvs), strict=True):
+        assert fast == Out("not answered", "", ""), argv
+        assert slow.code == (0 if "--help" in argv else 2), (argv, slow)
+        assert "Usage:" in slow.out + slow.err or "Error" in slow.err
+
+
+PROBE = """
+import runpy, sys
+sys.argv[0] = "duraplan"
+try:
+    runpy.run_module("duraplan.cli", run_name="__main__")
+finally:
+    print("typer loaded:", "typer" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_the_command_as_a_user_runs_it(plans: dict[str, Path]) -> None:
+    """`python -m duraplan.cli validate` ends with the verdict's exit code and never loads typer; a
+    shape it does not answer still gets typer's usage error."""
+    for name, code in (("valid", 0), ("schema", 2)):
+        done = _cli("-m", "duraplan.cli", "validate", str(plans[name]), "--json")
+        assert done.returncode == code and json.loads(done.stdout)["valid"] is (code == 0), done
+    done = _cli("-c", PROBE, "validate", str(plans["valid"]), env={"DURAPLAN_CLI_IN_PROCESS": "1"})
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"valid: {plans['valid']}\n", "typer loaded: False\n")
+    done = _cli("-m", "duraplan.cli", "validate")
+    assert done.returncode == 2 and "Missing argument" in done.stderr
+
+
+TEXTS = [
+    "valid: plans/a.json",
+    "invalid: a b.json (3 problem(s))",
+    "  /steps/0/tool (step 'a'): unknown tool 'x' (registered: debug.echo, kv.get) [unknown_tool]",
+    "trailing space ",
+    " leading  and  double  spaces",
+    "a:b and c:d",
+    "time 10:30:00",
+    "an :smile: here",
+    ":x:",
+    "tab\there",
+    "caf\u00e9",
+    "wide \u4e2d",
+    "[bold]tag[/bold]",
+    "escaped \\[b]",
+    "",
+    "word " * 30,
+    "/" + "x" * 120,
+]
+
+
+@pytest.mark.parametrize("width", [10, 41, 80, 200])
+def test_lines_written_directly_are_what_rich_prints(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line the fast path writes without rich is byte for byte what rich prints there."""
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS", "LINES"):
+        monkeypatch.delenv(name, raising=False)
+    texts = [*TEXTS, *("x" * n for n in (width - 1, width, width + 1))]
+    direct = 0
+    for text in texts:
+        for wraps in (True, False):
+            if not same_as_rich(text, wraps, width):
+                continue
+            direct += 1
+            out = io.StringIO()
+            console = Console(file=out, width=width)  # a StringIO is no terminal
+            if wraps:  # a line with markup (rich wraps it)
+                console.print(text, highlight=False)
+            else:  # an issue line: soft-wrapped, no markup
+                console.print(text, highlight=False, markup=False, soft_wrap=True)
+            assert out.getvalue() == text + "\n", (text, wraps)
+    assert direct >= len(texts) // 2  # most lines do not need rich
