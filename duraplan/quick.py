@@ -7,7 +7,8 @@ about as much as the validation itself. ``main`` recognises the plain shape of t
 missing argument, shell completion) goes to the typer app in ``duraplan.cli``, which explains.
 Both paths print through ``report`` below, so their output and exit codes are the same
 (tests/test_cli_quick.py compares them), and an error this path does not expect (a broken tool
-module, bad settings) is left to the typer app too, which shows it as before.
+module, bad settings) is left to the typer app too, which shows it as before. The other one-answer
+commands (``status``, ``runs``, ``events send``) still go to typer, without cycle collection.
 """
 
 from __future__ import annotations
@@ -35,11 +36,17 @@ def main() -> None:  # pragma: no cover - the console script (pyproject's [proje
     app()
 
 
+# Commands that read or send one thing and end (typer runs them): no cycle collection either.
+_ONE_ANSWER = frozenset({"status", "runs", "events"})
+
+
 def quick(argv: list[str]) -> None:
     """Run ``argv`` and end the process when it is a command answered here; else return."""
     if any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
         return  # click's shell completion (_DURAPLAN_COMPLETE and the like) is the typer app's
     if argv[:1] != ["validate"]:
+        if argv[:1] and argv[0] in _ONE_ANSWER:
+            gc.disable()  # as below: these print one answer and end
         return
     plan: str | None = None
     as_json = False
