@@ -89,6 +89,8 @@ for argv in json.loads(sys.argv[1]):
                 app(argv, prog_name="duraplan") if typer_only else quick.quick(argv)
             except SystemExit as exc:
                 code = exc.code
+            except Exception as exc:  # what typer shows as a traceback
+                code = f"raised {type(exc).__name__}: {exc}"
         row.append([code, out.getvalue(), err.getvalue()])
     results.append(row)
 sys.__stdout__.write(json.dumps(results))
@@ -239,6 +241,15 @@ def test_other_shapes_reach_typer() -> None:
         assert fast == Out("not answered", "", ""), argv
         assert slow.code == (0 if "--help" in argv else 2), (argv, slow)
         assert "Usage:" in slow.out + slow.err or "Error" in slow.err
+
+
+def test_an_error_it_does_not_expect_is_left_to_typer(plans: dict[str, Path]) -> None:
+    """A tool module that cannot be imported: the fast path steps aside and the typer command fails
+    as it always did (a traceback, exit 1), not with a traceback of the fast path's own."""
+    argv = ["validate", str(plans["valid"])]
+    [(fast, slow)] = _both([argv], {"DURAPLAN_TOOL_MODULES": "no_such_tool_module"})
+    assert fast == Out("not answered", "", "")
+    assert slow.code == "raised ModuleNotFoundError: No module named 'no_such_tool_module'"
 
 
 PROBE = """
