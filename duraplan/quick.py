@@ -66,6 +66,8 @@ def quick(argv: list[str]) -> None:
     gc.disable()
     try:
         issues = check_file(path)
+    except KeyboardInterrupt:
+        _end(130)  # as typer ends on Ctrl-C: no traceback
     except Exception:
         gc.enable()
         return  # the typer command runs it again and shows the error its way

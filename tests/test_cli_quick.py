@@ -7,6 +7,7 @@ a few runs of the real command check the process around them (exit codes, no typ
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -250,6 +251,29 @@ def test_an_error_it_does_not_expect_is_left_to_typer(plans: dict[str, Path]) ->
     [(fast, slow)] = _both([argv], {"DURAPLAN_TOOL_MODULES": "no_such_tool_module"})
     assert fast == Out("not answered", "", "")
     assert slow.code == "raised ModuleNotFoundError: No module named 'no_such_tool_module'"
+
+
+def test_ctrl_c_ends_it_as_typer_does(
+    plans: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Interrupted while it validates: exit 130 and nothing printed, as the typer command ends."""
+    from duraplan import quick
+
+    monkeypatch.setattr(gc, "disable", lambda: None)  # the fast path's, for its own process only
+
+    def interrupted(plan: Path) -> list[object]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quick, "check_file", interrupted)
+    monkeypatch.setenv("DURAPLAN_CLI_IN_PROCESS", "1")
+    with pytest.raises(SystemExit) as fast:
+        quick.quick(["validate", str(plans["valid"])])
+    from duraplan.cli import app
+
+    with pytest.raises(SystemExit) as slow:
+        app(["validate", str(plans["valid"])], prog_name="duraplan")
+    assert fast.value.code == slow.value.code == 130
+    assert capsys.readouterr() == ("", "")
 
 
 PROBE = """
