@@ -691,4 +691,4 @@ def main() -> None:  # pragma: no cover - console script entry
 
 
 if __name__ == "__main__":
-    main()
+    app()  # duraplan.quick had its turn at the top of this module
