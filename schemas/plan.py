@@ -73,9 +73,9 @@ def parse_duration(value: str | float) -> float:
 
 
 class _Model(BaseModel):
-    # defer_build: a model's validator is built when first used, once, for the whole tree. Built at
-    # import, the models referring to ``Step`` before it exists failed, were rebuilt, and each rebuild
-    # redid the tree: a third of `duraplan validate`'s start-up.
+    # defer_build: a model's validator is built when first used, once for the whole tree. Built at
+    # import, the models naming ``Step`` before it exists failed, then were rebuilt one by one, each
+    # rebuild redoing the tree (~10 ms of every `duraplan validate` and process start).
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
