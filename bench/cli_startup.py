@@ -1,14 +1,17 @@
 """CLI start-up: how long each everyday command takes before it does its work.
 
-For each command, a fresh interpreter imports ``duraplan.cli`` plus what the command imports when
-it runs, and reports the wall and CPU time of that and the modules' own ``-X importtime`` total
+For each command, a fresh interpreter imports its entry (``duraplan.cli``; ``duraplan.quick`` for
+``validate``, which that module answers before typer loads) plus what the command imports when it
+runs, and reports the wall and CPU time of that and the modules' own ``-X importtime`` total
 (least disturbed by other processes). ``status``, ``runs`` and ``events send`` are measured on both
 of their paths: over Temporal's HTTP API (no Temporal SDK) and over the SDK (when no HTTP endpoint
 is known). ``validate`` also runs end to end; the other three do against a Temporal server with a
 duraplan worker: ``--dev`` starts one (``duraplan dev`` in a temporary home, whose dev-server
 record gives the CLI its HTTP API), or ``--address`` names one (``--http-address`` its HTTP API).
 The bench submits one waiting run there and reads it, alternating the two paths. Medians of
-``--repeat`` runs, with the load other processes put on the machine.
+``--repeat`` runs, with the load other processes put on the machine. The project's bytecode is
+compiled first, as installing a wheel does (with PYTHONDONTWRITEBYTECODE set, as in some shells and
+containers, an editable checkout would otherwise compile its sources on every run: ~30 ms).
 
     PYTHONPATH=. .venv/bin/python -m bench.cli_startup [--dev | --address 127.0.0.1:7233 [--http-address URL]]
 """
@@ -16,6 +19,7 @@ The bench submits one waiting run there and reads it, alternating the two paths.
 from __future__ import annotations
 
 import argparse
+import compileall
 import functools
 import json
 import os
@@ -36,10 +40,11 @@ from typing import Any
 
 from executor.service.endpoints import DEV_RECORD
 
-# command -> the modules it imports when it runs (beside duraplan.cli itself)
+# command -> the modules it imports when it runs (beside its entry module, ENTRY)
 _HTTP = ["executor.service.endpoints", "executor.service.http_runs"]
 COMMANDS: dict[str, list[str]] = {
-    "validate": ["executor.lang.loader", "executor.lang.validate", "tools", "rich.console"],
+    # rich only when the output is a terminal (or a line rich would change): not in a pipe
+    "validate": ["executor.lang.loader", "executor.lang.validate", "tools"],
     "status (HTTP)": [*_HTTP, "rich.console", "rich.table"],
     "runs (HTTP)": [*_HTTP, "rich.console", "rich.table"],
     "events send (HTTP)": [*_HTTP, "rich.console"],
@@ -47,7 +52,10 @@ COMMANDS: dict[str, list[str]] = {
     "runs (SDK)": ["executor.service.client", "rich.console", "rich.table"],
     "events send (SDK)": ["executor.service.client", "rich.console"],
 }
+ENTRY = {"validate": "duraplan.quick"}  # the others: duraplan.cli
+PACKAGES = ("duraplan", "executor", "planner", "schemas", "tools", "evals")
 HEAVY = (
+    "typer",
     "temporalio",
     "mcp",
     "litellm",
@@ -78,11 +86,11 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def import_cost(modules: list[str]) -> tuple[float, float, float, list[str]]:
-    """Wall and CPU seconds of a fresh interpreter importing duraplan.cli and ``modules``, the
+def import_cost(modules: list[str], entry: str = "duraplan.cli") -> tuple[float, float, float, list[str]]:
+    """Wall and CPU seconds of a fresh interpreter importing ``entry`` and ``modules``, the
     ``-X importtime`` total (seconds) and the heavy modules that loaded."""
     code = (
-        "import sys; import duraplan.cli\n"
+        f"import sys; import {entry}\n"
         + "".join(f"import {m}\n" for m in modules)
         + f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
@@ -172,15 +180,24 @@ def _start_dev(home: str) -> tuple[subprocess.Popen[bytes], Server]:
     return proc, Server(address=json.loads(record.read_text())["address"], http_home=home, http_address=None)
 
 
+def _compile_project() -> None:
+    """Bytecode for the project's modules, as an installed wheel has it."""
+    root = Path(__file__).resolve().parents[1]
+    for package in PACKAGES:
+        compileall.compile_dir(root / package, quiet=1)
+
+
 def main(repeat: int, server: Server | None, dev: bool) -> None:
+    _compile_project()
     load = _loadavg()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(PLAN, f)
+    print("the project's bytecode compiled first (as a wheel install has it)")
     print(f"a bare interpreter: {statistics.median(_interpreter() for _ in range(repeat)) * 1000:.0f} ms wall")
     print("| command | import wall (ms, p50) | import CPU (ms, p50) | -X importtime total (ms, p50) | heavy loaded |")
     print("|---|---:|---:|---:|---|")
     for command, modules in COMMANDS.items():
-        runs = [import_cost(modules) for _ in range(repeat)]
+        runs = [import_cost(modules, ENTRY.get(command, "duraplan.cli")) for _ in range(repeat)]
         heavy = ", ".join(runs[0][3]) or "-"
         print(f"| {command} | {_median(runs, 0):.0f} | {_median(runs, 1):.0f} | {_median(runs, 2):.0f} | {heavy} |")
     print()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # `python -m duraplan.cli validate ...` is answered before typer loads
+    from duraplan.quick import quick
+
+    quick(sys.argv[1:])  # ends the process when it answers the command
+
 import contextlib
 import functools
 import json
 import os
 import signal
-import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -343,28 +349,11 @@ async def _finish(handle: RunHandle, as_json: bool) -> None:
 @app.command()
 def validate(plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")], as_json: JsonOut = False) -> None:
     """Check a plan without running it; lists every problem and exits non-zero if there are any."""
-    from executor.lang.loader import load_plan
-    from executor.lang.validate import check_plan
+    from duraplan.quick import check_file, report  # `duraplan validate PLAN` usually runs there
 
-    try:
-        raw = load_plan(plan)
-    except PlanInvalid as exc:
-        issues = exc.issues
-    else:
-        from tools import default_registry
-
-        settings = Settings.from_env()
-        _, issues = check_plan(raw, tools=default_registry(extra_modules=settings.tool_modules))
-    if as_json:
-        _print_json({"valid": not issues, "issues": [i.to_dict() for i in issues]})
-    elif issues:
-        err.print(f"[red]invalid:[/red] {plan} ({len(issues)} problem(s))", highlight=False)
-        for issue in issues:
-            err.print(f"  {issue}", highlight=False, markup=False, soft_wrap=True)
-    else:
-        out.print(f"[green]valid:[/green] {plan}", highlight=False)
-    if issues:
-        raise typer.Exit(2)
+    code = report(plan, check_file(plan), as_json, rich_only=True)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -696,8 +685,10 @@ async def api(
 
 
 def main() -> None:  # pragma: no cover - console script entry
-    app()
+    from duraplan.quick import main
+
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    app()  # duraplan.quick had its turn at the top of this module

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable as _Iterable
+from typing import TYPE_CHECKING, Any
 
 from tools.builtin import builtin_tools
 from tools.egress import HttpPolicy
 from tools.errors import DatabaseUnavailable, ToolArgumentsError, ToolError, UnknownToolError
 from tools.registry import Tool, ToolContext, ToolRegistry, load_tool_modules
-from tools.store import Store
+
+if TYPE_CHECKING:
+    from tools.store import Store
 
 __all__ = [
     "DatabaseUnavailable",
@@ -35,3 +38,14 @@ def default_registry(http_policy: HttpPolicy | None = None, extra_modules: _Iter
     registry = ToolRegistry(builtin_tools(http_policy))
     load_tool_modules(registry, extra_modules)
     return registry
+
+
+def __getattr__(name: str) -> Any:
+    # The store (sqlite3, the database layer) loads when first named: validating a plan needs only
+    # the registry, and `duraplan validate` starts faster without it.
+    if name != "Store":
+        raise AttributeError(f"module 'tools' has no attribute {name!r}")
+    from tools.store import Store
+
+    globals()["Store"] = Store
+    return Store

@@ -39,6 +39,8 @@ def builtin_tools(http_policy: HttpPolicy | None = None, *, include_debug: bool 
     ``include_debug=False`` leaves out the ``debug.*`` tools, which exist for tests and
     diagnostics.
     """
+    # Each Tool here says trusted_schema=True: its schema is fixed, and tests/tools/test_tools_builtin.py
+    # checks it against the metaschema once instead of every start-up.
     policy = http_policy if http_policy is not None else HttpPolicy()
     tools = [
         _http_request_tool(policy),
@@ -150,6 +152,7 @@ def _http_request_tool(policy: HttpPolicy) -> Tool:
         return response.as_result()
 
     return Tool(
+        trusted_schema=True,
         name="http.request",
         description="Make an HTTP request and return status, headers and the body (parsed if "
         "JSON). 429 and 5xx responses fail retryably, other 4xx fail permanently. Non-GET "
@@ -192,6 +195,7 @@ def _transform_tool() -> Tool:
             raise ToolError(f"transform failed: {exc}", error_type="TransformError") from exc
 
     return Tool(
+        trusted_schema=True,
         name="transform",
         description="Reshape JSON data with a JMESPath expression; returns the result "
         "(null when nothing matches). Pure: no side effects.",
@@ -256,6 +260,7 @@ def _kv_tools() -> list[Tool]:
     # Writes pass the step's idempotency key: a retried step does not write (or count) twice.
     return [
         Tool(
+            trusted_schema=True,
             name="kv.get",
             description="Read a value from the tenant's key-value store. Returns "
             "{key, found, value}; value is null when not found.",
@@ -264,6 +269,7 @@ def _kv_tools() -> list[Tool]:
             accepts_secrets=False,
         ),
         Tool(
+            trusted_schema=True,
             name="kv.put",
             description="Store a JSON value under a key (overwrites). Exactly once per step.",
             args_schema=_obj(
@@ -275,6 +281,7 @@ def _kv_tools() -> list[Tool]:
             side_effects=True,
         ),
         Tool(
+            trusted_schema=True,
             name="kv.delete",
             description="Delete a key. Returns {key, deleted}. Exactly once per step.",
             args_schema=_obj({"key": _KEY}, required=("key",)),
@@ -283,6 +290,7 @@ def _kv_tools() -> list[Tool]:
             side_effects=True,
         ),
         Tool(
+            trusted_schema=True,
             name="kv.list",
             description="List the tenant's keys that start with a prefix, sorted. Returns {keys}.",
             args_schema=_obj(
@@ -306,6 +314,7 @@ def _kv_tools() -> list[Tool]:
             accepts_secrets=False,
         ),
         Tool(
+            trusted_schema=True,
             name="kv.incr",
             description="Add to an integer counter (a missing key counts as 0) and return "
             "{key, value} with the new value. Exactly once per step.",
@@ -366,6 +375,7 @@ def _notify_tool(policy: HttpPolicy) -> Tool:
         }
 
     return Tool(
+        trusted_schema=True,
         name="notify",
         description="Send a notification once per step: it is recorded in the tenant's outbox "
         "and, if webhook_url is given, POSTed there as {channel, message, idempotency_key} "
@@ -443,6 +453,7 @@ _ERROR_TYPE = {
 def _debug_tools() -> list[Tool]:
     return [
         Tool(
+            trusted_schema=True,
             name="debug.echo",
             description="Testing/diagnostics: return the arguments unchanged. Accepts any properties.",
             # The one schema that is open: echo exists to pass arbitrary data through.
@@ -454,6 +465,7 @@ def _debug_tools() -> list[Tool]:
             handler=_debug_echo,
         ),
         Tool(
+            trusted_schema=True,
             name="debug.sleep",
             description="Testing/diagnostics: sleep for some seconds, then return {slept}.",
             args_schema=_obj(
@@ -471,6 +483,7 @@ def _debug_tools() -> list[Tool]:
             local=False,  # long sleeps belong in regular activities (heartbeats, timeouts)
         ),
         Tool(
+            trusted_schema=True,
             name="debug.flaky",
             description="Testing/diagnostics: fail while the attempt number is <= fail_times, "
             "then return {attempt, value}.",
@@ -495,6 +508,7 @@ def _debug_tools() -> list[Tool]:
             handler=_debug_flaky,
         ),
         Tool(
+            trusted_schema=True,
             name="debug.fail",
             description="Testing/diagnostics: always fail with the given message.",
             args_schema=_obj(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NoReturn
-
-import yaml
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from executor.errors import PlanInvalid, PlanIssue
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["load_plan"]
 
@@ -53,6 +54,8 @@ def _parse(text: str, origin: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as json_error:
         # YAML is a superset of JSON: try it, and blame JSON only for text that is JSON-shaped.
+        import yaml  # here: a JSON plan (what tools write) does not pay for loading it
+
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

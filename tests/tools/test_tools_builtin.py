@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 import pytest
 import respx
 
@@ -65,6 +66,16 @@ def test_catalog_names_flags_and_strict_schemas() -> None:
     assert {t.name for t in builtin_tools(include_debug=False)} == {n for n in EXPECTED if not n.startswith("debug.")}
     # The catalog (what a planner sees) is JSON.
     json.dumps(default_registry().catalog())
+
+
+def test_every_builtin_schema_is_valid_json_schema() -> None:
+    """The built-in tools skip the metaschema check at start-up (trusted_schema): it is done here."""
+    for tool in builtin_tools():
+        assert tool.trusted_schema, tool.name
+        jsonschema.Draft202012Validator.check_schema(tool.args_schema)
+    # A tool from anywhere else is checked when it is made.
+    with pytest.raises(jsonschema.SchemaError):
+        Tool(name="x.y", description="", args_schema={"type": "nonsense"}, handler=builtin_tools()[0].handler)
 
 
 @pytest.mark.parametrize(
