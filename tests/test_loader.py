@@ -199,3 +199,9 @@ def test_undecodable_file(tmp_path: Path) -> None:
     with pytest.raises(PlanInvalid) as info:
         load_plan(path)
     assert str(path) in only_issue(info)
+
+
+def test_an_endless_or_oversized_plan_file_is_refused_not_read_whole() -> None:
+    """`duraplan validate /dev/zero` read until memory ran out; a file is read up to a bound."""
+    with pytest.raises(PlanInvalid, match=r"larger than 16777216 bytes"):
+        load_plan(Path("/dev/zero"))

@@ -12,9 +12,13 @@ from executor.errors import PlanInvalid, PlanIssue
 if TYPE_CHECKING:
     import yaml
 
-__all__ = ["load_plan"]
+__all__ = ["MAX_PLAN_FILE_BYTES", "load_plan"]
 
 _SUFFIXES = (".json", ".yaml", ".yml")
+# A plan file is read whole: bounded, so a path like /dev/zero or a runaway file fails with a
+# message instead of filling memory. Far above any plan a run can take (its start input must fit
+# Temporal's 2 MB payload limit), so `validate` still checks plans too large to submit.
+MAX_PLAN_FILE_BYTES = 16 * 1024 * 1024
 
 
 def load_plan(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
@@ -24,7 +28,13 @@ def load_plan(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     if isinstance(source, Path) or _looks_like_path(source):
         path = Path(source)
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as f:
+                data = f.read(MAX_PLAN_FILE_BYTES + 1)
+            if len(data) > MAX_PLAN_FILE_BYTES:
+                raise PlanInvalid(
+                    [PlanIssue("", f"plan file {str(path)!r} is larger than {MAX_PLAN_FILE_BYTES} bytes", code="parse")]
+                )
+            text = data.decode("utf-8")
         except OSError as exc:
             raise PlanInvalid(
                 [PlanIssue("", f"cannot read plan file {str(path)!r}: {exc.strerror}", code="parse")]
