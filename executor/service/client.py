@@ -11,6 +11,7 @@ import asyncio
 import functools
 import gc
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -93,6 +94,7 @@ class Duraplan:
         self.tenants = tenants
         self._owns_tenants = False  # opened by connect(): close() closes it
         self._usage = usage
+        self._usage_looked_at = float("-inf")  # when a start last looked for the workers' ledger
         self._reconciler: Reconciler | None = None
         self._recording: set[asyncio.Task[None]] = set()
 
@@ -243,12 +245,20 @@ class Duraplan:
 
     def _record_start(self, tenant: str, run_id: str, generation: int) -> None:
         """Meter the start off the submit path (the worker backfills it at the run's end if this
-        process exits first), so a submit never waits for the ledger."""
-        if self.usage_store is None:
-            return
+        process exits first), so a submit never waits for the ledger. Until a worker has created
+        the ledger, starts look for it once a second, not each one (a stat per start)."""
+        store = self._usage
+        if store is None:
+            now = time.monotonic()
+            if now - self._usage_looked_at < 1.0:
+                return
+            self._usage_looked_at = now
+            store = self.usage_store
+            if store is None:
+                return
         from executor.service.usage import record_run_start
 
-        task = asyncio.create_task(record_run_start(self.usage_store, tenant, run_id, generation))
+        task = asyncio.create_task(record_run_start(store, tenant, run_id, generation))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
