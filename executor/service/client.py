@@ -11,7 +11,7 @@ import asyncio
 import functools
 import gc
 import logging
-import time
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -94,7 +94,7 @@ class Duraplan:
         self.tenants = tenants
         self._owns_tenants = False  # opened by connect(): close() closes it
         self._usage = usage
-        self._usage_looked_at = float("-inf")  # when a start last looked for the workers' ledger
+        self._local_store = os.fspath(self.settings.home / "store.db")  # looked for on each start until it exists
         self._reconciler: Reconciler | None = None
         self._recording: set[asyncio.Task[None]] = set()
 
@@ -116,12 +116,14 @@ class Duraplan:
     def usage_store(self) -> UsageStore | None:
         """The workers' ledger: the shared database, or ``<home>/store.db`` once a worker created it
         (a client never creates a ledger of its own that no worker writes to)."""
-        if self._usage is None and self.settings.metering:
-            local = self.settings.home / "store.db"
-            if self.settings.database_url or local.exists():
-                from tools.usage import UsageStore
+        if (
+            self._usage is None
+            and self.settings.metering
+            and (self.settings.database_url or os.path.exists(self._local_store))
+        ):
+            from tools.usage import UsageStore
 
-                self._usage = UsageStore(self.settings.store_location())
+            self._usage = UsageStore(self.settings.store_location())
         return self._usage
 
     async def usage(
@@ -245,17 +247,10 @@ class Duraplan:
 
     def _record_start(self, tenant: str, run_id: str, generation: int) -> None:
         """Meter the start off the submit path (the worker backfills it at the run's end if this
-        process exits first), so a submit never waits for the ledger. Until a worker has created
-        the ledger, starts look for it once a second, not each one (a stat per start)."""
-        store = self._usage
+        process exits first), so a submit never waits for the ledger."""
+        store = self.usage_store
         if store is None:
-            now = time.monotonic()
-            if now - self._usage_looked_at < 1.0:
-                return
-            self._usage_looked_at = now
-            store = self.usage_store
-            if store is None:
-                return
+            return
         from executor.service.usage import record_run_start
 
         task = asyncio.create_task(record_run_start(store, tenant, run_id, generation))
