@@ -12,7 +12,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import WorkflowExecutionStartedEventAttributes
 from temporalio.client import Client, Interceptor
 
-from executor import Duraplan, Settings
+from executor import Duraplan, Settings, running_worker
 from executor.engine.models import Carry, EventRecord, Revision, RunInput
 from executor.errors import RunConflict
 from executor.service.converter import UTF8_DATA_CONVERTER
@@ -126,3 +126,15 @@ async def test_direct_restart_carries_the_generation_in_the_memo(client: Client,
         memos.append((await _started(client, restarted.workflow_id)).memo)
         await client.get_workflow_handle(restarted.workflow_id).terminate()
     assert memos[0] == memos[1] and "generation" in memos[0].fields
+
+
+async def test_direct_start_is_eager_on_this_process_worker(client: Client, tmp_path: Any) -> None:
+    settings = Settings(home=tmp_path, task_queue=f"sr-{uuid.uuid4().hex[:8]}")
+    async with running_worker(client, settings):
+        dp = Duraplan(client, settings)
+        assert can_start_directly(dp.client)
+        plan = {"name": "e", "steps": [{"id": "a", "kind": "set", "value": 7}], "output": "${steps.a.output}"}
+        handle = await dp.submit_plan(plan, tenant=TENANT, session="s")
+        # the SDK's core handed the first workflow task to the worker with the start's answer
+        assert getattr(handle._started, "__temporal_eagerly_started") is True
+        assert await handle.result(timeout=30) == 7

@@ -11,6 +11,8 @@ Only where nothing could tell the difference: the client has no interceptors (th
 change, each start: tracing puts its context in the headers) and writes payloads with duraplan's
 own converter, which has no codec (``executor.service.converter``). Otherwise the SDK's path is
 taken. Both send the same request (tests/test_start_request.py compares what the server kept).
+What the SDK adds only inside a Nexus operation handler (links and callbacks to the caller) is
+left out: no duraplan start runs in one.
 """
 
 from __future__ import annotations
