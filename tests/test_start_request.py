@@ -17,7 +17,7 @@ from executor.engine.models import Carry, EventRecord, Revision, RunInput
 from executor.errors import RunConflict
 from executor.service.converter import UTF8_DATA_CONVERTER
 from executor.service.start_request import can_start_directly, encode_run_input, plan_json
-from executor.service.tenants import Quotas
+from executor.service.tenants import QuotaExceeded, Quotas, TenantRegistry
 
 TENANT = "sr"
 
@@ -138,3 +138,21 @@ async def test_direct_start_is_eager_on_this_process_worker(client: Client, tmp_
         # the SDK's core handed the first workflow task to the worker with the start's answer
         assert getattr(handle._started, "__temporal_eagerly_started") is True
         assert await handle.result(timeout=30) == 7
+
+
+async def test_a_resubmitted_plan_meets_the_tenants_current_quotas(client: Client, tmp_path: Any) -> None:
+    """The start path keeps which quotas a plan was found within; a quota lowered since refuses it."""
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create(TENANT)
+    tenants.grant_tools(TENANT, ["*"])
+    dp = Duraplan(client, Settings(home=tmp_path, task_queue=f"sr-{uuid.uuid4().hex[:8]}"), tenants=tenants)
+    plan = {"name": "hungry", "steps": [{"id": "c", "kind": "code", "code": "1", "memory_mb": 128}]}
+    first = await dp.submit_plan(plan, tenant=TENANT, session="s")
+    await client.get_workflow_handle(first.workflow_id).terminate()
+    tenants.set_quotas(TENANT, code_memory_mb=64)
+    with pytest.raises(QuotaExceeded, match="step 'c' asks memory_mb=128"):
+        await dp.submit_plan(plan, tenant=TENANT, session="s")
+    tenants.set_quotas(TENANT, code_memory_mb=256)
+    again = await dp.submit_plan(plan, tenant=TENANT, session="s")
+    await client.get_workflow_handle(again.workflow_id).terminate()
+    tenants.close()

@@ -23,7 +23,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -186,8 +186,10 @@ async def start_run(
     problems = [f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}" for e in prepared.inputs.iter_errors(values)]
     if problems:
         raise InputsInvalid("run inputs", problems)
-    if ctx.quotas is not None:
+    if ctx.quotas is not None and ctx.quotas not in prepared.within:
         ctx.quotas.check_plan(parsed, ctx.tenant)
+        if len(prepared.within) < _QUOTAS_KEPT:
+            prepared.within.add(ctx.quotas)
     digest = prepared.digest
     arg = RunInput(
         plan=prepared.body,
@@ -286,9 +288,13 @@ class _Prepared:
     digest: str  # plan_hash(body)
     encoded: str  # the body as a run input's payload holds it (start_request.plan_json)
     inputs: jsonschema.Draft202012Validator  # the plan's inputs schema, compiled
+    # tenants' quotas the plan was checked against and is within (Quotas is frozen: a changed
+    # quota is another value, checked afresh); a walk of every step, ~75 us at 50 steps
+    within: set[Quotas] = field(default_factory=set)
 
 
 _PREPARED: OrderedDict[int, _Prepared] = OrderedDict()
+_QUOTAS_KEPT = 64  # distinct quotas remembered per plan
 _PREPARED_LOCK = threading.Lock()
 
 
