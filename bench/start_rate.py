@@ -5,14 +5,18 @@ One dev server (SQLite on disk, WAL), no worker (a start is the server accepting
 
 - hand-written: ``client.start_workflow`` of a one-signal waiter with an id and a task queue;
 - duraplan: ``Duraplan.submit_plan`` of a one-step ``wait_for_event`` plan (validation, hashing,
-  inputs schema, search attributes), without tenancy and with a tenant registry (SQLite) on.
+  inputs schema, search attributes), without tenancy and with a tenant registry (SQLite) on;
+- ``--attributes``: also the hand-written start with the four search attributes duraplan indexes a
+  run by (tenant, session, plan hash, plan name): what listing runs costs the server by itself. On
+  the dev server's SQLite visibility, a start with any search attribute costs about as much more
+  as one with four (each generated column of the visibility row reads the attributes' JSON).
 
 Each cell also prints CPU per start: this process's (the client: Python and the SDK's threads) and
 the dev server's (``/proc``), which load from other processes skews far less than starts/s.
 
 ``--profile`` prints where the duraplan side's own time goes (cProfile, in-process).
 
-    PYTHONPATH=. .venv/bin/python -m bench.start_rate --n 400
+    PYTHONPATH=. .venv/bin/python -m bench.start_rate --n 400 [--attributes]
     PYTHONPATH=. .venv/bin/python -m bench.start_rate --n 100 --rounds 1 --profile   # smoke run
 """
 
@@ -30,8 +34,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
 from bench.baseline import WAITER_WORKFLOW
 from bench.harness import ForeignLoad, cpu_snapshot, dev_server
+from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_TENANT
 from executor.service.client import Duraplan
 from executor.service.config import Settings
 from executor.service.tenants import TenantRegistry
@@ -61,7 +68,7 @@ async def rate(n: int, in_flight: int, start: Callable[[str], Awaitable[Any]]) -
     return n / wall, (client1 - client0) * 1000 / n, (server1 - server0) * 1000 / n
 
 
-async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
+async def main(n: int, in_flight: int, rounds: int, profile: bool, attributes: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="duraplan-start-") as tmp:
         home = Path(tmp)
         async with dev_server(home, []) as (client, label, _pid):
@@ -75,6 +82,20 @@ async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
             async def hand_written(run_id: str) -> Any:
                 return await client.start_workflow(WAITER_WORKFLOW, id=f"{TENANT}/{run_id}", task_queue=queue)
 
+            indexed = TypedSearchAttributes(
+                [
+                    SearchAttributePair(SA_TENANT, TENANT),
+                    SearchAttributePair(SA_SESSION, "start"),
+                    SearchAttributePair(SA_PLAN_HASH, "sha256:" + "0" * 64),
+                    SearchAttributePair(SA_PLAN_NAME, PLAN["name"]),
+                ]
+            )
+
+            async def hand_written_indexed(run_id: str) -> Any:
+                return await client.start_workflow(
+                    WAITER_WORKFLOW, id=f"{TENANT}/{run_id}", task_queue=queue, search_attributes=indexed
+                )
+
             def duraplan_side(dp: Duraplan) -> Callable[[str], Awaitable[Any]]:
                 async def start(run_id: str) -> Any:
                     return await dp.submit_plan(PLAN, tenant=TENANT, session="start", run_id=run_id)
@@ -83,6 +104,7 @@ async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
 
             sides = {
                 "hand-written": hand_written,
+                **({"hand-written + 4 search attributes": hand_written_indexed} if attributes else {}),
                 "duraplan": duraplan_side(plain),
                 "duraplan + tenancy": duraplan_side(tenanted),
             }
@@ -92,7 +114,7 @@ async def main(n: int, in_flight: int, rounds: int, profile: bool) -> None:
             load = ForeignLoad()
             for _ in range(rounds):
                 for side, start in sides.items():
-                    if profiler is not None and side != "hand-written":
+                    if profiler is not None and side.startswith("duraplan"):
                         profiler.enable()
                     results[side].append(await rate(n, in_flight, start))
                     if profiler is not None:
@@ -120,5 +142,8 @@ if __name__ == "__main__":
     ap.add_argument("--in-flight", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--attributes", action="store_true", help="also hand-written starts with duraplan's search attributes"
+    )
     args = ap.parse_args()
-    asyncio.run(main(args.n, args.in_flight, args.rounds, args.profile))
+    asyncio.run(main(args.n, args.in_flight, args.rounds, args.profile, args.attributes))

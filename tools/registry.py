@@ -95,6 +95,7 @@ class Tool:
 class ToolRegistry:
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._local: tuple[str, ...] | None = None
         for t in tools:
             self.register(t)
 
@@ -102,6 +103,7 @@ class ToolRegistry:
         if tool.name in self._tools:
             raise ValueError(f"tool {tool.name!r} is already registered")
         self._tools[tool.name] = tool
+        self._local = None
         return tool
 
     def get(self, name: str) -> Tool:
@@ -115,6 +117,13 @@ class ToolRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._tools)
+
+    def local_names(self) -> list[str]:
+        """The tools that may run as local activities, sorted: what every run's input lists.
+        Kept until the next ``register`` (every start asked each tool again)."""
+        if self._local is None:
+            self._local = tuple(n for n in self.names() if self._tools[n].local)
+        return list(self._local)
 
     def catalog(self) -> list[dict[str, Any]]:
         """Names, descriptions and argument schemas, e.g. for a planner's prompt."""

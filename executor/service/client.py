@@ -11,6 +11,7 @@ import asyncio
 import functools
 import gc
 import logging
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -93,6 +94,7 @@ class Duraplan:
         self.tenants = tenants
         self._owns_tenants = False  # opened by connect(): close() closes it
         self._usage = usage
+        self._local_store = os.fspath(self.settings.home / "store.db")  # looked for on each start until it exists
         self._reconciler: Reconciler | None = None
         self._recording: set[asyncio.Task[None]] = set()
 
@@ -114,12 +116,14 @@ class Duraplan:
     def usage_store(self) -> UsageStore | None:
         """The workers' ledger: the shared database, or ``<home>/store.db`` once a worker created it
         (a client never creates a ledger of its own that no worker writes to)."""
-        if self._usage is None and self.settings.metering:
-            local = self.settings.home / "store.db"
-            if self.settings.database_url or local.exists():
-                from tools.usage import UsageStore
+        if (
+            self._usage is None
+            and self.settings.metering
+            and (self.settings.database_url or os.path.exists(self._local_store))
+        ):
+            from tools.usage import UsageStore
 
-                self._usage = UsageStore(self.settings.store_location())
+            self._usage = UsageStore(self.settings.store_location())
         return self._usage
 
     async def usage(
@@ -244,11 +248,12 @@ class Duraplan:
     def _record_start(self, tenant: str, run_id: str, generation: int) -> None:
         """Meter the start off the submit path (the worker backfills it at the run's end if this
         process exits first), so a submit never waits for the ledger."""
-        if self.usage_store is None:
+        store = self.usage_store
+        if store is None:
             return
         from executor.service.usage import record_run_start
 
-        task = asyncio.create_task(record_run_start(self.usage_store, tenant, run_id, generation))
+        task = asyncio.create_task(record_run_start(store, tenant, run_id, generation))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 

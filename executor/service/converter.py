@@ -30,13 +30,13 @@ from temporalio.converter import (
 )
 from temporalio.converter import JSONTypeConverterUnhandled as Unhandled
 
-__all__ = ["UTF8_DATA_CONVERTER", "utf8_client"]
+__all__ = ["UTF8_DATA_CONVERTER", "Utf8Encoder", "utf8_client"]
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
-class _Utf8Encoder(AdvancedJSONEncoder):
+class Utf8Encoder(AdvancedJSONEncoder):
     def __init__(self, **kwargs: Any) -> None:
         kwargs["ensure_ascii"] = False
         super().__init__(**kwargs)
@@ -97,7 +97,7 @@ _PARTS = (
     BinaryPlainPayloadConverter(),
     JSONProtoPayloadConverter(),
     BinaryProtoPayloadConverter(),
-    JSONPlainPayloadConverter(encoder=_Utf8Encoder, custom_type_converters=[_CachedDataclasses()]),
+    JSONPlainPayloadConverter(encoder=Utf8Encoder, custom_type_converters=[_CachedDataclasses()]),
 )
 
 

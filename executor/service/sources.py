@@ -12,7 +12,9 @@ Stdio MCP servers run a command on the worker: only an operator allows them
 from __future__ import annotations
 
 import builtins
+import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 from executor.lang.validate import all_steps
@@ -203,9 +205,32 @@ class SourceCalls:
         return _tool(entry, call)
 
 
+# id(plan) -> (the plan, its tools): a resubmitted plan is the same validated ``Plan`` object
+# (executor.lang.validate_cache; read-only), and a walk of its steps cost ~75 us per start at 50
+# steps. The plan is held so its id is not reused while the entry lives.
+_PLAN_TOOLS: OrderedDict[int, tuple[Plan, frozenset[str]]] = OrderedDict()
+_PLAN_TOOLS_SIZE = 512
+_plan_tools_lock = threading.Lock()
+
+
 def plan_tools(plan: dict[str, Any] | Plan) -> set[str]:
     """Every tool a plan may call: tool steps and compensations, in nested blocks and subplans."""
-    parsed = plan if isinstance(plan, Plan) else Plan.model_validate(plan)
+    if not isinstance(plan, Plan):
+        return _plan_tools(Plan.model_validate(plan))
+    with _plan_tools_lock:
+        hit = _PLAN_TOOLS.get(id(plan))
+        if hit is not None and hit[0] is plan:
+            _PLAN_TOOLS.move_to_end(id(plan))
+            return set(hit[1])
+    found = _plan_tools(plan)
+    with _plan_tools_lock:
+        _PLAN_TOOLS[id(plan)] = (plan, frozenset(found))
+        while len(_PLAN_TOOLS) > _PLAN_TOOLS_SIZE:
+            _PLAN_TOOLS.popitem(last=False)
+    return found
+
+
+def _plan_tools(parsed: Plan) -> set[str]:
     found: set[str] = set()
     for step in all_steps(parsed.steps):
         if isinstance(step, ToolStep):
@@ -213,5 +238,5 @@ def plan_tools(plan: dict[str, Any] | Plan) -> set[str]:
         if step.compensate is not None and step.compensate.tool:
             found.add(step.compensate.tool)
         if isinstance(step, SubplanStep):
-            found |= plan_tools(step.plan)
+            found |= _plan_tools(step.plan)
     return found

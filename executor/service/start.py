@@ -19,9 +19,11 @@ import asyncio
 import contextlib
 import fnmatch
 import json
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
     Priority,
+    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -45,10 +48,11 @@ from executor.errors import InputsInvalid, PlanInvalid, PlanIssue, RunConflict, 
 from executor.lang.loader import load_plan
 from executor.lang.secret_refs import secret_names
 from executor.lang.validate import validate_plan
-from executor.lang.validate_cache import validate_plan_cached
+from executor.lang.validate_cache import CACHE_SIZE, validate_plan_cached
 from executor.service.admission import Admission, RunningView
 from executor.service.config import Settings
 from executor.service.names import CHILD_RUN_PATTERN, NAME_PATTERN, RUN_ID_REGEX, check_depth, check_name, check_run_id
+from executor.service.start_request import can_start_directly, direct_start, encode_run_input, plan_json
 from executor.service.tenants import QuotaExceeded, Quotas, TenantRegistry
 from schemas.plan import Plan
 from tools import ToolRegistry
@@ -176,26 +180,25 @@ async def start_run(
     parsed = validate_plan_cached(
         plan if isinstance(plan, Plan) else load_plan(plan), tools=tools, granted=ctx.is_granted
     )
-    body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    prepared = _prepare(parsed)
     values = dict(inputs or {})
     check_depth("run inputs", values)
-    problems = [
-        f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}"
-        for e in jsonschema.Draft202012Validator(parsed.inputs).iter_errors(values)
-    ]
+    problems = [f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}" for e in prepared.inputs.iter_errors(values)]
     if problems:
         raise InputsInvalid("run inputs", problems)
-    if ctx.quotas is not None:
+    if ctx.quotas is not None and ctx.quotas not in prepared.within:
         ctx.quotas.check_plan(parsed, ctx.tenant)
-    digest = plan_hash(body)
+        if len(prepared.within) < _QUOTAS_KEPT:
+            prepared.within.add(ctx.quotas)
+    digest = prepared.digest
     arg = RunInput(
-        plan=body,
+        plan=prepared.body,
         plan_hash=digest,
         tenant=ctx.tenant,
         session=session,
         run_id=run_id,
         inputs=values,
-        local_tools=[n for n in tools.names() if tools.get(n).local],
+        local_tools=tools.local_names(),
         generation=generation,
         search_attributes=settings.search_attributes,
         quotas=ctx.quotas.for_run() if ctx.quotas is not None else None,
@@ -219,27 +222,46 @@ async def start_run(
         # one over it).
         cap = None if ctx.quotas is None else ctx.quotas.max_concurrent_runs + (generation > 0 and replacing)
         restart = generation > 0
+        workflow_id = f"{ctx.tenant}/{run_id}"
+        queue = task_queue or settings.task_queue
+        memo = {"generation": generation} if generation else None  # absent: 0 (less held per run)
+        task_timeout = timedelta(seconds=settings.workflow_task_timeout)
+        direct = can_start_directly(client)
         async with _admitted(client, settings, ctx.tenant, cap, ctx.quotas) as admitted:
-            handle = await client.start_workflow(
-                WORKFLOW_NAME,
-                arg,
-                id=f"{ctx.tenant}/{run_id}",
-                task_queue=task_queue or settings.task_queue,
-                memo={"generation": generation} if generation else None,  # absent: 0 (less held per run)
-                search_attributes=_attributes(arg, parsed.name) if arg.search_attributes else None,
-                # Weighted round-robin per tenant when tasks queue up: a flood from one tenant waits
-                # its turn behind others' work (the server needs matching.enableFairness; dev sets it).
-                priority=Priority(fairness_key=ctx.tenant),
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                if restart
-                else WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING
-                if restart
-                else WorkflowIDConflictPolicy.FAIL,
-                # Start the first workflow task on this process's worker, if it has one: saves a hop.
-                request_eager_start=True,
-                task_timeout=timedelta(seconds=settings.workflow_task_timeout),
-            )
+            if direct:  # the same request, from parts kept between starts (executor.service.start_request)
+                handle = await direct_start(
+                    client,
+                    workflow=WORKFLOW_NAME,
+                    workflow_id=workflow_id,
+                    task_queue=queue,
+                    payload=encode_run_input(arg, prepared.encoded),
+                    attributes=_attribute_values(arg, parsed.name) if arg.search_attributes else [],
+                    memo=memo,
+                    fairness_key=ctx.tenant,
+                    restart=restart,
+                    task_timeout=task_timeout,
+                )
+            else:
+                handle = await client.start_workflow(
+                    WORKFLOW_NAME,
+                    arg,
+                    id=workflow_id,
+                    task_queue=queue,
+                    memo=memo,
+                    search_attributes=_attributes(arg, parsed.name) if arg.search_attributes else None,
+                    # Weighted round-robin per tenant when tasks queue up: a flood from one tenant waits
+                    # its turn behind others' work (the server needs matching.enableFairness; dev sets it).
+                    priority=Priority(fairness_key=ctx.tenant),
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                    if restart
+                    else WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING
+                    if restart
+                    else WorkflowIDConflictPolicy.FAIL,
+                    # Start the first workflow task on this process's worker, if it has one: saves a hop.
+                    request_eager_start=True,
+                    task_timeout=task_timeout,
+                )
             admitted(handle.id)
         token = False  # spent: the run started
         return Started(run_id, True, handle)
@@ -257,18 +279,57 @@ async def start_run(
             registry.give_back_run_token(ctx.tenant)
 
 
-def _attributes(arg: RunInput, plan_name: str) -> TypedSearchAttributes:
+@dataclass(frozen=True)
+class _Prepared:
+    """What a start derives from a validated plan alone, kept with it (``_prepare``)."""
+
+    plan: Plan  # held: its id() is the key, and must not be reused while the entry lives
+    body: dict[str, Any]  # the plan's JSON, shared by every run started from it: read-only
+    digest: str  # plan_hash(body)
+    encoded: str  # the body as a run input's payload holds it (start_request.plan_json)
+    inputs: jsonschema.Draft202012Validator  # the plan's inputs schema, compiled
+    # tenants' quotas the plan was checked against and is within (Quotas is frozen: a changed
+    # quota is another value, checked afresh); a walk of every step, ~75 us at 50 steps
+    within: set[Quotas] = field(default_factory=set)
+
+
+_PREPARED: OrderedDict[int, _Prepared] = OrderedDict()
+_QUOTAS_KEPT = 64  # distinct quotas remembered per plan
+_PREPARED_LOCK = threading.Lock()
+
+
+def _prepare(parsed: Plan) -> _Prepared:
+    """The plan's JSON, hash and inputs validator, once per validated plan: a resubmitted plan is
+    the same ``Plan`` object from the validation cache (executor.lang.validate_cache), and dumping,
+    hashing and compiling its inputs schema again cost more per start than the rest of this module."""
+    with _PREPARED_LOCK:
+        hit = _PREPARED.get(id(parsed))
+        if hit is not None and hit.plan is parsed:
+            _PREPARED.move_to_end(id(parsed))
+            return hit
+    body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    prepared = _Prepared(parsed, body, plan_hash(body), plan_json(body), jsonschema.Draft202012Validator(parsed.inputs))
+    with _PREPARED_LOCK:
+        _PREPARED[id(parsed)] = prepared
+        while len(_PREPARED) > CACHE_SIZE:
+            _PREPARED.popitem(last=False)
+    return prepared
+
+
+def _attribute_values(arg: RunInput, plan_name: str) -> list[tuple[SearchAttributeKey[str], str]]:
     # No DuraplanStatus: a run starts running, and an unset status means running (the listing's
     # filter says so: run_queries.status_clause). Each attribute set at start costs the server about
     # 0.15 ms of CPU per start (bench/start_rate.py), and the workflow sets the status when it changes.
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(SA_TENANT, arg.tenant),
-            SearchAttributePair(SA_SESSION, arg.session),
-            SearchAttributePair(SA_PLAN_HASH, arg.plan_hash),
-            SearchAttributePair(SA_PLAN_NAME, plan_name[:200]),
-        ]
-    )
+    return [
+        (SA_TENANT, arg.tenant),
+        (SA_SESSION, arg.session),
+        (SA_PLAN_HASH, arg.plan_hash),
+        (SA_PLAN_NAME, plan_name[:200]),
+    ]
+
+
+def _attributes(arg: RunInput, plan_name: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes([SearchAttributePair(k, v) for k, v in _attribute_values(arg, plan_name)])
 
 
 def _digest(value: Any) -> str:
