@@ -40,7 +40,7 @@ from typing import Any
 import pydantic_monty
 
 from executor.worker.launcher import LAUNCHER_NAME, LauncherKind, launcher_kind, write_launcher
-from executor.worker.spares import Checkout, Spares, close_pool, close_session, proc_stat
+from executor.worker.spares import Checkout, Spares, Worker, proc_stat
 from executor.worker.warm import WarmSessions
 
 __all__ = [
@@ -55,7 +55,7 @@ __all__ = [
 
 _EXC_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b")
 _MB = 1024 * 1024
-REFILL_DELAY_S = 0.02  # after a step, before its spare is replaced (Sandbox._retire)
+REFILL_DELAY_S = 0.02  # after a step, before its dead worker is let go of and its spare replaced (Sandbox._retire)
 
 # Address space a worker needs beyond its heap: the binary, thread stacks and allocator arenas (an idle
 # worker maps ~116 MB and peaks at ~180 MB while starting), plus a copy of the result while it is
@@ -207,7 +207,9 @@ class Sandbox:
         self._launcher_dir: str | None = None
         self._spares: Spares | None = None
         self._spare_count = spares
-        self._retiring: set[asyncio.Task[None]] = set()  # workers of finished steps being killed
+        self._retiring: set[asyncio.Task[None]] = set()  # workers of finished steps being closed (no pidfd)
+        self._dead: list[Worker] = []  # workers of finished steps, killed, not yet let go of
+        self._refill: asyncio.TimerHandle | None = None  # when the dead are let go of and spares topped up
         self.warm = WarmSessions()  # a script session kept between its segments (executor/worker/warm.py)
 
     def _write_launcher(self) -> Path:
@@ -232,6 +234,9 @@ class Sandbox:
     ) -> None:
         try:
             await self.warm.close_all()
+            if self._refill is not None:
+                self._refill.cancel()
+            self._refill_now()
             if self._spares is not None:
                 await self._spares.close()
             while self._retiring:  # the workers of steps just finished
@@ -275,39 +280,61 @@ class Sandbox:
         try:
             # The pool may start a worker at checkout (in place of one that died), from the launcher.
             self._restore_launcher()
-            pool, session = await spares.take(checkout)
+            worker = await spares.take(checkout)
         except BaseException:
             self._slots.release()
             raise
         error: BaseException | None = None
         try:
-            yield session
+            yield worker.session
         except BaseException as exc:
             error = exc
             raise
         finally:
-            self._retire(pool, session, error)
+            self._retire(worker, error)
 
-    def _retire(
-        self, pool: pydantic_monty.AsyncMonty, session: pydantic_monty.AsyncMontySession, error: BaseException | None
-    ) -> None:
+    def _retire(self, worker: Worker, error: BaseException | None) -> None:
+        """The step is done with its worker: kill it now (one system call), free the slot, and leave
+        the rest for a little later, off the step's answer path.
+
+        The step's answer is still on its way through this process (activity result, workflow task,
+        completion), on cores the workflow shares with the workers. Closing the session and the pool
+        (two round trips to the worker and the pool's threads) and starting the replacement (a fork,
+        the pool's set-up, the warm-up) then cost this process ~2 ms of CPU, and the code step as
+        much end to end. So the worker is killed through its pidfd, without a word to the pool; after
+        ``REFILL_DELAY_S`` the dead workers of all steps finished meanwhile are let go of in one go
+        (their pools dropped: no await, the pool's runtime reaps them) and the spares topped up
+        together. A worker without a pidfd is closed through its pool as before (which kills it)."""
+        if worker.kill():
+            self._slots.release()
+            self._dead.append(worker)
+            self._schedule_refill()
+            return
+
         async def retire() -> None:
             try:
-                await close_session(session, error)
-                await close_pool(pool)
+                await worker.close(error)
             finally:
                 self._slots.release()
-                # The step's answer is still on its way through this process (activity result,
-                # workflow task, completion): starting the replacement now (a fork and the pool's
-                # set-up, ~5 ms of CPU with the process's own start) made a code step ~5 ms slower
-                # end to end. The spare taken was one of ``spares``; the others are still ready.
-                await asyncio.sleep(REFILL_DELAY_S)
-                if self._spares is not None:
-                    self._spares.top_up()
+                self._schedule_refill()
 
         task = asyncio.get_running_loop().create_task(retire())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    def _schedule_refill(self) -> None:
+        if self._refill is None and self._spares is not None:
+            self._refill = asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._refill_now)
+
+    def _refill_now(self) -> None:
+        """Let go of the dead workers, then top up the spares (the new workers' start also has the
+        pools' runtime reap any dead one it had not yet)."""
+        self._refill = None
+        dead, self._dead = self._dead, []
+        for worker in dead:
+            worker.drop()
+        if self._spares is not None:
+            self._spares.top_up()
 
     @property
     def spares(self) -> Spares:
@@ -320,6 +347,9 @@ class Sandbox:
         spares = self._require_running()
         while self._retiring:
             await asyncio.wait(set(self._retiring))
+        if self._refill is not None:  # due soon: now
+            self._refill.cancel()
+            self._refill_now()
         await spares.settled()
 
     def _require_running(self) -> Spares:

@@ -4,7 +4,8 @@ Starting a sandbox worker (the launcher, then monty) takes 5-20 ms, and no worke
 so a step that started its own would pay that every time. The sandbox keeps a few spares instead: each
 is a one-worker ``AsyncMonty`` pool whose process was spawned in the background, with a session already
 open for the most common checkout (a code step with the default limits). A step takes a spare whole,
-and closes it (killing its worker) when it is done; then a replacement is started.
+and kills its worker the moment it is done; the dead worker is let go of, and a replacement started,
+a little later, off the step's answer path (``Sandbox._retire``).
 
 What a spare is, and is not:
 
@@ -19,6 +20,9 @@ What a spare is, and is not:
 * never dead when handed out: before a spare is handed out its process is checked through /proc (same
   process as when it was started, a child of this one, not exited, not stopped); one that fails the
   check is closed and the next one taken, or a worker started for the step;
+* pinned: each worker handed out comes with a pidfd opened while it was known to be this process's
+  live child, so the step's end can kill exactly that process (``Worker.kill``: one system call, no
+  round trip to the pool) even if its pid were reused later;
 * reaped at shutdown: ``close`` waits for spares being started and closes every one held.
 """
 
@@ -29,12 +33,13 @@ import collections
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pydantic_monty
 
-__all__ = ["Checkout", "Spare", "Spares", "close_pool", "proc_stat", "process_start"]
+__all__ = ["Checkout", "Spare", "Spares", "Worker", "close_pool", "pin", "proc_stat", "process_start"]
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +99,63 @@ def process_start(pid: int) -> str | None:
     return start.decode()
 
 
+def pin(pid: int | None) -> int | None:
+    """A pidfd for ``pid`` if it is a live, running child of this process (checked after the descriptor
+    is opened, so the descriptor names that child, not a process that took a reused pid); None if it is
+    not, or pidfds are not available (Linux before 5.3, other systems)."""
+    if pid is None or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if process_start(pid) is None:
+        os.close(fd)
+        return None
+    return fd
+
+
+@dataclass
+class Worker:
+    """A one-worker pool and the session a step uses on it. ``pidfd`` (``pin``) names its process."""
+
+    pool: pydantic_monty.AsyncMonty
+    session: pydantic_monty.AsyncMontySession
+    pidfd: int | None
+
+    def kill(self) -> bool:
+        """SIGKILL the worker now, without a round trip to the pool (whose ``__aexit__`` would kill it
+        too, after one). False when there is no pidfd to do it with: then ``close`` must."""
+        if self.pidfd is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):  # (it already exited: a crash, or its deadline)
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        return True
+
+    def drop(self) -> None:
+        """Let go of a killed worker: the pool and session are dropped (the pool first: its runtime
+        then reaps the dead process at once; dropped the other way round, it reaps it only when the
+        next worker starts), the pidfd closed. No await, no message to anyone: the process is gone."""
+        del self.pool
+        del self.session
+        self.forget()
+
+    async def close(self, error: BaseException | None = None) -> None:
+        """Close the session and the pool (the pool's ``__aexit__`` kills and reaps the worker)."""
+        await close_session(self.session, error)
+        await close_pool(self.pool)
+        self.forget()
+
+    def forget(self) -> None:
+        """Close the pidfd (the process is dead or closed by its pool: nothing more to kill)."""
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
 @dataclass
 class Spare:
-    pool: pydantic_monty.AsyncMonty
-    session: pydantic_monty.AsyncMontySession  # opened for ``Spares.prepared``, only the warm-up run
+    worker: Worker  # its session opened for ``Spares.prepared``, only the warm-up run in it
     pid: int
     started: str  # process_start(pid) when it was ready: a pid the kernel reused does not match
 
@@ -105,8 +163,7 @@ class Spare:
         return process_start(self.pid) == self.started
 
     async def close(self) -> None:
-        await close_session(self.session)
-        await close_pool(self.pool)
+        await self.worker.close()
 
 
 class Spares:
@@ -133,11 +190,12 @@ class Spares:
         """Spares started and waiting for a step."""
         return len(self._ready)
 
-    async def take(self, checkout: Checkout) -> tuple[pydantic_monty.AsyncMonty, pydantic_monty.AsyncMontySession]:
-        """A worker's pool for one step, and an entered session on it for ``checkout``: a live spare's
-        when one is ready, else a worker started now. The caller owns both, closes them, and then calls
-        ``top_up``: starting a process costs this process's event loop ~0.3 ms (the fork), which a
-        step should not wait for. Only when no spare was ready are the replacements started at once."""
+    async def take(self, checkout: Checkout) -> Worker:
+        """A worker for one step, with an entered session on it for ``checkout``: a live spare's when
+        one is ready, else a worker started now. The caller owns it, kills and drops (or closes) it,
+        and then calls ``top_up``: starting a process costs this process's event loop ~0.3 ms (the
+        fork), which a step should not wait for. Only when no spare was ready are the replacements
+        started at once."""
         if self._closed:
             raise RuntimeError("the sandbox's spares are closed")
         while self._ready:
@@ -146,12 +204,20 @@ class Spares:
                 log.warning("spare sandbox worker %d died while idle: closed, not used", spare.pid)
                 await spare.close()
                 continue
-            if checkout == self.prepared:
-                return spare.pool, spare.session
-            await close_session(spare.session)  # only the warm-up ran in it; the pool allows one more checkout
-            return spare.pool, await self._open(spare.pool, checkout)
+            worker = spare.worker
+            if checkout != self.prepared:
+                # only the warm-up ran in it; the pool allows one more checkout
+                await close_session(worker.session)
+                try:
+                    worker.session = await self._open(worker.pool, checkout)
+                except BaseException:
+                    worker.forget()  # (_open closed the pool)
+                    raise
+            return worker
         self.top_up()
-        return (pool := await self._start(1)), await self._open(pool, checkout)
+        pool = await self._start(1)
+        session = await self._open(pool, checkout)
+        return Worker(pool, session, pin(session.worker_pid))
 
     @staticmethod
     async def _open(pool: pydantic_monty.AsyncMonty, checkout: Checkout) -> pydantic_monty.AsyncMontySession:
@@ -201,7 +267,8 @@ class Spares:
             log.warning("could not start a spare sandbox worker: %s", exc)
             return
         pid = session.worker_pid
-        spare = Spare(pool, session, pid or 0, (process_start(pid) if pid else None) or "")
+        worker = Worker(pool, session, pin(pid))
+        spare = Spare(worker, pid or 0, (process_start(pid) if pid else None) or "")
         if self._closed or not spare.alive():
             await spare.close()
         else:
