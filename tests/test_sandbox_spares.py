@@ -23,7 +23,7 @@ from test_sandbox_hostile import monty_workers as all_monty_workers
 from executor.errors import SettingsInvalid
 from executor.service.config import Settings
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
-from executor.worker.spares import Spares
+from executor.worker.spares import Spares, Worker
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="inspects workers through /proc")
 
@@ -124,11 +124,11 @@ async def test_step_on_a_spare_gets_its_own_limits(monkeypatch: pytest.MonkeyPat
         pids: list[int] = []
         tighten = sandbox._tighten
 
-        def spy(pid: int | None, step_limits: SandboxLimits) -> float | None:
-            cpu_used = tighten(pid, step_limits)
-            assert pid is not None
-            pids.append(pid)
-            seen.append(_proc_limits(pid))  # what the step's code will run under
+        def spy(worker: Worker, step_limits: SandboxLimits) -> float | None:
+            cpu_used = tighten(worker, step_limits)
+            assert worker.pid is not None
+            pids.append(worker.pid)
+            seen.append(_proc_limits(worker.pid))  # what the step's code will run under
             return cpu_used
 
         monkeypatch.setattr(sandbox, "_tighten", spy)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import pydantic_monty
 
-__all__ = ["Checkout", "Spare", "Spares", "Worker", "close_pool", "pin", "proc_stat", "process_start"]
+__all__ = ["Checkout", "Spares", "Worker", "close_pool", "cpu_seconds", "proc_stat", "process_start"]
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +70,38 @@ async def close_session(session: pydantic_monty.AsyncMontySession, error: BaseEx
         await session.__aexit__(type(error) if error else None, error, None)
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_DEAD_OR_STOPPED = (b"Z", b"X", b"x", b"T", b"t")
+
+
+def _fields(text: bytes) -> list[bytes] | None:
+    fields = text.rpartition(b")")[2].split()
+    return fields if len(fields) > 19 else None
+
+
 def proc_stat(pid: int) -> list[bytes] | None:
     """The fields of /proc/<pid>/stat after the command name (``[0]`` is the state), or None if the
-    process is gone. Read with two system calls (a step reads it three times on its path)."""
+    process is gone."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        text = os.read(fd, 4096)
+        return _fields(os.read(fd, 4096))
     except OSError:
         return None
     finally:
         os.close(fd)
-    fields = text.rpartition(b")")[2].split()
-    return fields if len(fields) > 19 else None
+
+
+def cpu_seconds(fields: list[bytes] | None) -> float | None:
+    """User + system CPU seconds from a process's stat fields (None if there are none)."""
+    if fields is None:
+        return None
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except ValueError:
+        return None
 
 
 def process_start(pid: int) -> str | None:
@@ -94,34 +111,62 @@ def process_start(pid: int) -> str | None:
     if fields is None:
         return None
     state, ppid, start = fields[0], fields[1], fields[19]
-    if state in (b"Z", b"X", b"x", b"T", b"t") or int(ppid) != os.getpid():
+    if state in _DEAD_OR_STOPPED or int(ppid) != os.getpid():
         return None
     return start.decode()
 
 
-def pin(pid: int | None) -> int | None:
-    """A pidfd for ``pid`` if it is a live, running child of this process (checked after the descriptor
-    is opened, so the descriptor names that child, not a process that took a reused pid); None if it is
-    not, or pidfds are not available (Linux before 5.3, other systems)."""
-    if pid is None or not hasattr(os, "pidfd_open"):
-        return None
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return None
-    if process_start(pid) is None:
-        os.close(fd)
-        return None
-    return fd
-
-
 @dataclass
 class Worker:
-    """A one-worker pool and the session a step uses on it. ``pidfd`` (``pin``) names its process."""
+    """A one-worker pool and the session a step uses on it, and its process, pinned (``pin``)."""
 
     pool: pydantic_monty.AsyncMonty
     session: pydantic_monty.AsyncMontySession
-    pidfd: int | None
+    pid: int | None = None
+    pidfd: int | None = None  # a pidfd for the process: kill it, see it exit or stop
+    stat_fd: int | None = None  # its /proc/<pid>/stat, open: read again with one system call
+    started: str | None = None  # process_start(pid) when pinned (without a pidfd: a reused pid does not match)
+
+    def pin(self) -> Worker:
+        """Open descriptors for the session's process while it is a live, running child of this one
+        (checked after they are opened, so they name that child, not a process that took a reused pid).
+        Without pidfds (Linux before 5.3, other systems) only ``started`` is kept."""
+        self.pid = pid = self.session.worker_pid
+        if pid is None:
+            return self
+        fds: list[int] = []
+        try:
+            if hasattr(os, "pidfd_open"):
+                fds.append(os.pidfd_open(pid))
+            fds.append(os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            pass
+        self.started = process_start(pid)
+        if self.started is None or len(fds) < 2:
+            for fd in fds:
+                os.close(fd)
+        else:
+            self.pidfd, self.stat_fd = fds
+        return self
+
+    def alive(self) -> bool:
+        """Whether the process is still a live, running child of this one (not exited, not stopped)."""
+        if self.pidfd is not None:
+            try:  # (WNOWAIT: it is only looked at; the pool's runtime reaps it)
+                flags = os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT
+                return os.waitid(os.P_PIDFD, self.pidfd, flags) is None
+            except ChildProcessError:  # exited and already reaped
+                return False
+        return self.pid is not None and self.started is not None and process_start(self.pid) == self.started
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the process has used so far (None if it cannot be read, e.g. it is gone)."""
+        if self.stat_fd is None:
+            return None if self.pid is None or self.started is None else cpu_seconds(proc_stat(self.pid))
+        try:
+            return cpu_seconds(_fields(os.pread(self.stat_fd, 4096, 0)))
+        except OSError:  # reaped
+            return None
 
     def kill(self) -> bool:
         """SIGKILL the worker now, without a round trip to the pool (whose ``__aexit__`` would kill it
@@ -132,10 +177,27 @@ class Worker:
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         return True
 
+    async def exited(self) -> None:
+        """Wait until the process has exited (its pidfd turns readable; at once without a pidfd)."""
+        if self.pidfd is None:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(self.pidfd, readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(self.pidfd)
+
     def drop(self) -> None:
         """Let go of a killed worker: the pool and session are dropped (the pool first: its runtime
         then reaps the dead process at once; dropped the other way round, it reaps it only when the
-        next worker starts), the pidfd closed. No await, no message to anyone: the process is gone."""
+        next worker starts), the descriptors closed. No await, no message to anyone."""
         del self.pool
         del self.session
         self.forget()
@@ -147,23 +209,11 @@ class Worker:
         self.forget()
 
     def forget(self) -> None:
-        """Close the pidfd (the process is dead or closed by its pool: nothing more to kill)."""
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-
-
-@dataclass
-class Spare:
-    worker: Worker  # its session opened for ``Spares.prepared``, only the warm-up run in it
-    pid: int
-    started: str  # process_start(pid) when it was ready: a pid the kernel reused does not match
-
-    def alive(self) -> bool:
-        return process_start(self.pid) == self.started
-
-    async def close(self) -> None:
-        await self.worker.close()
+        """Close the descriptors (the process is dead or closed by its pool: nothing more to do)."""
+        for fd in (self.pidfd, self.stat_fd):
+            if fd is not None:
+                os.close(fd)
+        self.pidfd = self.stat_fd = None
 
 
 class Spares:
@@ -181,7 +231,7 @@ class Spares:
         self.count = count
         self.prepared = prepared
         self._start = start
-        self._ready: collections.deque[Spare] = collections.deque()
+        self._ready: collections.deque[Worker] = collections.deque()  # sessions open for ``prepared``
         self._starting: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -189,6 +239,16 @@ class Spares:
     def ready(self) -> int:
         """Spares started and waiting for a step."""
         return len(self._ready)
+
+    def take_ready(self, checkout: Checkout) -> Worker | None:
+        """``take``'s usual case without an await: a live spare already open for ``checkout`` (None
+        when the first ready spare is not: then ``take``)."""
+        if self._closed or not self._ready or not (checkout is self.prepared or checkout == self.prepared):
+            return None
+        worker = self._ready[0]
+        if not worker.alive():
+            return None
+        return self._ready.popleft()
 
     async def take(self, checkout: Checkout) -> Worker:
         """A worker for one step, with an entered session on it for ``checkout``: a live spare's when
@@ -199,12 +259,11 @@ class Spares:
         if self._closed:
             raise RuntimeError("the sandbox's spares are closed")
         while self._ready:
-            spare = self._ready.popleft()
-            if not spare.alive():
-                log.warning("spare sandbox worker %d died while idle: closed, not used", spare.pid)
-                await spare.close()
+            worker = self._ready.popleft()
+            if not worker.alive():
+                log.warning("spare sandbox worker %s died while idle: closed, not used", worker.pid)
+                await worker.close()
                 continue
-            worker = spare.worker
             if checkout != self.prepared:
                 # only the warm-up ran in it; the pool allows one more checkout
                 await close_session(worker.session)
@@ -217,7 +276,7 @@ class Spares:
         self.top_up()
         pool = await self._start(1)
         session = await self._open(pool, checkout)
-        return Worker(pool, session, pin(session.worker_pid))
+        return Worker(pool, session).pin()
 
     @staticmethod
     async def _open(pool: pydantic_monty.AsyncMonty, checkout: Checkout) -> pydantic_monty.AsyncMontySession:
@@ -266,13 +325,11 @@ class Spares:
         except Exception as exc:  # the next take starts its own worker, and reports why it cannot
             log.warning("could not start a spare sandbox worker: %s", exc)
             return
-        pid = session.worker_pid
-        worker = Worker(pool, session, pin(pid))
-        spare = Spare(worker, pid or 0, (process_start(pid) if pid else None) or "")
-        if self._closed or not spare.alive():
-            await spare.close()
+        worker = Worker(pool, session).pin()
+        if self._closed or not worker.alive():
+            await worker.close()
         else:
-            self._ready.append(spare)
+            self._ready.append(worker)
 
     async def close(self) -> None:
         """Stop starting spares and close every one held. Spares being started are waited for, not
