@@ -16,6 +16,9 @@ them. Around that, defence in depth at the OS level:
   no state survives between steps or tenants, and whatever a step did to its worker's process dies with it.
   So that a step does not wait for its worker to start, a few spare workers are started ahead, in the
   background (executor/worker/spares.py): each is handed to one step, and taking one starts the next.
+  Both the kill and the replacement's start wait ``REFILL_DELAY_S`` (20 ms), off the step's answer path;
+  meanwhile the worker is idle, its step's code returned (``Sandbox._retire``). After an error or a
+  cancellation, when its code may still run, it is killed at once.
 * A worker that crashes or hangs fails only its own step (``SandboxCrashed``).
 """
 
@@ -211,6 +214,7 @@ class Sandbox:
         self._spare_count = spares
         self._retiring: set[asyncio.Task[None]] = set()  # workers of finished steps being closed (no pidfd)
         self._done: list[Worker] = []  # workers of finished steps, idle or killed, not yet let go of
+        self._idle = 0  # how many of those are idle (not killed yet)
         self._refill: asyncio.TimerHandle | None = None  # when the dead are let go of and spares topped up
         self.warm = WarmSessions()  # a script session kept between its segments (executor/worker/warm.py)
 
@@ -320,8 +324,10 @@ class Sandbox:
         any beyond ``max_processes`` waiting. A worker without a pidfd is closed through its pool
         (which kills it) at once, as before."""
         if worker.pidfd is not None:
-            if error is not None or len(self._done) >= self._max_processes:
+            if error is not None or self._idle >= self._max_processes:
                 worker.kill()
+            else:
+                self._idle += 1
             self._slots.release()
             self._done.append(worker)
             self._schedule_refill()
@@ -346,7 +352,7 @@ class Sandbox:
         """Kill the finished steps' workers and let go of them, then top up the spares (the new
         workers' start also has the pools' runtime reap any dead one it had not yet)."""
         self._refill = None
-        done, self._done = self._done, []
+        done, self._done, self._idle = self._done, [], 0
         for worker in done:
             worker.kill()
             worker.drop()
@@ -369,6 +375,7 @@ class Sandbox:
             self._refill = None
             for worker in self._done:
                 worker.kill()
+            self._idle = 0
             await asyncio.gather(*(worker.exited() for worker in self._done))
             self._refill_now()
         await spares.settled()

@@ -9,7 +9,7 @@ a little later, off the step's answer path (``Sandbox._retire``).
 
 What a spare is, and is not:
 
-* one process for one step: a spare pool is never put back, and after its step it is closed. The
+* one process for one step: a spare pool is never put back, and after its step its worker is killed. The
   session opened ahead runs no tenant's code: a step with the same checkout uses it, any other step
   closes it and opens its own (the pool allows exactly those two checkouts);
 * no one's data: it was started by the same launcher as any worker (empty environment, no inherited
@@ -17,12 +17,12 @@ What a spare is, and is not:
   expression (``Spares._warm_up``: no input, binds no name), which pages the interpreter in so that the
   step's first feed is ~0.35 ms faster; the step that takes it lowers its rlimits to its own budget
   before its code runs (``Sandbox._tighten``, as for a worker started on demand);
-* never dead when handed out: before a spare is handed out its process is checked through /proc (same
-  process as when it was started, a child of this one, not exited, not stopped); one that fails the
-  check is closed and the next one taken, or a worker started for the step;
-* pinned: each worker handed out comes with a pidfd opened while it was known to be this process's
-  live child, so the step's end can kill exactly that process (``Worker.kill``: one system call, no
-  round trip to the pool) even if its pid were reused later;
+* never dead when handed out: before a spare is handed out its process is checked (through its pidfd,
+  or /proc where there are none: not exited, not stopped); one that fails the check is killed and the
+  next one taken, or a worker started for the step;
+* pinned: each worker handed out comes with a pidfd (and its /proc stat file, open) taken while it
+  was known to be this process's live child, so that exactly that process is checked, measured and
+  killed (``Worker.kill``: one system call, no round trip to the pool), even if its pid were reused;
 * reaped at shutdown: ``close`` waits for spares being started and closes every one held.
 """
 
@@ -202,6 +202,14 @@ class Worker:
         del self.session
         self.forget()
 
+    async def discard(self) -> None:
+        """Kill and drop it; without a pidfd, close it (a stopped worker then holds this up until the
+        pool's request timeout: it cannot answer)."""
+        if self.kill():
+            self.drop()
+        else:
+            await self.close()
+
     async def close(self, error: BaseException | None = None) -> None:
         """Close the session and the pool (the pool's ``__aexit__`` kills and reaps the worker)."""
         await close_session(self.session, error)
@@ -261,8 +269,8 @@ class Spares:
         while self._ready:
             worker = self._ready.popleft()
             if not worker.alive():
-                log.warning("spare sandbox worker %s died while idle: closed, not used", worker.pid)
-                await worker.close()
+                log.warning("spare sandbox worker %s died or stopped while idle: killed, not used", worker.pid)
+                await worker.discard()
                 continue
             if checkout != self.prepared:
                 # only the warm-up ran in it; the pool allows one more checkout
