@@ -242,7 +242,7 @@ class Sandbox:
             await self.warm.close_all()
             if self._refill is not None:
                 self._refill.cancel()
-            self._refill_now()
+            self._refill_now(top_up=False)
             if self._spares is not None:
                 await self._spares.close()
             while self._retiring:  # the workers of steps just finished
@@ -348,7 +348,7 @@ class Sandbox:
         if self._refill is None and self._spares is not None:
             self._refill = asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._refill_now)
 
-    def _refill_now(self) -> None:
+    def _refill_now(self, *, top_up: bool = True) -> None:
         """Kill the finished steps' workers and let go of them, then top up the spares (the new
         workers' start also has the pools' runtime reap any dead one it had not yet)."""
         self._refill = None
@@ -356,7 +356,7 @@ class Sandbox:
         for worker in done:
             worker.kill()
             worker.drop()
-        if self._spares is not None:
+        if top_up and self._spares is not None:
             self._spares.top_up()
 
     @property
