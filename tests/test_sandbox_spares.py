@@ -237,6 +237,17 @@ async def test_at_most_max_processes_finished_workers_wait(monkeypatch: pytest.M
         assert not _alive(pids[0])
 
 
+async def test_a_burst_of_finished_workers_is_let_go_of_before_the_refill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many steps finish within the refill's delay, their workers are not all held (each is a
+    pool with its process and descriptors) until it comes."""
+    monkeypatch.setattr(sandbox_module, "REFILL_DELAY_S", 3600.0)
+    before = _children()
+    async with Sandbox(spares=0, max_processes=1) as sandbox:
+        for i in range(sandbox_module._MAX_DONE + 6):
+            assert await sandbox.run("x", {"x": i}, SandboxLimits()) == i
+        await _wait_for(lambda: len(_children() - before) <= 8)  # killed, let go of and reaped
+
+
 async def test_without_pidfds_workers_are_closed_through_their_pools(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where pidfds are missing (Linux before 5.3) a finished step's worker is closed by its pool at
     once, and spares are checked through /proc: still one process per step, none left behind."""

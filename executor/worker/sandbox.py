@@ -59,7 +59,8 @@ __all__ = [
 
 _EXC_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b")
 _MB = 1024 * 1024
-REFILL_DELAY_S = 0.02  # after a step, before its dead worker is let go of and its spare replaced (Sandbox._retire)
+REFILL_DELAY_S = 0.02  # after a step, before its worker is killed and its spare replaced (Sandbox._retire)
+_MAX_DONE = 64  # finished steps' workers held for the refill at most (each holds a pool and two descriptors)
 
 # Address space a worker needs beyond its heap: the binary, thread stacks and allocator arenas (an idle
 # worker maps ~116 MB and peaks at ~180 MB while starting), plus a copy of the result while it is
@@ -330,7 +331,12 @@ class Sandbox:
                 self._idle += 1
             self._slots.release()
             self._done.append(worker)
-            self._schedule_refill()
+            if len(self._done) >= _MAX_DONE:  # (a burst of short steps) now, rather than hold more
+                if self._refill is not None:
+                    self._refill.cancel()
+                self._refill_now()
+            else:
+                self._schedule_refill()
             return
 
         async def retire() -> None:
