@@ -216,7 +216,7 @@ class Sandbox:
         self._retiring: set[asyncio.Task[None]] = set()  # workers of finished steps being closed (no pidfd)
         self._done: list[Worker] = []  # workers of finished steps, idle or killed, not yet let go of
         self._idle = 0  # how many of those are idle (not killed yet)
-        self._refill: asyncio.TimerHandle | None = None  # when the dead are let go of and spares topped up
+        self._refill: asyncio.TimerHandle | None = None  # when those are killed and let go of, spares topped up
         self.warm = WarmSessions()  # a script session kept between its segments (executor/worker/warm.py)
 
     def _write_launcher(self) -> Path:

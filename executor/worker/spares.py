@@ -3,9 +3,9 @@
 Starting a sandbox worker (the launcher, then monty) takes 5-20 ms, and no worker ever serves two steps,
 so a step that started its own would pay that every time. The sandbox keeps a few spares instead: each
 is a one-worker ``AsyncMonty`` pool whose process was spawned in the background, with a session already
-open for the most common checkout (a code step with the default limits). A step takes a spare whole,
-and kills its worker the moment it is done; the dead worker is let go of, and a replacement started,
-a little later, off the step's answer path (``Sandbox._retire``).
+open for the most common checkout (a code step with the default limits). A step takes a spare whole;
+once it is done its worker is killed and let go of and a replacement started, a little later and in
+one go, off the step's answer path (``Sandbox._retire``).
 
 What a spare is, and is not:
 
