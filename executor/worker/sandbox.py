@@ -410,7 +410,9 @@ class Sandbox:
     def _tighten(self, worker: Worker, limits: SandboxLimits) -> float | None:
         """Lower the checked-out worker's limits to the step's, soft and hard: it serves this step only,
         and can never raise them again. Returns the CPU seconds the worker had used (None if unknown)."""
-        pid, cpu_used = worker.pid, worker.cpu_seconds()
+        # (a spare was just looked at, idle since: no second read on the step's path)
+        pid, cpu_used = worker.pid, worker.cpu_seen if worker.cpu_seen is not None else worker.cpu_seconds()
+        worker.cpu_seen = None
         if pid is None or cpu_used is None:  # no local worker attached (the launcher's ceilings hold), or gone
             return None
         try:

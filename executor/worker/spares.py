@@ -17,9 +17,10 @@ What a spare is, and is not:
   expression (``Spares._warm_up``: no input, binds no name), which pages the interpreter in so that the
   step's first feed is ~0.35 ms faster; the step that takes it lowers its rlimits to its own budget
   before its code runs (``Sandbox._tighten``, as for a worker started on demand);
-* never dead when handed out: before a spare is handed out its process is checked (through its pidfd,
-  or /proc where there are none: not exited, not stopped); one that fails the check is killed and the
-  next one taken, or a worker started for the step;
+* never dead when handed out: before a spare is handed out its process is checked through /proc (not
+  exited or exiting, not stopped; where there are no pidfds, also the same process as when it was
+  started, a child of this one); one that fails the check is killed and the next one taken, or a
+  worker started for the step;
 * pinned: each worker handed out comes with a pidfd (and its /proc stat file, open) taken while it
   was known to be this process's live child, so that exactly that process is checked, measured and
   killed (``Worker.kill``: one system call, no round trip to the pool), even if its pid were reused;
@@ -123,9 +124,10 @@ class Worker:
     pool: pydantic_monty.AsyncMonty
     session: pydantic_monty.AsyncMontySession
     pid: int | None = None
-    pidfd: int | None = None  # a pidfd for the process: kill it, see it exit or stop
+    pidfd: int | None = None  # a pidfd for the process: kill exactly it, see it exit
     stat_fd: int | None = None  # its /proc/<pid>/stat, open: read again with one system call
     started: str | None = None  # process_start(pid) when pinned (without a pidfd: a reused pid does not match)
+    cpu_seen: float | None = None  # CPU seconds used when ``alive`` last looked (an idle worker uses none)
 
     def pin(self) -> Worker:
         """Open descriptors for the session's process while it is a live, running child of this one
@@ -150,21 +152,27 @@ class Worker:
         return self
 
     def alive(self) -> bool:
-        """Whether the process is still a live, running child of this one (not exited, not stopped)."""
-        if self.pidfd is not None:
-            try:  # (WNOWAIT: it is only looked at; the pool's runtime reaps it)
-                flags = os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT
-                return os.waitid(os.P_PIDFD, self.pidfd, flags) is None
-            except ChildProcessError:  # exited and already reaped
-                return False
-        return self.pid is not None and self.started is not None and process_start(self.pid) == self.started
+        """Whether the process is still a live, running child of this one: not exited or exiting, not
+        stopped. Read from its stat file (one ``pread`` where it is held open): a killed worker's
+        thread-group leader shows as a zombie there before the group can be waited for, so
+        ``waitid`` would still call it alive. Notes the CPU it has used (``cpu_seen``)."""
+        fields = self._stat()
+        if fields is None or fields[0] in _DEAD_OR_STOPPED:
+            return False
+        if self.stat_fd is None and (fields[19].decode() != self.started or int(fields[1]) != os.getpid()):
+            return False  # (unpinned: the pid was reused)
+        self.cpu_seen = cpu_seconds(fields)
+        return True
 
     def cpu_seconds(self) -> float | None:
         """CPU seconds the process has used so far (None if it cannot be read, e.g. it is gone)."""
+        return cpu_seconds(self._stat())
+
+    def _stat(self) -> list[bytes] | None:
         if self.stat_fd is None:
-            return None if self.pid is None or self.started is None else cpu_seconds(proc_stat(self.pid))
+            return None if self.pid is None or self.started is None else proc_stat(self.pid)
         try:
-            return cpu_seconds(_fields(os.pread(self.stat_fd, 4096, 0)))
+            return _fields(os.pread(self.stat_fd, 4096, 0))
         except OSError:  # reaped
             return None
 
@@ -275,6 +283,7 @@ class Spares:
             if checkout != self.prepared:
                 # only the warm-up ran in it; the pool allows one more checkout
                 await close_session(worker.session)
+                worker.cpu_seen = None  # (opening a session uses some)
                 try:
                     worker.session = await self._open(worker.pool, checkout)
                 except BaseException:
