@@ -138,7 +138,7 @@ class Worker:
             return self
         fds: list[int] = []
         try:
-            if hasattr(os, "pidfd_open") and hasattr(os, "P_PIDFD") and hasattr(signal, "pidfd_send_signal"):
+            if hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"):
                 fds.append(os.pidfd_open(pid))
             fds.append(os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC))
         except OSError:
