@@ -221,7 +221,7 @@ async def test_a_failed_or_cancelled_steps_worker_is_killed_at_once(monkeypatch:
         await _wait_for(lambda: not _alive(pids[1]))
 
         assert await sandbox.run("2", {}, SandboxLimits()) == 2
-        assert _alive(pids[2]) and _state(pids[2]) == "S", "idle, waiting for the refill"
+        await _wait_for(lambda: _state(pids[2]) == "S")  # alive, idle on its pipe, until the refill
         await sandbox.settled()
         assert not _alive(pids[2])
 
