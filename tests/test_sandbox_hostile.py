@@ -35,6 +35,7 @@ from executor.worker.sandbox import (
     find_monty_binary,
     write_launcher,
 )
+from executor.worker.spares import Worker
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="inspects workers through /proc")
 
@@ -242,10 +243,10 @@ def _spy_on_workers(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> list[i
     pids: list[int] = []
     tighten = sandbox._tighten
 
-    def spy(pid: int | None, limits: SandboxLimits) -> float | None:
-        assert pid is not None
-        pids.append(pid)
-        return tighten(pid, limits)
+    def spy(worker: Worker, limits: SandboxLimits) -> float | None:
+        assert worker.pid is not None
+        pids.append(worker.pid)
+        return tighten(worker, limits)
 
     monkeypatch.setattr(sandbox, "_tighten", spy)
     return pids

@@ -22,8 +22,9 @@ from test_sandbox_hostile import monty_workers as all_monty_workers
 
 from executor.errors import SettingsInvalid
 from executor.service.config import Settings
+from executor.worker import sandbox as sandbox_module
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
-from executor.worker.spares import Spares
+from executor.worker.spares import Spares, Worker
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="inspects workers through /proc")
 
@@ -124,11 +125,11 @@ async def test_step_on_a_spare_gets_its_own_limits(monkeypatch: pytest.MonkeyPat
         pids: list[int] = []
         tighten = sandbox._tighten
 
-        def spy(pid: int | None, step_limits: SandboxLimits) -> float | None:
-            cpu_used = tighten(pid, step_limits)
-            assert pid is not None
-            pids.append(pid)
-            seen.append(_proc_limits(pid))  # what the step's code will run under
+        def spy(worker: Worker, step_limits: SandboxLimits) -> float | None:
+            cpu_used = tighten(worker, step_limits)
+            assert worker.pid is not None
+            pids.append(worker.pid)
+            seen.append(_proc_limits(worker.pid))  # what the step's code will run under
             return cpu_used
 
         monkeypatch.setattr(sandbox, "_tighten", spy)
@@ -169,6 +170,111 @@ async def test_spares_have_no_environment_or_descriptors(monkeypatch: pytest.Mon
     finally:
         for fd in (read_end, write_end, *leaks):
             os.close(fd)
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+async def test_a_stopped_spare_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spare frozen while idle (SIGSTOP) would hold its step until the deadline: it is killed instead."""
+    async with Sandbox(spares=1) as sandbox:
+        (spare,) = await _ready_spares(sandbox, 1)
+        os.kill(spare, signal.SIGSTOP)
+        await _wait_for(lambda: _state(spare) in ("T", "t"))
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        assert await sandbox.run("x + 1", {"x": 1}, SandboxLimits()) == 2
+        assert pids and pids[0] != spare
+        await _wait_for(lambda: not _alive(spare))  # killed, not left stopped
+
+
+async def test_finished_steps_workers_are_killed_and_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _children()
+    async with Sandbox(spares=2) as sandbox:
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        for i in range(4):  # the spares, then workers started on demand
+            assert await sandbox.run("x", {"x": i}, SandboxLimits()) == i
+        await sandbox.settled()
+        assert len(set(pids)) == 4
+        assert not any(_alive(pid) for pid in pids), "settled() waits until they are gone"
+        # and reaped: no zombie is left behind (each was let go of without a word to its pool)
+        await _wait_for(lambda: not set(pids) & _children())
+        assert len(_children() - before) == 2  # the two spares started after them, nothing else
+
+
+async def test_a_failed_or_cancelled_steps_worker_is_killed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that returned leaves its worker idle until the refill kills it; one that failed or was
+    cancelled (its code may still be running) does not wait for that."""
+    monkeypatch.setattr(sandbox_module, "REFILL_DELAY_S", 3600.0)
+    async with Sandbox(spares=1) as sandbox:
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        with pytest.raises(SandboxError) as info:
+            await sandbox.run("1 / 0", {}, SandboxLimits())
+        assert info.value.error_type == "ZeroDivisionError"
+        await _wait_for(lambda: not _alive(pids[0]))
+
+        running = asyncio.ensure_future(sandbox.run("while True:\n    pass", {}, SandboxLimits(cpu_seconds=30)))
+        await _wait_for(lambda: len(pids) == 2)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await _wait_for(lambda: not _alive(pids[1]))
+
+        assert await sandbox.run("2", {}, SandboxLimits()) == 2
+        await _wait_for(lambda: _state(pids[2]) == "S")  # alive, idle on its pipe, until the refill
+        await sandbox.settled()
+        assert not _alive(pids[2])
+
+
+async def test_at_most_max_processes_finished_workers_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox_module, "REFILL_DELAY_S", 3600.0)
+    async with Sandbox(spares=0, max_processes=1) as sandbox:
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        assert [await sandbox.run("x", {"x": i}, SandboxLimits()) for i in range(3)] == [0, 1, 2]
+        await _wait_for(lambda: not _alive(pids[1]) and not _alive(pids[2]))
+        assert _alive(pids[0])
+        await sandbox.settled()
+        assert not _alive(pids[0])
+
+
+async def test_a_burst_of_finished_workers_is_let_go_of_before_the_refill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many steps finish within the refill's delay, their workers are not all held (each is a
+    pool with its process and descriptors) until it comes."""
+    monkeypatch.setattr(sandbox_module, "REFILL_DELAY_S", 3600.0)
+    before = _children()
+    async with Sandbox(spares=0, max_processes=1) as sandbox:
+        for i in range(sandbox_module._MAX_DONE + 6):
+            assert await sandbox.run("x", {"x": i}, SandboxLimits()) == i
+        await _wait_for(lambda: len(_children() - before) <= 8)  # killed, let go of and reaped
+
+
+async def test_without_pidfds_workers_are_closed_through_their_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where pidfds are missing (Linux before 5.3) a finished step's worker is closed by its pool at
+    once, and spares are checked through /proc: still one process per step, none left behind."""
+    monkeypatch.delattr(os, "pidfd_open")
+    async with Sandbox(spares=1) as sandbox:
+        (spare,) = await _ready_spares(sandbox, 1)
+        pids = _spy_on_workers(sandbox, monkeypatch)
+        cpu: list[float] = []
+        code = "t = 0\nfor i in range(600000):\n    t += i\nt"
+        assert await sandbox.run(code, {}, SandboxLimits(), on_cpu=cpu.append) == sum(range(600000))
+        assert pids == [spare] and cpu and cpu[0] > 0
+        (dead,) = await _ready_spares(sandbox, 1)
+        os.kill(dead, signal.SIGKILL)  # a spare that died while idle is found out through /proc
+        await _wait_for(lambda: not _alive(dead))
+        assert await sandbox.run("x", {"x": 1}, SandboxLimits()) == 1
+        await sandbox.settled()
+        assert len(set(pids)) == 2 and dead not in pids
+        await _wait_for(lambda: not any(_alive(pid) for pid in pids))
+
+
+async def test_step_cpu_is_measured() -> None:
+    async with Sandbox(spares=1) as sandbox:
+        await _ready_spares(sandbox, 1)
+        cpu: list[float] = []
+        code = "t = 0\nfor i in range(600000):\n    t += i\nt"
+        assert await sandbox.run(code, {}, SandboxLimits(), on_cpu=cpu.append) == sum(range(600000))
+        assert len(cpu) == 1 and 0 < cpu[0] < 5
 
 
 async def test_without_spares_every_step_starts_its_own_worker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,9 @@ them. Around that, defence in depth at the OS level:
   no state survives between steps or tenants, and whatever a step did to its worker's process dies with it.
   So that a step does not wait for its worker to start, a few spare workers are started ahead, in the
   background (executor/worker/spares.py): each is handed to one step, and taking one starts the next.
+  Both the kill and the replacement's start wait ``REFILL_DELAY_S`` (20 ms), off the step's answer path;
+  meanwhile the worker is idle, its step's code returned (``Sandbox._retire``). After an error or a
+  cancellation, when its code may still run, it is killed at once.
 * A worker that crashes or hangs fails only its own step (``SandboxCrashed``).
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import re
@@ -40,7 +44,7 @@ from typing import Any
 import pydantic_monty
 
 from executor.worker.launcher import LAUNCHER_NAME, LauncherKind, launcher_kind, write_launcher
-from executor.worker.spares import Checkout, Spares, close_pool, close_session, proc_stat
+from executor.worker.spares import Checkout, Spares, Worker
 from executor.worker.warm import WarmSessions
 
 __all__ = [
@@ -55,7 +59,8 @@ __all__ = [
 
 _EXC_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b")
 _MB = 1024 * 1024
-REFILL_DELAY_S = 0.02  # after a step, before its spare is replaced (Sandbox._retire)
+REFILL_DELAY_S = 0.02  # after a step, before its worker is killed and its spare replaced (Sandbox._retire)
+_MAX_DONE = 64  # finished steps' workers held for the refill at most (each holds a pool and two descriptors)
 
 # Address space a worker needs beyond its heap: the binary, thread stacks and allocator arenas (an idle
 # worker maps ~116 MB and peaks at ~180 MB while starting), plus a copy of the result while it is
@@ -201,13 +206,17 @@ class Sandbox:
         self.request_timeout = request_timeout or self.worker_limits.cpu_seconds + 30.0
         self._binary = binary_path or find_monty_binary()
         self._slots = asyncio.Semaphore(max_processes)
+        self._max_processes = max_processes
         self._checkout_timeout = checkout_timeout
         self._launcher_wanted = launcher
         self.launcher: LauncherKind | None = None  # the form in use, once running (executor/worker/launcher.py)
         self._launcher_dir: str | None = None
         self._spares: Spares | None = None
         self._spare_count = spares
-        self._retiring: set[asyncio.Task[None]] = set()  # workers of finished steps being killed
+        self._retiring: set[asyncio.Task[None]] = set()  # workers of finished steps being closed (no pidfd)
+        self._done: list[Worker] = []  # workers of finished steps, idle or killed, not yet let go of
+        self._idle = 0  # how many of those are idle (not killed yet)
+        self._refill: asyncio.TimerHandle | None = None  # when those are killed and let go of, spares topped up
         self.warm = WarmSessions()  # a script session kept between its segments (executor/worker/warm.py)
 
     def _write_launcher(self) -> Path:
@@ -232,6 +241,9 @@ class Sandbox:
     ) -> None:
         try:
             await self.warm.close_all()
+            if self._refill is not None:
+                self._refill.cancel()
+            self._refill_now(top_up=False)
             if self._spares is not None:
                 await self._spares.close()
             while self._retiring:  # the workers of steps just finished
@@ -262,52 +274,96 @@ class Sandbox:
         return pool
 
     @contextlib.asynccontextmanager
-    async def _checkout(self, checkout: Checkout) -> AsyncIterator[pydantic_monty.AsyncMontySession]:
-        """A session on a started worker of its own (a spare when one is ready). When the block exits the
-        worker is retired in the background: killed and reaped, its slot freed after that; the step's
-        answer does not wait for it."""
+    async def _checkout(self, checkout: Checkout) -> AsyncIterator[Worker]:
+        """A started worker of its own, with a session open for ``checkout`` (a spare when one is ready).
+        When the block exits its slot is freed and the worker retired (``_retire``): the step's answer
+        does not wait for that."""
         spares = self._require_running()
+        if self._slots.locked():  # (else the slot is taken at once: no timer to set and cancel)
+            try:
+                async with asyncio.timeout(self._checkout_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise TimeoutError(f"every sandbox worker was busy for {self._checkout_timeout:g} s") from None
+        else:
+            await self._slots.acquire()
         try:
-            async with asyncio.timeout(self._checkout_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise TimeoutError(f"every sandbox worker was busy for {self._checkout_timeout:g} s") from None
-        try:
-            # The pool may start a worker at checkout (in place of one that died), from the launcher.
-            self._restore_launcher()
-            pool, session = await spares.take(checkout)
+            worker = spares.take_ready(checkout)
+            if worker is None:
+                # The pool may start a worker at checkout (in place of one that died), from the launcher.
+                self._restore_launcher()
+                worker = await spares.take(checkout)
         except BaseException:
             self._slots.release()
             raise
         error: BaseException | None = None
         try:
-            yield session
+            yield worker
         except BaseException as exc:
             error = exc
             raise
         finally:
-            self._retire(pool, session, error)
+            self._retire(worker, error)
 
-    def _retire(
-        self, pool: pydantic_monty.AsyncMonty, session: pydantic_monty.AsyncMontySession, error: BaseException | None
-    ) -> None:
+    def _retire(self, worker: Worker, error: BaseException | None) -> None:
+        """The step is done with its worker: free the slot, and kill the worker and start its
+        replacement a little later, off the step's answer path.
+
+        The step's answer is still on its way through this process (activity result, workflow task,
+        completion), on cores the workflow shares with the workers. Closing the session and the pool
+        (two round trips to the worker and the pool's threads) and starting the replacement (a fork,
+        the pool's set-up, the warm-up) there cost this process ~2 ms of CPU, and the code step as
+        much end to end; even a bare SIGKILL cost the step ~0.2 ms (the dying worker is scheduled in
+        at once, on the core the step's answer was using). So after ``REFILL_DELAY_S`` the workers of
+        all the steps finished meanwhile are killed through their pidfds (no word to their pools) and
+        let go of (the pools dropped: no await, their runtime reaps the dead), and the spares topped
+        up, in one go.
+
+        Until then such a worker is idle: its step's code has returned, and it waits on its pipe for
+        a request that never comes (no one else holds its session). A step that ended otherwise (an
+        error, a cancellation: its code may still be running) has its worker killed at once, as has
+        any beyond ``max_processes`` waiting. A worker without a pidfd is closed through its pool
+        (which kills it) at once, as before."""
+        if worker.pidfd is not None:
+            if error is not None or self._idle >= self._max_processes:
+                worker.kill()
+            else:
+                self._idle += 1
+            self._slots.release()
+            self._done.append(worker)
+            if len(self._done) >= _MAX_DONE:  # (a burst of short steps) now, rather than hold more
+                if self._refill is not None:
+                    self._refill.cancel()
+                self._refill_now()
+            else:
+                self._schedule_refill()
+            return
+
         async def retire() -> None:
             try:
-                await close_session(session, error)
-                await close_pool(pool)
+                await worker.close(error)
             finally:
                 self._slots.release()
-                # The step's answer is still on its way through this process (activity result,
-                # workflow task, completion): starting the replacement now (a fork and the pool's
-                # set-up, ~5 ms of CPU with the process's own start) made a code step ~5 ms slower
-                # end to end. The spare taken was one of ``spares``; the others are still ready.
-                await asyncio.sleep(REFILL_DELAY_S)
-                if self._spares is not None:
-                    self._spares.top_up()
+                self._schedule_refill()
 
         task = asyncio.get_running_loop().create_task(retire())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    def _schedule_refill(self) -> None:
+        if self._refill is None and self._spares is not None:
+            self._refill = asyncio.get_running_loop().call_later(REFILL_DELAY_S, self._refill_now)
+
+    def _refill_now(self, *, top_up: bool = True) -> None:
+        """Kill the finished steps' workers and let go of them, then top up the spares (the new
+        workers' start also has the pools' runtime reap any dead one it had not yet)."""
+        self._refill = None
+        done, self._done, self._idle = self._done, [], 0
+        for worker in done:
+            worker.kill()
+            worker.drop()
+        if top_up and self._spares is not None:
+            self._spares.top_up()
 
     @property
     def spares(self) -> Spares:
@@ -320,6 +376,14 @@ class Sandbox:
         spares = self._require_running()
         while self._retiring:
             await asyncio.wait(set(self._retiring))
+        if self._refill is not None:  # due soon: now, and the workers killed seen gone
+            self._refill.cancel()
+            self._refill = None
+            for worker in self._done:
+                worker.kill()
+            self._idle = 0
+            await asyncio.gather(*(worker.exited() for worker in self._done))
+            self._refill_now()
         await spares.settled()
 
     def _require_running(self) -> Spares:
@@ -343,10 +407,12 @@ class Sandbox:
             "CPU": min(cpu, self._ceilings["CPU"]),
         }
 
-    def _tighten(self, pid: int | None, limits: SandboxLimits) -> float | None:
+    def _tighten(self, worker: Worker, limits: SandboxLimits) -> float | None:
         """Lower the checked-out worker's limits to the step's, soft and hard: it serves this step only,
         and can never raise them again. Returns the CPU seconds the worker had used (None if unknown)."""
-        cpu_used = _cpu_seconds(pid)
+        # (a spare was just looked at, idle since: no second read on the step's path)
+        pid, cpu_used = worker.pid, worker.cpu_seen if worker.cpu_seen is not None else worker.cpu_seconds()
+        worker.cpu_seen = None
         if pid is None or cpu_used is None:  # no local worker attached (the launcher's ceilings hold), or gone
             return None
         try:
@@ -375,11 +441,12 @@ class Sandbox:
             "max_suspensions": max_suspensions,
         }
         policy: pydantic_monty.OSPolicy = {"sleep_system_max": limits.cpu_seconds, **(os_policy or {})}
-        async with self._checkout(Checkout("script.py", resource_limits, policy)) as session:
-            self._tighten(session.worker_pid, limits)
-            yield session
+        async with self._checkout(Checkout("script.py", resource_limits, policy)) as worker:
+            self._tighten(worker, limits)
+            yield worker.session
 
     @staticmethod
+    @functools.lru_cache(maxsize=64)  # one object per limits: a spare's checkout is matched by identity first
     def _step_checkout(limits: SandboxLimits) -> Checkout:
         """The session a code step runs in (a spare has one open for the default limits)."""
         resource_limits: pydantic_monty.ResourceLimits = {
@@ -415,12 +482,12 @@ class Sandbox:
         self._require_running()
         printed = pydantic_monty.CollectString(max_bytes=self.max_print_bytes)
         try:
-            async with self._checkout(self._step_checkout(limits)) as session:
-                cpu_before = self._tighten(session.worker_pid, limits)
+            async with self._checkout(self._step_checkout(limits)) as worker:
+                cpu_before = self._tighten(worker, limits)
                 try:
-                    result = await session.feed_run(code, inputs=inputs, print_callback=printed)
+                    result = await worker.session.feed_run(code, inputs=inputs, print_callback=printed)
                 finally:
-                    cpu_after = _cpu_seconds(session.worker_pid)
+                    cpu_after = worker.cpu_seconds()
                     if on_cpu is not None and cpu_before is not None and cpu_after is not None:
                         on_cpu(max(cpu_after - cpu_before, 0.0))
         except (pydantic_monty.MontyError, RuntimeError, TimeoutError) as exc:
@@ -430,17 +497,3 @@ class Sandbox:
                 "OutputTooLarge", f"code step result exceeds {self.max_output_bytes} bytes", retryable=False
             )
         return result
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of a process so far (None if it cannot be read, e.g. it is gone)."""
-    fields = None if pid is None else proc_stat(pid)
-    if fields is None:
-        return None
-    try:
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    except ValueError:
-        return None
