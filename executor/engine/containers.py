@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import jsonschema
 from temporalio import workflow
 from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ChildWorkflowError
@@ -18,6 +17,7 @@ from executor.engine.retry import to_step_error
 from executor.engine.run_status import child_run_id
 from executor.engine.scheduling import cancel_all
 from executor.lang.expressions import truthy
+from executor.lang.json_schema import validator
 from schemas.plan import ForeachStep, SubplanStep, SwitchStep
 
 __all__ = ["ContainersMixin"]
@@ -97,7 +97,7 @@ class ContainersMixin(EngineBase):
         self._count_step(path)
         child_plan = step.plan.model_dump(mode="json", by_alias=True, exclude_unset=True)
         inputs = self._render(step.inputs, frame, "/inputs")
-        problems = [e.message for e in jsonschema.Draft202012Validator(step.plan.inputs).iter_errors(inputs)]
+        problems = [e.message for e in validator(step.plan.inputs).iter_errors(inputs)]
         if problems:
             raise StepFailed(path, StepError("InputsInvalid", "; ".join(problems)))
         if self._since(_PATCH_CHILD_RUN_ID):

@@ -11,14 +11,11 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
 from pydantic import ValidationError
 
 from executor.errors import PlanInvalid, PlanIssue
@@ -30,6 +27,7 @@ from executor.lang.expressions import (
     references,
     strip_template,
 )
+from executor.lang.json_schema import schema_problem
 from executor.lang.script import LiteralCall, analyse
 from schemas.plan import (
     CodeStep,
@@ -596,20 +594,10 @@ class _Checker:
             self.add(ptr, f"timestamp {value!r} needs a timezone (e.g. Z or +00:00)", sid, "invalid_value")
 
     def _json_schema(self, schema: dict[str, Any], ptr: str, sid: str | None) -> None:
-        problem = _schema_problem(json.dumps(schema, sort_keys=True, default=str))
+        problem = schema_problem(schema)
         if problem is not None:
             where, message = problem
             self.add(ptr + where, f"not a valid JSON Schema: {message}", sid, "invalid_schema")
-
-
-@lru_cache(maxsize=1024)
-def _schema_problem(schema_json: str) -> tuple[str, str] | None:
-    """Checking against the metaschema is most of a submit's validation time; plans reuse schemas."""
-    try:
-        jsonschema.Draft202012Validator.check_schema(json.loads(schema_json))
-    except jsonschema.SchemaError as exc:
-        return "".join(f"/{p}" for p in exc.path), exc.message
-    return None
 
 
 def all_steps(steps: list[Step]) -> Iterator[Step]:

@@ -26,7 +26,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
@@ -42,6 +41,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_TENANT, WORKFLOW_NAME
 from executor.engine.models import ENGINE_VERSION, Revision, RunInput, RunQuotas, plan_hash
 from executor.errors import InputsInvalid, PlanInvalid, PlanIssue, RunConflict, RunNotFound, RunStateError
+from executor.lang.json_schema import validator
 from executor.lang.loader import load_plan
 from executor.lang.secret_refs import secret_names
 from executor.lang.validate import validate_plan
@@ -181,7 +181,7 @@ async def start_run(
     check_depth("run inputs", values)
     problems = [
         f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}"
-        for e in jsonschema.Draft202012Validator(parsed.inputs).iter_errors(values)
+        for e in validator(parsed.inputs).iter_errors(values)
     ]
     if problems:
         raise InputsInvalid("run inputs", problems)

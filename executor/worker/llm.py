@@ -11,10 +11,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import jsonschema
 from temporalio.exceptions import ApplicationError
 
 from executor.engine.models import LlmCall
+from executor.lang.json_schema import validator
 from executor.service.telemetry import model_span
 
 __all__ = ["complete", "provider_error"]
@@ -76,7 +76,7 @@ def _parse_structured(text: str, schema: dict[str, Any]) -> Any:
     except json.JSONDecodeError as exc:
         # Models vary between attempts: another try may well produce valid JSON.
         raise ApplicationError(f"model answer is not JSON: {exc}", type="LlmOutputInvalid") from None
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=str)
+    errors = sorted(validator(schema).iter_errors(value), key=str)
     if errors:
         where = "".join(f"/{p}" for p in errors[0].path) or "/"
         raise ApplicationError(
