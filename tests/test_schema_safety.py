@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -184,3 +185,23 @@ async def test_malformed_openapi_documents_are_refused_or_their_operations_skipp
     skipped = dict(s.split(": ", 1) for s in listed.skipped)
     assert set(skipped) == {"params", "param", "body", "cycle"}, skipped
     assert "cycle" in skipped["cycle"]
+
+
+def test_patterns_match_in_linear_time_and_unsupported_ones_are_schema_problems() -> None:
+    """``^(a+)+$`` against 26 characters took Python's backtracking ``re`` seconds of CPU (minutes at
+    30): on the API's event loop, every tenant waited."""
+    evil = {"type": "object", "properties": {"s": {"pattern": "^(a+)+$"}}, "patternProperties": {"^(b+)+$": {}}}
+    started = time.process_time()
+    errors = [e.message for e in validator(evil).iter_errors({"s": "a" * 26 + "!", "b" * 26 + "!": 1})]
+    assert time.process_time() - started < 0.5
+    assert errors == [f"'{'a' * 26}!' does not match '^(a+)+$'"]
+    problem = schema_problem({"properties": {"s": {"pattern": "(?=a)b"}}})
+    assert problem is not None and problem[0] == "/properties/s/pattern" and "RE2" in problem[1]
+    _, issues = check_plan(
+        {
+            "name": "p",
+            "inputs": {"patternProperties": {"(?<!x)y": {}}},
+            "steps": [{"id": "a", "kind": "set", "value": 1}],
+        }
+    )
+    assert [(i.pointer, i.code) for i in issues] == [("/inputs/patternProperties/(?<!x)y", "invalid_schema")]

@@ -31,7 +31,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-
     from executor.engine.carry import CarryMixin
     from executor.engine.compensation import CompensationMixin
     from executor.engine.containers import ContainersMixin

@@ -6,7 +6,11 @@ was fetched with ``urllib`` by jsonschema's default registry when a value was va
 request from the API or worker process that no egress policy saw. And a ``$ref`` cycle that never
 descends into the value (``{"$ref": "#"}``, ``A -> allOf -> B -> A``) recursed until Python's stack
 ran out: a 500 at submit, a run whose workflow task failed for ever (subplan inputs), an event
-refused as "maximum recursion depth exceeded".
+refused as "maximum recursion depth exceeded". And jsonschema matches ``pattern`` and
+``patternProperties`` with Python's backtracking ``re``: ``{"pattern": "^(a+)+$"}`` against 30
+characters took minutes of CPU, on the API's event loop (every tenant waited) or in a workflow task.
+Patterns are matched with RE2 here, in time linear in the text (no lookaround or backreferences,
+which ECMA-262 patterns rarely need; a pattern RE2 cannot compile is a schema problem).
 
 ``schema_problem`` refuses both up front (with the metaschema check and a depth limit), naming
 where; ``validator`` builds a validator whose registry never retrieves anything, for every place a
@@ -17,11 +21,14 @@ it fetches nothing).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
 import jsonschema
+import re2
+from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
@@ -48,9 +55,40 @@ def _refuse_retrieval(uri: str) -> Resource[Any]:
 _NO_RETRIEVAL: Registry[Any] = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]  # (an attrs class)
 
 
+_RE2_SYNTAX = "patterns are RE2 (no lookaround, no backreferences)"
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is reported to the client, not to stderr
+
+
+@lru_cache(maxsize=4096)
+def _regex(pattern: str) -> Any:
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if _regex(pattern).search(key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
+)
+
+
 def validator(schema: Any) -> jsonschema.Draft202012Validator:
-    """A Draft 2020-12 validator for ``schema`` that resolves only references inside it."""
-    return jsonschema.Draft202012Validator(schema, registry=_NO_RETRIEVAL)
+    """A Draft 2020-12 validator for ``schema`` that resolves only references inside it and
+    matches patterns in linear time (RE2)."""
+    made: jsonschema.Draft202012Validator = _Validator(schema, registry=_NO_RETRIEVAL)
+    return made
 
 
 def schema_problem(schema: Any) -> tuple[str, str] | None:
@@ -78,7 +116,7 @@ def _problem(schema_json: str) -> tuple[str, str] | None:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         return "".join(f"/{p}" for p in exc.path), exc.message
-    return _reference_problem(schema)
+    return _reference_problem(schema) or _pattern_problem(schema)
 
 
 def _subschemas(node: dict[str, Any], pointer: str) -> list[tuple[str, Any, bool]]:
@@ -116,8 +154,8 @@ def _resolve(root: Any, ref: str, anchors: dict[str, str]) -> str | None:
     return fragment if isinstance(node, dict | bool) else None
 
 
-def _reference_problem(root: Any) -> tuple[str, str] | None:
-    # Every schema node by pointer (iteratively: the depth is bounded, the breadth is not).
+def _schema_nodes(root: Any) -> dict[str, Any]:
+    """Every schema node by pointer (iteratively: the depth is bounded, the breadth is not)."""
     nodes: dict[str, Any] = {}
     stack: list[tuple[str, Any]] = [("", root)]
     while stack:
@@ -127,6 +165,11 @@ def _reference_problem(root: Any) -> tuple[str, str] | None:
         nodes[pointer] = node
         if isinstance(node, dict):
             stack.extend((p, s) for p, s, _ in _subschemas(node, pointer))
+    return nodes
+
+
+def _reference_problem(root: Any) -> tuple[str, str] | None:
+    nodes = _schema_nodes(root)
     anchors = {
         str(node[key]): pointer
         for pointer, node in nodes.items()
@@ -157,6 +200,24 @@ def _reference_problem(root: Any) -> tuple[str, str] | None:
     cycle = _cycle(edges)
     if cycle is not None:
         return cycle, "its references form a cycle that never reaches into the value (it would never end)"
+    return None
+
+
+def _pattern_problem(root: Any) -> tuple[str, str] | None:
+    """The first ``pattern`` (or ``patternProperties`` key) RE2 cannot compile."""
+    for pointer, node in _schema_nodes(root).items():
+        if not isinstance(node, dict):
+            continue
+        found = [("pattern", node["pattern"])] if isinstance(node.get("pattern"), str) else []
+        if isinstance(node.get("patternProperties"), dict):
+            escaped = ((k.replace("~", "~0").replace("/", "~1"), k) for k in node["patternProperties"])
+            found += [(f"patternProperties/{part}", key) for part, key in escaped]
+        for where, pattern in found:
+            try:
+                _regex(pattern)
+            except re2.error as exc:
+                why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+                return f"{pointer}/{where}", f"pattern {pattern!r} is not supported ({why}): {_RE2_SYNTAX}"
     return None
 
 

@@ -103,7 +103,7 @@ class ToolSources:
         if key not in self._built:
             if len(self._built) > 1000:
                 self._built.clear()
-            self._built[key] = tuple(_tool(t, _not_here) for t in catalog.tools)
+            self._built[key] = tuple(tool for t in catalog.tools if (tool := _usable(t)) is not None)
         return self._built[key]
 
     async def _fetch(self, tenant: str, spec: SourceSpec) -> Catalog:
@@ -138,6 +138,15 @@ async def _not_here(args: dict[str, Any], ctx: ToolContext) -> Any:  # pragma: n
 
 def _tool(entry: CatalogTool, handler: Any) -> Tool:
     return Tool(entry.name, entry.description, entry.args_schema, handler, side_effects=entry.side_effects, local=False)
+
+
+def _usable(entry: CatalogTool) -> Tool | None:
+    """The tool, or None when its stored schema is refused (a catalog stored before that check): the
+    tenant's other tools still validate, and a plan naming this one says it is unknown."""
+    try:
+        return _tool(entry, _not_here)
+    except ValueError:
+        return None
 
 
 def _redact(text: str, secrets: list[str]) -> str:
@@ -200,7 +209,10 @@ class SourceCalls:
                     retry_after=exc.retry_after,
                 ) from None
 
-        return _tool(entry, call)
+        try:
+            return _tool(entry, call)
+        except ValueError as exc:  # a catalog stored before its schema was refused: refresh the source
+            raise ToolError(str(exc), error_type="ToolSchemaInvalid") from None
 
 
 def plan_tools(plan: dict[str, Any] | Plan) -> set[str]:

@@ -180,8 +180,7 @@ async def start_run(
     values = dict(inputs or {})
     check_depth("run inputs", values)
     problems = [
-        f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}"
-        for e in validator(parsed.inputs).iter_errors(values)
+        f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}" for e in validator(parsed.inputs).iter_errors(values)
     ]
     if problems:
         raise InputsInvalid("run inputs", problems)
