@@ -14,7 +14,7 @@ from typing import Any
 from temporalio.exceptions import ApplicationError
 
 from executor.engine.models import LlmCall
-from executor.lang.json_schema import validator
+from executor.lang.json_schema import schema_problem, validator
 from executor.service.telemetry import model_span
 
 __all__ = ["complete", "provider_error"]
@@ -40,6 +40,13 @@ async def complete(
     if call.timeout_s is not None:
         kwargs["timeout"] = call.timeout_s
     if call.output_schema is not None:
+        # A script computes its output_schema at run time (plans' literal ones were checked at submit):
+        # refused before the model is paid for, and never retried.
+        problem = schema_problem(call.output_schema)
+        if problem is not None:
+            raise ApplicationError(
+                f"output_schema{problem[0]} is not usable: {problem[1]}", type="InvalidSchema", non_retryable=True
+            )
         kwargs["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": "step_output", "schema": call.output_schema},
