@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 ROOT_NAMES = frozenset({"input", "steps", "item", "index", "run"})
+MAX_EXPRESSION_DEPTH = 100  # levels of an expression's syntax tree (as MAX_JSON_DEPTH for values)
 
 
 class ExpressionError(ValueError):
@@ -56,10 +57,33 @@ def strip_template(expression: str) -> str:
 
 @lru_cache(maxsize=4096)
 def compile_expression(expression: str) -> jmespath.parser.ParsedResult:
+    """The parsed expression. jmespath's parser and evaluator, and the reference walk here, recurse
+    once per level of the tree: ``((((...))))`` or ``!!!!...`` a few hundred deep overflowed the
+    stack (a 500 at validation), so the tree is bounded like JSON values are."""
     try:
-        return jmespath.compile(expression)
+        parsed = jmespath.compile(expression)
     except jmespath.exceptions.JMESPathError as exc:
         raise ExpressionError(expression, str(exc).replace("\n", " ")) from None
+    except RecursionError:
+        parsed = None
+    if parsed is None or _tree_depth(parsed.parsed) > MAX_EXPRESSION_DEPTH:
+        raise ExpressionError(_shown(expression), f"nests more than {MAX_EXPRESSION_DEPTH} levels deep")
+    return parsed
+
+
+def _tree_depth(tree: dict[str, Any]) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_EXPRESSION_DEPTH:  # deeper is too deep already: no need to walk on
+            stack.extend((c, depth + 1) for c in node.get("children", ()) if isinstance(c, dict))
+    return deepest
+
+
+def _shown(expression: str) -> str:
+    return expression if len(expression) <= 200 else expression[:200] + "..."
 
 
 def evaluate(expression: str, scope: dict[str, Any]) -> Any:
