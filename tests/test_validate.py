@@ -982,3 +982,24 @@ def test_schema_and_semantic_problems_are_reported_in_one_pass() -> None:
         ("/steps/3/value", "cycle"),
     ]
     assert "not a duration" in issues[0].message and "^" not in issues[0].message
+
+
+@pytest.mark.parametrize(
+    ("step", "pointer"),
+    [
+        ({"id": "c", "kind": "code", "code": "x = 1" + "+1" * 30000 + "\nx"}, "/steps/0/code"),
+        ({"id": "c", "kind": "script", "code": "x = " + "-" * 30000 + "1\nx"}, "/steps/0/code"),
+        ({"id": "c", "kind": "script", "code": "x = " + "1 if 1 else " * 5000 + "1\nx"}, "/steps/0/code"),
+        (
+            {"id": "c", "kind": "set", "value": 1, "compensate": {"code": "1" + "+1" * 30000}},
+            "/steps/0/compensate/code",
+        ),
+    ],
+    ids=["code-sum", "script-negations", "script-conditionals", "compensation-sum"],
+)
+def test_code_nested_too_deep_to_parse_is_a_syntax_problem_not_a_crash(step: dict[str, Any], pointer: str) -> None:
+    """CPython's parser raised RecursionError or MemoryError on such sources (within the 64 KiB cap):
+    a 500 from /v1/plans:validate and /v1/runs."""
+    _, issues = check_plan({"name": "p", "steps": [step]})
+    assert [(i.pointer, i.code) for i in issues] == [(pointer, "code_syntax")], issues
+    assert "nests too deeply" in issues[0].message

@@ -28,7 +28,7 @@ from executor.lang.expressions import (
     strip_template,
 )
 from executor.lang.json_schema import schema_problem
-from executor.lang.script import LiteralCall, analyse
+from executor.lang.script import TOO_DEEP, LiteralCall, analyse
 from schemas.plan import (
     CodeStep,
     Compensation,
@@ -492,6 +492,8 @@ class _Checker:
             ast.parse(source)
         except SyntaxError as exc:
             self.add(ptr, f"Python syntax error at line {exc.lineno}: {exc.msg}", sid, "code_syntax")
+        except (RecursionError, MemoryError):  # CPython's parser on 1+1+1... or ----1 thousands deep
+            self.add(ptr, f"Python syntax error: {TOO_DEEP}", sid, "code_syntax")
 
     def script(self, step: ScriptStep, ptr: str) -> None:
         """Syntax, unknown functions, literal host-call arguments, tools and their grants."""
