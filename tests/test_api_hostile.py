@@ -15,8 +15,10 @@ import pytest
 import pytest_asyncio
 
 from executor import Settings
+from executor.errors import InputsInvalid
 from executor.lang.depth import MAX_JSON_DEPTH
 from executor.service.devserver import DevServer
+from executor.service.names import check_name, check_run_id
 from executor.service.tenants import TenantRegistry
 from tests.test_api import MODEL, LiveApi, assert_problem
 
@@ -255,3 +257,11 @@ async def test_concurrency_refusal_is_429_with_retry_after(http: httpx.AsyncClie
         if r.status_code == 429:
             assert assert_problem(r, 429, "quota")["limit"] == "max_concurrent_runs"
             assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_a_refused_id_is_not_echoed_whole() -> None:
+    """A 100 KB run id or session came back whole in the error (MCP get_run, the CLI)."""
+    for check, value in ((check_run_id, "a" * 100_000), (lambda v: check_name("session", v), "é" * 50_000)):
+        with pytest.raises(InputsInvalid) as refused:
+            check(value)
+        assert len(str(refused.value)) < 400 and "characters)" in str(refused.value), str(refused.value)[:500]
