@@ -15,10 +15,12 @@ import pytest
 import pytest_asyncio
 
 from executor import Settings
-from executor.errors import InputsInvalid
+from executor.errors import InputsInvalid, PlanInvalid
 from executor.lang.depth import MAX_JSON_DEPTH
+from executor.lang.validate_cache import validate_plan_cached
 from executor.service.devserver import DevServer
 from executor.service.names import check_name, check_run_id
+from executor.service.run_queries import check_event
 from executor.service.tenants import TenantRegistry
 from tests.test_api import MODEL, LiveApi, assert_problem
 
@@ -265,3 +267,17 @@ def test_a_refused_id_is_not_echoed_whole() -> None:
         with pytest.raises(InputsInvalid) as refused:
             check(value)
         assert len(str(refused.value)) < 400 and "characters)" in str(refused.value), str(refused.value)[:500]
+
+
+async def test_a_lone_surrogate_is_not_unicode_and_is_refused(http: httpx.AsyncClient, live: LiveApi) -> None:
+    """``"\\ud800"`` parses to a str no UTF-8 encoder takes: /v1/runs answered 500 (UnicodeEncodeError
+    while hashing the plan), and the Python API raised it to its caller."""
+    raw = '{"session": "s", "plan": {"name": "x", "steps": [{"id": "a", "kind": "set", "value": "\\ud800"}]}}'
+    headers = {**live.headers("acme"), "Content-Type": "application/json"}
+    problem = assert_problem(await http.post("/v1/runs", content=raw, headers=headers), 422, "validation")
+    assert "surrogate" in problem["detail"]
+    lone = {"name": "x", "steps": [{"id": "a", "kind": "set", "value": "\ud800"}]}
+    with pytest.raises(PlanInvalid, match="surrogate"):
+        validate_plan_cached(lone)
+    with pytest.raises(InputsInvalid, match="surrogate"):
+        check_event("\udc00", None, "acme", None)
