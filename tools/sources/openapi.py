@@ -232,12 +232,32 @@ def _builder(
 
 
 def base_url_of(spec: SourceSpec, document: dict[str, Any]) -> str:
-    """Where operations go: the spec's base URL, else the document's first server (relative to it)."""
+    """Where operations go: the spec's base URL, else the document's first server (relative to it).
+
+    The source's headers (credentials, often) go with every operation. A document naming a server
+    on another origin than its own would send them wherever its author (or whoever can change the
+    file where it is hosted) chose; so that takes the tenant saying so, with ``base_url``."""
     if spec.base_url:
         return spec.base_url
     servers = document.get("servers") or [{"url": "/"}]
     assert spec.url is not None
-    return urljoin(spec.url, str(servers[0].get("url") or "/"))
+    base = urljoin(spec.url, str(servers[0].get("url") or "/"))
+    if _origin(base) != _origin(spec.url):
+        raise SourceError(
+            f"OpenAPI source {spec.name!r}: the document sends operations to {_origin(base)}, another origin"
+            f" than its own ({_origin(spec.url)}); give base_url to say the source's headers may go there",
+            error_type="OpenApiDocumentInvalid",
+        )
+    return base
+
+
+def _origin(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return url
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
+    return f"{parsed.scheme}://{parsed.host}:{port}"
 
 
 async def fetch_document(spec: SourceSpec, headers: dict[str, str], policy: HttpPolicy | None) -> dict[str, Any]:
