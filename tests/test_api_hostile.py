@@ -281,3 +281,14 @@ async def test_a_lone_surrogate_is_not_unicode_and_is_refused(http: httpx.AsyncC
         validate_plan_cached(lone)
     with pytest.raises(InputsInvalid, match="surrogate"):
         check_event("\udc00", None, "acme", None)
+
+
+@pytest.mark.parametrize("path", ["/v1/plan", "/v1/chats/s1/messages"])
+async def test_a_client_chooses_a_planner_model_by_name_never_an_endpoint(
+    http: httpx.AsyncClient, live: LiveApi, path: str
+) -> None:
+    payload = {"goal": "count to three"} if path == "/v1/plan" else {"text": "count to three"}
+    for model in ("huggingface/http://127.0.0.1:9/v1", "ollama/llama3"):
+        response = await http.post(path, json={**payload, "model": model}, headers=live.headers("acme"))
+        problem = assert_problem(response, 400, "bad-request")
+        assert "model" in problem["detail"], problem

@@ -83,3 +83,18 @@ async def test_a_computed_output_schema_that_cannot_be_used_fails_before_the_mod
     assert step["error"]["type"] == "InvalidSchema" and "cycle" in step["error"]["message"], step["error"]
     assert step["calls"][0]["attempts"] == 1, "refused once, not retried"
     assert "InvalidSchema" in str(failed.value)
+
+
+async def test_a_computed_model_that_names_an_endpoint_is_refused_before_any_call(dp: Duraplan) -> None:
+    plan = {
+        "name": "script-llm-model",
+        "steps": [{"id": "s", "kind": "script", "code": "llm('anything', model=m)", "inputs": {"m": "ollama/llama3"}}],
+    }
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.route().mock(return_value=httpx.Response(500))  # any request at all
+        handle = await dp.submit_plan(plan, tenant="t", session="s")
+        with pytest.raises(RunFailed):
+            await handle.result(timeout=60)
+    assert route.call_count == 0
+    step = (await handle.status())["steps"][0]
+    assert step["error"]["type"] == "ModelRefused" and "own host" in step["error"]["message"], step["error"]

@@ -1003,3 +1003,20 @@ def test_code_nested_too_deep_to_parse_is_a_syntax_problem_not_a_crash(step: dic
     _, issues = check_plan({"name": "p", "steps": [step]})
     assert [(i.pointer, i.code) for i in issues] == [(pointer, "code_syntax")], issues
     assert "nests too deeply" in issues[0].message
+
+
+@pytest.mark.parametrize(
+    "model", ["huggingface/https://collector.example/v1", "ollama/llama3", "lemonade/x", "llamafile/x", "gpt 4"]
+)
+def test_a_plan_chooses_a_model_by_name_never_an_endpoint(model: str) -> None:
+    """litellm posts to a URL given as a Hugging Face model, and ollama/lemonade/llamafile models to
+    servers on the worker's own host (lemonade: localhost:8000, duraplan's API port)."""
+    llm = {"id": "l", "kind": "llm", "prompt": "hi", "model": model}
+    script = {"id": "s", "kind": "script", "code": f"llm('hi', model={model!r})"}
+    _, issues = check_plan({"name": "p", "steps": [llm, script]})
+    assert [(i.pointer, i.code) for i in issues] == [
+        ("/steps/0/model", "invalid_value"),
+        ("/steps/1/code", "invalid_value"),
+    ]
+    _, fine = check_plan({"name": "p", "steps": [{**llm, "model": "openai/gpt-4o-mini"}]})
+    assert fine == []

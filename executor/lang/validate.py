@@ -28,6 +28,7 @@ from executor.lang.expressions import (
     strip_template,
 )
 from executor.lang.json_schema import schema_problem
+from executor.lang.model_names import model_problem
 from executor.lang.script import TOO_DEEP, LiteralCall, analyse
 from schemas.plan import (
     CodeStep,
@@ -385,6 +386,8 @@ class _Checker:
             case LlmStep():
                 if step.output_schema is not None:
                     self._json_schema(step.output_schema, f"{ptr}/output_schema", step.id)
+                if step.model is not None and (problem := model_problem(step.model)) is not None:
+                    self.add(f"{ptr}/model", problem, step.id, "invalid_value")
             case CodeStep():
                 self.code(step.code, f"{ptr}/code", step.id)
                 for name in step.inputs:
@@ -525,8 +528,11 @@ class _Checker:
                 self._literal_duration(call.args["timeout"], ptr, sid, "wait_for_event()")
             case "sleep_until" if isinstance(call.first, str):
                 self._timestamp(call.first, ptr, sid)
-            case "llm" if isinstance(call.args.get("output_schema"), dict):
-                self._json_schema(call.args["output_schema"], ptr, sid)
+            case "llm" if isinstance(call.args.get("output_schema"), dict) or isinstance(call.args.get("model"), str):
+                if isinstance(call.args.get("output_schema"), dict):
+                    self._json_schema(call.args["output_schema"], ptr, sid)
+                if isinstance(call.args.get("model"), str) and (problem := model_problem(call.args["model"])):
+                    self.add(ptr, problem, sid, "invalid_value")
             case _:
                 return
         # The pointer cannot point into the source: the message names the line.
