@@ -1020,3 +1020,5 @@ def test_a_plan_chooses_a_model_by_name_never_an_endpoint(model: str) -> None:
     ]
     _, fine = check_plan({"name": "p", "steps": [{**llm, "model": "openai/gpt-4o-mini"}]})
     assert fine == []
+    _, replan = check_plan({"name": "p", "replan": {"model": model}, "steps": [{"id": "a", "kind": "set", "value": 1}]})
+    assert [(i.pointer, i.code) for i in replan] == [("/replan/model", "invalid_value")]

@@ -287,6 +287,9 @@ class _Checker:
 
     def _plan(self, plan: Plan, base: str, depth: int) -> None:
         self._json_schema(plan.inputs, f"{base}/inputs", None)
+        replan_model = plan.replan.model if plan.replan is not None else None
+        if replan_model is not None and (problem := model_problem(replan_model)) is not None:
+            self.add(f"{base}/replan/model", problem, None, "invalid_value")
         all_steps = list(_flatten(plan.steps, f"{base}/steps"))
         if len(all_steps) > MAX_DECLARED_STEPS:
             self.add(f"{base}/steps", f"{len(all_steps)} steps declared; at most {MAX_DECLARED_STEPS}", None, "limit")
