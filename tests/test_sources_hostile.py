@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from executor.service.sources import ToolSources
+from executor.service.tenants import TenantRegistry
 from tests.support.source_servers import Served
 from tools.egress import HttpPolicy
 from tools.errors import ToolError
@@ -100,3 +103,21 @@ async def test_an_openapi_document_cannot_send_the_sources_headers_to_another_or
         document["servers"] = [{"url": "/v2"}]  # the document's own origin needs no base_url
         same = await openapi_catalog(spec, spec.headers, policy, 0.0)
         assert [t.route["base_url"] for t in same.tools] == [f"{served.origin}/v2"]
+
+
+@pytest.mark.parametrize("kind", ["mcp", "openapi"])
+async def test_a_source_that_cannot_be_added_does_not_show_its_secret(kind: str, tmp_path: Path) -> None:
+    """An illegal header value is quoted by the HTTP library as b'...\\r\\n...': the exact-string
+    redaction of source errors missed that form, and POST /v1/sources answered it in its 502."""
+    registry = TenantRegistry(tmp_path / "tenants.db")
+    registry.create("acme")
+    registry.set_secret("acme", "TOK", "tok-5up3r\r\nX-Injected: s3cr3t")
+    kind_: Any = kind
+    with Served(Starlette()) as served:  # listening: the header is refused as the request is sent
+        registry.set_private_egress("acme", [f"127.0.0.1:{served.port}"])
+        spec = SourceSpec("svc", kind_, f"{served.origin}/x", headers={"Authorization": "Bearer {$secret: TOK}"})
+        with pytest.raises(ToolError) as caught:
+            await ToolSources(registry).add("acme", spec)
+    registry.close()
+    assert "Illegal header value" in caught.value.message
+    assert "5up3r" not in caught.value.message and "s3cr3t" not in caught.value.message, caught.value.message

@@ -19,6 +19,7 @@ from executor.lang.validate import all_steps
 from executor.service.tenants import TenantError, TenantRegistry
 from schemas.plan import Plan, SubplanStep, ToolStep
 from tools.errors import ToolError
+from tools.redaction import Redactor
 from tools.registry import Tool, ToolContext, ToolRegistry
 from tools.sources.catalog import Catalog, CatalogTool, SourceError, SourceSpec, render_headers
 from tools.sources.mcp import mcp_catalog
@@ -114,7 +115,9 @@ class ToolSources:
                 return await openapi_catalog(spec, headers, policy, time.time())
             return await mcp_catalog(spec, headers, policy, time.time())
         except ToolError as exc:
-            raise SourceError(_redact(exc.message, used), retryable=exc.retryable, error_type=exc.error_type) from None
+            # every form of the secrets (an HTTP library quotes an illegal header value: b'tok\r\n...')
+            text = Redactor(used).text(exc.message)
+            raise SourceError(text, retryable=exc.retryable, error_type=exc.error_type) from None
 
 
 def describe(spec: SourceSpec, catalog: Catalog) -> dict[str, Any]:
@@ -147,23 +150,6 @@ def _usable(entry: CatalogTool) -> Tool | None:
         return _tool(entry, _not_here)
     except ValueError:
         return None
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _redact_value(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        return _redact(value, secrets)
-    if isinstance(value, list):
-        return [_redact_value(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_value(v, secrets) for k, v in value.items()}
-    return value
 
 
 class SourceCalls:
@@ -200,10 +186,10 @@ class SourceCalls:
                 result = await self.pool.call(
                     tenant, spec, headers, ctx.http_policy, name, args, ctx.idempotency_key, pin or entry.schema_hash
                 )
-                return _redact_value(result, used)  # a server echoing its credentials: not into history
+                return Redactor(used).value(result)  # a server echoing its credentials: not into history
             except ToolError as exc:
                 raise ToolError(
-                    _redact(exc.message, used),
+                    Redactor(used).text(exc.message),
                     retryable=exc.retryable,
                     error_type=exc.error_type,
                     retry_after=exc.retry_after,

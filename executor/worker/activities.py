@@ -34,9 +34,9 @@ from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.carry import CarryActivities
 from executor.worker.fairness import TenantGate
 from executor.worker.metering import Meter, llm_cost, step_key
-from executor.worker.redaction import Redactor
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
 from executor.worker.script import run_segment, script_call
+from tools.redaction import Redactor
 
 if TYPE_CHECKING:
     from executor.service.sources import SourceCalls
