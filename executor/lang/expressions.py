@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 ROOT_NAMES = frozenset({"input", "steps", "item", "index", "run"})
+# Caches keyed by a plan's text remember only texts up to this long: thousands of distinct
+# megabyte strings (each plan may carry some) would otherwise stay in the API's and workers' memory.
+MAX_CACHED_CHARS = 4096
 MAX_EXPRESSION_DEPTH = 100  # levels of an expression's syntax tree (as MAX_JSON_DEPTH for values)
 
 
@@ -55,8 +58,13 @@ def strip_template(expression: str) -> str:
     return expression
 
 
-@lru_cache(maxsize=4096)
 def compile_expression(expression: str) -> jmespath.parser.ParsedResult:
+    """The parsed expression (remembered, when short)."""
+    return _compile(expression) if len(expression) <= MAX_CACHED_CHARS else _compile.__wrapped__(expression)
+
+
+@lru_cache(maxsize=4096)
+def _compile(expression: str) -> jmespath.parser.ParsedResult:
     """The parsed expression. jmespath's parser and evaluator, and the reference walk here, recurse
     once per level of the tree: ``((((...))))`` or ``!!!!...`` a few hundred deep overflowed the
     stack (a 500 at validation), so the tree is bounded like JSON values are."""
@@ -129,11 +137,15 @@ def _render_string(text: str, scope: dict[str, Any]) -> Any:
     return "".join(parts)
 
 
-@lru_cache(maxsize=8192)  # a plan's templates are scanned once per step run, each time the same
 def _spans(text: str) -> tuple[tuple[int, int, str], ...]:
     """(start, end, expression) of each ``${...}``; braces inside literals and quotes don't end it."""
     if "${" not in text:
         return ()
+    return _cached_spans(text) if len(text) <= MAX_CACHED_CHARS else tuple(_scan(text))
+
+
+@lru_cache(maxsize=8192)  # a plan's templates are scanned once per step run, each time the same
+def _cached_spans(text: str) -> tuple[tuple[int, int, str], ...]:
     return tuple(_scan(text))
 
 
@@ -183,7 +195,8 @@ def _escape(token: str) -> str:
 
 def references(expression: str) -> tuple[set[str], set[str]]:
     """(root names used, step ids referenced as ``steps.<id>``) in a bare expression."""
-    roots, steps = _references(expression)
+    short = len(expression) <= MAX_CACHED_CHARS
+    roots, steps = _references(expression) if short else _references.__wrapped__(expression)
     return set(roots), set(steps)
 
 

@@ -46,6 +46,7 @@ _MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSch
 _IN_PLACE_ONE = ("not", "if", "then", "else")
 _IN_PLACE_LIST = ("allOf", "anyOf", "oneOf")
 _REFS = ("$ref", "$dynamicRef")
+MAX_CACHED_SCHEMA_CHARS = 64 * 1024
 
 
 def _refuse_retrieval(uri: str) -> Resource[Any]:
@@ -60,8 +61,13 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a refused pattern is reported to the client, not to stderr
 
 
-@lru_cache(maxsize=4096)
 def _regex(pattern: str) -> Any:
+    """The compiled pattern (remembered, when short: a compiled RE2 program can take megabytes)."""
+    return _cached_regex(pattern) if len(pattern) <= 1024 else re2.compile(pattern, _RE2_OPTIONS)
+
+
+@lru_cache(maxsize=4096)
+def _cached_regex(pattern: str) -> Any:
     return re2.compile(pattern, _RE2_OPTIONS)
 
 
@@ -99,7 +105,9 @@ def schema_problem(schema: Any) -> tuple[str, str] | None:
         text = json.dumps(schema, sort_keys=True)
     except (TypeError, ValueError, RecursionError):
         return "", "not a JSON value"
-    return _problem(text)
+    # The cache holds schemas by their text: a large one is checked afresh (1,024 cached 2 MiB
+    # schemas would be 2 GiB held by the API process).
+    return _problem(text) if len(text) <= MAX_CACHED_SCHEMA_CHARS else _problem.__wrapped__(text)
 
 
 @lru_cache(maxsize=1024)

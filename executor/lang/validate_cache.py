@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["CACHE_SIZE", "clear_validation_cache", "validate_plan_cached"]
 
 CACHE_SIZE = 512
+MAX_CACHED_PLAN_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ def _digest(plan: Any) -> str | None:
         return None
     try:
         canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        if len(canonical) > MAX_CACHED_PLAN_CHARS:
+            return None  # validated afresh: 512 parsed 2 MiB plans would stay in the API's memory
         return hashlib.sha256(canonical.encode()).hexdigest()
     except (RecursionError, ValueError):  # UnicodeEncodeError is a ValueError
         return None
