@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -292,3 +293,32 @@ async def test_a_client_chooses_a_planner_model_by_name_never_an_endpoint(
         response = await http.post(path, json={**payload, "model": model}, headers=live.headers("acme"))
         problem = assert_problem(response, 400, "bad-request")
         assert "model" in problem["detail"], problem
+
+
+async def test_plans_are_validated_off_the_event_loop(
+    http: httpx.AsyncClient, live: LiveApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validating a 1-2 MiB plan is about half a second of CPU: on the API's one event loop, every
+    tenant's requests waited for it."""
+    import duraplan.api
+    import executor.service.start
+
+    threads: list[str] = []
+
+    def recorded(real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(duraplan.api, "check_plan", recorded(duraplan.api.check_plan))
+    monkeypatch.setattr(
+        executor.service.start, "validate_plan_cached", recorded(executor.service.start.validate_plan_cached)
+    )
+    plan = _set_plan("fine")
+    assert (await http.post("/v1/plans:validate", json=plan, headers=live.headers("acme"))).status_code == 200
+    assert (
+        await http.post("/v1/runs", json={"plan": plan, "session": "s"}, headers=live.headers("acme"))
+    ).status_code == 201
+    assert len(threads) == 2 and "duraplan-api" not in threads, threads

@@ -173,8 +173,12 @@ async def start_run(
     check_name("session", session)
     run_id = check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
     # remembered by content (grants are asked again on every hit): a repeated plan costs no re-validation
-    parsed = validate_plan_cached(
-        plan if isinstance(plan, Plan) else load_plan(plan), tools=tools, granted=ctx.is_granted
+    # Off the event loop: a 2 MiB plan takes about half a second of CPU to validate, and an API
+    # process serves every tenant from one loop.
+    parsed = await asyncio.to_thread(
+        lambda: validate_plan_cached(
+            plan if isinstance(plan, Plan) else load_plan(plan), tools=tools, granted=ctx.is_granted
+        )
     )
     body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
     values = dict(inputs or {})
