@@ -6,11 +6,12 @@ query produces them and every surface shows them unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from executor.engine.run_status import RunStatus, RunSummary
+from executor.lang.model_names import model_problem
 from executor.service.client import NAME_PATTERN
 
 __all__ = [
@@ -37,6 +38,17 @@ __all__ = [
 ]
 
 NAME_REGEX = NAME_PATTERN.pattern
+
+
+def _chosen_model(model: str) -> str:
+    problem = model_problem(model)
+    if problem is not None:
+        raise ValueError(problem)
+    return model
+
+
+# A model a client chooses: a name, never an endpoint (executor.lang.model_names).
+ChosenModel = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_chosen_model)]
 JsonObject = dict[str, Any]
 
 
@@ -134,7 +146,7 @@ class PlanRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     goal: str = Field(min_length=1, max_length=20_000)
-    model: str | None = Field(default=None, min_length=1, max_length=200, description="default: DURAPLAN_MODEL")
+    model: ChosenModel | None = Field(default=None, description="default: DURAPLAN_MODEL")
     max_attempts: int = Field(default=3, ge=1, le=10)
     budget_usd: float | None = Field(default=None, gt=0)
 
@@ -162,7 +174,7 @@ class ChatMessageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=20_000)
-    model: str | None = Field(default=None, min_length=1, max_length=200, description="used when the session starts")
+    model: ChosenModel | None = Field(default=None, description="used when the session starts")
 
 
 class RevisionResponse(BaseModel):

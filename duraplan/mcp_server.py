@@ -31,7 +31,8 @@ from pydantic import BaseModel, Field
 from duraplan.api_models import EventAccepted, Issue, RunList, ValidationResult
 from duraplan.mcp_auth import TenantKeyAuth, check_http_auth
 from executor.engine.run_status import FINAL_RUN_STATES, RunState, RunStatus
-from executor.errors import DuraplanError, PlanInvalid, PlanIssue, RunFailed
+from executor.errors import DuraplanError, InputsInvalid, PlanInvalid, PlanIssue, RunFailed
+from executor.lang.model_names import model_problem
 from executor.lang.validate import check_plan
 from executor.service.client import NAME_PATTERN, Duraplan
 from executor.service.config import Settings, connect
@@ -247,6 +248,9 @@ def create_server(
         """Turn a natural-language goal into a validated plan (not started): the model sees this tenant's tool
         catalog and repairs its answer from the validator's findings, a bounded number of times."""
         from planner.core import plan_goal as plan
+
+        if model is not None and (problem := model_problem(model)) is not None:
+            raise InputsInvalid("model", [problem])
 
         tools = (await dp.context(tenant)).tools(dp.registry)  # the model sees, and may use, granted tools only
         result = await plan(goal, tools=tools, model=model, completion=completion)

@@ -21,8 +21,6 @@ from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttri
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    import jsonschema
-
     from executor.engine.contract import (
         SA_PLAN_HASH,
         SA_PLAN_NAME,
@@ -33,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_NAME,
     )
     from executor.engine.models import RunInput, StartRunRequest, StartRunResult, plan_hash
+    from executor.lang.json_schema import validator
     from planner.diff import plan_diff
     from planner.models import HEARTBEAT_SECONDS, PLAN_ACTIVITY, PlanOutput, PlanRequest, SessionInput, SubmitRequest
 
@@ -244,7 +243,7 @@ class PlanningSession:
         schema = self.revisions_[-1]["plan"].get("inputs") or {"type": "object"}
         problems = [
             f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}"
-            for e in jsonschema.Draft202012Validator(schema).iter_errors(request.inputs)
+            for e in validator(schema).iter_errors(request.inputs)
         ]
         if problems:
             raise ApplicationError(

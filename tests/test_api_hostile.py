@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -15,8 +16,12 @@ import pytest
 import pytest_asyncio
 
 from executor import Settings
+from executor.errors import InputsInvalid, PlanInvalid
 from executor.lang.depth import MAX_JSON_DEPTH
+from executor.lang.validate_cache import validate_plan_cached
 from executor.service.devserver import DevServer
+from executor.service.names import check_name, check_run_id
+from executor.service.run_queries import check_event
 from executor.service.tenants import TenantRegistry
 from tests.test_api import MODEL, LiveApi, assert_problem
 
@@ -255,3 +260,72 @@ async def test_concurrency_refusal_is_429_with_retry_after(http: httpx.AsyncClie
         if r.status_code == 429:
             assert assert_problem(r, 429, "quota")["limit"] == "max_concurrent_runs"
             assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_a_refused_id_is_not_echoed_whole() -> None:
+    """A 100 KB run id or session came back whole in the error (MCP get_run, the CLI)."""
+    for check, value in ((check_run_id, "a" * 100_000), (lambda v: check_name("session", v), "é" * 50_000)):
+        with pytest.raises(InputsInvalid) as refused:
+            check(value)
+        assert len(str(refused.value)) < 400 and "characters)" in str(refused.value), str(refused.value)[:500]
+
+
+async def test_a_lone_surrogate_is_not_unicode_and_is_refused(http: httpx.AsyncClient, live: LiveApi) -> None:
+    """``"\\ud800"`` parses to a str no UTF-8 encoder takes: /v1/runs answered 500 (UnicodeEncodeError
+    while hashing the plan), and the Python API raised it to its caller."""
+    raw = '{"session": "s", "plan": {"name": "x", "steps": [{"id": "a", "kind": "set", "value": "\\ud800"}]}}'
+    headers = {**live.headers("acme"), "Content-Type": "application/json"}
+    problem = assert_problem(await http.post("/v1/runs", content=raw, headers=headers), 422, "validation")
+    assert "surrogate" in problem["detail"]
+    lone = {"name": "x", "steps": [{"id": "a", "kind": "set", "value": "\ud800"}]}
+    with pytest.raises(PlanInvalid, match="surrogate"):
+        validate_plan_cached(lone)
+    with pytest.raises(InputsInvalid, match="surrogate"):
+        check_event("\udc00", None, "acme", None)
+
+
+@pytest.mark.parametrize("path", ["/v1/plan", "/v1/chats/s1/messages"])
+async def test_a_client_chooses_a_planner_model_by_name_never_an_endpoint(
+    http: httpx.AsyncClient, live: LiveApi, path: str
+) -> None:
+    payload = {"goal": "count to three"} if path == "/v1/plan" else {"text": "count to three"}
+    for model in ("huggingface/http://127.0.0.1:9/v1", "ollama/llama3"):
+        response = await http.post(path, json={**payload, "model": model}, headers=live.headers("acme"))
+        problem = assert_problem(response, 400, "bad-request")
+        assert "model" in problem["detail"], problem
+
+
+async def test_plans_are_validated_off_the_event_loop(
+    http: httpx.AsyncClient, live: LiveApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validating a 1-2 MiB plan is about half a second of CPU: on the API's one event loop, every
+    tenant's requests waited for it."""
+    import duraplan.api
+    import executor.service.start
+
+    threads: list[str] = []
+
+    def recorded(real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(duraplan.api, "check_plan", recorded(duraplan.api.check_plan))
+    monkeypatch.setattr(
+        executor.service.start, "validate_plan_cached", recorded(executor.service.start.validate_plan_cached)
+    )
+    large = _set_plan("x" * 20_000)  # over the start path's inline budget (a small plan stays on the loop)
+    assert (await http.post("/v1/plans:validate", json=large, headers=live.headers("acme"))).status_code == 200
+    assert (
+        await http.post("/v1/runs", json={"plan": large, "session": "s"}, headers=live.headers("acme"))
+    ).status_code == 201
+    assert len(threads) == 2 and "duraplan-api" not in threads, threads
+    # A small plan (a cache hit costs tens of microseconds) is validated where it arrived: a hop to a
+    # thread would cost more than the work.
+    small = _set_plan("fine")
+    assert (
+        await http.post("/v1/runs", json={"plan": small, "session": "s"}, headers=live.headers("acme"))
+    ).status_code == 201
+    assert threads[2:] == ["duraplan-api"], threads

@@ -21,6 +21,7 @@ from executor.lang.expressions import (
     strip_template,
     truthy,
 )
+from executor.lang.validate import check_plan
 
 try:
     from hypothesis import given
@@ -357,3 +358,24 @@ else:
 
     def test_template_free_json_renders_unchanged() -> None:
         pytest.skip("hypothesis is not installed (the seeded variant above checks the property)")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "(" * 3000 + "input" + ")" * 3000,
+        "!" * 5000 + "input",
+        "|".join(["input"] * 500),
+        "input[?" + "a && " * 500 + "a]",
+    ],
+    ids=["parens", "not", "pipe", "and"],
+)
+def test_expressions_nested_too_deep_are_refused_not_a_recursion_error(expression: str) -> None:
+    """jmespath's parser recursed once per level: a few hundred levels were a RecursionError (a 500
+    from /v1/plans:validate and /v1/runs)."""
+    with pytest.raises(ExpressionError, match="nests more than 100 levels deep"):
+        compile_expression(expression)
+    _, issues = check_plan({"name": "p", "steps": [{"id": "a", "kind": "set", "value": "${" + expression + "}"}]})
+    assert [(i.pointer, i.code) for i in issues] == [("/steps/0/value", "expression")], issues
+    assert len(issues[0].message) < 400, "the expression is shown cut"
+    assert evaluate("(" * 90 + "input.a" + ")" * 90, {"input": {"a": 1}}) == 1

@@ -205,3 +205,17 @@ def test_an_endless_or_oversized_plan_file_is_refused_not_read_whole() -> None:
     """`duraplan validate /dev/zero` read until memory ran out; a file is read up to a bound."""
     with pytest.raises(PlanInvalid, match=r"larger than 16777216 bytes"):
         load_plan(Path("/dev/zero"))
+
+
+def test_a_yaml_alias_bomb_and_nesting_past_the_stack_are_parse_problems(tmp_path: Path) -> None:
+    """A few hundred bytes of YAML aliases expand to 10^9 values (duraplan validate ran for ever),
+    and [[[[... thousands deep was a RecursionError traceback."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = "\n".join([*lines, "name: bomb", "steps: [{id: s, kind: set, value: *a8}]"])
+    deep = "name: d\nsteps: [{id: s, kind: set, value: " + "[" * 5000 + "]" * 5000 + "}]"
+    for text, says in ((bomb, "once YAML aliases are expanded"), (deep, "nested too deeply"), ("[" * 5000, "nested")):
+        path = tmp_path / "plan.yaml"
+        path.write_text(text)
+        with pytest.raises(PlanInvalid, match=says):
+            load_plan(path)

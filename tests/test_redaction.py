@@ -6,7 +6,7 @@ import base64
 import json
 from urllib.parse import quote
 
-from executor.worker.redaction import MASK, Redactor
+from tools.redaction import MASK, Redactor
 
 SECRET = "tok-5up3r\r\nX-Injected: s3cr3t"
 

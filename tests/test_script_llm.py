@@ -15,7 +15,7 @@ import pytest_asyncio
 import respx
 from test_llm_step import OPENAI, completion
 
-from executor import Duraplan, Settings, running_worker
+from executor import Duraplan, RunFailed, Settings, running_worker
 from executor.service.devserver import DevServer
 
 CODE = """
@@ -57,3 +57,44 @@ async def test_llm_inline_and_in_parallel(dp: Duraplan) -> None:
     assert route.call_count == 3
     calls = (await handle.status())["steps"][0]["calls"]
     assert [(c["kind"], c["state"]) for c in calls] == [("llm", "completed"), ("parallel", "completed")]
+
+
+async def test_a_computed_output_schema_that_cannot_be_used_fails_before_the_model_is_called(dp: Duraplan) -> None:
+    """A script's output_schema known only at run time is checked like a plan's: a self-referencing
+    one recursed until RecursionError after the model was paid for, and was retried."""
+    plan = {
+        "name": "script-llm-schema",
+        "steps": [
+            {
+                "id": "s",
+                "kind": "script",
+                "code": "llm('anything', output_schema=schema)",
+                "inputs": {"schema": {"$ref": "#"}},
+            }
+        ],
+    }
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.post(OPENAI).mock(return_value=httpx.Response(200, json=completion("{}")))
+        handle = await dp.submit_plan(plan, tenant="t", session="s")
+        with pytest.raises(RunFailed) as failed:
+            await handle.result(timeout=60)
+    assert route.call_count == 0
+    step = (await handle.status())["steps"][0]
+    assert step["error"]["type"] == "InvalidSchema" and "cycle" in step["error"]["message"], step["error"]
+    assert step["calls"][0]["attempts"] == 1, "refused once, not retried"
+    assert "InvalidSchema" in str(failed.value)
+
+
+async def test_a_computed_model_that_names_an_endpoint_is_refused_before_any_call(dp: Duraplan) -> None:
+    plan = {
+        "name": "script-llm-model",
+        "steps": [{"id": "s", "kind": "script", "code": "llm('anything', model=m)", "inputs": {"m": "ollama/llama3"}}],
+    }
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.route().mock(return_value=httpx.Response(500))  # any request at all
+        handle = await dp.submit_plan(plan, tenant="t", session="s")
+        with pytest.raises(RunFailed):
+            await handle.result(timeout=60)
+    assert route.call_count == 0
+    step = (await handle.status())["steps"][0]
+    assert step["error"]["type"] == "ModelRefused" and "own host" in step["error"]["message"], step["error"]

@@ -982,3 +982,43 @@ def test_schema_and_semantic_problems_are_reported_in_one_pass() -> None:
         ("/steps/3/value", "cycle"),
     ]
     assert "not a duration" in issues[0].message and "^" not in issues[0].message
+
+
+@pytest.mark.parametrize(
+    ("step", "pointer"),
+    [
+        ({"id": "c", "kind": "code", "code": "x = 1" + "+1" * 30000 + "\nx"}, "/steps/0/code"),
+        ({"id": "c", "kind": "script", "code": "x = " + "-" * 30000 + "1\nx"}, "/steps/0/code"),
+        ({"id": "c", "kind": "script", "code": "x = " + "1 if 1 else " * 5000 + "1\nx"}, "/steps/0/code"),
+        (
+            {"id": "c", "kind": "set", "value": 1, "compensate": {"code": "1" + "+1" * 30000}},
+            "/steps/0/compensate/code",
+        ),
+    ],
+    ids=["code-sum", "script-negations", "script-conditionals", "compensation-sum"],
+)
+def test_code_nested_too_deep_to_parse_is_a_syntax_problem_not_a_crash(step: dict[str, Any], pointer: str) -> None:
+    """CPython's parser raised RecursionError or MemoryError on such sources (within the 64 KiB cap):
+    a 500 from /v1/plans:validate and /v1/runs."""
+    _, issues = check_plan({"name": "p", "steps": [step]})
+    assert [(i.pointer, i.code) for i in issues] == [(pointer, "code_syntax")], issues
+    assert "nests too deeply" in issues[0].message
+
+
+@pytest.mark.parametrize(
+    "model", ["huggingface/https://collector.example/v1", "ollama/llama3", "lemonade/x", "llamafile/x", "gpt 4"]
+)
+def test_a_plan_chooses_a_model_by_name_never_an_endpoint(model: str) -> None:
+    """litellm posts to a URL given as a Hugging Face model, and ollama/lemonade/llamafile models to
+    servers on the worker's own host (lemonade: localhost:8000, duraplan's API port)."""
+    llm = {"id": "l", "kind": "llm", "prompt": "hi", "model": model}
+    script = {"id": "s", "kind": "script", "code": f"llm('hi', model={model!r})"}
+    _, issues = check_plan({"name": "p", "steps": [llm, script]})
+    assert [(i.pointer, i.code) for i in issues] == [
+        ("/steps/0/model", "invalid_value"),
+        ("/steps/1/code", "invalid_value"),
+    ]
+    _, fine = check_plan({"name": "p", "steps": [{**llm, "model": "openai/gpt-4o-mini"}]})
+    assert fine == []
+    _, replan = check_plan({"name": "p", "replan": {"model": model}, "steps": [{"id": "a", "kind": "set", "value": 1}]})
+    assert [(i.pointer, i.code) for i in replan] == [("/replan/model", "invalid_value")]

@@ -43,3 +43,31 @@ def test_an_invalid_plan_is_reported_every_time() -> None:
         with pytest.raises(PlanInvalid) as info:
             validate_plan_cached(bad, tools=tools)
         assert info.value.issues
+
+
+def test_large_plans_and_texts_are_validated_without_being_remembered() -> None:
+    """The caches are keyed by plan text: 512 parsed 2 MiB plans, 8,192 megabyte templates or
+    1,024 megabyte schemas from a tenant would have stayed in the API's and the workers' memory."""
+    from executor.lang import expressions, json_schema, validate_cache
+
+    big = "x" * 300_000
+    plan = {
+        "name": "big",
+        "inputs": {"type": "object", "description": big},
+        "steps": [{"id": "a", "kind": "set", "value": "${input.a} " + big + " ${'" + big + "'}"}],
+    }
+    before = (
+        expressions._cached_spans.cache_info().currsize,
+        expressions._compile.cache_info().currsize,
+        json_schema._problem.cache_info().currsize,
+    )
+    validate_cache.validate_plan_cached(plan)
+    validate_cache.validate_plan_cached(plan)
+    after = (
+        expressions._cached_spans.cache_info().currsize,
+        expressions._compile.cache_info().currsize,
+        json_schema._problem.cache_info().currsize,
+    )
+    assert after[0] == before[0] and after[2] == before[2], (before, after)
+    assert after[1] <= before[1] + 1  # only the short expression input.a
+    assert validate_cache._digest(plan) is None, "a plan this large has no cache key: it is never kept"

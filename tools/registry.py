@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
+from executor.lang.json_schema import schema_problem, validator
 from tools.errors import ToolArgumentsError, UnknownToolError
 
 if TYPE_CHECKING:
@@ -73,9 +74,12 @@ class Tool:
     def __post_init__(self) -> None:
         if not TOOL_NAME_PATTERN.fullmatch(self.name):
             raise ValueError(f"tool name {self.name!r} does not match {TOOL_NAME_PATTERN.pattern}")
-        if not self.trusted_schema:
-            jsonschema.Draft202012Validator.check_schema(self.args_schema)
-        object.__setattr__(self, "_validator", jsonschema.Draft202012Validator(self.args_schema))
+        if not self.trusted_schema:  # a source's schema is remote data: no fetching $refs, no endless cycles
+            problem = schema_problem(self.args_schema)
+            if problem is not None:
+                where, message = problem
+                raise ValueError(f"tool {self.name!r}: args_schema{where or ''} is not usable: {message}")
+        object.__setattr__(self, "_validator", validator(self.args_schema))
 
     def argument_errors(self, args: dict[str, Any]) -> list[tuple[str, str]]:
         """(JSON pointer inside args, message) for each schema violation."""

@@ -18,11 +18,15 @@ from executor.engine.retry import to_step_error
 from executor.engine.run_status import child_run_id
 from executor.engine.scheduling import cancel_all
 from executor.lang.expressions import truthy
+from executor.lang.json_schema import validator
 from schemas.plan import ForeachStep, SubplanStep, SwitchStep
 
 __all__ = ["ContainersMixin"]
 
 _PATCH_CHILD_RUN_ID = "subplan-child-run-id"
+# Runs started at this engine version or later check a subplan's inputs with RE2 patterns
+# (executor.lang.json_schema); earlier ones keep jsonschema's ``re``, so their histories replay.
+SAFE_SCHEMA_ENGINE = 4
 
 
 def _child_attributes(tenant: str, session: str, digest: str, name: str) -> TypedSearchAttributes:
@@ -97,7 +101,8 @@ class ContainersMixin(EngineBase):
         self._count_step(path)
         child_plan = step.plan.model_dump(mode="json", by_alias=True, exclude_unset=True)
         inputs = self._render(step.inputs, frame, "/inputs")
-        problems = [e.message for e in jsonschema.Draft202012Validator(step.plan.inputs).iter_errors(inputs)]
+        check = validator if self.inp.engine >= SAFE_SCHEMA_ENGINE else jsonschema.Draft202012Validator
+        problems = [e.message for e in check(step.plan.inputs).iter_errors(inputs)]
         if problems:
             raise StepFailed(path, StepError("InputsInvalid", "; ".join(problems)))
         if self._since(_PATCH_CHILD_RUN_ID):

@@ -167,7 +167,9 @@ class StepQuota:
 #    not by sending every further step of the task to a regular activity (engine.steps).
 # 3: a first segment with no workflow-interpreted steps upserts no memo at its end: the reconciler
 #    reads its outcome from the execution's close status (engine.metering, service.usage_reconcile).
-ENGINE_VERSION = 3
+# 4: a subplan's inputs are checked by executor.lang.json_schema's validator (RE2 patterns, local
+#    references only), whose answer can differ from plain jsonschema's (\w, \d, $ before a newline).
+ENGINE_VERSION = 4
 
 
 @dataclass

@@ -31,8 +31,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    import jsonschema
-
     from executor.engine.carry import CarryMixin
     from executor.engine.compensation import CompensationMixin
     from executor.engine.containers import ContainersMixin
@@ -60,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from executor.engine.status import assemble, error_dict, record_dict
     from executor.engine.steps import StepsMixin
     from executor.lang.expressions import ExpressionError, evaluate, render
+    from executor.lang.json_schema import validator
     from executor.lang.script import analyse
     from executor.lang.validate import all_steps
     from schemas.plan import Plan, ScriptStep, Step, WaitForEventStep, parse_duration
@@ -328,7 +327,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
                 type="EventTooLarge",
             )
         for schema in schemas:
-            errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(event.payload), key=str)
+            errors = sorted(validator(schema).iter_errors(event.payload), key=str)
             if errors:
                 first = errors[0]
                 where = "".join(f"/{p}" for p in first.path) or "/"

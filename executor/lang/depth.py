@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["MAX_JSON_DEPTH", "deepest", "json_problem"]
+__all__ = ["LONE_SURROGATE", "MAX_JSON_DEPTH", "deepest", "json_problem"]
 
 MAX_JSON_DEPTH = 100
 
@@ -30,15 +30,30 @@ def deepest(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
 
 
 _SCALARS = (str, int, bool, type(None))
+# JSON's "\ud800" escape parses to a str no UTF-8 encoder takes: history, hashes and the converter
+# all encode UTF-8, and failed with UnicodeEncodeError (a 500 from /v1/runs).
+LONE_SURROGATE = "a lone UTF-16 surrogate (such as \\ud800) is not Unicode text"
+
+
+def _unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _KEYS = (str, int, float, bool, type(None))  # what json.dumps writes as an object key
 
 
 def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> tuple[str, str, str] | None:
     """``(pointer, code, message)`` of the first node that is not plain JSON, else None: nested
-    deeper than ``limit`` (``too_deep``), or ``not_json``: NaN and Infinity (not JSON numbers,
-    RFC 8259: Python wrote them into history, where other readers fail, and the API answered them
-    as null) or a value of another type (a set, bytes, an object: encoded as something else, or
-    a TypeError from the converter)."""
+    deeper than ``limit`` (``too_deep``), or ``not_json``: a string with a lone surrogate, NaN and
+    Infinity (not JSON numbers, RFC 8259: Python wrote them into history, where other readers fail,
+    and the API answered them as null) or a value of another type (a set, bytes, an object: encoded
+    as something else, or a TypeError from the converter)."""
     stack: list[tuple[Any, str, int]] = [(value, "", 1)]
     while stack:
         node, pointer, depth = stack.pop()
@@ -46,6 +61,8 @@ def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> tuple[str, str, str
             if not math.isfinite(node):
                 return pointer or "/", "not_json", f"{node!r} is not a JSON number"
             continue
+        if isinstance(node, str) and not _unicode(node):
+            return pointer or "/", "not_json", LONE_SURROGATE
         if isinstance(node, _SCALARS):
             continue
         if not isinstance(node, dict | list | tuple):
@@ -57,5 +74,7 @@ def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> tuple[str, str, str
             part = str(key).replace("~", "~0").replace("/", "~1")
             if not isinstance(key, _KEYS):
                 return f"{pointer}/{part}", "not_json", f"a {type(key).__name__} is not a JSON object key"
+            if isinstance(key, str) and not _unicode(key):
+                return f"{pointer}/{part.encode('utf-8', 'backslashreplace').decode()}", "not_json", LONE_SURROGATE
             stack.append((child, f"{pointer}/{part}", depth + 1))
     return None

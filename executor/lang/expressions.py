@@ -34,6 +34,10 @@ __all__ = [
 ]
 
 ROOT_NAMES = frozenset({"input", "steps", "item", "index", "run"})
+# Caches keyed by a plan's text remember only texts up to this long: thousands of distinct
+# megabyte strings (each plan may carry some) would otherwise stay in the API's and workers' memory.
+MAX_CACHED_CHARS = 4096
+MAX_EXPRESSION_DEPTH = 100  # levels of an expression's syntax tree (as MAX_JSON_DEPTH for values)
 
 
 class ExpressionError(ValueError):
@@ -54,12 +58,40 @@ def strip_template(expression: str) -> str:
     return expression
 
 
-@lru_cache(maxsize=4096)
 def compile_expression(expression: str) -> jmespath.parser.ParsedResult:
+    """The parsed expression (remembered, when short)."""
+    return _compile(expression) if len(expression) <= MAX_CACHED_CHARS else _compile.__wrapped__(expression)
+
+
+@lru_cache(maxsize=4096)
+def _compile(expression: str) -> jmespath.parser.ParsedResult:
+    """The parsed expression. jmespath's parser and evaluator, and the reference walk here, recurse
+    once per level of the tree: ``((((...))))`` or ``!!!!...`` a few hundred deep overflowed the
+    stack (a 500 at validation), so the tree is bounded like JSON values are."""
     try:
-        return jmespath.compile(expression)
+        parsed = jmespath.compile(expression)
     except jmespath.exceptions.JMESPathError as exc:
         raise ExpressionError(expression, str(exc).replace("\n", " ")) from None
+    except RecursionError:
+        parsed = None
+    if parsed is None or _tree_depth(parsed.parsed) > MAX_EXPRESSION_DEPTH:
+        raise ExpressionError(_shown(expression), f"nests more than {MAX_EXPRESSION_DEPTH} levels deep")
+    return parsed
+
+
+def _tree_depth(tree: dict[str, Any]) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_EXPRESSION_DEPTH:  # deeper is too deep already: no need to walk on
+            stack.extend((c, depth + 1) for c in node.get("children", ()) if isinstance(c, dict))
+    return deepest
+
+
+def _shown(expression: str) -> str:
+    return expression if len(expression) <= 200 else expression[:200] + "..."
 
 
 def evaluate(expression: str, scope: dict[str, Any]) -> Any:
@@ -105,11 +137,15 @@ def _render_string(text: str, scope: dict[str, Any]) -> Any:
     return "".join(parts)
 
 
-@lru_cache(maxsize=8192)  # a plan's templates are scanned once per step run, each time the same
 def _spans(text: str) -> tuple[tuple[int, int, str], ...]:
     """(start, end, expression) of each ``${...}``; braces inside literals and quotes don't end it."""
     if "${" not in text:
         return ()
+    return _cached_spans(text) if len(text) <= MAX_CACHED_CHARS else tuple(_scan(text))
+
+
+@lru_cache(maxsize=8192)  # a plan's templates are scanned once per step run, each time the same
+def _cached_spans(text: str) -> tuple[tuple[int, int, str], ...]:
     return tuple(_scan(text))
 
 
@@ -159,7 +195,8 @@ def _escape(token: str) -> str:
 
 def references(expression: str) -> tuple[set[str], set[str]]:
     """(root names used, step ids referenced as ``steps.<id>``) in a bare expression."""
-    roots, steps = _references(expression)
+    short = len(expression) <= MAX_CACHED_CHARS
+    roots, steps = _references(expression) if short else _references.__wrapped__(expression)
     return set(roots), set(steps)
 
 

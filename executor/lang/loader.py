@@ -19,6 +19,9 @@ _SUFFIXES = (".json", ".yaml", ".yml")
 # message instead of filling memory. Far above any plan a run can take (its start input must fit
 # Temporal's 2 MB payload limit), so `validate` still checks plans too large to submit.
 MAX_PLAN_FILE_BYTES = 16 * 1024 * 1024
+# Values (objects, arrays and scalars) in a plan file once parsed: a 2 MiB JSON plan holds at most
+# about a million.
+MAX_PLAN_VALUES = 1_000_000
 
 
 def load_plan(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
@@ -61,13 +64,46 @@ def _looks_like_path(source: str) -> bool:
 
 def _parse(text: str, origin: str) -> dict[str, Any]:
     try:
-        data = json.loads(text)
+        data = _parse_any(text, origin)
+    except RecursionError:  # both parsers recurse once per level: [[[[... thousands deep
+        raise PlanInvalid([PlanIssue("", f"{origin}: nested too deeply to parse", code="parse")]) from None
+    if _expands_past(data, MAX_PLAN_VALUES):
+        message = f"{origin}: more than {MAX_PLAN_VALUES} values once YAML aliases are expanded"
+        raise PlanInvalid([PlanIssue("", message, code="parse")])
+    if not isinstance(data, dict):
+        raise PlanInvalid(
+            [PlanIssue("", f"{origin}: a plan is a mapping/object, not {type(data).__name__}", code="parse")]
+        )
+    return data
+
+
+def _expands_past(value: Any, limit: int) -> bool:
+    """Whether ``value`` has more than ``limit`` nodes counted as a JSON document would hold them:
+    a YAML alias is one node in memory and a copy everywhere after it (a "billion laughs" file
+    of a few hundred bytes is 10^9 values, and validation walked them all)."""
+    stack = [value]
+    seen = 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _parse_any(text: str, origin: str) -> Any:
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as json_error:
         # YAML is a superset of JSON: try it, and blame JSON only for text that is JSON-shaped.
         import yaml  # here: a JSON plan (what tools write) does not pay for loading it
 
         try:
-            data = yaml.safe_load(text)
+            return yaml.safe_load(text)
         except yaml.YAMLError as exc:
             if text.lstrip().startswith("{"):
                 e = json_error
@@ -79,11 +115,6 @@ def _parse(text: str, origin: str) -> dict[str, Any]:
                     ]
                 ) from None
             _raise_yaml(exc, origin)
-    if not isinstance(data, dict):
-        raise PlanInvalid(
-            [PlanIssue("", f"{origin}: a plan is a mapping/object, not {type(data).__name__}", code="parse")]
-        )
-    return data
 
 
 def _raise_yaml(exc: yaml.YAMLError, origin: str) -> NoReturn:

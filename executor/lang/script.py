@@ -18,6 +18,7 @@ __all__ = [
     "HOST_FUNCTIONS",
     "INLINE_FUNCTIONS",
     "PARALLEL_FUNCTIONS",
+    "TOO_DEEP",
     "LiteralCall",
     "ScriptInfo",
     "analyse",
@@ -65,6 +66,9 @@ class ScriptInfo:
     uses_llm: bool = False
 
 
+TOO_DEEP = "the code nests too deeply to parse"
+
+
 @lru_cache(maxsize=256)
 def analyse(source: str) -> ScriptInfo:
     """What the source says about its host calls, and every static problem found."""
@@ -73,6 +77,9 @@ def analyse(source: str) -> ScriptInfo:
         tree = ast.parse(source)
     except SyntaxError as exc:
         info.problems.append((exc.lineno or 0, f"Python syntax error: {exc.msg}"))
+        return info
+    except (RecursionError, MemoryError):  # CPython's parser on 1+1+1... or ----1 thousands deep
+        info.problems.append((1, f"Python syntax error: {TOO_DEEP}"))
         return info
     defined = _defined_names(tree)
     for node in ast.walk(tree):

@@ -11,14 +11,11 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
 from pydantic import ValidationError
 
 from executor.errors import PlanInvalid, PlanIssue
@@ -30,7 +27,9 @@ from executor.lang.expressions import (
     references,
     strip_template,
 )
-from executor.lang.script import LiteralCall, analyse
+from executor.lang.json_schema import schema_problem
+from executor.lang.model_names import model_problem
+from executor.lang.script import TOO_DEEP, LiteralCall, analyse
 from schemas.plan import (
     CodeStep,
     Compensation,
@@ -288,6 +287,9 @@ class _Checker:
 
     def _plan(self, plan: Plan, base: str, depth: int) -> None:
         self._json_schema(plan.inputs, f"{base}/inputs", None)
+        replan_model = plan.replan.model if plan.replan is not None else None
+        if replan_model is not None and (problem := model_problem(replan_model)) is not None:
+            self.add(f"{base}/replan/model", problem, None, "invalid_value")
         all_steps = list(_flatten(plan.steps, f"{base}/steps"))
         if len(all_steps) > MAX_DECLARED_STEPS:
             self.add(f"{base}/steps", f"{len(all_steps)} steps declared; at most {MAX_DECLARED_STEPS}", None, "limit")
@@ -387,6 +389,8 @@ class _Checker:
             case LlmStep():
                 if step.output_schema is not None:
                     self._json_schema(step.output_schema, f"{ptr}/output_schema", step.id)
+                if step.model is not None and (problem := model_problem(step.model)) is not None:
+                    self.add(f"{ptr}/model", problem, step.id, "invalid_value")
             case CodeStep():
                 self.code(step.code, f"{ptr}/code", step.id)
                 for name in step.inputs:
@@ -494,6 +498,8 @@ class _Checker:
             ast.parse(source)
         except SyntaxError as exc:
             self.add(ptr, f"Python syntax error at line {exc.lineno}: {exc.msg}", sid, "code_syntax")
+        except (RecursionError, MemoryError):  # CPython's parser on 1+1+1... or ----1 thousands deep
+            self.add(ptr, f"Python syntax error: {TOO_DEEP}", sid, "code_syntax")
 
     def script(self, step: ScriptStep, ptr: str) -> None:
         """Syntax, unknown functions, literal host-call arguments, tools and their grants."""
@@ -525,8 +531,11 @@ class _Checker:
                 self._literal_duration(call.args["timeout"], ptr, sid, "wait_for_event()")
             case "sleep_until" if isinstance(call.first, str):
                 self._timestamp(call.first, ptr, sid)
-            case "llm" if isinstance(call.args.get("output_schema"), dict):
-                self._json_schema(call.args["output_schema"], ptr, sid)
+            case "llm" if isinstance(call.args.get("output_schema"), dict) or isinstance(call.args.get("model"), str):
+                if isinstance(call.args.get("output_schema"), dict):
+                    self._json_schema(call.args["output_schema"], ptr, sid)
+                if isinstance(call.args.get("model"), str) and (problem := model_problem(call.args["model"])):
+                    self.add(ptr, problem, sid, "invalid_value")
             case _:
                 return
         # The pointer cannot point into the source: the message names the line.
@@ -596,20 +605,10 @@ class _Checker:
             self.add(ptr, f"timestamp {value!r} needs a timezone (e.g. Z or +00:00)", sid, "invalid_value")
 
     def _json_schema(self, schema: dict[str, Any], ptr: str, sid: str | None) -> None:
-        problem = _schema_problem(json.dumps(schema, sort_keys=True, default=str))
+        problem = schema_problem(schema)
         if problem is not None:
             where, message = problem
             self.add(ptr + where, f"not a valid JSON Schema: {message}", sid, "invalid_schema")
-
-
-@lru_cache(maxsize=1024)
-def _schema_problem(schema_json: str) -> tuple[str, str] | None:
-    """Checking against the metaschema is most of a submit's validation time; plans reuse schemas."""
-    try:
-        jsonschema.Draft202012Validator.check_schema(json.loads(schema_json))
-    except jsonschema.SchemaError as exc:
-        return "".join(f"/{p}" for p in exc.path), exc.message
-    return None
 
 
 def all_steps(steps: list[Step]) -> Iterator[Step]:

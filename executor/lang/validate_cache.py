@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["CACHE_SIZE", "clear_validation_cache", "validate_plan_cached"]
 
 CACHE_SIZE = 512
+MAX_CACHED_PLAN_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,19 @@ _by_registry: weakref.WeakKeyDictionary[object, _Cache] = weakref.WeakKeyDiction
 _no_registry = _Cache()
 
 
-def _digest(plan: dict[str, Any]) -> str:
-    canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def _digest(plan: Any) -> str | None:
+    """The cache key of a plan as given, or None for one that is not plain JSON (validation says why):
+    nested past the stack (RecursionError) or holding a lone surrogate (UnicodeEncodeError), which
+    were 500s from the Python API's callers."""
+    if not isinstance(plan, dict):
+        return None
+    try:
+        canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        if len(canonical) > MAX_CACHED_PLAN_CHARS:
+            return None  # validated afresh: 512 parsed 2 MiB plans would stay in the API's memory
+        return hashlib.sha256(canonical.encode()).hexdigest()
+    except (RecursionError, ValueError):  # UnicodeEncodeError is a ValueError
+        return None
 
 
 def validate_plan_cached(
@@ -59,12 +70,13 @@ def validate_plan_cached(
     """``validate_plan``, remembered: the parsed plan, or ``PlanInvalid`` listing every problem.
 
     The returned ``Plan`` is shared between callers: treat it as read-only."""
-    if isinstance(plan, Plan) or not isinstance(plan, dict):
+    digest = None if isinstance(plan, Plan) else _digest(plan)
+    if digest is None:
         parsed, issues = check_plan(plan, tools=tools, granted=granted)
         if issues or parsed is None:
             raise PlanInvalid(issues)
         return parsed
-    key = (_digest(plan), tuple(tools.names()) if tools is not None else (), granted is not None)
+    key = (digest, tuple(tools.names()) if tools is not None else (), granted is not None)
     with _lock:
         cache = _no_registry if tools is None else _by_registry.setdefault(tools, _Cache())
         entry = cache.entries.get(key)

@@ -24,15 +24,23 @@ RUN_ID_REGEX = rf"{NAME_PATTERN.pattern}|{CHILD_RUN_PATTERN.pattern}"
 
 def check_name(kind: str, value: str) -> str:
     if not NAME_PATTERN.fullmatch(value):
-        raise InputsInvalid(kind, [f"{value!r} must match {NAME_PATTERN.pattern}"])
+        raise InputsInvalid(kind, [f"{_shown(value)} must match {NAME_PATTERN.pattern}"])
     return value
+
+
+def _shown(value: object) -> str:
+    """A refused value in its message, cut: a 100 KB id came back whole in the error (MCP, CLI)."""
+    text = repr(value)
+    return text if len(text) <= 140 else f"{text[:140]}... ({len(str(value))} characters)"
 
 
 def check_run_id(value: str) -> str:
     """A run id to open: a submitted one, or a subplan's child run id."""
     if NAME_PATTERN.fullmatch(value) or CHILD_RUN_PATTERN.fullmatch(value):
         return value
-    raise InputsInvalid("run_id", [f"{value!r} must match {NAME_PATTERN.pattern} (or be a subplan's child run id)"])
+    raise InputsInvalid(
+        "run_id", [f"{_shown(value)} must match {NAME_PATTERN.pattern} (or be a subplan's child run id)"]
+    )
 
 
 def check_depth(what: str, value: Any) -> None:

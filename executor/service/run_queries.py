@@ -22,6 +22,7 @@ from executor.engine.names import (
 )
 from executor.engine.run_status import RUN_STATES, RunState, RunStatus, RunSummary, parent_of
 from executor.errors import InputsInvalid
+from executor.lang.depth import LONE_SURROGATE, json_problem
 from executor.service.names import check_depth, check_name
 
 if TYPE_CHECKING:
@@ -146,11 +147,13 @@ def check_event(
     """Refuse an event whose type or id is empty or too long, or whose payload is too deep or too
     large (the tenant's ``max_event_bytes`` under tenancy, else ``MAX_EVENT_BYTES``) before it
     reaches Temporal. Reads the registry: call it off the event loop."""
+    names = (("type", type), ("event_id", event_id))
     problems = [
         f"{field}: must be 1 to {MAX_EVENT_NAME_CHARS} characters, not {len(value)}"
-        for field, value in (("type", type), ("event_id", event_id))
+        for field, value in names
         if value is not None and not 0 < len(value) <= MAX_EVENT_NAME_CHARS
     ]
+    problems += [f"{field}: {LONE_SURROGATE}" for field, value in names if value is not None and json_problem(value)]
     if problems:
         raise InputsInvalid("event", problems)
     check_depth("event payload", payload)

@@ -21,6 +21,7 @@ from executor.lang.validate import all_steps
 from executor.service.tenants import TenantError, TenantRegistry
 from schemas.plan import Plan, SubplanStep, ToolStep
 from tools.errors import ToolError
+from tools.redaction import Redactor
 from tools.registry import Tool, ToolContext, ToolRegistry
 from tools.sources.catalog import Catalog, CatalogTool, SourceError, SourceSpec, render_headers
 from tools.sources.mcp import mcp_catalog
@@ -105,7 +106,7 @@ class ToolSources:
         if key not in self._built:
             if len(self._built) > 1000:
                 self._built.clear()
-            self._built[key] = tuple(_tool(t, _not_here) for t in catalog.tools)
+            self._built[key] = tuple(tool for t in catalog.tools if (tool := _usable(t)) is not None)
         return self._built[key]
 
     async def _fetch(self, tenant: str, spec: SourceSpec) -> Catalog:
@@ -116,7 +117,9 @@ class ToolSources:
                 return await openapi_catalog(spec, headers, policy, time.time())
             return await mcp_catalog(spec, headers, policy, time.time())
         except ToolError as exc:
-            raise SourceError(_redact(exc.message, used), retryable=exc.retryable, error_type=exc.error_type) from None
+            # every form of the secrets (an HTTP library quotes an illegal header value: b'tok\r\n...')
+            text = Redactor(used).text(exc.message)
+            raise SourceError(text, retryable=exc.retryable, error_type=exc.error_type) from None
 
 
 def describe(spec: SourceSpec, catalog: Catalog) -> dict[str, Any]:
@@ -142,21 +145,13 @@ def _tool(entry: CatalogTool, handler: Any) -> Tool:
     return Tool(entry.name, entry.description, entry.args_schema, handler, side_effects=entry.side_effects, local=False)
 
 
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _redact_value(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        return _redact(value, secrets)
-    if isinstance(value, list):
-        return [_redact_value(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_value(v, secrets) for k, v in value.items()}
-    return value
+def _usable(entry: CatalogTool) -> Tool | None:
+    """The tool, or None when its stored schema is refused (a catalog stored before that check): the
+    tenant's other tools still validate, and a plan naming this one says it is unknown."""
+    try:
+        return _tool(entry, _not_here)
+    except ValueError:
+        return None
 
 
 class SourceCalls:
@@ -193,16 +188,19 @@ class SourceCalls:
                 result = await self.pool.call(
                     tenant, spec, headers, ctx.http_policy, name, args, ctx.idempotency_key, pin or entry.schema_hash
                 )
-                return _redact_value(result, used)  # a server echoing its credentials: not into history
+                return Redactor(used).value(result)  # a server echoing its credentials: not into history
             except ToolError as exc:
                 raise ToolError(
-                    _redact(exc.message, used),
+                    Redactor(used).text(exc.message),
                     retryable=exc.retryable,
                     error_type=exc.error_type,
                     retry_after=exc.retry_after,
                 ) from None
 
-        return _tool(entry, call)
+        try:
+            return _tool(entry, call)
+        except ValueError as exc:  # a catalog stored before its schema was refused: refresh the source
+            raise ToolError(str(exc), error_type="ToolSchemaInvalid") from None
 
 
 # id(plan) -> (the plan, its tools): a resubmitted plan is the same validated ``Plan`` object

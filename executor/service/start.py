@@ -45,6 +45,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from executor.engine.contract import SA_PLAN_HASH, SA_PLAN_NAME, SA_SESSION, SA_TENANT, WORKFLOW_NAME
 from executor.engine.models import ENGINE_VERSION, Revision, RunInput, RunQuotas, plan_hash
 from executor.errors import InputsInvalid, PlanInvalid, PlanIssue, RunConflict, RunNotFound, RunStateError
+from executor.lang.json_schema import validator
 from executor.lang.loader import load_plan
 from executor.lang.secret_refs import secret_names
 from executor.lang.validate import validate_plan
@@ -176,10 +177,17 @@ async def start_run(
     a restart of a generation that is running now (it is terminated, so its slot is the new one's)."""
     check_name("session", session)
     run_id = check_name("run_id", run_id) if run_id else f"run-{uuid.uuid4().hex[:16]}"
-    # remembered by content (grants are asked again on every hit): a repeated plan costs no re-validation
-    parsed = validate_plan_cached(
-        plan if isinstance(plan, Plan) else load_plan(plan), tools=tools, granted=ctx.is_granted
-    )
+
+    # Remembered by content (grants are asked again on every hit): a repeated plan costs no
+    # re-validation. A large plan is validated off the event loop (a 2 MiB plan takes about half a
+    # second of CPU, and an API process serves every tenant from one loop); a small one here, where
+    # the hop to a thread would cost more than validating it (a cache hit: tens of microseconds).
+    def validated() -> Plan:
+        return validate_plan_cached(
+            plan if isinstance(plan, Plan) else load_plan(plan), tools=tools, granted=ctx.is_granted
+        )
+
+    parsed = validated() if _small(plan) else await asyncio.to_thread(validated)
     prepared = _prepare(parsed)
     values = dict(inputs or {})
     check_depth("run inputs", values)
@@ -298,6 +306,32 @@ _QUOTAS_KEPT = 64  # distinct quotas remembered per plan
 _PREPARED_LOCK = threading.Lock()
 
 
+# A plan under this many JSON values plus characters of its strings is validated on the event loop.
+_INLINE_PLAN_BUDGET = 16 * 1024
+
+
+def _small(plan: object) -> bool:
+    """Whether ``plan`` is a mapping small enough to validate without leaving the event loop: a
+    bounded walk, so a large plan costs at most the budget to find out."""
+    if not isinstance(plan, Mapping):
+        return False  # a file or text (read and parsed first), or a Plan (checked whole)
+    budget = _INLINE_PLAN_BUDGET
+    stack: list[Any] = [plan]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if isinstance(node, str):
+            budget -= len(node)
+        elif isinstance(node, Mapping):
+            budget -= sum(len(k) if isinstance(k, str) else 1 for k in node)
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+        if budget < 0:
+            return False
+    return True
+
+
 def _prepare(parsed: Plan) -> _Prepared:
     """The plan's JSON, hash and inputs validator, once per validated plan: a resubmitted plan is
     the same ``Plan`` object from the validation cache (executor.lang.validate_cache), and dumping,
@@ -308,7 +342,7 @@ def _prepare(parsed: Plan) -> _Prepared:
             _PREPARED.move_to_end(id(parsed))
             return hit
     body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    prepared = _Prepared(parsed, body, plan_hash(body), plan_json(body), jsonschema.Draft202012Validator(parsed.inputs))
+    prepared = _Prepared(parsed, body, plan_hash(body), plan_json(body), validator(parsed.inputs))
     with _PREPARED_LOCK:
         _PREPARED[id(parsed)] = prepared
         while len(_PREPARED) > CACHE_SIZE:

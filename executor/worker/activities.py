@@ -27,15 +27,16 @@ from executor.engine.contract import (
 )
 from executor.engine.limits import MAX_STEP_OUTPUT_BYTES, bounded_text
 from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
+from executor.lang.model_names import model_problem
 from executor.lang.secret_refs import SECRET_KEY
 from executor.service.telemetry import step_span, tool_span
 from executor.service.tenants import TenantError, TenantRegistry
 from executor.worker.carry import CarryActivities
 from executor.worker.fairness import TenantGate
 from executor.worker.metering import Meter, llm_cost, step_key
-from executor.worker.redaction import Redactor
 from executor.worker.sandbox import Sandbox, SandboxError, SandboxLimits
 from executor.worker.script import run_segment, script_call
+from tools.redaction import Redactor
 
 if TYPE_CHECKING:
     from executor.service.sources import SourceCalls
@@ -337,6 +338,9 @@ class StepActivities:
     ) -> dict[str, Any]:
         from executor.worker.llm import complete
 
+        # A script computes its model at run time; plans' literal ones were checked at submit.
+        if call.model is not None and (problem := model_problem(call.model)) is not None:
+            raise _fail(problem, "ModelRefused", retryable=False)
         result = await heartbeating(complete(call, model, self._completion, on_usage=on_usage))
         return dict(_checked_output(result, "llm step", call.quota))
 

@@ -11,10 +11,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import jsonschema
 from temporalio.exceptions import ApplicationError
 
 from executor.engine.models import LlmCall
+from executor.lang.json_schema import schema_problem, validator
 from executor.service.telemetry import model_span
 
 __all__ = ["complete", "provider_error"]
@@ -40,6 +40,13 @@ async def complete(
     if call.timeout_s is not None:
         kwargs["timeout"] = call.timeout_s
     if call.output_schema is not None:
+        # A script computes its output_schema at run time (plans' literal ones were checked at submit):
+        # refused before the model is paid for, and never retried.
+        problem = schema_problem(call.output_schema)
+        if problem is not None:
+            raise ApplicationError(
+                f"output_schema{problem[0]} is not usable: {problem[1]}", type="InvalidSchema", non_retryable=True
+            )
         kwargs["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": "step_output", "schema": call.output_schema},
@@ -76,7 +83,7 @@ def _parse_structured(text: str, schema: dict[str, Any]) -> Any:
     except json.JSONDecodeError as exc:
         # Models vary between attempts: another try may well produce valid JSON.
         raise ApplicationError(f"model answer is not JSON: {exc}", type="LlmOutputInvalid") from None
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=str)
+    errors = sorted(validator(schema).iter_errors(value), key=str)
     if errors:
         where = "".join(f"/{p}" for p in errors[0].path) or "/"
         raise ApplicationError(

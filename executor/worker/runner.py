@@ -38,6 +38,7 @@ PASSTHROUGH = (
     "jsonschema",
     "pydantic",
     "referencing",
+    "re2",
 )
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import jsonschema
 
+from executor.lang.json_schema import schema_problem
 from tools.errors import ToolError
 from tools.registry import TOOL_NAME_PATTERN
 
@@ -141,9 +142,17 @@ class CatalogTool:
         name = f"{source}.{local_name(remote)}"
         if not TOOL_NAME_PATTERN.fullmatch(name):
             raise ValueError(f"tool {remote!r} of source {source!r} has no usable name")
-        if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+        try:
+            size = len(json.dumps(schema))
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError("its argument schema is not JSON (or nests too deep)") from None
+        if size > MAX_SCHEMA_BYTES:
             raise ValueError(f"its argument schema is larger than {MAX_SCHEMA_BYTES} bytes")
-        jsonschema.Draft202012Validator.check_schema(schema)
+        problem = schema_problem(schema)
+        if problem is not None:
+            raise ValueError(
+                f"its argument schema{' at ' + problem[0] if problem[0] else ''} is not usable: {problem[1]}"
+            )
         side_effects = bool(rest.get("side_effects", True))
         route = dict(rest.get("route") or {})
         digest = canonical_hash({"remote": remote, "schema": schema, "side_effects": side_effects, "route": route})
@@ -206,8 +215,14 @@ def unique_tools(
             continue
         try:
             tool = build()
-        except (ValueError, jsonschema.SchemaError) as exc:
-            skipped.append(f"{remote}: {str(exc).splitlines()[0][:200]}")
+        except Exception as exc:  # a server's description of one tool, in any shape: skip that tool only
+            text = str(exc).splitlines()[0][:200] if str(exc) else ""
+            reason = (
+                text
+                if isinstance(exc, ValueError | jsonschema.SchemaError)
+                else f"unusable ({type(exc).__name__}: {text})"
+            )
+            skipped.append(f"{remote}: {reason}")
             continue
         if tool.name in tools:
             skipped.append(f"{remote}: its name {tool.name!r} clashes with {tools[tool.name].remote!r}")

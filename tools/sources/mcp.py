@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpcore2
@@ -39,6 +39,53 @@ __all__ = ["IDEMPOTENCY_META_KEY", "McpConnection", "listed_catalog", "mcp_catal
 # Where the idempotency key travels in the request's ``_meta`` (stable across retries of a step).
 IDEMPOTENCY_META_KEY = "idempotency_key"
 _NOT_RETRYABLE_CODES = frozenset({-32600, -32601, -32602})
+# One HTTP answer of a server (the SDK reads a JSON answer whole, with no limit of its own; an SSE
+# event it caps at 1 MiB): a tool result is at most 1 MiB once recorded, a catalog 500 tools of 64 KiB.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+class _ResponseTooLarge(httpx2.StreamError):
+    """A server's answer ran over ``MAX_RESPONSE_BYTES`` (the SDK reports it as a JSON-RPC parse error)."""
+
+
+class _CappedStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._inner:
+            size += len(chunk)
+            if size > self._limit:
+                raise _ResponseTooLarge(f"the MCP server's answer is larger than {self._limit} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _CappedTransport(httpx2.AsyncBaseTransport):
+    """Bounds what one answer of a tenant's server can make a worker hold in memory: JSON answers
+    are cut at ``MAX_RESPONSE_BYTES`` as they arrive, and nothing is decompressed (the client asks
+    for ``identity``; a gzip bomb the server sends anyway stays compressed, and fails to parse)."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int = MAX_RESPONSE_BYTES) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.headers["Accept-Encoding"] = "identity"
+        response = await self._inner.handle_async_request(request)
+        if "content-encoding" in response.headers:
+            del response.headers["content-encoding"]
+        if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+            assert isinstance(response.stream, httpx2.AsyncByteStream)
+            response.stream = _CappedStream(response.stream, self._limit)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class _PinnedBackend(httpcore2.AsyncNetworkBackend):
@@ -88,7 +135,10 @@ def _pinned_client(target: EgressTarget, headers: dict[str, str], timeout_s: flo
         ssl_context=httpx2.create_ssl_context(trust_env=False), network_backend=_PinnedBackend(target)
     )
     return httpx2.AsyncClient(
-        headers=headers, timeout=httpx2.Timeout(timeout_s, read=300.0), transport=transport, trust_env=False
+        headers=headers,
+        timeout=httpx2.Timeout(timeout_s, read=300.0),
+        transport=_CappedTransport(transport),
+        trust_env=False,
     )
 
 

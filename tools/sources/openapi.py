@@ -20,6 +20,7 @@ from urllib.parse import quote, urljoin
 
 import httpx
 
+from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from tools.egress import HttpPolicy, redact_url
 from tools.sources.catalog import Catalog, CatalogTool, SourceError, SourceSpec, unique_tools
 from tools.transport import PinnedTransport
@@ -28,6 +29,8 @@ __all__ = ["MAX_DOCUMENT_BYTES", "OpenApiClient", "openapi_catalog", "operations
 
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
 MAX_RESPONSE_BYTES = 1024 * 1024
+# Paths, operation, body, media type and schema wrap a tool's schema (itself at most MAX_JSON_DEPTH).
+MAX_DOCUMENT_DEPTH = 2 * MAX_JSON_DEPTH
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 _READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
 _REF = re.compile(r"^#/components/schemas/([^/]+)$")
@@ -229,12 +232,32 @@ def _builder(
 
 
 def base_url_of(spec: SourceSpec, document: dict[str, Any]) -> str:
-    """Where operations go: the spec's base URL, else the document's first server (relative to it)."""
+    """Where operations go: the spec's base URL, else the document's first server (relative to it).
+
+    The source's headers (credentials, often) go with every operation. A document naming a server
+    on another origin than its own would send them wherever its author (or whoever can change the
+    file where it is hosted) chose; so that takes the tenant saying so, with ``base_url``."""
     if spec.base_url:
         return spec.base_url
     servers = document.get("servers") or [{"url": "/"}]
     assert spec.url is not None
-    return urljoin(spec.url, str(servers[0].get("url") or "/"))
+    base = urljoin(spec.url, str(servers[0].get("url") or "/"))
+    if _origin(base) != _origin(spec.url):
+        raise SourceError(
+            f"OpenAPI source {spec.name!r}: the document sends operations to {_origin(base)}, another origin"
+            f" than its own ({_origin(spec.url)}); give base_url to say the source's headers may go there",
+            error_type="OpenApiDocumentInvalid",
+        )
+    return base
+
+
+def _origin(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return url
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
+    return f"{parsed.scheme}://{parsed.host}:{port}"
 
 
 async def fetch_document(spec: SourceSpec, headers: dict[str, str], policy: HttpPolicy | None) -> dict[str, Any]:
@@ -260,15 +283,40 @@ async def fetch_document(spec: SourceSpec, headers: dict[str, str], policy: Http
         )
     try:
         document = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SourceError(
-            f"OpenAPI source {spec.name!r}: the document is not JSON", error_type="OpenApiDocumentInvalid"
+            f"OpenAPI source {spec.name!r}: the document is not JSON (or nests too deep)",
+            error_type="OpenApiDocumentInvalid",
         ) from None
+    problem = _shape_problem(document)
+    if problem is not None:
+        raise SourceError(f"OpenAPI source {spec.name!r}: {problem}", error_type="OpenApiDocumentInvalid")
+    checked: dict[str, Any] = document
+    return checked
+
+
+def _shape_problem(document: Any) -> str | None:
+    """Why the document cannot be read as OpenAPI 3, else None: the parts read before each operation
+    (a malformed operation is skipped on its own, with why), and a nesting depth recursive code can walk."""
     if not isinstance(document, dict) or not str(document.get("openapi", "")).startswith("3"):
-        raise SourceError(
-            f"OpenAPI source {spec.name!r}: not an OpenAPI 3 document", error_type="OpenApiDocumentInvalid"
-        )
-    return document
+        return "not an OpenAPI 3 document"
+    too_deep = deepest(document, MAX_DOCUMENT_DEPTH)
+    if too_deep is not None:
+        return f"the document nests more than {MAX_DOCUMENT_DEPTH} levels deep (at {too_deep[:100]}...)"
+    components = document.get("components") or {}
+    shapes = (
+        ("paths", document.get("paths") or {}, dict),
+        ("components", components, dict),
+        ("components/schemas", components.get("schemas") or {} if isinstance(components, dict) else {}, dict),
+        ("servers", document.get("servers") or [], list),
+    )
+    for where, value, kind in shapes:
+        if not isinstance(value, kind):
+            return f"{where} must be {'an object' if kind is dict else 'an array'}, not {type(value).__name__}"
+    servers = document.get("servers") or []
+    if servers and not (isinstance(servers[0], dict) and isinstance(servers[0].get("url", "/"), str | None)):
+        return "servers/0 must be an object with a url string"
+    return None
 
 
 async def openapi_catalog(spec: SourceSpec, headers: dict[str, str], policy: HttpPolicy | None, now: float) -> Catalog:
