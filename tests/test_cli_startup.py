@@ -81,7 +81,9 @@ def test_validate_imports_no_heavy_module(tmp_path: Path) -> None:
     plan.write_text(
         json.dumps({"name": "x", "steps": [{"id": "a", "kind": "tool", "tool": "debug.echo", "args": {"value": 1}}]})
     )
-    output, loaded = _loaded_after("validate", str(plan), watch=(*NOT_FOR_VALIDATE, "yaml"))
+    # wide enough for the line naming a deep temp path (xdist's adds a level): a line that would
+    # wrap is printed by rich, to wrap it as the typer command does
+    output, loaded = _loaded_after("validate", str(plan), watch=(*NOT_FOR_VALIDATE, "yaml"), env={"COLUMNS": "250"})
     assert output.startswith("valid:"), output
     assert loaded == []  # and no YAML parser for a JSON plan
 
