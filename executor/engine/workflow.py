@@ -163,7 +163,10 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         while True:
             frame = Frame("", {s.id: s.id for s in self.plan.steps})
             try:
-                await self._with_deadline(self._run_block(self.plan.steps, frame))
+                if self.plan.limits.deadline is None:  # one suspended frame less while the run waits
+                    await self._run_block(self.plan.steps, frame)
+                else:
+                    await self._with_deadline(self._run_block(self.plan.steps, frame))
                 return self._guard_output("(run)", self._render(self.plan.output, frame, "/output"))
             except StepFailed as failure:
                 replan = self.plan.replan
@@ -229,9 +232,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             workflow.upsert_search_attributes([SA_PLAN_HASH.value_set(self.current_hash)])
 
     async def _with_deadline(self, work: Any) -> None:
-        if self.plan.limits.deadline is None:
-            await work
-            return
+        assert self.plan.limits.deadline is not None
         deadline = datetime.fromisoformat(self.started_at) + timedelta(
             seconds=parse_duration(self.plan.limits.deadline)
         )
