@@ -85,6 +85,7 @@ def rss_mib(pid: int) -> float:
 async def serve(side: str, address: str, task_queue: str, home: str, cache: int) -> None:
     """Run one side's worker until stdin closes; prints READY once polling."""
     from temporalio.worker import Worker
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
     from bench.baseline import WaiterWorkflow
     from bench.harness import bench_runner
@@ -108,9 +109,10 @@ async def serve(side: str, address: str, task_queue: str, home: str, cache: int)
             await answer(workers)
         return
     del PlanWorkflow  # the hand-written side serves only its own workflow
-    async with Worker(
-        client, task_queue=task_queue, workflows=[WaiterWorkflow], workflow_runner=bench_runner(), **options
-    ):
+    # A plain sandboxed runner with the same modules passed through: what a hand-written worker
+    # runs (duraplan's own runner hands its instances copies of the start activation).
+    runner = SandboxedWorkflowRunner(restrictions=bench_runner().restrictions)
+    async with Worker(client, task_queue=task_queue, workflows=[WaiterWorkflow], workflow_runner=runner, **options):
         print("READY", flush=True)
         await answer(workers)
 
