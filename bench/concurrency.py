@@ -224,6 +224,7 @@ async def worker_process(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
+        cwd=home,  # not this tree: `-m` puts the working directory before PYTHONPATH (and ``code``)
         text=True,
     )
     assert proc.stdout is not None and proc.stdin is not None
