@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
+from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -31,7 +33,7 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-__all__ = ["DetachStartHeaders", "DetachedStartRunner"]
+__all__ = ["DetachStartHeaders", "DetachedStartRunner", "detach_activation"]
 
 
 def _copy(message: Any) -> Any:
@@ -55,7 +57,34 @@ class DetachedStartRunner(SandboxedWorkflowRunner):
             last_completion_result=_copy(det.last_completion_result),
             last_failure=None if det.last_failure is None else _copy(det.last_failure),
         )
-        return super().create_instance(det)
+        instance = super().create_instance(det)
+        activate = instance.activate
+
+        def activate_detached(act: WorkflowActivation) -> WorkflowActivationCompletion:
+            completion = activate(act)
+            detach_activation(instance)
+            return completion
+
+        instance.activate = activate_detached  # type: ignore[method-assign]
+        return instance
+
+
+def detach_activation(instance: WorkflowInstance) -> bool:
+    """After an activation: the two fields the SDK's instance sets from every activation (its
+    available internal flags, a repeated field; its deployment version, a sub-message) as copies,
+    so a waiting run does not keep its last activation's message, the start one included.
+    SDK internals (temporalio is pinned): False when they are not where this expects them."""
+    sandbox = getattr(instance, "globals_and_locals", {}).get("__temporal_in_sandbox")
+    impl = getattr(sandbox, "instance", None)
+    if impl is None or not hasattr(impl, "_current_internal_flags"):
+        return False
+    flags = impl._current_internal_flags
+    if not isinstance(flags, list):
+        impl._current_internal_flags = list(flags)
+    version = getattr(impl, "_deployment_version_for_current_task", None)
+    if version is not None and hasattr(version, "CopyFrom"):
+        impl._deployment_version_for_current_task = _copy(version)
+    return True
 
 
 class _DetachHeaders(WorkflowInboundInterceptor):
