@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import statistics
 
-import pytest
 from temporalio import workflow
 from temporalio.api.common.v1 import Payloads
 from temporalio.api.failure.v1 import Failure
@@ -97,13 +97,8 @@ def _in_use() -> int:
     return int(info.u + info.hd)
 
 
-@pytest.mark.parametrize("runner", ["plain", "duraplan"])
-async def test_memory_a_start_activation_leaves_behind(runner: str) -> None:
-    """glibc's bytes in use (outside Python's object allocator) per started instance: with the SDK's
-    plain runner each waiting instance keeps its start activation's message; duraplan's keeps copies."""
-    plain = SandboxedWorkflowRunner(restrictions=workflow_runner().restrictions)
-    chosen = plain if runner == "plain" else workflow_runner()
-    instances = [_instance(chosen) for _ in range(205)]  # (an activation leaves no loop to create more)
+def _held_per_start(instances: list[WorkflowInstance]) -> float:
+    """glibc's bytes in use (outside Python's object allocator) left per started instance."""
     starts = [_start(f"r{i}") for i in range(len(instances))]
     for instance, act in zip(instances[:5], starts[:5], strict=True):  # warm: first-run caches filled
         instance.activate(act)
@@ -113,9 +108,20 @@ async def test_memory_a_start_activation_leaves_behind(runner: str) -> None:
     for instance in instances[5:]:
         instance.activate(starts.pop(0))  # the activation is the instance's alone from here
     gc.collect()
-    held = (_in_use() - before) / (len(instances) - 5)
-    print(f"{runner}: {held:.0f} bytes per started instance")
-    if runner == "plain":
-        assert held > 1500, held  # the SDK's own behaviour: if this fails, it no longer holds them
-    else:
-        assert held < 700, held
+    return (_in_use() - before) / (len(instances) - 5)
+
+
+async def test_memory_a_start_activation_leaves_behind() -> None:
+    """With the SDK's plain runner each waiting instance keeps its start activation's message
+    (about 2.8 KB for this small one; 5-10 KB for a real start); duraplan's keeps copies. Rounds
+    alternate, medians compared: the session's worker threads allocate meanwhile."""
+    plain = SandboxedWorkflowRunner(restrictions=workflow_runner().restrictions)
+    pairs = [("plain", plain), ("duraplan", workflow_runner())]
+    # all created first: an activation leaves the thread without the running loop creation needs
+    rounds = [(name, [_instance(runner) for _ in range(205)]) for _ in range(3) for name, runner in pairs]
+    held: dict[str, list[float]] = {"plain": [], "duraplan": []}
+    for name, instances in rounds:
+        held[name].append(_held_per_start(instances))
+    gap = statistics.median(held["plain"]) - statistics.median(held["duraplan"])
+    print(f"bytes per started instance: {held}")
+    assert gap > 1500, held  # if the plain side stops holding it, the SDK changed: revisit activation.py

@@ -38,7 +38,7 @@ MEMO_ENGINE = 2
 METER_MEMO = "meter"  # the memo key (its value: RunMeterCall's fields, as JSON)
 
 
-@dataclass
+@dataclass(slots=True)  # one per run: no __dict__
 class RunMeterCall:
     tenant: str
     run_id: str
@@ -51,6 +51,8 @@ class RunMeterCall:
 
 
 class RunMeter:
+    __slots__ = ("_call", "_engine", "_metered", "_since")
+
     def __init__(
         self,
         tenant: str,

@@ -49,14 +49,14 @@ def plan_hash(plan: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: every run holds some (thousands of waiting runs)
 class StepError:
     type: str
     message: str
     retryable: bool = False
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: every run holds some (thousands of waiting runs)
 class StepRecord:
     state: StepState = "pending"
     attempts: int = 0
@@ -288,7 +288,7 @@ class ReplanRequest:
     quotas: RunQuotas | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: every run holds some (thousands of waiting runs)
 class Revision:
     revision: int
     plan_hash: str
