@@ -165,7 +165,9 @@ class StepQuota:
 # 2: a run segment's end is recorded in the run's memo, not by a local activity (engine.metering);
 #    a workflow task full of local activities is cut by one empty regular activity (TASK_CUT),
 #    not by sending every further step of the task to a regular activity (engine.steps).
-ENGINE_VERSION = 2
+# 3: a step that stops sleeping or waiting leaves the run's listing (DuraplanStatus) to the loop's
+#    next turn, so a run an event lets complete upserts no `running` first (engine.steps._park).
+ENGINE_VERSION = 3
 
 
 @dataclass

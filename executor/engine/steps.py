@@ -11,6 +11,7 @@ import builtins
 import contextlib
 import functools
 import math
+import sys
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any, assert_never
@@ -88,6 +89,7 @@ LOCAL_TIMEOUT_MAX = 60.0  # longer steps are never run as local activities
 # keep every other step waiting for as long as that step runs).
 LOCAL_PER_TASK = 100
 TASK_CUT_ENGINE = 2
+LISTING_DEFERRED_ENGINE = 3  # see StepsMixin._park
 
 
 def _task_ended(started_at: int) -> bool:
@@ -380,8 +382,18 @@ class StepsMixin(EngineBase):
         return None
 
     def _park(self, delta: int) -> None:
-        """A step starts (1) or stops (-1) sleeping or waiting: the run may turn waiting or running."""
+        """A step starts (1) or stops (-1) sleeping or waiting: the run may turn waiting or running.
+
+        From engine version 3 a step that stops waiting leaves the listing to the end of what the
+        run does right away (the loop's next turn, same workflow task): a run that a released
+        event lets complete is listed closed by Temporal with no ``running`` upsert first (one
+        history event and visibility write less per release), and one that goes on to an
+        activity step upserts ``running`` there as before."""
         self._parked += delta
+        unwinding = sys.exc_info()[1]
+        if delta < 0 and self.inp.engine >= LISTING_DEFERRED_ENGINE and not isinstance(unwinding, BaseException):
+            asyncio.get_running_loop().call_soon(self._sync_listed)
+            return
         self._sync_listed()
 
     async def _wait_for_event(self, step: WaitForEventStep, path: str, rec: StepRecord) -> Any:
