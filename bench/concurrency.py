@@ -398,10 +398,10 @@ async def main(n: int, in_flight: int, cache: int, out: Path | None) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        side, address, queue, home, cache = sys.argv[2:7]
+        side, address, task_queue, home, cache = sys.argv[2:7]
         if os.environ.get(TRACE_ENV):  # bench.waiting_slope --heap: frames per allocation traced
             tracemalloc.start(int(os.environ[TRACE_ENV]))
-        asyncio.run(serve(side, address, queue, home, int(cache)))
+        asyncio.run(serve(side, address, task_queue, home, int(cache)))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000)

@@ -51,7 +51,7 @@ from bench.concurrency import (
     wait_all_waiting,
     worker_process,
 )
-from bench.harness import _proc_cpu, system_busy_s
+from bench.harness import _proc_cpu, _server_pids, system_busy_s
 from executor.service.client import Duraplan
 from executor.service.config import Settings
 
@@ -71,6 +71,7 @@ class Slope:
     blocks_per_run: float  # Python's allocated blocks
     cpu_ms_per_start: float
     cpu_ms_per_release: float
+    server_cpu_ms_per_release: float  # the dev server's, while the runs were released
     released_per_s: float
     lost: int
     top: list[tuple[str, float]] = field(default_factory=list)  # (file:line, bytes per run)
@@ -144,12 +145,14 @@ async def measure(
                 more, rss2, mem2 = await hold(n2, n1, snaps[1])
                 handles += more
                 cpu1 = _proc_cpu(pid)
+                server1 = sum(_proc_cpu(p) for p in _server_pids())
                 t0 = time.perf_counter()
                 results = await bounded(
                     list(zip(ids, handles, strict=True)), in_flight, lambda p: release(worker_side, p)
                 )
                 release_s = time.perf_counter() - t0
                 cpu2 = _proc_cpu(pid)
+                server2 = sum(_proc_cpu(p) for p in _server_pids())
                 lost = sum(1 for run_id, r in zip(ids, results, strict=True) if r != {"id": run_id})
                 per_run, sites = heap_diff(snaps[0], snaps[1], n2 - n1, top) if heap else (None, [])
                 if heap and keep is not None:  # for a closer look (e.g. grouped by traceback)
@@ -168,6 +171,7 @@ async def measure(
         blocks_per_run=round((mem2["blocks"] - mem1["blocks"]) / (n2 - n1), 1),
         cpu_ms_per_start=round((cpu1 - cpu0) * 1000 / n2, 2),
         cpu_ms_per_release=round((cpu2 - cpu1) * 1000 / n2, 2),
+        server_cpu_ms_per_release=round((server2 - server1) * 1000 / n2, 2),
         released_per_s=round(n2 / release_s, 1),
         lost=lost,
         top=[(w, round(b, 1)) for w, b in sites],
@@ -196,6 +200,7 @@ async def main(args: argparse.Namespace) -> None:
         "heap_kib_per_run",
         "cpu_ms_per_start",
         "cpu_ms_per_release",
+        "server_cpu_ms_per_release",
         "released_per_s",
     ]
     print("| side | " + " | ".join(cols) + " | lost |")
