@@ -1,6 +1,7 @@
 """N concurrent waiting runs, duraplan beside hand-written waiters, in one script run.
 
-Each side, in turn, on one dev server (SQLite on disk, WAL):
+Each side, in turn, on a dev server of its own (SQLite on disk, WAL; a fresh one per side, so
+neither faces a database already holding the other side's runs):
 
 1. a fresh worker **process** (so its memory is that side's alone) serves the side's workflow;
 2. N runs are started (at most ``--in-flight`` start calls at once): the start rate;
@@ -21,12 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import gc
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -41,6 +47,7 @@ from executor.service.client import Duraplan
 from executor.service.config import Settings
 
 TENANT = "bench"
+TRACE_ENV = "DURAPLAN_BENCH_TRACEMALLOC"  # set: the worker process traces its allocations
 PLAN: dict[str, Any] = {
     "name": "bench-waiter",
     "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "2h"}],
@@ -61,6 +68,7 @@ class SideResult:
     completed: int
     lost: int
     worker_cpu_s: float
+    worker_cpu_release_s: float  # of worker_cpu_s, while runs were released
 
 
 def rss_mib(pid: int) -> float:
@@ -77,6 +85,7 @@ def rss_mib(pid: int) -> float:
 async def serve(side: str, address: str, task_queue: str, home: str, cache: int) -> None:
     """Run one side's worker until stdin closes; prints READY once polling."""
     from temporalio.worker import Worker
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
     from bench.baseline import WaiterWorkflow
     from bench.harness import bench_runner
@@ -100,50 +109,122 @@ async def serve(side: str, address: str, task_queue: str, home: str, cache: int)
             await answer(workers)
         return
     del PlanWorkflow  # the hand-written side serves only its own workflow
-    async with Worker(
-        client, task_queue=task_queue, workflows=[WaiterWorkflow], workflow_runner=bench_runner(), **options
-    ):
+    # A plain sandboxed runner with the same modules passed through: what a hand-written worker
+    # runs (duraplan's own runner hands its instances copies of the start activation).
+    runner = SandboxedWorkflowRunner(restrictions=bench_runner().restrictions)
+    async with Worker(client, task_queue=task_queue, workflows=[WaiterWorkflow], workflow_runner=runner, **options):
         print("READY", flush=True)
         await answer(workers)
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def memory_use() -> dict[str, int]:
+    """Where the worker's memory is: glibc malloc's bytes in use (the SDK's Rust core, protobuf
+    messages, Python objects over 512 bytes) and Python's allocated blocks (pymalloc's and not)."""
+    out = {"blocks": sys.getallocatedblocks()}
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        out.update(malloc_in_use=info.uordblks + info.hblkhd, malloc_free=info.fordblks)
+    return out
+
+
 async def answer(workers: list[Any]) -> None:
-    """Until stdin closes: each line asks how many runs the worker holds in its cache."""
+    """Until stdin closes: each line asks how many runs the worker holds in its cache, or (``snap
+    PATH``, bench.waiting_slope) for a tracemalloc snapshot of its heap written to PATH."""
     loop = asyncio.get_running_loop()
-    while await loop.run_in_executor(None, sys.stdin.readline):
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        if line.startswith("snap "):
+            gc.collect()
+            if tracemalloc.is_tracing():
+                tracemalloc.take_snapshot().dump(line[5:].strip())
+        elif line.startswith("mem"):
+            print(json.dumps(memory_use()), flush=True)
+            continue
         # SDK internals (a benchmark may look): the runs whose first workflow task this worker took
         held = sum(len(w._workflow_worker._running_workflows) for w in workers if w._workflow_worker)
         print(held, flush=True)
 
 
-@dataclass
 class WorkerProcess:
-    pid: int
-    proc: subprocess.Popen[str]
+    """A side's worker process, asked over stdin; answers come back on its stdout.
+
+    The SDK's core logs to the same stdout. A thread reads it all the time (answers to a queue,
+    the rest to stderr): read only when asking, a pipe filled by the core's log lines (task
+    timeouts under load) blocked the core's thread and hung every run the worker held."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.pid = proc.pid
+        self.proc = proc
+        self.answers: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.strip()
+            if line.isdigit() or line.startswith("{"):
+                self.answers.put(line)
+            elif line:
+                print(line, file=sys.stderr, flush=True)
+        self.answers.put(None)  # the worker exited
 
     async def held(self) -> int:
         """How many runs the worker holds (cached workflow instances)."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("held\n")
+        return int(await self._ask("held"))
+
+    async def snap(self, path: Path) -> int:
+        """A full collection in the worker, then its tracemalloc snapshot (if tracing) to ``path``."""
+        return int(await self._ask(f"snap {path}"))
+
+    async def memory(self) -> dict[str, int]:
+        """The worker's ``memory_use()``."""
+        return dict(json.loads(await self._ask("mem")))
+
+    async def _ask(self, request: str) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(request + "\n")
         self.proc.stdin.flush()
-        while True:  # the SDK core may log to the same stdout
-            line = (await asyncio.to_thread(self.proc.stdout.readline)).strip()
-            if line.isdigit():
-                return int(line)
-            if not line and self.proc.poll() is not None:
-                raise RuntimeError("worker process exited")
+        answer = await asyncio.to_thread(self.answers.get, True, 600)
+        if answer is None:
+            raise RuntimeError("worker process exited")
+        return answer
 
 
 @contextlib.asynccontextmanager
 async def worker_process(
-    side: str, address: str, task_queue: str, home: Path, cache: int
+    side: str, address: str, task_queue: str, home: Path, cache: int, *, code: Path | None = None, trace: int = 0
 ) -> AsyncIterator[WorkerProcess]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    """``code``: a tree whose packages (executor, schemas, ...) the worker imports before this
+    one's (bench.waiting_slope's A/B against an older commit); ``trace``: tracemalloc frames."""
+    here = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": here if code is None else f"{code}:{here}"}
+    if trace:
+        env[TRACE_ENV] = str(trace)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.concurrency", "--serve", side, address, task_queue, str(home), str(cache)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
+        cwd=home,  # not this tree: `-m` puts the working directory before PYTHONPATH (and ``code``)
         text=True,
     )
     assert proc.stdout is not None and proc.stdin is not None
@@ -152,7 +233,7 @@ async def worker_process(
         proc.kill()
         raise RuntimeError(f"{side} worker did not start: {line!r}")
     try:
-        yield WorkerProcess(proc.pid, proc)
+        yield WorkerProcess(proc)
     finally:
         proc.stdin.close()
         try:
@@ -203,6 +284,34 @@ async def settle(pid: int) -> float:
     return last
 
 
+def starter(side: str, client: Client, dp: Duraplan, task_queue: str) -> Callable[[str], Awaitable[Any]]:
+    """Starts one run of the side by id; returns its handle."""
+
+    async def start(run_id: str) -> Any:
+        if side == "duraplan":
+            return await dp.submit_plan(PLAN, tenant=TENANT, session="conc", run_id=run_id)
+        return await client.start_workflow(
+            WAITER_WORKFLOW, id=f"{TENANT}/{run_id}", task_queue=task_queue, request_eager_start=True
+        )
+
+    return start
+
+
+async def release(side: str, pair: tuple[str, Any]) -> Any:
+    """Releases one run (duraplan: an event; hand-written: a signal) and returns its result."""
+    run_id, handle = pair
+    if side == "duraplan":
+        await handle.send_event("go", {"id": run_id})
+        return await handle.result()
+    wf: WorkflowHandle[Any, Any] = handle
+    await wf.signal(RELEASE_SIGNAL, {"id": run_id})
+    return await wf.result()
+
+
+def running_query(task_queue: str) -> str:
+    return f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'"
+
+
 async def run_side(side: str, client: Client, address: str, n: int, in_flight: int, cache: int) -> SideResult:
     task_queue = f"conc-{side}-{uuid.uuid4().hex[:6]}"
     prefix = uuid.uuid4().hex[:6]
@@ -213,34 +322,17 @@ async def run_side(side: str, client: Client, address: str, n: int, in_flight: i
             await asyncio.sleep(1.0)
             rss_idle = rss_mib(pid)
             cpu0 = _proc_cpu(pid)
-            dp = Duraplan(client, Settings(home=Path(home), task_queue=task_queue))
-
-            async def start(run_id: str) -> Any:
-                if side == "duraplan":
-                    return await dp.submit_plan(PLAN, tenant=TENANT, session="conc", run_id=run_id)
-                return await client.start_workflow(
-                    WAITER_WORKFLOW, id=f"{TENANT}/{run_id}", task_queue=task_queue, request_eager_start=True
-                )
-
+            start = starter(
+                side, client, Duraplan(client, Settings(home=Path(home), task_queue=task_queue)), task_queue
+            )
             t0 = time.perf_counter()
             handles = await bounded(ids, in_flight, start)
             start_s = time.perf_counter() - t0
-            await wait_all_waiting(
-                client, f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'", n, 600, worker, cache
-            )
+            await wait_all_waiting(client, running_query(task_queue), n, 600, worker, cache)
             rss_waiting = await settle(pid)
-
-            async def release(pair: tuple[str, Any]) -> Any:
-                run_id, handle = pair
-                if side == "duraplan":
-                    await handle.send_event("go", {"id": run_id})
-                    return await handle.result()
-                wf: WorkflowHandle[Any, Any] = handle
-                await wf.signal(RELEASE_SIGNAL, {"id": run_id})
-                return await wf.result()
-
+            cpu1 = _proc_cpu(pid)
             t1 = time.perf_counter()
-            results = await bounded(list(zip(ids, handles, strict=True)), in_flight, release)
+            results = await bounded(list(zip(ids, handles, strict=True)), in_flight, lambda p: release(side, p))
             release_s = time.perf_counter() - t1
             completed = sum(1 for run_id, r in zip(ids, results, strict=True) if r == {"id": run_id})
             return SideResult(
@@ -255,26 +347,36 @@ async def run_side(side: str, client: Client, address: str, n: int, in_flight: i
                 completed=completed,
                 lost=n - completed,
                 worker_cpu_s=round(_proc_cpu(pid) - cpu0, 1),
+                worker_cpu_release_s=round(_proc_cpu(pid) - cpu1, 1),
             )
 
 
-async def main(n: int, in_flight: int, cache: int, out: Path | None) -> None:
+@contextlib.asynccontextmanager
+async def fresh_server() -> AsyncIterator[Any]:
+    """A dev server of its own (SQLite on disk, WAL) for one side: neither side runs on a database
+    already holding the other's runs (the side that ran second used to)."""
     from executor.service.devserver import DevServer
 
     with tempfile.TemporaryDirectory(prefix="duraplan-conc-server-") as tmp:
         async with DevServer(Path(tmp), port=0, ui=False, db_file=Path(tmp) / "temporal.db") as server:
-            busy0, wall0 = system_busy_s(), time.perf_counter()
-            own0 = os.times()
+            yield server
+
+
+async def main(n: int, in_flight: int, cache: int, out: Path | None) -> None:
+    busy0, wall0 = system_busy_s(), time.perf_counter()
+    own0 = os.times()
+    server_cpu = 0.0
+    results = []
+    for side in ("handwritten", "duraplan"):
+        async with fresh_server() as server:
             server_cpu0 = sum(_proc_cpu(p) for p in _server_pids())
-            results = []
-            for side in ("handwritten", "duraplan"):
-                results.append(await run_side(side, server.client, server.address, n, in_flight, cache))
-                print(json.dumps(asdict(results[-1])), flush=True)
-            wall = time.perf_counter() - wall0
-            own = sum(os.times()[:2]) - sum(own0[:2])
-            server_cpu = sum(_proc_cpu(p) for p in _server_pids()) - server_cpu0
-            workers = sum(r.worker_cpu_s for r in results)
-            foreign = max(system_busy_s() - busy0 - own - server_cpu - workers, 0.0) / wall
+            results.append(await run_side(side, server.client, server.address, n, in_flight, cache))
+            server_cpu += sum(_proc_cpu(p) for p in _server_pids()) - server_cpu0
+        print(json.dumps(asdict(results[-1])), flush=True)
+    wall = time.perf_counter() - wall0
+    own = sum(os.times()[:2]) - sum(own0[:2])
+    workers = sum(r.worker_cpu_s for r in results)
+    foreign = max(system_busy_s() - busy0 - own - server_cpu - workers, 0.0) / wall
     hw, dp = results
     print(f"\n{n} concurrent waiting runs; other processes kept {foreign:.2f} cores busy during the run")
     print("| metric | hand-written | duraplan | ratio |")
@@ -285,6 +387,7 @@ async def main(n: int, in_flight: int, cache: int, out: Path | None) -> None:
         ("worker RSS growth (MiB)", hw.rss_waiting_mib - hw.rss_idle_mib, dp.rss_waiting_mib - dp.rss_idle_mib),
         ("released/s (signal vs event)", hw.released_per_s, dp.released_per_s),
         ("worker CPU (s)", hw.worker_cpu_s, dp.worker_cpu_s),
+        ("worker CPU per release (ms)", hw.worker_cpu_release_s / n * 1000, dp.worker_cpu_release_s / n * 1000),
     ]
     for name, a, b in rows:
         print(f"| {name} | {a:.1f} | {b:.1f} | {b / a if a else float('nan'):.2f} |")
@@ -295,8 +398,10 @@ async def main(n: int, in_flight: int, cache: int, out: Path | None) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        side, address, queue, home, cache = sys.argv[2:7]
-        asyncio.run(serve(side, address, queue, home, int(cache)))
+        side, address, task_queue, home, cache = sys.argv[2:7]
+        if os.environ.get(TRACE_ENV):  # bench.waiting_slope --heap: frames per allocation traced
+            tracemalloc.start(int(os.environ[TRACE_ENV]))
+        asyncio.run(serve(side, address, task_queue, home, int(cache)))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000)

@@ -7,7 +7,8 @@ plans when names are given: keep the older histories, they replay the pre-patch 
 Versions: ``dag_foreach_switch``, ``events_sleep_compensation`` and ``script_host_calls`` were
 recorded before the ``status-attribute-waiting`` and ``subplan-child-run-id`` patches;
 ``subplan_waiting`` after (engine version 1, its end metered by the ``duraplan.meter_run`` local
-activity); ``metered_memo`` at engine version 2 (its end in the memo).
+activity); ``metered_memo`` at engine version 2 (its end in the memo); ``listing_deferred`` at
+engine version 5 (no ``running`` upsert when a sleep's end lets the run complete).
 """
 
 from __future__ import annotations
@@ -128,6 +129,19 @@ PLANS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, Any]]]] =
             "output": "${steps.e.output.value}",
         },
         {"n": 7},
+        [],
+    ),
+    # Engine version 5: the run completes right after its sleep, with no `running` upsert between.
+    "listing_deferred": (
+        {
+            "name": "replay-listing-deferred",
+            "steps": [
+                {"id": "nap", "kind": "sleep", "duration": "200ms"},
+                {"id": "fin", "kind": "set", "value": "${input.n}", "depends_on": ["nap"]},
+            ],
+            "output": "${steps.fin.output}",
+        },
+        {"n": 3},
         [],
     ),
     "script_host_calls": (

@@ -25,7 +25,7 @@ class Drained(BaseException):
     """Unwinds a block for continue-as-new; BaseException so no step handler swallows it."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     prefix: str
     visible: dict[str, str]  # step id -> record path

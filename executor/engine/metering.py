@@ -46,7 +46,7 @@ SILENT_ENGINE = 3
 METER_MEMO = "meter"  # the memo key (its value: RunMeterCall's fields, as JSON)
 
 
-@dataclass
+@dataclass(slots=True)  # one per run: no __dict__
 class RunMeterCall:
     tenant: str
     run_id: str
@@ -59,6 +59,8 @@ class RunMeterCall:
 
 
 class RunMeter:
+    __slots__ = ("_call", "_engine", "_metered", "_since")
+
     def __init__(
         self,
         tenant: str,

@@ -49,14 +49,14 @@ def plan_hash(plan: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: every run holds some (thousands of waiting runs)
 class StepError:
     type: str
     message: str
     retryable: bool = False
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: every run holds some (thousands of waiting runs)
 class StepRecord:
     state: StepState = "pending"
     attempts: int = 0
@@ -169,7 +169,9 @@ class StepQuota:
 #    reads its outcome from the execution's close status (engine.metering, service.usage_reconcile).
 # 4: a subplan's inputs are checked by executor.lang.json_schema's validator (RE2 patterns, local
 #    references only), whose answer can differ from plain jsonschema's (\w, \d, $ before a newline).
-ENGINE_VERSION = 4
+# 5: a step that stops sleeping or waiting leaves the run's listing (DuraplanStatus) to the loop's
+#    next turn, so a run an event lets complete upserts no `running` first (engine.steps._park).
+ENGINE_VERSION = 5
 
 
 @dataclass
@@ -292,7 +294,7 @@ class ReplanRequest:
     quotas: RunQuotas | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: every run holds some (thousands of waiting runs)
 class Revision:
     revision: int
     plan_hash: str

@@ -10,16 +10,33 @@ is passed through the workflow sandbox, so the cache is one per worker process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.plan import Plan
 
-__all__ = ["MAX_SHARED_PLANS", "shared_names", "shared_plan"]
+__all__ = ["MAX_SHARED_PLANS", "PlanDerived", "shared_derived", "shared_names", "shared_plan"]
 
 MAX_SHARED_PLANS = 512  # distinct plans kept; past it the cache starts over (runs keep theirs)
 
 _parsed: dict[str, tuple[dict[str, Any], Plan]] = {}
 _names: dict[tuple[str, ...], tuple[list[str], frozenset[str]]] = {}
+
+
+@dataclass(slots=True)
+class PlanDerived:
+    """What the interpreter derives from a plan alone, shared like the plan: the event types its
+    steps wait for (with their payload schemas) and, filled as blocks run, each step's
+    dependencies among its siblings (keyed by the step object's id: the plan, held here and by
+    every run of it, keeps those objects alive)."""
+
+    plan: Plan
+    event_schemas: dict[str, list[dict[str, Any]]]
+    deps: dict[int, set[str]] = field(default_factory=dict)
+
+
+_derived: dict[str, PlanDerived] = {}
 
 
 def shared_plan(digest: str, body: dict[str, Any]) -> tuple[dict[str, Any], Plan]:
@@ -45,3 +62,17 @@ def shared_names(names: list[str]) -> tuple[list[str], frozenset[str]]:
             _names.clear()
         hit = _names[key] = (names, frozenset(key))
     return hit
+
+
+def shared_derived(
+    digest: str, plan: Plan, event_schemas: Callable[[Plan], dict[str, list[dict[str, Any]]]]
+) -> PlanDerived:
+    """The derived parts of ``plan`` (a shared one: ``shared_plan``'s), computed once per plan
+    object. Deterministic: ``event_schemas`` and the dependencies are pure functions of the plan."""
+    hit = _derived.get(digest)
+    if hit is not None and hit.plan is plan:
+        return hit
+    if len(_derived) >= MAX_SHARED_PLANS:
+        _derived.clear()
+    entry = _derived[digest] = PlanDerived(plan, event_schemas(plan))
+    return entry

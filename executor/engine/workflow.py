@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         StepQuota,
         plan_hash,
     )
-    from executor.engine.plans import shared_names, shared_plan
+    from executor.engine.plans import shared_derived, shared_names, shared_plan
     from executor.engine.retry import to_step_error
     from executor.engine.run_status import parent_of
     from executor.engine.scheduling import SchedulingMixin
@@ -105,15 +105,10 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         self._step_quota = (
             None if inp.quotas is None else StepQuota(inp.quotas.max_inflight_steps, inp.quotas.max_step_output_bytes)
         )
-        self._run_meta = {
-            "id": inp.run_id,
-            "tenant": inp.tenant,
-            "session": inp.session,
-            "plan_hash": inp.plan_hash,
-            "generation": inp.generation,
-        }
-        self._event_schemas = _event_schemas(self.plan.steps)
-        self._deps_cache: dict[int, set[str]] = {}
+        # derived from the plan alone: one per plan in this worker, like the parsed plan
+        derived = shared_derived(inp.plan_hash, self.plan, lambda plan: _event_schemas(plan.steps))
+        self._event_schemas = derived.event_schemas
+        self._deps_cache = derived.deps
         self._listed = self.state  # the DuraplanStatus last upserted
         self._meter = RunMeter(
             inp.tenant,
@@ -162,7 +157,10 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         while True:
             frame = Frame("", {s.id: s.id for s in self.plan.steps})
             try:
-                await self._with_deadline(self._run_block(self.plan.steps, frame))
+                if self.plan.limits.deadline is None:  # one suspended frame less while the run waits
+                    await self._run_block(self.plan.steps, frame)
+                else:
+                    await self._with_deadline(self._run_block(self.plan.steps, frame))
                 return self._guard_output("(run)", self._render(self.plan.output, frame, "/output"))
             except StepFailed as failure:
                 replan = self.plan.replan
@@ -211,7 +209,6 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         self.plan = Plan.model_validate(revised)
         self.plan_json = revised
         self.current_hash = plan_hash(revised)
-        self._run_meta["plan_hash"] = self.current_hash
         self.revisions.append(
             Revision(
                 revision=len(self.revisions) + 1,
@@ -221,16 +218,14 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             )
         )
         self.records = {k: r for k, r in self.records.items() if r.state == "completed"}
-        self._deps_cache.clear()
+        self._deps_cache = {}  # the revision's own (the shared ones are the first plan's)
         self._event_schemas = _event_schemas(self.plan.steps)
         self._max_parallel = self._parallel_limit()
         if self.inp.search_attributes:
             workflow.upsert_search_attributes([SA_PLAN_HASH.value_set(self.current_hash)])
 
     async def _with_deadline(self, work: Any) -> None:
-        if self.plan.limits.deadline is None:
-            await work
-            return
+        assert self.plan.limits.deadline is not None
         deadline = datetime.fromisoformat(self.started_at) + timedelta(
             seconds=parse_duration(self.plan.limits.deadline)
         )
@@ -358,8 +353,19 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         return {
             "input": self.inp.inputs,
             "steps": StepsView(self.records.get, frame),
-            "run": self._run_meta,
+            "run": self._run_meta(),
             **frame.extras,
+        }
+
+    def _run_meta(self) -> dict[str, Any]:
+        """``run`` in expression scope (built when an expression is evaluated, not held per run)."""
+        inp = self.inp
+        return {
+            "id": inp.run_id,
+            "tenant": inp.tenant,
+            "session": inp.session,
+            "plan_hash": self.current_hash,
+            "generation": inp.generation,
         }
 
     def _eval(self, expression: str, frame: Frame, where: str) -> Any:

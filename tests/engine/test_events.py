@@ -128,3 +128,38 @@ async def test_event_to_an_unknown_run_raises_run_not_found(dp: Duraplan, tenant
     # the update is sent without a describe first: its refusal is what names the cause
     with pytest.raises(RunNotFound):
         await dp.get_run("no-such-run", tenant=tenant).send_event("approval", 1)
+
+
+async def _listed_states(handle: Any) -> list[str]:
+    """The DuraplanStatus values the run upserted, in history order."""
+    states = []
+    async for event in handle._handle.fetch_history_events():
+        if event.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            if "DuraplanStatus" in fields:
+                states.append(fields["DuraplanStatus"].data.decode().strip('"'))
+    return states
+
+
+async def test_a_released_run_that_completes_upserts_no_running_first(dp: Duraplan, tenant: str) -> None:
+    """Engine 3: the listing follows a step that stops waiting on the loop's next turn, so a run the
+    event lets complete goes from waiting to closed (one visibility write less per release); one
+    that goes on to an activity step is listed running before that step is scheduled, as before."""
+    done = await dp.submit_plan({"name": "release", "steps": [wait_step("wait")]}, tenant=tenant, session="ev")
+    goes_on = await dp.submit_plan(
+        {
+            "name": "release-then-step",
+            "steps": [
+                wait_step("wait"),
+                {"id": "echo", "kind": "tool", "tool": "debug.echo", "args": {"v": 1}, "depends_on": ["wait"]},
+            ],
+        },
+        tenant=tenant,
+        session="ev",
+    )
+    for handle in (done, goes_on):
+        await wait_step_state(handle, "wait", "waiting")
+        await handle.send_event("approval", {"ok": True})
+        await handle.result()
+    assert await _listed_states(done) == ["waiting"]
+    assert await _listed_states(goes_on) == ["waiting", "running"]
