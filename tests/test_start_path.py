@@ -270,3 +270,23 @@ def test_a_name_with_a_trailing_newline_is_refused(value: str) -> None:
         check_run_id(value)
     with pytest.raises(InputsInvalid):
         bulk_query("acme", RunFilter(session=value))
+
+
+async def test_a_start_input_over_temporals_payload_limit_is_refused_naming_plan_or_inputs(env: Env) -> None:
+    """Temporal refuses a start input over 2 MB with an error of its own (through the Python API
+    and MCP: "Blob data size exceeds limit"); the start path says which part is too large, and
+    nothing starts."""
+    from executor.errors import InputsInvalid, PlanInvalid
+    from executor.service.start import MAX_START_INPUT_BYTES
+
+    tenant = env.tenant()
+    big = "x" * (MAX_START_INPUT_BYTES + 1)
+    with pytest.raises(PlanInvalid) as plan_refused:
+        await env.dp.submit_plan(
+            {"name": "big", "steps": [{"id": "a", "kind": "set", "value": big}]}, tenant=tenant, session="s"
+        )
+    assert plan_refused.value.issues[0].code == "too_large" and "the plan is" in str(plan_refused.value)
+    small = {"name": "small", "inputs": {"type": "object"}, "steps": [{"id": "a", "kind": "set", "value": 1}]}
+    with pytest.raises(InputsInvalid, match=r"start input is \d+ bytes with these inputs"):
+        await env.dp.submit_plan(small, tenant=tenant, session="s", inputs={"blob": big})
+    await env.nothing_started(tenant)

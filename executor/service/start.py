@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
 from temporalio.api.enums.v1 import EventType
@@ -215,6 +215,9 @@ async def start_run(
         engine=ENGINE_VERSION,
         metered=settings.metering,
     )
+    payload = encode_run_input(arg, prepared.encoded)  # what the start sends (and the SDK would encode)
+    if len(payload.data) > MAX_START_INPUT_BYTES:
+        _refuse_oversized(len(prepared.encoded.encode()), len(payload.data))
     # After validation (an invalid plan costs no quota); the rate token first: refusing a flood
     # must cost a local SQLite update, not a visibility query per request. Tokens are leased a
     # few at a time (TenantRegistry.take_leased_run_token): most starts spend one from memory.
@@ -242,7 +245,7 @@ async def start_run(
                     workflow=WORKFLOW_NAME,
                     workflow_id=workflow_id,
                     task_queue=queue,
-                    payload=encode_run_input(arg, prepared.encoded),
+                    payload=payload,
                     attributes=_attribute_values(arg, parsed.name) if arg.search_attributes else [],
                     memo=memo,
                     fairness_key=ctx.tenant,
@@ -304,6 +307,24 @@ class _Prepared:
 _PREPARED: OrderedDict[int, _Prepared] = OrderedDict()
 _QUOTAS_KEPT = 64  # distinct quotas remembered per plan
 _PREPARED_LOCK = threading.Lock()
+
+
+# Temporal refuses a payload over 2 MB (its default blob size limit, Temporal Cloud's too) with an
+# error naming neither the plan nor the inputs; a run's start input is checked against it first.
+MAX_START_INPUT_BYTES = 2 * 1024 * 1024 - 1024
+
+
+def _refuse_oversized(plan_bytes: int, total: int) -> NoReturn:
+    limit = f"a run's start input (plan, inputs and run settings) is limited to {MAX_START_INPUT_BYTES} bytes"
+    if plan_bytes >= total - plan_bytes:  # the larger part is named: that is what to shrink
+        raise PlanInvalid(
+            [
+                PlanIssue(
+                    "", f"the plan is {plan_bytes} bytes as JSON and the start input {total}: {limit}", code="too_large"
+                )
+            ]
+        )
+    raise InputsInvalid("run inputs", [f"/: the start input is {total} bytes with these inputs: {limit}"])
 
 
 # A plan under this many JSON values plus characters of its strings is validated on the event loop.
