@@ -160,7 +160,7 @@ def delete(
     ] = False,
 ) -> None:
     """Delete a tenant and everything of it: keys, quotas, grants, secrets and sources at once, then
-    its open runs (terminated) and its kv, effects, outbox and carries in the tool store."""
+    its open runs and planning sessions (terminated) and its kv, effects, outbox and carries in the tool store."""
     if not yes:
         raise ValueError(
             f"deleting tenant {tenant!r} removes its keys, secrets and kv data and ends its runs; pass --yes to confirm"
@@ -209,7 +209,7 @@ def _purge(reg: TenantRegistry, tenant: str) -> None:
             f"finish with: duraplan tenants purge {tenant} --yes"
         ) from None
     rows = ", ".join(f"{n} {table}" for table, n in report.rows_deleted.items()) or "no tool store here"
-    typer.echo(f"ended {report.runs_terminated} open run(s) of {tenant}; deleted rows: {rows}")
+    typer.echo(f"terminated {report.terminated} open run(s) and session(s) of {tenant}; deleted rows: {rows}")
 
 
 # ---- API keys ----------------------------------------------------------------------------------

@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 from typer.testing import CliRunner
 
 from duraplan.tenants_cli import app
-from executor import Duraplan, RunHandle, Settings, running_worker
+from duraplan.worker import running_worker
+from executor import Duraplan, RunHandle, Settings
 from executor.service.devserver import DevServer
 from executor.service.tenant_purge import purge_tenant
 from executor.service.tenants import TenantError, TenantRegistry
+from planner import ChatSession
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,6 +60,7 @@ async def test_purge_ends_runs_and_deletes_data_of_that_tenant_only(
         spared = await dp.submit_plan(WAIT, tenant=kept, session="s")
         for handle in (*doomed, spared):
             await _until(handle, "waiting")
+        chat = await ChatSession(dp, tenant=gone, session="talk").start()  # a planning session: ended too
         await deps.store.kv_put(gone, "profile", {"email": "a@example.com"})
         await deps.store.kv_put(kept, "profile", {"email": "b@example.com"})
 
@@ -66,7 +70,9 @@ async def test_purge_ends_runs_and_deletes_data_of_that_tenant_only(
 
         tenants.delete(gone)
         report = await purge_tenant(dev_server.client, settings, tenants, gone, settle_s=0.5)
-        assert report.runs_terminated == 2
+        assert report.terminated == 3  # two runs and the planning session
+        described = await dev_server.client.get_workflow_handle(chat.workflow_id).describe()
+        assert described.status == WorkflowExecutionStatus.TERMINATED
         assert report.rows_deleted["kv"] == 2  # its profile and the runs' counter
         assert report.rows_deleted["effects"] >= 2  # the counter's ledger rows, one per run
         for handle in doomed:
@@ -78,7 +84,7 @@ async def test_purge_ends_runs_and_deletes_data_of_that_tenant_only(
         assert await deps.store.kv_get(kept, "seen") == 1
 
         again = await purge_tenant(dev_server.client, settings, tenants, gone, settle_s=0.2)
-        assert again.runs_terminated == 0 and set(again.rows_deleted.values()) == {0}, "repeatable"
+        assert again.terminated == 0 and set(again.rows_deleted.values()) == {0}, "repeatable"
         await spared.send_event("go", {"ok": True})
         await spared.result()
         assert await _state(spared) == "completed"
@@ -112,5 +118,5 @@ def test_cli_delete_then_purge_against_the_server(
     assert runner.invoke(app, ["create", "acme"]).exit_code == 0
     r: Any = runner.invoke(app, ["delete", "acme", "--yes"])
     assert r.exit_code == 0, r.output
-    assert "ended 0 open run(s) of acme" in r.stdout and "no tool store here" in r.stdout
+    assert "terminated 0 open run(s) and session(s) of acme" in r.stdout and "no tool store here" in r.stdout
     assert runner.invoke(app, ["purge", "acme", "--yes"]).exit_code == 0

@@ -6,11 +6,12 @@ the tool store, which the registry does not reach; before this, a deleted tenant
 running (their steps' egress and effects included) and its kv values stayed for ever. Here, for a
 retired tenant:
 
-1. Its open runs are terminated: a Temporal batch job over the tenant's search attribute (the
-   same query as ``duraplan bulk``: exact, one tenant), or, without search attributes, a listing
-   by workflow id prefix checked exactly here (Temporal's SQLite visibility matches ``STARTS_WITH``
-   without regard to case, so ``Acme/`` would also match ``acme/``), one terminate per run.
-   Subplan runs end with their parents (parent close policy: terminate). A submit that read the
+1. Its open workflows are terminated, runs and planning (chat) sessions alike: a Temporal batch
+   job over the tenant's search attribute (exact, one tenant, as ``duraplan bulk``), or, without
+   search attributes, a listing by workflow id prefix checked exactly here (Temporal's SQLite
+   visibility matches ``STARTS_WITH`` without regard to case, so ``Acme/`` would also match
+   ``acme/``), one terminate each. Subplan runs end with their parents (parent close policy:
+   terminate). A submit that read the
    tenant just before its deletion may start a run up to ``CONTEXT_TTL_S`` later, and visibility
    lists a run a moment after it starts: the tenant's runs are counted again until none has shown
    for ``settle_s``.
@@ -33,8 +34,8 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from executor.engine.names import WORKFLOW_NAME
-from executor.service.bulk import RunFilter, bulk_query, run_bulk
+from executor.engine.names import ATTR_TENANT
+from executor.service.bulk import apply_to_query
 from executor.service.config import Settings
 from executor.service.tenants import CONTEXT_TTL_S, TenantError, TenantRegistry
 
@@ -47,7 +48,7 @@ _TERMINATE_CONCURRENCY = 16
 @dataclass
 class PurgeReport:
     tenant: str
-    runs_terminated: int = 0
+    terminated: int = 0  # open workflows (runs, planning sessions)
     rows_deleted: dict[str, int] = field(default_factory=dict)  # table -> rows
 
 
@@ -59,7 +60,7 @@ async def purge_tenant(
     if not registry.is_retired(tenant):
         raise TenantError(f"tenant {tenant!r} is not deleted: delete it first (duraplan tenants delete)")
     report = PurgeReport(tenant)
-    report.runs_terminated = await _end_runs(client, settings, tenant, settle_s)
+    report.terminated = await _end_runs(client, settings, tenant, settle_s)
     report.rows_deleted = await _delete_data(settings, tenant)
     return report
 
@@ -80,19 +81,18 @@ async def _end_runs(client: Client, settings: Settings, tenant: str, settle_s: f
 
 
 async def _terminate_indexed(client: Client, tenant: str) -> int:
-    reason = f"tenant {tenant} deleted"
-    if (await client.count_workflows(bulk_query(tenant, RunFilter()))).count == 0:
+    # Every type: runs and planning sessions carry the tenant's attribute.
+    query = f"{ATTR_TENANT} = {json.dumps(tenant)} AND ExecutionStatus = 'Running' AND ParentWorkflowId IS NULL"
+    matched = (await client.count_workflows(query)).count
+    if matched == 0:
         return 0
-    result = await run_bulk(client, tenant, "terminate", RunFilter(), reason=reason)
+    result = await apply_to_query(client, tenant, "terminate", query, matched, reason=f"tenant {tenant} deleted")
     return result.affected
 
 
 async def _terminate_listed(client: Client, tenant: str) -> int:
     prefix = f"{tenant}/"
-    query = (
-        f"WorkflowId STARTS_WITH {json.dumps(prefix)} AND WorkflowType = '{WORKFLOW_NAME}' "
-        "AND ExecutionStatus = 'Running' AND ParentWorkflowId IS NULL"
-    )
+    query = f"WorkflowId STARTS_WITH {json.dumps(prefix)} AND ExecutionStatus = 'Running' AND ParentWorkflowId IS NULL"
     ids = [wf.id async for wf in client.list_workflows(query) if wf.id.startswith(prefix)]  # exact: see module doc
     sem = asyncio.Semaphore(_TERMINATE_CONCURRENCY)
 
