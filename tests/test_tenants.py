@@ -666,7 +666,9 @@ def test_a_deleted_tenants_name_is_never_handed_to_a_new_owner(reg: TenantRegist
     reg.create("acme")
     old_key = reg.issue_key("acme", label="old")
     reg.set_secret("acme", "TOKEN", "s3cret")
+    assert not reg.is_retired("acme")
     reg.delete("acme")
+    assert reg.is_retired("acme") and not reg.is_retired("Acme")  # what tenant_purge may end
     with pytest.raises(TenantError, match="cannot be reused"):
         reg.create("acme")
     with pytest.raises(AuthenticationFailed):
