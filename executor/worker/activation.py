@@ -23,6 +23,7 @@ from typing import Any
 from temporalio.api.common.v1 import Payload
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
+from temporalio.common import TypedSearchAttributes
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
@@ -53,7 +54,15 @@ class DetachedStartRunner(SandboxedWorkflowRunner):
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
         det = dataclasses.replace(
             det,
-            info=dataclasses.replace(det.info, headers=detached(det.info.headers)),
+            # Not the start's search attributes: no duraplan workflow reads its own (they are for
+            # listing), and decoded twice (the untyped map and the typed list) they were ~1.4 KB
+            # of every held run. Fresh containers: upserts update them in place.
+            info=dataclasses.replace(
+                det.info,
+                headers=detached(det.info.headers),
+                search_attributes={},
+                typed_search_attributes=TypedSearchAttributes([]),
+            ),
             last_completion_result=_copy(det.last_completion_result),
             last_failure=None if det.last_failure is None else _copy(det.last_failure),
         )
