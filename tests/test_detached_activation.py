@@ -36,6 +36,7 @@ PLAN = {"name": "held", "steps": [{"id": "go", "kind": "wait_for_event", "event"
 # What a run started with search attributes has in its info before the runner's copy.
 _INFO = dataclasses.replace(
     _fake_info,
+    raw_memo={"generation": DataConverter.default.payload_converter.to_payload(1)},
     search_attributes={"DuraplanTenant": ["t"]},
     typed_search_attributes=TypedSearchAttributes([SearchAttributePair(SA_TENANT, "t")]),
 )
@@ -107,6 +108,9 @@ async def test_a_run_keeps_no_decoded_start_search_attributes() -> None:
     assert infos[0].search_attributes is not infos[1].search_attributes
     assert infos[0].typed_search_attributes.search_attributes is not infos[1].typed_search_attributes.search_attributes
     assert _INFO.search_attributes == {"DuraplanTenant": ["t"]}, "the SDK's own info is not touched"
+    # A memo's payloads are sub-messages of the start activation (they would keep all of it).
+    memo = infos[0].raw_memo["generation"]
+    assert memo is not _INFO.raw_memo["generation"] and memo.data == b"1"
 
 
 def _in_use() -> int:

@@ -60,6 +60,7 @@ class DetachedStartRunner(SandboxedWorkflowRunner):
             info=dataclasses.replace(
                 det.info,
                 headers=detached(det.info.headers),
+                raw_memo=detached(det.info.raw_memo),  # a restarted run's (generation) memo
                 search_attributes={},
                 typed_search_attributes=TypedSearchAttributes([]),
             ),
