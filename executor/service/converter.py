@@ -30,7 +30,7 @@ from temporalio.converter import (
 )
 from temporalio.converter import JSONTypeConverterUnhandled as Unhandled
 
-__all__ = ["UTF8_DATA_CONVERTER", "Utf8Encoder", "utf8_client"]
+__all__ = ["UTF8_DATA_CONVERTER", "Utf8Encoder", "utf8_client", "writes_utf8_json"]
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
@@ -109,9 +109,14 @@ class _Utf8PayloadConverter(CompositePayloadConverter):
 UTF8_DATA_CONVERTER = dataclasses.replace(DataConverter.default, payload_converter_class=_Utf8PayloadConverter)
 
 
+def writes_utf8_json(client: Client) -> bool:
+    """Whether ``client`` converts values to payloads with duraplan's converter (a codec may follow)."""
+    return client.data_converter.payload_converter_class is _Utf8PayloadConverter
+
+
 def utf8_client(client: Client) -> Client:
     """``client`` (same connection), writing payloads as UTF-8 JSON; itself if it already does."""
-    if client.data_converter.payload_converter_class is _Utf8PayloadConverter:
+    if writes_utf8_json(client):
         return client
     config = client.config()
     config["data_converter"] = UTF8_DATA_CONVERTER
