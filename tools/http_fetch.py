@@ -19,6 +19,7 @@ from tools.bounded_body import ACCEPT_ENCODING, BodyTooLarge, read_bounded
 from tools.builtin import MAX_RETRY_AFTER_S
 from tools.egress import HttpPolicy, redact_url
 from tools.errors import ToolArgumentsError, ToolError
+from tools.redaction import clip
 from tools.transport import PinnedTransport
 
 __all__ = ["MISSING", "fetch", "raise_for_status"]
@@ -189,7 +190,7 @@ def raise_for_status(response: _Fetched, *, ok_below: int) -> None:
     code = response.status
     if code < ok_below:
         return
-    snippet = response.text()[:300]
+    snippet = clip(response.text(), 300)
     message = f"HTTP {code} from {response.method} {redact_url(response.url)}: {snippet}"
     retryable = code == 429 or code >= 500
     raise ToolError(

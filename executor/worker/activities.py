@@ -211,16 +211,16 @@ class StepActivities:
             with tool_span(call.tool):
                 result = await heartbeating(tool.handler(args, ctx))
         except ToolError as exc:
-            message = secrets.text(exc.message)
+            message = secrets.message(exc.message)
             raise _fail(message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
         except TenantError as exc:
-            raise _fail(secrets.text(str(exc)), type(exc).__name__, retryable=False) from None
+            raise _fail(secrets.message(str(exc)), type(exc).__name__, retryable=False) from None
         except (asyncio.CancelledError, ApplicationError):
             raise
         except Exception as exc:
             # A tool's own bug: its message may quote an argument (a secret); the cause is dropped
             # so neither the message nor a traceback carries it to history or the worker log.
-            raise _fail(secrets.text(f"{type(exc).__name__}: {exc}"), type(exc).__name__, retryable=True) from None
+            raise _fail(secrets.message(f"{type(exc).__name__}: {exc}"), type(exc).__name__, retryable=True) from None
         # Secret values never leave the activity: not in outputs, so not in history or status.
         return _checked_output(secrets.value(result), f"tool {call.tool!r}", call.quota)
 

@@ -23,6 +23,7 @@ import httpx
 from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from tools.bounded_body import ACCEPT_ENCODING, BodyTooLarge, read_bounded
 from tools.egress import HttpPolicy, redact_url
+from tools.redaction import clip
 from tools.sources.catalog import Catalog, CatalogTool, SourceError, SourceSpec, unique_tools
 from tools.transport import PinnedTransport
 
@@ -134,7 +135,7 @@ def _result(method: str, shown: str, response: httpx.Response, data: bytes) -> A
     if status >= 400:
         retry_after = response.headers.get("retry-after", "")
         raise SourceError(
-            f"{method} {shown} answered {status}: {text[:500]}",
+            f"{method} {shown} answered {status}: {clip(text, 500)}",
             retryable=status == 429 or status >= 500,
             error_type=f"HttpStatus{status}",
             retry_after=float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None,
