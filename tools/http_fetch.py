@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from executor.lang.depth import MAX_JSON_DEPTH, deepest
 from tools.bounded_body import ACCEPT_ENCODING, BodyTooLarge, read_bounded
 from tools.builtin import MAX_RETRY_AFTER_S
 from tools.egress import HttpPolicy, redact_url
@@ -41,8 +42,11 @@ class _Fetched:
         if _is_json(self.headers.get("content-type", "")) and self.body:
             try:
                 parsed = json.loads(self.body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 text = self.text()  # says JSON but isn't: give the caller the raw text
+            else:
+                if deepest(parsed, MAX_JSON_DEPTH) is not None:  # no step could hold it: as text
+                    parsed, text = None, self.text()
         else:
             text = self.text()
         return {"status": self.status, "headers": dict(self.headers), "json": parsed, "text": text}

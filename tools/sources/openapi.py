@@ -127,7 +127,9 @@ def _result(method: str, shown: str, response: httpx.Response, data: bytes) -> A
     text = data.decode(response.encoding or "utf-8", errors="replace")
     try:
         value: Any = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):
+        value = text
+    if deepest(value, MAX_JSON_DEPTH) is not None:  # nested past what a step can hold: as text
         value = text
     status = response.status_code
     if 300 <= status < 400:
