@@ -58,8 +58,14 @@ def oversize(value: Any, limit: int) -> int | None:
 
 
 def bounded_text(text: str, limit: int = MAX_ERROR_BYTES) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, saying how much was cut."""
-    raw = text.encode()
+    """``text`` cut to at most ``limit`` UTF-8 bytes, saying how much was cut. A lone surrogate
+    (JSON's "\\ud800" parses to one) becomes U+FFFD: it has no UTF-8 form, so encoding the message
+    raised UnicodeEncodeError in the activity's error handling (the step failed as that, retried)."""
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+        raw = text.encode()
     if len(raw) <= limit:
         return text
     keep = raw[: limit - 64].decode(errors="ignore")
