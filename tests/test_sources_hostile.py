@@ -189,3 +189,41 @@ async def test_an_openapi_body_that_does_not_inflate_is_a_clear_error() -> None:
     assert listing.value.error_type == "OpenApiDocumentInvalid" and not listing.value.retryable
     assert calling.value.error_type == "HttpResponseInvalid" and not calling.value.retryable
     assert "invalid compressed body" in calling.value.message
+
+
+async def test_an_operation_argument_no_request_can_carry_is_not_retried() -> None:
+    """A header argument with CR/LF or outside ASCII, or a path argument making the URL too long,
+    raised httpx's or the codec's own error out of the tool: a retryable tool bug, tried again."""
+
+    async def answer(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    document = {
+        "openapi": "3.0.0",
+        "paths": {
+            "/x/{id}": {
+                "get": {
+                    "operationId": "getx",
+                    "parameters": [
+                        {"in": "header", "name": "X-Trace", "schema": {"type": "string"}},
+                        {"in": "path", "name": "id", "schema": {"type": "string"}},
+                    ],
+                }
+            }
+        },
+    }
+    with Served(Starlette(routes=[Route("/x/{id}", answer)])) as served:
+        policy = HttpPolicy(allowed_private=frozenset({f"127.0.0.1:{served.port}"}))
+        tools, _ = operations(document, "svc", served.origin)
+        client = await OpenApiClient(SourceSpec("svc", "openapi", served.origin), {}, policy, served.origin).open()
+        try:
+            assert await client.call(tools[0], {"id": "1", "X-Trace": "t"}, "k", 10) == {
+                "status": 200,
+                "body": {"ok": True},
+            }
+            for args in ({"id": "1", "X-Trace": "a\r\nInjected: 1"}, {"id": "1", "X-Trace": "é"}, {"id": "a" * 70000}):
+                with pytest.raises(ToolError) as caught:
+                    await client.call(tools[0], args, "k", 10)
+                assert caught.value.error_type == "HttpRequestInvalid" and not caught.value.retryable, caught.value
+        finally:
+            await client.close()

@@ -94,9 +94,12 @@ class OpenApiClient:
         self, method: str, url: str, query: dict[str, Any], headers: dict[str, str], body: Any, timeout_s: float
     ) -> Any:
         assert self._client is not None
-        request = self._client.build_request(
-            method, url, params=query or None, headers=headers, json=body, timeout=timeout_s
-        )
+        try:
+            request = self._client.build_request(
+                method, url, params=query or None, headers=headers, json=body, timeout=timeout_s
+            )
+        except (httpx.InvalidURL, UnicodeEncodeError) as exc:  # an argument no request can carry
+            raise _request_invalid(method, exc) from None
         shown = redact_url(request.url)
         await self._policy.check(request.url)  # the path may not leave the vetted origin
         try:
@@ -109,9 +112,17 @@ class OpenApiClient:
             raise SourceError(f"{method} {shown} timed out", retryable=True, error_type="HttpTimeout") from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise SourceError(f"{method} {shown}: {exc}", retryable=True, error_type="HttpConnectError") from None
+        except httpx.LocalProtocolError as exc:  # e.g. a header argument with CR/LF: never sent
+            raise _request_invalid(method, exc) from None
         except httpx.DecodingError as exc:  # the same bytes will not inflate on a retry either
             raise SourceError(f"{method} {shown}: {exc}", error_type="HttpResponseInvalid") from None
         return _result(method, shown, response, data)
+
+
+def _request_invalid(method: str, exc: Exception) -> SourceError:
+    """The step's arguments make a request HTTP cannot carry (a header value with CR/LF or outside
+    ASCII, a URL too long): the step's mistake, the same on every attempt, so not retried."""
+    return SourceError(f"{method} request is invalid: {exc}", error_type="HttpRequestInvalid")
 
 
 async def _read_capped(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
