@@ -130,8 +130,9 @@ async def fetch(
         raise ToolError(
             f"{method} failed: {type(exc).__name__}: {exc}", retryable=True, error_type="HttpTransportError"
         ) from exc
-    except httpx.LocalProtocolError as exc:
-        # The request itself is malformed (a header value with CR/LF, say): the same bytes fail again.
+    except (httpx.LocalProtocolError, UnicodeEncodeError) as exc:
+        # The request itself is malformed (a header value with CR/LF, or outside ASCII, which
+        # escaped as a retryable tool bug): the same bytes fail again.
         raise ToolError(
             f"{method} request is malformed: {exc}", retryable=False, error_type="HttpRequestInvalid"
         ) from exc
