@@ -170,12 +170,18 @@ def report_activations(steps: int) -> None:
     t.add_column("create", justify="right")
     t.add_column("activations (each)", justify="left")
     t.add_column("total", justify="right")
+    rows: dict[str, tuple[list[float], float]] = {}
     for wf, runs in sorted(ACTIVATIONS.items()):
         n = statistics.median(len(r) for r in runs)
         same = [r for r in runs if len(r) == n]
         cols = [statistics.median(r[i] for r in same) * 1e6 for i in range(int(n))]
         total = statistics.median(sum(r) for r in runs) * 1e6
+        rows[wf] = cols, total
         t.add_row(wf, str(len(runs)), f"{cols[0]:.0f}", " ".join(f"{c:.0f}" for c in cols[1:]), f"{total:.0f}")
+    dp, hw = rows.get("DuraplanRun"), rows.get("BenchBaseline")
+    if dp and hw and len(dp[0]) == len(hw[0]):
+        diff = [a - b for a, b in zip(dp[0], hw[0], strict=True)]
+        t.add_row("dp - hw", "", f"{diff[0]:+.0f}", " ".join(f"{c:+.0f}" for c in diff[1:]), f"{dp[1] - hw[1]:+.0f}")
     console.print(t)
 
 

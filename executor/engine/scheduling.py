@@ -13,6 +13,7 @@ from typing import Any
 from temporalio import workflow
 
 from executor.engine.base import EngineBase
+from executor.engine.clock import now_iso
 from executor.engine.frames import Drained, Frame, StepFailed
 from executor.engine.models import TERMINAL_STATES, CompensationCall, StepError, StepRecord, StepState
 from executor.lang.expressions import ExpressionError, truthy
@@ -112,14 +113,14 @@ class SchedulingMixin(EngineBase):
         rec = self.records.setdefault(path, StepRecord())
         try:
             if step.when is not None and not truthy(self._eval(step.when, frame, "/when")):
-                rec.state, rec.ended_at = "skipped", workflow.now().isoformat()
+                rec.state, rec.ended_at = "skipped", now_iso()
                 return
             if self.paused:
                 await workflow.wait_condition(lambda: not self.paused or self._draining)
             if self._draining:
                 raise Drained()
             if not isinstance(step, ToolStep | CodeStep | LlmStep):  # those start when they get a slot
-                rec.started_at = rec.started_at or workflow.now().isoformat()
+                rec.started_at = rec.started_at or now_iso()
                 rec.state = "running"
             rec.output = await self._execute(step, path, frame, rec)
         except StepFailed as failure:
@@ -151,7 +152,7 @@ class SchedulingMixin(EngineBase):
             self._draining = True
 
     def _finish(self, rec: StepRecord, state: StepState, error: StepError | None, kind: str) -> None:
-        rec.state, rec.error, rec.ended_at = state, error, workflow.now().isoformat()
+        rec.state, rec.error, rec.ended_at = state, error, now_iso()
         self._meter.step_finished(kind)
 
     def _parallel_limit(self) -> int:
