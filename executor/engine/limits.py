@@ -53,7 +53,8 @@ _SIZER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as history stores it: UTF-8 JSON, non-ASCII characters not escaped.
     NaN and infinities count as their JSON-ish spelling (they are refused elsewhere)."""
-    return len(_SIZER.encode(value).encode())
+    text = _SIZER.encode(value)
+    return len(text) if text.isascii() else len(text.encode())  # (isascii: a flag CPython keeps)
 
 
 def oversize(value: Any, limit: int) -> int | None:

@@ -96,6 +96,7 @@ LISTING_DEFERRED_ENGINE = 5  # see StepsMixin._park
 # The workflow owns retries (it shows them in status): each attempt is one activity attempt. One
 # policy for every dispatch (the SDK only reads it).
 _ONCE = RetryPolicy(maximum_attempts=1)
+_LOCAL_LIMIT, _REMOTE_LIMIT = timedelta(seconds=LOCAL_TIMEOUT), timedelta(seconds=REMOTE_TIMEOUT)
 
 
 def _task_ended(started_at: int) -> bool:
@@ -345,12 +346,15 @@ class StepsMixin(EngineBase):
             )
         if local:
             return await workflow.execute_local_activity(
-                fn, arg, start_to_close_timeout=timedelta(seconds=timeout or LOCAL_TIMEOUT), retry_policy=once
+                fn,
+                arg,
+                start_to_close_timeout=_LOCAL_LIMIT if timeout is None else timedelta(seconds=timeout or LOCAL_TIMEOUT),
+                retry_policy=once,
             )
         return await workflow.execute_activity(
             fn,
             arg,
-            start_to_close_timeout=timedelta(seconds=timeout or REMOTE_TIMEOUT),
+            start_to_close_timeout=_REMOTE_LIMIT if timeout is None else timedelta(seconds=timeout or REMOTE_TIMEOUT),
             # A killed worker is noticed in seconds, not after the whole step timeout.
             heartbeat_timeout=timedelta(seconds=HEARTBEAT_TIMEOUT),
             retry_policy=once,

@@ -271,6 +271,8 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
 
     def _sync_listed(self) -> None:
         """Keep DuraplanStatus equal to the public state while the run is open (running <-> waiting)."""
+        if not self._parked and self.state == self._listed:
+            return  # nothing sleeps or waits: the public state is the listed one (every activity step, twice)
         unwinding = sys.exc_info()[1]
         if unwinding is not None and not isinstance(unwinding, Exception):
             return  # cancelled, drained for continue-as-new, or evicted: the state changes otherwise
