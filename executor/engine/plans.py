@@ -42,7 +42,7 @@ class PlanDerived:
 
     plan: Plan
     event_schemas: dict[str, list[dict[str, Any]]]
-    deps: dict[int, set[str]] = field(default_factory=dict)
+    deps: dict[int, Any] = field(default_factory=dict)  # and each block's shape (scheduling._shape)
 
 
 _derived: dict[str, PlanDerived] = {}

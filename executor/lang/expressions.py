@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import jmespath
 import jmespath.exceptions
@@ -110,7 +110,7 @@ def evaluate(expression: str, scope: dict[str, Any]) -> Any:
                 value = None
         return value
     try:
-        return program.search(scope)
+        return cast(jmespath.parser.ParsedResult, program).search(scope)
     except jmespath.exceptions.JMESPathError as exc:
         raise ExpressionError(expression, str(exc).replace("\n", " ")) from None
 
