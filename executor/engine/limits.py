@@ -45,10 +45,16 @@ MAX_BUFFERED_EVENTS = 100
 MAX_BUFFERED_EVENT_BYTES = 1 * MIB
 
 
+# What ``json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)`` builds on every
+# call, built once: the guard runs for every activity a workflow schedules.
+_SIZER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as history stores it: UTF-8 JSON, non-ASCII characters not escaped.
     NaN and infinities count as their JSON-ish spelling (they are refused elsewhere)."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+    text = _SIZER.encode(value)
+    return len(text) if text.isascii() else len(text.encode())  # (isascii: a flag CPython keeps)
 
 
 def oversize(value: Any, limit: int) -> int | None:

@@ -1,9 +1,11 @@
 """Runs of one plan share its parsed model in a worker; a forged or stale hash never maps to another plan.
-Runs with the same local tools share one list and one set of them."""
+Runs with the same local tools share one list and one set of them, and the secret references
+of a plan step's arguments are worked out once."""
 
 from __future__ import annotations
 
-from executor.engine.plans import shared_names, shared_plan
+from executor.engine.plans import plan_refs, shared_names, shared_plan
+from executor.lang.secret_refs import literal_refs
 
 
 def _plan(name: str) -> dict[str, object]:
@@ -28,3 +30,15 @@ def test_equal_local_tool_lists_share_one_list_and_set() -> None:
     assert again is names and again_set is as_set and as_set == {"kv.get", "kv.put"}
     other, other_set = shared_names(["kv.put", "kv.get"])  # another order: passed on as given
     assert other == ["kv.put", "kv.get"] and other_set == as_set
+
+
+def test_plan_refs_are_the_literal_refs_of_each_arguments_object() -> None:
+    args = {"to": {"$secret": "SMTP"}, "body": "${steps.a.output}", "key": {"$secret": "${input.name}"}}
+    first = plan_refs(args)
+    assert first == literal_refs(args) == ["/to"]  # a templated name is not honoured
+    first.append("/body")  # the caller's own list: the remembered answer is not changed
+    assert plan_refs(args) == ["/to"]
+    # another object (an equal one, or a different one at a reused address) is worked out anew
+    assert plan_refs({"x": {"$secret": "TOKEN"}}) == ["/x"]
+    assert plan_refs(dict(args)) == ["/to"]
+    assert plan_refs({"plain": [1, "two"]}) == []
