@@ -114,9 +114,10 @@ def test_cli_delete_then_purge_against_the_server(
 ) -> None:
     monkeypatch.setenv("DURAPLAN_HOME", str(tmp_path))
     monkeypatch.setenv("DURAPLAN_ADDRESS", dev_server.address)
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"  # the server is shared: other tests' tenants are not this one's
     runner = CliRunner()
-    assert runner.invoke(app, ["create", "acme"]).exit_code == 0
-    r: Any = runner.invoke(app, ["delete", "acme", "--yes"])
+    assert runner.invoke(app, ["create", tenant]).exit_code == 0
+    r: Any = runner.invoke(app, ["delete", tenant, "--yes"])
     assert r.exit_code == 0, r.output
-    assert "terminated 0 open run(s) and session(s) of acme" in r.stdout and "no tool store here" in r.stdout
-    assert runner.invoke(app, ["purge", "acme", "--yes"]).exit_code == 0
+    assert f"terminated 0 open run(s) and session(s) of {tenant}" in r.stdout and "no tool store here" in r.stdout
+    assert runner.invoke(app, ["purge", tenant, "--yes"]).exit_code == 0
