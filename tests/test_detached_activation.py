@@ -1,8 +1,7 @@
 """A waiting run's workflow instance keeps no part of the protobuf message that started it.
 
 The SDK keeps sub-messages and repeated fields of a run's activations on its instance, and with
-upb any of them keeps the whole message in memory; duraplan's runner and interceptor swap them
-for copies (executor/worker/activation.py). These tests run the real sandboxed instance on a real
+upb any of them keeps the whole message in memory; duraplan's runner swaps them for copies (executor/worker/activation.py). These tests run the real sandboxed instance on a real
 start activation (no server: the instance is what holds the memory) and fail if the SDK moves
 those fields, which would silently bring the per-run cost back.
 """
@@ -25,7 +24,7 @@ from temporalio.worker.workflow_sandbox._runner import _fake_info
 from executor.engine.contract import WORKFLOW_NAME
 from executor.engine.models import ENGINE_VERSION, RunInput, plan_hash
 from executor.engine.workflow import PlanWorkflow
-from executor.worker.activation import DetachStartHeaders, detach_activation
+from executor.worker.activation import detach_activation
 from executor.worker.runner import workflow_runner
 
 PLAN = {"name": "held", "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
@@ -33,12 +32,11 @@ PLAN = {"name": "held", "steps": [{"id": "go", "kind": "wait_for_event", "event"
 
 def _instance(runner: SandboxedWorkflowRunner) -> WorkflowInstance:
     defn = workflow._Definition.must_from_class(PlanWorkflow)
-    interceptor = DetachStartHeaders().workflow_interceptor_class(None)  # type: ignore[arg-type]
     return runner.create_instance(
         WorkflowInstanceDetails(
             payload_converter_factory=DataConverter.default._new_payload_converter,
             failure_converter_class=DataConverter.default.failure_converter_class,
-            interceptor_classes=[interceptor],
+            interceptor_classes=[],
             defn=defn,
             info=_fake_info,
             randomness_seed=1,
@@ -81,10 +79,26 @@ async def test_a_waiting_run_holds_copies_not_its_start_activation() -> None:
     completion = instance.activate(_start("r1"))
     assert completion.successful.commands[0].HasField("start_timer")  # the run waits for its event
     impl = _impl(instance)
-    assert isinstance(impl._current_internal_flags, list) and impl._current_internal_flags == [1, 2]  # type: ignore[attr-defined]
+    assert impl._current_internal_flags == (1, 2)  # type: ignore[attr-defined]
     assert type(impl._workflow_input.headers) is dict  # type: ignore[attr-defined]
     assert impl._workflow_input.headers["probe"].data == b"x"  # type: ignore[attr-defined]
     assert detach_activation(instance)
+
+
+async def test_held_runs_share_what_is_equal_in_every_run() -> None:
+    """Per held run nothing of its own where one shared value does: the flags tuple, the empty
+    deployment version, the empty headers, and no per-instance activate closure."""
+    first, second = _instance(workflow_runner()), _instance(workflow_runner())
+    for instance, run_id in ((first, "r1"), (second, "r2")):
+        act = _start(run_id)
+        del act.jobs[0].initialize_workflow.headers["probe"]
+        instance.activate(act)
+    a, b = _impl(first), _impl(second)
+    assert a._current_internal_flags is b._current_internal_flags  # type: ignore[attr-defined]
+    assert a._deployment_version_for_current_task is b._deployment_version_for_current_task  # type: ignore[attr-defined]
+    assert a._workflow_input.headers is b._workflow_input.headers  # type: ignore[attr-defined]
+    assert not a._workflow_input.headers  # type: ignore[attr-defined]
+    assert "activate" not in vars(first)
 
 
 def _in_use() -> int:
