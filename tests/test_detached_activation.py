@@ -1,8 +1,9 @@
 """A waiting run's workflow instance keeps no part of the protobuf message that started it.
 
 The SDK keeps sub-messages and repeated fields of a run's activations on its instance, and with
-upb any of them keeps the whole message in memory; duraplan's runner swaps them for copies (executor/worker/activation.py). These tests run the real sandboxed instance on a real
-start activation (no server: the instance is what holds the memory) and fail if the SDK moves
+upb any of them keeps the whole message in memory; duraplan's runner swaps them for copies
+(executor/worker/activation.py). These tests run the real sandboxed instance on a real start
+activation (no server: the instance is what holds the memory) and fail if the SDK moves
 those fields, which would silently bring the per-run cost back.
 """
 
