@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from executor.engine.frames import Frame
 from schemas.plan import Plan
 
-__all__ = ["MAX_SHARED_PLANS", "PlanDerived", "shared_derived", "shared_names", "shared_plan"]
+__all__ = ["MAX_SHARED_PLANS", "PlanDerived", "root_frame", "shared_derived", "shared_names", "shared_plan"]
 
 MAX_SHARED_PLANS = 512  # distinct plans kept; past it the cache starts over (runs keep theirs)
 
@@ -34,6 +35,7 @@ class PlanDerived:
     plan: Plan
     event_schemas: dict[str, list[dict[str, Any]]]
     deps: dict[int, set[str]] = field(default_factory=dict)
+    root: Frame | None = None  # root_frame's, made on first use
 
 
 _derived: dict[str, PlanDerived] = {}
@@ -76,3 +78,16 @@ def shared_derived(
         _derived.clear()
     entry = _derived[digest] = PlanDerived(plan, event_schemas(plan))
     return entry
+
+
+def root_frame(digest: str, plan: Plan) -> Frame:
+    """The frame a run's top block starts in: each of the plan's steps visible by its own id, no
+    extras. Nothing changes a frame (a nested block's is a copy: ``Frame.child``), so the runs of
+    a shared plan share one (``shared_derived``'s), held for the run's whole life; any other plan
+    (a revision) gets its own."""
+    hit = _derived.get(digest)
+    if hit is None or hit.plan is not plan:
+        return Frame("", {s.id: s.id for s in plan.steps})
+    if hit.root is None:
+        hit.root = Frame("", {s.id: s.id for s in plan.steps})
+    return hit.root

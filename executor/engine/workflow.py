@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         StepQuota,
         plan_hash,
     )
-    from executor.engine.plans import shared_derived, shared_names, shared_plan
+    from executor.engine.plans import root_frame, shared_derived, shared_names, shared_plan
     from executor.engine.retry import to_step_error
     from executor.engine.run_status import parent_of
     from executor.engine.scheduling import SchedulingMixin
@@ -162,7 +162,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
     async def _run_plan(self) -> Any:
         """Run the current revision; on terminal failure, replan (if the plan opts in) and go on."""
         while True:
-            frame = Frame("", {s.id: s.id for s in self.plan.steps})
+            frame = root_frame(self.current_hash, self.plan)  # shared by the runs of a plan
             try:
                 if self.plan.limits.deadline is None:  # one suspended frame less while the run waits
                     await self._run_block(self.plan.steps, frame)

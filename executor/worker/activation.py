@@ -112,7 +112,7 @@ def detach_activation(instance: WorkflowInstance) -> bool:
     version = getattr(impl, "_deployment_version_for_current_task", None)
     if version is not None and hasattr(version, "CopyFrom"):
         impl._deployment_version_for_current_task = _version(version)
-    start = getattr(impl, "_workflow_input", None)
+    start: Any = getattr(impl, "_workflow_input", None)
     headers = getattr(start, "headers", None)
     if headers is not None and not isinstance(headers, dict | types.MappingProxyType):
         # the instance's own workflow input: every interceptor and the run's coroutine hold this
