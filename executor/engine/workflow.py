@@ -124,7 +124,6 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             self.continued,
             self.started_at,
             metered=inp.metered,
-            since=self._since,
             engine=inp.engine,
         )
 
