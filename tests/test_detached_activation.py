@@ -87,18 +87,21 @@ async def test_a_waiting_run_holds_copies_not_its_start_activation() -> None:
 
 
 async def test_held_runs_share_what_is_equal_in_every_run() -> None:
-    """Per held run nothing of its own where one shared value does: the flags tuple, the empty
-    deployment version, the empty headers, and no per-instance activate closure."""
+    """Per held run nothing of its own where one shared value does: the flags tuple, the deployment
+    version, the empty headers and last completion result, and no per-instance activate closure."""
     first, second = _instance(workflow_runner()), _instance(workflow_runner())
     for instance, run_id in ((first, "r1"), (second, "r2")):
         act = _start(run_id)
+        act.deployment_version_for_current_task.build_id = "build-1"  # the worker's, in every activation
         del act.jobs[0].initialize_workflow.headers["probe"]
         instance.activate(act)
     a, b = _impl(first), _impl(second)
     assert a._current_internal_flags is b._current_internal_flags  # type: ignore[attr-defined]
     assert a._deployment_version_for_current_task is b._deployment_version_for_current_task  # type: ignore[attr-defined]
+    assert a._last_completion_result is b._last_completion_result  # type: ignore[attr-defined]
     assert a._workflow_input.headers is b._workflow_input.headers  # type: ignore[attr-defined]
     assert not a._workflow_input.headers  # type: ignore[attr-defined]
+    assert a._deployment_version_for_current_task.build_id == "build-1"  # type: ignore[attr-defined]
     assert "activate" not in vars(first)
 
 

@@ -15,7 +15,8 @@ deployment version). Nothing a workflow sees changes (same values), so histories
 
 Per held run this adds no object of its own where it can share one: an instance class (not a
 closure per instance), no interceptor (its coroutine frames stayed suspended as long as the run),
-one empty headers mapping, one tuple per set of internal flags and one empty deployment version.
+one empty headers mapping, one tuple per set of internal flags, one deployment version message per
+value (the worker's build id: the same in every activation), one empty last completion result.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ __all__ = ["DetachedStartRunner", "detach_activation"]
 # Shared by every instance: the SDK only reads these (membership tests, field reads).
 _NO_HEADERS: Mapping[str, Payload] = types.MappingProxyType({})
 _flag_sets: dict[tuple[int, ...], tuple[int, ...]] = {}
-_empty_messages: dict[type, Any] = {}
+_messages: dict[tuple[type, bytes], Any] = {}  # (type, serialized) -> the one copy every run shares
 
 
 def _copy(message: Any) -> Any:
@@ -62,14 +63,16 @@ def _flags(flags: Any) -> tuple[int, ...]:
     return hit
 
 
-def _version(version: Any) -> Any:
-    """A copy of ``version``; the one shared empty message when it is empty (no deployment)."""
-    if version.ByteSize():
-        return _copy(version)
-    empty = _empty_messages.get(type(version))
-    if empty is None:
-        empty = _empty_messages[type(version)] = type(version)()
-    return empty
+def _shared(message: Any) -> Any:
+    """One copy of ``message`` for every run given an equal one (the worker's deployment version,
+    the same in every activation; an empty last completion result): the SDK only reads these."""
+    key = (type(message), message.SerializeToString(deterministic=True))
+    hit = _messages.get(key)
+    if hit is None:
+        if len(_messages) >= 64:  # a few distinct values in practice; bounded regardless
+            _messages.clear()
+        hit = _messages[key] = _copy(message)
+    return hit
 
 
 class _DetachedInstance(_Instance):
@@ -89,7 +92,9 @@ class DetachedStartRunner(SandboxedWorkflowRunner):
         det = dataclasses.replace(
             det,
             info=dataclasses.replace(det.info, headers=detached(det.info.headers)),
-            last_completion_result=_copy(det.last_completion_result),
+            last_completion_result=_shared(det.last_completion_result)
+            if not det.last_completion_result.payloads
+            else _copy(det.last_completion_result),
             last_failure=None if det.last_failure is None else _copy(det.last_failure),
         )
         # SDK internals (temporalio is pinned): SandboxedWorkflowRunner.create_instance builds this
@@ -111,7 +116,7 @@ def detach_activation(instance: WorkflowInstance) -> bool:
         impl._current_internal_flags = _flags(flags)
     version = getattr(impl, "_deployment_version_for_current_task", None)
     if version is not None and hasattr(version, "CopyFrom"):
-        impl._deployment_version_for_current_task = _version(version)
+        impl._deployment_version_for_current_task = _shared(version)
     start: Any = getattr(impl, "_workflow_input", None)
     headers = getattr(start, "headers", None)
     if headers is not None and not isinstance(headers, dict | types.MappingProxyType):
