@@ -155,14 +155,61 @@ def show(tenant: TenantArg, as_json: JsonOut = False) -> None:
 @_user_errors
 def delete(
     tenant: TenantArg,
-    yes: Annotated[bool, typer.Option("--yes", help="Confirm: removes keys, quotas, grants and secrets too.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: ends its runs and removes its keys, secrets and data too.")
+    ] = False,
 ) -> None:
-    """Delete a tenant and everything of it."""
+    """Delete a tenant and everything of it: keys, quotas, grants, secrets and sources at once, then
+    its open runs and planning sessions (terminated) and its kv, effects, outbox and carries in the tool store."""
     if not yes:
-        raise ValueError(f"deleting tenant {tenant!r} removes its keys and secrets; pass --yes to confirm")
+        raise ValueError(
+            f"deleting tenant {tenant!r} removes its keys, secrets and kv data and ends its runs; pass --yes to confirm"
+        )
     with _registry() as reg:
         reg.delete(tenant)
-    typer.echo(f"deleted tenant {tenant}")
+        typer.echo(f"deleted tenant {tenant}")
+        _purge(reg, tenant)
+
+
+@app.command()
+@_user_errors
+def purge(
+    tenant: TenantArg,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: ends its runs and deletes its data.")] = False,
+) -> None:
+    """Finish a deleted tenant's removal: end its open runs, delete its data in the tool store
+    (what `delete` does after the registry; repeatable)."""
+    if not yes:
+        raise ValueError(f"purging tenant {tenant!r} ends its runs and deletes its kv data; pass --yes to confirm")
+    with _registry() as reg:
+        _purge(reg, tenant)
+
+
+def _purge(reg: TenantRegistry, tenant: str) -> None:
+    import asyncio
+
+    from executor.service.config import connect
+    from executor.service.tenant_purge import purge_tenant
+
+    if not reg.is_retired(tenant):  # before connecting: a live tenant is never purged
+        raise TenantError(f"tenant {tenant!r} is not deleted: delete it first (duraplan tenants delete)")
+    settings = Settings.from_env()
+
+    async def run() -> Any:
+        return await purge_tenant(await connect(settings), settings, reg, tenant)
+
+    try:
+        report = asyncio.run(run())
+    except TenantError:
+        raise
+    except Exception as exc:  # Temporal or the tool store unreachable: the registry part is done
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"tenant {tenant!r} is deleted, but its runs and data were not purged ({detail}); "
+            f"finish with: duraplan tenants purge {tenant} --yes"
+        ) from None
+    rows = ", ".join(f"{n} {table}" for table, n in report.rows_deleted.items()) or "no tool store here"
+    typer.echo(f"terminated {report.terminated} open run(s) and session(s) of {tenant}; deleted rows: {rows}")
 
 
 # ---- API keys ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ those fields, which would silently bring the per-run cost back.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import statistics
 
@@ -17,18 +18,28 @@ from temporalio import workflow
 from temporalio.api.common.v1 import Payloads
 from temporalio.api.failure.v1 import Failure
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.converter import DataConverter
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox._runner import _fake_info
 
-from executor.engine.contract import WORKFLOW_NAME
+from executor.engine.contract import SA_TENANT, WORKFLOW_NAME
 from executor.engine.models import ENGINE_VERSION, RunInput, plan_hash
 from executor.engine.workflow import PlanWorkflow
 from executor.worker.activation import detach_activation
 from executor.worker.runner import workflow_runner
 
 PLAN = {"name": "held", "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+
+
+# What a run started with search attributes has in its info before the runner's copy.
+_INFO = dataclasses.replace(
+    _fake_info,
+    raw_memo={"generation": DataConverter.default.payload_converter.to_payload(1)},
+    search_attributes={"DuraplanTenant": ["t"]},
+    typed_search_attributes=TypedSearchAttributes([SearchAttributePair(SA_TENANT, "t")]),
+)
 
 
 def _instance(runner: SandboxedWorkflowRunner) -> WorkflowInstance:
@@ -39,7 +50,7 @@ def _instance(runner: SandboxedWorkflowRunner) -> WorkflowInstance:
             failure_converter_class=DataConverter.default.failure_converter_class,
             interceptor_classes=[],
             defn=defn,
-            info=_fake_info,
+            info=_INFO,
             randomness_seed=1,
             extern_functions={},
             disable_eager_activity_execution=False,
@@ -103,6 +114,23 @@ async def test_held_runs_share_what_is_equal_in_every_run() -> None:
     assert not a._workflow_input.headers  # type: ignore[attr-defined]
     assert a._deployment_version_for_current_task.build_id == "build-1"  # type: ignore[attr-defined]
     assert "activate" not in vars(first)
+
+
+async def test_a_run_keeps_no_decoded_start_search_attributes() -> None:
+    """Listing reads them from the server; held in every run they were ~1.4 KB each. Each run gets
+    containers of its own: an upsert updates them in place, so sharing one would leak values."""
+    first, second = _instance(workflow_runner()), _instance(workflow_runner())
+    infos = [_impl(i)._info for i in (first, second)]  # type: ignore[attr-defined]
+    for info in infos:
+        assert info.search_attributes == {} and info.typed_search_attributes.search_attributes == []
+    assert infos[0].search_attributes is not infos[1].search_attributes
+    assert infos[0].typed_search_attributes.search_attributes is not infos[1].typed_search_attributes.search_attributes
+    assert _INFO.search_attributes == {"DuraplanTenant": ["t"]}, "the SDK's own info is not touched"
+    # A memo's payloads are sub-messages of the start activation (they would keep all of it).
+    memo = infos[0].raw_memo["generation"]
+    assert memo is not _INFO.raw_memo["generation"] and memo.data == b"1"
+    # upsert_memo changes the memo in place: each run has a dict of its own, even an empty one
+    assert type(infos[0].raw_memo) is dict and infos[0].raw_memo is not infos[1].raw_memo
 
 
 def _in_use() -> int:

@@ -70,3 +70,12 @@ class CarryStore:
                 return cur.rowcount
 
         return await asyncio.to_thread(delete)
+
+    async def purge_tenant(self, tenant: str) -> int:
+        """Delete every carry of ``tenant`` (a deleted tenant's): rows removed."""
+
+        def delete() -> int:
+            with self._db.transaction() as tx:
+                return tx.execute("DELETE FROM run_carry WHERE tenant = ?", (tenant,)).rowcount
+
+        return await asyncio.to_thread(delete)

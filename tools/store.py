@@ -286,6 +286,20 @@ class Store:
         outcome = await self._write(lambda c: _once_tx(c, tenant, effect_key, effect))
         return outcome.result
 
+    async def purge_tenant(self, tenant: str) -> dict[str, int]:
+        """Delete everything of ``tenant`` here (kv, effects ledger, outbox), in one transaction:
+        rows removed per table. For a deleted tenant whose runs have ended: a run still going could
+        repeat an effect whose ledger row is gone."""
+        _check_tenant(tenant)
+
+        def purge(conn: Tx) -> dict[str, int]:
+            return {
+                table: conn.execute(f"DELETE FROM {table} WHERE tenant = ?", (tenant,)).rowcount
+                for table in ("kv", "effects", "outbox")
+            }
+
+        return await self._write(purge)
+
     async def _read(self, fn: Callable[[Tx], T]) -> T:
         import asyncio  # loaded with the running loop; not at import: validating a plan runs none
 

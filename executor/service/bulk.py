@@ -28,7 +28,16 @@ from temporalio.service import RPCError, RPCStatusCode
 from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
 from executor.errors import InputsInvalid
 
-__all__ = ["BULK_ACTIONS", "MAX_ITERATED_RUNS", "BulkAction", "BulkResult", "RunFilter", "bulk_query", "run_bulk"]
+__all__ = [
+    "BULK_ACTIONS",
+    "MAX_ITERATED_RUNS",
+    "BulkAction",
+    "BulkResult",
+    "RunFilter",
+    "apply_to_query",
+    "bulk_query",
+    "run_bulk",
+]
 
 BulkAction = Literal["cancel", "terminate", "pause", "resume"]
 BULK_ACTIONS: tuple[str, ...] = ("cancel", "terminate", "pause", "resume")
@@ -112,6 +121,22 @@ async def run_bulk(
         return BulkResult(
             action=action, dry_run=dry_run, matched=matched, affected=0, failed=0, strategy="count", state="completed"
         )
+    return await apply_to_query(client, tenant, action, query, matched, reason=reason, wait_s=wait_s)
+
+
+async def apply_to_query(
+    client: Client,
+    tenant: str,
+    action: str,
+    query: str,
+    matched: int,
+    *,
+    reason: str | None = None,
+    wait_s: float = 30.0,
+) -> BulkResult:
+    """``action`` on the ``matched`` runs of ``tenant`` that ``query`` lists (a query the caller
+    built to name the tenant first, as ``bulk_query`` does; iterated runs are checked against the
+    tenant's workflow id prefix too)."""
     reason = reason or f"duraplan bulk {action} for tenant {tenant}"
     if action in ("cancel", "terminate"):
         try:

@@ -191,7 +191,11 @@ async def start_run(
     prepared = _prepare(parsed)
     values = dict(inputs or {})
     check_depth("run inputs", values)
-    problems = [f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}" for e in prepared.inputs.iter_errors(values)]
+    problems = (
+        []
+        if not values and prepared.none_needed
+        else [f"{''.join(f'/{p}' for p in e.path) or '/'}: {e.message}" for e in prepared.inputs.iter_errors(values)]
+    )
     if problems:
         raise InputsInvalid("run inputs", problems)
     if ctx.quotas is not None and ctx.quotas not in prepared.within:
@@ -299,6 +303,7 @@ class _Prepared:
     digest: str  # plan_hash(body)
     encoded: str  # the body as a run input's payload holds it (start_request.plan_json)
     inputs: jsonschema.Draft202012Validator  # the plan's inputs schema, compiled
+    none_needed: bool  # the schema accepts no inputs at all ({}): a start without any skips it
     # tenants' quotas the plan was checked against and is within (Quotas is frozen: a changed
     # quota is another value, checked afresh); a walk of every step, ~75 us at 50 steps
     within: set[Quotas] = field(default_factory=set)
@@ -363,7 +368,8 @@ def _prepare(parsed: Plan) -> _Prepared:
             _PREPARED.move_to_end(id(parsed))
             return hit
     body = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    prepared = _Prepared(parsed, body, plan_hash(body), plan_json(body), validator(parsed.inputs))
+    inputs = validator(parsed.inputs)
+    prepared = _Prepared(parsed, body, plan_hash(body), plan_json(body), inputs, inputs.is_valid({}))
     with _PREPARED_LOCK:
         _PREPARED[id(parsed)] = prepared
         while len(_PREPARED) > CACHE_SIZE:

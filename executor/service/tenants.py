@@ -478,11 +478,12 @@ class TenantRegistry:
             if db.execute("SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone():
                 raise TenantError(f"tenant {tenant_id!r} already exists")
             if db.execute("SELECT 1 FROM retired_tenants WHERE tenant_id = ?", (tenant_id,)).fetchone():
-                # Runs (in Temporal) and kv values (in the tool store) are keyed by the name and
-                # outlive the registry row: a new owner of the name would read them.
+                # Run histories (in Temporal, until its retention) and, until purged, kv values (in
+                # the tool store) are keyed by the name and outlive the registry row: a new owner of
+                # the name would read them.
                 raise TenantError(
-                    f"tenant {tenant_id!r} was deleted and its runs and kv data still exist under that "
-                    "name; it cannot be reused: choose another tenant id"
+                    f"tenant {tenant_id!r} was deleted and its run histories stay under that name; "
+                    "it cannot be reused: choose another tenant id"
                 )
             db.execute("INSERT INTO tenants VALUES (?, ?, ?)", (tenant_id, display_name, tenant.created_at))
             db.executemany("INSERT INTO tool_grants VALUES (?, ?)", [(tenant_id, p) for p in DEFAULT_TOOL_GRANTS])
@@ -526,13 +527,18 @@ class TenantRegistry:
 
     def delete(self, tenant_id: str) -> None:
         """Remove a tenant and everything of it (keys, quotas, buckets, grants, egress, secrets).
-        The name is retired: its runs and kv data outlive it, so no new tenant may take it."""
+        The name is retired: its run histories outlive it, so no new tenant may take it. Its runs
+        and tool-store data are ended by ``executor.service.tenant_purge`` (the CLI's ``delete``)."""
         with self._tx() as db:
             self._require(db, tenant_id)
             db.execute("DELETE FROM tenants WHERE tenant_id = ?", (tenant_id,))
             db.execute("DELETE FROM retired_tenants WHERE tenant_id = ?", (tenant_id,))  # portable upsert
             db.execute("INSERT INTO retired_tenants VALUES (?, ?)", (tenant_id, time.time()))
         self._forget(tenant_id)
+
+    def is_retired(self, tenant_id: str) -> bool:
+        """True for a deleted tenant's name (``delete``): what ``executor.service.tenant_purge`` ends."""
+        return self._rows("SELECT 1 FROM retired_tenants WHERE tenant_id = ?", (tenant_id,)) != []
 
     # ---- API keys ------------------------------------------------------------------------------
 

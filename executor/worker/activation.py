@@ -29,6 +29,7 @@ from typing import Any
 from temporalio.api.common.v1 import Payload
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
+from temporalio.common import TypedSearchAttributes
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox._runner import _Instance
@@ -48,6 +49,8 @@ def _copy(message: Any) -> Any:
 
 
 def detached(headers: Mapping[str, Payload]) -> Mapping[str, Payload]:
+    """Headers as copies; no headers as the one shared empty mapping (nothing changes headers in
+    place: interceptors build new ones). Not for the memo, which upsert_memo changes in place."""
     if not headers:
         return _NO_HEADERS
     return {k: _copy(v) for k, v in headers.items()}
@@ -91,7 +94,17 @@ class DetachedStartRunner(SandboxedWorkflowRunner):
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
         det = dataclasses.replace(
             det,
-            info=dataclasses.replace(det.info, headers=detached(det.info.headers)),
+            # Not the start's search attributes: no duraplan workflow reads its own (they are for
+            # listing), and decoded twice (the untyped map and the typed list) they were ~1.4 KB
+            # of every held run. Fresh containers: upserts update them in place.
+            info=dataclasses.replace(
+                det.info,
+                headers=detached(det.info.headers),
+                # a restarted run's (generation) memo; a dict of its own: upsert_memo changes it in place
+                raw_memo={k: _copy(v) for k, v in det.info.raw_memo.items()},
+                search_attributes={},
+                typed_search_attributes=TypedSearchAttributes([]),
+            ),
             last_completion_result=_shared(det.last_completion_result)
             if not det.last_completion_result.payloads
             else _copy(det.last_completion_result),

@@ -55,6 +55,25 @@ async def test_tenants_are_isolated(store: Store) -> None:
     assert await store.outbox_list("globex") == []
 
 
+async def test_purge_tenant_deletes_that_tenant_only(store: Store) -> None:
+    """A deleted tenant's data goes; a tenant whose name differs only in case keeps its own."""
+    from tools.carry_store import CarryStore
+
+    carries = CarryStore(store.database)
+    for tenant in ("Acme", "acme"):
+        await store.kv_put(tenant, "k", tenant)
+        await store.kv_put(tenant, "j", 1, idempotency_key=f"{tenant}-put")
+        await store.outbox_add(tenant, "m", "ops", "hello")
+        await carries.save(tenant, "run-1", "c1", ["part"], None)
+    assert await store.purge_tenant("Acme") == {"kv": 2, "effects": 2, "outbox": 1}
+    assert await carries.purge_tenant("Acme") == 1
+    assert await store.kv_list("Acme") == [] and await store.outbox_list("Acme") == []
+    assert await store.effect_count("Acme") == 0 and await carries.load("Acme", "run-1", "c1", 0) is None
+    assert await store.kv_get("acme", "k") == "acme" and await store.effect_count("acme") == 2
+    assert len(await store.outbox_list("acme")) == 1 and await carries.load("acme", "run-1", "c1", 0) is not None
+    assert await store.purge_tenant("Acme") == {"kv": 0, "effects": 0, "outbox": 0}
+
+
 async def test_kv_list_prefix_is_literal_and_sorted(store: Store) -> None:
     for key in ["b/2", "b/1", "a", "b%", "b_x", "B/3"]:
         await store.kv_put("acme", key, 0)
