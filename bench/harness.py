@@ -29,8 +29,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from bench.baseline import BaselineInput, BaselineWorkflow
-from executor.engine.workflow import PlanWorkflow
+from bench.baseline import BASELINE_WORKFLOW, BaselineInput, BaselineWorkflow
+from executor.engine.workflow import WORKFLOW_NAME, PlanWorkflow
 from executor.service.client import Duraplan
 from executor.service.config import SEARCH_ATTRIBUTES, Settings
 from executor.service.usage_reconcile import Reconciler
@@ -82,6 +82,12 @@ class EagerProbe(Interceptor):
         # bench.whatif: may rewrite a start request before it is sent
         self.rewrite: Callable[[StartWorkflowInput], None] | None = None
 
+    def count(self, workflow: str, handle: Any) -> None:
+        """One eager-start request, honoured if the SDK (or duraplan's direct start) marked it so."""
+        self.requested[workflow] += 1
+        if getattr(handle, "__temporal_eagerly_started", False):
+            self.eager[workflow] += 1
+
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
         return _EagerOutbound(next, self)
 
@@ -100,9 +106,7 @@ class _EagerOutbound(OutboundInterceptor):
             self._probe.rpc.clear()
         self._probe.rpc[input.id] = (t0, time.perf_counter())
         if input.request_eager_start:
-            self._probe.requested[input.workflow] += 1
-            if getattr(handle, "__temporal_eagerly_started", False):
-                self._probe.eager[input.workflow] += 1
+            self._probe.count(input.workflow, handle)
         return handle
 
 
@@ -118,6 +122,7 @@ class Bench:
     server: str
     sandbox: Sandbox | None = None  # the worker's: code steps run there
     reconciler: Reconciler | None = None  # metering on: folds run ends into the ledger, as a worker does
+    intercepted: bool = False  # the probe is the client's interceptor (else starts count themselves)
     prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _seq: int = 0
     last_run_id: str = ""
@@ -193,13 +198,18 @@ async def bench_env(
     workflows: tuple[type, ...] = (),
     sandbox_options: dict[str, Any] | None = None,
     reconcile_in_background: bool = True,
+    intercept: bool = False,
 ) -> AsyncIterator[Bench]:
     """``reconcile_in_background``: metering on, run the usage reconciler's passes every few
-    seconds as a worker does (bench.metering_cost runs them itself, to account for them apart)."""
+    seconds as a worker does (bench.metering_cost runs them itself, to account for them apart).
+    ``intercept``: the client gets ``EagerProbe`` as an interceptor (its start RPC timings, and
+    bench.whatif's rewrites). Off by default: with any client interceptor duraplan's start takes
+    the SDK's generic path (executor.service.start_request), which a deployment without tracing
+    does not; eager starts are then counted from the handles (``run_duraplan``, ``run_baseline``)."""
     probe = EagerProbe()
     with tempfile.TemporaryDirectory(prefix="duraplan-bench-") as tmp:
         home = Path(tmp)
-        async with dev_server(home, [probe], server) as (client, label, _pid):
+        async with dev_server(home, [probe] if intercept else [], server) as (client, label, _pid):
             task_queue = f"bench-{uuid.uuid4().hex[:8]}"
             metering = os.environ.get("DURAPLAN_METERING", "1") != "0"  # metered as a deployed worker is
             settings = Settings(home=home, task_queue=task_queue, metering=metering)
@@ -227,7 +237,7 @@ async def bench_env(
                     try:
                         async with worker:
                             dp = Duraplan(client, settings, registry, usage=usage if metering else None)
-                            yield Bench(client, dp, task_queue, probe, label, sandbox, reconciler)
+                            yield Bench(client, dp, task_queue, probe, label, sandbox, reconciler, intercept)
                     finally:
                         if passes is not None:
                             passes.cancel()
@@ -268,6 +278,8 @@ async def run_duraplan(bench: Bench, plan: dict[str, Any], *, wait_result: bool 
     t0 = time.perf_counter()
     handle = await bench.dp.submit_plan(plan, tenant=TENANT, session="bench", inputs={"x": 1}, run_id=run_id)
     t1 = time.perf_counter()
+    if not bench.intercepted:
+        bench.probe.count(WORKFLOW_NAME, handle._started)
     result = await handle.result() if wait_result else None
     t2 = time.perf_counter()
     if wait_result:
@@ -286,6 +298,8 @@ async def run_baseline(bench: Bench, steps: int, local: bool, *, wait_result: bo
         request_eager_start=True,
     )
     t1 = time.perf_counter()
+    if not bench.intercepted:
+        bench.probe.count(BASELINE_WORKFLOW, handle)
     result = await handle.result() if wait_result else None
     t2 = time.perf_counter()
     if wait_result:

@@ -273,7 +273,7 @@ async def run_variant(bench: Bench, variant: str, steps: int, strategy: str) -> 
 async def cpu_per_run(rounds: int, burst: int, concurrency: int) -> dict[str, Any]:
     """CPU ms per 1-step run, this process and the dev server, bursts of each variant in turn."""
     out: dict[str, dict[str, list[dict[str, float]]]] = {}
-    async with bench_env(runner=timing_runner()) as bench:
+    async with bench_env(runner=timing_runner(), intercept=True) as bench:
         for strategy in ("local", "remote"):
             cells = out.setdefault(strategy, {v: [] for v in CPU_VARIANTS})
             for v in CPU_VARIANTS:  # warm-up
@@ -327,7 +327,7 @@ async def start_rpc(rounds: int) -> dict[str, list[float]]:
     """Time inside the start RPC (eager) per start option, 1-step local runs, interleaved."""
     memo, attrs = DP_MEMO, DP_ATTRIBUTES
     out: dict[str, list[float]] = {v: [] for v in RPC_VARIANTS}
-    async with bench_env(runner=timing_runner()) as bench:
+    async with bench_env(runner=timing_runner(), intercept=True) as bench:
         for r in range(rounds + 3):
             order = RPC_VARIANTS if r % 2 == 0 else tuple(reversed(RPC_VARIANTS))
             for v in order:
@@ -385,7 +385,7 @@ async def history_of(bench: Bench, wid: str) -> dict[str, Any]:
 async def live(runs: int, sizes: tuple[int, ...]) -> dict[str, Any]:
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     histories: dict[str, Any] = {}
-    async with bench_env(runner=timing_runner()) as bench:
+    async with bench_env(runner=timing_runner(), intercept=True) as bench:
         for strategy in ("local", "remote"):
             for steps in sizes:
                 for v in VARIANTS:  # warm-up

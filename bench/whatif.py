@@ -158,7 +158,7 @@ async def main() -> None:
     strategies = ("local",) if args.each else ("local", "remote")
     lat: dict[str, dict[str, list[Sample]]] = {s: {} for s in systems}
     thr: dict[str, dict[str, list[dict[str, float]]]] = {s: {"local": [], "remote": []} for s in systems}
-    async with bench_env() as bench:
+    async with bench_env(intercept=True) as bench:
         bench.probe.rewrite = f4_rewrite
         for strategy, steps in cells:
             cell = f"{strategy}/{steps}"

@@ -24,6 +24,7 @@ import typer
 from duraplan.lazy import LazyGroup
 from executor.engine.states import FINAL_RUN_STATES, RUN_STATES
 from executor.errors import DuraplanError, PlanInvalid
+from executor.lang.depth import MAX_JSON_DEPTH
 from executor.service.config import Settings
 from executor.service.process import exit_process
 
@@ -211,14 +212,24 @@ def _check_locally(plan: Path, address: str | None, namespace: str | None) -> No
         raise PlanInvalid(issues)
 
 
+def _json_arg(text: str, what: str) -> Any:
+    """``text`` parsed, or a one-line error naming ``what``: JSON nested past the parser's stack and
+    integers of thousands of digits raised RecursionError / ValueError (a traceback)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise _fail(f"{what} nests too deep (at most {MAX_JSON_DEPTH} levels)") from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
+        raise _fail(f"{what} is not usable JSON: {str(exc).split(';')[0]}") from None
+
+
 def _parse_inputs(pairs: list[str], inputs_json: str | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if inputs_json:
         text = Path(inputs_json[1:]).read_text() if inputs_json.startswith("@") else inputs_json
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _fail(f"--inputs is not JSON: {exc}") from None
+        loaded = _json_arg(text, "--inputs")
         if not isinstance(loaded, dict):
             raise _fail("--inputs must be a JSON object")
         values.update(loaded)
@@ -227,9 +238,13 @@ def _parse_inputs(pairs: list[str], inputs_json: str | None) -> dict[str, Any]:
         if not sep or not key:
             raise _fail(f"--input {pair!r} is not KEY=VALUE")
         try:
-            values[key] = json.loads(raw)
+            json.loads(raw)
         except json.JSONDecodeError:
             values[key] = raw  # plain text is a string
+            continue
+        except (RecursionError, ValueError):
+            pass  # JSON, but not usable: _json_arg says why
+        values[key] = _json_arg(raw, f"--input {key}")
     return values
 
 
@@ -488,10 +503,7 @@ def send_event(
     namespace: Namespace = None,
 ) -> Coroutine[Any, Any, None] | None:
     """Send an event to a run; kept until a wait_for_event step takes it."""
-    try:
-        value = json.loads(payload) if payload is not None else None
-    except json.JSONDecodeError as exc:
-        raise _fail(f"--payload is not JSON: {exc}") from None
+    value = _json_arg(payload, "--payload") if payload is not None else None
     result = _over_http(
         address,
         namespace,

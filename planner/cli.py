@@ -117,6 +117,9 @@ def chat(
         values: dict[str, Any] = json.loads(inputs) if inputs else {}
     except json.JSONDecodeError as exc:
         raise _fail(ValueError(f"--inputs is not JSON: {exc}")) from None
+    except (RecursionError, ValueError) as exc:  # nested past the parser's stack; a 5,000-digit integer
+        reason = "it nests too deep" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise _fail(ValueError(f"--inputs is not usable JSON: {reason}")) from None
     if not isinstance(values, dict):
         raise _fail(ValueError("--inputs must be a JSON object"))
     settings = Settings.from_env(address=address, namespace=namespace)

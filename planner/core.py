@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from executor.errors import PlanIssue
+from executor.lang.depth import MAX_JSON_DEPTH
 from executor.lang.validate import check_plan
 from planner import provider
 from planner.errors import BudgetExhausted, RepairExhausted
@@ -90,18 +91,25 @@ def parse_answer(text: str) -> tuple[dict[str, Any] | None, list[PlanIssue]]:
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
         candidates.append(text[start : end + 1])
-    error: json.JSONDecodeError | None = None
+    reason: str | None = None
     for candidate in candidates:
         try:
             value = json.loads(candidate.strip())
         except json.JSONDecodeError as exc:
-            error = error or exc
+            reason = reason or f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            continue
+        # A model's answer is as hostile as any input: JSON nested past the parser's stack, or an
+        # integer of thousands of digits, raised out of plan_goal (a 500 from POST /v1/plan).
+        except RecursionError:
+            reason = reason or f"it nests more than {MAX_JSON_DEPTH} levels deep"
+            continue
+        except ValueError as exc:
+            reason = reason or str(exc).split(";")[0]
             continue
         if isinstance(value, dict):
             return value, []
         return None, [PlanIssue("", f"the answer is JSON but not an object ({type(value).__name__})", code="json")]
-    reason = f"{error.msg} at line {error.lineno} column {error.colno}" if error else "empty answer"
-    return None, [PlanIssue("", f"the answer is not valid JSON: {reason}", code="json")]
+    return None, [PlanIssue("", f"the answer is not valid JSON: {reason or 'empty answer'}", code="json")]
 
 
 async def plan_goal(

@@ -10,6 +10,7 @@ Steps are a tagged union on ``kind``; the interpreter matches on it exhaustively
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -61,14 +62,24 @@ StepId = Annotated[str, Field(pattern=STEP_ID_PATTERN, description="Unique acros
 def parse_duration(value: str | float) -> float:
     """Seconds in a duration; raises ValueError on anything the schema would reject."""
     if isinstance(value, int | float):
-        if value < 0:
+        # NaN passes every comparison a caller bounds it with, then breaks timedelta() in workflow
+        # code (a script's sleep(float('nan')) failed every workflow task: the run hung).
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int of hundreds of digits
+            raise ValueError(f"duration {str(value)[:40]}... is too long") from None
+        if not math.isfinite(seconds):
+            raise ValueError(f"duration {value!r} is not a finite number")
+        if seconds < 0:
             raise ValueError(f"duration {value!r} is negative")
-        return float(value)
+        return seconds
     if not re.fullmatch(DURATION_PATTERN, value):
         raise ValueError(f"duration {value!r} is not like 30s, 10m, 2h, 3d or 1d12h")
     total = 0.0
     for amount, unit in _DURATION_PART.findall(value.replace(" ", "")):
         total += float(amount) * _UNIT_SECONDS[unit or "s"]
+    if not math.isfinite(total):  # hundreds of digits: float() says inf
+        raise ValueError(f"duration {value[:40]!r}... is too long")
     return total
 
 

@@ -52,6 +52,25 @@ async def test_run_of_an_invalid_plan_without_a_server_reports_the_plan(tmp_path
     assert "cannot reach Temporal" not in result.err and "Traceback" not in result.err
 
 
+async def test_json_arguments_the_parser_cannot_hold_are_one_line(tmp_path: Path) -> None:
+    """--inputs, --input and --payload nested past the parser's stack, or holding a 5,000-digit
+    integer, were a RecursionError / ValueError traceback."""
+    plan = tmp_path / "ok.json"
+    plan.write_text(json.dumps({"name": "ok", "steps": [{"id": "a", "kind": "set", "value": 1}]}))
+    deep, big = "[" * 5000 + "]" * 5000, "9" * 5000
+    (tmp_path / "deep.json").write_text(deep)
+    cli = Cli(_env(tmp_path, DURAPLAN_ADDRESS="127.0.0.1:1"))
+    for args, said in [
+        (("run", str(plan), "--inputs", f"@{tmp_path / 'deep.json'}"), "--inputs nests too deep"),
+        (("run", str(plan), "--input", f"x={deep}"), "--input x nests too deep"),
+        (("run", str(plan), "--input", f"x={big}"), "--input x is not usable JSON: Exceeds the limit"),
+        (("events", "send", "r", "go", "--payload", deep), "--payload nests too deep"),
+    ]:
+        result = await cli(*args)
+        assert result.code == 1 and said in result.err, result.err
+        assert "Traceback" not in result.err and "Error:" not in result.err, result.err
+
+
 async def test_dev_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

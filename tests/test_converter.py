@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from temporalio.converter import DataConverter
 
@@ -72,3 +73,60 @@ def test_dataclasses_decode_as_the_default_converter_does() -> None:
     for bad in bads:
         ours, theirs = _decode_both(bad, _Outer)
         assert isinstance(ours, tuple) and ours == theirs
+
+
+@dataclasses.dataclass
+class _Plain:
+    """Fields the converter takes as JSON gives them, unless the value is not what the hint says."""
+
+    text: str
+    count: int
+    ratio: float
+    flag: bool
+    blob: dict[str, Any]
+    labels: dict[str, str]
+    names: list[str]
+    maybe: str | None = None
+    anything: Any = None
+    inner: _Inner | None = None
+    inners: list[_Inner] = dataclasses.field(default_factory=list)
+
+
+def test_plain_fields_decode_as_the_default_converter_does() -> None:
+    good = {
+        "text": "é",
+        "count": 3,
+        "ratio": 1.5,
+        "flag": True,
+        "blob": {"a": [1, {"b": None}]},
+        "labels": {"k": "v"},
+        "names": ["x", "y"],
+        "maybe": None,
+        "anything": {"z": 1},
+    }
+    ours, theirs = _decode_both(good, _Plain)
+    assert ours == theirs and isinstance(ours, _Plain) and ours.blob == good["blob"]
+    # values that need converting (the default converter's int(), float()) or that it refuses
+    for field, value in [
+        ("count", 2.0),
+        ("count", True),
+        ("ratio", 2),
+        ("flag", 1),
+        ("text", 5),
+        ("maybe", "m"),
+        ("maybe", 7),
+        ("labels", {"k": 1}),
+        ("names", ["x", 2]),
+        ("names", "xy"),
+        ("blob", ["not", "an", "object"]),
+        ("inner", {"n": 1}),
+        ("inner", {"n": "x"}),
+        ("inner", 3),
+        ("inners", [{"n": 1, "tags": ["t"]}]),
+        ("inners", [1]),
+        ("inners", "ab"),
+    ]:
+        ours, theirs = _decode_both({**good, field: value}, _Plain)
+        assert ours == theirs, (field, value)
+        if not isinstance(ours, tuple):
+            assert type(getattr(ours, field)) is type(getattr(theirs, field)), (field, value)

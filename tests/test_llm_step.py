@@ -111,3 +111,20 @@ async def test_answer_breaking_the_schema_is_retried_then_fails(dp: Duraplan) ->
         with pytest.raises(RunFailed, match="LlmOutputInvalid"):
             await handle.result()
     assert route.call_count == 2
+
+
+async def test_an_answer_too_deep_for_the_parser_fails_the_step_plainly(dp: Duraplan) -> None:
+    """JSON nested past the parser's stack raised RecursionError out of the activity (a traceback
+    in history) instead of the step's own LlmOutputInvalid."""
+    deep = '{"n": ' + "[" * 5000 + "]" * 5000 + "}"
+    with respx.mock() as mock:
+        route = mock.post(OPENAI).mock(return_value=httpx.Response(200, json=completion(deep)))
+        handle = await dp.submit_plan(
+            llm_plan(output_schema={"type": "object"}, retry={"max_attempts": 1}),
+            tenant="t",
+            session="s",
+            inputs={"topic": "x"},
+        )
+        with pytest.raises(RunFailed, match="LlmOutputInvalid: model answer is JSON nested too deep"):
+            await handle.result()
+    assert route.call_count == 1

@@ -106,6 +106,26 @@ async def test_bad_host_calls_raise_in_the_script_not_in_the_workflow(dp: tuple[
     assert got == {"value": [1, 2]}, "a set argument arrives as a list"
 
 
+async def test_a_nan_duration_raises_in_the_script_and_does_not_hang_the_run(dp: tuple[Duraplan, WorkerDeps]) -> None:
+    """NaN passed every bound on a duration (``nan > limit`` is false) and broke ``timedelta`` in
+    the workflow: every workflow task failed, the run stayed running for ever."""
+    duraplan, _ = dp
+    code = (
+        "errors = []\n"
+        "for bad in [lambda: sleep(float('nan')), lambda: wait_for_event('go', timeout=float('nan')),\n"
+        "            lambda: sleep(10 ** 400), lambda: sleep(float('inf'))]:\n"
+        "    try:\n"
+        "        bad()\n"
+        "    except ValueError as e:\n"
+        "        errors.append(str(e))\n"
+        "errors\n"
+    )
+    handle = await duraplan.submit_plan(_plan(code, retry={"max_attempts": 1}), tenant="acme", session="s")
+    errors = await handle.result(timeout=60)
+    assert len(errors) == 4 and "nan is not a finite number" in errors[0], errors
+    assert "too long" in errors[2] and "inf is not a finite number" in errors[3], errors
+
+
 async def test_step_budget_counts_host_calls(dp: tuple[Duraplan, WorkerDeps]) -> None:
     duraplan, _ = dp
     plan = _plan("while True:\n    now()\n")

@@ -200,3 +200,56 @@ def test_literal_refs_are_the_plans_own_with_a_literal_name() -> None:
     assert disarm(plain) is plain
     code = "tool('out.send', h={\"$secret\": \"J2\"})\nq = {'$secret' : 'Q'}"
     assert secret_names({**args, "steps": [{"code": code}]}) == {"K", "J", "J2", "Q", "${steps.x.output}"}
+
+
+# ---- a secret cut in two by a tool's error snippet ------------------------------------------------
+
+LONG_SECRET = "Bearer tok-" + "a1b2c3d4e5" * 6
+
+
+def _echo_app() -> Any:
+    """A service that answers 401 quoting the Authorization header it got, after some text: the
+    tool's error keeps the body's first few hundred characters, and the cut falls inside the token."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def echo(request: Request) -> PlainTextResponse:
+        pad = int(request.query_params["pad"])
+        return PlainTextResponse("x" * pad + " you sent " + request.headers["authorization"], status_code=401)
+
+    return Starlette(routes=[Route("/echo", echo)])
+
+
+async def test_a_secret_cut_by_an_error_snippet_is_redacted(dev_server: DevServer, tmp_path: Path) -> None:
+    """``http.request`` keeps 300 characters of an error body, cut before the activity redacts the
+    message: the first part of an echoed secret no longer matched it and went to history whole."""
+    from tests.support.source_servers import Served
+
+    tenants = TenantRegistry(tmp_path / "tenants.db")
+    tenants.create("acme")
+    tenants.grant_tools("acme", ["http.request"])
+    tenants.set_secret("acme", "api_token", LONG_SECRET)
+    settings = Settings(home=tmp_path, task_queue=f"taint-{uuid.uuid4().hex[:8]}")
+    with Served(_echo_app()) as served:
+        tenants.set_private_egress("acme", [f"127.0.0.1:{served.port}"])
+        auth = {"Authorization": {"$secret": "api_token"}}
+        plan = {
+            "name": "echo",
+            "steps": [
+                _step(f"cut{pad}", "http.request", {"url": f"{served.origin}/echo?pad={pad}", "headers": auth})
+                for pad in (250, 270, 285)
+            ],
+        }
+        async with running_worker(dev_server.client, settings, tenants=tenants):
+            dp = Duraplan(dev_server.client, settings, tenants=tenants)
+            handle = await dp.submit_plan(plan, tenant="acme", session="s")
+            await handle.result()
+            status = await handle.status()
+            history = await dev_server.client.get_workflow_handle(handle.workflow_id).fetch_history()
+    tenants.close()
+    errors = [s["error"]["message"] for s in status["steps"]]
+    assert len(errors) == 3 and all("HTTP 401" in e and "you sent" in e for e in errors), errors
+    everything = json.dumps(history.to_json_dict()) + status.model_dump_json()
+    assert "tok-a1b2" not in everything and "a1b2c3d4e5" not in everything, errors

@@ -15,7 +15,7 @@ from temporalio.client import Client, Interceptor
 from executor import Duraplan, Settings, running_worker
 from executor.engine.models import Carry, EventRecord, Revision, RunInput
 from executor.errors import RunConflict
-from executor.service.converter import UTF8_DATA_CONVERTER
+from executor.service.converter import UTF8_DATA_CONVERTER, Utf8Encoder
 from executor.service.start_request import can_start_directly, encode_run_input, plan_json
 from executor.service.tenants import QuotaExceeded, Quotas, TenantRegistry
 
@@ -109,6 +109,33 @@ async def test_direct_start_sends_what_the_sdk_sends(client: Client, tmp_path: A
     assert x.plan_name == "héllo" and x.plan_hash == ra.plan_hash
     for h in runs.values():
         await client.get_workflow_handle(h.workflow_id).terminate()
+
+
+async def test_a_start_through_interceptors_encodes_the_run_input_once(
+    client: Client, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With interceptors (tracing) the start took the SDK's path, which encoded the whole run
+    input (its plan, up to 2 MB) again after the start path had encoded it to check its size."""
+    converted: list[RunInput] = []
+    default = Utf8Encoder.default
+
+    def counting(self: Utf8Encoder, o: Any) -> Any:
+        if isinstance(o, RunInput):
+            converted.append(o)
+        return default(self, o)
+
+    monkeypatch.setattr(Utf8Encoder, "default", counting)
+    config = client.config()
+    config["interceptors"] = [_Nothing()]
+    dp = Duraplan(Client(**config), Settings(home=tmp_path, task_queue=f"sr-{uuid.uuid4().hex[:8]}"))
+    assert not can_start_directly(dp.client)
+    plan = {"name": "once", "steps": [{"id": "w", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+    handle = await dp.submit_plan(plan, tenant=TENANT, session="s", inputs={"big": "x" * 1000})
+    assert converted == []
+    [payload] = (await _started(client, handle.workflow_id)).input.payloads
+    [sent] = UTF8_DATA_CONVERTER.payload_converter.from_payloads([payload], [RunInput])
+    assert sent.plan["name"] == "once" and sent.inputs == {"big": "x" * 1000}
+    await client.get_workflow_handle(handle.workflow_id).terminate()
 
 
 async def test_direct_restart_carries_the_generation_in_the_memo(client: Client, tmp_path: Any) -> None:

@@ -1022,3 +1022,32 @@ def test_a_plan_chooses_a_model_by_name_never_an_endpoint(model: str) -> None:
     assert fine == []
     _, replan = check_plan({"name": "p", "replan": {"model": model}, "steps": [{"id": "a", "kind": "set", "value": 1}]})
     assert [(i.pointer, i.code) for i in replan] == [("/replan/model", "invalid_value")]
+
+
+@pytest.mark.parametrize(
+    "retry, pointer",
+    [
+        # 1e300 seconds is a float; the workflow's backoff timer overflowed converting it, failing
+        # every workflow task (the run hung); hundreds of digits were inf, or a ValueError (a 500)
+        ({"initial_interval": "1" + "0" * 300 + "s", "max_interval": "1" + "0" * 300 + "s"}, "initial_interval"),
+        ({"initial_interval": "1s", "max_interval": "9" * 400 + "s"}, "max_interval"),
+        ({"initial_interval": "1s", "max_interval": 1e300}, "max_interval"),
+        ({"initial_interval": "1s", "max_interval": "366d"}, "max_interval"),
+    ],
+)
+def test_retry_intervals_are_bounded(retry: dict[str, Any], pointer: str) -> None:
+    issues = issues_of(plan(tool_step("a", "debug.echo", {}, retry=retry)))
+    assert f"/steps/0/retry/{pointer}" in [i.pointer for i in issues], issues
+    assert all(i.code == "limit" and len(i.message) < 200 for i in issues), issues
+    longest = {"initial_interval": "0s", "max_interval": "365d"}
+    assert issues_of(plan(tool_step("a", "debug.echo", {}, retry=longest))) == []
+
+
+def test_a_duration_is_a_finite_number_of_seconds() -> None:
+    from schemas.plan import parse_duration
+
+    for bad in (float("nan"), float("inf"), 10**400, "9" * 400 + "s", -1):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert parse_duration("1d12h") == 129600.0 and parse_duration(2) == 2.0
+    assert issues_of(plan({"id": "z", "kind": "sleep", "duration": "9" * 400 + "s"}))[0].code == "limit"

@@ -24,8 +24,6 @@ MAX_KV_VALUE_BYTES = 1 * MIB
 MAX_RETRY_AFTER_S = 24 * 3600.0
 # A webhook's reply is only checked for its status; don't buffer much of it.
 WEBHOOK_MAX_BYTES = 64 * 1024
-# Only codings we can decode with a bound on the output (see tools.http_fetch._BoundedDecoder).
-ACCEPT_ENCODING = "gzip, deflate"
 
 _NO_BODY_METHODS = frozenset({"GET", "HEAD"})
 # Framing headers are the client's job; letting a plan set them invites request smuggling.

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from tools.builtin import ACCEPT_ENCODING, MAX_RETRY_AFTER_S
+from executor.lang.depth import MAX_JSON_DEPTH, deepest
+from tools.bounded_body import ACCEPT_ENCODING, BodyTooLarge, read_bounded
+from tools.builtin import MAX_RETRY_AFTER_S
 from tools.egress import HttpPolicy, redact_url
 from tools.errors import ToolArgumentsError, ToolError
+from tools.redaction import clip
 from tools.transport import PinnedTransport
 
 __all__ = ["MISSING", "fetch", "raise_for_status"]
@@ -40,8 +42,11 @@ class _Fetched:
         if _is_json(self.headers.get("content-type", "")) and self.body:
             try:
                 parsed = json.loads(self.body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 text = self.text()  # says JSON but isn't: give the caller the raw text
+            else:
+                if deepest(parsed, MAX_JSON_DEPTH) is not None:  # no step could hold it: as text
+                    parsed, text = None, self.text()
         else:
             text = self.text()
         return {"status": self.status, "headers": dict(self.headers), "json": parsed, "text": text}
@@ -125,8 +130,9 @@ async def fetch(
         raise ToolError(
             f"{method} failed: {type(exc).__name__}: {exc}", retryable=True, error_type="HttpTransportError"
         ) from exc
-    except httpx.LocalProtocolError as exc:
-        # The request itself is malformed (a header value with CR/LF, say): the same bytes fail again.
+    except (httpx.LocalProtocolError, UnicodeEncodeError) as exc:
+        # The request itself is malformed (a header value with CR/LF, or outside ASCII, which
+        # escaped as a retryable tool bug): the same bytes fail again.
         raise ToolError(
             f"{method} request is malformed: {exc}", retryable=False, error_type="HttpRequestInvalid"
         ) from exc
@@ -168,102 +174,12 @@ def _client(transport: PinnedTransport, timeout_s: float) -> httpx.AsyncClient:
     )
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
-    """The body, refusing more than max_bytes as received or as decoded.
-
-    Reading stops at the first network chunk that takes the received bytes past the cap, and
-    decompression never produces more than max_bytes + 1 bytes, so a small compressed body that
-    inflates hugely (a decompression bomb) costs no more memory than the cap.
-    """
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(response, max_bytes)
-    decoder = _BoundedDecoder(response.headers.get_list("content-encoding", split_commas=True), max_bytes)
-    received = 0
-    body = bytearray()
+    """The body, refusing more than max_bytes as received or as decoded (see tools.bounded_body)."""
     try:
-        # aiter_raw: the bytes as sent (transfer framing removed, content coding not).
-        async for chunk in response.aiter_raw():
-            received += len(chunk)
-            if received > max_bytes:
-                raise _TooLarge
-            body += decoder.feed(chunk)
-        body += decoder.flush()
-    except _TooLarge:
+        return await read_bounded(response, max_bytes)
+    except BodyTooLarge:
         raise _too_large(response, max_bytes) from None
-    return bytes(body)
-
-
-class _Inflate:
-    """One gzip or deflate layer whose output is bounded per call."""
-
-    def __init__(self, coding: str) -> None:
-        self._deflate = coding == "deflate"
-        # "deflate" should be zlib-wrapped, but some servers send raw deflate: try, then fall back.
-        self._zlib = zlib.decompressobj(zlib.MAX_WBITS if self._deflate else zlib.MAX_WBITS | 16)
-        self._started = False
-
-    def decompress(self, data: bytes, limit: int) -> bytes:
-        """Inflate ``data``, producing at most ``limit + 1`` bytes (more than limit: too large)."""
-        out = bytearray()
-        while data:
-            try:
-                # max_length bounds the output; what it leaves unread waits in unconsumed_tail.
-                out += self._zlib.decompress(data, limit - len(out) + 1)
-            except zlib.error as exc:
-                if self._deflate and not self._started:
-                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-                    self._started = True
-                    continue
-                raise httpx.DecodingError(f"invalid compressed body: {exc}") from exc
-            self._started = True
-            if len(out) > limit:
-                break
-            data = self._zlib.unconsumed_tail
-        return bytes(out)
-
-    def flush(self) -> bytes:
-        try:
-            return self._zlib.flush()
-        except zlib.error as exc:
-            raise httpx.DecodingError(f"invalid compressed body: {exc}") from exc
-
-
-class _BoundedDecoder:
-    """Undo the response's Content-Encoding with every layer's output capped at ``limit``.
-
-    gzip and deflate are decoded (that is all we accept); identity and codings we cannot decode
-    are passed through as they are, as httpx itself does.
-    """
-
-    def __init__(self, codings: list[str], limit: int) -> None:
-        # Codings are listed in the order they were applied: undo the last first.
-        names = [c.strip().lower() for c in reversed(codings)]
-        self._layers = [_Inflate(n) for n in names if n in ("gzip", "x-gzip", "deflate")]
-        self._produced = [0] * len(self._layers)
-        self._limit = limit
-
-    def feed(self, data: bytes) -> bytes:
-        for i, layer in enumerate(self._layers):
-            data = self._count(i, layer.decompress(data, self._limit - self._produced[i]))
-        return data
-
-    def flush(self) -> bytes:
-        data = b""
-        for i, layer in enumerate(self._layers):
-            data = self._count(i, layer.decompress(data, self._limit - self._produced[i]))
-            data += self._count(i, layer.flush())
-        return data
-
-    def _count(self, layer: int, data: bytes) -> bytes:
-        self._produced[layer] += len(data)
-        if self._produced[layer] > self._limit:
-            raise _TooLarge
-        return data
 
 
 def _too_large(response: httpx.Response, max_bytes: int) -> ToolError:
@@ -279,7 +195,7 @@ def raise_for_status(response: _Fetched, *, ok_below: int) -> None:
     code = response.status
     if code < ok_below:
         return
-    snippet = response.text()[:300]
+    snippet = clip(response.text(), 300)
     message = f"HTTP {code} from {response.method} {redact_url(response.url)}: {snippet}"
     retryable = code == 429 or code >= 500
     raise ToolError(

@@ -6,6 +6,10 @@ base64-encodes it, and a multi-line secret can surface one line at a time. ``sec
 those shapes; ``redact`` replaces them (longest first, so a form is never left half-replaced)
 anywhere in a JSON-like value, keys included. The activities apply it with *all* of the tenant's
 secrets to every output and error of every step, not only with the secrets the step itself used.
+
+An error message is often cut before it gets here (a tool keeps the first few hundred characters of
+an error body): a secret the cut went through is only a prefix of itself, which no form matches.
+``message`` also masks such a prefix where text was cut: at the end, or before an ellipsis.
 """
 
 from __future__ import annotations
@@ -17,10 +21,21 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-__all__ = ["MASK", "MIN_FRAGMENT", "Redactor", "secret_forms"]
+__all__ = ["MASK", "MIN_FRAGMENT", "Redactor", "clip", "secret_forms"]
 
 MASK = "***"
 MIN_FRAGMENT = 4  # shorter lines of a multi-line secret are too common to replace on their own
+ELLIPSIS = "…"
+# Where a message may have been cut short (besides its end): clip's ellipsis and bounded_text's
+# "... [N more bytes cut]". Only the last few are looked at: text can hold any number of them.
+_CUTS = re.compile(r"…|\.\.\. \[")
+_MAX_CUTS = 16
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked with an ellipsis when cut (``Redactor.message``
+    masks a secret the cut went through)."""
+    return text if len(text) <= limit else text[:limit] + ELLIPSIS
 
 
 def secret_forms(secret: str) -> set[str]:
@@ -53,6 +68,7 @@ class Redactor:
         for secret in secrets:
             forms |= secret_forms(secret)
         ordered = sorted(forms, key=len, reverse=True)
+        self._forms = [f for f in ordered if len(f) > MIN_FRAGMENT]
         self._pattern = re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
 
     def __bool__(self) -> bool:
@@ -60,6 +76,34 @@ class Redactor:
 
     def text(self, value: str) -> str:
         return value if self._pattern is None else self._pattern.sub(MASK, value)
+
+    def message(self, value: str) -> str:
+        """``text``, and a secret's first characters where the message was cut (module doc)."""
+        if self._pattern is None:
+            return value
+        value = self.text(value)
+        ends = [*[m.start() for m in _CUTS.finditer(value)][-_MAX_CUTS:], len(value)]
+        out, done = [], 0
+        for end in ends:
+            start = self._cut_prefix(value, max(done, 0), end)
+            if start < end:
+                out += [value[done:start], MASK]
+                done = end
+        return "".join(out) + value[done:]
+
+    def _cut_prefix(self, text: str, floor: int, end: int) -> int:
+        """Where the longest start (>= MIN_FRAGMENT characters) of a secret's form that ends at
+        ``end`` begins, else ``end``."""
+        best = end
+        for form in self._forms:
+            head = form[:MIN_FRAGMENT]
+            i = text.find(head, max(floor, end - len(form) + 1), end)
+            while i != -1 and end - i >= MIN_FRAGMENT and i < best:
+                if form.startswith(text[i:end]):
+                    best = i
+                    break
+                i = text.find(head, i + 1, end)
+        return best
 
     def value(self, value: Any) -> Any:
         if self._pattern is None:

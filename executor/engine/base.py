@@ -49,7 +49,7 @@ class EngineBase:
     _max_parallel: int
     _local_tools: frozenset[str]
     _step_quota: StepQuota | None
-    _deps_cache: dict[int, set[str]]
+    _deps_cache: dict[int, Any]  # id(step) -> its dependencies; ~id(block) -> the block's shape
     _task_mark: int
     _local_in_task: int
     _task_cut: bool

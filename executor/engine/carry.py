@@ -27,6 +27,7 @@ from typing import Any
 from temporalio import workflow
 
 from executor.engine.base import EngineBase
+from executor.engine.clock import now_iso
 from executor.engine.contract import CARRY_DROP, CARRY_LOAD, CARRY_SAVE
 from executor.engine.models import Carry, CompensationCall, EventRecord, StepRecord, record_from_json, record_to_json
 from executor.engine.status import compact
@@ -152,7 +153,7 @@ class CarryMixin(EngineBase):
         self.compensations = carry.compensations
         self.executed = carry.executed_steps
         self.paused = carry.paused
-        self.started_at = carry.started_at or workflow.now().isoformat()
+        self.started_at = carry.started_at or now_iso()
         self.continued = carry.continued
         self.state = "paused" if self.paused else "running"
 

@@ -45,10 +45,16 @@ MAX_BUFFERED_EVENTS = 100
 MAX_BUFFERED_EVENT_BYTES = 1 * MIB
 
 
+# What ``json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)`` builds on every
+# call, built once: the guard runs for every activity a workflow schedules.
+_SIZER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as history stores it: UTF-8 JSON, non-ASCII characters not escaped.
     NaN and infinities count as their JSON-ish spelling (they are refused elsewhere)."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+    text = _SIZER.encode(value)
+    return len(text) if text.isascii() else len(text.encode())  # (isascii: a flag CPython keeps)
 
 
 def oversize(value: Any, limit: int) -> int | None:
@@ -58,8 +64,14 @@ def oversize(value: Any, limit: int) -> int | None:
 
 
 def bounded_text(text: str, limit: int = MAX_ERROR_BYTES) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, saying how much was cut."""
-    raw = text.encode()
+    """``text`` cut to at most ``limit`` UTF-8 bytes, saying how much was cut. A lone surrogate
+    (JSON's "\\ud800" parses to one) becomes U+FFFD: it has no UTF-8 form, so encoding the message
+    raised UnicodeEncodeError in the activity's error handling (the step failed as that, retried)."""
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+        raw = text.encode()
     if len(raw) <= limit:
         return text
     keep = raw[: limit - 64].decode(errors="ignore")

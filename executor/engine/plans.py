@@ -15,9 +15,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from executor.engine.frames import Frame
+from executor.lang.secret_refs import literal_refs
 from schemas.plan import Plan
 
-__all__ = ["MAX_SHARED_PLANS", "PlanDerived", "root_frame", "shared_derived", "shared_names", "shared_plan"]
+__all__ = [
+    "MAX_REMEMBERED_ARGS",
+    "MAX_SHARED_PLANS",
+    "PlanDerived",
+    "plan_refs",
+    "root_frame",
+    "shared_derived",
+    "shared_names",
+    "shared_plan",
+]
 
 MAX_SHARED_PLANS = 512  # distinct plans kept; past it the cache starts over (runs keep theirs)
 
@@ -34,11 +44,14 @@ class PlanDerived:
 
     plan: Plan
     event_schemas: dict[str, list[dict[str, Any]]]
-    deps: dict[int, set[str]] = field(default_factory=dict)
+    deps: dict[int, Any] = field(default_factory=dict)  # and each block's shape (scheduling._shape)
     root: Frame | None = None  # root_frame's, made on first use
 
 
 _derived: dict[str, PlanDerived] = {}
+# id(arguments) -> (the arguments, their literal secret references): see ``plan_refs``
+_refs: dict[int, tuple[Any, list[str]]] = {}
+MAX_REMEMBERED_ARGS = 4096
 
 
 def shared_plan(digest: str, body: dict[str, Any]) -> tuple[dict[str, Any], Plan]:
@@ -91,3 +104,18 @@ def root_frame(digest: str, plan: Plan) -> Frame:
     if hit.root is None:
         hit.root = Frame("", {s.id: s.id for s in plan.steps})
     return hit.root
+
+
+def plan_refs(args: Any) -> list[str]:
+    """``literal_refs(args)`` for a plan's own step arguments, worked out once per arguments object
+    in this worker instead of at every dispatch of the step. Only for arguments of a parsed plan,
+    which no one changes (the model is frozen; rendering copies): the answer is a pure function of
+    them, so deterministic. Keyed by identity; the entry holds the object, so its id is not reused."""
+    hit = _refs.get(id(args))
+    if hit is not None and hit[0] is args:
+        return list(hit[1])  # the caller's own list (it goes into the activity's input)
+    refs = literal_refs(args)
+    if len(_refs) >= MAX_REMEMBERED_ARGS:
+        _refs.clear()
+    _refs[id(args)] = (args, refs)
+    return list(refs)

@@ -13,6 +13,7 @@ from typing import Any
 from temporalio import workflow
 
 from executor.engine.base import EngineBase
+from executor.engine.clock import now_iso
 from executor.engine.frames import Drained, Frame, StepFailed
 from executor.engine.models import TERMINAL_STATES, CompensationCall, StepError, StepRecord, StepState
 from executor.lang.expressions import ExpressionError, truthy
@@ -46,6 +47,10 @@ async def cancel_all(tasks: Any) -> None:
             await t
 
 
+# (sibling ids, id -> ids of the steps that wait for it, id -> plan order, ids that wait for none)
+BlockShape = tuple[set[str], dict[str, list[str]], dict[str, int], tuple[str, ...]]
+
+
 class SchedulingMixin(EngineBase):
     def _run_block(self, steps: list[Step], frame: Frame) -> Awaitable[None]:
         """Run a block of sibling steps as a DAG: every ready step starts at once. To be awaited
@@ -62,19 +67,17 @@ class SchedulingMixin(EngineBase):
         return self._run_dag(steps, frame)
 
     async def _run_dag(self, steps: list[Step], frame: Frame) -> None:
-        ids = {s.id for s in steps}
+        ids, dependents, order, roots = self._shape(steps)
         waiting = {s.id: s for s in steps}
         running: dict[str, asyncio.Task[None]] = {}
-        # Only the dependents of steps that just finished can have become ready: checking those
-        # (in plan order, as before) instead of every waiting step keeps a long block linear.
-        dependents = blocked_by(steps, lambda s: self._deps(s, ids))
-        order = {s.id: i for i, s in enumerate(steps)}
         candidates: dict[str, Step] | None = None  # None: every waiting step (the first pass)
         try:
             while waiting or running:
                 finished: set[str] = set()
                 starting: list[str] = []
-                if not self._draining:
+                if candidates is None and not self.records and not self._draining:
+                    starting = list(roots)  # nothing ran yet anywhere: what ``ready`` would find
+                elif not self._draining:
                     pool = waiting if candidates is None else candidates
                     starting = ready(pool, lambda s: self._deps(s, ids), lambda d: self._done(frame.visible[d]))
                 if len(starting) == 1 and not running and self.inp.engine >= 1:
@@ -107,11 +110,27 @@ class SchedulingMixin(EngineBase):
             await cancel_all(running.values())
             raise
 
+    def _shape(self, steps: list[Step]) -> BlockShape:
+        """What a block's scheduling derives from its steps alone, once per block of the plan (kept
+        beside the steps' dependencies, under the block's negated id: the plan holds the list)."""
+        key = ~id(steps)
+        shape: BlockShape | None = self._deps_cache.get(key)
+        if shape is None:
+            ids = {s.id for s in steps}
+            # Only the dependents of steps that just finished can have become ready: checking those
+            # (in plan order, as before) instead of every waiting step keeps a long block linear.
+            dependents = blocked_by(steps, lambda s: self._deps(s, ids))
+            order = {s.id: i for i, s in enumerate(steps)}
+            roots = tuple(s.id for s in steps if not self._deps(s, ids))
+            shape = self._deps_cache[key] = (ids, dependents, order, roots)
+        return shape
+
     def _deps(self, step: Step, siblings: set[str]) -> set[str]:
         key = id(step)
-        if key not in self._deps_cache:
-            self._deps_cache[key] = (step_references(step) & siblings) - {step.id}
-        return self._deps_cache[key]
+        deps: set[str] | None = self._deps_cache.get(key)
+        if deps is None:
+            deps = self._deps_cache[key] = (step_references(step) & siblings) - {step.id}
+        return deps
 
     def _done(self, path: str) -> bool:
         rec = self.records.get(path)
@@ -125,14 +144,14 @@ class SchedulingMixin(EngineBase):
         rec = self.records.setdefault(path, StepRecord())
         try:
             if step.when is not None and not truthy(self._eval(step.when, frame, "/when")):
-                rec.state, rec.ended_at = "skipped", workflow.now().isoformat()
+                rec.state, rec.ended_at = "skipped", now_iso()
                 return
             if self.paused:
                 await workflow.wait_condition(lambda: not self.paused or self._draining)
             if self._draining:
                 raise Drained()
             if not isinstance(step, ToolStep | CodeStep | LlmStep):  # those start when they get a slot
-                rec.started_at = rec.started_at or workflow.now().isoformat()
+                rec.started_at = rec.started_at or now_iso()
                 rec.state = "running"
             rec.output = await self._execute(step, path, frame, rec)
         except StepFailed as failure:
@@ -164,7 +183,7 @@ class SchedulingMixin(EngineBase):
             self._draining = True
 
     def _finish(self, rec: StepRecord, state: StepState, error: StepError | None, kind: str) -> None:
-        rec.state, rec.error, rec.ended_at = state, error, workflow.now().isoformat()
+        rec.state, rec.error, rec.ended_at = state, error, now_iso()
         self._meter.step_finished(kind)
 
     def _parallel_limit(self) -> int:

@@ -21,6 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 from executor.engine.base import EngineBase
+from executor.engine.clock import now_iso
 from executor.engine.contract import (
     CODE_CPU_SECONDS,
     CODE_MEMORY_MB,
@@ -34,6 +35,7 @@ from executor.engine.contract import (
 from executor.engine.frames import Drained, Frame, StepFailed
 from executor.engine.limits import MAX_ACTIVITY_INPUT_BYTES, MAX_STEP_OUTPUT_BYTES, bounded_text, oversize
 from executor.engine.models import CodeCall, EventRecord, LlmCall, StepError, StepRecord, ToolCall
+from executor.engine.plans import plan_refs
 from executor.engine.retry import (
     DEFAULT_RETRY,
     MAX_WORKER_LOSSES,
@@ -43,7 +45,6 @@ from executor.engine.retry import (
     to_step_error,
     worker_lost,
 )
-from executor.lang.secret_refs import literal_refs
 from schemas.plan import (
     CodeStep,
     FailStep,
@@ -90,6 +91,12 @@ LOCAL_TIMEOUT_MAX = 60.0  # longer steps are never run as local activities
 LOCAL_PER_TASK = 100
 TASK_CUT_ENGINE = 2
 LISTING_DEFERRED_ENGINE = 5  # see StepsMixin._park
+
+
+# The workflow owns retries (it shows them in status): each attempt is one activity attempt. One
+# policy for every dispatch (the SDK only reads it).
+_ONCE = RetryPolicy(maximum_attempts=1)
+_LOCAL_LIMIT, _REMOTE_LIMIT = timedelta(seconds=LOCAL_TIMEOUT), timedelta(seconds=REMOTE_TIMEOUT)
 
 
 def _task_ended(started_at: int) -> bool:
@@ -145,7 +152,7 @@ class StepsMixin(EngineBase):
             await workflow.wait_condition(lambda: self._active < self._max_parallel)
         self._active += 1
         self._sync_listed()
-        rec.started_at = rec.started_at or workflow.now().isoformat()
+        rec.started_at = rec.started_at or now_iso()
         rec.state = "running"
         try:
             self._count_step(path)
@@ -279,7 +286,7 @@ class StepsMixin(EngineBase):
                     self._render(step.args, frame, "/args"),
                     self._step_quota,
                     self.inp.tool_pins.get(step.tool),
-                    literal_refs(step.args),
+                    plan_refs(step.args),
                 )
             case CodeStep():
                 name = RUN_CODE
@@ -328,7 +335,7 @@ class StepsMixin(EngineBase):
         return value
 
     async def _dispatch(self, fn: str, arg: Any, local: bool, timeout: float | None) -> Any:
-        once = RetryPolicy(maximum_attempts=1)  # the workflow owns retries: it shows them in status
+        once = _ONCE
         size = oversize(vars(arg), MAX_ACTIVITY_INPUT_BYTES)
         if size is not None and self._since(PATCH_PAYLOAD_GUARD):
             # Scheduled, it would fail the workflow task (over 2 MiB) again and again: fail the step.
@@ -339,12 +346,15 @@ class StepsMixin(EngineBase):
             )
         if local:
             return await workflow.execute_local_activity(
-                fn, arg, start_to_close_timeout=timedelta(seconds=timeout or LOCAL_TIMEOUT), retry_policy=once
+                fn,
+                arg,
+                start_to_close_timeout=_LOCAL_LIMIT if timeout is None else timedelta(seconds=timeout or LOCAL_TIMEOUT),
+                retry_policy=once,
             )
         return await workflow.execute_activity(
             fn,
             arg,
-            start_to_close_timeout=timedelta(seconds=timeout or REMOTE_TIMEOUT),
+            start_to_close_timeout=_REMOTE_LIMIT if timeout is None else timedelta(seconds=timeout or REMOTE_TIMEOUT),
             # A killed worker is noticed in seconds, not after the whole step timeout.
             heartbeat_timeout=timedelta(seconds=HEARTBEAT_TIMEOUT),
             retry_policy=once,

@@ -32,6 +32,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from executor.engine.carry import CarryMixin
+    from executor.engine.clock import now_iso
     from executor.engine.compensation import CompensationMixin
     from executor.engine.containers import ContainersMixin
     from executor.engine.contract import RUN_REPLAN, SA_PLAN_HASH, SA_STATUS, WORKFLOW_NAME
@@ -103,7 +104,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         self.plan_json = inp.plan
         self.current_hash = inp.plan_hash
         self.revisions: list[Revision] = list(inp.revisions) or [
-            Revision(revision=1, plan_hash=inp.plan_hash, reason=None, at=workflow.now().isoformat())
+            Revision(revision=1, plan_hash=inp.plan_hash, reason=None, at=now_iso())
         ]
         self._restore(inp.carry or Carry())  # an offloaded carry's records load when run() starts
         self._quotas = inp.quotas
@@ -276,6 +277,8 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
 
     def _sync_listed(self) -> None:
         """Keep DuraplanStatus equal to the public state while the run is open (running <-> waiting)."""
+        if not self._parked and self.state == self._listed:
+            return  # nothing sleeps or waits: the public state is the listed one (every activity step, twice)
         unwinding = sys.exc_info()[1]
         if unwinding is not None and not isinstance(unwinding, Exception):
             return  # cancelled, drained for continue-as-new, or evicted: the state changes otherwise

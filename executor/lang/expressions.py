@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import jmespath
 import jmespath.exceptions
@@ -97,10 +97,44 @@ def _shown(expression: str) -> str:
 def evaluate(expression: str, scope: dict[str, Any]) -> Any:
     """Value of a bare expression (``${...}`` tolerated) in ``scope``."""
     expression = strip_template(expression)
+    program = _program(expression) if len(expression) <= MAX_CACHED_CHARS else _program.__wrapped__(expression)
+    if type(program) is tuple:
+        # A chain of field names (``steps.fetch.output.items``: most of a plan's templates), looked
+        # up as JMESPath's own interpreter does (``visit_field``: ``.get``, None where there is no
+        # ``.get``) without building an interpreter (and its function table) per evaluation.
+        value: Any = scope
+        for key in program:
+            try:
+                value = value.get(key)
+            except AttributeError:
+                value = None
+        return value
     try:
-        return compile_expression(expression).search(scope)
+        return cast(jmespath.parser.ParsedResult, program).search(scope)
     except jmespath.exceptions.JMESPathError as exc:
         raise ExpressionError(expression, str(exc).replace("\n", " ")) from None
+
+
+@lru_cache(maxsize=4096)
+def _program(expression: str) -> tuple[str, ...] | jmespath.parser.ParsedResult:
+    """The field names of an expression that is only a chain of them, else its parsed form."""
+    parsed = compile_expression(expression)
+    chain = _field_chain(parsed.parsed)
+    return parsed if chain is None else chain
+
+
+def _field_chain(node: dict[str, Any]) -> tuple[str, ...] | None:
+    if node.get("type") == "field":
+        return (node["value"],)
+    if node.get("type") != "subexpression":
+        return None
+    out: list[str] = []
+    for child in node.get("children", ()):  # each child applies to the one before's result
+        names = _field_chain(child) if isinstance(child, dict) else None
+        if names is None:
+            return None
+        out.extend(names)
+    return tuple(out) or None
 
 
 def truthy(value: Any) -> bool:
@@ -112,6 +146,17 @@ def truthy(value: Any) -> bool:
 
 def render(value: Any, scope: dict[str, Any]) -> Any:
     """Render templates inside ``value`` (recursively through lists and dicts)."""
+    # Exact types first (a plan's JSON has no others): inside the workflow sandbox every
+    # ``isinstance`` is a wrapped Python call, and rendering runs for every step.
+    kind = type(value)
+    if kind is str:
+        return _render_string(value, scope)
+    if kind is dict:
+        return {k: render(v, scope) for k, v in value.items()}
+    if kind is list:
+        return [render(v, scope) for v in value]
+    if kind is int or kind is float or kind is bool or value is None:
+        return value
     if isinstance(value, str):
         return _render_string(value, scope)
     if isinstance(value, list):

@@ -37,6 +37,7 @@ from schemas.plan import (
     ForeachStep,
     LlmStep,
     Plan,
+    Retry,
     ScriptStep,
     SetStep,
     SleepStep,
@@ -355,12 +356,27 @@ class _Checker:
         if step.timeout is not None and not isinstance(step, WaitForEventStep):
             self._seconds(step.timeout, f"{ptr}/timeout", step.id, MAX_STEP_TIMEOUT)
         if step.retry is not None:
-            r = step.retry
-            if parse_duration(r.initial_interval) > parse_duration(r.max_interval):
-                self.add(f"{ptr}/retry", "initial_interval is longer than max_interval", step.id, "invalid_value")
+            self.retry(step.retry, f"{ptr}/retry", step.id)
         if step.compensate is not None:
             self.compensation(step.compensate, f"{ptr}/compensate", step.id)
         self.kind(step, ptr, visible, loop_depth, depth, every)
+
+    def retry(self, r: Retry, ptr: str, sid: str) -> None:
+        """Intervals the workflow's timers can hold: a 1e300-second backoff passed, and overflowed
+        converting the timer, failing every workflow task (the run hung, retrying nothing)."""
+        seconds = []
+        for name in ("initial_interval", "max_interval"):
+            value = getattr(r, name)
+            try:
+                seconds.append(parse_duration(value))
+            except ValueError as exc:
+                self.add(f"{ptr}/{name}", str(exc), sid, "limit")
+                continue
+            if seconds[-1] > MAX_WAIT_SECONDS:
+                days = MAX_WAIT_SECONDS / 86400
+                self.add(f"{ptr}/{name}", f"duration {_shown(value)} exceeds the limit of {days:g} days", sid, "limit")
+        if len(seconds) == 2 and seconds[0] > seconds[1]:
+            self.add(ptr, "initial_interval is longer than max_interval", sid, "invalid_value")
 
     def activity_options(self, step: Step, ptr: str) -> None:
         """retry, timeout and execution shape one activity call: on other kinds they would do nothing,
@@ -589,11 +605,15 @@ class _Checker:
             self._seconds(plan.limits.deadline, f"{base}/limits/deadline", None, MAX_WAIT_SECONDS)
 
     def _seconds(self, value: str | float, ptr: str, sid: str | None, maximum: float) -> None:
-        seconds = parse_duration(value)
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:  # the schema's pattern admits "999...9s", more than a float holds
+            self.add(ptr, str(exc), sid, "limit")
+            return
         if seconds <= 0:
-            self.add(ptr, f"duration {value!r} must be positive", sid, "invalid_value")
+            self.add(ptr, f"duration {_shown(value)} must be positive", sid, "invalid_value")
         elif seconds > maximum:
-            self.add(ptr, f"duration {value!r} exceeds the limit of {maximum / 86400:g} days", sid, "limit")
+            self.add(ptr, f"duration {_shown(value)} exceeds the limit of {maximum / 86400:g} days", sid, "limit")
 
     def _timestamp(self, value: str, ptr: str, sid: str) -> None:
         try:
@@ -637,3 +657,9 @@ def _templated(args: Any, pointer: str) -> bool:
     if isinstance(node, dict) and set(node) == {"$secret"}:
         return True  # resolved inside the activity, checked against the tool's schema there
     return isinstance(node, str) and "${" in node
+
+
+def _shown(value: str | float) -> str:
+    """A duration in a message: hundreds of digits pass the schema's pattern; not echoed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."

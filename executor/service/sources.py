@@ -118,7 +118,7 @@ class ToolSources:
             return await mcp_catalog(spec, headers, policy, time.time())
         except ToolError as exc:
             # every form of the secrets (an HTTP library quotes an illegal header value: b'tok\r\n...')
-            text = Redactor(used).text(exc.message)
+            text = Redactor(used).message(exc.message)
             raise SourceError(text, retryable=exc.retryable, error_type=exc.error_type) from None
 
 
@@ -191,7 +191,7 @@ class SourceCalls:
                 return Redactor(used).value(result)  # a server echoing its credentials: not into history
             except ToolError as exc:
                 raise ToolError(
-                    Redactor(used).text(exc.message),
+                    Redactor(used).message(exc.message),
                     retryable=exc.retryable,
                     error_type=exc.error_type,
                     retry_after=exc.retry_after,

@@ -33,6 +33,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
     Priority,
+    RawValue,
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
@@ -52,6 +53,7 @@ from executor.lang.validate import validate_plan
 from executor.lang.validate_cache import CACHE_SIZE, validate_plan_cached
 from executor.service.admission import Admission, RunningView
 from executor.service.config import Settings
+from executor.service.converter import writes_utf8_json
 from executor.service.names import CHILD_RUN_PATTERN, NAME_PATTERN, RUN_ID_REGEX, check_depth, check_name, check_run_id
 from executor.service.start_request import can_start_directly, direct_start, encode_run_input, plan_json
 from executor.service.tenants import QuotaExceeded, Quotas, TenantRegistry
@@ -259,7 +261,8 @@ async def start_run(
             else:
                 handle = await client.start_workflow(
                     WORKFLOW_NAME,
-                    arg,
+                    # The payload encoded above, when the client's converter would write the same bytes.
+                    RawValue(payload) if writes_utf8_json(client) else arg,
                     id=workflow_id,
                     task_queue=queue,
                     memo=memo,

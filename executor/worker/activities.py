@@ -25,7 +25,7 @@ from executor.engine.contract import (
     TASK_CUT,
     TENANT_BUSY,
 )
-from executor.engine.limits import MAX_STEP_OUTPUT_BYTES, bounded_text
+from executor.engine.limits import MAX_JSON_DEPTH, MAX_STEP_OUTPUT_BYTES, bounded_text, deepest
 from executor.engine.models import CodeCall, LlmCall, ScriptSegment, StepQuota, ToolCall
 from executor.lang.model_names import model_problem
 from executor.lang.secret_refs import SECRET_KEY
@@ -69,10 +69,23 @@ def _fail(message: str, error_type: str, *, retryable: bool, retry_after: float 
     )
 
 
-def _checked_output(value: Any, what: str, quota: StepQuota | None = None) -> Any:
-    """JSON-ready output under the size limit (the tenant's, else 1 MiB); anything else fails the
-    step, not the worker."""
+_NO_SECRETS = Redactor()
+
+
+def _checked_output(value: Any, what: str, quota: StepQuota | None = None, secrets: Redactor | None = None) -> Any:
+    """JSON-ready output under the size limit (the tenant's, else 1 MiB) and nesting limit, with
+    ``secrets`` redacted; anything else fails the step, not the worker. Too deep, every recursive
+    walk after (redaction, the encoder, Temporal's converter, a client's parser) overflowed the stack:
+    a RecursionError, retried, so a POST whose answer nested 950 deep was sent three times."""
+    too_deep = deepest(value, MAX_JSON_DEPTH)
+    if too_deep is not None:
+        where = (secrets or _NO_SECRETS).text(too_deep[:200])
+        raise _fail(
+            f"{what} output nests more than {MAX_JSON_DEPTH} levels deep (at {where})", "OutputTooDeep", retryable=False
+        )
     value = _jsonable(value)
+    if secrets is not None:
+        value = secrets.value(value)
     limit = quota.max_output_bytes if quota is not None and quota.max_output_bytes else MAX_OUTPUT_BYTES
     try:
         size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode())
@@ -211,18 +224,21 @@ class StepActivities:
             with tool_span(call.tool):
                 result = await heartbeating(tool.handler(args, ctx))
         except ToolError as exc:
-            message = secrets.text(exc.message)
+            message = secrets.message(exc.message)
             raise _fail(message, exc.error_type, retryable=exc.retryable, retry_after=exc.retry_after) from None
         except TenantError as exc:
-            raise _fail(secrets.text(str(exc)), type(exc).__name__, retryable=False) from None
+            raise _fail(secrets.message(str(exc)), type(exc).__name__, retryable=False) from None
         except (asyncio.CancelledError, ApplicationError):
             raise
         except Exception as exc:
             # A tool's own bug: its message may quote an argument (a secret); the cause is dropped
             # so neither the message nor a traceback carries it to history or the worker log.
-            raise _fail(secrets.text(f"{type(exc).__name__}: {exc}"), type(exc).__name__, retryable=True) from None
+            # A RecursionError is the same on every attempt (a value nested past the stack): a
+            # retry would only repeat the call's effect.
+            message = secrets.message(f"{type(exc).__name__}: {exc}")
+            raise _fail(message, type(exc).__name__, retryable=not isinstance(exc, RecursionError)) from None
         # Secret values never leave the activity: not in outputs, so not in history or status.
-        return _checked_output(secrets.value(result), f"tool {call.tool!r}", call.quota)
+        return _checked_output(result, f"tool {call.tool!r}", call.quota, secrets)
 
     def _tenant_parts(self, call: ToolCall) -> tuple[Tool, dict[str, Any], Redactor, HttpPolicy | None]:
         """The grant (checked again here, whoever submitted the plan), the tool, the arguments with

@@ -83,6 +83,11 @@ def _parse_structured(text: str, schema: dict[str, Any]) -> Any:
     except json.JSONDecodeError as exc:
         # Models vary between attempts: another try may well produce valid JSON.
         raise ApplicationError(f"model answer is not JSON: {exc}", type="LlmOutputInvalid") from None
+    except RecursionError:  # nested past the parser's stack: was an uncaught error with its traceback
+        raise ApplicationError("model answer is JSON nested too deep", type="LlmOutputInvalid") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        reason = str(exc).split(";")[0]
+        raise ApplicationError(f"model answer is not usable JSON: {reason}", type="LlmOutputInvalid") from None
     errors = sorted(validator(schema).iter_errors(value), key=str)
     if errors:
         where = "".join(f"/{p}" for p in errors[0].path) or "/"

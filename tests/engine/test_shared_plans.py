@@ -1,10 +1,11 @@
 """Runs of one plan share its parsed model in a worker; a forged or stale hash never maps to another plan.
-Runs with the same local tools share one list and one set of them, and runs of a shared plan one
-root frame."""
+Runs with the same local tools share one list and one set of them, the secret references
+of a plan step's arguments are worked out once, and runs of a shared plan share one root frame."""
 
 from __future__ import annotations
 
-from executor.engine.plans import root_frame, shared_derived, shared_names, shared_plan
+from executor.engine.plans import plan_refs, root_frame, shared_derived, shared_names, shared_plan
+from executor.lang.secret_refs import literal_refs
 
 
 def _plan(name: str) -> dict[str, object]:
@@ -42,3 +43,15 @@ def test_runs_of_a_shared_plan_share_one_root_frame_and_a_revision_gets_its_own(
     _, revised = shared_plan("sha256:revised", _plan("revised"))  # not the derived entry's plan
     assert root_frame("sha256:frame", revised) is not frame
     assert root_frame("sha256:frame", revised).visible == {"go": "go"}
+
+
+def test_plan_refs_are_the_literal_refs_of_each_arguments_object() -> None:
+    args = {"to": {"$secret": "SMTP"}, "body": "${steps.a.output}", "key": {"$secret": "${input.name}"}}
+    first = plan_refs(args)
+    assert first == literal_refs(args) == ["/to"]  # a templated name is not honoured
+    first.append("/body")  # the caller's own list: the remembered answer is not changed
+    assert plan_refs(args) == ["/to"]
+    # another object (an equal one, or a different one at a reused address) is worked out anew
+    assert plan_refs({"x": {"$secret": "TOKEN"}}) == ["/x"]
+    assert plan_refs(dict(args)) == ["/to"]
+    assert plan_refs({"plain": [1, "two"]}) == []

@@ -183,3 +183,22 @@ def test_the_prompt_example_is_a_valid_plan(registry: ToolRegistry) -> None:
 
     _, issues = check_plan(_EXAMPLE, tools=registry)
     assert issues == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ('{"name": "x", "steps": ' + "[" * 5000 + "]" * 5000 + "}", "it nests more than 100 levels deep"),
+        ('{"name": "x", "steps": [], "n": ' + "9" * 5000 + "}", "Exceeds the limit (4300 digits)"),
+    ],
+)
+async def test_an_answer_the_json_parser_cannot_hold_is_repaired(
+    answer: str, reason: str, registry: ToolRegistry
+) -> None:
+    """A hostile or broken model nesting past the parser's stack, or writing a 5,000-digit number,
+    raised RecursionError / ValueError out of plan_goal: a 500 from POST /v1/plan."""
+    model = ScriptedModel(answer, GOOD_PLAN)
+    with model:
+        result = await plan_goal("greet and count", tools=registry, model=MODEL, completion=model)
+    assert [a.ok for a in result.attempts] == [False, True]
+    assert f"the answer is not valid JSON: {reason}" in model.calls[1].last_user_message

@@ -32,6 +32,7 @@ from mcp.shared.exceptions import MCPError
 
 from tools.egress import EgressTarget, HttpPolicy
 from tools.errors import ToolError
+from tools.redaction import clip
 from tools.sources.catalog import Catalog, CatalogTool, SourceError, SourceSpec, unique_tools
 
 __all__ = ["IDEMPOTENCY_META_KEY", "McpConnection", "listed_catalog", "mcp_catalog"]
@@ -256,7 +257,7 @@ def _describe(failure: BaseException | None) -> str:
     if failure is None:
         return "the connection closed"
     text = str(failure).splitlines()[0] if str(failure) else ""
-    return f"{type(failure).__name__}: {text}"[:300]
+    return clip(f"{type(failure).__name__}: {text}", 300)
 
 
 def _result_value(tool: CatalogTool, result: Any) -> Any:
@@ -264,7 +265,7 @@ def _result_value(tool: CatalogTool, result: Any) -> Any:
     if getattr(result, "is_error", False):
         meta = getattr(result, "meta", None) or {}
         retryable = bool(meta.get("retryable")) if isinstance(meta, dict) else False
-        message = " ".join(texts)[:2000] or "the tool reported an error"
+        message = clip(" ".join(texts), 2000) or "the tool reported an error"
         raise SourceError(f"MCP tool {tool.remote!r} failed: {message}", retryable=retryable, error_type="McpToolError")
     structured = getattr(result, "structured_content", None)
     if structured is not None:

@@ -21,7 +21,9 @@ from urllib.parse import quote, urljoin
 import httpx
 
 from executor.lang.depth import MAX_JSON_DEPTH, deepest
+from tools.bounded_body import ACCEPT_ENCODING, BodyTooLarge, read_bounded
 from tools.egress import HttpPolicy, redact_url
+from tools.redaction import clip
 from tools.sources.catalog import Catalog, CatalogTool, SourceError, SourceSpec, unique_tools
 from tools.transport import PinnedTransport
 
@@ -54,7 +56,12 @@ class OpenApiClient:
     async def open(self) -> OpenApiClient:
         target = await self._policy.check(self.base_url + "/")
         self._transport.pin(target)
-        self._client = httpx.AsyncClient(transport=self._transport, follow_redirects=False, trust_env=False)
+        self._client = httpx.AsyncClient(
+            transport=self._transport,
+            follow_redirects=False,
+            trust_env=False,
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
+        )
         return self
 
     async def close(self) -> None:
@@ -87,9 +94,12 @@ class OpenApiClient:
         self, method: str, url: str, query: dict[str, Any], headers: dict[str, str], body: Any, timeout_s: float
     ) -> Any:
         assert self._client is not None
-        request = self._client.build_request(
-            method, url, params=query or None, headers=headers, json=body, timeout=timeout_s
-        )
+        try:
+            request = self._client.build_request(
+                method, url, params=query or None, headers=headers, json=body, timeout=timeout_s
+            )
+        except (httpx.InvalidURL, UnicodeEncodeError) as exc:  # an argument no request can carry
+            raise _request_invalid(method, exc) from None
         shown = redact_url(request.url)
         await self._policy.check(request.url)  # the path may not leave the vetted origin
         try:
@@ -102,25 +112,35 @@ class OpenApiClient:
             raise SourceError(f"{method} {shown} timed out", retryable=True, error_type="HttpTimeout") from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise SourceError(f"{method} {shown}: {exc}", retryable=True, error_type="HttpConnectError") from None
+        except httpx.LocalProtocolError as exc:  # e.g. a header argument with CR/LF: never sent
+            raise _request_invalid(method, exc) from None
+        except httpx.DecodingError as exc:  # the same bytes will not inflate on a retry either
+            raise SourceError(f"{method} {shown}: {exc}", error_type="HttpResponseInvalid") from None
         return _result(method, shown, response, data)
 
 
+def _request_invalid(method: str, exc: Exception) -> SourceError:
+    """The step's arguments make a request HTTP cannot carry (a header value with CR/LF or outside
+    ASCII, a URL too long): the step's mistake, the same on every attempt, so not retried."""
+    return SourceError(f"{method} request is invalid: {exc}", error_type="HttpRequestInvalid")
+
+
 async def _read_capped(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise SourceError(f"response larger than {limit} bytes", error_type="HttpResponseTooLarge")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The body, at most ``limit`` bytes as received and as inflated (one gzip chunk read by httpx
+    could inflate to ~64 MiB before a count of decoded bytes saw it)."""
+    try:
+        return await read_bounded(response, limit)
+    except BodyTooLarge:
+        raise SourceError(f"response larger than {limit} bytes", error_type="HttpResponseTooLarge") from None
 
 
 def _result(method: str, shown: str, response: httpx.Response, data: bytes) -> Any:
     text = data.decode(response.encoding or "utf-8", errors="replace")
     try:
         value: Any = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):
+        value = text
+    if deepest(value, MAX_JSON_DEPTH) is not None:  # nested past what a step can hold: as text
         value = text
     status = response.status_code
     if 300 <= status < 400:
@@ -128,7 +148,7 @@ def _result(method: str, shown: str, response: httpx.Response, data: bytes) -> A
     if status >= 400:
         retry_after = response.headers.get("retry-after", "")
         raise SourceError(
-            f"{method} {shown} answered {status}: {text[:500]}",
+            f"{method} {shown} answered {status}: {clip(text, 500)}",
             retryable=status == 429 or status >= 500,
             error_type=f"HttpStatus{status}",
             retry_after=float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None,
@@ -265,10 +285,17 @@ async def fetch_document(spec: SourceSpec, headers: dict[str, str], policy: Http
     policy = policy or HttpPolicy()
     transport = PinnedTransport()
     transport.pin(await policy.check(spec.url))
-    async with httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False) as client:
+    async with httpx.AsyncClient(
+        transport=transport, follow_redirects=False, trust_env=False, headers={"Accept-Encoding": ACCEPT_ENCODING}
+    ) as client:
         try:
             async with client.stream("GET", spec.url, headers=headers, timeout=spec.timeout_s) as response:
                 content = await _read_capped(response, MAX_DOCUMENT_BYTES) if response.status_code == 200 else b""
+        except httpx.DecodingError as exc:
+            raise SourceError(
+                f"OpenAPI source {spec.name!r}: the document cannot be read: {exc}",
+                error_type="OpenApiDocumentInvalid",
+            ) from None
         except httpx.HTTPError as exc:
             raise SourceError(
                 f"OpenAPI source {spec.name!r}: cannot fetch the document: {exc}",
