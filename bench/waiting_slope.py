@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.concurrency import (
+    PLAN,
     bounded,
     fresh_server,
     release,
@@ -179,6 +180,8 @@ async def measure(
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.plan_pad:  # the plan every duraplan run is started with (bench.concurrency.starter)
+        PLAN["steps"][0]["description"] = "x" * args.plan_pad
     sides = args.sides.split(",")
     if args.base and "base" not in sides:
         sides.append("base")
@@ -234,4 +237,10 @@ if __name__ == "__main__":
     parser.add_argument("--keep", type=Path, default=None, help="with --heap: copy the snapshots here")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--plan-pad",
+        type=int,
+        default=0,
+        help="bytes of step description added to duraplan's plan: what a larger start input costs per held run",
+    )
     asyncio.run(main(parser.parse_args()))

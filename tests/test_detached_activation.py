@@ -1,9 +1,9 @@
 """A waiting run's workflow instance keeps no part of the protobuf message that started it.
 
 The SDK keeps sub-messages and repeated fields of a run's activations on its instance, and with
-upb any of them keeps the whole message in memory; duraplan's runner and interceptor swap them
-for copies (executor/worker/activation.py). These tests run the real sandboxed instance on a real
-start activation (no server: the instance is what holds the memory) and fail if the SDK moves
+upb any of them keeps the whole message in memory; duraplan's runner swaps them for copies
+(executor/worker/activation.py). These tests run the real sandboxed instance on a real start
+activation (no server: the instance is what holds the memory) and fail if the SDK moves
 those fields, which would silently bring the per-run cost back.
 """
 
@@ -27,7 +27,7 @@ from temporalio.worker.workflow_sandbox._runner import _fake_info
 from executor.engine.contract import SA_TENANT, WORKFLOW_NAME
 from executor.engine.models import ENGINE_VERSION, RunInput, plan_hash
 from executor.engine.workflow import PlanWorkflow
-from executor.worker.activation import DetachStartHeaders, detach_activation
+from executor.worker.activation import detach_activation
 from executor.worker.runner import workflow_runner
 
 PLAN = {"name": "held", "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
@@ -44,12 +44,11 @@ _INFO = dataclasses.replace(
 
 def _instance(runner: SandboxedWorkflowRunner) -> WorkflowInstance:
     defn = workflow._Definition.must_from_class(PlanWorkflow)
-    interceptor = DetachStartHeaders().workflow_interceptor_class(None)  # type: ignore[arg-type]
     return runner.create_instance(
         WorkflowInstanceDetails(
             payload_converter_factory=DataConverter.default._new_payload_converter,
             failure_converter_class=DataConverter.default.failure_converter_class,
-            interceptor_classes=[interceptor],
+            interceptor_classes=[],
             defn=defn,
             info=_INFO,
             randomness_seed=1,
@@ -63,14 +62,14 @@ def _instance(runner: SandboxedWorkflowRunner) -> WorkflowInstance:
     )
 
 
-def _start(run_id: str) -> WorkflowActivation:
+def _start(run_id: str, plan: dict[str, object] = PLAN) -> WorkflowActivation:
     act = WorkflowActivation(run_id=run_id, history_length=3, available_internal_flags=[1, 2])
     act.timestamp.GetCurrentTime()
     init = act.jobs.add().initialize_workflow
     init.workflow_type, init.workflow_id, init.randomness_seed = WORKFLOW_NAME, f"t/{run_id}", 1
     arg = RunInput(
-        plan=PLAN,
-        plan_hash=plan_hash(PLAN),
+        plan=plan,
+        plan_hash=plan_hash(plan),
         tenant="t",
         session="s",
         run_id=run_id,
@@ -92,10 +91,29 @@ async def test_a_waiting_run_holds_copies_not_its_start_activation() -> None:
     completion = instance.activate(_start("r1"))
     assert completion.successful.commands[0].HasField("start_timer")  # the run waits for its event
     impl = _impl(instance)
-    assert isinstance(impl._current_internal_flags, list) and impl._current_internal_flags == [1, 2]  # type: ignore[attr-defined]
+    assert impl._current_internal_flags == (1, 2)  # type: ignore[attr-defined]
     assert type(impl._workflow_input.headers) is dict  # type: ignore[attr-defined]
     assert impl._workflow_input.headers["probe"].data == b"x"  # type: ignore[attr-defined]
     assert detach_activation(instance)
+
+
+async def test_held_runs_share_what_is_equal_in_every_run() -> None:
+    """Per held run nothing of its own where one shared value does: the flags tuple, the deployment
+    version, the empty headers and last completion result, and no per-instance activate closure."""
+    first, second = _instance(workflow_runner()), _instance(workflow_runner())
+    for instance, run_id in ((first, "r1"), (second, "r2")):
+        act = _start(run_id)
+        act.deployment_version_for_current_task.build_id = "build-1"  # the worker's, in every activation
+        del act.jobs[0].initialize_workflow.headers["probe"]
+        instance.activate(act)
+    a, b = _impl(first), _impl(second)
+    assert a._current_internal_flags is b._current_internal_flags  # type: ignore[attr-defined]
+    assert a._deployment_version_for_current_task is b._deployment_version_for_current_task  # type: ignore[attr-defined]
+    assert a._last_completion_result is b._last_completion_result  # type: ignore[attr-defined]
+    assert a._workflow_input.headers is b._workflow_input.headers  # type: ignore[attr-defined]
+    assert not a._workflow_input.headers  # type: ignore[attr-defined]
+    assert a._deployment_version_for_current_task.build_id == "build-1"  # type: ignore[attr-defined]
+    assert "activate" not in vars(first)
 
 
 async def test_a_run_keeps_no_decoded_start_search_attributes() -> None:
@@ -111,6 +129,8 @@ async def test_a_run_keeps_no_decoded_start_search_attributes() -> None:
     # A memo's payloads are sub-messages of the start activation (they would keep all of it).
     memo = infos[0].raw_memo["generation"]
     assert memo is not _INFO.raw_memo["generation"] and memo.data == b"1"
+    # upsert_memo changes the memo in place: each run has a dict of its own, even an empty one
+    assert type(infos[0].raw_memo) is dict and infos[0].raw_memo is not infos[1].raw_memo
 
 
 def _in_use() -> int:
@@ -151,3 +171,26 @@ async def test_memory_a_start_activation_leaves_behind() -> None:
     gap = statistics.median(held["plain"]) - statistics.median(held["duraplan"])
     print(f"bytes per started instance: {held}")
     assert gap > 1500, held  # if the plain side stops holding it, the SDK changed: revisit activation.py
+
+
+def _held_frames(instance: WorkflowInstance) -> list[str]:
+    """The coroutines the run's main task holds suspended, outermost first."""
+    coro = _impl(instance)._primary_task.get_coro()  # type: ignore[attr-defined]
+    names = []
+    while hasattr(coro, "cr_code"):
+        names.append(coro.cr_code.co_name)
+        coro = coro.cr_await
+    return names
+
+
+async def test_a_waiting_step_alone_in_its_block_holds_no_block_loop() -> None:
+    """A one-step block hands its step over (engine.scheduling._run_block): while the step waits,
+    no DAG loop frame with its sets and dicts is held. A block of two keeps its loop."""
+    alone, pair = _instance(workflow_runner()), _instance(workflow_runner())  # both before activating
+    alone.activate(_start("r1"))
+    held = _held_frames(alone)
+    assert held[held.index("_run_plan") :][:3] == ["_run_plan", "_run_step", "_wait_for_event"], held
+    two = {**PLAN, "steps": [*PLAN["steps"], {"id": "after", "kind": "set", "value": "${steps.go.output}"}]}
+    pair.activate(_start("r2", two))
+    held = _held_frames(pair)
+    assert held[held.index("_run_plan") :][:4] == ["_run_plan", "_run_dag", "_run_step", "_wait_for_event"], held

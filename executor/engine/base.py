@@ -38,7 +38,7 @@ class EngineBase:
     records: dict[str, StepRecord]
     events: list[EventRecord]
     compensations: list[CompensationCall]
-    compensation_errors: list[dict[str, str]]
+    compensation_errors: tuple[dict[str, str], ...]
     executed: int
     paused: bool
     state: str
@@ -67,7 +67,7 @@ class EngineBase:
 
     if TYPE_CHECKING:
         # scheduling.py
-        async def _run_block(self, steps: list[Step], frame: Frame) -> None: ...
+        def _run_block(self, steps: list[Step], frame: Frame) -> Awaitable[None]: ...
         def _done(self, path: str) -> bool: ...
         def _count_step(self, path: str) -> None: ...
         def _should_continue_as_new(self) -> bool: ...

@@ -27,9 +27,8 @@ class CompensationMixin(EngineBase):
                 if rec is not None:
                     rec.state = "compensated"
             except StepFailed as failure:
-                self.compensation_errors.append(
-                    {"step": call.path, "type": failure.error.type, "message": failure.error.message}
-                )
+                error = {"step": call.path, "type": failure.error.type, "message": failure.error.message}
+                self.compensation_errors = (*self.compensation_errors, error)
         self._set_state(final_state)
 
     async def _compensate_one(self, call: CompensationCall) -> None:

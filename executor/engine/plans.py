@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from executor.engine.frames import Frame
 from executor.lang.secret_refs import literal_refs
 from schemas.plan import Plan
 
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_SHARED_PLANS",
     "PlanDerived",
     "plan_refs",
+    "root_frame",
     "shared_derived",
     "shared_names",
     "shared_plan",
@@ -43,6 +45,7 @@ class PlanDerived:
     plan: Plan
     event_schemas: dict[str, list[dict[str, Any]]]
     deps: dict[int, Any] = field(default_factory=dict)  # and each block's shape (scheduling._shape)
+    root: Frame | None = None  # root_frame's, made on first use
 
 
 _derived: dict[str, PlanDerived] = {}
@@ -88,6 +91,19 @@ def shared_derived(
         _derived.clear()
     entry = _derived[digest] = PlanDerived(plan, event_schemas(plan))
     return entry
+
+
+def root_frame(digest: str, plan: Plan) -> Frame:
+    """The frame a run's top block starts in: each of the plan's steps visible by its own id, no
+    extras. Nothing changes a frame (a nested block's is a copy: ``Frame.child``), so the runs of
+    a shared plan share one (``shared_derived``'s), held for the run's whole life; any other plan
+    (a revision) gets its own."""
+    hit = _derived.get(digest)
+    if hit is None or hit.plan is not plan:
+        return Frame("", {s.id: s.id for s in plan.steps})
+    if hit.root is None:
+        hit.root = Frame("", {s.id: s.id for s in plan.steps})
+    return hit.root
 
 
 def plan_refs(args: Any) -> list[str]:

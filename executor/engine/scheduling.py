@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from temporalio import workflow
@@ -52,8 +52,21 @@ BlockShape = tuple[set[str], dict[str, list[str]], dict[str, int], tuple[str, ..
 
 
 class SchedulingMixin(EngineBase):
-    async def _run_block(self, steps: list[Step], frame: Frame) -> None:
-        """Run a block of sibling steps as a DAG: every ready step starts at once."""
+    def _run_block(self, steps: list[Step], frame: Frame) -> Awaitable[None]:
+        """Run a block of sibling steps as a DAG: every ready step starts at once. To be awaited
+        at once (or handed to one awaiting it, as a deadline does).
+
+        A block of one step (a one-step plan, a foreach body, a switch branch) is that step:
+        its coroutine is handed over as it is, not awaited by a DAG loop that would hold its own
+        suspended frame and bookkeeping (sets, dicts: ~1 KB) while the step waits, which
+        thousands of waiting runs add up. Same steps, same order, same commands as the loop,
+        which awaits a lone ready step directly too (engine version 1 on); a draining block
+        still goes through the loop (it raises Drained without starting the step)."""
+        if len(steps) == 1 and self.inp.engine >= 1 and not self._draining:
+            return self._run_step(steps[0], frame)
+        return self._run_dag(steps, frame)
+
+    async def _run_dag(self, steps: list[Step], frame: Frame) -> None:
         ids, dependents, order, roots = self._shape(steps)
         waiting = {s.id: s for s in steps}
         running: dict[str, asyncio.Task[None]] = {}

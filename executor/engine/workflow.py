@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         StepQuota,
         plan_hash,
     )
-    from executor.engine.plans import shared_derived, shared_names, shared_plan
+    from executor.engine.plans import root_frame, shared_derived, shared_names, shared_plan
     from executor.engine.retry import to_step_error
     from executor.engine.run_status import parent_of
     from executor.engine.scheduling import SchedulingMixin
@@ -86,10 +86,19 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
     _local_in_task = 0
     _task_cut = False  # a TASK_CUT activity was scheduled to end the current task
     _parked = 0  # steps sleeping or waiting for an event right now
+    # replaced, not appended to, when one is added: shared empty until then
+    replan_errors: tuple[dict[str, str], ...] = ()
+    compensation_errors: tuple[dict[str, str], ...] = ()
 
     @workflow.init
     def __init__(self, inp: RunInput) -> None:
         self.inp = inp
+        # equal in most runs of a worker: one string each, not one per run (waiting runs add up)
+        inp.plan_hash, inp.tenant, inp.session = (
+            sys.intern(inp.plan_hash),
+            sys.intern(inp.tenant),
+            sys.intern(inp.session),
+        )
         # one parsed plan and one body per plan in this worker, not one per run (waiting runs add up)
         inp.plan, self.plan = shared_plan(inp.plan_hash, inp.plan)
         self.plan_json = inp.plan
@@ -97,9 +106,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         self.revisions: list[Revision] = list(inp.revisions) or [
             Revision(revision=1, plan_hash=inp.plan_hash, reason=None, at=now_iso())
         ]
-        self.replan_errors: list[dict[str, str]] = []
         self._restore(inp.carry or Carry())  # an offloaded carry's records load when run() starts
-        self.compensation_errors: list[dict[str, str]] = []
         self._quotas = inp.quotas
         self._max_parallel = self._parallel_limit()
         inp.local_tools, self._local_tools = shared_names(inp.local_tools)  # one per worker, not per run
@@ -118,7 +125,6 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             self.continued,
             self.started_at,
             metered=inp.metered,
-            since=self._since,
             engine=inp.engine,
         )
 
@@ -156,7 +162,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
     async def _run_plan(self) -> Any:
         """Run the current revision; on terminal failure, replan (if the plan opts in) and go on."""
         while True:
-            frame = Frame("", {s.id: s.id for s in self.plan.steps})
+            frame = root_frame(self.current_hash, self.plan)  # shared by the runs of a plan
             try:
                 if self.plan.limits.deadline is None:  # one suspended frame less while the run waits
                     await self._run_block(self.plan.steps, frame)
@@ -199,7 +205,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             )
         except ActivityError as exc:
             error, _ = to_step_error(exc)
-            self.replan_errors.append({"type": error.type, "message": error.message})
+            self.replan_errors = (*self.replan_errors, {"type": error.type, "message": error.message})
             self._set_state("running")
             return None
         self._set_state("running")
@@ -248,7 +254,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             "plan_hash": self.current_hash,
             "revision": len(self.revisions),
             "revisions": [dataclasses.asdict(r) for r in self.revisions],
-            "replan_errors": self.replan_errors,
+            "replan_errors": list(self.replan_errors),
             "paused": self.paused,
             "started_at": self.started_at,
             "executed_steps": self.executed,
@@ -258,7 +264,7 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
             "buffered_events": len(self.events),
             "error": error_dict(self.error),
             "failed_step": self.failed_step,
-            "compensation_errors": self.compensation_errors,
+            "compensation_errors": list(self.compensation_errors),
         }
         state = self._public_state()
         return assemble(run=run, plan=self.plan, records=self.records, state=state, items=items).model_dump(mode="json")
@@ -298,10 +304,13 @@ class PlanWorkflow(SchedulingMixin, StepsMixin, ContainersMixin, CompensationMix
         if event.event_id is not None and event.event_id in self._seen:
             return SendEventResult(accepted=True, duplicate=True, buffered=len(self.events))
         if event.event_id is not None:
-            self._seen.add(event.event_id)
+            seen = self._seen
+            if not isinstance(seen, set):  # the shared empty one (CarryMixin._restore)
+                seen = self._seen = set(seen)
+            seen.add(event.event_id)
             self.seen_event_ids.append(event.event_id)
             if len(self.seen_event_ids) > EVENT_ID_MEMORY:
-                self._seen.discard(self.seen_event_ids.pop(0))
+                seen.discard(self.seen_event_ids.pop(0))
         event.received_at = workflow.now().isoformat()
         self.events.append(event)
         return SendEventResult(accepted=True, duplicate=False, buffered=len(self.events))

@@ -17,7 +17,7 @@ from executor.service.config import Settings
 from executor.service.converter import utf8_client
 from executor.service.telemetry import client_interceptors, configure_telemetry
 from executor.service.tenants import TenantRegistry
-from executor.worker.activation import DetachedStartRunner, DetachStartHeaders
+from executor.worker.activation import DetachedStartRunner
 from executor.worker.activities import StepActivities
 from executor.worker.memory import pin_mmap_threshold
 from executor.worker.metering import Meter
@@ -117,8 +117,6 @@ async def running_worker(
     if traced:  # a client connected before tracing was on (e.g. the dev server's): the worker traces
         worker_options["interceptors"] = [*worker_options.get("interceptors", []), *traced]
     pin_mmap_threshold()  # large payloads go back to the OS when freed (see executor/worker/memory.py)
-    # a held run keeps none of its start activation (executor/worker/activation.py)
-    worker_options["interceptors"] = [*worker_options.get("interceptors", []), DetachStartHeaders()]
     own_store = store is None
     if store is None:
         settings.home.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """Runs of one plan share its parsed model in a worker; a forged or stale hash never maps to another plan.
-Runs with the same local tools share one list and one set of them, and the secret references
-of a plan step's arguments are worked out once."""
+Runs with the same local tools share one list and one set of them, the secret references
+of a plan step's arguments are worked out once, and runs of a shared plan share one root frame."""
 
 from __future__ import annotations
 
-from executor.engine.plans import plan_refs, shared_names, shared_plan
+from executor.engine.plans import plan_refs, root_frame, shared_derived, shared_names, shared_plan
 from executor.lang.secret_refs import literal_refs
 
 
@@ -30,6 +30,19 @@ def test_equal_local_tool_lists_share_one_list_and_set() -> None:
     assert again is names and again_set is as_set and as_set == {"kv.get", "kv.put"}
     other, other_set = shared_names(["kv.put", "kv.get"])  # another order: passed on as given
     assert other == ["kv.put", "kv.get"] and other_set == as_set
+
+
+def test_runs_of_a_shared_plan_share_one_root_frame_and_a_revision_gets_its_own() -> None:
+    _, plan = shared_plan("sha256:frame", _plan("shared-frame"))
+    shared_derived("sha256:frame", plan, lambda p: {})
+    frame = root_frame("sha256:frame", plan)
+    assert root_frame("sha256:frame", plan) is frame
+    assert frame.prefix == "" and frame.visible == {"go": "go"} and frame.extras == {}
+    child = frame.child("loop[0].", plan.steps, item=1)  # a nested block's frame is a copy
+    assert child.visible == {"go": "loop[0].go"} and frame.visible == {"go": "go"} and frame.extras == {}
+    _, revised = shared_plan("sha256:revised", _plan("revised"))  # not the derived entry's plan
+    assert root_frame("sha256:frame", revised) is not frame
+    assert root_frame("sha256:frame", revised).visible == {"go": "go"}
 
 
 def test_plan_refs_are_the_literal_refs_of_each_arguments_object() -> None:
