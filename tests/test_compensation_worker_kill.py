@@ -1,5 +1,6 @@
 """A worker SIGKILLed while a compensation is in flight: a new worker finishes the saga, the undo
-took effect once and the run ends compensated (failed, with no compensation error)."""
+took effect once, the lost worker cost it no attempt, and the run ends compensated (failed, with
+no compensation error)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ async def test_killed_mid_compensation_undoes_once(dev_server: DevServer, tmp_pa
                 "args": {"key": "booked"},
                 "compensate": {
                     "tool": "test.charge_then_hold",
-                    "args": {"key": "unbooked", "release_file": str(release)},
+                    "args": {"key": "unbooked", "release_file": str(release), "attempt_key": "undo_attempt"},
                 },
             },
             {"id": "boom", "kind": "fail", "message": "no seats", "depends_on": ["book"]},
@@ -59,6 +60,8 @@ async def test_killed_mid_compensation_undoes_once(dev_server: DevServer, tmp_pa
         assert not status.get("compensation_errors"), status
         assert await store.kv_get("acme", "booked") == 1
         assert await store.kv_get("acme", "unbooked") == 1, "the undo ran twice"
+        # re-dispatched on the new worker, not a new attempt (a lost worker is not the undo's fault)
+        assert await store.kv_get("acme", "undo_attempt") == 1
     finally:
         store.close()
         for proc in workers:
