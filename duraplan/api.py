@@ -74,6 +74,7 @@ PROBLEMS = "https://duraplan.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
 TERMINAL_STATES = FINAL_RUN_STATES
 POLL_INTERVAL_S = 0.2
+KEY_CHECK_INTERVAL_S = 2.0  # how long a progress stream outlives its key's revocation, at most
 Completion = Callable[..., Awaitable[Any]]
 
 
@@ -444,13 +445,21 @@ def create_app(
             429,
             s200={
                 "description": "Server-sent events: a `status` event (a RunStatus) on every change, the last one final "
-                "(at most max_streams_per_tenant open per tenant: 429 past it)",
+                "(at most max_streams_per_tenant open per tenant: 429 past it); it ends early, with no final "
+                "event, once its API key is revoked or its tenant deleted",
                 "content": {"text/event-stream": {"schema": _SSE_EVENT}},
             },
         ),
     )
-    async def run_progress(tenant: TenantDep, run_id: RunId) -> StreamingResponse:
+    async def run_progress(
+        request: Request,
+        tenant: TenantDep,
+        run_id: RunId,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> StreamingResponse:
         handle = run_of(tenant, run_id)
+        registry: TenantRegistry = request.app.state.tenants
+        token = credentials.credentials if credentials is not None else ""
         slot = streams.acquire(tenant.tenant_id)  # 429 before any query: a tenant at its cap costs nothing more
         try:
             first = await handle.status()  # 404 before the stream starts
@@ -465,12 +474,26 @@ def create_app(
             finally:
                 slot.release()
 
+        async def key_valid() -> bool:
+            try:
+                return (await asyncio.to_thread(registry.authenticate, token)).tenant_id == tenant.tenant_id
+            except AuthenticationFailed:
+                return False
+
         async def changes() -> AsyncIterator[str]:
+            # A run may wait for days: the key is checked again while the stream is open, so a
+            # revoked key (or a deleted tenant) stops reading the run within KEY_CHECK_INTERVAL_S.
             snapshot: RunStatus | None = first
             last = None
+            loop = asyncio.get_running_loop()
+            checked = loop.time()
             while True:
                 if snapshot is None:
                     await asyncio.sleep(POLL_INTERVAL_S)
+                    if loop.time() - checked >= KEY_CHECK_INTERVAL_S:
+                        if not await key_valid():
+                            return
+                        checked = loop.time()
                     snapshot = await handle.status()
                 text = snapshot.model_dump_json()
                 if text != last:

@@ -411,6 +411,29 @@ async def test_progress_streams_until_the_final_state(http: httpx.AsyncClient, l
     assert [json.loads(line[6:])["state"] for line in lines] == ["completed"]
 
 
+async def test_progress_stream_ends_when_its_key_is_revoked(http: httpx.AsyncClient, live: LiveApi) -> None:
+    """A key is checked for as long as its stream is open, not only when it opens: revoking a
+    leaked key (or deleting its tenant) ends the streams it opened on runs that go on waiting."""
+    key = live.tenants.issue_key("acme", label="stream")
+    waits = {"name": "waits", "steps": [{"id": "w", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+    run_id = await submit(http, live, waits)
+    await wait_state(http, live, run_id, {"waiting"})
+    async with http.stream(
+        "GET", f"/v1/runs/{run_id}/progress", headers={"Authorization": f"Bearer {key}"}
+    ) as response:
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        assert (await anext(lines)) == "event: status"
+        live.tenants.revoke_key(key.split("_")[1])
+
+        async def rest() -> list[str]:
+            return [line async for line in lines]
+
+        tail = await asyncio.wait_for(rest(), 30)  # the stream ends; it would run as long as the run waits
+    assert not any(json.loads(line[6:])["state"] != "waiting" for line in tail if line.startswith("data: ")), tail
+    assert (await http.post(f"/v1/runs/{run_id}:cancel", headers=live.headers("acme"))).status_code == 200
+
+
 async def test_quota_is_429_with_retry_after(http: httpx.AsyncClient, live: LiveApi) -> None:
     await submit(http, live, COUNT_PLAN, tenant="limited")
     refused = await http.post("/v1/runs", json={"plan": COUNT_PLAN, "session": "s1"}, headers=live.headers("limited"))

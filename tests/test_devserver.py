@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -81,6 +83,26 @@ async def test_sqlite_store_survives_restart(tmp_path: Path) -> None:
         assert desc.status == WorkflowExecutionStatus.RUNNING
         assert desc.workflow_type == UNREGISTERED_WORKFLOW
         await server.client.get_workflow_handle(workflow_id).terminate("test done")
+
+
+async def test_restarts_on_its_port_after_being_killed(tmp_path: Path) -> None:
+    """A server SIGKILLed with clients connected leaves its side of their connections in TIME_WAIT:
+    the port is free for a new server (Temporal binds with SO_REUSEADDR), so a restart on it
+    must not be refused as 'already in use', and what the killed one stored is there."""
+    db = tmp_path / "state.db"
+    workflow_id = f"killed-{uuid.uuid4().hex}"
+    first = DevServer(tmp_path, port=0, ui=False, db_file=db)
+    await first.start()
+    try:
+        await first.client.start_workflow(UNREGISTERED_WORKFLOW, id=workflow_id, task_queue=_queue())
+        assert first.pid is not None
+        os.killpg(first.pid, signal.SIGKILL)
+    finally:
+        await first.stop()
+    async with DevServer(tmp_path, port=first.port, ui=False, db_file=db) as second:
+        handle = second.client.get_workflow_handle(workflow_id)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        await handle.terminate("test done")
 
 
 async def test_early_exit_reports_log_tail(tmp_path: Path) -> None:

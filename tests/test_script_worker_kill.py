@@ -79,8 +79,60 @@ async def test_killed_between_and_during_host_calls(dev_server: DevServer, tmp_p
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=15)
     assert out["before"] == 1 and out["after"] == 1 and out["go"] == {"n": 1}
-    assert out["charge"] == {"total": 1, "attempt": 2}, "the in-flight call ran again and did not charge again"
+    # re-dispatched on the new worker, not a new attempt (a lost worker is not the call's fault)
+    assert out["charge"] == {"total": 1, "attempt": 1}, "the in-flight call ran again and did not charge again"
     assert before == 1, "a completed call never runs again"
     calls = _calls(status)
     assert [c["kind"] for c in calls] == ["tool", "wait_for_event", "tool", "tool"]
-    assert [c["attempts"] for c in calls] == [1, 1, 2, 1]
+    assert [c["attempts"] for c in calls] == [1, 1, 1, 1]
+
+
+ONE_TRY = """
+charge = tool('test.charge_then_hold', key='charges', release_file=release)
+after = tool('kv.incr', key='after')['value']
+{'charge': charge, 'after': after}
+"""
+
+
+async def test_worker_loss_is_not_an_attempt_of_a_host_call(dev_server: DevServer, tmp_path: Path) -> None:
+    """As for a tool step (tests/test_worker_kill.py): a worker killed under a script's host call
+    is re-dispatched without spending an attempt, so a script allowed one attempt still completes."""
+    queue = f"script-kill1-{uuid.uuid4().hex[:8]}"
+    release = tmp_path / "release"
+    if str(SUPPORT) not in sys.path:
+        sys.path.insert(0, str(SUPPORT))
+    dp = Duraplan(
+        dev_server.client, Settings(home=tmp_path, task_queue=queue), default_registry(extra_modules=["kill_tools"])
+    )
+    plan = {
+        "name": "script-one-try",
+        "steps": [
+            {
+                "id": "s",
+                "kind": "script",
+                "code": ONE_TRY,
+                "inputs": {"release": str(release)},
+                "retry": {"max_attempts": 1},
+            }
+        ],
+        "output": "${steps.s.output}",
+    }
+    store = Store(tmp_path / "store.db")
+    workers = [_start_worker(dev_server, tmp_path, queue)]
+    try:
+        handle = await dp.submit_plan(plan, tenant="acme", session="s1")
+        await _until(lambda: store.kv_get("acme", "charges"), timeout=60)
+        os.killpg(workers[0].pid, signal.SIGKILL)
+        workers[0].wait(timeout=10)
+        release.touch()
+        workers.append(_start_worker(dev_server, tmp_path, queue))
+        out = await handle.result(timeout=120)
+        status = await handle.status()
+    finally:
+        store.close()
+        for proc in workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=15)
+    assert out == {"charge": {"total": 1, "attempt": 1}, "after": 1}
+    assert [c["attempts"] for c in _calls(status)] == [1, 1]

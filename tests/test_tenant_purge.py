@@ -91,6 +91,42 @@ async def test_purge_ends_runs_and_deletes_data_of_that_tenant_only(
     tenants.close()
 
 
+@pytest.mark.parametrize("indexed", [True, False], ids=["search-attributes", "workflow-id-prefix"])
+async def test_purge_ends_a_run_its_parent_abandoned(dev_server: DevServer, tmp_path: Path, indexed: bool) -> None:
+    """A run started as an abandoned child (planning sessions' submits before the one start path)
+    has a parent but does not end with it: the purge ends it too."""
+    from temporalio.worker import Worker
+
+    from tests.support.abandoning_parent import AbandoningParent
+
+    tag = uuid.uuid4().hex[:6]
+    tenant = f"orphan-{tag}"
+    settings = Settings(home=tmp_path, task_queue=f"purge-{tag}", search_attributes=indexed)
+    tenants = TenantRegistry(settings.registry_location())
+    tenants.create(tenant)
+    parents = f"parents-{tag}"
+    async with (
+        running_worker(dev_server.client, settings, tenants=tenants),
+        Worker(dev_server.client, task_queue=parents, workflows=[AbandoningParent]),
+    ):
+        dp = Duraplan(dev_server.client, settings, tenants=tenants)
+        wait = {"name": "hold", "steps": [{"id": "go", "kind": "wait_for_event", "event": "go", "timeout": "1h"}]}
+        run_id = await dev_server.client.execute_workflow(
+            "TestAbandoningParent",
+            args=[tenant, "orphan", wait, settings.task_queue, indexed],
+            id=f"parent-{tag}",
+            task_queue=parents,
+        )
+        orphan = dp.get_run(run_id, tenant=tenant)
+        await _until(orphan, "waiting")  # its parent has completed; it goes on
+
+        tenants.delete(tenant)
+        report = await purge_tenant(dev_server.client, settings, tenants, tenant, settle_s=0.5)
+        assert report.terminated == 1
+        await _until(orphan, "terminated")
+    tenants.close()
+
+
 def test_cli_delete_without_temporal_says_how_to_finish(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DURAPLAN_HOME", str(tmp_path))
     monkeypatch.setenv("DURAPLAN_ADDRESS", "127.0.0.1:1")  # nothing listens

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from tools.database import Tx, open_database
+from tools.database import Database, Tx, open_database
 
 __all__ = ["AttemptUsage", "DayUsage", "RunEnd", "UsageStore"]
 
@@ -161,6 +161,11 @@ class UsageStore:
         except BaseException:
             self._db.close()
             raise
+
+    @property
+    def database(self) -> Database:
+        """The connection source, for state kept beside the ledger (``tools.carry_store``)."""
+        return self._db
 
     def close(self) -> None:
         self._db.close()

@@ -9,7 +9,14 @@ from executor.engine.base import EngineBase
 from executor.engine.contract import RUN_CODE, RUN_TOOL
 from executor.engine.frames import StepFailed
 from executor.engine.models import CodeCall, CompensationCall, ToolCall
-from executor.engine.retry import DEFAULT_RETRY, to_step_error
+from executor.engine.retry import (
+    DEFAULT_RETRY,
+    LOST_WORKER_ENGINE,
+    MAX_WORKER_LOSSES,
+    throttle_delay,
+    to_step_error,
+    worker_lost,
+)
 from schemas.plan import parse_duration
 
 __all__ = ["CompensationMixin"]
@@ -32,7 +39,9 @@ class CompensationMixin(EngineBase):
         self._set_state(final_state)
 
     async def _compensate_one(self, call: CompensationCall) -> None:
-        for attempt in range(1, DEFAULT_RETRY.max_attempts + 1):
+        attempt = losses = 0
+        while True:
+            attempt += 1
             try:
                 if call.tool is not None:
                     arg: ToolCall | CodeCall = ToolCall(
@@ -62,6 +71,12 @@ class CompensationMixin(EngineBase):
                 return
             except (ActivityError, ApplicationError, TimeoutError) as exc:
                 error, _ = to_step_error(exc)
+                if self.inp.engine >= LOST_WORKER_ENGINE and losses < MAX_WORKER_LOSSES and worker_lost(exc):
+                    # the worker died under the undo (as for a step): not an attempt
+                    attempt -= 1
+                    losses += 1
+                    await workflow.sleep(throttle_delay(losses))
+                    continue
                 if not error.retryable or attempt == DEFAULT_RETRY.max_attempts:
                     raise StepFailed(call.path, error) from None
                 await workflow.sleep(parse_duration(DEFAULT_RETRY.initial_interval) * 2 ** (attempt - 1))

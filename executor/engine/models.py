@@ -171,7 +171,9 @@ class StepQuota:
 #    references only), whose answer can differ from plain jsonschema's (\w, \d, $ before a newline).
 # 5: a step that stops sleeping or waiting leaves the run's listing (DuraplanStatus) to the loop's
 #    next turn, so a run an event lets complete upserts no `running` first (engine.steps._park).
-ENGINE_VERSION = 5
+# 6: a worker lost under a script's segment or host call, or under a compensation, is not an
+#    attempt (as for a step since PATCH_WORKER_LOSS): re-dispatched, up to MAX_WORKER_LOSSES times.
+ENGINE_VERSION = 6
 
 
 @dataclass

@@ -17,6 +17,7 @@ from schemas.plan import Retry, parse_duration
 
 __all__ = [
     "DEFAULT_RETRY",
+    "LOST_WORKER_ENGINE",
     "MAX_WORKER_LOSSES",
     "backoff_delay",
     "cancelled",
@@ -29,6 +30,9 @@ DEFAULT_RETRY = Retry.model_validate({})
 # Worker losses re-dispatched without spending an attempt, per step: enough for a rolling restart
 # or a server outage, few enough that a step which itself kills its worker still ends.
 MAX_WORKER_LOSSES = 3
+# Runs started at this engine version (models.ENGINE_VERSION) or later count a lost worker as no
+# attempt in scripts and compensations too; earlier ones replay as they ran (a lost worker: an attempt).
+LOST_WORKER_ENGINE = 6
 
 
 def backoff_delay(policy: Retry, attempt: int, retry_after: float | None = None, *, clamp: bool = True) -> float:

@@ -44,7 +44,16 @@ from executor.engine.models import (
     StepState,
     ToolCall,
 )
-from executor.engine.retry import DEFAULT_RETRY, backoff_delay, cancelled, throttle_delay, to_step_error
+from executor.engine.retry import (
+    DEFAULT_RETRY,
+    LOST_WORKER_ENGINE,
+    MAX_WORKER_LOSSES,
+    backoff_delay,
+    cancelled,
+    throttle_delay,
+    to_step_error,
+    worker_lost,
+)
 from executor.engine.scheduling import cancel_all
 from executor.engine.status import preview, script_calls
 from executor.lang.script import PARALLEL_FUNCTIONS, analyse
@@ -143,7 +152,7 @@ class ScriptMixin(EngineBase):
         policy = step.retry or DEFAULT_RETRY
         local = self._script_local(step)
         timeout = parse_duration(step.timeout) if step.timeout is not None else None
-        attempt, throttled = 0, 0
+        attempt, throttled, losses = 0, 0, 0
         while True:
             attempt += 1
             seg = ScriptSegment(
@@ -171,6 +180,11 @@ class ScriptMixin(EngineBase):
                 if cancelled(exc):
                     raise asyncio.CancelledError() from None
                 error, retry_after = to_step_error(exc)
+                if self._lost_worker(exc, losses):  # not the script's fault: not an attempt
+                    attempt -= 1
+                    losses += 1
+                    await workflow.sleep(throttle_delay(losses))
+                    continue
                 if error.type == TENANT_BUSY:  # refused before it ran: not an attempt
                     attempt -= 1
                     throttled += 1
@@ -186,6 +200,11 @@ class ScriptMixin(EngineBase):
                 continue
             result["attempts"] = attempt
             return result
+
+    def _lost_worker(self, exc: BaseException, losses: int) -> bool:
+        """Whether ``exc`` is a lost worker to re-dispatch without spending an attempt (as a step's
+        is, engine.steps), bounded: the script may be what kills its worker."""
+        return self.inp.engine >= LOST_WORKER_ENGINE and losses < MAX_WORKER_LOSSES and worker_lost(exc)
 
     def _steps_left(self) -> int:
         cap = self.plan.limits.max_steps
@@ -371,7 +390,7 @@ class ScriptMixin(EngineBase):
     async def _effect(self, step: ScriptStep, fn: str, make: Any, local: bool) -> Outcome:
         """A tool or llm activity under the step's retry policy; its final failure is an outcome."""
         policy = step.retry or DEFAULT_RETRY
-        attempt, throttled = 0, 0
+        attempt, throttled, losses = 0, 0, 0
         timeout = parse_duration(step.timeout) if step.timeout is not None else None
         while True:
             attempt += 1
@@ -381,6 +400,12 @@ class ScriptMixin(EngineBase):
                 if cancelled(exc):
                     raise asyncio.CancelledError() from None
                 error, retry_after = to_step_error(exc)
+                lost = self._lost_worker(exc, losses)
+            if lost:  # the worker died under the call: not an attempt
+                attempt -= 1
+                losses += 1
+                await workflow.sleep(throttle_delay(losses))
+                continue
             if error.type == TENANT_BUSY:
                 attempt -= 1
                 throttled += 1

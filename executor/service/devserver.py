@@ -142,6 +142,9 @@ def _free_port(ip: str) -> int:
 
 def _port_in_use(ip: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
+        # As the server binds (Go sets SO_REUSEADDR on listeners): a port whose connections of a
+        # killed server linger in TIME_WAIT is free for it; a port someone listens on is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((ip, port))
         except OSError:

@@ -11,7 +11,8 @@ retired tenant:
    search attributes, a listing by workflow id prefix checked exactly here (Temporal's SQLite
    visibility matches ``STARTS_WITH`` without regard to case, so ``Acme/`` would also match
    ``acme/``), one terminate each. Subplan runs end with their parents (parent close policy:
-   terminate). A submit that read the
+   terminate); a run whose parent is no longer running (an abandoned child: a planning
+   session's submit before the one start path) is ended on its own. A submit that read the
    tenant just before its deletion may start a run up to ``CONTEXT_TTL_S`` later, and visibility
    lists a run a moment after it starts: the tenant's runs are counted again until none has shown
    for ``settle_s``.
@@ -71,6 +72,7 @@ async def _end_runs(client: Client, settings: Settings, tenant: str, settle_s: f
     quiet_since = loop.time()
     while True:
         found = await (_terminate_indexed if settings.search_attributes else _terminate_listed)(client, tenant)
+        found += await _terminate_orphans(client, tenant, indexed=settings.search_attributes)
         ended += found
         now = loop.time()
         if found:
@@ -110,6 +112,47 @@ async def _terminate_listed(client: Client, tenant: str) -> int:
             return 1
 
     return sum(await asyncio.gather(*(terminate(i) for i in ids)))
+
+
+async def _terminate_orphans(client: Client, tenant: str, *, indexed: bool) -> int:
+    """Open runs of the tenant that have a parent which is not running. A subplan ends with its
+    parent (parent close policy: terminate) and is left to it; but a run a planning session
+    started before the one start path is an abandoned child (planner/workflows.py): it outlives
+    its parent, and the top-level query (``ParentWorkflowId IS NULL``) does not list it. A child
+    whose parent still runs is left for the next pass, after its parent: ending it first would
+    fail the parent's step and start its compensations."""
+    prefix = f"{tenant}/"
+    owner = f"{ATTR_TENANT} = {json.dumps(tenant)}" if indexed else f"WorkflowId STARTS_WITH {json.dumps(prefix)}"
+    query = f"{owner} AND ExecutionStatus = 'Running' AND ParentWorkflowId IS NOT NULL"
+    ids = [wf.id async for wf in client.list_workflows(query) if wf.id.startswith(prefix)]  # exact: see module doc
+    sem = asyncio.Semaphore(_TERMINATE_CONCURRENCY)
+
+    async def terminate(workflow_id: str) -> int:
+        async with sem:
+            handle = client.get_workflow_handle(workflow_id)
+            try:
+                described = await handle.describe()
+                if described.status != WorkflowExecutionStatus.RUNNING:
+                    return 0  # ended meanwhile (visibility lags)
+                if described.parent_id is not None and await _running(client, described.parent_id):
+                    return 0  # ends with its parent, or on a later pass once its parent has ended
+                await handle.terminate(reason=f"tenant {tenant} deleted")
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:  # ended meanwhile (its parent's close policy)
+                    return 0
+                raise
+            return 1
+
+    return sum(await asyncio.gather(*(terminate(i) for i in ids)))
+
+
+async def _running(client: Client, workflow_id: str) -> bool:
+    try:
+        return (await client.get_workflow_handle(workflow_id).describe()).status == WorkflowExecutionStatus.RUNNING
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # gone (retention): not running
+            return False
+        raise
 
 
 async def _delete_data(settings: Settings, tenant: str) -> dict[str, int]:

@@ -36,6 +36,9 @@ continue-as-new are not counted. A closed run without the ``meter`` memo that is
 is a first segment that had nothing to add to its close status (engine version 3: no step
 interpreted by the workflow itself), or was ended by an engine-1 worker whose local activity wrote
 the same row: either way its row is derived from the execution (outcome from the status).
+Neither could it drop its offloaded continue-as-new carries (``tools.carry_store``): a pass drops
+those of every terminated or timed-out execution it lists (subplan runs and restarted generations
+included).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
@@ -56,6 +59,9 @@ from executor.engine.contract import WORKFLOW_NAME
 from executor.engine.metering import METER_MEMO
 from executor.service.usage import utc_day
 from tools.usage import RunEnd, UsageStore
+
+if TYPE_CHECKING:
+    from tools.carry_store import CarryStore
 
 __all__ = [
     "INTERVAL",
@@ -125,6 +131,18 @@ def _run_of(wf: WorkflowExecution, memo: Mapping[str, Any]) -> tuple[str, str] |
     return tenant, f"{run_id}/{generation if type(generation) is int else 0}"
 
 
+def _carry_owner(wf: WorkflowExecution, memo: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(tenant, carry owner: ``run_id#generation``, as ``executor.engine.carry`` keys it) of an
+    execution that was terminated or timed out, subplan runs included; None otherwise."""
+    if wf.status not in _TERMINATED:
+        return None
+    tenant, sep, run_id = wf.id.partition("/")
+    if not sep or not run_id or "/" in run_id:  # not a run's id (a legacy subplan id has a /generation)
+        return None
+    generation = memo.get("generation", 0)
+    return tenant, f"{run_id}#{generation if type(generation) is int else 0}"
+
+
 def run_end_of(wf: WorkflowExecution, memo: Mapping[str, Any]) -> RunEnd | None:
     """The ledger row of one closed execution (its decoded ``memo``); None: nothing to record here."""
     assert wf.close_time is not None
@@ -188,6 +206,7 @@ class Reconciler:
         self._remembered_from = dt.datetime.max.replace(tzinfo=dt.UTC)
         self._lock = asyncio.Lock()  # one pass at a time in this process
         self._rechecked: dict[str, float] = {}  # tenant -> when its last recheck started (monotonic)
+        self._carries: CarryStore | None = None  # opened on the first terminated run (_drop_carries)
 
     async def run(self, interval: float = INTERVAL) -> None:
         """Pass after pass until cancelled (every SWEEP_EVERY-th one, the first included, a sweep);
@@ -230,6 +249,7 @@ class Reconciler:
             newest = mark_at
             written = listed = 0
             page: list[tuple[tuple[str, str], dt.datetime, RunEnd]] = []
+            stale: list[tuple[str, str]] = []  # carries of runs that ended without dropping them
             query = f"{base} AND CloseTime >= '{_rfc3339(listed_from)}'"
             async for wf in self.client.list_workflows(query, page_size=1000):
                 listed += 1
@@ -241,10 +261,13 @@ class Reconciler:
                 if key in self._written:
                     continue
                 try:
-                    end = run_end_of(wf, await wf.memo())
+                    memo = await wf.memo()
+                    end = run_end_of(wf, memo)
                 except Exception as exc:  # a memo this code did not write: skip it, never stop the pass
                     log.warning("usage of workflow %s run %s not readable: %s", wf.id, wf.run_id, exc)
-                    end = None
+                    memo, end = {}, None
+                if (owner := _carry_owner(wf, memo)) is not None:
+                    stale.append(owner)
                 if end is not None and tenant is not None and end.tenant != tenant:
                     continue  # search attributes off: another tenant's run, left to the worker's pass
                 if end is None:
@@ -254,6 +277,7 @@ class Reconciler:
                 if len(page) >= 500:
                     written += await self._flush(page)
             written += await self._flush(page)
+            await self._drop_carries(stale)
             if tenant is None:
                 if newest is not None:
                     await self.store.advance_reconciled(SCOPE, newest.timestamp())
@@ -297,6 +321,22 @@ class Reconciler:
             # a front end only ever runs report passes: what it remembers must not grow forever
             self._forget(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=SWEEP_OVERLAP))
             return written
+
+    async def _drop_carries(self, owners: list[tuple[str, str]]) -> None:
+        """Delete the continue-as-new carries (``tools.carry_store``) of runs that were terminated
+        or timed out: a run drops its own when it ends, but these ran no code to do it, so a
+        terminated long run (or a restarted generation) kept hundreds of KiB in the store forever."""
+        if not owners:
+            return
+        if self._carries is None:
+            from tools.carry_store import CarryStore
+
+            self._carries = CarryStore(self.store.database)
+        for tenant, owner in owners:
+            try:
+                await self._carries.drop(tenant, owner)
+            except Exception as exc:  # housekeeping: the next sweep lists the run again
+                log.warning("carries of run %s of tenant %s not dropped: %s", owner, tenant, exc)
 
     async def _flush(self, page: list[tuple[tuple[str, str], dt.datetime, RunEnd]]) -> int:
         await self.store.record_run_ends([end for _, _, end in page])

@@ -3,6 +3,7 @@ kept in the worker's store (a lowered ``carry_limit`` makes a short run take tha
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -102,3 +103,68 @@ async def test_long_run_offloads_its_carry_and_runs_every_step_once(dp: Duraplan
     # The finished run leaves nothing in the store.
     carries = CarryStore(worker_deps.store.database)
     assert await carries.load(tenant, f"{run_id}#0", str(status["continued_as_new"]), 0) is None
+
+
+async def test_a_terminated_run_leaves_no_carry(dp: Duraplan, worker_deps: WorkerDeps) -> None:
+    """A terminated run runs no code to drop its stored carries: the usage reconciler, which lists
+    every closed execution anyway, drops them (a long run's carry is hundreds of KiB)."""
+    from executor.service.usage_reconcile import Reconciler
+    from tools.usage import UsageStore
+
+    tenant = "carry-terminated"
+    plan: dict[str, Any] = {
+        "name": "carry-terminated",
+        "steps": [
+            {"id": "nums", "kind": "code", "code": "list(range(n))", "inputs": {"n": 60}},
+            {
+                "id": "each",
+                "kind": "foreach",
+                "items": "${steps.nums.output}",
+                "max_concurrency": 5,
+                "steps": [{"id": "echo", "kind": "tool", "tool": "debug.echo", "args": {"value": "${item}"}}],
+            },
+            {"id": "go", "kind": "wait_for_event", "event": "go", "depends_on": ["each"]},
+        ],
+        "limits": {"max_parallel": 5, "max_steps": 600},
+    }
+    run_id = f"carry-t-{plan_hash({'n': id(plan)})[-8:]}"
+    arg = RunInput(
+        plan=plan,
+        plan_hash=plan_hash(plan),
+        tenant=tenant,
+        session="s",
+        run_id=run_id,
+        local_tools=[],
+        history_limit=100,  # continues as new while the loop runs
+        carry_limit=200,  # every carry goes to the store
+        search_attributes=False,
+    )
+    handle = await dp.client.start_workflow(
+        WORKFLOW_NAME, arg, id=f"{tenant}/{run_id}", task_queue=dp.settings.task_queue
+    )
+    carries = CarryStore(worker_deps.store.database)
+
+    async def stored() -> int:
+        with worker_deps.store.database.reading() as db:
+            row = db.execute("SELECT COUNT(*) FROM run_carry WHERE tenant = ?", (tenant,)).fetchone()
+        return int(row[0])
+
+    for _ in range(400):
+        status = await handle.query("status")
+        if status["state"] == "waiting":
+            break
+        await asyncio.sleep(0.05)
+    assert status["state"] == "waiting" and status["continued_as_new"] >= 1 and await stored() > 0
+    await handle.terminate("test")
+    usage = UsageStore(worker_deps.settings.store_location())
+    try:
+        reconciler = Reconciler(dp.client, usage, dp.settings.task_queue, search_attributes=False)
+        for _ in range(100):  # visibility shows the close a moment later
+            await reconciler.reconcile(tenant)
+            if await stored() == 0:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        usage.close()
+    assert await stored() == 0, "the terminated run's carries stayed in the store"
+    assert await carries.load(tenant, f"{run_id}#0", "1", 0) is None

@@ -14,6 +14,8 @@ async def charge_then_hold(args: dict[str, Any], ctx: ToolContext) -> dict[str, 
     """Take effect once (idempotent on the step's key), then hold until a release file appears:
     the test kills the worker while this step is in flight."""
     total = await ctx.store.kv_incr(ctx.tenant, args["key"], idempotency_key=ctx.idempotency_key)
+    if "attempt_key" in args:  # where a caller that does not see the answer (an undo) reads the attempt
+        await ctx.store.kv_put(ctx.tenant, args["attempt_key"], ctx.attempt)
     release = Path(args["release_file"])
     while not release.exists():
         await asyncio.sleep(0.05)
@@ -77,7 +79,11 @@ def register(registry: ToolRegistry) -> None:
                 "type": "object",
                 "required": ["key", "release_file"],
                 "additionalProperties": False,
-                "properties": {"key": {"type": "string"}, "release_file": {"type": "string"}},
+                "properties": {
+                    "key": {"type": "string"},
+                    "release_file": {"type": "string"},
+                    "attempt_key": {"type": "string"},
+                },
             },
             handler=charge_then_hold,
             side_effects=True,
