@@ -95,23 +95,7 @@ async def _terminate_indexed(client: Client, tenant: str) -> int:
 async def _terminate_listed(client: Client, tenant: str) -> int:
     prefix = f"{tenant}/"
     query = f"WorkflowId STARTS_WITH {json.dumps(prefix)} AND ExecutionStatus = 'Running' AND ParentWorkflowId IS NULL"
-    ids = [wf.id async for wf in client.list_workflows(query) if wf.id.startswith(prefix)]  # exact: see module doc
-    sem = asyncio.Semaphore(_TERMINATE_CONCURRENCY)
-
-    async def terminate(workflow_id: str) -> int:
-        async with sem:
-            handle = client.get_workflow_handle(workflow_id)
-            try:
-                if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
-                    return 0  # ended meanwhile (visibility lags)
-                await handle.terminate(reason=f"tenant {tenant} deleted")
-            except RPCError as exc:
-                if exc.status == RPCStatusCode.NOT_FOUND:  # ended meanwhile
-                    return 0
-                raise
-            return 1
-
-    return sum(await asyncio.gather(*(terminate(i) for i in ids)))
+    return await _terminate_each(client, tenant, query, orphans_only=False)
 
 
 async def _terminate_orphans(client: Client, tenant: str, *, indexed: bool) -> int:
@@ -124,6 +108,13 @@ async def _terminate_orphans(client: Client, tenant: str, *, indexed: bool) -> i
     prefix = f"{tenant}/"
     owner = f"{ATTR_TENANT} = {json.dumps(tenant)}" if indexed else f"WorkflowId STARTS_WITH {json.dumps(prefix)}"
     query = f"{owner} AND ExecutionStatus = 'Running' AND ParentWorkflowId IS NOT NULL"
+    return await _terminate_each(client, tenant, query, orphans_only=True)
+
+
+async def _terminate_each(client: Client, tenant: str, query: str, *, orphans_only: bool) -> int:
+    """Terminate, one at a time (16 in flight), the tenant's workflows ``query`` lists that still
+    run (``orphans_only``: and whose parent does not): how many were terminated."""
+    prefix = f"{tenant}/"
     ids = [wf.id async for wf in client.list_workflows(query) if wf.id.startswith(prefix)]  # exact: see module doc
     sem = asyncio.Semaphore(_TERMINATE_CONCURRENCY)
 
@@ -134,7 +125,7 @@ async def _terminate_orphans(client: Client, tenant: str, *, indexed: bool) -> i
                 described = await handle.describe()
                 if described.status != WorkflowExecutionStatus.RUNNING:
                     return 0  # ended meanwhile (visibility lags)
-                if described.parent_id is not None and await _running(client, described.parent_id):
+                if orphans_only and described.parent_id is not None and await _running(client, described.parent_id):
                     return 0  # ends with its parent, or on a later pass once its parent has ended
                 await handle.terminate(reason=f"tenant {tenant} deleted")
             except RPCError as exc:
