@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from duraplan.tenants_cli import app
 from duraplan.worker import running_worker
 from executor import Duraplan, RunHandle, Settings
+from executor.service import tenant_purge
 from executor.service.devserver import DevServer
 from executor.service.tenant_purge import purge_tenant
 from executor.service.tenants import TenantError, TenantRegistry
@@ -124,6 +125,37 @@ async def test_purge_ends_a_run_its_parent_abandoned(dev_server: DevServer, tmp_
         report = await purge_tenant(dev_server.client, settings, tenants, tenant, settle_s=0.5)
         assert report.terminated == 1
         await _until(orphan, "terminated")
+    tenants.close()
+
+
+async def test_purge_gives_up_on_runs_that_keep_starting(
+    dev_server: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client without the registry is not refused the deleted tenant: the purge says so instead
+    of running for ever, and a purge after it stopped finishes."""
+    monkeypatch.setattr(tenant_purge, "MAX_PURGE_S", 1.5)
+    tenant = f"loop-{uuid.uuid4().hex[:6]}"
+    settings = Settings(home=tmp_path, task_queue=f"purge-{tenant}")
+    tenants = TenantRegistry(settings.registry_location())
+    tenants.create(tenant)
+    tenants.delete(tenant)
+    unchecked = Duraplan(dev_server.client, settings)  # no registry: nothing refuses the name
+    stop = asyncio.Event()
+
+    async def keep_starting() -> None:
+        while not stop.is_set():
+            await unchecked.submit_plan(WAIT, tenant=tenant, session="s")
+            await asyncio.sleep(0.05)
+
+    starter = asyncio.create_task(keep_starting())
+    try:
+        with pytest.raises(TenantError, match="kept starting"):
+            await purge_tenant(dev_server.client, settings, tenants, tenant, settle_s=1.0)
+    finally:
+        stop.set()
+        await starter
+    report = await purge_tenant(dev_server.client, settings, tenants, tenant, settle_s=0.5)
+    assert report.terminated >= 1  # what started after the last pass
     tenants.close()
 
 

@@ -43,6 +43,7 @@ from executor.service.tenants import CONTEXT_TTL_S, TenantError, TenantRegistry
 __all__ = ["PurgeReport", "purge_tenant"]
 
 SETTLE_S = CONTEXT_TTL_S + 2.0  # a late start, and the visibility delay after it
+MAX_PURGE_S = 300.0  # runs still appearing after this: something outside the registry starts them
 _TERMINATE_CONCURRENCY = 16
 
 
@@ -69,8 +70,13 @@ async def purge_tenant(
 async def _end_runs(client: Client, settings: Settings, tenant: str, settle_s: float) -> int:
     loop = asyncio.get_running_loop()
     ended = 0
-    quiet_since = loop.time()
+    quiet_since = started = loop.time()
     while True:
+        if loop.time() - started > MAX_PURGE_S:  # a client without the registry keeps starting them
+            raise TenantError(
+                f"runs of deleted tenant {tenant!r} kept starting for {MAX_PURGE_S:.0f} s ({ended} ended): "
+                "stop what starts them (a client without the tenant registry), then purge again"
+            )
         found = await (_terminate_indexed if settings.search_attributes else _terminate_listed)(client, tenant)
         found += await _terminate_orphans(client, tenant, indexed=settings.search_attributes)
         ended += found
