@@ -306,7 +306,7 @@ class _Prepared:
     digest: str  # plan_hash(body)
     encoded: str  # the body as a run input's payload holds it (start_request.plan_json)
     inputs: jsonschema.Draft202012Validator  # the plan's inputs schema, compiled
-    none_needed: bool  # the schema accepts no inputs at all ({}): a start without any skips it
+    none_needed: bool  # the inputs schema accepts {}: a start without inputs needs no check
     # tenants' quotas the plan was checked against and is within (Quotas is frozen: a changed
     # quota is another value, checked afresh); a walk of every step, ~75 us at 50 steps
     within: set[Quotas] = field(default_factory=set)
