@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from test_worker_kill import SUPPORT, _start_worker, _until
+from test_worker_kill import _kill_client, _start_worker, _stop, _until
 
-from executor import Duraplan, RunFailed, Settings
+from executor import RunFailed
 from executor.service.devserver import DevServer
-from tools import Store, default_registry
+from tools import Store
 
 
 async def test_killed_mid_compensation_undoes_once(dev_server: DevServer, tmp_path: Path) -> None:
-    queue = f"saga-kill-{uuid.uuid4().hex[:8]}"
-    release = tmp_path / "release"
-    if str(SUPPORT) not in sys.path:
-        sys.path.insert(0, str(SUPPORT))
-    registry = default_registry(extra_modules=["kill_tools"])
-    dp = Duraplan(dev_server.client, Settings(home=tmp_path, task_queue=queue), registry)
+    dp, queue, release = _kill_client(dev_server, tmp_path, "saga-kill")
     plan = {
         "name": "saga-after-crash",
         "steps": [
@@ -64,7 +57,4 @@ async def test_killed_mid_compensation_undoes_once(dev_server: DevServer, tmp_pa
         assert await store.kv_get("acme", "undo_attempt") == 1
     finally:
         store.close()
-        for proc in workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=15)
+        _stop(workers)

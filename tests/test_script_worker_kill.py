@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
-from test_worker_kill import SUPPORT, _start_worker, _until
+from test_worker_kill import _kill_client, _start_worker, _stop, _until
 
-from executor import Duraplan, Settings
 from executor.service.devserver import DevServer
-from tools import Store, default_registry
+from tools import Store
 
 CODE = """
 before = tool('kv.incr', key='before')['value']
@@ -30,12 +27,7 @@ def _calls(status: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def test_killed_between_and_during_host_calls(dev_server: DevServer, tmp_path: Path) -> None:
-    queue = f"script-kill-{uuid.uuid4().hex[:8]}"
-    release = tmp_path / "release"
-    if str(SUPPORT) not in sys.path:
-        sys.path.insert(0, str(SUPPORT))
-    registry = default_registry(extra_modules=["kill_tools"])
-    dp = Duraplan(dev_server.client, Settings(home=tmp_path, task_queue=queue), registry)
+    dp, queue, release = _kill_client(dev_server, tmp_path, "script-kill")
     plan = {
         "name": "script-after-crash",
         "steps": [
@@ -74,10 +66,7 @@ async def test_killed_between_and_during_host_calls(dev_server: DevServer, tmp_p
         before = await store.kv_get("acme", "before")
     finally:
         store.close()
-        for proc in workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=15)
+        _stop(workers)
     assert out["before"] == 1 and out["after"] == 1 and out["go"] == {"n": 1}
     # re-dispatched on the new worker, not a new attempt (a lost worker is not the call's fault)
     assert out["charge"] == {"total": 1, "attempt": 1}, "the in-flight call ran again and did not charge again"
@@ -97,13 +86,7 @@ after = tool('kv.incr', key='after')['value']
 async def test_worker_loss_is_not_an_attempt_of_a_host_call(dev_server: DevServer, tmp_path: Path) -> None:
     """As for a tool step (tests/test_worker_kill.py): a worker killed under a script's host call
     is re-dispatched without spending an attempt, so a script allowed one attempt still completes."""
-    queue = f"script-kill1-{uuid.uuid4().hex[:8]}"
-    release = tmp_path / "release"
-    if str(SUPPORT) not in sys.path:
-        sys.path.insert(0, str(SUPPORT))
-    dp = Duraplan(
-        dev_server.client, Settings(home=tmp_path, task_queue=queue), default_registry(extra_modules=["kill_tools"])
-    )
+    dp, queue, release = _kill_client(dev_server, tmp_path, "script-kill1")
     plan = {
         "name": "script-one-try",
         "steps": [
@@ -130,9 +113,6 @@ async def test_worker_loss_is_not_an_attempt_of_a_host_call(dev_server: DevServe
         status = await handle.status()
     finally:
         store.close()
-        for proc in workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=15)
+        _stop(workers)
     assert out == {"charge": {"total": 1, "attempt": 1}, "after": 1}
     assert [c["attempts"] for c in _calls(status)] == [1, 1]

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,25 @@ async def _until(probe: Callable[[], Awaitable[Any]], timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_killed_worker_resumes_and_effect_happens_once(dev_server: DevServer, tmp_path: Path) -> None:
-    queue = f"kill-{uuid.uuid4().hex[:8]}"
-    release = tmp_path / "release"
+def _kill_client(server: DevServer, home: Path, name: str) -> tuple[Duraplan, str, Path]:
+    """A client whose registry has the kill tools (tests/support/kill_tools.py), a task queue of
+    its own, and the file the held tool waits for: (client, queue, release file)."""
+    queue = f"{name}-{uuid.uuid4().hex[:8]}"
     if str(SUPPORT) not in sys.path:
         sys.path.insert(0, str(SUPPORT))
     registry = default_registry(extra_modules=["kill_tools"])
-    dp = Duraplan(dev_server.client, Settings(home=tmp_path, task_queue=queue), registry)
+    return Duraplan(server.client, Settings(home=home, task_queue=queue), registry), queue, home / "release"
+
+
+def _stop(workers: Sequence[subprocess.Popen[bytes] | None]) -> None:
+    for proc in workers:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+
+
+async def test_killed_worker_resumes_and_effect_happens_once(dev_server: DevServer, tmp_path: Path) -> None:
+    dp, queue, release = _kill_client(dev_server, tmp_path, "kill")
     plan = {
         "name": "charge-after-crash",
         "steps": [
@@ -92,7 +104,4 @@ async def test_killed_worker_resumes_and_effect_happens_once(dev_server: DevServ
         assert charge["state"] == "completed"
     finally:
         store.close()
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=15)
+        _stop([first, second])
